@@ -1,0 +1,26 @@
+// colo/names.hpp — validation of namespace and object names (DESIGN.md section 2).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "colo/error.hpp"
+
+namespace colo {
+
+inline constexpr std::size_t kMaxObjectNameBytes = 200;
+inline constexpr std::size_t kMaxNamespaceBytes = 32;
+
+// Object names: 1..200 bytes of [A-Za-z0-9._/-]; no leading or trailing '/',
+// no empty, "." or ".." path component. (The allowed set is ASCII, so any
+// valid name is valid UTF-8; any non-ASCII byte is refused.)
+Result<void> validate_object_name(std::string_view name);
+
+// Namespaces: 1..32 bytes of [A-Za-z0-9_-] (no '.', which separates the
+// parts of a segment name).
+Result<void> validate_namespace(std::string_view ns);
+
+// The namespace from COLO_NS, or "default".
+std::string default_namespace();
+
+}  // namespace colo

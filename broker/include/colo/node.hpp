@@ -1,0 +1,102 @@
+// colo/node.hpp — a namespace on this host and its registry of objects.
+//
+// A Node is the entry point of libcolo: it opens (or creates) the namespace's
+// registry segment, /dev/shm/colo.<ns>.registry, and creates or opens the
+// objects of the namespace, each in its own segment /dev/shm/colo.<ns>.obj.<name>
+// ('/' in names becomes '^'). The registry lists every object with its kind,
+// scope, creator, creation time and creation parameters; the counters live in
+// each object's own segment, so reading them disturbs nobody.
+//
+// Creation is serialised by the registry's robust mutex, so "create" and
+// "create or open" are race-free between processes; "open" does not touch the
+// registry at all.
+#pragma once
+
+#include <sys/types.h>  // gid_t
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "colo/error.hpp"
+#include "colo/lock.hpp"
+#include "colo/names.hpp"
+
+namespace colo {
+
+namespace detail {
+class Registry;
+}
+
+enum class OpenMode {
+  open,            // must exist
+  create,          // must not exist
+  create_or_open,  // either; parameters must match if it exists
+};
+
+struct NodeOptions {
+  std::string ns = default_namespace();           // COLO_NS, or "default"
+  std::optional<gid_t> group;                     // share segments with this group (mode 0660)
+  std::chrono::milliseconds ready_timeout{2000};  // bounded wait for a segment being created
+};
+
+struct LockOptions {
+  Scope scope = Scope::host;
+};
+
+// One row of `colo ls`: what the registry and the segment say of an object.
+struct ObjectInfo {
+  std::string name;
+  std::string kind;         // "lock", "queue", "topic"
+  Scope scope = Scope::host;
+  std::string shm_name;     // without the leading '/'
+  std::uint64_t size_bytes = 0;
+  std::uint32_t creator_pid = 0;
+  bool creator_alive = false;
+  std::uint64_t created_realtime_ns = 0;
+  // "ready", "creating", "abandoned" (creator died before ready), "missing"
+  // (registered, segment gone), "unregistered" (segment, no registry entry),
+  // or "corrupt: <why>".
+  std::string state;
+  std::optional<LockStats> lock;  // for ready locks
+};
+
+struct GcReport {
+  std::vector<std::string> removed_segments;         // abandoned before ready
+  std::vector<std::string> removed_registry_entries;  // their segment is gone
+};
+
+class Node {
+ public:
+  static Result<Node> open(NodeOptions options = {});
+
+  Result<Lock> lock(std::string_view name, OpenMode mode = OpenMode::create_or_open, LockOptions options = {});
+
+  Result<std::vector<ObjectInfo>> list() const;
+  Result<ObjectInfo> info(std::string_view name) const;
+  // Removes the object's segment and registry entry. Processes that have it
+  // open keep using their mapping; new opens see it gone.
+  Result<void> remove(std::string_view name);
+  Result<GcReport> gc(bool dry_run);
+
+  const std::string& ns() const noexcept { return options_.ns; }
+  // Segment name of an object of this namespace (without the leading '/').
+  std::string shm_name_of(std::string_view object_name) const;
+
+  Node(Node&&) noexcept;
+  Node& operator=(Node&&) noexcept;
+  ~Node();
+
+ private:
+  Node(NodeOptions options, std::unique_ptr<detail::Registry> registry) noexcept;
+  Result<ObjectInfo> describe(std::string_view name, bool registered) const;
+
+  NodeOptions options_;
+  std::unique_ptr<detail::Registry> registry_;
+};
+
+}  // namespace colo

@@ -1,0 +1,91 @@
+// broker/lock_record.hpp — the body of a lock segment (private to libcolo).
+//
+// Layout (body of a SegmentKind::lock segment, after the 512-byte header).
+// Member order is part of the format: change it only with kLockLayoutVersion.
+//
+//   0                                                              64
+//   +--------------------------------------------------------------+
+//   | robust mutex (pthread_mutex_t, 40 B) | padding               |  every grant/release: CAS
+//   +--------------------------------------------------------------+ 64
+//   | fencing epoch | grants | contended | recoveries | hold ticks |  holder line: written only
+//   | owner pid | owner tid | owner start time | acquired (ticks)  |  by the holder, under mutex
+//   +--------------------------------------------------------------+ 128
+//   | overflow waiters | reserved | timeouts | reserved            |  waiter line: RMW outside mutex
+//   +--------------------------------------------------------------+ 192
+//   | layout version | scope | cluster epoch | lease state | flags |  cluster line: reserved for
+//   | reserved ...                                                 |  cohorting through colod
+//   +--------------------------------------------------------------+ 256
+//   | waiter slots: 16 x { pid u32 | pad u32 | start time u64 }    |  who is blocked, for tools
+//   +--------------------------------------------------------------+ 512
+//
+// Waiters are recorded by identity, not just counted: a waiter killed while
+// blocked (Ctrl-C on `colo lock`) would leave a plain counter wrong forever,
+// while a slot whose process is dead is simply not counted by tools (and is
+// reused when the table is full). Waiters beyond 16 are only counted.
+//
+// Memory orders: holder-line fields are relaxed atomics. The mutex orders
+// every holder's writes before the next holder's reads; tools that read
+// without the mutex accept a torn *snapshot* (different fields from
+// neighbouring grants), never a torn field.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "robust_mutex.hpp"
+#include "segment.hpp"
+
+namespace colo::detail {
+
+inline constexpr std::uint32_t kLockLayoutVersion = 1;
+inline constexpr std::size_t kWaiterSlots = 16;
+
+struct alignas(shm::kCacheLine) LockRecord {
+  // --- line 0: the mutex
+  shm::RobustMutex mutex;
+  std::uint8_t pad0[shm::kCacheLine - sizeof(shm::RobustMutex)];
+
+  // --- line 1: holder line
+  std::atomic<std::uint64_t> fencing_epoch;
+  std::atomic<std::uint64_t> grants;
+  std::atomic<std::uint64_t> contended_grants;
+  std::atomic<std::uint64_t> recoveries;
+  std::atomic<std::uint64_t> hold_ticks_total;
+  std::atomic<std::uint32_t> owner_pid;
+  std::atomic<std::uint32_t> owner_tid;
+  std::atomic<std::uint64_t> owner_start_time;
+  std::atomic<std::uint64_t> acquired_ticks;
+
+  // --- line 2: waiter line
+  std::atomic<std::uint32_t> overflow_waiters;  // blocked waiters that found no free slot
+  std::uint32_t reserved2a;
+  std::atomic<std::uint64_t> timeouts;
+  std::uint8_t reserved2b[48];
+
+  // --- line 3: cluster line (layout and scope now; the rest for colod)
+  std::uint32_t layout_version;
+  std::uint32_t scope;                        // colo::Scope
+  std::atomic<std::uint64_t> cluster_epoch;   // backend ordering (reserved)
+  std::atomic<std::uint32_t> lease_state;     // reserved: lease lost flag
+  std::uint32_t flags;                        // reserved
+  std::uint8_t reserved3[40];
+
+  // --- lines 4-7: waiter slots
+  struct WaiterSlot {
+    std::atomic<std::uint32_t> pid;  // 0: free; claimed by CAS
+    std::uint32_t pad;
+    std::atomic<std::uint64_t> start_time;
+  };
+  WaiterSlot waiter_slots[kWaiterSlots];
+};
+static_assert(sizeof(shm::RobustMutex) <= shm::kCacheLine, "the mutex must fit in its own cache line");
+static_assert(offsetof(LockRecord, fencing_epoch) == 64, "holder line starts at byte 64");
+static_assert(offsetof(LockRecord, acquired_ticks) == 120, "holder line must fit in one cache line");
+static_assert(offsetof(LockRecord, overflow_waiters) == 128, "waiter line starts at byte 128");
+static_assert(offsetof(LockRecord, waiter_slots) == 256, "waiter slots start at byte 256");
+static_assert(offsetof(LockRecord, layout_version) == 192, "cluster line starts at byte 192");
+static_assert(sizeof(LockRecord) == 512, "the lock record is 512 bytes");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared counters must be lock-free atomics");
+
+}  // namespace colo::detail

@@ -1,0 +1,78 @@
+#include "colo/names.hpp"
+
+#include <cstdio>   // snprintf
+#include <cstdlib>  // getenv
+
+namespace colo {
+namespace {
+
+std::string printable(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 64)) {
+    if (c >= 0x20 && c < 0x7f && c != '\'') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  if (s.size() > 64) out += "...";
+  return out;
+}
+
+bool is_name_char(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+         c == '-' || c == '/';
+}
+
+}  // namespace
+
+Result<void> validate_object_name(std::string_view name) {
+  auto bad = [&](const std::string& why) {
+    return Error{Errc::invalid_argument, "invalid object name '" + printable(name) + "': " + why +
+                                             " (names are 1-200 bytes of A-Z a-z 0-9 . _ - /)"};
+  };
+  if (name.empty()) return bad("it is empty");
+  if (name.size() > kMaxObjectNameBytes) return bad("it is " + std::to_string(name.size()) + " bytes long");
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (!is_name_char(c)) {
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "byte 0x%02x at offset %zu is not allowed", c, i);
+      return bad(buf);
+    }
+  }
+  if (name.front() == '/' || name.back() == '/') return bad("it starts or ends with '/'");
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    std::size_t end = name.find('/', start);
+    if (end == std::string_view::npos) end = name.size();
+    const std::string_view part = name.substr(start, end - start);
+    if (part.empty()) return bad("it has an empty path component ('//')");
+    if (part == "." || part == "..") return bad("it has a '" + std::string(part) + "' path component");
+    start = end + 1;
+  }
+  return Ok{};
+}
+
+Result<void> validate_namespace(std::string_view ns) {
+  auto bad = [&](const std::string& why) {
+    return Error{Errc::invalid_argument,
+                 "invalid namespace '" + printable(ns) + "': " + why + " (namespaces are 1-32 bytes of A-Z a-z 0-9 _ -)"};
+  };
+  if (ns.empty()) return bad("it is empty");
+  if (ns.size() > kMaxNamespaceBytes) return bad("it is " + std::to_string(ns.size()) + " bytes long");
+  for (unsigned char c : ns) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return bad("it contains a character outside the allowed set");
+  }
+  return Ok{};
+}
+
+std::string default_namespace() {
+  const char* env = std::getenv("COLO_NS");
+  return env != nullptr && *env != '\0' ? std::string(env) : std::string("default");
+}
+
+}  // namespace colo

@@ -1,0 +1,181 @@
+// Node's administrative side: listing, describing, removing, garbage
+// collection. Used by the `colo` tool; none of it is on a hot path.
+#include <dirent.h>  // scanning /dev/shm
+
+#include <algorithm>
+#include <set>
+
+#include "colo/node.hpp"
+#include "lock_record.hpp"
+#include "mapped_object.hpp"
+#include "registry.hpp"
+
+namespace colo {
+namespace {
+
+std::string object_prefix(const std::string& ns) { return "colo." + ns + ".obj."; }
+
+std::string decode(std::string_view segment_suffix) {
+  std::string out(segment_suffix);
+  std::replace(out.begin(), out.end(), '^', '/');
+  return out;
+}
+
+// Object names of every segment of the namespace found in /dev/shm.
+std::vector<std::string> segment_objects(const std::string& ns) {
+  std::vector<std::string> out;
+  const std::string prefix = object_prefix(ns);
+  DIR* dir = ::opendir("/dev/shm");
+  if (dir == nullptr) return out;
+  while (const dirent* d = ::readdir(dir)) {
+    const std::string_view file = d->d_name;
+    if (file.size() > prefix.size() && file.substr(0, prefix.size()) == prefix)
+      out.push_back(decode(file.substr(prefix.size())));
+  }
+  ::closedir(dir);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+Result<ObjectInfo> Node::describe(std::string_view name, bool registered) const {
+  ObjectInfo info;
+  info.name = std::string(name);
+  info.shm_name = shm_name_of(name);
+  auto seg = shm::Segment::inspect(info.shm_name);
+  if (!seg) {
+    if (seg.error().code != Errc::not_found) return std::move(seg).error();
+    info.state = "missing";
+    return info;
+  }
+  info.size_bytes = seg->file_size;
+  if (!seg->header_valid) {
+    info.state = "corrupt: " + seg->header_problem;
+    return info;
+  }
+  info.kind = shm::kind_name(seg->kind);
+  info.creator_pid = seg->creator.pid;
+  info.creator_alive = seg->creator_alive;
+  info.created_realtime_ns = seg->created_realtime_ns;
+  if (seg->state == shm::SegmentState::creating) {
+    info.state = seg->creator_alive ? "creating" : "abandoned";
+    return info;
+  }
+  info.state = registered ? "ready" : "unregistered";
+  if (seg->kind == shm::SegmentKind::lock) {
+    auto segment = shm::Segment::open(info.shm_name, shm::SegmentKind::lock, std::chrono::milliseconds(0));
+    if (!segment) {
+      const bool denied = segment.error().code == Errc::permission_denied;
+      info.state = (denied ? "unreadable: " : "corrupt: ") + segment.error().message;
+      return info;
+    }
+    if (segment->body_size() < sizeof(detail::LockRecord)) {
+      info.state = "corrupt: lock segment too small";
+      return info;
+    }
+    auto* record = reinterpret_cast<detail::LockRecord*>(segment->body());
+    const std::uint32_t scope = record->scope;
+    info.scope = scope == static_cast<std::uint32_t>(Scope::cluster) ? Scope::cluster : Scope::host;
+    // Stats through a Lock view; the view owns the mapping only while we read.
+    Lock view(info.name, std::make_unique<detail::MappedObject>(detail::MappedObject{std::move(segment).value()}),
+              record);
+    info.lock = view.stats();
+  }
+  return info;
+}
+
+Result<std::vector<ObjectInfo>> Node::list() const {
+  std::vector<detail::EntrySnapshot> entries;
+  {
+    auto registry = registry_->lock();
+    if (!registry) return std::move(registry).error();
+    entries = registry->snapshot();
+  }
+  std::vector<ObjectInfo> out;
+  std::set<std::string> seen;
+  for (const auto& e : entries) {
+    auto info = describe(e.name, true);
+    if (!info) return std::move(info).error();
+    if (info->kind.empty()) info->kind = shm::kind_name(e.kind);
+    info->scope = static_cast<Scope>(e.scope);
+    if (info->creator_pid == 0) {
+      info->creator_pid = e.creator.pid;
+      info->created_realtime_ns = e.created_realtime_ns;
+    }
+    seen.insert(e.name);
+    out.push_back(std::move(info).value());
+  }
+  for (const auto& name : segment_objects(options_.ns)) {
+    if (seen.count(name) != 0) continue;
+    auto info = describe(name, false);
+    if (info) out.push_back(std::move(info).value());
+  }
+  std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+Result<ObjectInfo> Node::info(std::string_view name) const {
+  if (auto ok = validate_object_name(name); !ok) return std::move(ok).error();
+  bool registered = false;
+  Scope scope = Scope::host;
+  {
+    auto registry = registry_->lock();
+    if (!registry) return std::move(registry).error();
+    if (const auto* entry = registry->find(name)) {
+      registered = true;
+      scope = static_cast<Scope>(entry->scope);
+    }
+  }
+  auto info = describe(name, registered);
+  if (!info) return info;
+  if (!registered && info->state == "missing")
+    return Error{Errc::not_found, "no object '" + std::string(name) + "' in namespace '" + options_.ns + "'"};
+  if (registered && !info->lock) info->scope = scope;
+  return info;
+}
+
+Result<void> Node::remove(std::string_view name) {
+  if (auto ok = validate_object_name(name); !ok) return std::move(ok).error();
+  auto registry = registry_->lock();
+  if (!registry) return std::move(registry).error();
+  detail::RegistryEntry* entry = registry->find(name);
+  auto unlinked = shm::Segment::unlink(shm_name_of(name));
+  if (!unlinked && unlinked.error().code != Errc::not_found) return unlinked;
+  if (entry != nullptr) registry->erase(entry);
+  if (entry == nullptr && !unlinked)
+    return Error{Errc::not_found, "no object '" + std::string(name) + "' in namespace '" + options_.ns + "'"};
+  return Ok{};
+}
+
+Result<GcReport> Node::gc(bool dry_run) {
+  GcReport report;
+  auto registry = registry_->lock();
+  if (!registry) return std::move(registry).error();
+  // 1. Segments whose creator died before they were ready.
+  for (const auto& name : segment_objects(options_.ns)) {
+    const std::string shm_name = shm_name_of(name);
+    auto seg = shm::Segment::inspect(shm_name);
+    if (!seg) continue;
+    const bool no_header = !seg->header_valid && seg->header_problem.rfind("no header", 0) == 0;
+    const bool abandoned = seg->header_valid && seg->state == shm::SegmentState::creating && !seg->creator_alive;
+    if (!no_header && !abandoned) continue;
+    if (dry_run) {
+      report.removed_segments.push_back(shm_name);
+      continue;
+    }
+    auto removed = shm::Segment::reclaim_if_abandoned(shm_name, options_.ready_timeout);
+    if (removed && *removed) report.removed_segments.push_back(shm_name);
+  }
+  // 2. Registry entries whose segment is gone.
+  for (const auto& e : registry->snapshot()) {
+    auto seg = shm::Segment::inspect(shm_name_of(e.name));
+    if (seg || seg.error().code != Errc::not_found) continue;
+    report.removed_registry_entries.push_back(e.name);
+    if (!dry_run)
+      if (auto* entry = registry->find(e.name)) registry->erase(entry);
+  }
+  return report;
+}
+
+}  // namespace colo

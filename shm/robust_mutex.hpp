@@ -1,0 +1,55 @@
+// shm/robust_mutex.hpp — a process-shared, robust pthread mutex in shared memory.
+//
+// The only kind of lock colo puts in shared memory (DESIGN.md 3.5): when a
+// holder dies, the kernel's robust-futex list hands the mutex to the next
+// acquirer with EOWNERDEAD instead of leaving it locked forever. The result
+// names that case ("acquired, but the previous owner died") and the caller
+// must call make_consistent() before unlocking, after repairing what the
+// mutex protects; otherwise the mutex becomes unrecoverable.
+#pragma once
+
+#include <pthread.h>
+
+#include <cstdint>
+
+namespace colo::shm {
+
+enum class MutexResult : std::uint8_t {
+  acquired,             // normal grant
+  acquired_owner_died,  // granted; previous owner died holding it: repair, then make_consistent()
+  busy,                 // try_lock: held by someone else
+  timed_out,            // timed lock: deadline passed
+  unrecoverable,        // a holder unlocked without making it consistent; reinitialise
+  deadlock,             // the calling thread already holds it (error-checking mutex)
+  error,                // unexpected errno (EINVAL: not a mutex, i.e. corrupt memory)
+};
+
+inline bool granted(MutexResult r) noexcept {
+  return r == MutexResult::acquired || r == MutexResult::acquired_owner_died;
+}
+
+// Lives in shared memory; trivially relocatable (no pointers), 40 bytes on
+// x86-64 glibc. Not copyable: the mutex's identity is its address.
+class RobustMutex {
+ public:
+  // Initialises in place; called once by the segment creator before publish.
+  // Returns 0 or an errno.
+  int init() noexcept;
+
+  MutexResult lock() noexcept;
+  MutexResult try_lock() noexcept;
+  // Absolute CLOCK_MONOTONIC deadline in nanoseconds.
+  MutexResult lock_until(std::uint64_t deadline_monotonic_ns) noexcept;
+  void make_consistent() noexcept;
+  void unlock() noexcept;
+
+  RobustMutex() = default;
+  RobustMutex(const RobustMutex&) = delete;
+  RobustMutex& operator=(const RobustMutex&) = delete;
+
+ private:
+  static MutexResult from_errno(int rc) noexcept;
+  pthread_mutex_t mutex_;
+};
+
+}  // namespace colo::shm

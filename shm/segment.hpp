@@ -1,0 +1,175 @@
+// shm/segment.hpp — named shared-memory segments with a validated header.
+//
+// Every colo object lives in its own POSIX shared-memory segment
+// (/dev/shm/colo.<ns>.…). This layer creates them exclusively and atomically,
+// opens them only after checking owner, mode and size, waits a bounded time
+// for a creator to finish, and reclaims segments whose creator died before
+// finishing. DESIGN.md section 3 is the contract; every point of it is here.
+//
+// Creation protocol (creator):
+//   1. shm_open(O_CREAT|O_EXCL, mode)      -- exclusive: one creator wins
+//   2. fchmod/fchown to the asked mode/group, ftruncate to the final size
+//   3. write the header (state = creating), then the body (caller)
+//   4. publish(): state.store(ready, release)
+// Opening protocol (opener):
+//   1. shm_open(O_RDWR); fstat: owner or allowed group, no "other" bits,
+//      size >= header and <= kMaxSegmentSize          else permission/corrupt
+//   2. map; read each header field once; check magic, layout version, kind,
+//      total size == file size, name                    else corrupt
+//   3. state.load(acquire) == ready?  yes: done.  Otherwise poll until the
+//      ready timeout; if the creator (pid + start time + boot id) is dead,
+//      fail with creator_died (the caller may reclaim and create again).
+// Reclaim protocol: the first process to CAS `reclaimer` from 0 to its pid
+// unlinks the name; everyone else closes and retries open. Since only the
+// CAS winner of an inode unlinks, a reclaim never removes a newer segment.
+#pragma once
+
+#include <sys/types.h>  // mode_t, gid_t, uid_t
+
+#include <atomic>    // header state words
+#include <chrono>    // ready timeout
+#include <cstddef>   // std::byte, size_t
+#include <cstdint>   // fixed-width header fields
+#include <optional>  // group
+#include <string>
+#include <string_view>
+
+#include <boost/interprocess/mapped_region.hpp>  // the mapping (DESIGN.md 3.5)
+
+#include "colo/error.hpp"
+#include "process.hpp"
+
+namespace colo::shm {
+
+inline constexpr std::size_t kCacheLine = 64;  // fixed: part of the format
+inline constexpr std::uint64_t kSegmentMagic = 0x0147'4553'4f4c'4f43;  // "COLOSEG\x01" little-endian
+inline constexpr std::uint32_t kSegmentLayoutVersion = 1;
+inline constexpr std::size_t kMaxSegmentSize = std::size_t{1} << 40;
+inline constexpr std::size_t kObjectNameCapacity = 256;  // 200-byte names + NUL, padded
+
+enum class SegmentKind : std::uint32_t {
+  registry = 1,
+  lock = 2,
+  queue = 3,  // reserved for the queue issue
+  topic = 4,  // reserved for the topic issue
+};
+const char* kind_name(SegmentKind kind) noexcept;
+
+enum class SegmentState : std::uint32_t {
+  creating = 1,
+  ready = 2,
+};
+
+// Segment header, at offset 0 of every segment. 512 bytes; the body follows.
+// Member order and sizes are part of the on-disk (on-tmpfs) format: change
+// them only together with kSegmentLayoutVersion.
+//
+//  0               8               16              24              32
+//  +---------------+-------+-------+---------------+-------+-------+
+//  | magic         |version| kind  | total_size    |crt pid|reserv.|
+//  +---------------+-------+-------+---------------+-------+-------+
+//  | creator start | boot id (16 bytes)            | created (ns,  |
+//  |   (ticks)     |                               |  realtime)    |
+//  +-------+-------+---------------+---------------+---------------+  64
+//  | state |reclmr | body_offset   | reserved (48 bytes)           |
+//  +-------+-------+---------------+-------------------------------+ 128
+//  | object name, NUL-terminated, zero-padded (256 bytes)          |
+//  +---------------------------------------------------------------+ 384
+//  | reserved (128 bytes)                                          |
+//  +---------------------------------------------------------------+ 512
+//  | body (kind-specific record, see its own header)               |
+struct SegmentHeader {
+  std::uint64_t magic;
+  std::uint32_t layout_version;
+  std::uint32_t kind;                  // SegmentKind
+  std::uint64_t total_size;            // header + body, bytes; equals the file size
+  std::uint32_t creator_pid;
+  std::uint32_t reserved0;
+  std::uint64_t creator_start_time;    // /proc/<pid>/stat field 22
+  std::uint8_t boot_id[16];
+  std::uint64_t created_realtime_ns;
+  std::atomic<std::uint32_t> state;    // SegmentState; release-stored by publish()
+  std::atomic<std::uint32_t> reclaimer;  // pid of the process unlinking an abandoned segment
+  std::uint64_t body_offset;           // always sizeof(SegmentHeader) in version 1
+  std::uint8_t reserved1[48];
+  char object_name[kObjectNameCapacity];
+  std::uint8_t reserved2[128];
+};
+static_assert(sizeof(SegmentHeader) == 512, "the segment header is exactly 512 bytes: body offsets depend on it");
+static_assert(offsetof(SegmentHeader, state) == 64, "state starts the second cache line of the header");
+static_assert(offsetof(SegmentHeader, object_name) == 128, "the object name starts at byte 128");
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "header atomics must be lock-free to be shared between processes");
+
+struct Permissions {
+  mode_t mode = 0600;              // 0600, or 0660 with a group
+  std::optional<gid_t> group;      // chown the segment to this group
+};
+
+// What fstat and the header say about a segment, without waiting (for tools).
+struct SegmentInfo {
+  uid_t owner_uid = 0;
+  gid_t owner_gid = 0;
+  mode_t mode = 0;
+  std::uint64_t file_size = 0;
+  bool header_valid = false;       // magic, version, size all check out
+  std::string header_problem;      // why not, if !header_valid
+  SegmentKind kind{};
+  SegmentState state{};
+  std::string object_name;
+  ProcessRef creator;
+  bool creator_alive = false;
+  std::uint64_t created_realtime_ns = 0;
+};
+
+// An open, mapped segment. Owning handle: move-only; unmaps on destruction
+// (the segment itself lives on until unlinked and unmapped by everyone).
+class Segment {
+ public:
+  // Creates `shm_name` exclusively, sized for `body_size` bytes of body, with
+  // the header filled and state = creating. The body is zero. The caller
+  // initialises it and calls publish().
+  static Result<Segment> create(const std::string& shm_name, std::string_view object_name, SegmentKind kind,
+                                std::size_t body_size, const Permissions& permissions);
+
+  // Opens an existing segment of the given kind and waits up to
+  // `ready_timeout` for it to be ready. Errors: not_found, permission_denied,
+  // corrupt, kind_mismatch, not_ready, creator_died.
+  static Result<Segment> open(const std::string& shm_name, SegmentKind kind, std::chrono::milliseconds ready_timeout);
+
+  // Reads fstat and header of a segment without waiting, read-only.
+  static Result<SegmentInfo> inspect(const std::string& shm_name);
+
+  // Unlinks `shm_name` if its creator died before marking it ready (or never
+  // wrote a header and the file is older than `grace`). Returns true if this
+  // call removed it, false if it was not abandoned or another process is
+  // already reclaiming it.
+  static Result<bool> reclaim_if_abandoned(const std::string& shm_name, std::chrono::milliseconds grace);
+
+  // Removes the name; mapped copies stay valid until unmapped.
+  static Result<void> unlink(const std::string& shm_name);
+
+  Segment(Segment&&) noexcept = default;
+  Segment& operator=(Segment&&) noexcept = default;
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+  ~Segment() = default;
+
+  // Marks the segment ready (release store): everything written before is
+  // visible to any opener that sees `ready`.
+  void publish() noexcept;
+
+  SegmentHeader& header() noexcept { return *static_cast<SegmentHeader*>(region_.get_address()); }
+  const SegmentHeader& header() const noexcept { return *static_cast<const SegmentHeader*>(region_.get_address()); }
+  std::byte* body() noexcept { return static_cast<std::byte*>(region_.get_address()) + sizeof(SegmentHeader); }
+  std::size_t body_size() const noexcept { return region_.get_size() - sizeof(SegmentHeader); }
+  const std::string& shm_name() const noexcept { return shm_name_; }
+
+ private:
+  Segment(std::string shm_name, boost::interprocess::mapped_region region)
+      : shm_name_(std::move(shm_name)), region_(std::move(region)) {}
+
+  std::string shm_name_;
+  boost::interprocess::mapped_region region_;
+};
+
+}  // namespace colo::shm

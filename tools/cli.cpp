@@ -1,0 +1,116 @@
+#include "cli.hpp"
+
+#include <sys/utsname.h>  // kernel release for machine_json
+#include <unistd.h>       // sysconf
+
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+
+namespace colo::cli {
+
+int fail(const std::string& message) {
+  std::cerr << "colo: " << message << '\n';
+  return kExitFailure;
+}
+
+int fail(const Error& error) { return fail(error.message); }
+
+Result<Node> open_node(const Context& ctx) {
+  NodeOptions options;
+  options.ns = ctx.ns;
+  return Node::open(options);
+}
+
+std::string human_bytes(std::uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
+  return buf;
+}
+
+std::string human_duration_ns(double ns) {
+  char buf[32];
+  if (ns < 1e3) std::snprintf(buf, sizeof buf, "%.0f ns", ns);
+  else if (ns < 1e6) std::snprintf(buf, sizeof buf, "%.1f us", ns / 1e3);
+  else if (ns < 1e9) std::snprintf(buf, sizeof buf, "%.1f ms", ns / 1e6);
+  else std::snprintf(buf, sizeof buf, "%.1f s", ns / 1e9);
+  return buf;
+}
+
+std::string format_realtime(std::uint64_t realtime_ns) {
+  if (realtime_ns == 0) return "-";
+  const std::time_t secs = static_cast<std::time_t>(realtime_ns / 1'000'000'000u);
+  std::tm tm{};
+  ::localtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return buf;
+}
+
+nlohmann::json to_json(const ObjectInfo& info) {
+  nlohmann::json j = {
+      {"name", info.name},
+      {"kind", info.kind},
+      {"scope", scope_name(info.scope)},
+      {"segment", "/" + info.shm_name},
+      {"size_bytes", info.size_bytes},
+      {"state", info.state},
+      {"creator", {{"pid", info.creator_pid}, {"alive", info.creator_alive}}},
+      {"created", format_realtime(info.created_realtime_ns)},
+  };
+  if (info.lock) {
+    const LockStats& s = *info.lock;
+    nlohmann::json holder = nullptr;
+    if (s.holder.pid != 0)
+      holder = {{"pid", s.holder.pid},
+                {"tid", s.holder.tid},
+                {"held_for_ns", static_cast<std::uint64_t>(s.holder.held_for_ns)},
+                {"alive", s.holder.alive}};
+    j["lock"] = {
+        {"fencing_epoch", s.fencing_epoch},
+        {"grants", s.grants},
+        {"contended_grants", s.contended_grants},
+        {"recoveries", s.recoveries},
+        {"timeouts", s.timeouts},
+        {"hold_ns_total", static_cast<std::uint64_t>(s.hold_ns_total)},
+        {"waiters", s.waiters},
+        {"holder", holder},
+    };
+  }
+  return j;
+}
+
+namespace {
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  return "unknown";
+}
+}  // namespace
+
+nlohmann::json machine_json() {
+  utsname u{};
+  ::uname(&u);
+  return {{"nproc", ::sysconf(_SC_NPROCESSORS_ONLN)}, {"cpu_model", cpu_model()}, {"kernel", u.release}};
+}
+
+std::string machine_line() {
+  const auto m = machine_json();
+  return "machine: " + std::to_string(m["nproc"].get<long>()) + " CPUs, " + m["cpu_model"].get<std::string>() +
+         ", Linux " + m["kernel"].get<std::string>();
+}
+
+}  // namespace colo::cli

@@ -1,0 +1,108 @@
+// `colo lock NAME [--timeout S] -- CMD [ARG...]`: flock(1), with a colo lock.
+//
+// Runs CMD while holding the lock and exits with CMD's status (128+N if a
+// signal N ended it). CMD's environment gets COLO_FENCING_TOKEN (decimal) and,
+// if the previous holder died holding the lock, COLO_OWNER_DIED=1.
+//
+// Unlike flock(1), the lock is held by this process, not by a file
+// descriptor CMD inherits: if `colo lock` dies, the lock passes to the next
+// holder (told owner_died). CMD then gets SIGTERM (PR_SET_PDEATHSIG) so it
+// does not go on working unprotected; fencing tokens guard the rest.
+#include <sys/prctl.h>  // PR_SET_PDEATHSIG
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <iostream>
+
+#include "cli.hpp"
+
+namespace colo::cli {
+namespace {
+
+volatile sig_atomic_t g_child_pid = 0;
+
+// Forwards termination signals to CMD; we keep waiting and exit with its status.
+void forward_signal(int sig) {
+  if (g_child_pid > 0) ::kill(static_cast<pid_t>(g_child_pid), sig);
+}
+
+int run_lock(const Context& ctx, const std::string& name, double timeout_s, const std::vector<std::string>& command) {
+  if (command.empty()) return fail("colo lock: no command given (usage: colo lock NAME -- CMD [ARG...])");
+  auto node = open_node(ctx);
+  if (!node) return fail(node.error());
+  auto lock = node->lock(name, OpenMode::create_or_open);
+  if (!lock) return fail(lock.error());
+
+  std::optional<LockGuard> guard;
+  if (timeout_s >= 0) {
+    guard = lock->try_acquire_for(std::chrono::nanoseconds(static_cast<std::int64_t>(timeout_s * 1e9)));
+    if (!guard) {
+      const LockStats s = lock->stats();
+      std::string holder = s.holder.pid != 0 ? " (held by pid " + std::to_string(s.holder.pid) + ")" : "";
+      std::cerr << "colo: timed out after " << timeout_s << " s waiting for lock '" << name << "'" << holder << '\n';
+      return kExitTimeout;
+    }
+  } else {
+    auto acquired = lock->acquire();
+    if (!acquired) return fail(acquired.error());
+    guard.emplace(std::move(acquired).value());
+  }
+
+  const std::string token = std::to_string(guard->fencing_token());
+  const pid_t parent = ::getpid();
+  const pid_t child = ::fork();
+  if (child < 0) return fail(std::string("cannot fork: ") + std::strerror(errno));
+  if (child == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(kExitFailure);  // parent already gone
+    ::setenv("COLO_FENCING_TOKEN", token.c_str(), 1);
+    if (guard->owner_died()) ::setenv("COLO_OWNER_DIED", "1", 1);
+    else ::unsetenv("COLO_OWNER_DIED");
+    std::vector<char*> argv;
+    for (const auto& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    const int err = errno;
+    std::cerr << "colo: cannot run '" << command[0] << "': " << std::strerror(err) << '\n';
+    ::_exit(err == ENOENT ? 127 : 126);
+  }
+  g_child_pid = child;
+  struct sigaction sa{};
+  sa.sa_handler = forward_signal;
+  ::sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::sigaction(sig, &sa, nullptr);
+
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR) {
+      status = 0;
+      return fail(std::string("waiting for the command: ") + std::strerror(errno));
+    }
+  }
+  guard->unlock();
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return kExitFailure;
+}
+
+}  // namespace
+
+void register_lock(CLI::App& app, Context& ctx) {
+  auto* cmd = app.add_subcommand("lock",
+                                 "Run a command while holding a colo lock (created if missing), like flock(1).\n"
+                                 "The command gets COLO_FENCING_TOKEN and, if the previous holder died, "
+                                 "COLO_OWNER_DIED=1.\nExits with the command's status, or 75 on timeout.");
+  auto name = std::make_shared<std::string>();
+  auto timeout = std::make_shared<double>(-1);
+  auto command = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("NAME", *name, "lock name")->required();
+  cmd->add_option("--timeout", *timeout, "give up after SECONDS (exit 75); default: wait forever")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("CMD", *command, "command and arguments, after --")->required();
+  cmd->callback([&ctx, name, timeout, command] { ctx.exit_code = run_lock(ctx, *name, *timeout, *command); });
+}
+
+}  // namespace colo::cli

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for colo and builds it into ./build.
+# Run as root (or with sudo). Idempotent: re-running only rebuilds.
+#
+#   tools/dev/setup.sh            # install packages, configure, build
+#   COLO_BUILD_DIR=b tools/dev/setup.sh -Dbuildtype=debug   # extra meson options
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+# Debian packages, each for one reason (README "Dependencies" says more).
+packages=(
+  g++ meson ninja-build pkg-config   # C++20 compiler and the build
+  libboost-dev                       # Boost.Interprocess (mapping) and Boost.Lockfree
+  libgtest-dev libgmock-dev          # the test suites
+  libcli11-dev                       # colo's command line
+  nlohmann-json3-dev                 # colo's --json output
+  util-linux procps                  # setpriv, ps: used by tests
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build="${COLO_BUILD_DIR:-build}"
+if [ -f "$build/build.ninja" ]; then
+  meson setup --reconfigure "$build" "$@" >/dev/null
+else
+  meson setup "$build" "$@" >/dev/null
+fi
+# Two cores: never more than two compile jobs.
+ninja -C "$build" -j 2
+echo "setup: built into $build/ (colo: $build/tools/colo)"

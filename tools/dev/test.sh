@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
+#   1. release build: suites unit, multiproc, stress
+#   2. AddressSanitizer + UBSan build: suites unit, multiproc
+# Prints one closing line "colo: N passed, N failed, N skipped" and exits
+# non-zero if anything failed. Run as root: some tests switch to `nobody`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+summarise() {  # counts results in meson's JSON test logs
+  python3 - "$@" <<'PY'
+import json, sys
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL"): passed += 1
+        elif r == "SKIP": skipped += 1
+        else: failed += 1
+print(f"colo: {passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(1 if failed else 0)
+PY
+}
+
+status=0
+tools/dev/setup.sh
+meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress || status=1
+
+COLO_BUILD_DIR=build-asan tools/dev/setup.sh -Db_sanitize=address,undefined -Dbuildtype=debug -Db_lundef=false
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  meson test -C build-asan --num-processes 2 --print-errorlogs --suite unit --suite multiproc || status=1
+
+summarise build/meson-logs/testlog.json build-asan/meson-logs/testlog.json || status=1
+exit $status
