@@ -61,15 +61,17 @@ const char* scope_name(Scope scope) noexcept {
 void LockGuard::unlock() noexcept {
   if (record_ == nullptr) return;
   auto& r = *record_;
-  const std::uint64_t held = shm::ticks() - r.acquired_ticks.load(relaxed);
-  bump(r.hold_ticks_total, held);
+  if (sampled_ticks_ != 0) [[unlikely]] {
+    bump(r.hold_ticks_sampled, shm::ticks() - sampled_ticks_);
+    bump(r.hold_samples);
+  }
   r.owner_pid.store(0, relaxed);
   r.mutex.unlock();
   record_ = nullptr;
 }
 
 LockGuard::LockGuard(LockGuard&& other) noexcept
-    : record_(other.record_), token_(other.token_), owner_died_(other.owner_died_) {
+    : record_(other.record_), token_(other.token_), sampled_ticks_(other.sampled_ticks_), owner_died_(other.owner_died_) {
   other.record_ = nullptr;
 }
 
@@ -78,6 +80,7 @@ LockGuard& LockGuard::operator=(LockGuard&& other) noexcept {
     unlock();
     record_ = other.record_;
     token_ = other.token_;
+    sampled_ticks_ = other.sampled_ticks_;
     owner_died_ = other.owner_died_;
     other.record_ = nullptr;
   }
@@ -92,7 +95,7 @@ Lock::Lock(Lock&&) noexcept = default;
 Lock& Lock::operator=(Lock&&) noexcept = default;
 Lock::~Lock() = default;
 
-LockGuard Lock::grant(bool contended, bool owner_died) noexcept {
+__attribute__((always_inline)) inline LockGuard Lock::grant(bool contended, bool owner_died) noexcept {
   auto& r = *record_;
   if (owner_died) {
     // Consistent at once: if this holder dies too before repairing, the
@@ -108,8 +111,10 @@ LockGuard Lock::grant(bool contended, bool owner_died) noexcept {
   r.owner_pid.store(me.pid, relaxed);
   r.owner_tid.store(shm::self_tid(), relaxed);
   r.owner_start_time.store(me.start_time, relaxed);
-  r.acquired_ticks.store(shm::ticks(), relaxed);
-  return LockGuard(record_, token, owner_died);
+  const bool timed = contended || owner_died || (token & (detail::kHoldSampleEvery - 1)) == 0;
+  const std::uint64_t now = timed ? shm::ticks() | 1 : 0;  // | 1: never 0 once sampled
+  r.acquired_ticks.store(now, relaxed);
+  return LockGuard(record_, token, owner_died, now);
 }
 
 Result<LockGuard> Lock::acquire() noexcept {
@@ -157,7 +162,7 @@ std::optional<LockGuard> Lock::try_acquire_for(std::chrono::nanoseconds timeout)
 }
 
 LockStats Lock::stats() const noexcept {
-  const auto& r = *record_;
+  auto& r = *record_;  // not const: stats() may record when it first saw the holder
   LockStats s;
   s.scope = static_cast<Scope>(r.scope);
   s.fencing_epoch = r.fencing_epoch.load(relaxed);
@@ -165,7 +170,8 @@ LockStats Lock::stats() const noexcept {
   s.contended_grants = r.contended_grants.load(relaxed);
   s.recoveries = r.recoveries.load(relaxed);
   s.timeouts = r.timeouts.load(relaxed);
-  s.hold_ns_total = shm::ticks_to_ns(r.hold_ticks_total.load(relaxed));
+  s.hold_samples = r.hold_samples.load(relaxed);
+  if (s.hold_samples != 0) s.hold_ns_mean = shm::ticks_to_ns(r.hold_ticks_sampled.load(relaxed)) / static_cast<double>(s.hold_samples);
   s.waiters = r.overflow_waiters.load(relaxed);
   for (const auto& slot : r.waiter_slots) {
     const std::uint32_t pid = slot.pid.load(relaxed);
@@ -175,9 +181,18 @@ LockStats Lock::stats() const noexcept {
   if (s.holder.pid != 0) {
     s.holder.tid = r.owner_tid.load(relaxed);
     s.holder.start_time = r.owner_start_time.load(relaxed);
-    const std::uint64_t since = r.acquired_ticks.load(relaxed);
+    std::uint64_t since = r.acquired_ticks.load(relaxed);
     const std::uint64_t now = shm::ticks();
-    s.holder.held_for_ns = now > since ? shm::ticks_to_ns(now - since) : 0.0;
+    s.holder.held_for_exact = (since & 1) != 0;
+    if (since == 0) {
+      // Not timed: remember when we first saw this holder (even value, so
+      // it is never taken for a sample), for this and later looks.
+      std::uint64_t expected = 0;
+      const std::uint64_t first_seen = now & ~std::uint64_t{1};
+      since = r.acquired_ticks.compare_exchange_strong(expected, first_seen, relaxed) ? first_seen : expected;
+      s.holder.held_for_exact = (since & 1) != 0;
+    }
+    s.holder.held_for_ns = since != 0 && now > since ? shm::ticks_to_ns(now - since) : 0.0;
     s.holder.alive = shm::liveness({s.holder.pid, s.holder.start_time}) == shm::Liveness::alive;
   }
   return s;

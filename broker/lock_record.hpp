@@ -7,10 +7,10 @@
 //   +--------------------------------------------------------------+
 //   | robust mutex (pthread_mutex_t, 40 B) | padding               |  every grant/release: CAS
 //   +--------------------------------------------------------------+ 64
-//   | fencing epoch | grants | contended | recoveries | hold ticks |  holder line: written only
-//   | owner pid | owner tid | owner start time | acquired (ticks)  |  by the holder, under mutex
+//   | fencing epoch | grants | sampled hold ticks | hold samples   |  holder line: written only
+//   | owner pid | owner tid | owner start | acquired (ticks) | rsv |  by the holder, under mutex
 //   +--------------------------------------------------------------+ 128
-//   | overflow waiters | reserved | timeouts | reserved            |  waiter line: RMW outside mutex
+//   | overflow waiters | rsv | timeouts | contended | recoveries   |  slow-path line
 //   +--------------------------------------------------------------+ 192
 //   | layout version | scope | cluster epoch | lease state | flags |  cluster line: reserved for
 //   | reserved ...                                                 |  cohorting through colod
@@ -22,6 +22,12 @@
 // blocked (Ctrl-C on `colo lock`) would leave a plain counter wrong forever,
 // while a slot whose process is dead is simply not counted by tools (and is
 // reused when the table is full). Waiters beyond 16 are only counted.
+//
+// Timestamps: reading the TSC costs ~15 ns on this class of machine, half
+// the mutex itself, so only 1 grant in kHoldSampleEvery (and every contended
+// or recovering grant, already slow) is timed. Hold time is reported as the
+// sampled mean; a holder's acquire time is exact when sampled, else a tool
+// records when it first saw the holder, a lower bound it says as such.
 //
 // Memory orders: holder-line fields are relaxed atomics. The mutex orders
 // every holder's writes before the next holder's reads; tools that read
@@ -40,28 +46,31 @@ namespace colo::detail {
 
 inline constexpr std::uint32_t kLockLayoutVersion = 1;
 inline constexpr std::size_t kWaiterSlots = 16;
+inline constexpr std::uint64_t kHoldSampleEvery = 16;  // power of two
 
 struct alignas(shm::kCacheLine) LockRecord {
   // --- line 0: the mutex
   shm::RobustMutex mutex;
   std::uint8_t pad0[shm::kCacheLine - sizeof(shm::RobustMutex)];
 
-  // --- line 1: holder line
+  // --- line 1: holder line (every grant)
   std::atomic<std::uint64_t> fencing_epoch;
   std::atomic<std::uint64_t> grants;
-  std::atomic<std::uint64_t> contended_grants;
-  std::atomic<std::uint64_t> recoveries;
-  std::atomic<std::uint64_t> hold_ticks_total;
+  std::atomic<std::uint64_t> hold_ticks_sampled;  // summed over sampled grants
+  std::atomic<std::uint64_t> hold_samples;
   std::atomic<std::uint32_t> owner_pid;
   std::atomic<std::uint32_t> owner_tid;
   std::atomic<std::uint64_t> owner_start_time;
-  std::atomic<std::uint64_t> acquired_ticks;
+  std::atomic<std::uint64_t> acquired_ticks;  // 0: not sampled (a tool may then store when it first saw the holder)
+  std::uint64_t reserved1;
 
-  // --- line 2: waiter line
+  // --- line 2: slow-path line (waits, recoveries)
   std::atomic<std::uint32_t> overflow_waiters;  // blocked waiters that found no free slot
   std::uint32_t reserved2a;
   std::atomic<std::uint64_t> timeouts;
-  std::uint8_t reserved2b[48];
+  std::atomic<std::uint64_t> contended_grants;  // written by the holder, under the mutex
+  std::atomic<std::uint64_t> recoveries;        // written by the holder, under the mutex
+  std::uint8_t reserved2b[32];
 
   // --- line 3: cluster line (layout and scope now; the rest for colod)
   std::uint32_t layout_version;
@@ -81,7 +90,7 @@ struct alignas(shm::kCacheLine) LockRecord {
 };
 static_assert(sizeof(shm::RobustMutex) <= shm::kCacheLine, "the mutex must fit in its own cache line");
 static_assert(offsetof(LockRecord, fencing_epoch) == 64, "holder line starts at byte 64");
-static_assert(offsetof(LockRecord, acquired_ticks) == 120, "holder line must fit in one cache line");
+static_assert(offsetof(LockRecord, reserved1) == 120, "holder line must fit in one cache line");
 static_assert(offsetof(LockRecord, overflow_waiters) == 128, "waiter line starts at byte 128");
 static_assert(offsetof(LockRecord, waiter_slots) == 256, "waiter slots start at byte 256");
 static_assert(offsetof(LockRecord, layout_version) == 192, "cluster line starts at byte 192");

@@ -38,7 +38,7 @@ Result<void> validate_object_name(std::string_view name) {
   for (std::size_t i = 0; i < name.size(); ++i) {
     const auto c = static_cast<unsigned char>(name[i]);
     if (!is_name_char(c)) {
-      char buf[48];
+      char buf[64];
       std::snprintf(buf, sizeof buf, "byte 0x%02x at offset %zu is not allowed", c, i);
       return bad(buf);
     }

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
+#include "channel_state.hpp"
 #include "lock_record.hpp"
 #include "mapped_object.hpp"
 #include "registry.hpp"
@@ -66,55 +68,52 @@ std::string Node::shm_name_of(std::string_view object_name) const {
   return object_prefix(options_.ns) + encode(object_name);
 }
 
-Result<Lock> Node::lock(std::string_view name, OpenMode mode, LockOptions options) {
-  if (auto ok = validate_object_name(name); !ok) return std::move(ok).error();
-  if (options.scope == Scope::cluster)
-    return Error{Errc::not_supported, "lock '" + std::string(name) +
-                                          "': cluster scope needs colod, which this version does not include yet"};
-  if (options.scope != Scope::host)
-    return Error{Errc::invalid_argument, "lock '" + std::string(name) + "': unknown scope"};
-  const std::string shm_name = shm_name_of(name);
-  const std::string where = "' in namespace '" + options_.ns + "'";
-  // Lock's constructor is private to Node (lambdas here share its access).
-  auto make_lock_impl = [](std::string_view lock_name, shm::Segment segment, LockRecord* record) {
-    return Lock(std::string(lock_name), std::make_unique<MappedObject>(MappedObject{std::move(segment)}), record);
-  };
+// What differs between kinds when an object is created or opened.
+struct detail::ObjectSpec {
+  shm::SegmentKind kind;
+  std::uint32_t scope;
+  std::uint64_t params[4];  // creation parameters, compared with the registry entry
+  std::size_t body_size;
+  std::function<Result<void>(shm::Segment&)> init;  // creator: initialise the body, before publish
+  // Opener: validate the body; with `compare`, also that it matches params.
+  std::function<Result<void>(shm::Segment&, bool compare)> check;
+  std::function<std::string(const std::uint64_t (&)[4], std::uint32_t scope)> describe;  // params in words
+};
 
-  auto open_existing = [&]() -> Result<Lock> {
-    auto segment = shm::Segment::open(shm_name, shm::SegmentKind::lock, options_.ready_timeout);
+Result<std::unique_ptr<MappedObject>> Node::open_object(std::string_view name, OpenMode mode,
+                                                        const detail::ObjectSpec& spec) {
+  if (auto ok = validate_object_name(name); !ok) return std::move(ok).error();
+  const std::string shm_name = shm_name_of(name);
+  const std::string what = std::string(shm::kind_name(spec.kind)) + " '" + std::string(name) + "' in namespace '" +
+                           options_.ns + "'";
+  auto mapped = [](shm::Segment segment) { return std::make_unique<MappedObject>(MappedObject{std::move(segment)}); };
+
+  auto open_existing = [&]() -> Result<std::unique_ptr<MappedObject>> {
+    auto segment = shm::Segment::open(shm_name, spec.kind, options_.ready_timeout);
     if (!segment) {
       if (segment.error().code == Errc::not_found)
-        return Error{Errc::not_found, "lock '" + std::string(name) + where +
-                                          " does not exist; create it (`colo create lock " + std::string(name) +
-                                          "`, or OpenMode::create_or_open)"};
+        return Error{Errc::not_found, what + " does not exist; create it (`colo create " + shm::kind_name(spec.kind) +
+                                          " " + std::string(name) + "`, or OpenMode::create_or_open)"};
       return std::move(segment).error();
     }
-    auto record = checked_lock_record(*segment, name);
-    if (!record) return std::move(record).error();
-    if (mode != OpenMode::open && (*record)->scope != static_cast<std::uint32_t>(options.scope))
-      return Error{Errc::parameter_mismatch, "lock '" + std::string(name) + where + " exists with scope " +
-                                                 scope_name(static_cast<Scope>((*record)->scope)) + ", not " +
-                                                 scope_name(options.scope)};
-    return make_lock_impl(name, std::move(segment).value(), *record);
+    if (auto ok = spec.check(*segment, mode != OpenMode::open); !ok) return std::move(ok).error();
+    return mapped(std::move(segment).value());
   };
-
   if (mode == OpenMode::open) return open_existing();
 
   auto registry = registry_->lock();
   if (!registry) return std::move(registry).error();
-  const std::uint64_t params[4] = {};
 
   if (detail::RegistryEntry* entry = registry->find(name)) {
     const auto kind = static_cast<shm::SegmentKind>(entry->kind);
-    if (kind != shm::SegmentKind::lock)
-      return Error{Errc::kind_mismatch, "'" + std::string(name) + where + " exists as a " + shm::kind_name(kind) +
-                                            ", not a lock"};
-    if (entry->scope != static_cast<std::uint32_t>(options.scope))
-      return Error{Errc::parameter_mismatch, "lock '" + std::string(name) + where + " exists with scope " +
-                                                 scope_name(static_cast<Scope>(entry->scope)) + ", not " +
-                                                 scope_name(options.scope)};
-    if (mode == OpenMode::create)
-      return Error{Errc::already_exists, "lock '" + std::string(name) + where + " already exists"};
+    if (kind != spec.kind)
+      return Error{Errc::kind_mismatch, "'" + std::string(name) + "' in namespace '" + options_.ns +
+                                            "' exists as a " + shm::kind_name(kind) + ", not a " +
+                                            shm::kind_name(spec.kind)};
+    if (entry->scope != spec.scope || std::memcmp(entry->params, spec.params, sizeof spec.params) != 0)
+      return Error{Errc::parameter_mismatch, what + " exists with " + spec.describe(entry->params, entry->scope) +
+                                                 ", not " + spec.describe(spec.params, spec.scope)};
+    if (mode == OpenMode::create) return Error{Errc::already_exists, what + " already exists"};
     auto opened = open_existing();
     if (opened) return opened;
     const Errc code = opened.error().code;
@@ -127,17 +126,13 @@ Result<Lock> Node::lock(std::string_view name, OpenMode mode, LockOptions option
   // Not registered. A segment may still exist if its creator died between
   // creating it and registering it: adopt it if ready, reclaim if abandoned.
   for (int attempt = 0; attempt < 4; ++attempt) {
-    auto created = shm::Segment::create(shm_name, name, shm::SegmentKind::lock, sizeof(LockRecord),
-                                        permissions_of(options_));
+    auto created = shm::Segment::create(shm_name, name, spec.kind, spec.body_size, permissions_of(options_));
     if (!created) {
       if (created.error().code != Errc::already_exists) return std::move(created).error();
       auto adopted = open_existing();
       if (adopted) {
-        if (mode == OpenMode::create)
-          return Error{Errc::already_exists, "lock '" + std::string(name) + where + " already exists"};
-        if (auto added = registry->add(name, shm::SegmentKind::lock, static_cast<std::uint32_t>(options.scope), params);
-            !added)
-          return std::move(added).error();
+        if (mode == OpenMode::create) return Error{Errc::already_exists, what + " already exists"};
+        if (auto added = registry->add(name, spec.kind, spec.scope, spec.params); !added) return std::move(added).error();
         return adopted;
       }
       const Errc code = adopted.error().code;
@@ -150,22 +145,119 @@ Result<Lock> Node::lock(std::string_view name, OpenMode mode, LockOptions option
       if (code == Errc::not_found) continue;  // removed meanwhile: create again
       return adopted;
     }
-    auto* record = reinterpret_cast<LockRecord*>(created->body());
-    if (int rc = record->mutex.init(); rc != 0) {
+    if (auto ok = spec.init(*created); !ok) {
       (void)shm::Segment::unlink(shm_name);
-      return Error{Errc::system, "lock '" + std::string(name) + "': cannot initialise its mutex: " + std::strerror(rc)};
+      return Error{ok.error().code, what + ": " + ok.error().message};
     }
-    record->layout_version = detail::kLockLayoutVersion;
-    record->scope = static_cast<std::uint32_t>(options.scope);
     created->publish();
-    if (auto added = registry->add(name, shm::SegmentKind::lock, static_cast<std::uint32_t>(options.scope), params);
-        !added) {
+    if (auto added = registry->add(name, spec.kind, spec.scope, spec.params); !added) {
       (void)shm::Segment::unlink(shm_name);
       return std::move(added).error();
     }
-    return make_lock_impl(name, std::move(created).value(), record);
+    return mapped(std::move(created).value());
   }
-  return Error{Errc::timed_out, "lock '" + std::string(name) + where + " kept changing while creating it; retry"};
+  return Error{Errc::timed_out, what + " kept changing while creating it; retry"};
+}
+
+Result<Lock> Node::lock(std::string_view name, OpenMode mode, LockOptions options) {
+  if (options.scope == Scope::cluster)
+    return Error{Errc::not_supported, "lock '" + std::string(name) +
+                                          "': cluster scope needs colod, which this version does not include yet"};
+  if (options.scope != Scope::host)
+    return Error{Errc::invalid_argument, "lock '" + std::string(name) + "': unknown scope"};
+  detail::ObjectSpec spec{shm::SegmentKind::lock, static_cast<std::uint32_t>(options.scope), {}, sizeof(LockRecord),
+                          nullptr, nullptr, nullptr};
+  spec.init = [&](shm::Segment& segment) -> Result<void> {
+    auto* record = reinterpret_cast<LockRecord*>(segment.body());
+    if (int rc = record->mutex.init(); rc != 0)
+      return Error{Errc::system, std::string("cannot initialise its mutex: ") + std::strerror(rc)};
+    record->layout_version = detail::kLockLayoutVersion;
+    record->scope = static_cast<std::uint32_t>(options.scope);
+    return Ok{};
+  };
+  spec.check = [&](shm::Segment& segment, bool compare) -> Result<void> {
+    auto record = checked_lock_record(segment, name);
+    if (!record) return std::move(record).error();
+    if (compare && (*record)->scope != static_cast<std::uint32_t>(options.scope))
+      return Error{Errc::parameter_mismatch, "lock '" + std::string(name) + "' exists with scope " +
+                                                 scope_name(static_cast<Scope>((*record)->scope)) + ", not " +
+                                                 scope_name(options.scope)};
+    return Ok{};
+  };
+  spec.describe = [](const std::uint64_t (&)[4], std::uint32_t scope) {
+    return std::string("scope ") + scope_name(static_cast<Scope>(scope));
+  };
+  auto object = open_object(name, mode, spec);
+  if (!object) return std::move(object).error();
+  auto* record = reinterpret_cast<LockRecord*>((*object)->segment.body());
+  return Lock(std::string(name), std::move(object).value(), record);
+}
+
+Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_view name, OpenMode mode, bool queue,
+                                                               std::uint64_t capacity, std::uint32_t max_message,
+                                                               bool acks, std::uint32_t max_deliveries) {
+  shm::RingConfig config;
+  config.kind = queue ? shm::RingKind::queue : shm::RingKind::topic;
+  config.capacity = capacity;
+  config.max_message = max_message;
+  config.acks = acks;
+  config.max_deliveries = acks ? max_deliveries : 0;
+  const std::string kind = queue ? "queue" : "topic";
+  if (mode != OpenMode::open)
+    if (auto ok = shm::Ring::validate(config); !ok)
+      return Error{Errc::invalid_argument, kind + " '" + std::string(name) + "': " + ok.error().message};
+  detail::ObjectSpec spec{queue ? shm::SegmentKind::queue : shm::SegmentKind::topic,
+                          static_cast<std::uint32_t>(Scope::host),
+                          {capacity, max_message, acks ? detail::kAcksFlag : 0, config.max_deliveries},
+                          shm::Ring::bytes_for(capacity),
+                          nullptr, nullptr, nullptr};
+  spec.init = [&](shm::Segment& segment) -> Result<void> {
+    auto ring = shm::Ring::create(segment.body(), segment.body_size(), config);
+    if (!ring) return std::move(ring).error();
+    return Ok{};
+  };
+  spec.check = [&](shm::Segment& segment, bool compare) -> Result<void> {
+    auto ring = shm::Ring::attach(segment.body(), segment.body_size());
+    if (!ring) return Error{ring.error().code, kind + " '" + std::string(name) + "': " + ring.error().message};
+    const auto found = ring->config();
+    if (compare && (found.capacity != config.capacity || found.max_message != config.max_message ||
+                    found.acks != config.acks || (acks && found.max_deliveries != config.max_deliveries)))
+      return Error{Errc::parameter_mismatch, kind + " '" + std::string(name) + "' exists with other parameters"};
+    return Ok{};
+  };
+  spec.describe = [](const std::uint64_t (&p)[4], std::uint32_t) {
+    std::string out = "capacity " + std::to_string(p[0]) + ", max message " + std::to_string(p[1]);
+    if ((p[2] & detail::kAcksFlag) != 0) out += ", acks, max deliveries " + std::to_string(p[3]);
+    return out;
+  };
+  auto object = open_object(name, mode, spec);
+  if (!object) return std::move(object).error();
+  auto& segment = (*object)->segment;
+  auto ring = shm::Ring::attach(segment.body(), segment.body_size());
+  if (!ring) return std::move(ring).error();
+  auto state = std::make_shared<detail::ChannelState>(
+      detail::ChannelState{std::string(name), std::move(object).value(), *ring, nullptr});
+  if (queue && state->ring.config().acks) {
+    const std::string dlq_name = std::string(name) + ".dlq";
+    auto dlq = open_channel(dlq_name, OpenMode::create_or_open, true, state->ring.config().capacity,
+                            state->ring.config().max_message, false, 0);
+    if (!dlq) return Error{dlq.error().code, "dead-letter queue of '" + std::string(name) + "': " + dlq.error().message};
+    state->dead_letters = std::move(dlq).value();
+  }
+  return state;
+}
+
+Result<Topic> Node::topic(std::string_view name, OpenMode mode, TopicOptions options) {
+  auto state = open_channel(name, mode, false, options.capacity, options.max_message, false, 0);
+  if (!state) return std::move(state).error();
+  return Topic(std::move(state).value());
+}
+
+Result<Queue> Node::queue(std::string_view name, OpenMode mode, QueueOptions options) {
+  auto state = open_channel(name, mode, true, options.capacity, options.max_message, options.acks,
+                            options.max_deliveries);
+  if (!state) return std::move(state).error();
+  return Queue(std::move(state).value());
 }
 
 }  // namespace colo

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "colo/node.hpp"
+#include "channel_state.hpp"
 #include "lock_record.hpp"
 #include "mapped_object.hpp"
 #include "registry.hpp"
@@ -81,6 +82,21 @@ Result<ObjectInfo> Node::describe(std::string_view name, bool registered) const 
     Lock view(info.name, std::make_unique<detail::MappedObject>(detail::MappedObject{std::move(segment).value()}),
               record);
     info.lock = view.stats();
+  } else if (seg->kind == shm::SegmentKind::topic || seg->kind == shm::SegmentKind::queue) {
+    auto segment = shm::Segment::open(info.shm_name, seg->kind, std::chrono::milliseconds(0));
+    if (!segment) {
+      const bool denied = segment.error().code == Errc::permission_denied;
+      info.state = (denied ? "unreadable: " : "corrupt: ") + segment.error().message;
+      return info;
+    }
+    auto ring = shm::Ring::attach(segment->body(), segment->body_size());
+    if (!ring) {
+      info.state = "corrupt: " + ring.error().message;
+      return info;
+    }
+    detail::ChannelState state{info.name, std::make_unique<detail::MappedObject>(
+                                              detail::MappedObject{std::move(segment).value()}), *ring, nullptr};
+    info.channel = channel_stats(state);
   }
   return info;
 }

@@ -51,11 +51,9 @@ bool read_stat(pid_t pid, char* state, std::uint64_t* start_time) noexcept {
   return true;
 }
 
-std::atomic<std::uint32_t> g_self_pid{0};
-std::atomic<std::uint64_t> g_self_start{0};
-thread_local std::uint32_t t_tid = 0;
-
 void reset_after_fork() noexcept {
+  using detail::g_self_pid;
+  using detail::t_tid;
   // The child has a new pid and its only thread a new tid.
   g_self_pid.store(0, std::memory_order_relaxed);
   t_tid = 0;
@@ -67,24 +65,28 @@ struct ForkHandlerInstaller {
 
 }  // namespace
 
-ProcessRef self() noexcept {
-  std::uint32_t pid = g_self_pid.load(std::memory_order_relaxed);
-  if (pid == 0) {
-    pid_t real = ::getpid();
-    char state = 0;
-    std::uint64_t start = 0;
-    read_stat(real, &state, &start);
-    g_self_start.store(start, std::memory_order_relaxed);
-    pid = static_cast<std::uint32_t>(real);
-    g_self_pid.store(pid, std::memory_order_relaxed);
-  }
-  return {pid, g_self_start.load(std::memory_order_relaxed)};
+namespace detail {
+
+std::atomic<std::uint32_t> g_self_pid{0};
+std::atomic<std::uint64_t> g_self_start{0};
+thread_local std::uint32_t t_tid __attribute__((tls_model("initial-exec"))) = 0;
+
+ProcessRef self_slow() noexcept {
+  const pid_t real = ::getpid();
+  char state = 0;
+  std::uint64_t start = 0;
+  read_stat(real, &state, &start);
+  g_self_start.store(start, std::memory_order_relaxed);
+  g_self_pid.store(static_cast<std::uint32_t>(real), std::memory_order_relaxed);
+  return {static_cast<std::uint32_t>(real), start};
 }
 
-std::uint32_t self_tid() noexcept {
-  if (t_tid == 0) t_tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
+std::uint32_t self_tid_slow() noexcept {
+  t_tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
   return t_tid;
 }
+
+}  // namespace detail
 
 const BootId& boot_id() noexcept {
   static const BootId id = [] {

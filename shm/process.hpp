@@ -10,6 +10,7 @@
 #include <sys/types.h>  // pid_t
 
 #include <array>    // BootId
+#include <atomic>   // cached identity
 #include <cstdint>  // fixed-width fields
 #include <optional> // start_time_of
 
@@ -23,11 +24,29 @@ struct ProcessRef {
 
 using BootId = std::array<std::uint8_t, 16>;
 
+namespace detail {
+// Cached identity; reset in the child after fork(). Initial-exec TLS: the
+// lock's fast path reads the tid on every grant, and the default model would
+// call __tls_get_addr from a shared library.
+extern std::atomic<std::uint32_t> g_self_pid;
+extern std::atomic<std::uint64_t> g_self_start;
+extern thread_local std::uint32_t t_tid __attribute__((tls_model("initial-exec")));
+ProcessRef self_slow() noexcept;
+std::uint32_t self_tid_slow() noexcept;
+}  // namespace detail
+
 // The calling process, computed once and refreshed after fork(). Cheap.
-ProcessRef self() noexcept;
+inline ProcessRef self() noexcept {
+  const std::uint32_t pid = detail::g_self_pid.load(std::memory_order_relaxed);
+  if (pid == 0) [[unlikely]] return detail::self_slow();
+  return {pid, detail::g_self_start.load(std::memory_order_relaxed)};
+}
 
 // The calling thread's kernel tid, cached per thread and refreshed after fork().
-std::uint32_t self_tid() noexcept;
+inline std::uint32_t self_tid() noexcept {
+  const std::uint32_t tid = detail::t_tid;
+  return tid != 0 ? tid : detail::self_tid_slow();
+}
 
 // This boot's id (/proc/sys/kernel/random/boot_id), read once.
 const BootId& boot_id() noexcept;

@@ -19,7 +19,7 @@ int RobustMutex::init() noexcept {
   return rc;
 }
 
-MutexResult RobustMutex::from_errno(int rc) noexcept {
+MutexResult RobustMutex::from_errno_slow(int rc) noexcept {
   switch (rc) {
     case 0: return MutexResult::acquired;
     case EOWNERDEAD: return MutexResult::acquired_owner_died;
@@ -31,18 +31,25 @@ MutexResult RobustMutex::from_errno(int rc) noexcept {
   }
 }
 
-MutexResult RobustMutex::lock() noexcept { return from_errno(::pthread_mutex_lock(&mutex_)); }
-
-MutexResult RobustMutex::try_lock() noexcept { return from_errno(::pthread_mutex_trylock(&mutex_)); }
-
 MutexResult RobustMutex::lock_until(std::uint64_t deadline_monotonic_ns) noexcept {
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer does not intercept pthread_mutex_clocklock (it would
+  // lose the mutex's ordering and report false races); under TSan only, use
+  // timedlock with the deadline moved to CLOCK_REALTIME.
+  timespec now_mono{}, now_real{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now_mono);
+  ::clock_gettime(CLOCK_REALTIME, &now_real);
+  const std::int64_t mono = static_cast<std::int64_t>(now_mono.tv_sec) * 1'000'000'000 + now_mono.tv_nsec;
+  const std::int64_t real = static_cast<std::int64_t>(now_real.tv_sec) * 1'000'000'000 + now_real.tv_nsec;
+  const std::int64_t target = real + (static_cast<std::int64_t>(deadline_monotonic_ns) - mono);
+  timespec deadline{static_cast<time_t>(target / 1'000'000'000), static_cast<long>(target % 1'000'000'000)};
+  return from_errno(::pthread_mutex_timedlock(&mutex_, &deadline));
+#else
   timespec deadline{static_cast<time_t>(deadline_monotonic_ns / 1'000'000'000u),
                     static_cast<long>(deadline_monotonic_ns % 1'000'000'000u)};
   return from_errno(::pthread_mutex_clocklock(&mutex_, CLOCK_MONOTONIC, &deadline));
+#endif
 }
 
-void RobustMutex::make_consistent() noexcept { ::pthread_mutex_consistent(&mutex_); }
-
-void RobustMutex::unlock() noexcept { ::pthread_mutex_unlock(&mutex_); }
 
 }  // namespace colo::shm

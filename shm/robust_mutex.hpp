@@ -36,19 +36,23 @@ class RobustMutex {
   // Returns 0 or an errno.
   int init() noexcept;
 
-  MutexResult lock() noexcept;
-  MutexResult try_lock() noexcept;
+  MutexResult lock() noexcept { return from_errno(::pthread_mutex_lock(&mutex_)); }
+  MutexResult try_lock() noexcept { return from_errno(::pthread_mutex_trylock(&mutex_)); }
   // Absolute CLOCK_MONOTONIC deadline in nanoseconds.
   MutexResult lock_until(std::uint64_t deadline_monotonic_ns) noexcept;
-  void make_consistent() noexcept;
-  void unlock() noexcept;
+  void make_consistent() noexcept { ::pthread_mutex_consistent(&mutex_); }
+  void unlock() noexcept { ::pthread_mutex_unlock(&mutex_); }
 
   RobustMutex() = default;
   RobustMutex(const RobustMutex&) = delete;
   RobustMutex& operator=(const RobustMutex&) = delete;
 
  private:
-  static MutexResult from_errno(int rc) noexcept;
+  static MutexResult from_errno(int rc) noexcept {
+    if (rc == 0) [[likely]] return MutexResult::acquired;
+    return from_errno_slow(rc);
+  }
+  static MutexResult from_errno_slow(int rc) noexcept;
   pthread_mutex_t mutex_;
 };
 

@@ -73,6 +73,7 @@ nlohmann::json to_json(const ObjectInfo& info) {
       holder = {{"pid", s.holder.pid},
                 {"tid", s.holder.tid},
                 {"held_for_ns", static_cast<std::uint64_t>(s.holder.held_for_ns)},
+                {"held_for_exact", s.holder.held_for_exact},
                 {"alive", s.holder.alive}};
     j["lock"] = {
         {"fencing_epoch", s.fencing_epoch},
@@ -80,9 +81,31 @@ nlohmann::json to_json(const ObjectInfo& info) {
         {"contended_grants", s.contended_grants},
         {"recoveries", s.recoveries},
         {"timeouts", s.timeouts},
-        {"hold_ns_total", static_cast<std::uint64_t>(s.hold_ns_total)},
+        {"hold_ns_mean", static_cast<std::uint64_t>(s.hold_ns_mean)},
+        {"hold_samples", s.hold_samples},
         {"waiters", s.waiters},
         {"holder", holder},
+    };
+  }
+  if (info.channel) {
+    const ChannelStats& c = *info.channel;
+    nlohmann::json publishers = nlohmann::json::array();
+    for (const auto& p : c.publishers)
+      publishers.push_back({{"pid", p.pid}, {"alive", p.alive}, {"published", p.published}, {"bytes", p.bytes},
+                            {"waits", p.waits}, {"abandoned", p.abandoned}});
+    nlohmann::json readers = nlohmann::json::array();
+    for (const auto& r : c.readers)
+      readers.push_back({{"pid", r.pid}, {"alive", r.alive}, {"mode", r.mode}, {"delivered", r.delivered},
+                         {"bytes", r.bytes}, {"lag", r.lag}, {"missed", r.missed}, {"skipped_bad", r.skipped_bad},
+                         {"redelivered", r.redelivered}, {"dead_lettered", r.dead_lettered}, {"waits", r.waits},
+                         {"holding", r.holding}});
+    j[c.kind] = {
+        {"capacity", c.capacity},     {"max_message", c.max_message},   {"acks", c.acks},
+        {"max_deliveries", c.max_deliveries},
+        {"published", c.published},   {"retained", c.retained},         {"depth", c.depth},
+        {"used_bytes", c.used_bytes}, {"dead_claims", c.dead_claims},   {"bad_records", c.bad_records},
+        {"dead_readers", c.dead_readers}, {"dropped_unacked", c.dropped_unacked},
+        {"publishers", publishers},   {"readers", readers},
     };
   }
   return j;

@@ -6,15 +6,31 @@
 namespace colo::cli {
 namespace {
 
-int run_create(const Context& ctx, const std::string& kind, const std::string& name) {
-  if (kind == "queue" || kind == "topic")
-    return fail("creating a " + kind + " is not supported by this version of colo yet (locks only)");
-  if (kind != "lock") return fail("unknown object kind '" + kind + "' (expected lock, queue or topic)");
+struct CreateOptions {
+  std::string kind, name;
+  std::uint64_t capacity = 1 << 20;
+  std::uint32_t max_message = 64 * 1024;
+  bool acks = false;
+  std::uint32_t max_deliveries = 5;
+};
+
+int run_create(const Context& ctx, const CreateOptions& o) {
   auto node = open_node(ctx);
   if (!node) return fail(node.error());
-  auto lock = node->lock(name, OpenMode::create);
-  if (!lock) return fail(lock.error());
-  std::cout << "created lock '" << name << "' in namespace '" << ctx.ns << "'\n";
+  if (o.kind == "lock") {
+    auto lock = node->lock(o.name, OpenMode::create);
+    if (!lock) return fail(lock.error());
+  } else if (o.kind == "topic") {
+    if (o.acks) return fail("--acks is for queues, not topics");
+    auto topic = node->topic(o.name, OpenMode::create, TopicOptions{o.capacity, o.max_message});
+    if (!topic) return fail(topic.error());
+  } else if (o.kind == "queue") {
+    auto queue = node->queue(o.name, OpenMode::create, QueueOptions{o.capacity, o.max_message, o.acks, o.max_deliveries});
+    if (!queue) return fail(queue.error());
+  } else {
+    return fail("unknown object kind '" + o.kind + "' (expected lock, topic or queue)");
+  }
+  std::cout << "created " << o.kind << " '" << o.name << "' in namespace '" << ctx.ns << "'\n";
   return kExitOk;
 }
 
@@ -44,12 +60,20 @@ int run_gc(const Context& ctx, bool dry_run) {
 }  // namespace
 
 void register_create(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("create", "Create an object (fails if it exists): colo create lock NAME");
-  auto kind = std::make_shared<std::string>();
-  auto name = std::make_shared<std::string>();
-  cmd->add_option("KIND", *kind, "lock (queue and topic come with a later version)")->required();
-  cmd->add_option("NAME", *name, "object name: 1-200 bytes of A-Z a-z 0-9 . _ - /")->required();
-  cmd->callback([&ctx, kind, name] { ctx.exit_code = run_create(ctx, *kind, *name); });
+  auto* cmd = app.add_subcommand("create", "Create an object (fails if it exists): colo create lock|topic|queue NAME");
+  auto o = std::make_shared<CreateOptions>();
+  cmd->add_option("KIND", o->kind, "lock, topic or queue")->required()->check(CLI::IsMember({"lock", "topic", "queue"}));
+  cmd->add_option("NAME", o->name, "object name: 1-200 bytes of A-Z a-z 0-9 . _ - /")->required();
+  cmd->add_option("--capacity", o->capacity, "topic/queue: ring bytes, a power of two from 4096")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{4096}, std::uint64_t{1} << 34));
+  cmd->add_option("--max-message", o->max_message, "topic/queue: largest message in bytes (at most about capacity/2)")
+      ->capture_default_str();
+  cmd->add_flag("--acks", o->acks, "queue: consumers acknowledge; unacknowledged messages are redelivered");
+  cmd->add_option("--max-deliveries", o->max_deliveries, "queue with --acks: deliveries before NAME.dlq")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 255));
+  cmd->callback([&ctx, o] { ctx.exit_code = run_create(ctx, *o); });
 }
 
 void register_rm(CLI::App& app, Context& ctx) {

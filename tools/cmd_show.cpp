@@ -39,8 +39,8 @@ void print_lock(const LockStats& s) {
   if (s.holder.pid == 0) {
     std::printf("holder:           none\n");
   } else {
-    std::printf("holder:           pid %u tid %u, held for %s, %s\n", s.holder.pid, s.holder.tid,
-                human_duration_ns(s.holder.held_for_ns).c_str(),
+    std::printf("holder:           pid %u tid %u, held for %s%s, %s\n", s.holder.pid, s.holder.tid,
+                s.holder.held_for_exact ? "" : "at least ", human_duration_ns(s.holder.held_for_ns).c_str(),
                 s.holder.alive ? "alive" : "DEAD (the next acquirer is told owner_died)");
   }
   std::printf("waiters:          %u\n", s.waiters);
@@ -49,10 +49,32 @@ void print_lock(const LockStats& s) {
   std::printf("recoveries:       %llu (grants that found the previous owner dead)\n",
               static_cast<unsigned long long>(s.recoveries));
   std::printf("timeouts:         %llu\n", static_cast<unsigned long long>(s.timeouts));
-  std::printf("hold time total:  %s", human_duration_ns(s.hold_ns_total).c_str());
-  const std::uint64_t completed = s.grants - (s.holder.pid != 0 ? 1 : 0);
-  if (completed > 0) std::printf(" (mean %s)", human_duration_ns(s.hold_ns_total / static_cast<double>(completed)).c_str());
-  std::printf("\n");
+  std::printf("mean hold time:   %s (from %llu timed grants: 1 in 16, and every contended one)\n",
+              human_duration_ns(s.hold_ns_mean).c_str(), static_cast<unsigned long long>(s.hold_samples));
+}
+
+void print_channel(const ChannelStats& c) {
+  auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+  std::printf("capacity:         %s, max message %s%s\n", human_bytes(c.capacity).c_str(),
+              human_bytes(c.max_message).c_str(),
+              c.acks ? (", acks, max deliveries " + std::to_string(c.max_deliveries)).c_str() : "");
+  std::printf("published:        %llu messages\n", u(c.published));
+  std::printf("retained:         %llu messages, %s of the ring\n", u(c.retained), human_bytes(c.used_bytes).c_str());
+  if (c.kind == "queue") std::printf("depth:            %llu (not yet taken)\n", u(c.depth));
+  std::printf("dead claims:      %llu (writers that died mid-message, skipped)\n", u(c.dead_claims));
+  std::printf("bad records:      %llu\n", u(c.bad_records));
+  if (c.kind == "queue" && !c.acks) std::printf("dropped unacked:  %llu (taken by consumers that died)\n", u(c.dropped_unacked));
+  std::printf("publishers:       %zu\n", c.publishers.size());
+  for (const auto& p : c.publishers)
+    std::printf("  pid %-8u %-5s published %llu (%s), waits %llu, abandoned %llu\n", p.pid, p.alive ? "alive" : "dead",
+                u(p.published), human_bytes(p.bytes).c_str(), u(p.waits), u(p.abandoned));
+  std::printf("%-18s%zu\n", c.kind == "queue" ? "consumers:" : "subscribers:", c.readers.size());
+  for (const auto& r : c.readers)
+    std::printf("  pid %-8u %-5s %-8s delivered %llu (%s), lag %llu, missed %llu, skipped %llu, redelivered %llu, "
+                "dead-lettered %llu, waits %llu%s\n",
+                r.pid, r.alive ? "alive" : "dead", r.mode.c_str(), u(r.delivered), human_bytes(r.bytes).c_str(), u(r.lag),
+                u(r.missed), u(r.skipped_bad), u(r.redelivered), u(r.dead_lettered), u(r.waits),
+                r.holding ? ", holding a message" : "");
 }
 
 int run_stat(const Context& ctx, const std::string& name, bool json) {
@@ -72,6 +94,7 @@ int run_stat(const Context& ctx, const std::string& name, bool json) {
   std::printf("segment:          /dev/shm/%s (%s)\n", o.shm_name.c_str(), human_bytes(o.size_bytes).c_str());
   std::printf("creator:          %s, created %s\n", creator_text(o).c_str(), format_realtime(o.created_realtime_ns).c_str());
   if (o.lock) print_lock(*o.lock);
+  if (o.channel) print_channel(*o.channel);
   return kExitOk;
 }
 

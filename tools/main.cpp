@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   register_stat(app, ctx);
   register_create(app, ctx);
   register_lock(app, ctx);
+  register_pub(app, ctx);
+  register_sub(app, ctx);
+  register_top(app, ctx);
   register_rm(app, ctx);
   register_gc(app, ctx);
   register_demo(app, ctx);

@@ -2,6 +2,7 @@
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
 #   1. release build: suites unit, multiproc, stress
 #   2. AddressSanitizer + UBSan build: suites unit, multiproc
+#   3. ThreadSanitizer build: suite tsan (the ring with threads)
 # Prints one closing line "colo: N passed, N failed, N skipped" and exits
 # non-zero if anything failed. Run as root: some tests switch to `nobody`.
 set -euo pipefail
@@ -30,5 +31,12 @@ COLO_BUILD_DIR=build-asan tools/dev/setup.sh -Db_sanitize=address,undefined -Dbu
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --num-processes 2 --print-errorlogs --suite unit --suite multiproc || status=1
 
-summarise build/meson-logs/testlog.json build-asan/meson-logs/testlog.json || status=1
+# 3. ThreadSanitizer: the ring's threaded test only (the rest is processes,
+#    which TSan does not follow).
+if [ -f build-tsan/build.ninja ]; then meson setup --reconfigure build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized >/dev/null
+else meson setup build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized >/dev/null; fi
+ninja -C build-tsan -j 2 tests/channel/colo-test-ring-threads
+TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild --num-processes 1 --print-errorlogs --suite tsan || status=1
+
+summarise build/meson-logs/testlog.json build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json || status=1
 exit $status

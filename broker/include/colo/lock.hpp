@@ -61,10 +61,11 @@ class [[nodiscard]] LockGuard {
 
  private:
   friend class Lock;
-  LockGuard(detail::LockRecord* record, std::uint64_t token, bool owner_died) noexcept
-      : record_(record), token_(token), owner_died_(owner_died) {}
+  LockGuard(detail::LockRecord* record, std::uint64_t token, bool owner_died, std::uint64_t sampled_ticks) noexcept
+      : record_(record), token_(token), sampled_ticks_(sampled_ticks), owner_died_(owner_died) {}
   detail::LockRecord* record_;
   std::uint64_t token_;
+  std::uint64_t sampled_ticks_;  // acquire time if this grant is timed, else 0
   bool owner_died_;
 };
 
@@ -73,7 +74,8 @@ struct LockHolder {
   std::uint32_t pid = 0;   // 0: not held
   std::uint32_t tid = 0;
   std::uint64_t start_time = 0;
-  double held_for_ns = 0;  // since its grant
+  double held_for_ns = 0;  // since its grant, or since a tool first saw it (see held_for_exact)
+  bool held_for_exact = false;
   bool alive = false;      // pid + start time still running
 };
 
@@ -84,7 +86,8 @@ struct LockStats {
   std::uint64_t contended_grants = 0;  // grants that had to wait
   std::uint64_t recoveries = 0;        // grants that found the previous owner dead
   std::uint64_t timeouts = 0;          // timed acquires that gave up
-  double hold_ns_total = 0;            // summed over completed grants
+  double hold_ns_mean = 0;             // mean hold time, from 1 grant in 16 (and every contended one)
+  std::uint64_t hold_samples = 0;
   std::uint32_t waiters = 0;          // threads blocked in acquire now (dead ones not counted)
   LockHolder holder;
 };
@@ -94,12 +97,14 @@ class Lock {
   // Blocks until granted. Fails only if the lock record is corrupt or the
   // calling thread already holds the lock.
   Result<LockGuard> acquire() noexcept;
-  // Grants at once or returns nullopt (held elsewhere, or record corrupt:
-  // acquire() says which).
+  // Grants at once or returns nullopt (held elsewhere, held by this very
+  // thread, or record corrupt: acquire() says which).
   std::optional<LockGuard> try_acquire() noexcept;
   // Grants within `timeout` or returns nullopt (and counts a timeout).
   std::optional<LockGuard> try_acquire_for(std::chrono::nanoseconds timeout) noexcept;
 
+  // Reads the counters without taking the lock. May record, in the lock,
+  // when it first saw the current holder (see LockHolder::held_for_exact).
   LockStats stats() const noexcept;
   const std::string& name() const noexcept { return name_; }
 

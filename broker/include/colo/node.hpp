@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "colo/channel.hpp"
 #include "colo/error.hpp"
 #include "colo/lock.hpp"
 #include "colo/names.hpp"
@@ -30,6 +31,9 @@ namespace colo {
 
 namespace detail {
 class Registry;
+struct MappedObject;
+struct ObjectSpec;
+struct ChannelState;
 }
 
 enum class OpenMode {
@@ -62,7 +66,8 @@ struct ObjectInfo {
   // (registered, segment gone), "unregistered" (segment, no registry entry),
   // or "corrupt: <why>".
   std::string state;
-  std::optional<LockStats> lock;  // for ready locks
+  std::optional<LockStats> lock;        // for ready locks
+  std::optional<ChannelStats> channel;  // for ready topics and queues
 };
 
 struct GcReport {
@@ -75,6 +80,9 @@ class Node {
   static Result<Node> open(NodeOptions options = {});
 
   Result<Lock> lock(std::string_view name, OpenMode mode = OpenMode::create_or_open, LockOptions options = {});
+  Result<Topic> topic(std::string_view name, OpenMode mode = OpenMode::create_or_open, TopicOptions options = {});
+  // With acks, also creates or opens the dead-letter queue NAME.dlq.
+  Result<Queue> queue(std::string_view name, OpenMode mode = OpenMode::create_or_open, QueueOptions options = {});
 
   Result<std::vector<ObjectInfo>> list() const;
   Result<ObjectInfo> info(std::string_view name) const;
@@ -94,6 +102,12 @@ class Node {
  private:
   Node(NodeOptions options, std::unique_ptr<detail::Registry> registry) noexcept;
   Result<ObjectInfo> describe(std::string_view name, bool registered) const;
+  // Creates or opens an object's segment, kept consistent with the registry.
+  Result<std::unique_ptr<detail::MappedObject>> open_object(std::string_view name, OpenMode mode,
+                                                            const detail::ObjectSpec& spec);
+  Result<std::shared_ptr<detail::ChannelState>> open_channel(std::string_view name, OpenMode mode, bool queue,
+                                                             std::uint64_t capacity, std::uint32_t max_message,
+                                                             bool acks, std::uint32_t max_deliveries);
 
   NodeOptions options_;
   std::unique_ptr<detail::Registry> registry_;

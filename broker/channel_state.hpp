@@ -1,0 +1,23 @@
+// broker/channel_state.hpp — what a Topic or Queue shares with its handles (private).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "mapped_object.hpp"
+#include "ring.hpp"
+
+namespace colo::detail {
+
+// Creation parameters in a registry entry's params[4]:
+//   [0] capacity  [1] max_message  [2] flags (bit 0: acks)  [3] max_deliveries
+inline constexpr std::uint64_t kAcksFlag = 1;
+
+struct ChannelState {
+  std::string name;
+  std::unique_ptr<MappedObject> mapping;  // keeps the ring mapped
+  shm::Ring ring;
+  std::shared_ptr<ChannelState> dead_letters;  // queue with acks: NAME.dlq
+};
+
+}  // namespace colo::detail

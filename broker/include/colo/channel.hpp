@@ -1,0 +1,242 @@
+// colo/channel.hpp — topics (publish/subscribe) and queues (competing consumers).
+//
+//   auto node = colo::Node::open().value();
+//   auto topic = node.topic("prices").value();              // create-or-open
+//   auto pub = topic.publisher().value();
+//   pub.publish(as_bytes(span(quote)), 1s);                 // copying form
+//   if (auto loan = pub.try_loan(64)) {                     // zero copy
+//     fill(loan->data()); loan->commit();
+//   }
+//   auto sub = topic.subscribe({.backpressure = colo::Backpressure::lossy}).value();
+//   if (auto msg = sub.receive_for(100ms)) use(msg->data()); // view into the ring
+//
+// Both live in one shared-memory ring per object (shm/ring.hpp has the
+// algorithm, the layouts and the crash-safety rules):
+// - Topic: every subscriber gets every message published after it
+//   subscribed, in publish order per publisher. A `block` subscriber holds
+//   writers back (with their timeout) when it is the slowest; a `lossy` one is
+//   lapped instead and counts what it missed. `history` starts a new
+//   subscriber up to N retained messages back.
+// - Queue: each message goes to exactly one consumer. With acks, a message
+//   taken by a consumer that dies before acknowledging is delivered again
+//   (deliveries + 1), and after `max_deliveries` it moves to the queue
+//   NAME.dlq. Without acks, delivery is at most once, and faster.
+//
+// Threads: a Publisher, Subscriber or Consumer belongs to one thread at a
+// time (it is a slot in the ring); open one per thread. Handles must not
+// outlive their Topic/Queue.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "colo/error.hpp"
+
+namespace colo {
+
+namespace detail {
+struct ChannelState;
+}
+
+enum class Backpressure : std::uint32_t { block = 1, lossy = 2 };
+
+struct TopicOptions {
+  std::uint64_t capacity = 1 << 20;       // ring bytes, power of two, 4 KiB..16 GiB
+  std::uint32_t max_message = 64 * 1024;  // payload bytes; at most about capacity/2
+};
+
+struct QueueOptions {
+  std::uint64_t capacity = 1 << 20;
+  std::uint32_t max_message = 64 * 1024;
+  bool acks = false;
+  std::uint32_t max_deliveries = 5;  // with acks: then dead-letter to NAME.dlq
+};
+
+struct SubscribeOptions {
+  Backpressure backpressure = Backpressure::block;
+  std::uint64_t history = 0;  // start up to this many retained messages back
+};
+
+enum class SendStatus {
+  ok,
+  timed_out,   // no space within the timeout (a blocking subscriber or unacked messages hold it)
+  too_large,   // larger than the object's max_message
+  corrupt,     // the ring's shared state failed validation
+};
+
+// A writable region of the ring. Commit or abandon it (abandoned on destruction).
+class Loan {
+ public:
+  std::span<std::byte> data() const noexcept { return {data_, size_}; }
+  void commit() noexcept;
+  void abandon() noexcept;
+  Loan(Loan&& other) noexcept;
+  Loan& operator=(Loan&&) = delete;
+  Loan(const Loan&) = delete;
+  ~Loan() { abandon(); }
+
+ private:
+  friend class Publisher;
+  Loan(detail::ChannelState* state, int slot, std::byte* data, std::uint32_t size, std::uint64_t pos,
+       std::uint64_t seq) noexcept
+      : state_(state), slot_(slot), data_(data), size_(size), pos_(pos), seq_(seq) {}
+  detail::ChannelState* state_;
+  int slot_;
+  std::byte* data_;
+  std::uint32_t size_;
+  std::uint64_t pos_;
+  std::uint64_t seq_;
+};
+
+// A received message: a read-only view into the ring, valid until released
+// (on destruction). For a queue with acks, release() is the acknowledgement.
+class Message {
+ public:
+  std::span<const std::byte> data() const noexcept { return {data_, size_}; }
+  std::uint64_t sequence() const noexcept { return seq_; }
+  std::uint32_t deliveries() const noexcept { return deliveries_; }  // queue: 1 the first time
+  void release() noexcept;
+  Message(Message&& other) noexcept;
+  Message& operator=(Message&& other) noexcept;  // releases the message it held
+  Message(const Message&) = delete;
+  ~Message() { release(); }
+
+ private:
+  friend class Reader;
+  Message(class Reader* reader, const std::byte* data, std::uint32_t size, std::uint64_t seq,
+          std::uint32_t deliveries, std::uint64_t pos) noexcept
+      : reader_(reader), data_(data), size_(size), seq_(seq), deliveries_(deliveries), pos_(pos) {}
+  class Reader* reader_;
+  const std::byte* data_;
+  std::uint32_t size_;
+  std::uint64_t seq_;
+  std::uint32_t deliveries_;
+  std::uint64_t pos_;
+};
+
+// Writes to a topic or a queue.
+class Publisher {
+ public:
+  std::optional<Loan> try_loan(std::uint32_t size) noexcept;
+  // Waits for space up to `timeout`; nullopt on timeout or error (see last_status()).
+  std::optional<Loan> loan_for(std::uint32_t size, std::chrono::nanoseconds timeout) noexcept;
+  SendStatus try_publish(std::span<const std::byte> bytes) noexcept;
+  SendStatus publish(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout) noexcept;
+  SendStatus last_status() const noexcept { return last_; }
+
+  Publisher(Publisher&& other) noexcept;
+  Publisher& operator=(Publisher&&) = delete;
+  Publisher(const Publisher&) = delete;
+  ~Publisher();
+
+ private:
+  friend class Topic;
+  friend class Queue;
+  Publisher(std::shared_ptr<detail::ChannelState> state, int slot) noexcept : state_(std::move(state)), slot_(slot) {}
+  std::optional<Loan> to_loan(int status, void* loan) noexcept;
+  std::shared_ptr<detail::ChannelState> state_;
+  int slot_;
+  SendStatus last_ = SendStatus::ok;
+};
+
+// Reads a topic (a subscriber) or a queue (a consumer). One message at a
+// time: release the previous Message before receiving the next.
+class Reader {
+ public:
+  std::optional<Message> try_receive() noexcept;
+  std::optional<Message> receive_for(std::chrono::nanoseconds timeout) noexcept;
+  // Lossy subscriber: messages overwritten before it could read them.
+  std::uint64_t missed() const noexcept;
+
+  Reader(Reader&& other) noexcept;
+  Reader& operator=(Reader&&) = delete;
+  Reader(const Reader&) = delete;
+  ~Reader();
+
+ private:
+  friend class Topic;
+  friend class Queue;
+  friend class Message;
+  struct Handle;
+  Reader(std::shared_ptr<detail::ChannelState> state, std::unique_ptr<Handle> handle) noexcept;
+  std::optional<Message> deliver(int status, const void* view) noexcept;
+  void release(const Message& message) noexcept;
+  std::shared_ptr<detail::ChannelState> state_;
+  std::unique_ptr<Handle> handle_;
+};
+using Subscriber = Reader;
+using Consumer = Reader;
+
+struct ReaderStats {
+  std::uint32_t pid = 0;
+  bool alive = false;
+  std::string mode;  // "block", "lossy", "consumer"
+  std::uint64_t delivered = 0, bytes = 0, missed = 0, skipped_bad = 0, redelivered = 0, dead_lettered = 0, waits = 0;
+  std::uint64_t lag = 0;  // topic: messages published and not yet read
+  bool holding = false;   // queue: has a message taken and not released
+};
+
+struct PublisherStats {
+  std::uint32_t pid = 0;
+  bool alive = false;
+  std::uint64_t published = 0, bytes = 0, waits = 0, abandoned = 0;
+};
+
+struct ChannelStats {
+  std::string kind;  // "topic" or "queue"
+  std::uint64_t capacity = 0;
+  std::uint32_t max_message = 0;
+  bool acks = false;
+  std::uint32_t max_deliveries = 0;
+  std::uint64_t published = 0;   // messages committed (sequence at tail)
+  std::uint64_t retained = 0;    // messages still in the ring (tail - head)
+  std::uint64_t depth = 0;       // queue: not yet taken
+  std::uint64_t used_bytes = 0;  // tail - head
+  std::uint64_t dead_claims = 0, bad_records = 0, dead_readers = 0, dropped_unacked = 0;
+  std::vector<PublisherStats> publishers;
+  std::vector<ReaderStats> readers;
+};
+
+class Topic {
+ public:
+  Result<Publisher> publisher();
+  Result<Subscriber> subscribe(SubscribeOptions options = {});
+  ChannelStats stats() const;
+  const std::string& name() const noexcept;
+
+  Topic(Topic&&) noexcept;
+  Topic& operator=(Topic&&) noexcept;
+  ~Topic();
+
+ private:
+  friend class Node;
+  explicit Topic(std::shared_ptr<detail::ChannelState> state) noexcept;
+  std::shared_ptr<detail::ChannelState> state_;
+};
+
+class Queue {
+ public:
+  Result<Publisher> producer();
+  Result<Consumer> consumer();
+  ChannelStats stats() const;
+  const std::string& name() const noexcept;
+
+  Queue(Queue&&) noexcept;
+  Queue& operator=(Queue&&) noexcept;
+  ~Queue();
+
+ private:
+  friend class Node;
+  explicit Queue(std::shared_ptr<detail::ChannelState> state) noexcept;
+  std::shared_ptr<detail::ChannelState> state_;
+};
+
+ChannelStats channel_stats(const detail::ChannelState& state);
+
+}  // namespace colo

@@ -1,0 +1,320 @@
+// shm/ring.hpp — the multi-writer, multi-reader byte ring under topics and queues.
+//
+// Why our own ring: Boost.Lockfree's queues carry fixed-size elements, and
+// its spsc_queue has one writer; a topic needs variable-size records written
+// in place (zero copy) by many processes, read by many cursors, and robust to
+// any of them dying mid-record. No library does that over shared memory.
+//
+// ALGORITHM
+//   Positions are 64-bit byte offsets that only grow; offset = pos & (cap-1).
+//   Records are 16-byte aligned. Every free 16-byte unit starts with a FREE
+//   marker naming the lap it is free for, so a header can never be forged by
+//   stale payload bytes of an earlier lap.
+//
+//   Claim (lock-free, many writers): read tail {pos P, seq S}; check space
+//   (P + size <= head + cap); CAS the header word at P from FREE(lap(P)) to
+//   DATA(lap(P), writer slot, -len). Exactly one writer wins P; a writer with
+//   a stale P fails, since that unit no longer holds FREE(lap(P)). Then
+//   anyone (the writer, or a helper that sees the claimed header) moves tail
+//   from {P, S} to {P + size, S + 1} with a 16-byte CAS. A writer that does
+//   not fit before the end of the ring claims a PAD record up to it first.
+//   Commit: payload, then CAS the header to +len (seq_cst), then wake
+//   sleeping readers if any registered (no system call otherwise).
+//
+//   Reclaim (writers that need space, one at a time under a robust mutex):
+//   advance head over committed records, never past the slowest blocking
+//   subscriber (topic) or the oldest taken-but-unreleased message (queue),
+//   then write FREE(lap+1) markers over the freed units, then publish
+//   `reclaimed` = head. Writers check space against `reclaimed`, never head:
+//   they must not write where markers are still being written. Readers use
+//   head to tell they were lapped.
+//
+//   Topic readers keep a cursor {pos, seq}; queue consumers take records
+//   with a 16-byte CAS on a shared `take` cursor and hold them (in their slot)
+//   until released or acknowledged.
+//
+// CRASH SAFETY
+//   A writer dead between claim and commit: its header names its slot, the
+//   slot names its process (pid + start time) and its current claim; a
+//   reader stuck on the record for kStuckCheckNs checks, and if the writer is
+//   dead turns the record into SKIP (counted in dead_claims). A consumer dead
+//   with a message taken: with acks the message is redelivered (deliveries+1)
+//   by the next consumer that looks; without acks it is dropped (at most
+//   once). A dead blocking subscriber stops holding writers back when a
+//   writer finds it blocking and checks its liveness.
+//
+// UNTRUSTED MEMORY (DESIGN.md 3.4)
+//   Every shared index and length is read once into a local and checked:
+//   positions against each other and the capacity, lengths against the
+//   configured maximum and the ring end, sequences against the reader's own.
+//   A bad record makes the reader resynchronise to the tail, counting what
+//   it skipped; nothing is read or written out of bounds; every loop is
+//   bounded.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "colo/error.hpp"
+#include "robust_mutex.hpp"
+#include "segment.hpp"
+
+namespace colo::shm {
+
+inline constexpr std::size_t kRecordAlign = 16;
+inline constexpr std::size_t kRecordHeaderSize = 16;
+inline constexpr std::size_t kRingSlots = 64;        // publishers; and readers
+inline constexpr std::uint64_t kMinRingCapacity = 4096;
+inline constexpr std::uint64_t kMaxRingCapacity = std::uint64_t{1} << 34;  // 16 GiB
+inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
+inline constexpr std::uint32_t kRingLayoutVersion = 1;
+
+enum class RingKind : std::uint32_t { topic = 1, queue = 2 };
+enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3 };
+
+// Record header, at every record's 16-byte aligned start.
+//
+//   word 0 (atomic, the commit word):
+//    63            42 41  40 39       32 31                              0
+//   +----------------+------+-----------+--------------------------------+
+//   | lap (22 bits)  | type | writer    | length (int32, payload bytes;  |
+//   |                |      | slot      |  negative while being written) |
+//   +----------------+------+-----------+--------------------------------+
+//     type: 0 FREE (unit free for `lap`), 1 DATA, 2 PAD (to ring end), 3 SKIP
+//   word 1 (a free unit holds its own position here, see try_claim):
+//    63        56 55                                                    0
+//   +------------+-------------------------------------------------------+
+//   | deliveries | sequence (low 56 bits of the ring's message sequence)  |
+//   +------------+-------------------------------------------------------+
+//   payload, then zero padding to the next 16-byte boundary.
+enum class RecordType : std::uint32_t { free = 0, data = 1, pad = 2, skip = 3 };
+
+struct alignas(16) RecordHeader {
+  std::atomic<std::uint64_t> state;
+  std::atomic<std::uint64_t> seq_word;
+};
+static_assert(sizeof(RecordHeader) == kRecordHeaderSize, "a record header is 16 bytes");
+
+// {pos, seq} pairs are updated together with a 16-byte CAS (cmpxchg16b) and
+// read consistently by reading pos, seq, pos again (pos only grows, so an
+// unchanged pos means seq belongs to it).
+struct alignas(16) PositionPair {
+  std::atomic<std::uint64_t> pos;
+  std::atomic<std::uint64_t> seq;
+};
+
+struct PublisherSlot {
+  std::atomic<std::uint32_t> pid;        // 0: free; claimed by CAS
+  std::uint32_t reserved0;
+  std::atomic<std::uint64_t> start_time;
+  std::atomic<std::uint64_t> claim_pos;  // position of the claim in progress (set before the claim CAS)
+  std::atomic<std::uint64_t> published;  // written by the owner only
+  std::atomic<std::uint64_t> bytes;
+  std::atomic<std::uint64_t> waits;      // times it waited for space
+  std::atomic<std::uint64_t> abandoned;  // loans given up
+  std::uint64_t reserved1;
+};
+static_assert(sizeof(PublisherSlot) == 64, "a publisher slot is one cache line");
+
+struct ReaderSlot {
+  // line 0: identity and positions
+  std::atomic<std::uint32_t> pid;         // 0: free
+  std::atomic<std::uint32_t> mode;        // ReaderMode
+  std::atomic<std::uint64_t> start_time;
+  std::atomic<std::uint64_t> cursor_pos;  // topic: next record to read
+  std::atomic<std::uint64_t> cursor_seq;
+  std::atomic<std::uint64_t> hold_pos;    // record being read (lossy view / queue take); kNoPosition if none
+  std::atomic<std::uint64_t> hold_seq;
+  std::atomic<std::uint32_t> sleeping;    // 1 while counted in data_waiters
+  std::uint32_t reserved0;
+  std::uint64_t reserved1;
+  // line 1: counters, written by the owner only
+  std::atomic<std::uint64_t> delivered;
+  std::atomic<std::uint64_t> bytes;
+  std::atomic<std::uint64_t> missed;       // lossy: overwritten before read
+  std::atomic<std::uint64_t> skipped_bad;  // invalid records skipped
+  std::atomic<std::uint64_t> redelivered;  // queue: taken over from a dead consumer
+  std::atomic<std::uint64_t> dead_lettered;
+  std::atomic<std::uint64_t> waits;        // futex sleeps
+  std::uint64_t reserved2;
+};
+static_assert(sizeof(ReaderSlot) == 128, "a reader slot is two cache lines");
+
+// The ring's control block, at the start of the ring's memory.
+//
+//   0      config (immutable after creation)                       64
+//   64     tail {pos, seq}                                        128
+//   128    head {pos, seq}     (oldest retained record), reclaimed 192
+//   192    take {pos, seq}     (queue: next record to hand out)   256
+//   256    data_signal, data_waiters, space_signal, space_waiters 320
+//   320    reclaim mutex (robust)                                  384
+//   384    ring counters (RMW, rare events)                        448
+//   448    reserved                                               1024
+//   1024   PublisherSlot[64]                                      5120
+//   5120   ReaderSlot[64]                                        13312
+//   13312  data[capacity]
+struct RingControl {
+  std::uint32_t layout_version;
+  std::uint32_t kind;            // RingKind
+  std::uint64_t capacity;        // power of two
+  std::uint32_t max_message;     // payload bytes
+  std::uint32_t acks;            // queue: 1 if consumers acknowledge
+  std::uint32_t max_deliveries;  // queue with acks: then dead-letter
+  std::uint32_t reserved0;
+  std::uint8_t pad0[32];
+
+  PositionPair tail;
+  std::uint8_t pad1[48];
+  PositionPair head;
+  std::atomic<std::uint64_t> reclaimed;  // head after its FREE markers are written: writers' space limit
+  std::uint8_t pad2[40];
+  PositionPair take;
+  std::uint8_t pad3[48];
+
+  std::atomic<std::uint32_t> data_signal;  // futex: bumped when data is committed and someone sleeps
+  std::atomic<std::uint32_t> data_waiters;
+  std::atomic<std::uint32_t> space_signal;  // futex: bumped when space is freed and a writer sleeps
+  std::atomic<std::uint32_t> space_waiters;
+  std::uint8_t pad4[48];
+
+  RobustMutex reclaim_mutex;
+  std::uint8_t pad5[64 - sizeof(RobustMutex)];
+
+  std::atomic<std::uint64_t> dead_claims;    // records of dead writers turned into SKIP
+  std::atomic<std::uint64_t> bad_records;    // invalid headers met by writers/reclaimers
+  std::atomic<std::uint64_t> retired_published;  // counters of closed publisher slots
+  std::atomic<std::uint64_t> retired_bytes;
+  std::atomic<std::uint64_t> dead_readers;   // readers evicted after dying
+  std::atomic<std::uint64_t> dropped_unacked;  // queue without acks: taken by a consumer that died
+  std::uint8_t pad6[16];
+
+  std::uint8_t reserved[576];
+  PublisherSlot publishers[kRingSlots];
+  ReaderSlot readers[kRingSlots];
+};
+static_assert(offsetof(RingControl, tail) == 64, "tail starts at byte 64");
+static_assert(offsetof(RingControl, head) == 128, "head starts at byte 128");
+static_assert(offsetof(RingControl, take) == 192, "take starts at byte 192");
+static_assert(offsetof(RingControl, data_signal) == 256, "wait words start at byte 256");
+static_assert(offsetof(RingControl, reclaim_mutex) == 320, "reclaim mutex starts at byte 320");
+static_assert(offsetof(RingControl, dead_claims) == 384, "ring counters start at byte 384");
+static_assert(offsetof(RingControl, publishers) == 1024, "publisher slots start at byte 1024");
+static_assert(offsetof(RingControl, readers) == 5120, "reader slots start at byte 5120");
+static_assert(sizeof(RingControl) == 13312, "the control block is 13 KiB");
+
+struct RingConfig {
+  RingKind kind = RingKind::topic;
+  std::uint64_t capacity = 1 << 20;       // bytes of record space, power of two
+  std::uint32_t max_message = 64 * 1024;  // payload bytes
+  bool acks = false;                      // queue only
+  std::uint32_t max_deliveries = 5;       // queue with acks
+};
+
+// A writable region of the ring, from claim() until commit() or abandon().
+struct Loan {
+  std::byte* data = nullptr;
+  std::uint32_t size = 0;
+  std::uint64_t pos = 0;
+  std::uint64_t seq = 0;
+};
+
+// A committed message, readable until release().
+struct View {
+  const std::byte* data = nullptr;
+  std::uint32_t size = 0;
+  std::uint64_t seq = 0;
+  std::uint32_t deliveries = 1;  // queue: 1 on first delivery
+  std::uint64_t pos = 0;
+  bool dead_letter = false;      // queue: delivered max_deliveries times already
+};
+
+enum class ClaimStatus { ok, full, too_large, corrupt };
+enum class ReadStatus { ok, empty, corrupt };
+
+// Process-local state of a publisher or a reader; the shared part is its slot.
+struct PublisherHandle {
+  int slot = -1;
+};
+struct ReaderHandle {
+  int slot = -1;
+  ReaderMode mode = ReaderMode::block;
+  std::uint64_t pos = 0;  // topic cursor (mirrors the slot)
+  std::uint64_t seq = 0;
+  std::uint64_t stuck_pos = kNoPosition;  // record seen in progress since stuck_since_ns
+  std::uint64_t stuck_since_ns = 0;
+  std::uint64_t next_rescue_ns = 0;       // queue: next scan for dead consumers
+  bool holding = false;
+};
+
+// A view over a ring in mapped memory. Copyable: it owns nothing.
+class Ring {
+ public:
+  static std::size_t bytes_for(std::uint64_t capacity) noexcept { return sizeof(RingControl) + capacity; }
+  static Result<void> validate(const RingConfig& config);
+  // Initialises zeroed memory of bytes_for(capacity) bytes; the creator
+  // calls it before publishing the segment.
+  static Result<Ring> create(void* memory, std::size_t size, const RingConfig& config);
+  // Checks the control block of an existing ring.
+  static Result<Ring> attach(void* memory, std::size_t size);
+
+  RingConfig config() const noexcept { return config_; }
+
+  // ---- publishers (any thread of any process; one loan at a time per handle)
+  Result<PublisherHandle> open_publisher();
+  void close_publisher(PublisherHandle& handle) noexcept;
+  ClaimStatus try_claim(PublisherHandle& handle, std::uint32_t size, Loan& loan) noexcept;
+  // Waits for space until the deadline (CLOCK_MONOTONIC ns): spin, then futex.
+  ClaimStatus claim_until(PublisherHandle& handle, std::uint32_t size, std::uint64_t deadline_ns, Loan& loan) noexcept;
+  void commit(PublisherHandle& handle, const Loan& loan) noexcept;
+  void abandon(PublisherHandle& handle, const Loan& loan) noexcept;
+
+  // ---- readers: topic subscribers (block or lossy) and queue consumers
+  // `history`: topic only, start at most that many retained messages back.
+  Result<ReaderHandle> open_reader(ReaderMode mode, std::uint64_t history = 0);
+  void close_reader(ReaderHandle& handle) noexcept;
+  ReadStatus try_read(ReaderHandle& handle, View& view) noexcept;
+  ReadStatus read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View& view) noexcept;
+  // Topic: moves past the message. Queue: the message is done (acknowledged).
+  void release(ReaderHandle& handle, const View& view) noexcept;
+
+  RingControl& control() noexcept { return *control_; }
+  const RingControl& control() const noexcept { return *control_; }
+  // Snapshot of {pos, seq} of tail / head / take.
+  std::pair<std::uint64_t, std::uint64_t> tail() const noexcept;
+  std::pair<std::uint64_t, std::uint64_t> head() const noexcept;
+  std::pair<std::uint64_t, std::uint64_t> take_cursor() const noexcept;
+
+ private:
+  Ring(RingControl* control, std::byte* data, RingConfig config) noexcept
+      : control_(control), data_(data), config_(config), mask_(config.capacity - 1) {}
+
+  // Always an aligned header inside the ring, whatever `pos` holds (a
+  // position read from shared memory may be garbage).
+  RecordHeader& header_at(std::uint64_t pos) const noexcept {
+    return *reinterpret_cast<RecordHeader*>(data_ + (pos & mask_ & ~std::uint64_t{kRecordAlign - 1}));
+  }
+  std::uint64_t lap_of(std::uint64_t pos) const noexcept;
+  // Size of the record whose header word is `state`, or 0 if impossible.
+  std::uint64_t record_size(std::uint64_t pos, std::uint64_t state) const noexcept;
+  void help_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
+  bool make_room(std::uint64_t target) noexcept;
+  std::uint64_t reclaim_bound(std::uint64_t tail_pos) noexcept;
+  bool writer_is_gone(std::uint64_t pos, std::uint64_t state) const noexcept;
+  bool skip_if_writer_gone(ReaderHandle& handle, std::uint64_t pos, std::uint64_t state) noexcept;
+  ReadStatus try_read_topic(ReaderHandle& handle, View& view) noexcept;
+  ReadStatus try_take(ReaderHandle& handle, View& view) noexcept;
+  bool rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept;
+  void resync_to_tail(ReaderHandle& handle) noexcept;
+  void wake_readers() noexcept;
+  void wake_writers() noexcept;
+
+  RingControl* control_;
+  std::byte* data_;
+  RingConfig config_;
+  std::uint64_t mask_;
+};
+
+}  // namespace colo::shm

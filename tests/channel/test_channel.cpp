@@ -1,0 +1,225 @@
+// Unit tests of topics and queues in one process: sizes, zero copy,
+// backpressure classes, history, acknowledgements, validation.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "colo/node.hpp"
+
+namespace colo {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+std::string text_of(const Message& m) { return std::string(reinterpret_cast<const char*>(m.data().data()), m.data().size()); }
+
+class ChannelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int counter = 0;
+    ns_ = "cu" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+    NodeOptions options;
+    options.ns = ns_;
+    node_.emplace(Node::open(options).value());
+  }
+  void TearDown() override {
+    node_.reset();
+    (void)std::system(("rm -f /dev/shm/colo." + ns_ + ".*").c_str());
+  }
+  std::string ns_;
+  std::optional<Node> node_;
+};
+
+TEST_F(ChannelTest, carriesMessagesFromZeroBytesToTheMaximum) {
+  auto sut = node_->topic("t", OpenMode::create, {1 << 16, 1000}).value();
+  auto sub = sut.subscribe().value();
+  auto pub = sut.publisher().value();
+  for (std::uint32_t size : {0u, 1u, 15u, 16u, 17u, 999u, 1000u}) {
+    std::string payload(size, static_cast<char>('a' + size % 26));
+    ASSERT_EQ(pub.publish(bytes_of(payload), 1s), SendStatus::ok) << size;
+    auto m = sub.receive_for(1s);
+    ASSERT_TRUE(m.has_value()) << size;
+    EXPECT_EQ(text_of(*m), payload);
+  }
+}
+
+TEST_F(ChannelTest, refusesMessageLargerThanTheMaximum) {
+  auto sut = node_->topic("t", OpenMode::create, {1 << 16, 1000}).value();
+  auto pub = sut.publisher().value();
+  EXPECT_EQ(pub.publish(bytes_of(std::string(1001, 'x')), 1s), SendStatus::too_large);
+  EXPECT_FALSE(pub.try_loan(1001).has_value());
+  EXPECT_EQ(pub.last_status(), SendStatus::too_large);
+}
+
+TEST_F(ChannelTest, refusesImpossibleConfigurations) {
+  EXPECT_EQ(node_->topic("a", OpenMode::create, {1000, 100}).error().code, Errc::invalid_argument);  // not a power of two
+  EXPECT_EQ(node_->topic("b", OpenMode::create, {4096, 4000}).error().code, Errc::invalid_argument);  // does not fit twice
+  EXPECT_EQ(node_->queue("c", OpenMode::create, {4096, 100, true, 0}).error().code, Errc::invalid_argument);
+}
+
+TEST_F(ChannelTest, reopeningWithOtherParametersIsAClearError) {
+  ASSERT_TRUE(node_->topic("t", OpenMode::create, {1 << 16, 1000}));
+  auto again = node_->topic("t", OpenMode::create_or_open, {1 << 17, 1000});
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code, Errc::parameter_mismatch);
+  EXPECT_NE(again.error().message.find("capacity 65536"), std::string::npos) << again.error().message;
+  EXPECT_EQ(node_->queue("t", OpenMode::create_or_open).error().code, Errc::kind_mismatch);
+  EXPECT_EQ(node_->topic("missing", OpenMode::open).error().code, Errc::not_found);
+}
+
+TEST_F(ChannelTest, abandonedLoanIsNeverDelivered) {
+  auto sut = node_->topic("t", OpenMode::create, {1 << 16, 100}).value();
+  auto sub = sut.subscribe().value();
+  auto pub = sut.publisher().value();
+  {
+    auto loan = pub.try_loan(10).value();
+    std::memset(loan.data().data(), 'x', 10);
+    loan.abandon();
+  }
+  { auto loan = pub.try_loan(5).value(); }  // dropped: abandoned too
+  ASSERT_EQ(pub.publish(bytes_of("kept"), 1s), SendStatus::ok);
+  auto m = sub.receive_for(1s);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(text_of(*m), "kept");
+  m->release();
+  EXPECT_FALSE(sub.try_receive().has_value());
+  EXPECT_EQ(sut.stats().publishers.at(0).abandoned, 2u);
+}
+
+TEST_F(ChannelTest, blockingSubscriberHoldsWritersBackUntilTimeout) {
+  auto sut = node_->topic("t", OpenMode::create, {4096, 100}).value();
+  auto sub = sut.subscribe().value();  // never reads
+  auto pub = sut.publisher().value();
+  const std::string payload(100, 'p');  // 128-byte records: 32 fit in 4 KiB
+  int sent = 0;
+  while (pub.try_publish(bytes_of(payload)) == SendStatus::ok) ++sent;
+  EXPECT_EQ(sent, 32);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(pub.publish(bytes_of(payload), 50ms), SendStatus::timed_out);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 50ms);
+  // Reading one frees room for one more.
+  sub.receive_for(1s)->release();
+  EXPECT_EQ(pub.try_publish(bytes_of(payload)), SendStatus::ok);
+}
+
+TEST_F(ChannelTest, lossySubscriberIsLappedAndCountsExactlyWhatItMissed) {
+  auto sut = node_->topic("t", OpenMode::create, {4096, 100}).value();
+  auto sub = sut.subscribe({Backpressure::lossy, 0}).value();
+  auto pub = sut.publisher().value();
+  for (std::uint32_t i = 0; i < 100; ++i) ASSERT_EQ(pub.try_publish(std::as_bytes(std::span(&i, 1))), SendStatus::ok);
+  // 100 messages of 4 bytes = 100 records of 32 bytes; the ring keeps the
+  // last 128: nothing lost yet. Now 200 more: the oldest go.
+  for (std::uint32_t i = 100; i < 300; ++i) ASSERT_EQ(pub.try_publish(std::as_bytes(std::span(&i, 1))), SendStatus::ok);
+  auto m = sub.try_receive();
+  ASSERT_TRUE(m.has_value());
+  std::uint32_t first = 0;
+  std::memcpy(&first, m->data().data(), 4);
+  EXPECT_EQ(sub.missed(), first);  // everything before the first one it got
+  EXPECT_GT(first, 0u);
+  std::uint32_t expected = first;
+  do {
+    std::uint32_t got = 0;
+    std::memcpy(&got, m->data().data(), 4);
+    EXPECT_EQ(got, expected++);
+    m->release();
+    m = sub.try_receive();
+  } while (m.has_value());
+  EXPECT_EQ(expected, 300u);
+}
+
+TEST_F(ChannelTest, newSubscriberGetsRequestedHistory) {
+  auto sut = node_->topic("t", OpenMode::create, {1 << 16, 100}).value();
+  auto pub = sut.publisher().value();
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(pub.publish(bytes_of("m" + std::to_string(i)), 1s), SendStatus::ok);
+  auto late = sut.subscribe({Backpressure::block, 3}).value();
+  auto fresh = sut.subscribe().value();
+  for (const char* want : {"m7", "m8", "m9"}) {
+    auto m = late.try_receive();
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(text_of(*m), want);
+  }
+  EXPECT_FALSE(late.try_receive().has_value());
+  EXPECT_FALSE(fresh.try_receive().has_value());  // only what is published after it subscribed
+}
+
+TEST_F(ChannelTest, deadBlockingSubscriberStopsHoldingWritersBack) {
+  auto sut = node_->topic("t", OpenMode::create, {4096, 100}).value();
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto sub = sut.subscribe();
+    ::_exit(sub ? 0 : 1);  // exits without closing its slot: like a crash
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_EQ(sut.stats().readers.size(), 1u);
+  EXPECT_FALSE(sut.stats().readers[0].alive);
+  auto pub = sut.publisher().value();
+  const std::string payload(100, 'p');
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(pub.publish(bytes_of(payload), 1s), SendStatus::ok) << i;
+  EXPECT_EQ(sut.stats().dead_readers, 1u);
+}
+
+TEST_F(ChannelTest, queueDeliversEachMessageToOneConsumer) {
+  auto sut = node_->queue("q", OpenMode::create, {1 << 16, 100}).value();
+  auto a = sut.consumer().value();
+  auto b = sut.consumer().value();
+  auto producer = sut.producer().value();
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(producer.publish(bytes_of("j" + std::to_string(i)), 1s), SendStatus::ok);
+  std::vector<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    for (auto* c : {&a, &b}) {
+      auto m = c->try_receive();
+      ASSERT_TRUE(m.has_value());
+      got.push_back(text_of(*m));
+    }
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"j0", "j1", "j2", "j3", "j4", "j5"}));
+  EXPECT_FALSE(a.try_receive().has_value());
+  EXPECT_EQ(sut.stats().depth, 0u);
+}
+
+TEST_F(ChannelTest, unackedMessageOfDeadConsumerIsRedeliveredWithItsCount) {
+  auto sut = node_->queue("q", OpenMode::create, {1 << 16, 100, true, 5}).value();
+  auto producer = sut.producer().value();
+  ASSERT_EQ(producer.publish(bytes_of("job"), 1s), SendStatus::ok);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto c = sut.consumer().value();
+    auto m = c.receive_for(1s);
+    if (!m) ::_exit(1);
+    ::_exit(0);  // dies holding it, unacknowledged
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  auto c = sut.consumer().value();
+  auto m = c.receive_for(2s);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(text_of(*m), "job");
+  EXPECT_EQ(m->deliveries(), 2u);
+}
+
+TEST_F(ChannelTest, queueWithoutAcksDropsWhatADeadConsumerTook) {
+  auto sut = node_->queue("q", OpenMode::create, {4096, 100}).value();
+  auto producer = sut.producer().value();
+  ASSERT_EQ(producer.publish(bytes_of("once"), 1s), SendStatus::ok);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto c = sut.consumer().value();
+    auto m = c.receive_for(1s);
+    ::_exit(m ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  auto c = sut.consumer().value();
+  EXPECT_FALSE(c.receive_for(100ms).has_value());  // at most once
+}
+
+}  // namespace
+}  // namespace colo

@@ -1,0 +1,255 @@
+// Multi-process behaviour with fork/exec'd colo-test-worker processes:
+// mutual exclusion with exact counts, creators SIGKILLed before publishing,
+// and segments of another user (the tests run as root and switch the worker
+// to `nobody`).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "colo/node.hpp"
+#include "segment.hpp"
+#include "support.hpp"
+
+namespace colo {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Process;
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::string status_text(const std::optional<int>& status) {
+  if (!status) return "still running";
+  if (WIFEXITED(*status)) return "exit " + std::to_string(WEXITSTATUS(*status));
+  if (WIFSIGNALED(*status)) return "signal " + std::to_string(WTERMSIG(*status));
+  return "status " + std::to_string(*status);
+}
+
+class MultiProcess : public test::NamespaceTest {
+ protected:
+  Node open_node(std::chrono::milliseconds ready_timeout = 2000ms) {
+    NodeOptions o;
+    o.ns = ns;
+    o.ready_timeout = ready_timeout;
+    auto node = Node::open(o);
+    EXPECT_TRUE(node) << node.error().message;
+    return std::move(node).value();
+  }
+};
+
+// ------------------------------------------------------ mutual exclusion
+
+TEST_F(MultiProcess, fourProcessesCountExactlyToOneHundredThousandUnderOneLock) {
+  constexpr int kWorkers = 4;
+  constexpr std::uint64_t kEach = 25'000;
+  Node node = open_node();
+  auto lock = node.lock("counter", OpenMode::create);
+  ASSERT_TRUE(lock) << lock.error().message;
+  test::SharedStateFile state(ns);
+  std::vector<Process*> workers;
+  for (int i = 0; i < kWorkers; ++i)
+    workers.push_back(&adopt(Process::spawn(
+        {test::worker_path(), "increment", ns, "counter", state.path(), std::to_string(kEach)})));
+  ASSERT_TRUE(test::wait_until([&] { return state->ready.load() == kWorkers; }, 30s));
+
+  state->go.store(1);
+  for (Process* w : workers) {
+    const auto status = w->wait_for(60s);
+    ASSERT_TRUE(status.has_value()) << "worker " << w->pid() << " did not finish within 60 s";
+    ASSERT_EQ(status_text(status), "exit 0") << w->out() << w->err();
+  }
+
+  EXPECT_EQ(state->counter.load(), kWorkers * kEach);
+  const LockStats s = lock->stats();
+  EXPECT_EQ(s.grants, kWorkers * kEach);
+  EXPECT_EQ(s.fencing_epoch, kWorkers * kEach);
+  EXPECT_LE(s.contended_grants, s.grants);
+  EXPECT_EQ(s.recoveries, 0u);
+  EXPECT_EQ(s.waiters, 0u);
+  EXPECT_EQ(s.holder.pid, 0u);
+  auto mine = lock->acquire();
+  ASSERT_TRUE(mine);
+  EXPECT_EQ(mine->fencing_token(), kWorkers * kEach + 1);
+  EXPECT_EQ(lock->stats().grants, kWorkers * kEach + 1);
+}
+
+// ------------------------------------- creator killed during initialisation
+
+TEST_F(MultiProcess, creatorKilledBeforePublishMakesOpenFailCreatorDiedAndCreateOrOpenReclaim) {
+  test::SharedStateFile state(ns);
+  Node node = open_node(2000ms);
+  Process& creator = adopt(Process::spawn({test::worker_path(), "create-and-hang", ns, "jobs", state.path()}));
+  ASSERT_TRUE(test::wait_until([&] { return state->holding_pid.load() != 0; }, 10s)) << creator.err();
+  creator.kill(SIGKILL);
+  ASSERT_TRUE(creator.wait_for(10s).has_value());
+  const auto start = std::chrono::steady_clock::now();
+
+  auto opened = node.lock("jobs", OpenMode::open);
+  auto reclaimed = node.lock("jobs", OpenMode::create_or_open);
+
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().code, Errc::creator_died);
+  EXPECT_TRUE(contains(opened.error().message, "pid " + std::to_string(creator.pid()))) << opened.error().message;
+  EXPECT_TRUE(contains(opened.error().message, "died before finishing")) << opened.error().message;
+  ASSERT_TRUE(reclaimed) << reclaimed.error().message;
+  auto g = reclaimed->acquire();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->fencing_token(), 1u);
+  EXPECT_FALSE(g->owner_died());
+  auto info = shm::Segment::inspect(node.shm_name_of("jobs"));
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->creator.pid, static_cast<std::uint32_t>(::getpid()));
+}
+
+TEST_F(MultiProcess, creatorAliveButHangingMakesOpenersFailNotReadyWithinTheBoundedWait) {
+  test::SharedStateFile state(ns);
+  Node node = open_node(300ms);
+  Process& creator = adopt(Process::spawn({test::worker_path(), "create-and-hang", ns, "jobs", state.path()}));
+  ASSERT_TRUE(test::wait_until([&] { return state->holding_pid.load() != 0; }, 10s)) << creator.err();
+  const auto start = std::chrono::steady_clock::now();
+
+  auto opened = node.lock("jobs", OpenMode::open);
+  auto created = node.lock("jobs", OpenMode::create_or_open);
+
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().code, Errc::not_ready);
+  EXPECT_TRUE(contains(opened.error().message, "creator is alive")) << opened.error().message;
+  ASSERT_FALSE(created);
+  EXPECT_EQ(created.error().code, Errc::not_ready);  // a live creator's segment is never reclaimed
+  EXPECT_GE(elapsed, 600ms);                          // two bounded waits of 300 ms
+  EXPECT_LT(elapsed, 10s);
+  EXPECT_TRUE(test::file_exists(test::dev_shm(node.shm_name_of("jobs"))));
+
+  creator.kill(SIGKILL);  // now it dies: the next opener reclaims
+  ASSERT_TRUE(creator.wait_for(10s).has_value());
+  auto after = node.lock("jobs", OpenMode::create_or_open);
+  ASSERT_TRUE(after) << after.error().message;
+}
+
+// The creator is killed at random points of Segment::create -> init ->
+// publish -> unlink, so what it leaves ranges over nothing, an empty file,
+// a header-less file, a `creating` segment of a dead creator and a ready
+// segment. The next create_or_open must return within its bounded wait,
+// and either succeed or fail with a clear error naming the segment.
+TEST_F(MultiProcess, creatorKilledAtRandomPointsNeverHangsTheNextOpener) {
+  constexpr int kRounds = 20;
+  std::mt19937 rng(std::random_device{}());
+  int succeeded = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    Node node = open_node(200ms);
+    const std::string shm_name = node.shm_name_of("jobs");
+    {
+      Process creator = Process::spawn({test::worker_path(), "create-loop", ns, "jobs"});
+      std::this_thread::sleep_for(std::chrono::microseconds(2000 + rng() % 5000));
+      creator.kill(SIGKILL);
+      ASSERT_TRUE(creator.wait_for(10s).has_value());
+    }
+    const auto start = std::chrono::steady_clock::now();
+
+    auto lock = node.lock("jobs", OpenMode::create_or_open);
+
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+    if (lock) {
+      ++succeeded;
+      auto g = lock->try_acquire_for(1s);
+      EXPECT_TRUE(g.has_value());
+    } else {
+      const Errc code = lock.error().code;
+      EXPECT_TRUE(code == Errc::not_ready || code == Errc::corrupt) << lock.error().message;
+      EXPECT_TRUE(contains(lock.error().message, "/" + shm_name)) << lock.error().message;
+    }
+    ASSERT_TRUE(node.remove("jobs") || !test::file_exists(test::dev_shm(shm_name)));
+    ::unlink(test::dev_shm(shm_name).c_str());
+  }
+  RecordProperty("succeeded", succeeded);
+}
+
+// ------------------------------------------------- segments of another user
+
+class OtherUser : public MultiProcess {
+ protected:
+  void SetUp() override {
+    if (!test::running_as_root()) GTEST_SKIP() << "needs root to run a worker as nobody";
+    MultiProcess::SetUp();
+  }
+  test::SpawnOptions as_nobody() const {
+    test::SpawnOptions o;
+    o.uid = test::nobody_uid();
+    o.gid = test::nogroup_gid();
+    return o;
+  }
+  std::string nobody_text() const { return "uid " + std::to_string(test::nobody_uid()) + " (nobody)"; }
+};
+
+TEST_F(OtherUser, segmentsCreatedByNobodyWithMode0600AreRefusedToRootNamingOwnerAndMode) {
+  const auto made = test::run({test::worker_path(), "node-create-lock", ns, "jobs"}, 30s, as_nobody());
+  ASSERT_TRUE(made.exited && made.exit_code == 0) << test::describe(made);
+  const std::string lock_shm = "colo." + ns + ".obj.jobs";
+  const struct stat st = test::stat_of(test::dev_shm(lock_shm));
+  ASSERT_EQ(st.st_uid, test::nobody_uid());
+  ASSERT_EQ(st.st_mode & 07777, 0600u);
+
+  auto node = Node::open(test::node_options(ns));
+  auto segment = shm::Segment::open(lock_shm, shm::SegmentKind::lock, 200ms);
+
+  ASSERT_FALSE(node);
+  EXPECT_EQ(node.error().code, Errc::permission_denied);
+  EXPECT_TRUE(contains(node.error().message, "/colo." + ns + ".registry")) << node.error().message;
+  EXPECT_TRUE(contains(node.error().message, nobody_text())) << node.error().message;
+  EXPECT_TRUE(contains(node.error().message, "mode 0600")) << node.error().message;
+  ASSERT_FALSE(segment);
+  EXPECT_EQ(segment.error().code, Errc::permission_denied);
+  EXPECT_TRUE(contains(segment.error().message, "/" + lock_shm)) << segment.error().message;
+  EXPECT_TRUE(contains(segment.error().message, nobody_text())) << segment.error().message;
+  EXPECT_TRUE(contains(segment.error().message, "mode 0600")) << segment.error().message;
+}
+
+TEST_F(OtherUser, segmentsCreatedByRootWithMode0600AreRefusedToNobodyNamingOwnerAndMode) {
+  auto node = Node::open(test::node_options(ns));
+  ASSERT_TRUE(node) << node.error().message;
+  ASSERT_TRUE(node->lock("jobs", OpenMode::create));
+  const std::string lock_shm = node->shm_name_of("jobs");
+
+  const auto via_node = test::run({test::worker_path(), "node-open-lock", ns, "jobs"}, 30s, as_nobody());
+  const auto via_segment = test::run({test::worker_path(), "segment-open", lock_shm}, 30s, as_nobody());
+
+  EXPECT_TRUE(via_node.exited && via_node.exit_code == 3) << test::describe(via_node);
+  EXPECT_TRUE(contains(via_node.out, "error permission denied: segment /colo." + ns + ".registry was created by uid 0 (root)"))
+      << test::describe(via_node);
+  EXPECT_TRUE(contains(via_node.out, "mode 0600")) << test::describe(via_node);
+  EXPECT_TRUE(via_segment.exited && via_segment.exit_code == 3) << test::describe(via_segment);
+  EXPECT_TRUE(contains(via_segment.out, "error permission denied: segment /" + lock_shm + " was created by uid 0 (root)"))
+      << test::describe(via_segment);
+  EXPECT_TRUE(contains(via_segment.out, "mode 0600")) << test::describe(via_segment);
+  EXPECT_EQ(node->lock("jobs", OpenMode::open)->stats().grants, 0u);  // nobody got in
+}
+
+TEST_F(OtherUser, segmentsSharedWithAGroupAtMode0660OpenForAMemberOfTheGroup) {
+  NodeOptions o;
+  o.ns = ns;
+  o.group = test::nogroup_gid();
+  auto node = Node::open(o);
+  ASSERT_TRUE(node) << node.error().message;
+  auto lock = node->lock("jobs", OpenMode::create);
+  ASSERT_TRUE(lock) << lock.error().message;
+
+  const auto r = test::run({test::worker_path(), "node-open-lock", ns, "jobs"}, 30s, as_nobody());
+
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << test::describe(r);
+  EXPECT_EQ(r.out, "token=1\n");
+  EXPECT_EQ(lock->stats().grants, 1u);
+}
+
+}  // namespace
+}  // namespace colo

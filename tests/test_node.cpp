@@ -1,0 +1,462 @@
+// Node and its registry: open modes, errors that name the object and the
+// namespace, list(), remove(), gc() (and its dry run), reclaiming segments
+// whose creator died before `ready`, scopes, group sharing.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+
+#include "colo/node.hpp"
+#include "lock_record.hpp"
+#include "segment.hpp"
+#include "support.hpp"
+
+namespace colo {
+namespace {
+
+using namespace std::chrono_literals;
+using test::dev_shm;
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+class NodeTest : public test::NamespaceTest {
+ protected:
+  void SetUp() override {
+    NamespaceTest::SetUp();
+    auto node = Node::open(options());
+    ASSERT_TRUE(node) << node.error().message;
+    sut.emplace(std::move(node).value());
+  }
+  void TearDown() override {
+    sut.reset();
+    NamespaceTest::TearDown();
+  }
+
+  NodeOptions options() const {
+    NodeOptions o;
+    o.ns = ns;
+    o.ready_timeout = 200ms;
+    return o;
+  }
+
+  // What a creator killed after Segment::create but before publish leaves:
+  // an unregistered lock segment in state `creating` whose creator is dead
+  // (same pid as ours, other start time: a reused pid).
+  void leave_abandoned_segment(const std::string& object) {
+    auto seg = shm::Segment::create(sut->shm_name_of(object), object, shm::SegmentKind::lock,
+                                    sizeof(detail::LockRecord), {});
+    ASSERT_TRUE(seg) << seg.error().message;
+    seg->header().creator_start_time += 1;
+  }
+
+  const ObjectInfo* find(const std::vector<ObjectInfo>& list, const std::string& name) {
+    auto it = std::find_if(list.begin(), list.end(), [&](const ObjectInfo& o) { return o.name == name; });
+    return it == list.end() ? nullptr : &*it;
+  }
+
+  std::optional<Node> sut;
+};
+
+// ------------------------------------------------------------ open modes
+
+TEST_F(NodeTest, openCreatesTheNamespaceRegistryWithMode0600) {
+  const struct stat st = test::stat_of("/dev/shm/colo." + ns + ".registry");
+
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(sut->ns(), ns);
+}
+
+TEST_F(NodeTest, createOfExistingLockFailsWithAlreadyExistsNamingLockAndNamespace) {
+  auto first = sut->lock("jobs", OpenMode::create);
+  ASSERT_TRUE(first) << first.error().message;
+
+  auto second = sut->lock("jobs", OpenMode::create);
+
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::already_exists);
+  EXPECT_TRUE(contains(second.error().message, "lock 'jobs' in namespace '" + ns + "'")) << second.error().message;
+}
+
+TEST_F(NodeTest, createOrOpenOfExistingLockOpensTheSameLock) {
+  auto first = sut->lock("jobs", OpenMode::create);
+  ASSERT_TRUE(first) << first.error().message;
+  { auto g = first->acquire(); ASSERT_TRUE(g); }
+
+  auto second = sut->lock("jobs", OpenMode::create_or_open);
+
+  ASSERT_TRUE(second) << second.error().message;
+  auto g = second->acquire();
+  ASSERT_TRUE(g) << g.error().message;
+  EXPECT_EQ(g->fencing_token(), 2u);  // the same fencing epoch
+  EXPECT_EQ(second->stats().grants, 2u);
+}
+
+TEST_F(NodeTest, openOfMissingLockIsNotFoundNamingLockAndNamespace) {
+  auto lock = sut->lock("absent", OpenMode::open);
+
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(lock.error().code, Errc::not_found);
+  EXPECT_TRUE(contains(lock.error().message, "lock 'absent' in namespace '" + ns + "' does not exist"))
+      << lock.error().message;
+  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("absent"))));
+}
+
+TEST_F(NodeTest, openOfExistingLockWorksAcrossNodes) {
+  auto created = sut->lock("jobs", OpenMode::create);
+  ASSERT_TRUE(created) << created.error().message;
+  auto other = Node::open(options());
+  ASSERT_TRUE(other) << other.error().message;
+
+  auto lock = other->lock("jobs", OpenMode::open);
+
+  ASSERT_TRUE(lock) << lock.error().message;
+  auto g = created->acquire();
+  EXPECT_FALSE(lock->try_acquire().has_value());  // the same mutex
+}
+
+TEST_F(NodeTest, clusterScopeIsNotSupportedAndCreatesNothing) {
+  auto lock = sut->lock("global", OpenMode::create_or_open, LockOptions{Scope::cluster});
+
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(lock.error().code, Errc::not_supported);
+  EXPECT_TRUE(contains(lock.error().message, "colod")) << lock.error().message;
+  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("global"))));
+  auto list = sut->list();
+  ASSERT_TRUE(list) << list.error().message;
+  EXPECT_TRUE(list->empty());
+}
+
+TEST_F(NodeTest, openingALockAsAQueueIsKindMismatch) {
+  auto lock = sut->lock("thing", OpenMode::create);
+  ASSERT_TRUE(lock) << lock.error().message;
+
+  auto queue = sut->queue("thing", OpenMode::create_or_open);
+  auto opened = sut->queue("thing", OpenMode::open);
+
+  ASSERT_FALSE(queue);
+  EXPECT_EQ(queue.error().code, Errc::kind_mismatch);
+  EXPECT_TRUE(contains(queue.error().message, "exists as a lock, not a queue")) << queue.error().message;
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().code, Errc::kind_mismatch);
+}
+
+TEST_F(NodeTest, lockRecordOfAnotherLayoutIsRefusedAsCorrupt) {
+  auto lock = sut->lock("jobs", OpenMode::create);
+  ASSERT_TRUE(lock) << lock.error().message;
+  const int fd = ::open(dev_shm(sut->shm_name_of("jobs")).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const std::uint32_t bad = 9;
+  ASSERT_EQ(::pwrite(fd, &bad, sizeof bad, sizeof(shm::SegmentHeader) + offsetof(detail::LockRecord, layout_version)),
+            static_cast<ssize_t>(sizeof bad));
+  ::close(fd);
+
+  auto opened = sut->lock("jobs", OpenMode::open);
+
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().code, Errc::corrupt);
+  EXPECT_TRUE(contains(opened.error().message, "lock 'jobs' has lock layout 9")) << opened.error().message;
+}
+
+TEST_F(NodeTest, groupOptionSharesRegistryAndLockAtMode0660) {
+  const gid_t group = test::running_as_root() ? test::nogroup_gid() : ::getegid();
+  NodeOptions o = options();
+  o.ns = ns + "g";
+  o.group = group;
+  auto node = Node::open(o);
+  ASSERT_TRUE(node) << node.error().message;
+
+  auto lock = node->lock("shared", OpenMode::create);
+
+  ASSERT_TRUE(lock) << lock.error().message;
+  for (const std::string& file : std::vector<std::string>{"colo." + o.ns + ".registry", node->shm_name_of("shared")}) {
+    const struct stat st = test::stat_of(dev_shm(file));
+    EXPECT_EQ(st.st_mode & 07777, 0660u) << file;
+    EXPECT_EQ(st.st_gid, group) << file;
+  }
+  test::remove_namespace_files(o.ns);
+}
+
+// ------------------------------------------------------------------ list
+
+TEST_F(NodeTest, listShowsKindScopeCreatorAndState) {
+  auto a = sut->lock("a/one", OpenMode::create);
+  auto b = sut->lock("b", OpenMode::create);
+  ASSERT_TRUE(a && b);
+  auto g = b->acquire();
+
+  auto list = sut->list();
+
+  ASSERT_TRUE(list) << list.error().message;
+  ASSERT_EQ(list->size(), 2u);
+  const ObjectInfo& first = (*list)[0];
+  EXPECT_EQ(first.name, "a/one");
+  EXPECT_EQ(first.kind, "lock");
+  EXPECT_EQ(first.scope, Scope::host);
+  EXPECT_EQ(first.state, "ready");
+  EXPECT_EQ(first.creator_pid, static_cast<std::uint32_t>(::getpid()));
+  EXPECT_TRUE(first.creator_alive);
+  EXPECT_EQ(first.shm_name, "colo." + ns + ".obj.a^one");
+  EXPECT_EQ(first.size_bytes, sizeof(shm::SegmentHeader) + sizeof(detail::LockRecord));
+  EXPECT_GT(first.created_realtime_ns, 0u);
+  ASSERT_TRUE(first.lock.has_value());
+  EXPECT_EQ(first.lock->holder.pid, 0u);
+  const ObjectInfo& second = (*list)[1];
+  EXPECT_EQ(second.name, "b");
+  ASSERT_TRUE(second.lock.has_value());
+  EXPECT_EQ(second.lock->grants, 1u);
+  EXPECT_EQ(second.lock->holder.pid, static_cast<std::uint32_t>(::getpid()));
+}
+
+TEST_F(NodeTest, listShowsSegmentRemovedBehindTheRegistrysBackAsMissing) {
+  auto lock = sut->lock("gone", OpenMode::create);
+  ASSERT_TRUE(lock);
+  ASSERT_EQ(::unlink(dev_shm(sut->shm_name_of("gone")).c_str()), 0);
+
+  auto list = sut->list();
+
+  ASSERT_TRUE(list) << list.error().message;
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].state, "missing");
+  EXPECT_EQ((*list)[0].kind, "lock");
+}
+
+TEST_F(NodeTest, listShowsUnregisteredAndAbandonedSegments) {
+  leave_abandoned_segment("half");
+  {
+    auto seg = shm::Segment::create(sut->shm_name_of("stray"), "stray", shm::SegmentKind::lock,
+                                    sizeof(detail::LockRecord), {});
+    ASSERT_TRUE(seg);
+    reinterpret_cast<detail::LockRecord*>(seg->body())->layout_version = detail::kLockLayoutVersion;
+    seg->publish();
+  }
+
+  auto list = sut->list();
+
+  ASSERT_TRUE(list) << list.error().message;
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ(find(*list, "half")->state, "abandoned");
+  EXPECT_FALSE(find(*list, "half")->creator_alive);
+  EXPECT_EQ(find(*list, "stray")->state, "unregistered");
+}
+
+TEST_F(NodeTest, listShowsCorruptSegmentWithTheProblem) {
+  auto lock = sut->lock("bad", OpenMode::create);
+  ASSERT_TRUE(lock);
+  test::edit_header(sut->shm_name_of("bad"), [](shm::SegmentHeader& h) { h.magic = 0xbad; });
+
+  auto list = sut->list();
+
+  ASSERT_TRUE(list) << list.error().message;
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].state, "corrupt: bad magic 0x0000000000000bad");
+}
+
+// ---------------------------------------------------------------- remove
+
+TEST_F(NodeTest, removeDeletesSegmentAndRegistryEntry) {
+  auto lock = sut->lock("jobs", OpenMode::create);
+  ASSERT_TRUE(lock);
+
+  auto removed = sut->remove("jobs");
+
+  ASSERT_TRUE(removed) << removed.error().message;
+  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("jobs"))));
+  EXPECT_TRUE(sut->list()->empty());
+  EXPECT_EQ(sut->lock("jobs", OpenMode::open).error().code, Errc::not_found);
+  EXPECT_TRUE(sut->lock("jobs", OpenMode::create));  // the name is free again
+}
+
+TEST_F(NodeTest, removedLockStaysUsableThroughExistingMappings) {
+  auto lock = sut->lock("jobs", OpenMode::create);
+  ASSERT_TRUE(lock);
+  ASSERT_TRUE(sut->remove("jobs"));
+
+  auto g = lock->acquire();
+
+  ASSERT_TRUE(g) << g.error().message;
+  EXPECT_EQ(g->fencing_token(), 1u);
+}
+
+TEST_F(NodeTest, removeOfMissingObjectIsNotFound) {
+  auto removed = sut->remove("absent");
+
+  ASSERT_FALSE(removed);
+  EXPECT_EQ(removed.error().code, Errc::not_found);
+  EXPECT_TRUE(contains(removed.error().message, "'absent' in namespace '" + ns + "'")) << removed.error().message;
+}
+
+// -------------------------------------------------------------------- gc
+
+TEST_F(NodeTest, gcRemovesAbandonedSegmentsAndEntriesWhoseSegmentIsGone) {
+  leave_abandoned_segment("half");
+  auto gone = sut->lock("gone", OpenMode::create);
+  auto kept = sut->lock("kept", OpenMode::create);
+  ASSERT_TRUE(gone && kept);
+  ASSERT_EQ(::unlink(dev_shm(sut->shm_name_of("gone")).c_str()), 0);
+
+  auto report = sut->gc(false);
+
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->removed_segments, std::vector<std::string>{sut->shm_name_of("half")});
+  EXPECT_EQ(report->removed_registry_entries, std::vector<std::string>{"gone"});
+  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("half"))));
+  auto list = sut->list();
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].name, "kept");
+  EXPECT_EQ((*list)[0].state, "ready");
+  auto again = sut->gc(false);
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->removed_segments.empty());
+  EXPECT_TRUE(again->removed_registry_entries.empty());
+}
+
+TEST_F(NodeTest, gcDryRunReportsTheSameButRemovesNothing) {
+  leave_abandoned_segment("half");
+  auto gone = sut->lock("gone", OpenMode::create);
+  ASSERT_TRUE(gone);
+  ASSERT_EQ(::unlink(dev_shm(sut->shm_name_of("gone")).c_str()), 0);
+  const auto files_before = test::namespace_files(ns);
+
+  auto report = sut->gc(true);
+
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->removed_segments, std::vector<std::string>{sut->shm_name_of("half")});
+  EXPECT_EQ(report->removed_registry_entries, std::vector<std::string>{"gone"});
+  EXPECT_EQ(test::namespace_files(ns), files_before);
+  auto list = sut->list();
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->size(), 2u);  // "gone" (missing) and "half" (abandoned) are still there
+  EXPECT_EQ(find(*list, "gone")->state, "missing");
+}
+
+TEST_F(NodeTest, gcLeavesSegmentsStillBeingCreatedByALiveCreator) {
+  auto creating = shm::Segment::create(sut->shm_name_of("busy"), "busy", shm::SegmentKind::lock,
+                                       sizeof(detail::LockRecord), {});
+  ASSERT_TRUE(creating);
+
+  auto report = sut->gc(false);
+
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_TRUE(report->removed_segments.empty());
+  EXPECT_TRUE(test::file_exists(dev_shm(sut->shm_name_of("busy"))));
+}
+
+TEST_F(NodeTest, gcRemovesHeaderlessSegmentOfACreatorKilledBeforeWritingTheHeader) {
+  NodeOptions o = options();
+  o.ready_timeout = 0ms;  // gc's grace for header-less segments
+  auto node = Node::open(o);
+  ASSERT_TRUE(node);
+  test::create_raw_file(sut->shm_name_of("nohdr"), sizeof(shm::SegmentHeader) + sizeof(detail::LockRecord));
+
+  auto report = node->gc(false);
+
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->removed_segments, std::vector<std::string>{sut->shm_name_of("nohdr")});
+  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("nohdr"))));
+}
+
+// A creator killed between shm_open(O_CREAT|O_EXCL) and ftruncate leaves an
+// empty file. Segment::open calls it "truncated ... remove it with `colo rm`
+// or `colo gc`", and reclaim_if_abandoned() handles files smaller than a
+// header, but Node::gc only considers segments whose header_problem starts
+// with "no header", so it never removes one (see the report: library bug).
+TEST_F(NodeTest, gcRemovesEmptySegmentOfACreatorKilledBeforeSizingIt) {
+  NodeOptions o = options();
+  o.ready_timeout = 0ms;
+  auto node = Node::open(o);
+  ASSERT_TRUE(node);
+  test::create_raw_file(sut->shm_name_of("empty"), 0);
+
+  auto report = node->gc(false);
+
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->removed_segments, std::vector<std::string>{sut->shm_name_of("empty")});
+  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("empty"))));
+}
+
+// ------------------------------------------- reclaim on create_or_open
+
+TEST_F(NodeTest, createOrOpenReclaimsSegmentWhoseCreatorDiedBeforeReady) {
+  leave_abandoned_segment("jobs");
+  EXPECT_EQ(sut->lock("jobs", OpenMode::open).error().code, Errc::creator_died);
+
+  auto lock = sut->lock("jobs", OpenMode::create_or_open);
+
+  ASSERT_TRUE(lock) << lock.error().message;
+  auto info = shm::Segment::inspect(sut->shm_name_of("jobs"));
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->state, shm::SegmentState::ready);
+  EXPECT_TRUE(info->creator_alive);  // ours now, not the dead creator's
+  auto g = lock->acquire();
+  ASSERT_TRUE(g) << g.error().message;
+  EXPECT_EQ(g->fencing_token(), 1u);
+  auto list = sut->list();
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].state, "ready");  // and registered
+}
+
+TEST_F(NodeTest, createReclaimsSegmentWhoseCreatorDiedBeforeReady) {
+  leave_abandoned_segment("jobs");
+
+  auto lock = sut->lock("jobs", OpenMode::create);
+
+  ASSERT_TRUE(lock) << lock.error().message;
+}
+
+TEST_F(NodeTest, createOrOpenRecreatesRegisteredLockWhoseSegmentVanished) {
+  auto first = sut->lock("jobs", OpenMode::create);
+  ASSERT_TRUE(first);
+  { auto g = first->acquire(); }
+  ASSERT_EQ(::unlink(dev_shm(sut->shm_name_of("jobs")).c_str()), 0);
+
+  auto lock = sut->lock("jobs", OpenMode::create_or_open);
+
+  ASSERT_TRUE(lock) << lock.error().message;
+  EXPECT_TRUE(test::file_exists(dev_shm(sut->shm_name_of("jobs"))));
+  EXPECT_EQ(lock->stats().grants, 0u);  // a new lock
+  auto list = sut->list();
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].state, "ready");
+}
+
+TEST_F(NodeTest, createOrOpenAdoptsAReadyUnregisteredSegment) {
+  // What a creator killed between publish and registering leaves behind.
+  auto seg = shm::Segment::create(sut->shm_name_of("jobs"), "jobs", shm::SegmentKind::lock,
+                                  sizeof(detail::LockRecord), {});
+  ASSERT_TRUE(seg);
+  auto* record = reinterpret_cast<detail::LockRecord*>(seg->body());
+  ASSERT_EQ(record->mutex.init(), 0);
+  record->layout_version = detail::kLockLayoutVersion;
+  record->scope = static_cast<std::uint32_t>(Scope::host);
+  seg->publish();
+
+  auto lock = sut->lock("jobs", OpenMode::create_or_open);
+  auto exclusive = sut->lock("jobs", OpenMode::create);
+
+  ASSERT_TRUE(lock) << lock.error().message;
+  ASSERT_FALSE(exclusive);
+  EXPECT_EQ(exclusive.error().code, Errc::already_exists);
+  auto list = sut->list();
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].state, "ready");
+}
+
+TEST_F(NodeTest, infoOfMissingObjectIsNotFound) {
+  auto info = sut->info("absent");
+
+  ASSERT_FALSE(info);
+  EXPECT_EQ(info.error().code, Errc::not_found);
+  EXPECT_TRUE(contains(info.error().message, "no object 'absent' in namespace '" + ns + "'")) << info.error().message;
+}
+
+}  // namespace
+}  // namespace colo
