@@ -1,5 +1,7 @@
 #include "colo/lock.hpp"
 
+#include <algorithm>
+
 #include "clock.hpp"
 #include "lock_record.hpp"
 #include "mapped_object.hpp"
@@ -9,6 +11,7 @@ namespace colo {
 namespace {
 
 constexpr auto relaxed = std::memory_order_relaxed;
+constexpr std::uint64_t kOverflowSliceNs = 50'000'000;
 
 // Holder-line counters are only written under the mutex: a plain load and
 // store is enough and avoids a locked RMW on the hot path.
@@ -122,8 +125,20 @@ Result<LockGuard> Lock::acquire() noexcept {
   shm::MutexResult rc = r.mutex.try_lock();
   const bool contended = rc == shm::MutexResult::busy;
   if (contended) {
-    const std::size_t slot = register_waiter(r);
-    rc = r.mutex.lock();
+    std::size_t slot = register_waiter(r);
+    if (slot == detail::kWaiterSlots) {
+      // No slot: wait in slices and retry for one, so that this waiter is
+      // counted by identity as soon as it can be (a killed overflow waiter
+      // is then only counted while all slots hold live waiters).
+      while ((rc = r.mutex.lock_until(shm::monotonic_ns() + kOverflowSliceNs)) == shm::MutexResult::timed_out) {
+        unregister_waiter(r, slot);
+        slot = register_waiter(r);
+        if (slot != detail::kWaiterSlots) break;
+      }
+      if (rc == shm::MutexResult::timed_out) rc = r.mutex.lock();
+    } else {
+      rc = r.mutex.lock();
+    }
     unregister_waiter(r, slot);
   }
   switch (rc) {
@@ -152,8 +167,16 @@ std::optional<LockGuard> Lock::try_acquire_for(std::chrono::nanoseconds timeout)
   const bool contended = rc == shm::MutexResult::busy;
   if (contended) {
     const auto wait = static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
-    const std::size_t slot = register_waiter(r);
-    rc = r.mutex.lock_until(shm::monotonic_ns() + wait);
+    const std::uint64_t deadline = shm::monotonic_ns() + wait;
+    std::size_t slot = register_waiter(r);
+    for (;;) {
+      const std::uint64_t now = shm::monotonic_ns();
+      const bool sliced = slot == detail::kWaiterSlots && deadline - std::min(deadline, now) > kOverflowSliceNs;
+      rc = r.mutex.lock_until(sliced ? now + kOverflowSliceNs : deadline);
+      if (!sliced || rc != shm::MutexResult::timed_out) break;
+      unregister_waiter(r, slot);  // see acquire(): retry for a slot
+      slot = register_waiter(r);
+    }
     unregister_waiter(r, slot);
     if (rc == shm::MutexResult::timed_out) r.timeouts.fetch_add(1, relaxed);
   }
@@ -172,11 +195,14 @@ LockStats Lock::stats() const noexcept {
   s.timeouts = r.timeouts.load(relaxed);
   s.hold_samples = r.hold_samples.load(relaxed);
   if (s.hold_samples != 0) s.hold_ns_mean = shm::ticks_to_ns(r.hold_ticks_sampled.load(relaxed)) / static_cast<double>(s.hold_samples);
-  s.waiters = r.overflow_waiters.load(relaxed);
   for (const auto& slot : r.waiter_slots) {
     const std::uint32_t pid = slot.pid.load(relaxed);
     if (pid != 0 && shm::liveness({pid, slot.start_time.load(relaxed)}) == shm::Liveness::alive) ++s.waiters;
   }
+  // Waiters without a slot exist only while every slot holds a live waiter
+  // (they move into a free one within a slice); otherwise the overflow
+  // count is what killed overflow waiters left behind.
+  if (s.waiters == detail::kWaiterSlots) s.waiters += r.overflow_waiters.load(relaxed);
   s.holder.pid = r.owner_pid.load(relaxed);
   if (s.holder.pid != 0) {
     s.holder.tid = r.owner_tid.load(relaxed);

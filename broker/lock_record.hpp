@@ -21,7 +21,9 @@
 // Waiters are recorded by identity, not just counted: a waiter killed while
 // blocked (Ctrl-C on `colo lock`) would leave a plain counter wrong forever,
 // while a slot whose process is dead is simply not counted by tools (and is
-// reused when the table is full). Waiters beyond 16 are only counted.
+// reused when the table is full). A waiter that finds no slot is only
+// counted (overflow_waiters) and retries for a slot every 50 ms; tools add
+// the overflow count only while all 16 slots hold live waiters.
 //
 // Timestamps: reading the TSC costs ~15 ns on this class of machine, half
 // the mutex itself, so only 1 grant in kHoldSampleEvery (and every contended

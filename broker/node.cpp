@@ -136,10 +136,10 @@ Result<std::unique_ptr<MappedObject>> Node::open_object(std::string_view name, O
         return adopted;
       }
       const Errc code = adopted.error().code;
-      if (code == Errc::creator_died || code == Errc::not_ready) {
+      if (code == Errc::creator_died || code == Errc::not_ready || code == Errc::corrupt) {
         auto reclaimed = shm::Segment::reclaim_if_abandoned(shm_name, options_.ready_timeout);
         if (!reclaimed) return std::move(reclaimed).error();
-        if (!*reclaimed && code == Errc::not_ready) return adopted;
+        if (!*reclaimed && code != Errc::creator_died) return adopted;
         continue;
       }
       if (code == Errc::not_found) continue;  // removed meanwhile: create again
@@ -239,10 +239,13 @@ Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_vie
       detail::ChannelState{std::string(name), std::move(object).value(), *ring, nullptr});
   if (queue && state->ring.config().acks) {
     const std::string dlq_name = std::string(name) + ".dlq";
-    auto dlq = open_channel(dlq_name, OpenMode::create_or_open, true, state->ring.config().capacity,
-                            state->ring.config().max_message, false, 0);
-    if (!dlq) return Error{dlq.error().code, "dead-letter queue of '" + std::string(name) + "': " + dlq.error().message};
-    state->dead_letters = std::move(dlq).value();
+    // Opening only: a removed dead-letter queue is not quietly re-created
+    // (messages past their limit are then delivered with deliveries() telling).
+    auto dlq = open_channel(dlq_name, mode == OpenMode::open ? OpenMode::open : OpenMode::create_or_open, true,
+                            state->ring.config().capacity, state->ring.config().max_message, false, 0);
+    if (dlq) state->dead_letters = std::move(dlq).value();
+    else if (mode != OpenMode::open || dlq.error().code != Errc::not_found)
+      return Error{dlq.error().code, "dead-letter queue of '" + std::string(name) + "': " + dlq.error().message};
   }
   return state;
 }

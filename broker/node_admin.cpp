@@ -173,7 +173,9 @@ Result<GcReport> Node::gc(bool dry_run) {
     const std::string shm_name = shm_name_of(name);
     auto seg = shm::Segment::inspect(shm_name);
     if (!seg) continue;
-    const bool no_header = !seg->header_valid && seg->header_problem.rfind("no header", 0) == 0;
+    // No header, or not even sized for one: its creator died before writing it.
+    const bool no_header = !seg->header_valid && (seg->header_problem.rfind("no header", 0) == 0 ||
+                                                  seg->header_problem.rfind("truncated", 0) == 0);
     const bool abandoned = seg->header_valid && seg->state == shm::SegmentState::creating && !seg->creator_alive;
     if (!no_header && !abandoned) continue;
     if (dry_run) {

@@ -61,10 +61,12 @@ Result<std::unique_ptr<Registry>> Registry::open_or_create(const std::string& ns
       return std::unique_ptr<Registry>(new Registry(std::move(opened).value()));
     }
     const Errc code = opened.error().code;
-    if (code == Errc::creator_died || code == Errc::not_ready) {
+    // Abandoned by a creator that died (before ready, or before even sizing
+    // it: that one reads as truncated): reclaim it, then create anew.
+    if (code == Errc::creator_died || code == Errc::not_ready || code == Errc::corrupt) {
       auto reclaimed = shm::Segment::reclaim_if_abandoned(name, ready_timeout);
       if (!reclaimed) return std::move(reclaimed).error();
-      if (!*reclaimed && code == Errc::not_ready) return std::move(opened).error();
+      if (!*reclaimed && code != Errc::creator_died) return std::move(opened).error();
       continue;
     }
     if (code != Errc::not_found) return std::move(opened).error();

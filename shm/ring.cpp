@@ -413,6 +413,35 @@ std::uint64_t Ring::reclaim_bound(std::uint64_t tail_pos) noexcept {
   return bound;
 }
 
+// Is any live reader holding a record in [low, high)? Spins a while first:
+// holds last as long as a reader looks at one message.
+bool Ring::held_between(std::uint64_t low, std::uint64_t high) noexcept {
+  for (int wait = 0; wait < kMaxLoop; ++wait) {
+    bool held = false;
+    for (auto& r : control_->readers) {
+      const std::uint64_t hold = r.hold_pos.load(seq_cst);
+      if (hold >= low && hold < high && r.pid.load(relaxed) != 0) held = true;
+    }
+    if (!held) return false;
+    cpu_relax();
+  }
+  // Still held: by a live reader, it stays held (writers wait for it); a
+  // dead reader's hold is dropped.
+  bool held = false;
+  for (auto& r : control_->readers) {
+    const std::uint64_t hold = r.hold_pos.load(seq_cst);
+    const std::uint32_t pid = r.pid.load(acquire);
+    if (hold < low || hold >= high || pid == 0) continue;
+    if (process_alive(pid, r.start_time.load(relaxed))) {
+      held = true;
+    } else if (config_.kind == RingKind::topic) {
+      std::uint64_t expected = hold;
+      r.hold_pos.compare_exchange_strong(expected, kNoPosition, seq_cst);
+    }
+  }
+  return held;
+}
+
 bool Ring::make_room(std::uint64_t target) noexcept {
   auto& mutex = control_->reclaim_mutex;
   // Timed: a mutex word scribbled over by a buggy process must not hang us.
@@ -420,6 +449,22 @@ bool Ring::make_room(std::uint64_t target) noexcept {
     case MutexResult::acquired: break;
     case MutexResult::acquired_owner_died: mutex.make_consistent(); break;  // all steps below are idempotent
     default: return false;
+  }
+  // A reclaimer that died after moving head but before writing all markers
+  // leaves reclaimed < head: finish its work (markers are idempotent).
+  {
+    const std::uint64_t head_now = control_->head.pos.load(acquire);
+    const std::uint64_t reclaimed_now = control_->reclaimed.load(acquire);
+    if (reclaimed_now < head_now && head_now - reclaimed_now <= config_.capacity && (reclaimed_now & 15) == 0 &&
+        !held_between(reclaimed_now, head_now)) {
+      for (std::uint64_t unit = head_now - kRecordAlign;; unit -= kRecordAlign) {
+        auto& h = header_at(unit);
+        h.seq_word.store(unit + config_.capacity, relaxed);
+        h.state.store(make_state(lap_of(unit) + 1, RecordType::free, 0, 0), release_order);
+        if (unit == reclaimed_now) break;
+      }
+      control_->reclaimed.store(head_now, release_order);
+    }
   }
   bool evicted_someone = false;
   bool done = false;
@@ -476,16 +521,10 @@ bool Ring::make_room(std::uint64_t target) noexcept {
     if (next != head_pos + size) break;  // the record is partly held
     if (!cas16(control_->head, head_pos, head_seq, next, next_seq)) continue;
     // Head moved: no new hold can start in [head_pos, next). Wait for holds
-    // that started before (a lossy reader reading this record), then free it.
-    for (int wait = 0; wait < kMaxLoop; ++wait) {
-      bool held = false;
-      for (auto& r : control_->readers) {
-        const std::uint64_t hold = r.hold_pos.load(seq_cst);
-        if (hold >= head_pos && hold < next && r.pid.load(relaxed) != 0) held = true;
-      }
-      if (!held) break;
-      cpu_relax();
-    }
+    // that started before (a lossy reader reading this record), then free
+    // it. If a live reader still holds it, leave it (reclaimed < head) for
+    // the next reclaimer, which finishes the job above.
+    if (held_between(head_pos, next)) break;
     // Markers from the last unit back to the first, each a release store: a
     // writer that finds FREE at unit X (its claim CAS acquires it) then
     // writes only units above X, all of which are already marked.
@@ -767,9 +806,13 @@ bool Ring::rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept {
       me.hold_pos.store(kNoPosition, release_order);
       continue;
     }
-    if (r.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
-    control_->dead_readers.fetch_add(1, relaxed);
-    r.pid.store(0, release_order);
+    // Free the dead consumer's slot, unless an evicting writer or a new
+    // reader got to it first: only the one whose CAS succeeds counts it.
+    std::uint32_t dead_pid = pid;
+    if (r.pid.compare_exchange_strong(dead_pid, 0, std::memory_order_acq_rel)) {
+      if (r.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
+      control_->dead_readers.fetch_add(1, relaxed);
+    }
     auto& header = header_at(hold);
     const std::uint64_t state = header.state.load(acquire);
     const std::uint64_t word = header.seq_word.load(relaxed);

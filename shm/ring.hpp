@@ -301,6 +301,7 @@ class Ring {
   std::uint64_t record_size(std::uint64_t pos, std::uint64_t state) const noexcept;
   void help_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
   bool make_room(std::uint64_t target) noexcept;
+  bool held_between(std::uint64_t low, std::uint64_t high) noexcept;
   std::uint64_t reclaim_bound(std::uint64_t tail_pos) noexcept;
   bool writer_is_gone(std::uint64_t pos, std::uint64_t state) const noexcept;
   bool skip_if_writer_gone(ReaderHandle& handle, std::uint64_t pos, std::uint64_t state) noexcept;

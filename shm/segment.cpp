@@ -213,15 +213,25 @@ Result<Segment> Segment::create(const std::string& shm_name, std::string_view ob
 Result<Segment> Segment::open(const std::string& shm_name, SegmentKind kind, std::chrono::milliseconds ready_timeout) {
   try {
     bip::shared_memory_object object(bip::open_only, shm_name.c_str(), bip::read_write);
+    const std::uint64_t deadline = monotonic_ns() + static_cast<std::uint64_t>(ready_timeout.count()) * 1'000'000u;
     struct stat st{};
-    if (::fstat(object.get_mapping_handle().handle, &st) != 0)
-      return system_error(Errc::system, "fstat of segment /" + shm_name, errno);
+    // Size 0: the creator has opened the file but not sized it yet (its
+    // ftruncate sets the whole size at once). Wait for it, within the bound.
+    for (unsigned attempt = 0;; ++attempt) {
+      if (::fstat(object.get_mapping_handle().handle, &st) != 0)
+        return system_error(Errc::system, "fstat of segment /" + shm_name, errno);
+      if (st.st_size != 0) break;
+      if (monotonic_ns() >= deadline)
+        return Error{Errc::corrupt, "segment /" + shm_name + " is truncated: 0 bytes, still empty after " +
+                                        std::to_string(ready_timeout.count()) +
+                                        " ms (its creator may have died before sizing it; `colo gc` removes it)"};
+      sleep_us(attempt < 10 ? 50 : 1000);
+    }
     if (auto problem = check_file(shm_name, st)) return std::move(*problem);
     const auto file_size = static_cast<std::uint64_t>(st.st_size);
     bip::mapped_region region(object, bip::read_write);
     const auto& h = *static_cast<const SegmentHeader*>(region.get_address());
 
-    const std::uint64_t deadline = monotonic_ns() + static_cast<std::uint64_t>(ready_timeout.count()) * 1'000'000u;
     for (unsigned attempt = 0;; ++attempt) {
       const std::uint64_t magic = load_magic(h);
       if (magic == kSegmentMagic) {

@@ -108,6 +108,10 @@ TEST_F(KillHolder, everyHolderKilledMidUpdateIsReportedToExactlyOneNextHolderWho
   // --- everything stopped: check the record
   const std::uint64_t n = state->log_count.load();
   const test::GrantRecord* log = state.log();
+  std::printf("grants logged %llu, owner_died grants %llu, repairs %llu, violations %llu\n",
+              static_cast<unsigned long long>(n), static_cast<unsigned long long>(state->owner_died_grants.load()),
+              static_cast<unsigned long long>(state->repairs.load()),
+              static_cast<unsigned long long>(state->violations.load()));
   EXPECT_EQ(state->log_overflow.load(), 0u);
   EXPECT_EQ(state->violations.load(), 0u) << "a normal grant saw a half-updated state, or a token went backwards";
   EXPECT_EQ(state->owner_died_grants.load(), kills);

@@ -260,6 +260,25 @@ TEST_F(LockTest, waiterKilledWhileBlockedIsNotCountedAndTheLockStaysUsable) {
   EXPECT_EQ(g->fencing_token(), 2u);
 }
 
+// LockStats::waiters promises "dead ones not counted". Waiters beyond the 16
+// slots of the record are only counted (overflow_waiters), so a killed one
+// stays counted forever (see the report: library bug).
+TEST_F(LockTest, waitersKilledWhileBlockedAreNotCountedEvenBeyondTheSixteenSlots) {
+  constexpr std::uint32_t kWaiters = 20;
+  auto held = sut->acquire();
+  ASSERT_TRUE(held);
+  std::vector<Process*> waiters;
+  for (std::uint32_t i = 0; i < kWaiters; ++i)
+    waiters.push_back(&adopt(Process::spawn({test::worker_path(), "acquire", ns, "L", state->path()})));
+  ASSERT_TRUE(test::wait_until([&] { return sut->stats().waiters == kWaiters; }, 30s))
+      << "waiters seen: " << sut->stats().waiters;
+
+  for (Process* w : waiters) w->kill(SIGKILL);
+  for (Process* w : waiters) ASSERT_TRUE(w->wait_for(10s).has_value());
+
+  EXPECT_EQ(sut->stats().waiters, 0u);
+}
+
 TEST_F(LockTest, holdTimeIsSampledForContendedGrants) {
   auto held = sut->acquire();
   ASSERT_TRUE(held);

@@ -11,6 +11,7 @@
 
 #include "colo/node.hpp"
 #include "lock_record.hpp"
+#include "registry.hpp"
 #include "segment.hpp"
 #include "support.hpp"
 
@@ -363,9 +364,8 @@ TEST_F(NodeTest, gcRemovesHeaderlessSegmentOfACreatorKilledBeforeWritingTheHeade
 
 // A creator killed between shm_open(O_CREAT|O_EXCL) and ftruncate leaves an
 // empty file. Segment::open calls it "truncated ... remove it with `colo rm`
-// or `colo gc`", and reclaim_if_abandoned() handles files smaller than a
-// header, but Node::gc only considers segments whose header_problem starts
-// with "no header", so it never removes one (see the report: library bug).
+// or `colo gc`", so gc must remove it. (Regression test: Node::gc once only
+// considered segments whose header_problem starts with "no header".)
 TEST_F(NodeTest, gcRemovesEmptySegmentOfACreatorKilledBeforeSizingIt) {
   NodeOptions o = options();
   o.ready_timeout = 0ms;
@@ -448,6 +448,27 @@ TEST_F(NodeTest, createOrOpenAdoptsAReadyUnregisteredSegment) {
   ASSERT_TRUE(list);
   ASSERT_EQ(list->size(), 1u);
   EXPECT_EQ((*list)[0].state, "ready");
+}
+
+TEST_F(NodeTest, openReclaimsARegistryWhoseCreatorDiedBeforeReady) {
+  NodeOptions o = options();
+  o.ns = ns + "x";
+  const std::string registry = "colo." + o.ns + ".registry";
+  {
+    auto seg = shm::Segment::create(registry, "registry", shm::SegmentKind::registry, sizeof(detail::RegistryRecord), {});
+    ASSERT_TRUE(seg) << seg.error().message;
+    seg->header().creator_start_time += 1;
+  }
+
+  auto node = Node::open(o);
+
+  ASSERT_TRUE(node) << node.error().message;
+  auto info = shm::Segment::inspect(registry);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->state, shm::SegmentState::ready);
+  EXPECT_TRUE(info->creator_alive);
+  EXPECT_TRUE(node->lock("jobs", OpenMode::create));
+  test::remove_namespace_files(o.ns);
 }
 
 TEST_F(NodeTest, infoOfMissingObjectIsNotFound) {

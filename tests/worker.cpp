@@ -13,10 +13,15 @@
 //                                        random pauses, forever (the test SIGKILLs it mid-update)
 //   create-and-hang NS NAME STATE        shm::Segment::create of lock NAME's segment, never published;
 //                                        holding_pid = me; sleep (max 120 s)
+//   registry-hang NS STATE               lock the registry, begin an entry "half" (state writing), holding_pid = me,
+//                                        sleep (max 120 s)
 //   create-loop NS NAME                  forever: Segment::create NAME's segment, init, publish, unlink
+//   race-create NS NAME STATE            busy-wait for go; Node::open + lock(NAME, create_or_open) + acquire;
+//                                        counter++; print "token=T"
 //   node-create-lock NS NAME [GROUP]     Node::open (with group GID) + lock(NAME, create); print "created"
 //   node-open-lock NS NAME               Node::open + lock(NAME, open) + acquire; print "token=T"
 //   segment-open SHM_NAME                shm::Segment::open(SHM_NAME, lock, 200 ms); print "opened"
+#include <sched.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +40,7 @@
 #include "colo/lock.hpp"
 #include "colo/node.hpp"
 #include "lock_record.hpp"
+#include "registry.hpp"
 #include "segment.hpp"
 #include "shared_state.hpp"
 
@@ -88,6 +94,15 @@ void spin(std::uint32_t n) {
   for (std::uint32_t i = 0; i < n; ++i) asm volatile("" ::: "memory");
 }
 
+// A pause of a random kind and length: none, a busy spin, or a sleep.
+void random_pause(std::mt19937_64& rng) {
+  switch (rng() % 3) {
+    case 0: break;
+    case 1: spin(static_cast<std::uint32_t>(rng() % 20000)); break;
+    default: pause_us(rng() % 300); break;
+  }
+}
+
 // Waits (bounded) for a control flag.
 bool wait_flag(const std::atomic<std::uint32_t>& flag, std::chrono::seconds max) {
   const auto deadline = std::chrono::steady_clock::now() + max;
@@ -132,14 +147,19 @@ int cmd_increment(const std::string& ns, const std::string& name, const std::str
   auto lock = lock_or_die(node, name);
   s.ready.fetch_add(1);
   if (!wait_flag(s.go, 60s)) die(5, "no go within 60 s");
+  std::mt19937 rng(static_cast<std::uint32_t>(::getpid()));
   for (std::uint64_t i = 0; i < count; ++i) {
-    auto g = lock.acquire();
-    if (!g) die(g.error());
-    if (g->owner_died()) die(5, "owner_died in a run where nobody dies");
-    // A plain read-modify-write: exact only if the lock excludes.
-    const std::uint64_t v = s.counter.load(relaxed);
-    if ((i & 63) == 0) spin(50);
-    s.counter.store(v + 1, relaxed);
+    {
+      auto g = lock.acquire();
+      if (!g) die(g.error());
+      if (g->owner_died()) die(5, "owner_died in a run where nobody dies");
+      // A plain read-modify-write with a gap: exact only if the lock excludes.
+      const std::uint64_t v = s.counter.load(relaxed);
+      spin(100);
+      if (i % 64 == 0) ::sched_yield();  // now and then, let the others run (and block) mid-update
+      s.counter.store(v + 1, relaxed);
+    }
+    spin(rng() % 200);  // work outside the lock, so that the processes overlap
   }
   return 0;
 }
@@ -200,10 +220,9 @@ int cmd_victim(const std::string& ns, const std::string& name, const std::string
   for (;;) {
     // Steps with pauses of random kinds and lengths, so the SIGKILL lands
     // at all sorts of points: mid-spin, mid-sleep, between the two stores.
-    if (rng() % 2 == 0) spin(static_cast<std::uint32_t>(rng() % 20000));
-    else pause_us(rng() % 300);
+    random_pause(rng);
     s.b.store(s.b.load(relaxed) + 1, relaxed);  // consistent again
-    if (rng() % 4 == 0) spin(static_cast<std::uint32_t>(rng() % 5000));
+    random_pause(rng);
     s.a.store(s.a.load(relaxed) + 1, relaxed);  // next update begun
   }
 }
@@ -225,6 +244,29 @@ int cmd_create_and_hang(const std::string& ns, const std::string& name, const st
   return 0;
 }
 
+// Holds the namespace's registry mutex, having begun an entry ("half",
+// state writing) it never finishes, and hangs: the test SIGKILLs it there.
+int cmd_registry_hang(const std::string& ns, const std::string& path) {
+  SharedState& s = *state_or_die(path);
+  auto registry = colo::detail::Registry::open_or_create(ns, colo::shm::Permissions{}, 2000ms);
+  if (!registry) die(registry.error());
+  auto locked = (*registry)->lock();
+  if (!locked) die(locked.error());
+  auto segment = colo::shm::Segment::open("colo." + ns + ".registry", colo::shm::SegmentKind::registry, 2000ms);
+  if (!segment) die(segment.error());
+  auto* record = reinterpret_cast<colo::detail::RegistryRecord*>(segment->body());
+  for (auto& e : record->entries) {
+    if (e.state.load() != static_cast<std::uint32_t>(colo::detail::EntryState::free)) continue;
+    e.state.store(static_cast<std::uint32_t>(colo::detail::EntryState::writing));
+    e.kind = static_cast<std::uint32_t>(colo::shm::SegmentKind::lock);
+    std::strcpy(e.name, "half");
+    break;
+  }
+  s.holding_pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_release);
+  std::this_thread::sleep_for(120s);
+  return 0;
+}
+
 int cmd_create_loop(const std::string& ns, const std::string& name) {
   const std::string shm_name = lock_shm_name(ns, name);
   for (;;) {
@@ -238,6 +280,23 @@ int cmd_create_loop(const std::string& ns, const std::string& name) {
     seg->publish();
     (void)colo::shm::Segment::unlink(shm_name);
   }
+}
+
+// Many of these start at the same instant on a fresh namespace: first use of
+// the namespace (registry creation) and of the lock race between processes.
+int cmd_race_create(const std::string& ns, const std::string& name, const std::string& path) {
+  SharedState& s = *state_or_die(path);
+  s.ready.fetch_add(1);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (s.go.load(std::memory_order_acquire) == 0)  // busy: start as close together as possible
+    if (std::chrono::steady_clock::now() > deadline) die(5, "no go within 60 s");
+  auto node = node_or_die(ns);
+  auto lock = lock_or_die(node, name, colo::OpenMode::create_or_open);
+  auto g = lock.acquire();
+  if (!g) die(g.error());
+  s.counter.store(s.counter.load(relaxed) + 1, relaxed);
+  std::printf("token=%llu\n", static_cast<unsigned long long>(g->fencing_token()));
+  return 0;
 }
 
 int cmd_node_create_lock(const std::string& ns, const std::string& name, std::optional<gid_t> group) {
@@ -303,9 +362,17 @@ int main(int argc, char** argv) {
     need(3);
     return cmd_create_and_hang(a[1], a[2], a[3]);
   }
+  if (cmd == "registry-hang") {
+    need(2);
+    return cmd_registry_hang(a[1], a[2]);
+  }
   if (cmd == "create-loop") {
     need(2);
     return cmd_create_loop(a[1], a[2]);
+  }
+  if (cmd == "race-create") {
+    need(3);
+    return cmd_race_create(a[1], a[2], a[3]);
   }
   if (cmd == "node-create-lock") {
     if (a.size() == 4) return cmd_node_create_lock(a[1], a[2], static_cast<gid_t>(number(argv[4])));

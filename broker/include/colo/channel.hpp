@@ -22,9 +22,15 @@
 //   (deliveries + 1), and after `max_deliveries` it moves to the queue
 //   NAME.dlq. Without acks, delivery is at most once, and faster.
 //
+// Views: a Message points into the ring. While it is held, writers cannot
+// reuse its bytes: a blocking subscriber or a consumer holds them anyway, a
+// lossy subscriber holds back writers only for that one record. Release
+// messages promptly (copy what must live longer).
+//
 // Threads: a Publisher, Subscriber or Consumer belongs to one thread at a
-// time (it is a slot in the ring); open one per thread. Handles must not
-// outlive their Topic/Queue.
+// time (it is a slot in the ring, 64 of each per object); open one per
+// thread. Handles keep their object mapped, so they may outlive the
+// Topic/Queue they came from; a Loan or Message must not outlive its handle.
 #pragma once
 
 #include <chrono>
