@@ -567,10 +567,12 @@ Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history) {
       if (seen != 0) {
         if (pass == 0 || process_alive(seen, slot.start_time.load(relaxed))) continue;
         if (slot.hold_pos.load(acquire) != kNoPosition && config_.acks) continue;  // awaiting rescue
+      }
+      if (!slot.pid.compare_exchange_strong(seen, me.pid, std::memory_order_acq_rel)) continue;
+      if (seen != 0) {  // took over a dead reader's slot: it is evicted now, by us
         if (slot.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
         control_->dead_readers.fetch_add(1, relaxed);
       }
-      if (!slot.pid.compare_exchange_strong(seen, me.pid, std::memory_order_acq_rel)) continue;
       slot.start_time.store(me.start_time, relaxed);
       slot.mode.store(static_cast<std::uint32_t>(mode), relaxed);
       slot.hold_pos.store(kNoPosition, relaxed);
