@@ -82,7 +82,9 @@ std::optional<Loan> Publisher::try_loan(std::uint32_t size) noexcept {
 std::optional<Loan> Publisher::loan_for(std::uint32_t size, std::chrono::nanoseconds timeout) noexcept {
   shm::PublisherHandle handle{slot_};
   shm::Loan loan;
-  const auto status = state_->ring.claim_until(handle, size, deadline_after(timeout), loan);
+  // Try before reading the clock: most calls find space at once.
+  auto status = state_->ring.try_claim(handle, size, loan);
+  if (status == shm::ClaimStatus::full) status = state_->ring.claim_until(handle, size, deadline_after(timeout), loan);
   return to_loan(static_cast<int>(status), &loan);
 }
 
@@ -155,8 +157,15 @@ std::optional<Message> Reader::try_receive() noexcept {
 }
 
 std::optional<Message> Reader::receive_for(std::chrono::nanoseconds timeout) noexcept {
-  const std::uint64_t deadline = deadline_after(timeout);
   shm::View view;
+  // Try before reading the clock: a busy reader mostly finds a message.
+  for (;;) {
+    const auto status = state_->ring.try_read(handle_->ring, view);
+    if (status == shm::ReadStatus::empty) break;
+    if (status == shm::ReadStatus::ok && dead_letter(*state_, handle_->ring, view)) continue;
+    return deliver(static_cast<int>(status), &view);
+  }
+  const std::uint64_t deadline = deadline_after(timeout);
   for (;;) {
     const auto status = state_->ring.read_until(handle_->ring, deadline, view);
     if (status == shm::ReadStatus::ok && dead_letter(*state_, handle_->ring, view)) continue;
@@ -218,7 +227,7 @@ Result<Subscriber> Topic::subscribe(SubscribeOptions options) {
   if (options.backpressure != Backpressure::block && options.backpressure != Backpressure::lossy)
     return Error{Errc::invalid_argument, "topic '" + state_->name + "': unknown backpressure class"};
   const auto mode = options.backpressure == Backpressure::block ? shm::ReaderMode::block : shm::ReaderMode::lossy;
-  auto handle = state_->ring.open_reader(mode, options.history);
+  auto handle = state_->ring.open_reader(mode, options.history.value_or(state_->ring.config().history));
   if (!handle) return Error{handle.error().code, "topic '" + state_->name + "': " + handle.error().message};
   return Reader(state_, std::unique_ptr<Reader::Handle>(new Reader::Handle{*handle}));
 }
@@ -256,6 +265,7 @@ ChannelStats channel_stats(const detail::ChannelState& state) {
   s.max_message = config.max_message;
   s.acks = config.acks;
   s.max_deliveries = config.max_deliveries;
+  s.history = config.history;
   const auto [tail_pos, tail_seq] = ring.tail();
   const auto [head_pos, head_seq] = ring.head();
   s.published = tail_seq;

@@ -19,15 +19,21 @@ constexpr auto release_order = std::memory_order_release;
 constexpr auto seq_cst = std::memory_order_seq_cst;
 
 constexpr std::uint64_t kLapBits = 22;
-constexpr std::uint64_t kLapMask = (std::uint64_t{1} << kLapBits) - 1;
+constexpr std::uint64_t kLapMask = (std::uint64_t{1} << kLapBits) - 1;  // Ring::lap_of has the same 22 bits
 constexpr std::uint64_t kSeqMask = (std::uint64_t{1} << 56) - 1;
-constexpr int kSpinBeforeSleep = 200;              // polls before a futex wait
+// Waiting: poll with exponential backoff (1, 2, 4 .. kMaxBackoff pauses of
+// ~30 ns between polls) for kSpinNs, then sleep on the futex. The backoff
+// keeps a waiting reader from pulling the cache lines a writer is filling
+// after every store (on this class of VM a line moving between cores costs
+// ~250 ns), so a writer that is ahead runs at its own speed.
+constexpr std::uint64_t kSpinNs = 30'000;
+constexpr int kMaxBackoff = 64;
 constexpr std::int64_t kMaxSleepNs = 20'000'000;   // re-check liveness at least this often
 constexpr std::uint64_t kStuckCheckNs = 20'000'000;  // a record in progress this long: is its writer alive?
 constexpr std::uint64_t kRescueIntervalNs = 10'000'000;
 constexpr int kMaxLoop = 1 << 16;                  // bound on any retry loop in one call
 
-constexpr std::uint64_t align16(std::uint64_t n) { return (n + 15) & ~std::uint64_t{15}; }
+constexpr std::uint64_t align_record(std::uint64_t n) { return (n + kRecordAlign - 1) & ~std::uint64_t{kRecordAlign - 1}; }
 
 constexpr std::uint64_t make_state(std::uint64_t lap, RecordType type, std::uint32_t slot, std::int32_t length) {
   return (lap & kLapMask) << 42 | static_cast<std::uint64_t>(type) << 40 | static_cast<std::uint64_t>(slot & 0xff) << 32 |
@@ -95,6 +101,7 @@ std::pair<std::uint64_t, std::uint64_t> snapshot(const PositionPair& pair) noexc
 }
 
 constexpr std::uint64_t kReclaimLockNs = 50'000'000;  // the reclaim mutex is held for microseconds
+constexpr std::uint64_t kReclaimBatch = 4 << 20;      // bytes freed beyond need per reclaim, at most
 
 inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
 
@@ -126,13 +133,14 @@ Result<void> Ring::validate(const RingConfig& c) {
     return Error{Errc::invalid_argument, "ring capacity " + std::to_string(c.capacity) +
                                              " must be a power of two from 4096 to 16 GiB"};
   if (c.kind != RingKind::topic && c.kind != RingKind::queue) return Error{Errc::invalid_argument, "unknown ring kind"};
-  if (align16(kRecordHeaderSize + std::uint64_t{c.max_message}) > c.capacity / 2)
+  if (align_record(kRecordHeaderSize + std::uint64_t{c.max_message}) > c.capacity / 2)
     return Error{Errc::invalid_argument, "maximum message of " + std::to_string(c.max_message) +
                                              " bytes does not fit twice in a ring of " + std::to_string(c.capacity) +
                                              " bytes; raise the capacity or lower the maximum"};
   if (c.max_message > static_cast<std::uint32_t>(INT32_MAX) - 64)
     return Error{Errc::invalid_argument, "maximum message too large"};
   if (c.acks && c.kind != RingKind::queue) return Error{Errc::invalid_argument, "acknowledgements are for queues"};
+  if (c.history != 0 && c.kind != RingKind::topic) return Error{Errc::invalid_argument, "history is for topics"};
   if (c.acks && (c.max_deliveries == 0 || c.max_deliveries > 255))
     return Error{Errc::invalid_argument, "max deliveries must be 1-255"};
   return Ok{};
@@ -148,6 +156,7 @@ Result<Ring> Ring::create(void* memory, std::size_t size, const RingConfig& conf
   control->max_message = config.max_message;
   control->acks = config.acks ? 1 : 0;
   control->max_deliveries = config.max_deliveries;
+  control->history = config.history;
   if (int rc = control->reclaim_mutex.init(); rc != 0) return Error{Errc::system, "cannot initialise the ring mutex"};
   for (auto& r : control->readers) r.hold_pos.store(kNoPosition, relaxed);
   Ring ring(control, static_cast<std::byte*>(memory) + sizeof(RingControl), config);
@@ -169,6 +178,7 @@ Result<Ring> Ring::attach(void* memory, std::size_t size) {
   c.max_message = control->max_message;
   c.acks = control->acks != 0;
   c.max_deliveries = control->max_deliveries;
+  c.history = control->history;
   if (version != kRingLayoutVersion)
     return Error{Errc::corrupt, "ring layout version " + std::to_string(version) + ", this build reads " +
                                     std::to_string(kRingLayoutVersion)};
@@ -185,10 +195,6 @@ std::pair<std::uint64_t, std::uint64_t> Ring::tail() const noexcept { return sna
 std::pair<std::uint64_t, std::uint64_t> Ring::head() const noexcept { return snapshot(control_->head); }
 std::pair<std::uint64_t, std::uint64_t> Ring::take_cursor() const noexcept { return snapshot(control_->take); }
 
-std::uint64_t Ring::lap_of(std::uint64_t pos) const noexcept {
-  return (pos / config_.capacity) & kLapMask;
-}
-
 std::uint64_t Ring::record_size(std::uint64_t pos, std::uint64_t state) const noexcept {
   const std::int32_t length = state_length(state);
   const std::uint64_t magnitude = length < 0 ? static_cast<std::uint64_t>(-static_cast<std::int64_t>(length))
@@ -199,7 +205,7 @@ std::uint64_t Ring::record_size(std::uint64_t pos, std::uint64_t state) const no
     return size == config_.capacity - offset ? size : 0;  // a pad always ends at the ring's end
   }
   if (magnitude > config_.max_message) return 0;
-  const std::uint64_t size = align16(kRecordHeaderSize + magnitude);
+  const std::uint64_t size = align_record(kRecordHeaderSize + magnitude);
   return offset + size <= config_.capacity ? size : 0;
 }
 
@@ -259,12 +265,12 @@ ClaimStatus Ring::try_claim(PublisherHandle& handle, std::uint32_t size, Loan& l
   if (size > config_.max_message) return ClaimStatus::too_large;
   if (handle.slot < 0) return ClaimStatus::corrupt;
   auto& me = control_->publishers[handle.slot];
-  const std::uint64_t record = align16(kRecordHeaderSize + size);
+  const std::uint64_t record = align_record(kRecordHeaderSize + size);
   for (int attempt = 0; attempt < kMaxLoop; ++attempt) {
     const auto [pos, seq] = snapshot(control_->tail);
     const std::uint64_t head_pos = control_->reclaimed.load(acquire);
     if (pos < head_pos) continue;  // stale snapshot: tail moved on while we read reclaimed
-    if ((pos & 15) != 0 || pos - head_pos > config_.capacity) {
+    if ((pos & (kRecordAlign - 1)) != 0 || pos - head_pos > config_.capacity) {
       control_->bad_records.fetch_add(1, relaxed);
       return ClaimStatus::corrupt;
     }
@@ -314,18 +320,23 @@ ClaimStatus Ring::try_claim(PublisherHandle& handle, std::uint32_t size, Loan& l
 
 ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::uint64_t deadline_ns,
                               Loan& loan) noexcept {
-  for (int spin = 0;; ++spin) {
+  std::uint64_t spin_until = 0;
+  int backoff = 1;
+  for (;;) {
     const std::uint32_t signal = control_->space_signal.load(acquire);
     const ClaimStatus status = try_claim(handle, size, loan);
     if (status != ClaimStatus::full) return status;
     const std::uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return ClaimStatus::full;
-    if (spin < kSpinBeforeSleep) {
-      cpu_relax();
+    if (spin_until == 0) spin_until = now + kSpinNs;
+    if (now < spin_until) {
+      for (int i = 0; i < backoff; ++i) cpu_relax();
+      backoff = std::min(backoff * 2, kMaxBackoff);
       continue;
     }
     auto& me = control_->publishers[handle.slot];
     bump(me.waits);
+    control_->space_woken.store(0, seq_cst);
     control_->space_waiters.fetch_add(1, seq_cst);
     if (try_claim(handle, size, loan) == ClaimStatus::ok) {
       control_->space_waiters.fetch_sub(1, relaxed);
@@ -334,6 +345,8 @@ ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::
     futex_wait(control_->space_signal, signal,
                std::min<std::int64_t>(kMaxSleepNs, static_cast<std::int64_t>(deadline_ns - now)));
     control_->space_waiters.fetch_sub(1, relaxed);
+    spin_until = 0;
+    backoff = 1;
   }
 }
 
@@ -367,15 +380,23 @@ void Ring::abandon(PublisherHandle& handle, const Loan& loan) noexcept {
   wake_readers();
 }
 
+// Wakers call futex wake only when someone sleeps, and once per round of
+// sleepers: the first waker after a sleeper re-armed `*_woken` wakes every
+// sleeper; later ones see it set and skip the system call. Sound because a
+// sleeper clears `woken` and registers (seq_cst) before its last check of the
+// ring: a waker that still sees `woken` set read it before that clear, so
+// what it published is visible to that last check.
 void Ring::wake_readers() noexcept {
-  if (control_->data_waiters.load(seq_cst) != 0) {
+  if (control_->data_waiters.load(seq_cst) != 0 && control_->data_woken.load(seq_cst) == 0 &&
+      control_->data_woken.exchange(1, seq_cst) == 0) {
     control_->data_signal.fetch_add(1, release_order);
     futex_wake_all(control_->data_signal);
   }
 }
 
 void Ring::wake_writers() noexcept {
-  if (control_->space_waiters.load(seq_cst) != 0) {
+  if (control_->space_waiters.load(seq_cst) != 0 && control_->space_woken.load(seq_cst) == 0 &&
+      control_->space_woken.exchange(1, seq_cst) == 0) {
     control_->space_signal.fetch_add(1, release_order);
     futex_wake_all(control_->space_signal);
   }
@@ -442,6 +463,39 @@ bool Ring::held_between(std::uint64_t low, std::uint64_t high) noexcept {
   return held;
 }
 
+// Marks [from, to) free for the next lap, then publishes reclaimed = to.
+// Markers go from the last unit back to the first, each a release store: a
+// writer that finds FREE at unit X (its claim CAS acquires it) then writes
+// only units above X, all of which are already marked.
+void Ring::write_free_markers(std::uint64_t from, std::uint64_t to) noexcept {
+  for (std::uint64_t unit = to - kRecordAlign;; unit -= kRecordAlign) {
+    auto& h = header_at(unit);
+    h.seq_word.store(unit + config_.capacity, relaxed);  // the position it is free for
+    h.state.store(make_state(lap_of(unit) + 1, RecordType::free, 0, 0), release_order);
+    if (unit == from) break;
+  }
+  control_->reclaimed.store(to, release_order);
+}
+
+// Frees the slots of dead readers that hold writers back. A dead consumer's
+// taken message of a queue with acks stays held: the next consumer that
+// looks redelivers it (rescue_dead_consumer).
+void Ring::evict_dead_readers() noexcept {
+  for (auto& r : control_->readers) {
+    const std::uint32_t pid = r.pid.load(acquire);
+    if (pid == 0 || process_alive(pid, r.start_time.load(relaxed))) continue;
+    const std::uint64_t hold = r.hold_pos.load(acquire);
+    if (config_.kind == RingKind::queue && hold != kNoPosition) {
+      if (config_.acks) continue;
+      control_->dropped_unacked.fetch_add(1, relaxed);
+    }
+    if (r.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
+    r.hold_pos.store(kNoPosition, relaxed);
+    control_->dead_readers.fetch_add(1, relaxed);
+    r.pid.store(0, release_order);
+  }
+}
+
 bool Ring::make_room(std::uint64_t target) noexcept {
   auto& mutex = control_->reclaim_mutex;
   // Timed: a mutex word scribbled over by a buggy process must not hang us.
@@ -455,87 +509,72 @@ bool Ring::make_room(std::uint64_t target) noexcept {
   {
     const std::uint64_t head_now = control_->head.pos.load(acquire);
     const std::uint64_t reclaimed_now = control_->reclaimed.load(acquire);
-    if (reclaimed_now < head_now && head_now - reclaimed_now <= config_.capacity && (reclaimed_now & 15) == 0 &&
+    if (reclaimed_now < head_now && head_now - reclaimed_now <= config_.capacity && (reclaimed_now & (kRecordAlign - 1)) == 0 &&
         !held_between(reclaimed_now, head_now)) {
-      for (std::uint64_t unit = head_now - kRecordAlign;; unit -= kRecordAlign) {
-        auto& h = header_at(unit);
-        h.seq_word.store(unit + config_.capacity, relaxed);
-        h.state.store(make_state(lap_of(unit) + 1, RecordType::free, 0, 0), release_order);
-        if (unit == reclaimed_now) break;
-      }
-      control_->reclaimed.store(head_now, release_order);
+      write_free_markers(reclaimed_now, head_now);
     }
   }
+  // Reclaim in batches: one pass computes the bound (a scan of the reader
+  // slots), walks the records it may free, moves head once, checks holds
+  // once and writes the markers. A pass frees an eighth of the ring (at most
+  // kReclaimBatch) beyond what was asked when it can, so that the scans and
+  // the mutex are paid once per many messages. That extra never takes a
+  // topic's newest `history` messages (what new subscribers start from).
+  const std::uint64_t slack = std::min<std::uint64_t>(config_.capacity / 8, kReclaimBatch);
   bool evicted_someone = false;
-  bool done = false;
-  for (int step = 0; step < kMaxLoop && !done; ++step) {
+  for (int pass = 0; pass < kMaxLoop; ++pass) {
     const auto [head_pos, head_seq] = snapshot(control_->head);
-    if (head_pos >= target) {
-      done = true;
-      break;
-    }
-    const std::uint64_t tail_pos = control_->tail.pos.load(acquire);
-    std::uint64_t bound = reclaim_bound(tail_pos);
+    if (head_pos >= target) break;
+    const auto [tail_pos, tail_seq] = snapshot(control_->tail);
+    const std::uint64_t bound = reclaim_bound(tail_pos);
     if (head_pos >= bound) {
       // Held back. Evict dead readers that hold the bound, once per call.
       if (evicted_someone) break;
       evicted_someone = true;
-      for (auto& r : control_->readers) {
-        const std::uint32_t pid = r.pid.load(acquire);
-        if (pid == 0 || process_alive(pid, r.start_time.load(relaxed))) continue;
-        const std::uint64_t hold = r.hold_pos.load(acquire);
-        if (config_.kind == RingKind::queue && hold != kNoPosition) {
-          if (config_.acks) continue;  // redelivered by the next consumer that rescues it
-          control_->dropped_unacked.fetch_add(1, relaxed);
-        }
-        if (r.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
-        r.hold_pos.store(kNoPosition, relaxed);
-        control_->dead_readers.fetch_add(1, relaxed);
-        r.pid.store(0, release_order);
-      }
+      evict_dead_readers();
       continue;
     }
-    auto& header = header_at(head_pos);
-    const std::uint64_t state = header.state.load(acquire);
-    std::uint64_t size = 0;
-    std::uint64_t next_seq = head_seq;
-    if (state_lap(state) == lap_of(head_pos) && state_type(state) != RecordType::free) {
-      size = record_size(head_pos, state);
-      if (size != 0 && state_type(state) == RecordType::data && state_length(state) < 0) {
-        // In progress: wait for the writer, unless it is gone.
-        if (!writer_is_gone(head_pos, state)) break;
-        std::uint64_t expected = state;
-        const auto skipped = make_state(state_lap(state), RecordType::skip, state_slot(state), -state_length(state));
-        if (header.state.compare_exchange_strong(expected, skipped, seq_cst)) control_->dead_claims.fetch_add(1, relaxed);
-        continue;
+    const std::uint64_t goal = std::min(bound, std::max(target, head_pos + slack));
+    std::uint64_t pos = head_pos;
+    std::uint64_t seq = head_seq;
+    for (int step = 0; step < kMaxLoop && pos < goal; ++step) {
+      // Beyond what was asked for, keep the topic's history.
+      if (pos >= target && (seq >= tail_seq || tail_seq - seq <= config_.history)) break;
+      auto& header = header_at(pos);
+      const std::uint64_t state = header.state.load(acquire);
+      std::uint64_t size = 0;
+      std::uint64_t next_seq = seq;
+      if (state_lap(state) == lap_of(pos) && state_type(state) != RecordType::free) {
+        size = record_size(pos, state);
+        if (size != 0 && state_type(state) == RecordType::data && state_length(state) < 0) {
+          // In progress: wait for the writer, unless it is gone.
+          if (!writer_is_gone(pos, state)) break;
+          std::uint64_t expected = state;
+          const auto skipped = make_state(state_lap(state), RecordType::skip, state_slot(state), -state_length(state));
+          if (header.state.compare_exchange_strong(expected, skipped, seq_cst))
+            control_->dead_claims.fetch_add(1, relaxed);
+          continue;  // look at it again, now SKIP
+        }
+        if (state_type(state) != RecordType::pad) next_seq = seq + 1;
       }
-      if (state_type(state) != RecordType::pad) next_seq = head_seq + 1;
+      if (size == 0) {
+        // Impossible header: free one unit at a time (counted) rather than
+        // trusting a length.
+        control_->bad_records.fetch_add(1, relaxed);
+        size = kRecordAlign;
+      }
+      if (pos + size > bound) break;  // the record is (partly) held
+      pos += size;
+      seq = next_seq;
     }
-    if (size == 0) {
-      // Impossible header at head: free one unit at a time (counted) rather
-      // than trusting a length.
-      control_->bad_records.fetch_add(1, relaxed);
-      size = kRecordAlign;
-    }
-    const std::uint64_t next = std::min(head_pos + size, bound);
-    if (next != head_pos + size) break;  // the record is partly held
-    if (!cas16(control_->head, head_pos, head_seq, next, next_seq)) continue;
-    // Head moved: no new hold can start in [head_pos, next). Wait for holds
-    // that started before (a lossy reader reading this record), then free
-    // it. If a live reader still holds it, leave it (reclaimed < head) for
-    // the next reclaimer, which finishes the job above.
-    if (held_between(head_pos, next)) break;
-    // Markers from the last unit back to the first, each a release store: a
-    // writer that finds FREE at unit X (its claim CAS acquires it) then
-    // writes only units above X, all of which are already marked.
-    const std::uint64_t free_marker = make_state(lap_of(head_pos) + 1, RecordType::free, 0, 0);
-    for (std::uint64_t unit = next - kRecordAlign;; unit -= kRecordAlign) {
-      auto& h = header_at(unit);
-      h.seq_word.store(unit + config_.capacity, relaxed);  // the position it is free for
-      h.state.store(free_marker, release_order);
-      if (unit == head_pos) break;
-    }
-    control_->reclaimed.store(next, release_order);
+    if (pos == head_pos) break;  // a live writer's record in progress at head: nothing to free yet
+    if (!cas16(control_->head, head_pos, head_seq, pos, seq)) continue;
+    // Head moved: no new hold can start in [head_pos, pos). Wait for holds
+    // that started before (a lossy reader reading one of these records),
+    // then free them. If a live reader still holds one, leave the range
+    // (reclaimed < head) for the next reclaimer, which finishes the job.
+    if (held_between(head_pos, pos)) break;
+    write_free_markers(head_pos, pos);
   }
   mutex.unlock();
   wake_writers();
@@ -589,7 +628,9 @@ Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history) {
         auto [hpos, hseq] = snapshot(control_->head);
         const std::uint64_t want = seq > history ? std::max(seq - history, hseq) : hseq;
         std::uint64_t p = hpos, s = hseq;
-        for (int step = 0; step < kMaxLoop && s < want && p < pos; ++step) {
+        // Each step moves at least one unit: bounded by the ring's units.
+        const std::uint64_t max_steps = config_.capacity / kRecordAlign;
+        for (std::uint64_t step = 0; step < max_steps && s < want && p < pos; ++step) {
           const std::uint64_t state = peek_state(header_at(p));
           const std::uint64_t size = state_lap(state) == lap_of(p) ? record_size(p, state) : 0;
           if (size == 0) break;
@@ -665,6 +706,17 @@ bool Ring::skip_if_writer_gone(ReaderHandle& handle, std::uint64_t pos, std::uin
   return skipped;
 }
 
+// Is `pos` below tail, i.e. claimed by a writer? Tail only grows, so a tail
+// once seen stays a valid lower bound: the reader reloads the shared tail
+// (whose cache line every writer's claim moves) only when it has caught up
+// with the last value it saw, once per batch of messages rather than once
+// per message when writers are ahead.
+bool Ring::below_tail(ReaderHandle& handle, std::uint64_t pos) noexcept {
+  if (pos < handle.known_tail) return true;
+  handle.known_tail = control_->tail.pos.load(acquire);
+  return pos < handle.known_tail;
+}
+
 ReadStatus Ring::try_read(ReaderHandle& handle, View& view) noexcept {
   if (handle.slot < 0 || handle.holding) return ReadStatus::corrupt;
   return handle.mode == ReaderMode::consumer ? try_take(handle, view) : try_read_topic(handle, view);
@@ -676,7 +728,7 @@ ReadStatus Ring::try_read_topic(ReaderHandle& handle, View& view) noexcept {
     const std::uint64_t pos = handle.pos;
     // Tail first: past it the unit may hold anything from an earlier lap;
     // before it, the header was claimed before tail moved (and we see it).
-    if (pos >= control_->tail.pos.load(acquire)) return ReadStatus::empty;
+    if (!below_tail(handle, pos)) return ReadStatus::empty;
     auto& header = header_at(pos);
     // A blocking subscriber's cursor keeps its record from reclaim; a lossy
     // one's does not until it holds it (below), so its first look is a peek.
@@ -743,8 +795,7 @@ ReadStatus Ring::try_take(ReaderHandle& handle, View& view) noexcept {
   }
   for (int step = 0; step < kMaxLoop; ++step) {
     const auto [pos, seq] = snapshot(control_->take);
-    const std::uint64_t tail_pos = control_->tail.pos.load(acquire);
-    if (pos >= tail_pos) return ReadStatus::empty;
+    if (!below_tail(handle, pos)) return ReadStatus::empty;
     auto& header = header_at(pos);
     const std::uint64_t state = peek_state(header);  // validated by the take CAS and the reload below
     if (state_lap(state) != lap_of(pos) || state_type(state) == RecordType::free) {
@@ -846,7 +897,7 @@ void Ring::release(ReaderHandle& handle, const View& view) noexcept {
   if (handle.mode == ReaderMode::consumer) {
     slot.hold_pos.store(kNoPosition, seq_cst);
   } else {
-    handle.pos = view.pos + align16(kRecordHeaderSize + view.size);
+    handle.pos = view.pos + align_record(kRecordHeaderSize + view.size);
     handle.seq = view.seq + 1;
     slot.cursor_seq.store(handle.seq, relaxed);
     if (handle.mode == ReaderMode::lossy) {
@@ -861,18 +912,23 @@ void Ring::release(ReaderHandle& handle, const View& view) noexcept {
 
 ReadStatus Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View& view) noexcept {
   auto& slot = control_->readers[handle.slot];
-  for (int spin = 0;; ++spin) {
+  std::uint64_t spin_until = 0;
+  int backoff = 1;
+  for (;;) {
     const std::uint32_t signal = control_->data_signal.load(acquire);
     const ReadStatus status = try_read(handle, view);
     if (status != ReadStatus::empty) return status;
     const std::uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return ReadStatus::empty;
-    if (spin < kSpinBeforeSleep) {
-      cpu_relax();
+    if (spin_until == 0) spin_until = now + kSpinNs;
+    if (now < spin_until) {
+      for (int i = 0; i < backoff; ++i) cpu_relax();
+      backoff = std::min(backoff * 2, kMaxBackoff);
       continue;
     }
     bump(slot.waits);
     slot.sleeping.store(1, relaxed);
+    control_->data_woken.store(0, seq_cst);
     control_->data_waiters.fetch_add(1, seq_cst);
     const ReadStatus again = try_read(handle, view);
     if (again == ReadStatus::empty)
@@ -880,6 +936,8 @@ ReadStatus Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, Vie
                  std::min<std::int64_t>(kMaxSleepNs, static_cast<std::int64_t>(deadline_ns - now)));
     if (slot.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
     if (again != ReadStatus::empty) return again;
+    spin_until = 0;
+    backoff = 1;
   }
 }
 

@@ -53,6 +53,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -64,13 +65,13 @@
 
 namespace colo::shm {
 
-inline constexpr std::size_t kRecordAlign = 16;
+inline constexpr std::size_t kRecordAlign = 64;
 inline constexpr std::size_t kRecordHeaderSize = 16;
 inline constexpr std::size_t kRingSlots = 64;        // publishers; and readers
 inline constexpr std::uint64_t kMinRingCapacity = 4096;
 inline constexpr std::uint64_t kMaxRingCapacity = std::uint64_t{1} << 34;  // 16 GiB
 inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
-inline constexpr std::uint32_t kRingLayoutVersion = 1;
+inline constexpr std::uint32_t kRingLayoutVersion = 2;
 
 enum class RingKind : std::uint32_t { topic = 1, queue = 2 };
 enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3 };
@@ -149,7 +150,8 @@ static_assert(sizeof(ReaderSlot) == 128, "a reader slot is two cache lines");
 //   64     tail {pos, seq}                                        128
 //   128    head {pos, seq}     (oldest retained record), reclaimed 192
 //   192    take {pos, seq}     (queue: next record to hand out)   256
-//   256    data_signal, data_waiters, space_signal, space_waiters 320
+//   256    data_signal, data_waiters, space_signal, space_waiters,
+//          data_woken, space_woken                                 320
 //   320    reclaim mutex (robust)                                  384
 //   384    ring counters (RMW, rare events)                        448
 //   448    reserved                                               1024
@@ -163,7 +165,7 @@ struct RingControl {
   std::uint32_t max_message;     // payload bytes
   std::uint32_t acks;            // queue: 1 if consumers acknowledge
   std::uint32_t max_deliveries;  // queue with acks: then dead-letter
-  std::uint32_t reserved0;
+  std::uint32_t history;         // topic: newest messages kept for new subscribers when there is room
   std::uint8_t pad0[32];
 
   PositionPair tail;
@@ -178,7 +180,12 @@ struct RingControl {
   std::atomic<std::uint32_t> data_waiters;
   std::atomic<std::uint32_t> space_signal;  // futex: bumped when space is freed and a writer sleeps
   std::atomic<std::uint32_t> space_waiters;
-  std::uint8_t pad4[48];
+  // 1 once a waker has woken the current sleepers; a sleeper clears it before
+  // it sleeps. So a writer committing many messages to a sleeping reader
+  // makes one futex call, not one per message (Ring::wake).
+  std::atomic<std::uint32_t> data_woken;
+  std::atomic<std::uint32_t> space_woken;
+  std::uint8_t pad4[40];
 
   RobustMutex reclaim_mutex;
   std::uint8_t pad5[64 - sizeof(RobustMutex)];
@@ -211,6 +218,10 @@ struct RingConfig {
   std::uint32_t max_message = 64 * 1024;  // payload bytes
   bool acks = false;                      // queue only
   std::uint32_t max_deliveries = 5;       // queue with acks
+  // Topic: keep at least the newest `history` messages when reclaiming ahead
+  // of need, and start new subscribers that many back by default. Writers
+  // never wait for history: when the ring is full, the oldest go.
+  std::uint32_t history = 0;
 };
 
 // A writable region of the ring, from claim() until commit() or abandon().
@@ -246,6 +257,7 @@ struct ReaderHandle {
   std::uint64_t stuck_pos = kNoPosition;  // record seen in progress since stuck_since_ns
   std::uint64_t stuck_since_ns = 0;
   std::uint64_t next_rescue_ns = 0;       // queue: next scan for dead consumers
+  std::uint64_t known_tail = 0;           // the last tail position seen (a lower bound of tail)
   bool holding = false;
 };
 
@@ -289,22 +301,27 @@ class Ring {
 
  private:
   Ring(RingControl* control, std::byte* data, RingConfig config) noexcept
-      : control_(control), data_(data), config_(config), mask_(config.capacity - 1) {}
+      : control_(control), data_(data), config_(config), mask_(config.capacity - 1),
+        lap_shift_(static_cast<unsigned>(std::countr_zero(config.capacity))) {}
 
   // Always an aligned header inside the ring, whatever `pos` holds (a
   // position read from shared memory may be garbage).
   RecordHeader& header_at(std::uint64_t pos) const noexcept {
     return *reinterpret_cast<RecordHeader*>(data_ + (pos & mask_ & ~std::uint64_t{kRecordAlign - 1}));
   }
-  std::uint64_t lap_of(std::uint64_t pos) const noexcept;
+  // Which lap of the ring `pos` is on (22 bits, as in a record header).
+  std::uint64_t lap_of(std::uint64_t pos) const noexcept { return (pos >> lap_shift_) & ((std::uint64_t{1} << 22) - 1); }
   // Size of the record whose header word is `state`, or 0 if impossible.
   std::uint64_t record_size(std::uint64_t pos, std::uint64_t state) const noexcept;
   void help_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
   bool make_room(std::uint64_t target) noexcept;
+  void write_free_markers(std::uint64_t from, std::uint64_t to) noexcept;
+  void evict_dead_readers() noexcept;
   bool held_between(std::uint64_t low, std::uint64_t high) noexcept;
   std::uint64_t reclaim_bound(std::uint64_t tail_pos) noexcept;
   bool writer_is_gone(std::uint64_t pos, std::uint64_t state) const noexcept;
   bool skip_if_writer_gone(ReaderHandle& handle, std::uint64_t pos, std::uint64_t state) noexcept;
+  bool below_tail(ReaderHandle& handle, std::uint64_t pos) noexcept;
   ReadStatus try_read_topic(ReaderHandle& handle, View& view) noexcept;
   ReadStatus try_take(ReaderHandle& handle, View& view) noexcept;
   bool rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept;
@@ -316,6 +333,7 @@ class Ring {
   std::byte* data_;
   RingConfig config_;
   std::uint64_t mask_;
+  unsigned lap_shift_;  // log2(capacity)
 };
 
 }  // namespace colo::shm

@@ -187,7 +187,8 @@ TEST_F(ColoCli, everySubcommandsHelpExitsZero) {
   const std::vector<std::vector<std::string>> commands = {
       {"--help"},         {"ls", "--help"},  {"stat", "--help"}, {"create", "--help"}, {"lock", "--help"},
       {"pub", "--help"},  {"sub", "--help"}, {"top", "--help"},  {"rm", "--help"},     {"gc", "--help"},
-      {"demo", "--help"}, {"bench", "--help"}, {"bench", "lock", "--help"}};
+      {"demo", "--help"}, {"bench", "--help"}, {"bench", "lock", "--help"}, {"bench", "queue", "--help"},
+      {"bench", "topic", "--help"}};
   for (const auto& args : commands) {
     const auto r = run_colo(ns, args);
 

@@ -275,9 +275,13 @@ Result<void> ScratchNamespace::open(const std::string& prefix) {
   return {};
 }
 
+void ScratchNamespace::track(const std::string& object_name) {
+  if (node_) remember_path(shm_path(node_->shm_name_of(object_name)));
+}
+
 Result<Lock> ScratchNamespace::create_lock(const std::string& name) {
   if (!node_) return Error{Errc::invalid_argument, "scratch namespace not open"};
-  remember_path(shm_path(node_->shm_name_of(name)));
+  track(name);
   return node_->lock(name, OpenMode::create);
 }
 

@@ -131,6 +131,9 @@ class ScratchNamespace {
 
   // Creates a lock in the namespace (it must not exist).
   Result<Lock> create_lock(const std::string& name);
+  // Has the segment of an object about to be created here removed if the run
+  // is interrupted (create_lock does it for locks).
+  void track(const std::string& object_name);
 
   // Removes every object (Node::remove), the registry segment, and any other
   // /dev/shm/colo.<ns>.* left over. Returns the segments it could not

@@ -101,7 +101,7 @@ nlohmann::json to_json(const ObjectInfo& info) {
                          {"holding", r.holding}});
     j[c.kind] = {
         {"capacity", c.capacity},     {"max_message", c.max_message},   {"acks", c.acks},
-        {"max_deliveries", c.max_deliveries},
+        {"max_deliveries", c.max_deliveries}, {"history", c.history},
         {"published", c.published},   {"retained", c.retained},         {"depth", c.depth},
         {"used_bytes", c.used_bytes}, {"dead_claims", c.dead_claims},   {"bad_records", c.bad_records},
         {"dead_readers", c.dead_readers}, {"dropped_unacked", c.dropped_unacked},

@@ -12,6 +12,7 @@ struct CreateOptions {
   std::uint32_t max_message = 64 * 1024;
   bool acks = false;
   std::uint32_t max_deliveries = 5;
+  std::uint32_t history = 0;
 };
 
 int run_create(const Context& ctx, const CreateOptions& o) {
@@ -22,9 +23,10 @@ int run_create(const Context& ctx, const CreateOptions& o) {
     if (!lock) return fail(lock.error());
   } else if (o.kind == "topic") {
     if (o.acks) return fail("--acks is for queues, not topics");
-    auto topic = node->topic(o.name, OpenMode::create, TopicOptions{o.capacity, o.max_message});
+    auto topic = node->topic(o.name, OpenMode::create, TopicOptions{o.capacity, o.max_message, o.history});
     if (!topic) return fail(topic.error());
   } else if (o.kind == "queue") {
+    if (o.history != 0) return fail("--history is for topics, not queues");
     auto queue = node->queue(o.name, OpenMode::create, QueueOptions{o.capacity, o.max_message, o.acks, o.max_deliveries});
     if (!queue) return fail(queue.error());
   } else {
@@ -68,6 +70,9 @@ void register_create(CLI::App& app, Context& ctx) {
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{4096}, std::uint64_t{1} << 34));
   cmd->add_option("--max-message", o->max_message, "topic/queue: largest message in bytes (at most about capacity/2)")
+      ->capture_default_str();
+  cmd->add_option("--history", o->history,
+                  "topic: newest messages kept for new subscribers while there is room; they start that far back")
       ->capture_default_str();
   cmd->add_flag("--acks", o->acks, "queue: consumers acknowledge; unacknowledged messages are redelivered");
   cmd->add_option("--max-deliveries", o->max_deliveries, "queue with --acks: deliveries before NAME.dlq")

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
 
 #include "cli.hpp"
 
@@ -99,7 +100,7 @@ struct SubOptions {
   std::string name;
   std::uint64_t count = 0;  // 0: no limit
   double timeout_s = -1;    // idle timeout; negative: none
-  std::uint64_t history = 0;
+  std::optional<std::uint64_t> history;  // unset: the topic's own
   bool lossy = false;
   std::string format = "text";
 };
@@ -132,7 +133,7 @@ int run_sub(const Context& ctx, const SubOptions& o) {
   if (!node) return fail(node.error());
   auto channel = open_channel(*node, o.name);
   if (!channel) return fail(channel.error());
-  if (channel->queue && (o.lossy || o.history != 0))
+  if (channel->queue && (o.lossy || o.history))
     return fail("--lossy and --history are for topics; '" + o.name + "' is a queue");
   auto reader = channel->topic
                     ? channel->topic->subscribe({o.lossy ? Backpressure::lossy : Backpressure::block, o.history})
@@ -195,7 +196,7 @@ void register_sub(CLI::App& app, Context& ctx) {
   cmd->add_option("--count", o->count, "stop after N messages (exit 75 if the timeout comes first)");
   cmd->add_option("--timeout", o->timeout_s, "stop after this many seconds without a message")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--history", o->history, "topic: start up to N retained messages back");
+  cmd->add_option("--history", o->history, "topic: start up to N retained messages back (default: the topic's --history)");
   cmd->add_flag("--lossy", o->lossy, "topic: never hold publishers back; count what is missed");
   cmd->add_option("--format", o->format, "text, hex or json")
       ->capture_default_str()

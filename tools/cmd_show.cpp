@@ -1,7 +1,11 @@
 // `colo ls` and `colo stat`: read-only views of a namespace.
+#include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
+#include <thread>
 
+#include "bench_process.hpp"  // human_rate
 #include "cli.hpp"
 
 namespace colo::cli {
@@ -55,9 +59,10 @@ void print_lock(const LockStats& s) {
 
 void print_channel(const ChannelStats& c) {
   auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
-  std::printf("capacity:         %s, max message %s%s\n", human_bytes(c.capacity).c_str(),
+  std::printf("capacity:         %s, max message %s%s%s\n", human_bytes(c.capacity).c_str(),
               human_bytes(c.max_message).c_str(),
-              c.acks ? (", acks, max deliveries " + std::to_string(c.max_deliveries)).c_str() : "");
+              c.acks ? (", acks, max deliveries " + std::to_string(c.max_deliveries)).c_str() : "",
+              c.history != 0 ? (", history " + std::to_string(c.history) + " messages").c_str() : "");
   std::printf("published:        %llu messages\n", u(c.published));
   std::printf("retained:         %llu messages, %s of the ring\n", u(c.retained), human_bytes(c.used_bytes).c_str());
   if (c.kind == "queue") std::printf("depth:            %llu (not yet taken)\n", u(c.depth));
@@ -77,13 +82,64 @@ void print_channel(const ChannelStats& c) {
                 r.holding ? ", holding a message" : "");
 }
 
-int run_stat(const Context& ctx, const std::string& name, bool json) {
+// Rates over the sampling interval, from two snapshots of the counters.
+struct Rates {
+  double seconds = 0;
+  double grants = 0;                 // lock
+  double published = 0, bytes = 0;   // topic/queue: messages and bytes committed
+  std::vector<double> delivered;     // per reader of the second snapshot (0 for a reader new in it)
+};
+
+Rates rates_between(const ObjectInfo& a, const ObjectInfo& b, double seconds) {
+  Rates r;
+  r.seconds = seconds;
+  auto per_s = [&](std::uint64_t before, std::uint64_t after) {
+    return after >= before ? static_cast<double>(after - before) / seconds : 0.0;
+  };
+  if (a.lock && b.lock) r.grants = per_s(a.lock->grants, b.lock->grants);
+  if (a.channel && b.channel) {
+    r.published = per_s(a.channel->published, b.channel->published);
+    std::uint64_t bytes_a = 0, bytes_b = 0;
+    for (const auto& p : a.channel->publishers) bytes_a += p.bytes;
+    for (const auto& p : b.channel->publishers) bytes_b += p.bytes;
+    r.bytes = per_s(bytes_a, bytes_b);
+    for (const auto& reader : b.channel->readers) {
+      double rate = 0;
+      for (const auto& before : a.channel->readers)
+        if (before.pid == reader.pid && before.mode == reader.mode) rate = per_s(before.delivered, reader.delivered);
+      r.delivered.push_back(rate);
+    }
+  }
+  return r;
+}
+
+int run_stat(const Context& ctx, const std::string& name, bool json, double interval_s) {
   auto node = open_node(ctx);
   if (!node) return fail(node.error());
   auto info = node->info(name);
   if (!info) return fail(info.error());
+  std::optional<Rates> rates;
+  if (interval_s > 0 && (info->lock || info->channel)) {
+    const auto start = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(interval_s));
+    auto later = node->info(name);
+    if (!later) return fail(later.error());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    rates = rates_between(*info, *later, seconds);
+    info = std::move(later);
+  }
   if (json) {
-    std::cout << to_json(*info).dump(2) << '\n';
+    auto j = to_json(*info);
+    if (rates) {
+      j["rates"] = {{"interval_s", rates->seconds}};
+      if (info->lock) j["rates"]["grants_per_s"] = rates->grants;
+      if (info->channel) {
+        j["rates"]["published_per_s"] = rates->published;
+        j["rates"]["published_bytes_per_s"] = rates->bytes;
+        j["rates"]["delivered_per_s"] = rates->delivered;  // in the order of channel.readers
+      }
+    }
+    std::cout << j.dump(2) << '\n';
     return kExitOk;
   }
   const ObjectInfo& o = *info;
@@ -95,6 +151,18 @@ int run_stat(const Context& ctx, const std::string& name, bool json) {
   std::printf("creator:          %s, created %s\n", creator_text(o).c_str(), format_realtime(o.created_realtime_ns).c_str());
   if (o.lock) print_lock(*o.lock);
   if (o.channel) print_channel(*o.channel);
+  if (rates) {
+    std::printf("rates:            over the last %.2f s:", rates->seconds);
+    if (o.lock) std::printf(" %s grants/s\n", human_rate(rates->grants).c_str());
+    if (o.channel) {
+      std::printf(" published %s msg/s (%s/s)", human_rate(rates->published).c_str(),
+                  human_bytes(static_cast<std::uint64_t>(rates->bytes)).c_str());
+      for (std::size_t i = 0; i < o.channel->readers.size() && i < rates->delivered.size(); ++i)
+        std::printf("%s pid %u %s msg/s", i == 0 ? "; delivered:" : ",", o.channel->readers[i].pid,
+                    human_rate(rates->delivered[i]).c_str());
+      std::printf("\n");
+    }
+  }
   return kExitOk;
 }
 
@@ -108,12 +176,18 @@ void register_ls(CLI::App& app, Context& ctx) {
 }
 
 void register_stat(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("stat", "Show an object's counters and, for a lock, its holder and waiters");
+  auto* cmd = app.add_subcommand(
+      "stat", "Show an object's counters and rates: a lock's holder and waiters, a topic's or queue's depth, "
+              "per-subscriber lag and counters");
   auto name = std::make_shared<std::string>();
   cmd->add_option("NAME", *name, "object name")->required();
   auto json = std::make_shared<bool>(false);
   cmd->add_flag("--json", *json, "print JSON");
-  cmd->callback([&ctx, name, json] { ctx.exit_code = run_stat(ctx, *name, *json); });
+  auto interval = std::make_shared<double>(0.5);
+  cmd->add_option("--interval", *interval, "seconds between the two samples the rates come from (0: no rates)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 60.0));
+  cmd->callback([&ctx, name, json, interval] { ctx.exit_code = run_stat(ctx, *name, *json, *interval); });
 }
 
 }  // namespace colo::cli

@@ -146,6 +146,35 @@ TEST_F(ChannelTest, newSubscriberGetsRequestedHistory) {
   EXPECT_FALSE(fresh.try_receive().has_value());  // only what is published after it subscribed
 }
 
+TEST_F(ChannelTest, topicHistoryIsKeptThroughReclaimAndIsTheDefaultStart) {
+  // 4 KiB ring of 64-byte records: 64 records; reclaim runs every few messages.
+  auto sut = node_->topic("t", OpenMode::create, {4096, 16, 20}).value();
+  auto pub = sut.publisher().value();
+  for (std::uint32_t i = 0; i < 1000; ++i)
+    ASSERT_EQ(pub.publish(std::as_bytes(std::span(&i, 1)), 1s), SendStatus::ok) << i;
+  EXPECT_GE(sut.stats().retained, 20u);
+  auto late = sut.subscribe().value();  // the topic's history: 20 back
+  for (std::uint32_t want = 980; want < 1000; ++want) {
+    auto m = late.try_receive();
+    ASSERT_TRUE(m.has_value()) << want;
+    std::uint32_t got = 0;
+    std::memcpy(&got, m->data().data(), 4);
+    EXPECT_EQ(got, want);
+  }
+  EXPECT_FALSE(late.try_receive().has_value());
+  auto fresh = sut.subscribe({Backpressure::block, 0}).value();  // asked for none
+  EXPECT_FALSE(fresh.try_receive().has_value());
+}
+
+TEST_F(ChannelTest, historyIsAParameterOfTheTopic) {
+  ASSERT_TRUE(node_->topic("t", OpenMode::create, {1 << 16, 1000, 5}));
+  auto again = node_->topic("t", OpenMode::create_or_open, {1 << 16, 1000, 6});
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code, Errc::parameter_mismatch);
+  EXPECT_NE(again.error().message.find("history 5"), std::string::npos) << again.error().message;
+  EXPECT_EQ(node_->topic("t", OpenMode::open).value().stats().history, 5u);
+}
+
 TEST_F(ChannelTest, deadBlockingSubscriberStopsHoldingWritersBack) {
   auto sut = node_->topic("t", OpenMode::create, {4096, 100}).value();
   const pid_t child = ::fork();

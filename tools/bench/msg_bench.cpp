@@ -892,6 +892,53 @@ const CellResult* reference_of(const std::vector<CellResult>& results, const Cel
 
 double ratio(double it, double ref) { return ref > 0 && it > 0 ? it / ref : std::nan(""); }
 
+// The goals for the subject (colo's queue or topic), as ratios from
+// the same run: 64-byte 1->1 throughput against ZeroMQ PUSH/PULL and a Unix
+// socket, 64-byte 1->1 one-way p50 against the Unix socket's, busy and
+// blocking. A goal whose cells did not run is reported as not measured.
+struct Goal {
+  std::string text;    // "64 B 1->1 throughput >= 10x zmq-ipc-pushpull"
+  std::string ratio;   // "colo-queue / zmq-ipc-pushpull"
+  double value = NAN;  // measured ratio
+  double target = 0;
+  bool at_least = true;  // value >= target (else value <= target)
+  bool measured() const { return !std::isnan(value); }
+  bool met() const { return measured() && (at_least ? value >= target : value <= target); }
+};
+
+std::vector<Goal> goals_of(const std::vector<CellResult>& results, const std::string& subject) {
+  auto find = [&](const std::string& transport, Measure m, ReaderMode reader) -> const CellResult* {
+    for (const auto& r : results)
+      if (r.transport == transport && r.status == Status::ok && r.spec.measure == m &&
+          r.spec.pattern == Pattern::one_to_one && r.spec.size == 64 && (m == Measure::throughput || r.spec.reader == reader))
+        return &r;
+    return nullptr;
+  };
+  std::vector<Goal> goals;
+  auto throughput = [&](const std::string& baseline, double target) {
+    Goal g{"64 B 1->1 throughput at least " + ratio_text(target) + " " + baseline + "'s",
+           subject + " msg/s / " + baseline + " msg/s", NAN, target, true};
+    const auto* a = find(subject, Measure::throughput, ReaderMode::blocking);
+    const auto* b = find(baseline, Measure::throughput, ReaderMode::blocking);
+    if (a && b) g.value = ratio(a->msgs_per_s, b->msgs_per_s);
+    goals.push_back(g);
+  };
+  auto latency = [&](ReaderMode reader, double target, const char* fraction) {
+    Goal g{std::string("64 B 1->1 one-way p50, ") + reader_name(reader) + " reader, at most " + fraction +
+               " of unix-stream's",
+           subject + " p50 / unix-stream p50", NAN, target, false};
+    const auto* a = find(subject, Measure::latency, reader);
+    const auto* b = find("unix-stream", Measure::latency, reader);
+    if (a && b) g.value = ratio(static_cast<double>(a->p50), static_cast<double>(b->p50));
+    goals.push_back(g);
+  };
+  throughput("zmq-ipc-pushpull", 10);
+  throughput("unix-stream", 25);
+  latency(ReaderMode::busy, 0.1, "1/10");
+  latency(ReaderMode::blocking, 0.5, "1/2");
+  return goals;
+}
+
 // ------------------------------------------------------------------ lists
 
 std::vector<std::string> split(const std::string& text) {
@@ -1154,7 +1201,7 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
   for (auto& cell : plan) {
     ++cell_number;
     if (tty && !opt.verbose) {
-      std::fprintf(stderr, "\r\033[Kcolo-msgbench: cell %d/%zu: %s %s %s %s", cell_number, plan.size(),
+      std::fprintf(stderr, "\r\033[K%s: cell %d/%zu: %s %s %s %s", opt.title.c_str(), cell_number, plan.size(),
                    cell.spec.measure == Measure::throughput ? "throughput" : "latency",
                    pattern_label(cell.spec.pattern, opt.fan).c_str(), size_label(cell.spec.size).c_str(),
                    cell.transport->name().c_str());
@@ -1264,11 +1311,23 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
         {"elapsed_s", elapsed},
         {"failed", any_failed},
     };
+    if (!opt.subject.empty()) {
+      nlohmann::json jg = nlohmann::json::array();
+      for (const auto& g : goals_of(results, opt.subject))
+        jg.push_back({{"goal", g.text},
+                      {"ratio", g.ratio},
+                      {"value", number_or_null(g.value)},
+                      {"target", g.target},
+                      {"comparison", g.at_least ? ">=" : "<="},
+                      {"met", g.measured() ? nlohmann::json(g.met()) : nlohmann::json(nullptr)}});
+      out["subject"] = opt.subject;
+      out["goals"] = jg;
+    }
     if (!opt.json_out.empty()) {
       std::FILE* f = std::fopen(opt.json_out.c_str(), "w");
       const std::string text = out.dump(2) + "\n";
       if (f == nullptr || std::fwrite(text.data(), 1, text.size(), f) != text.size()) {
-        std::fprintf(stderr, "colo-msgbench: cannot write %s: %s\n", opt.json_out.c_str(), std::strerror(errno));
+        std::fprintf(stderr, "%s: cannot write %s: %s\n", opt.title.c_str(), opt.json_out.c_str(), std::strerror(errno));
         any_failed = true;
       }
       if (f != nullptr) std::fclose(f);
@@ -1279,7 +1338,7 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
     }
   }
 
-  std::printf("colo-msgbench: message passing between processes\n%s\n", cli::machine_line().c_str());
+  std::printf("%s: message passing between processes\n%s\n", opt.title.c_str(), cli::machine_line().c_str());
   std::printf("load average (1 min): %.2f before, %.2f after the run (above 0: other processes competed for the "
               "CPUs)\n",
               load_before, load_after);
@@ -1383,6 +1442,19 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
   if (!notes.empty()) {
     std::printf("\nnotes:\n");
     for (std::size_t i = 0; i < notes.size(); ++i) std::printf("  [%zu] %s\n", i + 1, notes[i].c_str());
+  }
+  if (!opt.subject.empty()) {
+    std::printf("\ngoals for %s (ratios from this run):\n", opt.subject.c_str());
+    for (const auto& g : goals_of(results, opt.subject)) {
+      if (!g.measured()) {
+        std::printf("  %-72s not measured (run 64 B 1-1 cells of %s and its baseline)\n", g.text.c_str(),
+                    opt.subject.c_str());
+        continue;
+      }
+      char value[32];
+      std::snprintf(value, sizeof value, g.at_least ? "%.1fx" : "%.3f", g.value);
+      std::printf("  %-72s %s = %s  %s\n", g.text.c_str(), g.ratio.c_str(), value, g.met() ? "met" : "NOT met");
+    }
   }
   int failed = 0, skipped = 0;
   for (const auto& r : results) {

@@ -2,11 +2,10 @@
 // every transport (transport.hpp) through the same cells and reports
 // throughput and one-way latency next to the machine they ran on.
 //
-// Used by the standalone `colo-msgbench` (msgbench_main.cpp) today, and by
-// `colo bench queue|topic` once colo's Queue and Topic implement
-// TransportFactory: register the options with add_msg_bench_options(), then
-// resolve_msg_bench_options() and run_msg_bench() with colo's factories put
-// in front of baseline_transports() and --reference set to colo's name.
+// Used by `colo bench queue|topic` (tools/bench_msg.cpp): register the
+// options with add_msg_bench_options(), then resolve_msg_bench_options() and
+// run_msg_bench() with colo's factory (colo_transports.cpp) in front of
+// baseline_transports() and `subject` set to its name.
 //
 // A cell is one transport x pattern x message size (x reader mode for
 // latency). Each cell forks its senders and receivers, which open their ends
@@ -56,6 +55,10 @@ enum class ReaderMode {
 enum class Measure { throughput, latency };
 
 struct MsgBenchOptions {
+  std::string title = "colo bench";     // names the run in tables, progress and errors
+  // The transport the run is about ("colo-queue"): its goals against the
+  // baselines are printed at the end (and under "goals" in JSON). "": none.
+  std::string subject;
   std::vector<std::string> transports;  // names to run, in registry order; empty: all
   std::string reference = "zmq-ipc-pushpull";  // ratios are this transport's figure / the reference's
   std::vector<std::size_t> sizes = {8, 64, 1024, 64 * 1024, 1024 * 1024};

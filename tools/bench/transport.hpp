@@ -1,7 +1,7 @@
 // tools/bench/transport.hpp — what the message-passing benchmark measures: a
 // one-direction channel between processes, behind a small virtual interface
-// that the IPC baselines implement today and colo's Queue and Topic implement
-// later (with their loan/commit zero-copy path).
+// that colo's Queue and Topic and the IPC baselines all implement (colo's
+// with their loan/commit zero-copy path).
 //
 // Life of one channel in one benchmark cell (msg_bench.cpp drives it):
 //
@@ -160,5 +160,9 @@ class TransportFactory {
 // The IPC baselines (transports.cpp), in the order the tables list them:
 // zmq-ipc-pushpull, zmq-ipc-pubsub, unix-stream, pipe, posix-mq, boost-mq.
 std::vector<std::unique_ptr<TransportFactory>> baseline_transports();
+
+// colo's own (colo_transports.cpp): a Queue (share) and a Topic (broadcast).
+std::unique_ptr<TransportFactory> colo_queue_transport();
+std::unique_ptr<TransportFactory> colo_topic_transport();
 
 }  // namespace colo::bench

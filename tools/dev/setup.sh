@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libgmock-dev          # the test suites
   libcli11-dev                       # colo's command line
   nlohmann-json3-dev                 # colo's --json output
+  libzmq3-dev cppzmq-dev             # ZeroMQ: the bridge (colod) and the baselines of `colo bench queue|topic`
   util-linux procps                  # setpriv, ps: used by tests
 )
 missing=()

@@ -55,6 +55,10 @@ enum class Backpressure : std::uint32_t { block = 1, lossy = 2 };
 struct TopicOptions {
   std::uint64_t capacity = 1 << 20;       // ring bytes, power of two, 4 KiB..16 GiB
   std::uint32_t max_message = 64 * 1024;  // payload bytes; at most about capacity/2
+  // Newest messages the ring keeps for new subscribers while there is room
+  // (writers never wait for history: when the ring is full the oldest go),
+  // and how far back a subscriber starts unless it asks otherwise.
+  std::uint32_t history = 0;
 };
 
 struct QueueOptions {
@@ -66,7 +70,8 @@ struct QueueOptions {
 
 struct SubscribeOptions {
   Backpressure backpressure = Backpressure::block;
-  std::uint64_t history = 0;  // start up to this many retained messages back
+  // Start up to this many retained messages back; unset: the topic's history.
+  std::optional<std::uint64_t> history;
 };
 
 enum class SendStatus {
@@ -200,6 +205,7 @@ struct ChannelStats {
   std::uint32_t max_message = 0;
   bool acks = false;
   std::uint32_t max_deliveries = 0;
+  std::uint32_t history = 0;     // topic
   std::uint64_t published = 0;   // messages committed (sequence at tail)
   std::uint64_t retained = 0;    // messages still in the ring (tail - head)
   std::uint64_t depth = 0;       // queue: not yet taken

@@ -1,0 +1,208 @@
+// The `colo` tool on topics and queues, run as a real process (COLO_BIN):
+// create with options, pub (stdin lines, --file, --size/--count), sub
+// (--count, --timeout, --history, --format), stat (parameters, counters,
+// rates), and a smoke run of `colo bench queue|topic` checking that every
+// message of a cell arrived intact (no figures are asserted).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+
+namespace colo {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using test::describe;
+using test::run_colo;
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+class ColoChannelCli : public test::NamespaceTest {
+ protected:
+  // `printf INPUT | colo --ns NS pub ARGS...` through sh: pub reads stdin.
+  test::RunResult pub_stdin(const std::string& input, const std::vector<std::string>& args) {
+    std::string command = "printf '%s' \"$1\" | \"$2\" --ns \"$3\" pub";
+    std::vector<std::string> argv = {"/bin/sh", "-c", "", "sh", input, test::colo_path(), ns};
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      command += " \"$" + std::to_string(i + 4) + "\"";
+      argv.push_back(args[i]);
+    }
+    argv[2] = command;
+    return test::run(argv);
+  }
+
+  json parse(const test::RunResult& r) {
+    EXPECT_TRUE(r.exited && r.exit_code == 0) << describe(r);
+    try {
+      return json::parse(r.out);
+    } catch (const json::exception& e) {
+      ADD_FAILURE() << "not JSON (" << e.what() << "):\n" << r.out;
+      return json::object();
+    }
+  }
+};
+
+TEST_F(ColoChannelCli, createTopicKeepsItsParametersAndStatShowsThem) {
+  const auto made = run_colo(ns, {"create", "topic", "prices", "--capacity", "65536", "--max-message", "1000",
+                                  "--history", "3"});
+  ASSERT_EQ(made.exit_code, 0) << describe(made);
+  const json j = parse(run_colo(ns, {"stat", "prices", "--json", "--interval", "0"}));
+  EXPECT_EQ(j["kind"], "topic");
+  EXPECT_EQ(j["topic"]["capacity"], 65536);
+  EXPECT_EQ(j["topic"]["max_message"], 1000);
+  EXPECT_EQ(j["topic"]["history"], 3);
+  EXPECT_EQ(j["topic"]["published"], 0);
+  EXPECT_FALSE(j.contains("rates"));
+  const auto text = run_colo(ns, {"stat", "prices", "--interval", "0"});
+  EXPECT_TRUE(contains(text.out, "capacity:         64.0 KiB, max message 1000 B, history 3 messages")) << text.out;
+}
+
+TEST_F(ColoChannelCli, createRefusesOptionsOfTheOtherKind) {
+  const auto history = run_colo(ns, {"create", "queue", "jobs", "--history", "3"});
+  EXPECT_EQ(history.exit_code, 1) << describe(history);
+  EXPECT_TRUE(contains(history.err, "--history is for topics, not queues")) << history.err;
+  const auto acks = run_colo(ns, {"create", "topic", "prices", "--acks"});
+  EXPECT_EQ(acks.exit_code, 1) << describe(acks);
+  EXPECT_TRUE(contains(acks.err, "--acks is for queues, not topics")) << acks.err;
+  const auto capacity = run_colo(ns, {"create", "topic", "prices", "--capacity", "5000"});
+  EXPECT_EQ(capacity.exit_code, 1) << describe(capacity);
+  EXPECT_TRUE(contains(capacity.err, "must be a power of two")) << capacity.err;
+  EXPECT_TRUE(test::namespace_files(ns).size() <= 1u);  // at most the registry: no object was made
+}
+
+TEST_F(ColoChannelCli, pubLinesThenSubPrintsThemInOrderFromAQueue) {
+  ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs"}).exit_code, 0);
+  const auto pub = pub_stdin("one\ntwo\nthree\n", {"jobs"});
+  ASSERT_EQ(pub.exit_code, 0) << describe(pub);
+  const auto sub = run_colo(ns, {"sub", "jobs", "--count", "3", "--timeout", "5"});
+  ASSERT_EQ(sub.exit_code, 0) << describe(sub);
+  EXPECT_EQ(sub.out, "one\ntwo\nthree\n");
+  const json j = parse(run_colo(ns, {"stat", "jobs", "--json", "--interval", "0"}));
+  EXPECT_EQ(j["queue"]["published"], 3);
+  EXPECT_EQ(j["queue"]["depth"], 0);
+}
+
+TEST_F(ColoChannelCli, subFormatsHexAndJson) {
+  ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs"}).exit_code, 0);
+  ASSERT_EQ(pub_stdin("AB\nhi\n", {"jobs"}).exit_code, 0);
+  const auto hex = run_colo(ns, {"sub", "jobs", "--count", "1", "--format", "hex", "--timeout", "5"});
+  EXPECT_EQ(hex.out, "4142\n") << describe(hex);
+  const auto js = run_colo(ns, {"sub", "jobs", "--count", "1", "--format", "json", "--timeout", "5"});
+  const json j = parse(js);
+  EXPECT_EQ(j["text"], "hi");
+  EXPECT_EQ(j["hex"], "6869");
+  EXPECT_EQ(j["size"], 2);
+  EXPECT_EQ(j["seq"], 1);
+}
+
+TEST_F(ColoChannelCli, pubFileIsOneMessageAndGeneratedPayloadsHaveTheirSize) {
+  ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs"}).exit_code, 0);
+  const std::string path = "/tmp/colo-cli-channel-" + ns + ".txt";
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << "line 1\nline 2";
+  }
+  const auto file = run_colo(ns, {"pub", "jobs", "--file", path});
+  std::remove(path.c_str());
+  ASSERT_EQ(file.exit_code, 0) << describe(file);
+  const auto generated = run_colo(ns, {"pub", "jobs", "--size", "100", "--count", "4"});
+  ASSERT_EQ(generated.exit_code, 0) << describe(generated);
+  const auto sub = run_colo(ns, {"sub", "jobs", "--count", "5", "--format", "json", "--timeout", "5"});
+  ASSERT_EQ(sub.exit_code, 0) << describe(sub);
+  std::vector<json> lines;
+  std::size_t start = 0;
+  while (start < sub.out.size()) {
+    const std::size_t end = sub.out.find('\n', start);
+    lines.push_back(json::parse(sub.out.substr(start, end - start)));
+    start = end + 1;
+  }
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_EQ(lines[0]["text"], "line 1\nline 2");
+  for (std::size_t i = 1; i < 5; ++i) EXPECT_EQ(lines[i]["size"], 100) << i;
+}
+
+TEST_F(ColoChannelCli, pubRefusesAMessageOverTheMaximumAndPublishesNothingOfIt) {
+  ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs", "--max-message", "8", "--capacity", "4096"}).exit_code, 0);
+  const auto pub = pub_stdin("short\nthis line is too long\n", {"jobs"});
+  EXPECT_NE(pub.exit_code, 0) << describe(pub);
+  EXPECT_TRUE(contains(pub.err, "larger than")) << pub.err;
+  const json j = parse(run_colo(ns, {"stat", "jobs", "--json", "--interval", "0"}));
+  EXPECT_EQ(j["queue"]["published"], 1);  // "short" only
+}
+
+TEST_F(ColoChannelCli, subTimesOutWithStatus75WhenFewerMessagesCame) {
+  ASSERT_EQ(run_colo(ns, {"create", "topic", "prices"}).exit_code, 0);
+  const auto sub = run_colo(ns, {"sub", "prices", "--count", "1", "--timeout", "0.3"});
+  EXPECT_EQ(sub.exit_code, 75) << describe(sub);
+  EXPECT_TRUE(contains(sub.err, "received 0 of 1 message(s) before the timeout")) << sub.err;
+}
+
+TEST_F(ColoChannelCli, topicHistoryStartsNewSubscribersBackUnlessTheyAskOtherwise) {
+  ASSERT_EQ(run_colo(ns, {"create", "topic", "prices", "--history", "2"}).exit_code, 0);
+  ASSERT_EQ(pub_stdin("a\nb\nc\nd\n", {"prices"}).exit_code, 0);
+  const auto by_default = run_colo(ns, {"sub", "prices", "--count", "2", "--timeout", "5"});
+  EXPECT_EQ(by_default.out, "c\nd\n") << describe(by_default);
+  const auto asked = run_colo(ns, {"sub", "prices", "--history", "3", "--count", "3", "--timeout", "5"});
+  EXPECT_EQ(asked.out, "b\nc\nd\n") << describe(asked);
+  const auto none = run_colo(ns, {"sub", "prices", "--history", "0", "--timeout", "0.2"});
+  EXPECT_EQ(none.out, "") << describe(none);
+}
+
+TEST_F(ColoChannelCli, subOnAQueueRefusesTopicOptions) {
+  ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs"}).exit_code, 0);
+  const auto sub = run_colo(ns, {"sub", "jobs", "--lossy", "--timeout", "0"});
+  EXPECT_EQ(sub.exit_code, 1) << describe(sub);
+  EXPECT_TRUE(contains(sub.err, "--lossy and --history are for topics; 'jobs' is a queue")) << sub.err;
+}
+
+TEST_F(ColoChannelCli, statRatesAreZeroWhenNothingHappens) {
+  ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs"}).exit_code, 0);
+  ASSERT_EQ(pub_stdin("x\n", {"jobs"}).exit_code, 0);
+  const json j = parse(run_colo(ns, {"stat", "jobs", "--json", "--interval", "0.2"}));
+  ASSERT_TRUE(j.contains("rates")) << j.dump();
+  EXPECT_GE(j["rates"]["interval_s"].get<double>(), 0.2);
+  EXPECT_EQ(j["rates"]["published_per_s"].get<double>(), 0.0);  // published before the interval
+  EXPECT_EQ(j["rates"]["delivered_per_s"], json::array());
+  const auto text = run_colo(ns, {"stat", "jobs", "--interval", "0.1"});
+  EXPECT_TRUE(contains(text.out, "published 0 msg/s")) << text.out;
+}
+
+TEST_F(ColoChannelCli, statOfAMissingObjectNamesIt) {
+  const auto r = run_colo(ns, {"stat", "nothing-here"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_TRUE(contains(r.err, "nothing-here")) << r.err;
+}
+
+// The benchmark harness end to end, tiny: every message sent arrives, intact.
+TEST_F(ColoChannelCli, benchQueueAndTopicDeliverEveryMessageIntact) {
+  for (const std::string kind : {"queue", "topic"}) {
+    const auto r = run_colo(ns, {"bench", kind, "--transports", "colo-" + kind + ",unix-stream", "--sizes", "64,1K",
+                                 "--patterns", "1-1,1-n", "--fan", "2", "--messages", "2000", "--latency-seconds",
+                                 "0.05", "--min-samples", "200", "--json"},
+                            120s);
+    ASSERT_EQ(r.exit_code, 0) << describe(r);
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["subject"], "colo-" + kind);
+    int colo_cells = 0;
+    for (const char* measure : {"throughput", "latency"})
+      for (const auto& cell : j[measure]) {
+        EXPECT_EQ(cell["status"], "ok") << cell.dump();
+        EXPECT_EQ(cell["lost"], 0) << cell.dump();
+        EXPECT_EQ(cell["corrupt"], 0) << cell.dump();
+        EXPECT_EQ(cell["delivered"], cell["expected_deliveries"]) << cell.dump();
+        colo_cells += cell["transport"] == "colo-" + kind;
+      }
+    EXPECT_EQ(colo_cells, 2 * 2 + 2 * 2) << kind;  // throughput: 2 patterns x 2 sizes; latency: 2 readers x 2 sizes
+    EXPECT_EQ(j["goals"].size(), 4u);
+  }
+}
+
+}  // namespace
+}  // namespace colo

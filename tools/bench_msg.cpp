@@ -1,0 +1,71 @@
+#include "bench_msg.hpp"
+
+#include <iostream>
+#include <memory>
+
+#include "bench/msg_bench.hpp"
+#include "bench/transport.hpp"
+
+namespace colo::cli {
+namespace {
+
+using bench::TransportFactory;
+
+struct Variant {
+  const char* command;    // "queue"
+  const char* subject;    // "colo-queue"
+  const char* summary;    // --help line
+  std::unique_ptr<TransportFactory> (*make)();
+};
+
+void register_variant(CLI::App& bench_group, Context& ctx, const Variant& v) {
+  auto* cmd = bench_group.add_subcommand(v.command, v.summary);
+  cmd->footer(
+      "One run, one harness: every cell (pattern x size x reader) forks its senders and receivers, runs each "
+      "transport in turn, writes and checks every payload byte. Throughput cells run as fast as the channel takes "
+      "messages; latency cells send at a fixed rate with the intended send time in each message (stalls count). "
+      "Ratios compare with --reference in the same cell; the goals at the end compare colo with ZeroMQ PUSH/PULL and "
+      "a Unix socket. colo's objects live in a private namespace msgbench-<pid>, removed at the end (--ns is "
+      "ignored). Exit status 1 only if a cell failed; goals are reported, not enforced. Examples: colo bench " +
+      std::string(v.command) + " --quick; colo bench " + v.command + " --sizes 64 --measure latency --json");
+  auto cli = std::make_shared<bench::MsgBenchCli>();
+  cli->options.title = std::string("colo bench ") + v.command;
+  cli->options.subject = v.subject;
+  bench::add_msg_bench_options(*cmd, *cli);
+  auto list = std::make_shared<bool>(false);
+  cmd->add_flag("--list", *list, "list the transports and exit");
+  const Variant variant = v;
+  cmd->callback([cli, list, variant, &ctx] {
+    std::vector<std::unique_ptr<TransportFactory>> transports;
+    transports.push_back(variant.make());
+    for (auto& t : bench::baseline_transports()) transports.push_back(std::move(t));
+    if (*list) {
+      for (const auto& t : transports)
+        std::printf("%-17s %-9s %s\n", t->name().c_str(), bench::fanout_name(t->fanout()), t->description().c_str());
+      ctx.exit_code = kExitOk;
+      return;
+    }
+    if (const std::string error = bench::resolve_msg_bench_options(*cli, transports); !error.empty()) {
+      std::cerr << "colo bench " << variant.command << ": " << error << '\n';
+      ctx.exit_code = kExitUsage;
+      return;
+    }
+    ctx.exit_code = bench::run_msg_bench(cli->options, transports);
+  });
+}
+
+}  // namespace
+
+void register_bench_msg(CLI::App& bench_group, Context& ctx) {
+  register_variant(bench_group, ctx,
+                   {"queue", "colo-queue",
+                    "colo Queue vs ZeroMQ ipc:// PUSH/PULL and PUB/SUB, Unix socket, pipe, POSIX and Boost message "
+                    "queues: throughput (1->1, n->1, 1->n) and one-way latency percentiles",
+                    &bench::colo_queue_transport});
+  register_variant(bench_group, ctx,
+                   {"topic", "colo-topic",
+                    "colo Topic vs the same baselines (1->n: every subscriber gets every message)",
+                    &bench::colo_topic_transport});
+}
+
+}  // namespace colo::cli
