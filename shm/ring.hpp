@@ -7,9 +7,12 @@
 //
 // ALGORITHM
 //   Positions are 64-bit byte offsets that only grow; offset = pos & (cap-1).
-//   Records are 16-byte aligned. Every free 16-byte unit starts with a FREE
-//   marker naming the lap it is free for, so a header can never be forged by
-//   stale payload bytes of an earlier lap.
+//   Records are aligned to 64 bytes, a cache line ("units"): a reader never
+//   shares a line with the record a writer is filling next, which would
+//   cost a coherence miss per message. (DESIGN.md 5 says 8: a 16-byte
+//   header and line alignment are what the measurements favoured.) Every
+//   free unit starts with a FREE marker naming the lap it is free for, so a
+//   header can never be forged by stale payload bytes of an earlier lap.
 //
 //   Claim (lock-free, many writers): read tail {pos P, seq S}; check space
 //   (P + size <= head + cap); CAS the header word at P from FREE(lap(P)) to
@@ -21,17 +24,28 @@
 //   Commit: payload, then CAS the header to +len (seq_cst), then wake
 //   sleeping readers if any registered (no system call otherwise).
 //
-//   Reclaim (writers that need space, one at a time under a robust mutex):
-//   advance head over committed records, never past the slowest blocking
-//   subscriber (topic) or the oldest taken-but-unreleased message (queue),
-//   then write FREE(lap+1) markers over the freed units, then publish
-//   `reclaimed` = head. Writers check space against `reclaimed`, never head:
+//   Reclaim (writers that need space, one at a time under a robust mutex,
+//   in batches of up to an eighth of the ring beyond the need, sparing a
+//   topic's `history` newest messages): advance head over committed
+//   records, never past the slowest blocking subscriber (topic) or the
+//   oldest taken-but-unreleased message (queue), then write FREE(lap+1)
+//   markers over the freed units, then publish `reclaimed` = head. Writers check space against `reclaimed`, never head:
 //   they must not write where markers are still being written. Readers use
 //   head to tell they were lapped.
 //
 //   Topic readers keep a cursor {pos, seq}; queue consumers take records
 //   with a 16-byte CAS on a shared `take` cursor and hold them (in their slot)
 //   until released or acknowledged.
+//
+// WAITING
+//   A reader with nothing to read (a writer with no space) polls with
+//   exponential backoff for ~30 us, then registers in data_waiters
+//   (space_waiters) and futex-waits on data_signal (space_signal), at most
+//   20 ms at a time so that liveness is re-checked. A writer's commit (a
+//   reader's release) wakes only if someone is registered, and only once per
+//   round of sleepers (data_woken / space_woken): no system call on the fast
+//   path, one per sleep otherwise. Readers also cache the last tail they saw
+//   and reload it only when they reach it.
 //
 // CRASH SAFETY
 //   A writer dead between claim and commit: its header names its slot, the
@@ -76,7 +90,7 @@ inline constexpr std::uint32_t kRingLayoutVersion = 2;
 enum class RingKind : std::uint32_t { topic = 1, queue = 2 };
 enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3 };
 
-// Record header, at every record's 16-byte aligned start.
+// Record header, at every record's 64-byte aligned start.
 //
 //   word 0 (atomic, the commit word):
 //    63            42 41  40 39       32 31                              0
@@ -90,7 +104,7 @@ enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3 };
 //   +------------+-------------------------------------------------------+
 //   | deliveries | sequence (low 56 bits of the ring's message sequence)  |
 //   +------------+-------------------------------------------------------+
-//   payload, then zero padding to the next 16-byte boundary.
+//   payload, then padding to the next 64-byte boundary (not cleared).
 enum class RecordType : std::uint32_t { free = 0, data = 1, pad = 2, skip = 3 };
 
 struct alignas(16) RecordHeader {
@@ -182,7 +196,7 @@ struct RingControl {
   std::atomic<std::uint32_t> space_waiters;
   // 1 once a waker has woken the current sleepers; a sleeper clears it before
   // it sleeps. So a writer committing many messages to a sleeping reader
-  // makes one futex call, not one per message (Ring::wake).
+  // makes one futex call, not one per message (Ring::wake_readers).
   std::atomic<std::uint32_t> data_woken;
   std::atomic<std::uint32_t> space_woken;
   std::uint8_t pad4[40];

@@ -16,7 +16,8 @@
 //   subscribed, in publish order per publisher. A `block` subscriber holds
 //   writers back (with their timeout) when it is the slowest; a `lossy` one is
 //   lapped instead and counts what it missed. `history` starts a new
-//   subscriber up to N retained messages back.
+//   subscriber up to N retained messages back (by default the topic's own
+//   TopicOptions::history, which reclaim also spares while there is room).
 // - Queue: each message goes to exactly one consumer. With acks, a message
 //   taken by a consumer that dies before acknowledging is delivered again
 //   (deliveries + 1), and after `max_deliveries` it moves to the queue
