@@ -34,21 +34,21 @@ struct Reader::Handle {
 
 Loan::Loan(Loan&& other) noexcept
     : state_(other.state_), slot_(other.slot_), data_(other.data_), size_(other.size_), pos_(other.pos_),
-      seq_(other.seq_) {
+      seq_(other.seq_), relayed_(other.relayed_) {
   other.state_ = nullptr;
 }
 
 void Loan::commit() noexcept {
   if (state_ == nullptr) return;
   shm::PublisherHandle handle{slot_};
-  state_->ring.commit(handle, shm::Loan{data_, size_, pos_, seq_});
+  state_->ring.commit(handle, shm::Loan{data_, size_, pos_, seq_, relayed_});
   state_ = nullptr;
 }
 
 void Loan::abandon() noexcept {
   if (state_ == nullptr) return;
   shm::PublisherHandle handle{slot_};
-  state_->ring.abandon(handle, shm::Loan{data_, size_, pos_, seq_});
+  state_->ring.abandon(handle, shm::Loan{data_, size_, pos_, seq_, relayed_});
   state_ = nullptr;
 }
 
@@ -69,7 +69,7 @@ std::optional<Loan> Publisher::to_loan(int status, void* loan) noexcept {
   last_ = to_send_status(static_cast<shm::ClaimStatus>(status));
   if (last_ != SendStatus::ok) return std::nullopt;
   const auto& l = *static_cast<shm::Loan*>(loan);
-  return Loan(state_.get(), slot_, l.data, l.size, l.pos, l.seq);
+  return Loan(state_.get(), slot_, l.data, l.size, l.pos, l.seq, l.relayed);
 }
 
 std::optional<Loan> Publisher::try_loan(std::uint32_t size) noexcept {
@@ -94,6 +94,24 @@ SendStatus Publisher::try_publish(std::span<const std::byte> bytes) noexcept {
   if (!loan) return last_;
   if (!bytes.empty()) std::memcpy(loan->data().data(), bytes.data(), bytes.size());
   loan->commit();
+  return SendStatus::ok;
+}
+
+SendStatus Publisher::publish_relayed(std::uint32_t origin, std::uint64_t origin_seq, std::span<const std::byte> bytes,
+                                      std::chrono::nanoseconds timeout) noexcept {
+  if (bytes.size() > UINT32_MAX) return last_ = SendStatus::too_large;
+  if (origin == 0) return last_ = SendStatus::corrupt;
+  const shm::RelayTag tag{origin, origin_seq};
+  shm::PublisherHandle handle{slot_};
+  shm::Loan loan;
+  const auto size = static_cast<std::uint32_t>(bytes.size());
+  auto status = state_->ring.try_claim(handle, size, loan, &tag);
+  if (status == shm::ClaimStatus::full)
+    status = state_->ring.claim_until(handle, size, deadline_after(timeout), loan, &tag);
+  last_ = to_send_status(status);
+  if (last_ != SendStatus::ok) return last_;
+  if (size != 0) std::memcpy(loan.data, bytes.data(), size);
+  state_->ring.commit(handle, loan);
   return SendStatus::ok;
 }
 
@@ -124,7 +142,8 @@ std::uint64_t Reader::missed() const noexcept {
 std::optional<Message> Reader::deliver(int status, const void* view_ptr) noexcept {
   if (static_cast<shm::ReadStatus>(status) != shm::ReadStatus::ok) return std::nullopt;
   const auto& view = *static_cast<const shm::View*>(view_ptr);
-  return Message(this, view.data, view.size, view.seq, view.deliveries, view.pos);
+  return Message(this, view.data, view.size, view.seq, view.deliveries, view.pos, view.record_length, view.origin,
+                 view.origin_seq);
 }
 
 // A message past its delivery limit goes to NAME.dlq, then is acknowledged
@@ -180,12 +199,16 @@ void Reader::release(const Message& message) noexcept {
   view.seq = message.seq_;
   view.deliveries = message.deliveries_;
   view.pos = message.pos_;
+  view.record_length = message.record_length_;
+  view.origin = message.origin_;
+  view.origin_seq = message.origin_seq_;
   state_->ring.release(handle_->ring, view);
 }
 
 Message::Message(Message&& other) noexcept
     : reader_(other.reader_), data_(other.data_), size_(other.size_), seq_(other.seq_),
-      deliveries_(other.deliveries_), pos_(other.pos_) {
+      deliveries_(other.deliveries_), pos_(other.pos_), record_length_(other.record_length_), origin_(other.origin_),
+      origin_seq_(other.origin_seq_) {
   other.reader_ = nullptr;
 }
 
@@ -198,6 +221,9 @@ Message& Message::operator=(Message&& other) noexcept {
     seq_ = other.seq_;
     deliveries_ = other.deliveries_;
     pos_ = other.pos_;
+    record_length_ = other.record_length_;
+    origin_ = other.origin_;
+    origin_seq_ = other.origin_seq_;
     other.reader_ = nullptr;
   }
   return *this;
@@ -227,12 +253,31 @@ Result<Subscriber> Topic::subscribe(SubscribeOptions options) {
   if (options.backpressure != Backpressure::block && options.backpressure != Backpressure::lossy)
     return Error{Errc::invalid_argument, "topic '" + state_->name + "': unknown backpressure class"};
   const auto mode = options.backpressure == Backpressure::block ? shm::ReaderMode::block : shm::ReaderMode::lossy;
-  auto handle = state_->ring.open_reader(mode, options.history.value_or(state_->ring.config().history));
+  auto handle = state_->ring.open_reader(mode, options.history.value_or(state_->ring.config().history),
+                                        options.from_sequence);
   if (!handle) return Error{handle.error().code, "topic '" + state_->name + "': " + handle.error().message};
   return Reader(state_, std::unique_ptr<Reader::Handle>(new Reader::Handle{*handle}));
 }
 
 ChannelStats Topic::stats() const { return channel_stats(*state_); }
+
+std::map<std::uint32_t, std::uint64_t> Topic::relayed_high_water() const {
+  std::map<std::uint32_t, std::uint64_t> high;
+  state_->ring.for_each_relayed([&](std::uint32_t origin, std::uint64_t origin_seq) {
+    auto& h = high[origin];
+    h = std::max(h, origin_seq);
+  });
+  return high;
+}
+
+std::uint32_t origin_id(std::string_view node_name) noexcept {
+  std::uint32_t hash = 2166136261u;  // FNV-1a, 32 bits
+  for (unsigned char c : node_name) {
+    hash ^= c;
+    hash *= 16777619u;
+  }
+  return hash == 0 ? 1 : hash;
+}
 
 Queue::Queue(std::shared_ptr<detail::ChannelState> state) noexcept : state_(std::move(state)) {}
 Queue::Queue(Queue&&) noexcept = default;

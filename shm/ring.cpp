@@ -1,6 +1,7 @@
 #include "ring.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 #include "clock.hpp"
 #include "futex.hpp"
@@ -41,7 +42,9 @@ constexpr std::uint64_t make_state(std::uint64_t lap, RecordType type, std::uint
 }
 constexpr std::uint64_t state_lap(std::uint64_t s) { return s >> 42; }
 constexpr RecordType state_type(std::uint64_t s) { return static_cast<RecordType>((s >> 40) & 3); }
-constexpr std::uint32_t state_slot(std::uint64_t s) { return static_cast<std::uint32_t>((s >> 32) & 0xff); }
+constexpr std::uint32_t state_slot(std::uint64_t s) { return static_cast<std::uint32_t>((s >> 32) & 0x3f); }
+constexpr std::uint32_t kRelayedBit = 0x40;  // in the slot byte: the R bit (38) of the header
+constexpr bool state_relayed(std::uint64_t s) { return ((s >> 32) & kRelayedBit) != 0; }
 constexpr std::int32_t state_length(std::uint64_t s) { return static_cast<std::int32_t>(static_cast<std::uint32_t>(s)); }
 
 #if defined(__SANITIZE_THREAD__)
@@ -116,6 +119,12 @@ __attribute__((no_sanitize("thread"))) std::uint64_t peek_state(const RecordHead
   return __atomic_load_n(reinterpret_cast<const std::uint64_t*>(&header.state), __ATOMIC_ACQUIRE);
 }
 
+// Copies bytes of a record that may be reclaimed meanwhile (for_each_relayed
+// re-checks head afterwards); not instrumented for the same reason as peek_state.
+__attribute__((no_sanitize("thread"))) void peek_bytes(const std::byte* from, void* to, std::size_t n) noexcept {
+  std::memcpy(to, from, n);
+}
+
 bool process_alive(std::uint32_t pid, std::uint64_t start) noexcept {
   return liveness(ProcessRef{pid, start}) == Liveness::alive;
 }
@@ -133,7 +142,7 @@ Result<void> Ring::validate(const RingConfig& c) {
     return Error{Errc::invalid_argument, "ring capacity " + std::to_string(c.capacity) +
                                              " must be a power of two from 4096 to 16 GiB"};
   if (c.kind != RingKind::topic && c.kind != RingKind::queue) return Error{Errc::invalid_argument, "unknown ring kind"};
-  if (align_record(kRecordHeaderSize + std::uint64_t{c.max_message}) > c.capacity / 2)
+  if (align_record(kRecordHeaderSize + kRelayPrefixSize + std::uint64_t{c.max_message}) > c.capacity / 2)
     return Error{Errc::invalid_argument, "maximum message of " + std::to_string(c.max_message) +
                                              " bytes does not fit twice in a ring of " + std::to_string(c.capacity) +
                                              " bytes; raise the capacity or lower the maximum"};
@@ -204,7 +213,7 @@ std::uint64_t Ring::record_size(std::uint64_t pos, std::uint64_t state) const no
     const std::uint64_t size = kRecordHeaderSize + magnitude;
     return size == config_.capacity - offset ? size : 0;  // a pad always ends at the ring's end
   }
-  if (magnitude > config_.max_message) return 0;
+  if (magnitude > config_.max_message + (state_relayed(state) ? kRelayPrefixSize : 0)) return 0;
   const std::uint64_t size = align_record(kRecordHeaderSize + magnitude);
   return offset + size <= config_.capacity ? size : 0;
 }
@@ -261,11 +270,13 @@ void Ring::help_tail(std::uint64_t pos, std::uint64_t seq) noexcept {
   cas16(control_->tail, pos, seq, pos + size, next_seq);
 }
 
-ClaimStatus Ring::try_claim(PublisherHandle& handle, std::uint32_t size, Loan& loan) noexcept {
+ClaimStatus Ring::try_claim(PublisherHandle& handle, std::uint32_t size, Loan& loan, const RelayTag* relay) noexcept {
   if (size > config_.max_message) return ClaimStatus::too_large;
   if (handle.slot < 0) return ClaimStatus::corrupt;
   auto& me = control_->publishers[handle.slot];
-  const std::uint64_t record = align_record(kRecordHeaderSize + size);
+  const std::uint32_t length = size + (relay != nullptr ? kRelayPrefixSize : 0);
+  const std::uint32_t slot_bits = static_cast<std::uint32_t>(handle.slot) | (relay != nullptr ? kRelayedBit : 0);
+  const std::uint64_t record = align_record(kRecordHeaderSize + length);
   for (int attempt = 0; attempt < kMaxLoop; ++attempt) {
     const auto [pos, seq] = snapshot(control_->tail);
     const std::uint64_t head_pos = control_->reclaimed.load(acquire);
@@ -304,27 +315,32 @@ ClaimStatus Ring::try_claim(PublisherHandle& handle, std::uint32_t size, Loan& l
     // Intent before the claim: a reader that finds this claim stuck can tell
     // it is ours (and whether we still live).
     me.claim_pos.store(pos, relaxed);
-    const auto claimed = make_state(lap_of(pos), RecordType::data, static_cast<std::uint32_t>(handle.slot),
-                                    -static_cast<std::int32_t>(size));
+    const auto claimed = make_state(lap_of(pos), RecordType::data, slot_bits, -static_cast<std::int32_t>(length));
     if (!claim_unit(header, expected, pos, claimed, seq & kSeqMask)) {
       if (control_->tail.pos.load(acquire) == pos) help_tail(pos, seq);
       cpu_relax();
       continue;
     }
     cas16(control_->tail, pos, seq, pos + record, seq + 1);
-    loan = Loan{reinterpret_cast<std::byte*>(&header) + kRecordHeaderSize, size, pos, seq};
+    std::byte* payload = reinterpret_cast<std::byte*>(&header) + kRecordHeaderSize;
+    if (relay != nullptr) {
+      const RelayPrefix prefix{relay->origin_seq, relay->origin, 0};
+      std::memcpy(payload, &prefix, sizeof prefix);
+      payload += kRelayPrefixSize;
+    }
+    loan = Loan{payload, size, pos, seq, relay != nullptr};
     return ClaimStatus::ok;
   }
   return ClaimStatus::full;
 }
 
-ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::uint64_t deadline_ns,
-                              Loan& loan) noexcept {
+ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::uint64_t deadline_ns, Loan& loan,
+                              const RelayTag* relay) noexcept {
   std::uint64_t spin_until = 0;
   int backoff = 1;
   for (;;) {
     const std::uint32_t signal = control_->space_signal.load(acquire);
-    const ClaimStatus status = try_claim(handle, size, loan);
+    const ClaimStatus status = try_claim(handle, size, loan, relay);
     if (status != ClaimStatus::full) return status;
     const std::uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return ClaimStatus::full;
@@ -338,7 +354,7 @@ ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::
     bump(me.waits);
     control_->space_woken.store(0, seq_cst);
     control_->space_waiters.fetch_add(1, seq_cst);
-    if (try_claim(handle, size, loan) == ClaimStatus::ok) {
+    if (try_claim(handle, size, loan, relay) == ClaimStatus::ok) {
       control_->space_waiters.fetch_sub(1, relaxed);
       return ClaimStatus::ok;
     }
@@ -350,12 +366,17 @@ ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::
   }
 }
 
+// The slot bits and length of a loan's record, as its header holds them.
+static std::pair<std::uint32_t, std::int32_t> loan_fields(const PublisherHandle& handle, const Loan& loan) noexcept {
+  const std::uint32_t slot_bits = static_cast<std::uint32_t>(handle.slot) | (loan.relayed ? kRelayedBit : 0);
+  return {slot_bits, static_cast<std::int32_t>(loan.size + (loan.relayed ? kRelayPrefixSize : 0))};
+}
+
 void Ring::commit(PublisherHandle& handle, const Loan& loan) noexcept {
   auto& header = header_at(loan.pos);
-  std::uint64_t expected = make_state(lap_of(loan.pos), RecordType::data, static_cast<std::uint32_t>(handle.slot),
-                                      -static_cast<std::int32_t>(loan.size));
-  const auto committed = make_state(lap_of(loan.pos), RecordType::data, static_cast<std::uint32_t>(handle.slot),
-                                    static_cast<std::int32_t>(loan.size));
+  const auto [slot_bits, length] = loan_fields(handle, loan);
+  std::uint64_t expected = make_state(lap_of(loan.pos), RecordType::data, slot_bits, -length);
+  const auto committed = make_state(lap_of(loan.pos), RecordType::data, slot_bits, length);
   // CAS, not store: if a reader wrongly judged us dead and skipped the
   // record, the commit must not resurrect it over whatever came after.
   if (header.state.compare_exchange_strong(expected, committed, seq_cst)) {
@@ -369,10 +390,9 @@ void Ring::commit(PublisherHandle& handle, const Loan& loan) noexcept {
 
 void Ring::abandon(PublisherHandle& handle, const Loan& loan) noexcept {
   auto& header = header_at(loan.pos);
-  std::uint64_t expected = make_state(lap_of(loan.pos), RecordType::data, static_cast<std::uint32_t>(handle.slot),
-                                      -static_cast<std::int32_t>(loan.size));
-  const auto skipped = make_state(lap_of(loan.pos), RecordType::skip, static_cast<std::uint32_t>(handle.slot),
-                                  static_cast<std::int32_t>(loan.size));
+  const auto [slot_bits, length] = loan_fields(handle, loan);
+  std::uint64_t expected = make_state(lap_of(loan.pos), RecordType::data, slot_bits, -length);
+  const auto skipped = make_state(lap_of(loan.pos), RecordType::skip, slot_bits, length);
   header.state.compare_exchange_strong(expected, skipped, seq_cst);
   auto& me = control_->publishers[handle.slot];
   bump(me.abandoned);
@@ -583,7 +603,7 @@ bool Ring::make_room(std::uint64_t target) noexcept {
 
 // ---------------------------------------------------------------- readers
 
-Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history) {
+Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history, std::optional<std::uint64_t> from_seq) {
   if ((mode == ReaderMode::consumer) != (config_.kind == RingKind::queue))
     return Error{Errc::invalid_argument, config_.kind == RingKind::queue ? "a queue has consumers, not subscribers"
                                                                          : "a topic has subscribers, not consumers"};
@@ -623,10 +643,15 @@ Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history) {
       handle.slot = static_cast<int>(i);
       handle.mode = mode;
       auto [pos, seq] = snapshot(control_->tail);
-      if (history > 0 && mode != ReaderMode::consumer) {
-        // Walk from head to find the record `history` messages before tail.
+      if ((history > 0 || from_seq) && mode != ReaderMode::consumer) {
+        // Walk from head to the record `history` messages before tail (or
+        // the one of sequence from_seq).
         auto [hpos, hseq] = snapshot(control_->head);
-        const std::uint64_t want = seq > history ? std::max(seq - history, hseq) : hseq;
+        std::uint64_t want = seq > history ? std::max(seq - history, hseq) : hseq;
+        if (from_seq) {
+          want = std::min(std::max(*from_seq, hseq), seq);
+          if (*from_seq < hseq) slot.missed.store(hseq - *from_seq, relaxed);  // no longer retained
+        }
         std::uint64_t p = hpos, s = hseq;
         // Each step moves at least one unit: bounded by the ring's units.
         const std::uint64_t max_steps = config_.capacity / kRecordAlign;
@@ -717,6 +742,34 @@ bool Ring::below_tail(ReaderHandle& handle, std::uint64_t pos) noexcept {
   return pos < handle.known_tail;
 }
 
+bool Ring::fill_view(RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
+                     std::uint64_t pos, bool dead_letter, View& view) const noexcept {
+  const auto length = static_cast<std::uint32_t>(state_length(state));
+  const std::byte* payload = reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize;
+  view = View{payload, length, seq, deliveries, pos, dead_letter, length, 0, 0};
+  if (!state_relayed(state)) return true;
+  if (length < kRelayPrefixSize) return false;
+  RelayPrefix prefix;
+  std::memcpy(&prefix, payload, sizeof prefix);
+  view.data = payload + kRelayPrefixSize;
+  view.size = length - kRelayPrefixSize;
+  view.origin = prefix.origin;
+  view.origin_seq = prefix.origin_seq;
+  return true;
+}
+
+std::uint64_t Ring::relayed_at(std::uint64_t pos, RelayPrefix& prefix) const noexcept {
+  prefix.origin = 0;
+  const std::uint64_t state = peek_state(header_at(pos));
+  if (state_lap(state) != lap_of(pos) || state_type(state) == RecordType::free) return 0;
+  const std::uint64_t size = record_size(pos, state);
+  if (size == 0) return 0;
+  if (state_type(state) == RecordType::data && state_relayed(state) && state_length(state) >= 0 &&
+      static_cast<std::uint32_t>(state_length(state)) >= kRelayPrefixSize)
+    peek_bytes(reinterpret_cast<const std::byte*>(&header_at(pos)) + kRecordHeaderSize, &prefix, sizeof prefix);
+  return size;
+}
+
 ReadStatus Ring::try_read(ReaderHandle& handle, View& view) noexcept {
   if (handle.slot < 0 || handle.holding) return ReadStatus::corrupt;
   return handle.mode == ReaderMode::consumer ? try_take(handle, view) : try_read_topic(handle, view);
@@ -778,9 +831,17 @@ ReadStatus Ring::try_read_topic(ReaderHandle& handle, View& view) noexcept {
       resync_to_tail(handle);
       continue;
     }
+    if (!fill_view(header, state, handle.seq, 1, pos, false, view)) {
+      // Marked relayed but shorter than its prefix: skip it, counted.
+      if (handle.mode == ReaderMode::lossy) slot.hold_pos.store(kNoPosition, release_order);
+      bump(slot.skipped_bad);
+      handle.pos = pos + size;
+      ++handle.seq;
+      slot.cursor_seq.store(handle.seq, relaxed);
+      slot.cursor_pos.store(handle.pos, release_order);
+      continue;
+    }
     handle.holding = true;
-    view = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize,
-                static_cast<std::uint32_t>(state_length(state)), handle.seq, 1, pos, false};
     return ReadStatus::ok;
   }
   return ReadStatus::empty;
@@ -834,10 +895,12 @@ ReadStatus Ring::try_take(ReaderHandle& handle, View& view) noexcept {
     }
     const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
     header.seq_word.store((word & kSeqMask) | static_cast<std::uint64_t>(deliveries & 0xff) << 56, relaxed);
+    if (!fill_view(header, state, seq, deliveries, pos, config_.acks && deliveries > config_.max_deliveries, view)) {
+      bump(slot.skipped_bad);
+      slot.hold_pos.store(kNoPosition, release_order);
+      continue;
+    }
     handle.holding = true;
-    view = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize,
-                static_cast<std::uint32_t>(state_length(state)), seq, deliveries, pos,
-                config_.acks && deliveries > config_.max_deliveries};
     return ReadStatus::ok;
   }
   return ReadStatus::empty;
@@ -877,11 +940,13 @@ bool Ring::rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept {
     }
     const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
     header.seq_word.store((word & kSeqMask) | static_cast<std::uint64_t>(deliveries & 0xff) << 56, relaxed);
+    if (!fill_view(header, state, seq, deliveries, hold, deliveries > config_.max_deliveries, view)) {
+      bump(me.skipped_bad);
+      me.hold_pos.store(kNoPosition, release_order);
+      continue;
+    }
     bump(me.redelivered);
     handle.holding = true;
-    view = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize,
-                static_cast<std::uint32_t>(state_length(state)), seq, deliveries, hold,
-                deliveries > config_.max_deliveries};
     return true;
   }
   return false;
@@ -897,7 +962,7 @@ void Ring::release(ReaderHandle& handle, const View& view) noexcept {
   if (handle.mode == ReaderMode::consumer) {
     slot.hold_pos.store(kNoPosition, seq_cst);
   } else {
-    handle.pos = view.pos + align_record(kRecordHeaderSize + view.size);
+    handle.pos = view.pos + align_record(kRecordHeaderSize + view.record_length);
     handle.seq = view.seq + 1;
     slot.cursor_seq.store(handle.seq, relaxed);
     if (handle.mode == ReaderMode::lossy) {

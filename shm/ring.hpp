@@ -93,12 +93,16 @@ enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3 };
 // Record header, at every record's 64-byte aligned start.
 //
 //   word 0 (atomic, the commit word):
-//    63            42 41  40 39       32 31                              0
-//   +----------------+------+-----------+--------------------------------+
-//   | lap (22 bits)  | type | writer    | length (int32, payload bytes;  |
-//   |                |      | slot      |  negative while being written) |
-//   +----------------+------+-----------+--------------------------------+
+//    63            42 41  40 39 38 37     32 31                              0
+//   +----------------+------+--+--+--------+--------------------------------+
+//   | lap (22 bits)  | type |0 |R | writer | length (int32, payload bytes;  |
+//   |                |      |  |  | slot   |  negative while being written) |
+//   +----------------+------+--+--+--------+--------------------------------+
 //     type: 0 FREE (unit free for `lap`), 1 DATA, 2 PAD (to ring end), 3 SKIP
+//     R (relayed): written by colod for a message that came from another
+//     host; the payload then starts with a RelayPrefix, which readers strip
+//     and report as the message's origin. colod never forwards such a
+//     record again, so federated messages cannot loop.
 //   word 1 (a free unit holds its own position here, see try_claim):
 //    63        56 55                                                    0
 //   +------------+-------------------------------------------------------+
@@ -106,6 +110,20 @@ enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3 };
 //   +------------+-------------------------------------------------------+
 //   payload, then padding to the next 64-byte boundary (not cleared).
 enum class RecordType : std::uint32_t { free = 0, data = 1, pad = 2, skip = 3 };
+
+// First 16 bytes of a relayed record's payload (R set): where it came from.
+//    0               8          12         16
+//   +---------------+----------+----------+
+//   | origin_seq    | origin   | reserved |   origin: the origin node's id
+//   +---------------+----------+----------+   (nonzero); origin_seq: the
+//   sequence of the message in the origin host's ring.
+struct RelayPrefix {
+  std::uint64_t origin_seq;
+  std::uint32_t origin;
+  std::uint32_t reserved;
+};
+inline constexpr std::uint32_t kRelayPrefixSize = 16;
+static_assert(sizeof(RelayPrefix) == kRelayPrefixSize, "a relay prefix is 16 bytes");
 
 struct alignas(16) RecordHeader {
   std::atomic<std::uint64_t> state;
@@ -240,10 +258,17 @@ struct RingConfig {
 
 // A writable region of the ring, from claim() until commit() or abandon().
 struct Loan {
-  std::byte* data = nullptr;
-  std::uint32_t size = 0;
+  std::byte* data = nullptr;  // the caller's payload (after the relay prefix, if any)
+  std::uint32_t size = 0;     // the caller's payload bytes
   std::uint64_t pos = 0;
   std::uint64_t seq = 0;
+  bool relayed = false;       // claimed with a RelayPrefix before `data`
+};
+
+// Where a relayed message came from (colod's claims only).
+struct RelayTag {
+  std::uint32_t origin = 0;  // nonzero
+  std::uint64_t origin_seq = 0;
 };
 
 // A committed message, readable until release().
@@ -254,6 +279,9 @@ struct View {
   std::uint32_t deliveries = 1;  // queue: 1 on first delivery
   std::uint64_t pos = 0;
   bool dead_letter = false;      // queue: delivered max_deliveries times already
+  std::uint32_t record_length = 0;  // payload bytes in the ring (size + the relay prefix, if any)
+  std::uint32_t origin = 0;         // relayed: the origin node's id; 0: published on this host
+  std::uint64_t origin_seq = 0;     // relayed: its sequence at the origin
 };
 
 enum class ClaimStatus { ok, full, too_large, corrupt };
@@ -291,15 +319,39 @@ class Ring {
   // ---- publishers (any thread of any process; one loan at a time per handle)
   Result<PublisherHandle> open_publisher();
   void close_publisher(PublisherHandle& handle) noexcept;
-  ClaimStatus try_claim(PublisherHandle& handle, std::uint32_t size, Loan& loan) noexcept;
+  // `relay` (colod only): the record is marked relayed and carries the tag.
+  ClaimStatus try_claim(PublisherHandle& handle, std::uint32_t size, Loan& loan,
+                        const RelayTag* relay = nullptr) noexcept;
   // Waits for space until the deadline (CLOCK_MONOTONIC ns): spin, then futex.
-  ClaimStatus claim_until(PublisherHandle& handle, std::uint32_t size, std::uint64_t deadline_ns, Loan& loan) noexcept;
+  ClaimStatus claim_until(PublisherHandle& handle, std::uint32_t size, std::uint64_t deadline_ns, Loan& loan,
+                          const RelayTag* relay = nullptr) noexcept;
   void commit(PublisherHandle& handle, const Loan& loan) noexcept;
   void abandon(PublisherHandle& handle, const Loan& loan) noexcept;
 
   // ---- readers: topic subscribers (block or lossy) and queue consumers
   // `history`: topic only, start at most that many retained messages back.
-  Result<ReaderHandle> open_reader(ReaderMode mode, std::uint64_t history = 0);
+  // `from_seq` (topic only, instead of history): start at the message with
+  // that sequence, or the oldest retained one if it is gone (what was gone
+  // is counted in the slot's `missed`); past tail: at tail.
+  Result<ReaderHandle> open_reader(ReaderMode mode, std::uint64_t history = 0,
+                                   std::optional<std::uint64_t> from_seq = std::nullopt);
+  // Calls fn(origin, origin_seq) for each retained committed relayed record,
+  // oldest first (colod's restart: what was already delivered from where).
+  // Best effort against concurrent reclaim: a record is reported only if
+  // head had not passed it after its prefix was read.
+  template <typename Fn>
+  void for_each_relayed(Fn&& fn) const noexcept {
+    std::uint64_t pos = control_->head.pos.load(std::memory_order_acquire);
+    const std::uint64_t tail_pos = control_->tail.pos.load(std::memory_order_acquire);
+    for (std::uint64_t step = 0; step < config_.capacity / kRecordAlign && pos < tail_pos; ++step) {
+      RelayPrefix prefix{};
+      const std::uint64_t size = relayed_at(pos, prefix);
+      if (size == 0) return;
+      if (prefix.origin != 0 && control_->head.pos.load(std::memory_order_acquire) <= pos)
+        fn(prefix.origin, prefix.origin_seq);
+      pos += size;
+    }
+  }
   void close_reader(ReaderHandle& handle) noexcept;
   ReadStatus try_read(ReaderHandle& handle, View& view) noexcept;
   ReadStatus read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View& view) noexcept;
@@ -336,6 +388,13 @@ class Ring {
   bool writer_is_gone(std::uint64_t pos, std::uint64_t state) const noexcept;
   bool skip_if_writer_gone(ReaderHandle& handle, std::uint64_t pos, std::uint64_t state) noexcept;
   bool below_tail(ReaderHandle& handle, std::uint64_t pos) noexcept;
+  // Size of the record at `pos` (0 if none valid); fills `prefix` if it is a
+  // committed relayed record (else leaves origin 0).
+  std::uint64_t relayed_at(std::uint64_t pos, RelayPrefix& prefix) const noexcept;
+  // A view of the committed DATA record at `header`; false if it claims to
+  // be relayed but is too short for the prefix.
+  bool fill_view(RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
+                 std::uint64_t pos, bool dead_letter, View& view) const noexcept;
   ReadStatus try_read_topic(ReaderHandle& handle, View& view) noexcept;
   ReadStatus try_take(ReaderHandle& handle, View& view) noexcept;
   bool rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept;

@@ -136,7 +136,7 @@ int run_sub(const Context& ctx, const SubOptions& o) {
   if (channel->queue && (o.lossy || o.history))
     return fail("--lossy and --history are for topics; '" + o.name + "' is a queue");
   auto reader = channel->topic
-                    ? channel->topic->subscribe({o.lossy ? Backpressure::lossy : Backpressure::block, o.history})
+                    ? channel->topic->subscribe({o.lossy ? Backpressure::lossy : Backpressure::block, o.history, std::nullopt})
                     : channel->queue->consumer();
   if (!reader) return fail(reader.error());
   struct sigaction sa{};

@@ -803,7 +803,7 @@ int topic_subscriber(const ChannelPlan& plan, ChannelShared& sh) {
   if (!node) return child_fail(me, node.error().message);
   auto topic = node->topic(kTopicName, OpenMode::open);
   if (!topic) return child_fail(me, topic.error().message);
-  auto sub = topic->subscribe({plan.lossy ? Backpressure::lossy : Backpressure::block, 0});
+  auto sub = topic->subscribe({plan.lossy ? Backpressure::lossy : Backpressure::block, 0, std::nullopt});
   if (!sub) return child_fail(me, sub.error().message);
   me.ready.store(1, release);  // subscribed: it gets every message published from now on
   if (!wait_for_go(sh, me)) return 3;

@@ -109,7 +109,7 @@ std::optional<std::pair<std::uint32_t, std::uint32_t>> check(std::span<const std
 int subscribe(colo::Node& node, const char* name, std::uint64_t expect, int timeout_ms, bool lossy) {
   auto channel = open_channel(node, name);
   if (!channel.topic) die("subscribe needs a topic");
-  auto sub = channel.topic->subscribe({lossy ? colo::Backpressure::lossy : colo::Backpressure::block, 0});
+  auto sub = channel.topic->subscribe({lossy ? colo::Backpressure::lossy : colo::Backpressure::block, 0, std::nullopt});
   if (!sub) die(sub.error().message);
   std::printf("ready\n");
   std::fflush(stdout);

@@ -108,7 +108,7 @@ TEST_F(ChannelTest, blockingSubscriberHoldsWritersBackUntilTimeout) {
 
 TEST_F(ChannelTest, lossySubscriberIsLappedAndCountsExactlyWhatItMissed) {
   auto sut = node_->topic("t", OpenMode::create, {4096, 100}).value();
-  auto sub = sut.subscribe({Backpressure::lossy, 0}).value();
+  auto sub = sut.subscribe({Backpressure::lossy, 0, std::nullopt}).value();
   auto pub = sut.publisher().value();
   for (std::uint32_t i = 0; i < 100; ++i) ASSERT_EQ(pub.try_publish(std::as_bytes(std::span(&i, 1))), SendStatus::ok);
   // 100 messages of 4 bytes = 100 records of 32 bytes; the ring keeps the
@@ -135,7 +135,7 @@ TEST_F(ChannelTest, newSubscriberGetsRequestedHistory) {
   auto sut = node_->topic("t", OpenMode::create, {1 << 16, 100}).value();
   auto pub = sut.publisher().value();
   for (int i = 0; i < 10; ++i) ASSERT_EQ(pub.publish(bytes_of("m" + std::to_string(i)), 1s), SendStatus::ok);
-  auto late = sut.subscribe({Backpressure::block, 3}).value();
+  auto late = sut.subscribe({Backpressure::block, 3, std::nullopt}).value();
   auto fresh = sut.subscribe().value();
   for (const char* want : {"m7", "m8", "m9"}) {
     auto m = late.try_receive();
@@ -162,7 +162,7 @@ TEST_F(ChannelTest, topicHistoryIsKeptThroughReclaimAndIsTheDefaultStart) {
     EXPECT_EQ(got, want);
   }
   EXPECT_FALSE(late.try_receive().has_value());
-  auto fresh = sut.subscribe({Backpressure::block, 0}).value();  // asked for none
+  auto fresh = sut.subscribe({Backpressure::block, 0, std::nullopt}).value();  // asked for none
   EXPECT_FALSE(fresh.try_receive().has_value());
 }
 
@@ -173,6 +173,64 @@ TEST_F(ChannelTest, historyIsAParameterOfTheTopic) {
   EXPECT_EQ(again.error().code, Errc::parameter_mismatch);
   EXPECT_NE(again.error().message.find("history 5"), std::string::npos) << again.error().message;
   EXPECT_EQ(node_->topic("t", OpenMode::open).value().stats().history, 5u);
+}
+
+TEST_F(ChannelTest, relayedMessageCarriesItsOriginAndLocalOnesDoNot) {
+  auto sut = node_->topic("t", OpenMode::create, {1 << 16, 1000, 0}).value();
+  auto sub = sut.subscribe().value();
+  auto pub = sut.publisher().value();
+  ASSERT_EQ(pub.publish_relayed(7, 42, bytes_of(std::string(1000, 'r')), 1s), SendStatus::ok);  // max size + prefix fits
+  ASSERT_EQ(pub.publish(bytes_of("local"), 1s), SendStatus::ok);
+  ASSERT_EQ(pub.publish_relayed(7, 43, bytes_of(""), 1s), SendStatus::ok);
+  EXPECT_EQ(pub.publish_relayed(0, 1, bytes_of("x"), 1s), SendStatus::corrupt);  // origin 0 is "this host"
+  auto first = sub.try_receive();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(text_of(*first), std::string(1000, 'r'));
+  EXPECT_EQ(first->origin(), 7u);
+  EXPECT_EQ(first->origin_sequence(), 42u);
+  first->release();
+  auto second = sub.try_receive();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(text_of(*second), "local");
+  EXPECT_EQ(second->origin(), 0u);
+  second->release();
+  auto third = sub.try_receive();
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->data().size(), 0u);
+  EXPECT_EQ(third->origin_sequence(), 43u);
+  third->release();
+  EXPECT_FALSE(sub.try_receive().has_value());
+  const auto high = sut.relayed_high_water();
+  ASSERT_EQ(high.size(), 1u);
+  EXPECT_EQ(high.at(7), 43u);
+}
+
+TEST_F(ChannelTest, subscriberFromASequenceStartsThereOrCountsWhatIsGone) {
+  auto sut = node_->topic("t", OpenMode::create, {4096, 16, 0}).value();  // 64 records of 64 bytes
+  auto pub = sut.publisher().value();
+  for (std::uint32_t i = 0; i < 10; ++i) ASSERT_EQ(pub.publish(std::as_bytes(std::span(&i, 1)), 1s), SendStatus::ok);
+  auto from5 = sut.subscribe({Backpressure::lossy, std::nullopt, 5}).value();
+  for (std::uint32_t want = 5; want < 10; ++want) {
+    auto m = from5.try_receive();
+    ASSERT_TRUE(m.has_value()) << want;
+    EXPECT_EQ(m->sequence(), want);
+  }
+  EXPECT_FALSE(from5.try_receive().has_value());
+  EXPECT_EQ(from5.missed(), 0u);
+  for (std::uint32_t i = 10; i < 1000; ++i) ASSERT_EQ(pub.publish(std::as_bytes(std::span(&i, 1)), 1s), SendStatus::ok);
+  auto from3 = sut.subscribe({Backpressure::lossy, std::nullopt, 3}).value();
+  auto oldest = from3.try_receive();
+  ASSERT_TRUE(oldest.has_value());
+  EXPECT_GT(oldest->sequence(), 3u);
+  EXPECT_EQ(from3.missed(), oldest->sequence() - 3);  // exactly what is no longer retained
+  auto future = sut.subscribe({Backpressure::lossy, std::nullopt, 5000}).value();  // past tail: at tail
+  EXPECT_FALSE(future.try_receive().has_value());
+}
+
+TEST_F(ChannelTest, originIdIsStableAndNeverZero) {
+  EXPECT_EQ(origin_id("alpha"), origin_id("alpha"));
+  EXPECT_NE(origin_id("alpha"), origin_id("beta"));
+  EXPECT_NE(origin_id(""), 0u);
 }
 
 TEST_F(ChannelTest, deadBlockingSubscriberStopsHoldingWritersBack) {

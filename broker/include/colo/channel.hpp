@@ -37,10 +37,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "colo/error.hpp"
@@ -73,6 +75,10 @@ struct SubscribeOptions {
   Backpressure backpressure = Backpressure::block;
   // Start up to this many retained messages back; unset: the topic's history.
   std::optional<std::uint64_t> history;
+  // Instead: start at the message of this sequence (Message::sequence()), or
+  // the oldest retained one, counting the ones no longer retained in
+  // missed(). Used by colod to resume a peer where it stopped.
+  std::optional<std::uint64_t> from_sequence;
 };
 
 enum class SendStatus {
@@ -96,14 +102,15 @@ class Loan {
  private:
   friend class Publisher;
   Loan(detail::ChannelState* state, int slot, std::byte* data, std::uint32_t size, std::uint64_t pos,
-       std::uint64_t seq) noexcept
-      : state_(state), slot_(slot), data_(data), size_(size), pos_(pos), seq_(seq) {}
+       std::uint64_t seq, bool relayed) noexcept
+      : state_(state), slot_(slot), data_(data), size_(size), pos_(pos), seq_(seq), relayed_(relayed) {}
   detail::ChannelState* state_;
   int slot_;
   std::byte* data_;
   std::uint32_t size_;
   std::uint64_t pos_;
   std::uint64_t seq_;
+  bool relayed_;
 };
 
 // A received message: a read-only view into the ring, valid until released
@@ -113,6 +120,11 @@ class Message {
   std::span<const std::byte> data() const noexcept { return {data_, size_}; }
   std::uint64_t sequence() const noexcept { return seq_; }
   std::uint32_t deliveries() const noexcept { return deliveries_; }  // queue: 1 the first time
+  // Federated topics: the id of the host it was published on (origin_id of
+  // its colod node name), 0 if published on this host; and its sequence
+  // there.
+  std::uint32_t origin() const noexcept { return origin_; }
+  std::uint64_t origin_sequence() const noexcept { return origin_seq_; }
   void release() noexcept;
   Message(Message&& other) noexcept;
   Message& operator=(Message&& other) noexcept;  // releases the message it held
@@ -122,14 +134,19 @@ class Message {
  private:
   friend class Reader;
   Message(class Reader* reader, const std::byte* data, std::uint32_t size, std::uint64_t seq,
-          std::uint32_t deliveries, std::uint64_t pos) noexcept
-      : reader_(reader), data_(data), size_(size), seq_(seq), deliveries_(deliveries), pos_(pos) {}
+          std::uint32_t deliveries, std::uint64_t pos, std::uint32_t record_length, std::uint32_t origin,
+          std::uint64_t origin_seq) noexcept
+      : reader_(reader), data_(data), size_(size), seq_(seq), deliveries_(deliveries), pos_(pos),
+        record_length_(record_length), origin_(origin), origin_seq_(origin_seq) {}
   class Reader* reader_;
   const std::byte* data_;
   std::uint32_t size_;
   std::uint64_t seq_;
   std::uint32_t deliveries_;
   std::uint64_t pos_;
+  std::uint32_t record_length_;
+  std::uint32_t origin_;
+  std::uint64_t origin_seq_;
 };
 
 // Writes to a topic or a queue.
@@ -141,6 +158,11 @@ class Publisher {
   SendStatus try_publish(std::span<const std::byte> bytes) noexcept;
   SendStatus publish(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout) noexcept;
   SendStatus last_status() const noexcept { return last_; }
+  // colod only: publishes a message that came from host `origin` (nonzero)
+  // with sequence `origin_seq` there. Readers see origin() and
+  // origin_sequence(); colod never forwards it again.
+  SendStatus publish_relayed(std::uint32_t origin, std::uint64_t origin_seq, std::span<const std::byte> bytes,
+                             std::chrono::nanoseconds timeout) noexcept;
 
   Publisher(Publisher&& other) noexcept;
   Publisher& operator=(Publisher&&) = delete;
@@ -216,11 +238,18 @@ struct ChannelStats {
   std::vector<ReaderStats> readers;
 };
 
+// The id colod uses for a node name in relayed messages: 32-bit FNV-1a,
+// never 0 (0 means "this host").
+std::uint32_t origin_id(std::string_view node_name) noexcept;
+
 class Topic {
  public:
   Result<Publisher> publisher();
   Result<Subscriber> subscribe(SubscribeOptions options = {});
   ChannelStats stats() const;
+  // colod's restart: for each origin, the highest origin sequence among the
+  // relayed messages the ring still retains.
+  std::map<std::uint32_t, std::uint64_t> relayed_high_water() const;
   const std::string& name() const noexcept;
 
   Topic(Topic&&) noexcept;
