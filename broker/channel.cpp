@@ -250,9 +250,13 @@ Result<Publisher> Topic::publisher() {
 }
 
 Result<Subscriber> Topic::subscribe(SubscribeOptions options) {
-  if (options.backpressure != Backpressure::block && options.backpressure != Backpressure::lossy)
-    return Error{Errc::invalid_argument, "topic '" + state_->name + "': unknown backpressure class"};
-  const auto mode = options.backpressure == Backpressure::block ? shm::ReaderMode::block : shm::ReaderMode::lossy;
+  shm::ReaderMode mode;
+  switch (options.backpressure) {
+    case Backpressure::block: mode = shm::ReaderMode::block; break;
+    case Backpressure::lossy: mode = shm::ReaderMode::lossy; break;
+    case Backpressure::bridge: mode = shm::ReaderMode::bridge; break;
+    default: return Error{Errc::invalid_argument, "topic '" + state_->name + "': unknown backpressure class"};
+  }
   auto handle = state_->ring.open_reader(mode, options.history.value_or(state_->ring.config().history),
                                         options.from_sequence);
   if (!handle) return Error{handle.error().code, "topic '" + state_->name + "': " + handle.error().message};
@@ -338,7 +342,10 @@ ChannelStats channel_stats(const detail::ChannelState& state) {
     rs.pid = pid;
     rs.alive = shm::liveness({pid, r.start_time.load(relaxed)}) == shm::Liveness::alive;
     const auto mode = static_cast<shm::ReaderMode>(r.mode.load(relaxed));
-    rs.mode = mode == shm::ReaderMode::block ? "block" : mode == shm::ReaderMode::lossy ? "lossy" : "consumer";
+    rs.mode = mode == shm::ReaderMode::block    ? "block"
+              : mode == shm::ReaderMode::lossy  ? "lossy"
+              : mode == shm::ReaderMode::bridge ? "bridge"
+                                                : "consumer";
     rs.delivered = r.delivered.load(relaxed);
     rs.bytes = r.bytes.load(relaxed);
     rs.missed = r.missed.load(relaxed);

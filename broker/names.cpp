@@ -1,5 +1,7 @@
 #include "colo/names.hpp"
 
+#include <unistd.h>  // geteuid
+
 #include <cstdio>   // snprintf
 #include <cstdlib>  // getenv
 
@@ -73,6 +75,13 @@ Result<void> validate_namespace(std::string_view ns) {
 std::string default_namespace() {
   const char* env = std::getenv("COLO_NS");
   return env != nullptr && *env != '\0' ? std::string(env) : std::string("default");
+}
+
+std::string default_control_socket(const std::string& ns) {
+  if (::geteuid() == 0) return "/run/colo/" + ns + "/colod.sock";
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  if (runtime != nullptr && *runtime == '/') return std::string(runtime) + "/colo/" + ns + "/colod.sock";
+  return "/tmp/colo-" + std::to_string(::geteuid()) + "/" + ns + "/colod.sock";
 }
 
 }  // namespace colo

@@ -289,8 +289,11 @@ ClaimStatus Ring::try_claim(PublisherHandle& handle, std::uint32_t size, Loan& l
     const std::uint64_t to_end = config_.capacity - offset;
     const bool wrap = to_end < record;
     const std::uint64_t need = wrap ? to_end : record;
-    if (pos + need > head_pos + config_.capacity) {
-      if (!make_room(pos + need - config_.capacity)) return ClaimStatus::full;
+    // Local writers leave a quarter to relayed ones while colod federates this ring.
+    const std::uint64_t reserve =
+        relay == nullptr && control_->bridge_readers.load(relaxed) != 0 ? config_.capacity / 4 : 0;
+    if (pos + need + reserve > head_pos + config_.capacity) {
+      if (!make_room(pos + need + reserve - config_.capacity, relay != nullptr)) return ClaimStatus::full;
       continue;
     }
     // A free unit holds {FREE(lap), its own position}: the claim CAS expects
@@ -437,7 +440,7 @@ bool Ring::writer_is_gone(std::uint64_t pos, std::uint64_t state) const noexcept
 
 // How far head may advance: the slowest blocking subscriber (topic) or the
 // oldest message taken and not yet released (queue), and never past tail.
-std::uint64_t Ring::reclaim_bound(std::uint64_t tail_pos) noexcept {
+std::uint64_t Ring::reclaim_bound(std::uint64_t tail_pos, bool relayed) noexcept {
   std::uint64_t bound = tail_pos;
   if (config_.kind == RingKind::queue) {
     // Read take before the holds: a consumer stores its hold before moving
@@ -448,7 +451,8 @@ std::uint64_t Ring::reclaim_bound(std::uint64_t tail_pos) noexcept {
     const std::uint32_t pid = r.pid.load(seq_cst);
     if (pid == 0) continue;
     const auto mode = static_cast<ReaderMode>(r.mode.load(relaxed));
-    if (mode == ReaderMode::block) bound = std::min(bound, r.cursor_pos.load(seq_cst));
+    if (mode == ReaderMode::bridge && relayed) continue;  // a relayed write may lap colod's cursors
+    if (mode == ReaderMode::block || mode == ReaderMode::bridge) bound = std::min(bound, r.cursor_pos.load(seq_cst));
     bound = std::min(bound, r.hold_pos.load(seq_cst));
   }
   return bound;
@@ -456,12 +460,15 @@ std::uint64_t Ring::reclaim_bound(std::uint64_t tail_pos) noexcept {
 
 // Is any live reader holding a record in [low, high)? Spins a while first:
 // holds last as long as a reader looks at one message.
-bool Ring::held_between(std::uint64_t low, std::uint64_t high) noexcept {
+bool Ring::held_between(std::uint64_t low, std::uint64_t high, bool relayed) noexcept {
+  auto counts = [&](const ReaderSlot& r) {
+    return !relayed || static_cast<ReaderMode>(r.mode.load(relaxed)) != ReaderMode::bridge;
+  };
   for (int wait = 0; wait < kMaxLoop; ++wait) {
     bool held = false;
     for (auto& r : control_->readers) {
       const std::uint64_t hold = r.hold_pos.load(seq_cst);
-      if (hold >= low && hold < high && r.pid.load(relaxed) != 0) held = true;
+      if (hold >= low && hold < high && r.pid.load(relaxed) != 0 && counts(r)) held = true;
     }
     if (!held) return false;
     cpu_relax();
@@ -472,7 +479,7 @@ bool Ring::held_between(std::uint64_t low, std::uint64_t high) noexcept {
   for (auto& r : control_->readers) {
     const std::uint64_t hold = r.hold_pos.load(seq_cst);
     const std::uint32_t pid = r.pid.load(acquire);
-    if (hold < low || hold >= high || pid == 0) continue;
+    if (hold < low || hold >= high || pid == 0 || !counts(r)) continue;
     if (process_alive(pid, r.start_time.load(relaxed))) {
       held = true;
     } else if (config_.kind == RingKind::topic) {
@@ -500,6 +507,13 @@ void Ring::write_free_markers(std::uint64_t from, std::uint64_t to) noexcept {
 // Frees the slots of dead readers that hold writers back. A dead consumer's
 // taken message of a queue with acks stays held: the next consumer that
 // looks redelivers it (rescue_dead_consumer).
+// One bridge reader fewer; never below zero (the count is a hint, see RingControl).
+void Ring::forget_bridge_reader() noexcept {
+  std::uint32_t n = control_->bridge_readers.load(relaxed);
+  while (n != 0 && !control_->bridge_readers.compare_exchange_weak(n, n - 1, relaxed)) {
+  }
+}
+
 void Ring::evict_dead_readers() noexcept {
   for (auto& r : control_->readers) {
     const std::uint32_t pid = r.pid.load(acquire);
@@ -512,11 +526,14 @@ void Ring::evict_dead_readers() noexcept {
     if (r.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
     r.hold_pos.store(kNoPosition, relaxed);
     control_->dead_readers.fetch_add(1, relaxed);
-    r.pid.store(0, release_order);
+    std::uint32_t dead = pid;
+    if (r.pid.compare_exchange_strong(dead, 0, std::memory_order_acq_rel) &&
+        static_cast<ReaderMode>(r.mode.load(relaxed)) == ReaderMode::bridge)
+      forget_bridge_reader();
   }
 }
 
-bool Ring::make_room(std::uint64_t target) noexcept {
+bool Ring::make_room(std::uint64_t target, bool relayed) noexcept {
   auto& mutex = control_->reclaim_mutex;
   // Timed: a mutex word scribbled over by a buggy process must not hang us.
   switch (mutex.lock_until(monotonic_ns() + kReclaimLockNs)) {
@@ -530,7 +547,7 @@ bool Ring::make_room(std::uint64_t target) noexcept {
     const std::uint64_t head_now = control_->head.pos.load(acquire);
     const std::uint64_t reclaimed_now = control_->reclaimed.load(acquire);
     if (reclaimed_now < head_now && head_now - reclaimed_now <= config_.capacity && (reclaimed_now & (kRecordAlign - 1)) == 0 &&
-        !held_between(reclaimed_now, head_now)) {
+        !held_between(reclaimed_now, head_now, relayed)) {
       write_free_markers(reclaimed_now, head_now);
     }
   }
@@ -546,7 +563,7 @@ bool Ring::make_room(std::uint64_t target) noexcept {
     const auto [head_pos, head_seq] = snapshot(control_->head);
     if (head_pos >= target) break;
     const auto [tail_pos, tail_seq] = snapshot(control_->tail);
-    const std::uint64_t bound = reclaim_bound(tail_pos);
+    const std::uint64_t bound = reclaim_bound(tail_pos, relayed);
     if (head_pos >= bound) {
       // Held back. Evict dead readers that hold the bound, once per call.
       if (evicted_someone) break;
@@ -593,7 +610,7 @@ bool Ring::make_room(std::uint64_t target) noexcept {
     // that started before (a lossy reader reading one of these records),
     // then free them. If a live reader still holds one, leave the range
     // (reclaimed < head) for the next reclaimer, which finishes the job.
-    if (held_between(head_pos, pos)) break;
+    if (held_between(head_pos, pos, relayed)) break;
     write_free_markers(head_pos, pos);
   }
   mutex.unlock();
@@ -631,7 +648,9 @@ Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history, s
       if (seen != 0) {  // took over a dead reader's slot: it is evicted now, by us
         if (slot.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
         control_->dead_readers.fetch_add(1, relaxed);
+        if (static_cast<ReaderMode>(slot.mode.load(relaxed)) == ReaderMode::bridge) forget_bridge_reader();
       }
+      if (mode == ReaderMode::bridge) control_->bridge_readers.fetch_add(1, relaxed);
       slot.start_time.store(me.start_time, relaxed);
       slot.mode.store(static_cast<std::uint32_t>(mode), relaxed);
       slot.hold_pos.store(kNoPosition, relaxed);
@@ -681,6 +700,7 @@ void Ring::close_reader(ReaderHandle& handle) noexcept {
   if (handle.slot < 0) return;
   auto& slot = control_->readers[handle.slot];
   slot.hold_pos.store(kNoPosition, release_order);
+  if (handle.mode == ReaderMode::bridge) forget_bridge_reader();
   slot.pid.store(0, release_order);
   handle.slot = -1;
   wake_writers();
@@ -785,7 +805,7 @@ ReadStatus Ring::try_read_topic(ReaderHandle& handle, View& view) noexcept {
     auto& header = header_at(pos);
     // A blocking subscriber's cursor keeps its record from reclaim; a lossy
     // one's does not until it holds it (below), so its first look is a peek.
-    const std::uint64_t state = handle.mode == ReaderMode::lossy ? peek_state(header) : header.state.load(acquire);
+    const std::uint64_t state = may_be_lapped(handle.mode) ? peek_state(header) : header.state.load(acquire);
     if (state_lap(state) != lap_of(pos) || state_type(state) == RecordType::free) {
       const auto [head_pos, head_seq] = snapshot(control_->head);
       if (head_pos > pos) {  // lapped: what we missed is gone
@@ -816,7 +836,7 @@ ReadStatus Ring::try_read_topic(ReaderHandle& handle, View& view) noexcept {
       slot.cursor_pos.store(handle.pos, release_order);
       continue;
     }
-    if (handle.mode == ReaderMode::lossy) {
+    if (may_be_lapped(handle.mode)) {
       // Hold the record, then make sure it was not reclaimed meanwhile
       // (pairs with the reclaimer: head CAS, then hold check). If it was,
       // the next round finds us lapped.
@@ -827,13 +847,13 @@ ReadStatus Ring::try_read_topic(ReaderHandle& handle, View& view) noexcept {
       }
     }
     if ((header.seq_word.load(relaxed) & kSeqMask) != (handle.seq & kSeqMask)) {
-      if (handle.mode == ReaderMode::lossy) slot.hold_pos.store(kNoPosition, release_order);
+      if (may_be_lapped(handle.mode)) slot.hold_pos.store(kNoPosition, release_order);
       resync_to_tail(handle);
       continue;
     }
     if (!fill_view(header, state, handle.seq, 1, pos, false, view)) {
       // Marked relayed but shorter than its prefix: skip it, counted.
-      if (handle.mode == ReaderMode::lossy) slot.hold_pos.store(kNoPosition, release_order);
+      if (may_be_lapped(handle.mode)) slot.hold_pos.store(kNoPosition, release_order);
       bump(slot.skipped_bad);
       handle.pos = pos + size;
       ++handle.seq;
@@ -965,7 +985,7 @@ void Ring::release(ReaderHandle& handle, const View& view) noexcept {
     handle.pos = view.pos + align_record(kRecordHeaderSize + view.record_length);
     handle.seq = view.seq + 1;
     slot.cursor_seq.store(handle.seq, relaxed);
-    if (handle.mode == ReaderMode::lossy) {
+    if (may_be_lapped(handle.mode)) {
       slot.cursor_pos.store(handle.pos, relaxed);
       slot.hold_pos.store(kNoPosition, seq_cst);
     } else {

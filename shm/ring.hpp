@@ -88,7 +88,15 @@ inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 inline constexpr std::uint32_t kRingLayoutVersion = 2;
 
 enum class RingKind : std::uint32_t { topic = 1, queue = 2 };
-enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3 };
+// `bridge`: colod's cursor for a peer. It holds back local writers like
+// `block`, but a writer of a relayed record (from another host) may lap it
+// like `lossy`: inbound federation never waits for outbound federation, so
+// two hosts that both publish faster than they can exchange cannot
+// deadlock (what the bridge cursor lost is then counted, as for lossy).
+enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3, bridge = 4 };
+
+// Readers that may be lapped read through a hold (see try_read_topic).
+constexpr bool may_be_lapped(ReaderMode mode) noexcept { return mode == ReaderMode::lossy || mode == ReaderMode::bridge; }
 
 // Record header, at every record's 64-byte aligned start.
 //
@@ -228,7 +236,12 @@ struct RingControl {
   std::atomic<std::uint64_t> retired_bytes;
   std::atomic<std::uint64_t> dead_readers;   // readers evicted after dying
   std::atomic<std::uint64_t> dropped_unacked;  // queue without acks: taken by a consumer that died
-  std::uint8_t pad6[16];
+  // Open bridge readers (colod's cursors for peers). While there are any,
+  // local writers leave the last quarter of the ring to relayed ones, so
+  // inbound federation finds room without lapping what peers have not yet
+  // confirmed (see ReaderMode::bridge). A hint: never below the truth.
+  std::atomic<std::uint32_t> bridge_readers;
+  std::uint8_t pad6[12];
 
   std::uint8_t reserved[576];
   PublisherSlot publishers[kRingSlots];
@@ -380,11 +393,14 @@ class Ring {
   // Size of the record whose header word is `state`, or 0 if impossible.
   std::uint64_t record_size(std::uint64_t pos, std::uint64_t state) const noexcept;
   void help_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
-  bool make_room(std::uint64_t target) noexcept;
+  bool make_room(std::uint64_t target, bool relayed) noexcept;
   void write_free_markers(std::uint64_t from, std::uint64_t to) noexcept;
   void evict_dead_readers() noexcept;
-  bool held_between(std::uint64_t low, std::uint64_t high) noexcept;
-  std::uint64_t reclaim_bound(std::uint64_t tail_pos) noexcept;
+  void forget_bridge_reader() noexcept;
+  // `relayed`: for a relayed claim, bridge readers' holds do not count
+  // (colod only looks at the origin of what its bridge cursor holds).
+  bool held_between(std::uint64_t low, std::uint64_t high, bool relayed) noexcept;
+  std::uint64_t reclaim_bound(std::uint64_t tail_pos, bool relayed) noexcept;
   bool writer_is_gone(std::uint64_t pos, std::uint64_t state) const noexcept;
   bool skip_if_writer_gone(ReaderHandle& handle, std::uint64_t pos, std::uint64_t state) noexcept;
   bool below_tail(ReaderHandle& handle, std::uint64_t pos) noexcept;

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   register_gc(app, ctx);
   register_demo(app, ctx);
   register_bench(app, ctx);
+  register_peers(app, ctx);
 
   try {
     app.parse(argc, argv);

@@ -15,6 +15,8 @@ packages=(
   libcli11-dev                       # colo's command line
   nlohmann-json3-dev                 # colo's --json output
   libzmq3-dev cppzmq-dev             # ZeroMQ: the bridge (colod) and the baselines of `colo bench queue|topic`
+  capnproto libcapnp-dev             # Cap'n Proto: schemas/ compiled at build time, colod's frames
+  libtomlplusplus-dev                # colod's TOML config
   util-linux procps                  # setpriv, ps: used by tests
 )
 missing=()

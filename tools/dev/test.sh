@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
-#   1. release build: suites unit, multiproc, stress
+#   1. release build: suites unit, multiproc, stress, bridge (colod processes on loopback)
 #   2. AddressSanitizer + UBSan build: suites unit, multiproc
 #   3. ThreadSanitizer build: suite tsan (the ring with threads)
 # Prints one closing line "colo: N passed, N failed, N skipped" and exits
@@ -25,7 +25,7 @@ PY
 
 status=0
 tools/dev/setup.sh
-meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress || status=1
+meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge || status=1
 
 COLO_BUILD_DIR=build-asan tools/dev/setup.sh -Db_sanitize=address,undefined -Dbuildtype=debug -Db_lundef=false
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

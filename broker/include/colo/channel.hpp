@@ -53,7 +53,10 @@ namespace detail {
 struct ChannelState;
 }
 
-enum class Backpressure : std::uint32_t { block = 1, lossy = 2 };
+// block: writers wait for this subscriber; lossy: it is lapped instead.
+// bridge (colod's cursors for peers): block for local writers, lossy for
+// relayed ones, so that federation cannot deadlock (shm/ring.hpp).
+enum class Backpressure : std::uint32_t { block = 1, lossy = 2, bridge = 4 };
 
 struct TopicOptions {
   std::uint64_t capacity = 1 << 20;       // ring bytes, power of two, 4 KiB..16 GiB

@@ -23,4 +23,9 @@ Result<void> validate_namespace(std::string_view ns);
 // The namespace from COLO_NS, or "default".
 std::string default_namespace();
 
+// Where the namespace's colod listens for control requests (an ipc://
+// socket path): /run/colo/<ns>/colod.sock for root; for other users
+// $XDG_RUNTIME_DIR/colo/<ns>/colod.sock, else /tmp/colo-<uid>/<ns>/colod.sock.
+std::string default_control_socket(const std::string& ns);
+
 }  // namespace colo

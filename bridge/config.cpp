@@ -1,0 +1,559 @@
+// bridge/config.cpp — load_config(): one TOML file in, a checked Config out.
+//
+// The document is parsed by toml++, then walked once, table by table, in a
+// fixed order ([node], [security], [control], [metrics], [limits], [log],
+// [[peer]], [[topic]], [[queue]]). The first problem found is thrown as a
+// ConfigError that already holds the finished "PATH:LINE: KEY: what" text,
+// and load_config() turns it into the one Error it returns: the checks then
+// read top to bottom without an error path after every call.
+//
+// Within a table, unknown keys are checked before anything else, because a
+// misspelt key would otherwise surface as a confusing "missing" one.
+#include "config.hpp"
+
+#include <arpa/inet.h>  // inet_pton: metrics.address
+#include <fcntl.h>      // open
+#include <sys/stat.h>   // fstat: regular files only
+#include <sys/un.h>     // sockaddr_un: the longest control socket path
+#include <unistd.h>     // read, close
+
+#include <algorithm>         // std::min_element
+#include <cerrno>            // errno after open/read
+#include <climits>           // INT32_MAX
+#include <cstdint>           // UINT32_MAX
+#include <charconv>          // std::from_chars: endpoint ports
+#include <cstdio>            // std::snprintf: escaping bytes in messages
+#include <cstring>           // std::strerror
+#include <initializer_list>  // the known keys of a table
+#include <map>               // names declared so far
+#include <optional>          // keys that may be absent
+#include <string_view>
+#include <toml++/toml.h>
+
+#include "colo/names.hpp"  // validate_namespace, validate_object_name, default_control_socket
+#include "ring.hpp"        // the ring's limits (shm/), so that a config that loads can be created
+
+namespace colo::bridge {
+namespace {
+
+// ----------------------------------------------------------------- values
+
+// The Z85 alphabet (ZeroMQ RFC 32), in digit order.
+constexpr std::string_view kZ85Alphabet =
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+constexpr std::size_t kZ85KeyChars = 40;  // a 32-byte CURVE key
+
+// A CURVE key as ZeroMQ writes it: 40 characters of the alphabet, each group
+// of 5 encoding 4 bytes (so a group must not exceed 2^32 - 1, which "%%%%%"
+// would: libzmq refuses such a key only when the daemon starts).
+bool is_z85_key(std::string_view key) {
+  if (key.size() != kZ85KeyChars) return false;
+  for (std::size_t group = 0; group < key.size(); group += 5) {
+    std::uint64_t value = 0;
+    for (std::size_t i = group; i < group + 5; ++i) {
+      const auto digit = kZ85Alphabet.find(key[i]);
+      if (digit == std::string_view::npos) return false;
+      value = value * 85 + digit;
+    }
+    if (value > 0xffff'ffffu) return false;
+  }
+  return true;
+}
+
+// A value from the file, as it may be quoted in a message: non-printable
+// bytes and quotes escaped, long values cut (the message goes to a log).
+std::string quoted(std::string_view s) {
+  std::string out = "'";
+  for (unsigned char c : s.substr(0, 100)) {
+    if (c >= 0x20 && c < 0x7f && c != '\'') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  if (s.size() > 100) out += "...";
+  return out + "'";
+}
+
+// Node names travel in every federation frame and in logs; they are not
+// object names (no '/').
+bool is_node_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (unsigned char c : name) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// What is wrong with a ZeroMQ endpoint, or nothing. `peer`: one we connect
+// to, so "*" (any interface) is no host.
+std::optional<std::string> endpoint_problem(std::string_view endpoint, bool peer) {
+  const std::string shape = quoted(endpoint) + " is not tcp://HOST:PORT or ipc://PATH";
+  if (endpoint.starts_with("ipc://")) {
+    if (endpoint.size() == 6) return shape + " (the path is empty)";
+    return std::nullopt;
+  }
+  if (!endpoint.starts_with("tcp://")) return shape;
+  const std::string_view rest = endpoint.substr(6);
+  const auto colon = rest.rfind(':');
+  if (colon == std::string_view::npos) return shape + " (no :PORT)";
+  const std::string_view host = rest.substr(0, colon), port = rest.substr(colon + 1);
+  if (host.empty()) return shape + " (the host is empty)";
+  for (unsigned char c : host)
+    if (c <= 0x20 || c >= 0x7f || c == '/') return shape + " (the host has a space, '/' or a non-ASCII byte)";
+  if (peer && host == "*") return quoted(endpoint) + ": a peer needs a host to connect to; '*' is for listen";
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value < 1 || value > 65535)
+    return "port " + quoted(port) + " of " + quoted(endpoint) + " is not 1-65535";
+  return std::nullopt;
+}
+
+const char* type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a floating-point number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+    case toml::node_type::none: break;
+  }
+  return "nothing";
+}
+
+// ---------------------------------------------------------------- reading
+
+struct ConfigError {
+  std::string message;
+};
+
+// The file being read: where messages point.
+class Source {
+ public:
+  explicit Source(std::string path) : path_(std::move(path)) {}
+  const std::string& path() const { return path_; }
+
+  // "PATH:LINE: KEY: what", LINE from `at` (omitted when at is null).
+  [[noreturn]] void fail(const toml::node* at, const std::string& key, const std::string& what) const {
+    std::string where = path_;
+    if (at != nullptr && at->source().begin.line != 0) where += ":" + std::to_string(at->source().begin.line);
+    throw ConfigError{where + ": " + key + ": " + what};
+  }
+
+ private:
+  std::string path_;
+};
+
+// One table of the file and the name its keys are reported under:
+// Section(src, t, "node") reports "node.listen", Section(src, t, "peer[1]")
+// "peer[1].endpoint". `header` is how the table is written in the file
+// ("[node]", "[[peer]]"), for "unknown key" messages.
+class Section {
+ public:
+  Section(const Source& src, const toml::table& table, std::string name, std::string header, bool has_line = true)
+      : src_(src), table_(table), name_(std::move(name)), header_(std::move(header)), has_line_(has_line) {}
+
+  std::string key(std::string_view k) const { return name_.empty() ? std::string(k) : name_ + "." + std::string(k); }
+  const toml::node* node(std::string_view k) const { return table_.get(k); }
+
+  // At the line of key k (or, if it is absent, of the table).
+  [[noreturn]] void fail(std::string_view k, const std::string& what) const {
+    const toml::node* at = node(k);
+    src_.fail(at != nullptr ? at : table_line(), key(k), what);
+  }
+  [[noreturn]] void missing(std::string_view k, const std::string& why = "") const {
+    src_.fail(table_line(), key(k), "missing" + why);
+  }
+
+  // Every key of the table must be one of `known`: a typo must not be
+  // silently ignored. Of several unknown keys, the earliest in the file.
+  void only(std::initializer_list<std::string_view> known) const {
+    const toml::node* first = nullptr;
+    std::string_view first_key;
+    for (const auto& [k, value] : table_) {
+      if (std::find(known.begin(), known.end(), k.str()) != known.end()) continue;
+      if (first == nullptr || value.source().begin < first->source().begin) {
+        first = &value;
+        first_key = k.str();
+      }
+    }
+    if (first == nullptr) return;
+    std::string list;
+    for (std::string_view k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+    src_.fail(first, key(first_key), "unknown key " + quoted(first_key) + " in " + header_ + " (known: " + list + ")");
+  }
+
+  std::optional<std::string> string(std::string_view k) const {
+    const toml::node* n = node(k);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_string()) fail(k, std::string("expected a string, found ") + type_name(*n));
+    return std::string(n->as_string()->get());
+  }
+  std::string required_string(std::string_view k) const {
+    auto s = string(k);
+    if (!s) missing(k);
+    return *s;
+  }
+
+  // An integer in lo..hi.
+  std::optional<std::int64_t> integer(std::string_view k, std::int64_t lo, std::int64_t hi) const {
+    const toml::node* n = node(k);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_integer()) fail(k, std::string("expected an integer, found ") + type_name(*n));
+    const std::int64_t v = n->as_integer()->get();
+    if (v < lo || v > hi) fail(k, std::to_string(v) + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
+    return v;
+  }
+
+ private:
+  // The root table has no header line of its own.
+  const toml::node* table_line() const { return has_line_ ? &table_ : nullptr; }
+
+  const Source& src_;
+  const toml::table& table_;
+  std::string name_, header_;
+  bool has_line_;
+};
+
+// [name] in the root: absent, or a table.
+const toml::table* sub_table(const Section& root, std::string_view name) {
+  const toml::node* n = root.node(name);
+  if (n == nullptr) return nullptr;
+  if (!n->is_table())
+    root.fail(name, "expected a table [" + std::string(name) + "], found " + type_name(*n));
+  return n->as_table();
+}
+
+// [[name]] in the root: absent (none), or an array of tables.
+std::vector<const toml::table*> table_array(const Section& root, std::string_view name) {
+  std::vector<const toml::table*> out;
+  const toml::node* n = root.node(name);
+  if (n == nullptr) return out;
+  const toml::array* array = n->as_array();
+  if (array == nullptr || (!array->empty() && !array->is_array_of_tables()))
+    root.fail(name, "expected [[" + std::string(name) + "]] tables, found " + type_name(*n) +
+                        (n->is_table() ? " (write [[" + std::string(name) + "]], with two brackets)" : ""));
+  for (const auto& item : *array) out.push_back(item.as_table());
+  return out;
+}
+
+// A regular file's first bytes, at most `limit`; the error says why not.
+struct FileText {
+  std::string text;
+  int error = 0;        // errno of open/read, or 0
+  bool regular = true;  // false: a directory, device, FIFO...
+  bool too_large = false;
+};
+FileText read_small_file(const std::string& path, std::size_t limit) {
+  FileText out;
+  // O_NONBLOCK: a FIFO must not hang the loader; it is refused below.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    out.error = errno;
+    return out;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    out.error = errno;
+  } else if (!S_ISREG(st.st_mode)) {
+    out.regular = false;
+  } else if (static_cast<std::uint64_t>(st.st_size) > limit) {
+    out.too_large = true;
+  } else {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) out.error = errno;
+      if (n <= 0) break;
+      out.text.append(buf, static_cast<std::size_t>(n));
+      if (out.text.size() > limit) {
+        out.too_large = true;
+        break;
+      }
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+std::string_view trimmed(std::string_view s) {
+  constexpr std::string_view kSpace = " \t\r\n\v\f";
+  const auto first = s.find_first_not_of(kSpace);
+  if (first == std::string_view::npos) return {};
+  return s.substr(first, s.find_last_not_of(kSpace) - first + 1);
+}
+
+// -------------------------------------------------------------- the rules
+
+// Ring limits, as shm::Ring::validate applies them when colod creates the
+// ring: a record is 64-byte aligned and holds the record header, the relay
+// prefix (colod writes messages from peers with one) and the payload; one
+// record must fit twice in the ring.
+constexpr std::uint64_t kRecordOverhead = shm::kRecordHeaderSize + shm::kRelayPrefixSize;
+constexpr std::int64_t kMaxMessageLimit = INT32_MAX - 64;  // Ring::validate's bound on max_message
+
+std::uint64_t record_bytes(std::uint64_t max_message) {
+  return (kRecordOverhead + max_message + shm::kRecordAlign - 1) / shm::kRecordAlign * shm::kRecordAlign;
+}
+
+void read_ring(const Section& s, std::uint64_t& capacity, std::uint32_t& max_message) {
+  if (auto v = s.integer("capacity", static_cast<std::int64_t>(shm::kMinRingCapacity),
+                         static_cast<std::int64_t>(shm::kMaxRingCapacity))) {
+    if ((*v & (*v - 1)) != 0) s.fail("capacity", std::to_string(*v) + " is not a power of two");
+    capacity = static_cast<std::uint64_t>(*v);
+  }
+  if (auto v = s.integer("max_message", 1, kMaxMessageLimit)) max_message = static_cast<std::uint32_t>(*v);
+  if (record_bytes(max_message) > capacity / 2) {
+    // capacity / 2 is a multiple of the alignment, so this is the largest that fits.
+    const std::uint64_t largest = capacity / 2 - kRecordOverhead;
+    const std::string what = std::to_string(max_message) + " bytes do not fit twice in a ring of " +
+                             std::to_string(capacity) + " bytes (at most " + std::to_string(largest) +
+                             "; raise capacity or lower max_message)";
+    // Name the key the file set; if it set only capacity, the default
+    // max_message is what does not fit.
+    if (s.node("max_message") == nullptr && s.node("capacity") != nullptr)
+      s.fail("capacity", "the default max_message of " + what);
+    s.fail("max_message", what);
+  }
+}
+
+// Where a name was first declared: for "declared twice" messages.
+struct Declared {
+  std::string key;  // "topic[0].name"
+  std::int64_t line = 0;
+};
+std::string where(const Declared& d) {
+  return d.key + (d.line != 0 ? " (line " + std::to_string(d.line) + ")" : "");
+}
+std::int64_t line_of(const toml::node* n) { return n != nullptr ? n->source().begin.line : 0; }
+
+std::string directory_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
+}
+
+Config read_config(const Source& src, const toml::table& doc) {
+  Config c;
+  c.path = src.path();
+  const Section root(src, doc, "", "the top level, before any [table]", /*has_line*/ false);
+  {
+    // Unknown top-level names: a table is named as one, a stray key (written
+    // before the first [table]) as a key.
+    const std::initializer_list<std::string_view> known = {"node",   "security", "control", "metrics", "limits",
+                                                           "log",    "peer",     "topic",   "queue"};
+    for (const auto& [k, value] : doc) {
+      if (std::find(known.begin(), known.end(), k.str()) != known.end()) continue;
+      if (value.is_table()) src.fail(&value, std::string(k.str()), "unknown table [" + std::string(k.str()) + "]");
+      if (value.is_array_of_tables())
+        src.fail(&value, std::string(k.str()), "unknown table [[" + std::string(k.str()) + "]]");
+    }
+    root.only(known);
+  }
+
+  // [node]
+  const toml::table* node_table = sub_table(root, "node");
+  if (node_table == nullptr) src.fail(nullptr, "node.name", "missing (the file has no [node] table)");
+  const Section node(src, *node_table, "node", "[node]");
+  node.only({"name", "namespace", "listen"});
+  c.node_name = node.required_string("name");
+  if (!is_node_name(c.node_name)) node.fail("name", quoted(c.node_name) + " is not 1-64 bytes of A-Z a-z 0-9 _ - .");
+  if (auto ns = node.string("namespace")) {
+    if (auto ok = validate_namespace(*ns); !ok) node.fail("namespace", ok.error().message);
+    c.ns = *ns;
+  }
+  c.listen = node.required_string("listen");
+  if (auto problem = endpoint_problem(c.listen, false)) node.fail("listen", *problem);
+
+  // [security]
+  if (const toml::table* t = sub_table(root, "security")) {
+    const Section security(src, *t, "security", "[security]");
+    security.only({"secret_key_file"});
+    const std::string file = security.string("secret_key_file").value_or("");
+    if (!file.empty()) {
+      // Relative to the config file, not to colod's working directory
+      // (which is / under systemd).
+      c.secret_key_file = file.front() == '/' ? file : directory_of(src.path()) + file;
+      const FileText key = read_small_file(c.secret_key_file, 4096);
+      const std::string name = quoted(c.secret_key_file);
+      if (key.error != 0) security.fail("secret_key_file", "cannot read " + name + ": " + std::strerror(key.error));
+      if (!key.regular) security.fail("secret_key_file", name + " is not a regular file");
+      if (key.too_large || !is_z85_key(trimmed(key.text)))
+        security.fail("secret_key_file", name +
+                                             " does not hold a CURVE secret key (40 characters of the Z85 "
+                                             "alphabet; make a key pair with colod --keygen --out PREFIX)");
+    }
+  }
+
+  // [control]
+  c.control_socket = default_control_socket(c.ns);
+  if (const toml::table* t = sub_table(root, "control")) {
+    const Section control(src, *t, "control", "[control]");
+    control.only({"socket"});
+    const std::string socket = control.string("socket").value_or("");
+    constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+    if (!socket.empty()) {
+      if (socket.front() != '/' || socket.size() > kMaxSocketPath)
+        control.fail("socket", quoted(socket) + " is not an absolute path of at most " +
+                                   std::to_string(kMaxSocketPath) + " bytes");
+      c.control_socket = socket;
+    }
+  }
+
+  // [metrics]
+  if (const toml::table* t = sub_table(root, "metrics")) {
+    const Section metrics(src, *t, "metrics", "[metrics]");
+    metrics.only({"port", "address"});
+    if (auto port = metrics.integer("port", 0, 65535)) c.metrics_port = static_cast<std::uint16_t>(*port);
+    if (auto address = metrics.string("address")) {
+      unsigned char buf[sizeof(in6_addr)];
+      if (::inet_pton(AF_INET, address->c_str(), buf) != 1 && ::inet_pton(AF_INET6, address->c_str(), buf) != 1)
+        metrics.fail("address", quoted(*address) + " is not an IPv4 or IPv6 address");
+      c.metrics_address = *address;
+    }
+  }
+
+  // [limits]
+  if (const toml::table* t = sub_table(root, "limits")) {
+    const Section limits(src, *t, "limits", "[limits]");
+    limits.only({"max_frame", "credit", "heartbeat_ms"});
+    if (auto v = limits.integer("max_frame", 1024, std::int64_t{1} << 30)) c.max_frame = static_cast<std::uint32_t>(*v);
+    if (auto v = limits.integer("credit", 1, 1'000'000)) c.credit = static_cast<std::uint32_t>(*v);
+    if (auto v = limits.integer("heartbeat_ms", 50, 60'000)) c.heartbeat_ms = static_cast<std::uint32_t>(*v);
+  }
+
+  // [log]
+  if (const toml::table* t = sub_table(root, "log")) {
+    const Section log(src, *t, "log", "[log]");
+    log.only({"level"});
+    if (auto level = log.string("level")) {
+      if (*level == "debug") c.log_level = LogLevel::debug;
+      else if (*level == "info") c.log_level = LogLevel::info;
+      else if (*level == "warn") c.log_level = LogLevel::warn;
+      else if (*level == "error") c.log_level = LogLevel::error;
+      else log.fail("level", quoted(*level) + " is not debug, info, warn or error");
+    }
+  }
+
+  // [[peer]]
+  const bool curve = !c.secret_key_file.empty();
+  std::map<std::string, Declared> nodes;  // peers by name
+  std::size_t index = 0;
+  for (const toml::table* t : table_array(root, "peer")) {
+    const Section peer(src, *t, "peer[" + std::to_string(index++) + "]", "[[peer]]");
+    peer.only({"name", "endpoint", "public_key"});
+    PeerConfig p;
+    p.name = peer.required_string("name");
+    if (!is_node_name(p.name)) peer.fail("name", quoted(p.name) + " is not 1-64 bytes of A-Z a-z 0-9 _ - .");
+    if (p.name == c.node_name) peer.fail("name", quoted(p.name) + " is this node's own name (node.name)");
+    const Declared here{peer.key("name"), line_of(peer.node("name"))};
+    if (auto [it, fresh] = nodes.emplace(p.name, here); !fresh)
+      peer.fail("name", quoted(p.name) + " is already the name of " + where(it->second));
+    p.endpoint = peer.required_string("endpoint");
+    if (auto problem = endpoint_problem(p.endpoint, true)) peer.fail("endpoint", *problem);
+    p.public_key = peer.string("public_key").value_or("");
+    if (curve && p.public_key.empty())
+      peer.missing("public_key", " (CURVE is on: security.secret_key_file is set, so every peer needs its key)");
+    if (!p.public_key.empty()) {
+      if (!curve)
+        peer.fail("public_key",
+                  "set, but security.secret_key_file is not: CURVE needs our secret key too (or remove the "
+                  "public keys to run without CURVE)");
+      if (!is_z85_key(p.public_key))
+        peer.fail("public_key",
+                  quoted(p.public_key) + " is not a CURVE public key (40 characters of the Z85 alphabet)");
+    }
+    c.peers.push_back(std::move(p));
+  }
+
+  // [[topic]] and [[queue]]: one name space for both.
+  std::map<std::string, Declared> objects;
+  auto declare = [&](const Section& s, const std::string& name) {
+    if (auto ok = validate_object_name(name); !ok) s.fail("name", ok.error().message);
+    const Declared here{s.key("name"), line_of(s.node("name"))};
+    if (auto [it, fresh] = objects.emplace(name, here); !fresh)
+      s.fail("name", quoted(name) + " is already declared as " + where(it->second));
+  };
+  index = 0;
+  for (const toml::table* t : table_array(root, "topic")) {
+    const Section topic(src, *t, "topic[" + std::to_string(index++) + "]", "[[topic]]");
+    topic.only({"name", "capacity", "max_message", "history", "backpressure"});
+    TopicConfig tc;
+    tc.name = topic.required_string("name");
+    declare(topic, tc.name);
+    read_ring(topic, tc.capacity, tc.max_message);
+    if (auto h = topic.integer("history", 0, UINT32_MAX)) tc.history = static_cast<std::uint32_t>(*h);
+    if (auto bp = topic.string("backpressure")) {
+      if (*bp != "block" && *bp != "lossy") topic.fail("backpressure", quoted(*bp) + " is not block or lossy");
+      tc.lossy = *bp == "lossy";
+    }
+    c.topics.push_back(std::move(tc));
+  }
+  index = 0;
+  for (const toml::table* t : table_array(root, "queue")) {
+    const Section queue(src, *t, "queue[" + std::to_string(index++) + "]", "[[queue]]");
+    queue.only({"name", "home", "capacity", "max_message"});
+    QueueConfig qc;
+    qc.name = queue.required_string("name");
+    declare(queue, qc.name);
+    qc.home = queue.required_string("home");
+    if (qc.home != c.node_name && nodes.count(qc.home) == 0) {
+      std::string names = quoted(c.node_name);
+      for (const auto& [name, declared] : nodes) names += ", " + quoted(name);
+      queue.fail("home", quoted(qc.home) + " is neither this node nor one of its peers (" + names + ")");
+    }
+    read_ring(queue, qc.capacity, qc.max_message);
+    c.queues.push_back(std::move(qc));
+  }
+  return c;
+}
+
+}  // namespace
+
+Result<Config> load_config(const std::string& path) {
+  // Open errors first, with errno: toml++ only says that it could not open
+  // the file. The text itself is read by toml::parse_file.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    const int error = errno;
+    return Error{error == ENOENT || error == ENOTDIR ? Errc::not_found : Errc::invalid_argument,
+                 path + ": cannot read: " + std::strerror(error)};
+  }
+  struct stat st {};
+  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  ::close(fd);
+  if (!regular) return Error{Errc::invalid_argument, path + ": cannot read: not a regular file"};
+  const Source src(path);
+  try {
+    const toml::table doc = toml::parse_file(path);
+    return read_config(src, doc);
+  } catch (const toml::parse_error& e) {
+    std::string where = path;
+    if (e.source().begin.line != 0) where += ":" + std::to_string(e.source().begin.line);
+    return Error{Errc::invalid_argument, where + ": " + std::string(e.description())};
+  } catch (const ConfigError& e) {
+    return Error{Errc::invalid_argument, e.message};
+  }
+}
+
+std::string default_control_socket(const std::string& ns) { return colo::default_control_socket(ns); }
+
+const char* log_level_name(LogLevel level) noexcept {
+  switch (level) {
+    case LogLevel::debug: return "debug";
+    case LogLevel::info: return "info";
+    case LogLevel::warn: return "warn";
+    case LogLevel::error: return "error";
+  }
+  return "unknown";
+}
+
+}  // namespace colo::bridge

@@ -1,0 +1,877 @@
+#include "daemon.hpp"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <random>
+#include <zmq.hpp>
+
+#include "colo/channel.hpp"
+#include "control.capnp.h"
+#include "federation.capnp.h"
+
+namespace colo::bridge {
+namespace {
+
+constexpr std::uint16_t kProtocol = 1;
+// Cap'n Proto read limits for frames from the network: a frame is at most
+// max_frame bytes, so its traversal is bounded by its own size in words;
+// nesting is shallow in our schemas.
+constexpr int kNestingLimit = 8;
+constexpr std::uint64_t kLogEvery = 1000;  // after the first 10, log 1 bad frame in this many
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+std::uint64_t realtime_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+}
+
+// Serialises a built message into one ZeroMQ frame.
+zmq::message_t to_frame(capnp::MessageBuilder& builder) {
+  const auto words = capnp::messageToFlatArray(builder);
+  const auto bytes = words.asBytes();
+  return zmq::message_t(bytes.begin(), bytes.size());
+}
+
+// A frame from the network, copied into word-aligned memory and read with
+// explicit limits. Throws kj::Exception on anything malformed.
+class FrameReader {
+ public:
+  explicit FrameReader(const zmq::message_t& frame)
+      : words_(kj::heapArray<capnp::word>((frame.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word))) {
+    if (frame.size() % sizeof(capnp::word) != 0) KJ_FAIL_REQUIRE("frame size is not a multiple of 8 bytes");
+    std::memcpy(words_.begin(), frame.data(), frame.size());
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = words_.size() + 16;  // a frame cannot make us read more than itself
+    options.nestingLimit = kNestingLimit;
+    reader_.emplace(words_.asPtr(), options);
+  }
+  template <typename T>
+  typename T::Reader root() {
+    return reader_->getRoot<T>();
+  }
+
+ private:
+  kj::Array<capnp::word> words_;
+  std::optional<capnp::FlatArrayMessageReader> reader_;
+};
+
+std::string text_of(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+void set_int(zmq::socket_t& s, int option, int value) {
+  if (zmq_setsockopt(s.handle(), option, &value, sizeof value) != 0)
+    throw zmq::error_t();
+}
+void set_int64(zmq::socket_t& s, int option, std::int64_t value) {  // ZMQ_MAXMSGSIZE is 64-bit
+  if (zmq_setsockopt(s.handle(), option, &value, sizeof value) != 0) throw zmq::error_t();
+}
+void set_bytes(zmq::socket_t& s, int option, const std::string& value) {
+  if (zmq_setsockopt(s.handle(), option, value.data(), value.size()) != 0) throw zmq::error_t();
+}
+
+Result<std::string> read_key_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Error{Errc::not_found, path + ": cannot read the secret key file"};
+  std::string key;
+  in >> key;
+  if (key.size() != 40) return Error{Errc::invalid_argument, path + ": a CURVE secret key is 40 Z85 characters"};
+  return key;
+}
+
+}  // namespace
+
+Result<KeyPair> generate_keypair() {
+  char pub[41] = {}, sec[41] = {};
+  if (zmq_curve_keypair(pub, sec) != 0)
+    return Error{Errc::system, std::string("cannot make a CURVE key pair: ") + zmq_strerror(zmq_errno())};
+  return KeyPair{pub, sec};
+}
+
+Result<std::string> public_key_of(const std::string& secret_key) {
+  char pub[41] = {};
+  if (secret_key.size() != 40 || zmq_curve_public(pub, secret_key.c_str()) != 0)
+    return Error{Errc::invalid_argument, "not a Z85 CURVE secret key"};
+  return std::string(pub);
+}
+
+// ------------------------------------------------------------------- state
+
+struct Daemon::Impl {
+  Config config;
+  Log log;
+  std::uint64_t incarnation = 0;
+  std::uint64_t started_ns = 0;
+  std::string public_key, secret_key;  // ours; empty: CURVE off
+
+  std::optional<Node> node;
+  struct LocalTopic {
+    std::string name;
+    std::optional<Topic> topic;
+    std::optional<Publisher> relay;  // publishes what peers send us
+    Backpressure backpressure = Backpressure::block;  // of our cursors for peers
+  };
+  std::vector<LocalTopic> topics;
+
+  // What we send to one peer for one topic (we are the origin).
+  struct OutStream {
+    std::optional<Subscriber> cursor;  // lossy, on our ring: what to send next
+    // Block topics: a blocking subscriber at the oldest message the peer has
+    // not yet confirmed (by credit): our writers wait for it, so whatever
+    // the peer may ask again after a dropped link is still here.
+    std::optional<Subscriber> retain;
+    std::optional<Message> retain_head;  // the oldest unconfirmed message of ours, held (after `retain`: destroyed first)
+    std::uint64_t received_through = 0;  // the peer has received our messages up to this wire sequence
+    std::uint64_t credit = 0;
+    std::uint64_t missed_seen = 0;
+    std::uint64_t last_sent = 0;       // sequence of the last data frame sent
+    std::optional<zmq::message_t> pending;  // encoded frame not accepted by ZeroMQ yet
+  };
+  // What we receive from one peer for one topic.
+  struct InStream {
+    std::uint64_t last_delivered = 0;  // highest origin sequence published here
+    std::uint64_t uncredited = 0;      // published since the last credit we sent
+    std::uint64_t acked_through = 0;   // receivedThrough we last told the origin
+    bool resubscribe = false;          // the subscribe could not be sent: try again at the next heartbeat
+    // Received while our ring was full (a blocking subscriber is slow), in
+    // order. Bounded: the origin sends at most `credit` messages beyond what
+    // we confirmed, and we confirm only what we published.
+    std::deque<std::pair<std::uint64_t, std::string>> waiting;
+  };
+  struct Peer {
+    PeerConfig config;
+    std::uint32_t id = 0;
+    zmq::socket_t dealer;
+    std::vector<OutStream> out;        // per topic index
+    std::vector<InStream> in;          // per topic index
+    std::string routing_id;            // of its DEALER on our ROUTER; "" until its hello
+    std::uint64_t peer_incarnation = 0;
+    std::uint64_t last_hello_in_ns = 0;  // last hello on our ROUTER
+    std::uint64_t state_since_ns = 0;
+    bool connected = false;
+    PeerCounters counters;
+  };
+  std::vector<Peer> peers;
+  DaemonCounters counters;
+
+  zmq::context_t context;
+  zmq::socket_t router, zap, monitor, control;
+  std::uint64_t next_heartbeat_ns = 0;
+
+  explicit Impl(Config c) : config(std::move(c)) {}
+
+  int topic_index(std::string_view name) const {
+    for (std::size_t i = 0; i < topics.size(); ++i)
+      if (topics[i].name == name) return static_cast<int>(i);
+    return -1;
+  }
+  Peer* peer_by_name(std::string_view name) {
+    for (auto& p : peers)
+      if (p.config.name == name) return &p;
+    return nullptr;
+  }
+  Peer* peer_by_routing_id(const std::string& id) {
+    for (auto& p : peers)
+      if (!p.routing_id.empty() && p.routing_id == id) return &p;
+    return nullptr;
+  }
+
+  void bad_frame(const char* where, const std::string& why) {
+    ++counters.bad_frames;
+    if (counters.bad_frames <= 10 || counters.bad_frames % kLogEvery == 0)
+      log.write(LogLevel::warn, "bad frame #%llu on %s dropped: %s", static_cast<unsigned long long>(counters.bad_frames),
+                where, why.c_str());
+  }
+
+  Result<void> start();
+  void open_sockets();
+  void poll_once(int timeout_ms);
+  void heartbeat();
+  void on_router();
+  void on_router_frame(const std::string& routing_id, zmq::message_t& frame);
+  void on_dealer(Peer& peer);
+  void on_zap();
+  void on_monitor();
+  void on_control();
+  void pump(Peer& peer);
+  void deliver(Peer& peer, int topic, wire::Envelope::Reader data);
+  void drain(Peer& peer, int topic);
+  void acknowledge(Peer& peer, int topic, bool force);
+  void advance_retain(OutStream& out);
+  void subscribe(Peer& peer, int topic);
+  bool send_to_peer_router(Peer& peer, zmq::message_t&& frame);
+};
+
+Daemon::Daemon(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Daemon::~Daemon() = default;
+
+Result<void> Daemon::start() { return impl_->start(); }
+
+Result<void> Daemon::Impl::start() {
+  log.configure(config.node_name, config.log_level);
+  started_ns = now_ns();
+  incarnation = std::random_device{}() | static_cast<std::uint64_t>(std::random_device{}()) << 32;
+  if (!config.secret_key_file.empty()) {
+    auto key = read_key_file(config.secret_key_file);
+    if (!key) return std::move(key).error();
+    secret_key = *key;
+    auto pub = public_key_of(secret_key);
+    if (!pub) return Error{Errc::invalid_argument, config.secret_key_file + ": " + pub.error().message};
+    public_key = *pub;
+  }
+  NodeOptions node_options;
+  node_options.ns = config.ns;
+  auto opened = Node::open(node_options);
+  if (!opened) return std::move(opened).error();
+  node.emplace(std::move(opened).value());
+  for (const auto& t : config.topics) {
+    LocalTopic local;
+    local.name = t.name;
+    auto topic = node->topic(t.name, OpenMode::create_or_open, TopicOptions{t.capacity, t.max_message, t.history});
+    if (!topic) return Error{topic.error().code, "cluster topic '" + t.name + "': " + topic.error().message};
+    local.topic.emplace(std::move(topic).value());
+    auto relay = local.topic->publisher();
+    if (!relay) return Error{relay.error().code, "cluster topic '" + t.name + "': " + relay.error().message};
+    local.relay.emplace(std::move(relay).value());
+    local.backpressure = t.lossy ? Backpressure::lossy : Backpressure::block;
+    topics.push_back(std::move(local));
+  }
+  for (const auto& q : config.queues)
+    log.write(LogLevel::warn, "cluster queue '%s' (home %s): cluster queues are not federated yet; it stays local",
+              q.name.c_str(), q.home.c_str());
+  for (const auto& pc : config.peers) {
+    Peer peer;
+    peer.config = pc;
+    peer.id = origin_id(pc.name);
+    peer.out.resize(topics.size());
+    peer.in.resize(topics.size());
+    peer.state_since_ns = started_ns;
+    // Resume where our ring says we stopped (what a previous colod delivered).
+    for (std::size_t t = 0; t < topics.size(); ++t) {
+      const auto high = topics[t].topic->relayed_high_water();
+      if (auto it = high.find(peer.id); it != high.end()) peer.in[t].last_delivered = it->second;
+    }
+    peers.push_back(std::move(peer));
+  }
+  try {
+    open_sockets();
+  } catch (const zmq::error_t& e) {
+    return Error{Errc::system, std::string("ZeroMQ: ") + e.what()};
+  }
+  log.write(LogLevel::info, "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), CURVE %s",
+            config.ns.c_str(), config.listen.c_str(), peers.size(), topics.size(), secret_key.empty() ? "off" : "on");
+  return Ok{};
+}
+
+void Daemon::Impl::open_sockets() {
+  const bool curve = !secret_key.empty();
+  if (curve) {
+    // The ZAP handler must be bound before any CURVE server socket.
+    zap = zmq::socket_t(context, zmq::socket_type::rep);
+    zap.bind("inproc://zeromq.zap.01");
+  }
+  router = zmq::socket_t(context, zmq::socket_type::router);
+  set_int(router, ZMQ_LINGER, 0);
+  set_int(router, ZMQ_ROUTER_MANDATORY, 1);  // a reply to a peer that just left is an error, not a silent drop
+  set_int64(router, ZMQ_MAXMSGSIZE, config.max_frame);
+  set_int(router, ZMQ_HEARTBEAT_IVL, static_cast<int>(config.heartbeat_ms));
+  set_int(router, ZMQ_HEARTBEAT_TIMEOUT, static_cast<int>(3 * config.heartbeat_ms));
+  set_int(router, ZMQ_SNDHWM, static_cast<int>(4 * config.credit + 64));
+  if (curve) {
+    set_int(router, ZMQ_CURVE_SERVER, 1);
+    set_bytes(router, ZMQ_CURVE_SECRETKEY, secret_key);
+    set_bytes(router, ZMQ_ZAP_DOMAIN, "colo");
+  }
+  zmq_socket_monitor(router.handle(), "inproc://colod-router-monitor",
+                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED);
+  monitor = zmq::socket_t(context, zmq::socket_type::pair);
+  monitor.connect("inproc://colod-router-monitor");
+  router.bind(config.listen);
+
+  for (auto& peer : peers) {
+    peer.dealer = zmq::socket_t(context, zmq::socket_type::dealer);
+    set_int(peer.dealer, ZMQ_LINGER, 0);
+    set_int(peer.dealer, ZMQ_IMMEDIATE, 1);  // queue nothing for a peer that is not connected
+    set_int(peer.dealer, ZMQ_SNDHWM, static_cast<int>(config.credit + 64));
+    set_int64(peer.dealer, ZMQ_MAXMSGSIZE, config.max_frame);
+    set_int(peer.dealer, ZMQ_HEARTBEAT_IVL, static_cast<int>(config.heartbeat_ms));
+    set_int(peer.dealer, ZMQ_HEARTBEAT_TIMEOUT, static_cast<int>(3 * config.heartbeat_ms));
+    set_int(peer.dealer, ZMQ_RECONNECT_IVL, 100);
+    set_int(peer.dealer, ZMQ_RECONNECT_IVL_MAX, 2000);
+    if (curve) {
+      set_bytes(peer.dealer, ZMQ_CURVE_SERVERKEY, peer.config.public_key);
+      set_bytes(peer.dealer, ZMQ_CURVE_PUBLICKEY, public_key);
+      set_bytes(peer.dealer, ZMQ_CURVE_SECRETKEY, secret_key);
+    }
+    peer.dealer.connect(peer.config.endpoint);
+  }
+
+  // Control socket: a file in a directory only we (and root) may enter.
+  const std::string path = config.control_socket.empty() ? default_control_socket(config.ns) : config.control_socket;
+  for (std::size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
+    ::mkdir(path.substr(0, slash).c_str(), 0700);
+  ::unlink(path.c_str());  // a socket file left by a colod that died
+  control = zmq::socket_t(context, zmq::socket_type::router);
+  set_int(control, ZMQ_LINGER, 0);
+  set_int64(control, ZMQ_MAXMSGSIZE, 64 * 1024);
+  control.bind("ipc://" + path);
+}
+
+// ------------------------------------------------------------------- loop
+
+int Daemon::run(const std::atomic<bool>& stop_requested) {
+  auto& d = *impl_;
+  while (!stop_requested.load()) {
+    try {
+      d.poll_once(20);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      d.log.write(LogLevel::error, "ZeroMQ: %s", e.what());
+      return 1;
+    }
+  }
+  d.log.write(LogLevel::info, "stopping: closing sockets");
+  for (auto& peer : d.peers) peer.dealer.close();
+  d.router.close();
+  d.control.close();
+  d.monitor.close();
+  if (d.zap) d.zap.close();
+  const std::string path =
+      d.config.control_socket.empty() ? default_control_socket(d.config.ns) : d.config.control_socket;
+  ::unlink(path.c_str());
+  d.log.write(LogLevel::info, "stopped");
+  return 0;
+}
+
+void Daemon::Impl::poll_once(int timeout_ms) {
+  std::vector<zmq::pollitem_t> items;
+  items.push_back({router.handle(), 0, ZMQ_POLLIN, 0});
+  items.push_back({monitor.handle(), 0, ZMQ_POLLIN, 0});
+  items.push_back({control.handle(), 0, ZMQ_POLLIN, 0});
+  if (zap) items.push_back({zap.handle(), 0, ZMQ_POLLIN, 0});
+  const std::size_t first_peer = items.size();
+  for (auto& peer : peers) items.push_back({peer.dealer.handle(), 0, ZMQ_POLLIN, 0});
+  // Streams with credit and messages waiting: poll without sleeping.
+  bool busy = false;
+  for (auto& peer : peers) {
+    for (auto& out : peer.out) busy |= out.cursor.has_value() && out.credit > 0;
+    for (auto& in : peer.in) busy |= !in.waiting.empty();
+  }
+  zmq::poll(items.data(), items.size(), std::chrono::milliseconds(busy ? 1 : timeout_ms));
+  if (items[0].revents & ZMQ_POLLIN) on_router();
+  if (items[1].revents & ZMQ_POLLIN) on_monitor();
+  if (items[2].revents & ZMQ_POLLIN) on_control();
+  if (zap && (items[3].revents & ZMQ_POLLIN)) on_zap();
+  for (std::size_t i = 0; i < peers.size(); ++i)
+    if (items[first_peer + i].revents & ZMQ_POLLIN) on_dealer(peers[i]);
+  for (auto& peer : peers) {
+    for (std::size_t t = 0; t < topics.size(); ++t)
+      if (!peer.in[t].waiting.empty()) drain(peer, static_cast<int>(t));
+    pump(peer);
+  }
+  if (now_ns() >= next_heartbeat_ns) heartbeat();
+}
+
+// Every interval: a hello to each peer (it doubles as our heartbeat and lets
+// a restarted peer find us), connection state, and resubscriptions that
+// were waiting for room in our ring.
+void Daemon::Impl::heartbeat() {
+  const std::uint64_t now = now_ns();
+  next_heartbeat_ns = now + std::uint64_t{config.heartbeat_ms} * 1'000'000;
+  for (auto& peer : peers) {
+    capnp::MallocMessageBuilder builder;
+    auto hello = builder.initRoot<wire::PeerFrame>().initHello();
+    hello.setNode(config.node_name);
+    hello.setProtocol(kProtocol);
+    hello.setIncarnation(incarnation);
+    hello.setNamespace(config.ns);
+    auto frame = to_frame(builder);
+    (void)peer.dealer.send(frame, zmq::send_flags::dontwait);  // not connected: nothing to say
+    const bool alive = peer.last_hello_in_ns != 0 && now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000;
+    if (alive != peer.connected) {
+      peer.connected = alive;
+      peer.state_since_ns = now;
+      log.write(alive ? LogLevel::info : LogLevel::warn, "peer %s %s", peer.config.name.c_str(),
+                alive ? "connected" : "disconnected (no hello for 3 heartbeat intervals)");
+      if (!alive) {
+        // Stop holding our writers back for it; it resumes by subscribing
+        // again (from what we still retain) when it is back.
+        for (auto& out : peer.out) {
+          out.cursor.reset();
+          out.retain_head.reset();
+          out.retain.reset();
+          out.pending.reset();
+          out.credit = 0;
+        }
+        peer.routing_id.clear();
+      }
+    }
+    if (!peer.routing_id.empty())
+      for (std::size_t t = 0; t < topics.size(); ++t) {
+        if (peer.in[t].resubscribe) subscribe(peer, static_cast<int>(t));
+        acknowledge(peer, static_cast<int>(t), true);  // a quiet stream still confirms its tail
+      }
+  }
+}
+
+// ------------------------------------------------------- receiving side
+
+void Daemon::Impl::on_router() {
+  for (int budget = 0; budget < 4096; ++budget) {
+    zmq::message_t identity;
+    if (!router.recv(identity, zmq::recv_flags::dontwait)) return;
+    // [routing id, frame]: keep up to 4 parts, drain the rest of a longer one.
+    std::vector<zmq::message_t> parts;
+    for (bool more = identity.more(); more;) {
+      zmq::message_t part;
+      if (!router.recv(part, zmq::recv_flags::dontwait)) break;
+      more = part.more();
+      if (parts.size() < 4) parts.push_back(std::move(part));
+    }
+    const std::string routing_id(static_cast<const char*>(identity.data()), identity.size());
+    if (parts.size() != 1) {
+      bad_frame("listen socket", "expected one frame per message, got " + std::to_string(parts.size()));
+      continue;
+    }
+    on_router_frame(routing_id, parts[0]);
+  }
+}
+
+void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t& frame) {
+  try {
+    FrameReader reader(frame);
+    auto root = reader.root<wire::PeerFrame>();
+    // With CURVE, ZAP admitted the connection and named the peer (User-Id).
+    const char* user = secret_key.empty() ? nullptr : zmq_msg_gets(frame.handle(), "User-Id");
+    switch (root.which()) {
+      case wire::PeerFrame::HELLO: {
+        auto hello = root.getHello();
+        const std::string name = text_of(hello.getNode());
+        Peer* peer = peer_by_name(name);
+        if (peer == nullptr) return bad_frame("listen socket", "hello from unknown node '" + name + "'");
+        if (user != nullptr && name != user)
+          return bad_frame("listen socket", "hello claims node '" + name + "' with the key of '" + user + "'");
+        if (hello.getProtocol() != kProtocol)
+          return bad_frame("listen socket", "node '" + name + "' speaks protocol " + std::to_string(hello.getProtocol()));
+        peer->last_hello_in_ns = now_ns();
+        const bool fresh = peer->routing_id != routing_id || peer->peer_incarnation != hello.getIncarnation();
+        if (!fresh) return;
+        // A new connection (or a restarted peer): answer, then resume every topic.
+        peer->routing_id = routing_id;
+        peer->peer_incarnation = hello.getIncarnation();
+        log.write(LogLevel::info, "peer %s: new session (incarnation %016llx)", name.c_str(),
+                  static_cast<unsigned long long>(peer->peer_incarnation));
+        capnp::MallocMessageBuilder builder;
+        auto reply = builder.initRoot<wire::PeerFrame>().initHello();
+        reply.setNode(config.node_name);
+        reply.setProtocol(kProtocol);
+        reply.setIncarnation(incarnation);
+        reply.setNamespace(config.ns);
+        (void)send_to_peer_router(*peer, to_frame(builder));
+        for (std::size_t t = 0; t < topics.size(); ++t) {
+          if (peer->in[t].last_delivered != 0) ++peer->counters.gaps_filled;
+          subscribe(*peer, static_cast<int>(t));
+        }
+        return;
+      }
+      case wire::PeerFrame::DATA: {
+        Peer* peer = peer_by_routing_id(routing_id);
+        if (peer == nullptr) return bad_frame("listen socket", "data before hello");
+        auto data = root.getData();
+        if (text_of(data.getOrigin()) != peer->config.name)
+          return bad_frame("listen socket", "data from " + peer->config.name + " claims origin '" +
+                                                text_of(data.getOrigin()) + "'");
+        const int t = topic_index(text_of(data.getObject()));
+        if (t < 0) return bad_frame("listen socket", "data for '" + text_of(data.getObject()) + "', not a cluster topic");
+        deliver(*peer, t, data);
+        return;
+      }
+      case wire::PeerFrame::LOST: {
+        Peer* peer = peer_by_routing_id(routing_id);
+        if (peer == nullptr) return bad_frame("listen socket", "lost before hello");
+        auto lost = root.getLost();
+        const int t = topic_index(text_of(lost.getObject()));
+        if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
+        peer->counters.lost += lost.getCount();
+        auto& in = peer->in[t];
+        const std::uint64_t last = lost.getFromSequence() + lost.getCount() - 1;
+        if (lost.getCount() > 0 && last > in.last_delivered) in.last_delivered = last;
+        log.write(LogLevel::warn, "topic %s: %llu message(s) from %s no longer retained there (from sequence %llu): lost",
+                  topics[t].name.c_str(), static_cast<unsigned long long>(lost.getCount()), peer->config.name.c_str(),
+                  static_cast<unsigned long long>(lost.getFromSequence()));
+        return;
+      }
+      default:
+        return bad_frame("listen socket", "unexpected frame kind " + std::to_string(static_cast<int>(root.which())));
+    }
+  } catch (const kj::Exception& e) {
+    bad_frame("listen socket", std::string("malformed: ") + e.getDescription().cStr());
+  }
+}
+
+void Daemon::Impl::deliver(Peer& peer, int t, wire::Envelope::Reader data) {
+  auto& in = peer.in[t];
+  const std::uint64_t seq = data.getSequence();
+  const std::uint64_t newest = in.waiting.empty() ? in.last_delivered : in.waiting.back().first;
+  if (seq <= newest) {
+    ++peer.counters.duplicates;
+    return;
+  }
+  const auto payload = data.getPayload();
+  in.waiting.emplace_back(seq, std::string(reinterpret_cast<const char*>(payload.begin()), payload.size()));
+  drain(peer, t);
+  acknowledge(peer, t, false);
+}
+
+// Tells the origin what we have received (so it may stop retaining it for
+// us: retention waits for the network, never for our ring, which is what
+// keeps two busy hosts from waiting on each other) and how many more it may
+// send (credit, for what we published).
+void Daemon::Impl::acknowledge(Peer& peer, int t, bool force) {
+  auto& in = peer.in[t];
+  const std::uint64_t newest = in.waiting.empty() ? in.last_delivered : in.waiting.back().first;
+  const std::uint32_t chunk = std::max<std::uint32_t>(1, config.credit / 4);
+  const bool credit_due = in.uncredited >= std::max<std::uint32_t>(1, config.credit / 2);
+  const bool receipt_due = newest >= in.acked_through + chunk;
+  if (!credit_due && !receipt_due && !(force && (in.uncredited > 0 || newest > in.acked_through))) return;
+  capnp::MallocMessageBuilder builder;
+  auto credit = builder.initRoot<wire::PeerFrame>().initCredit();
+  credit.setObject(topics[t].name);
+  credit.setMessages(static_cast<std::uint32_t>(in.uncredited));
+  credit.setReceivedThrough(newest);
+  if (send_to_peer_router(peer, to_frame(builder))) {
+    in.uncredited = 0;
+    in.acked_through = newest;
+  }
+}
+
+// Publishes what came from `peer` for topic `t` into our ring, in order,
+// while there is room; confirms it to the origin with credit.
+void Daemon::Impl::drain(Peer& peer, int t) {
+  auto& in = peer.in[t];
+  while (!in.waiting.empty()) {
+    const auto& [seq, payload] = in.waiting.front();
+    const auto status = topics[t].relay->publish_relayed(
+        peer.id, seq, std::span<const std::byte>(reinterpret_cast<const std::byte*>(payload.data()), payload.size()),
+        std::chrono::nanoseconds(0));
+    if (status == SendStatus::timed_out) break;  // no room yet: stays waiting
+    if (status != SendStatus::ok)
+      bad_frame("listen socket", "cannot publish into '" + topics[t].name + "' (message of " +
+                                     std::to_string(payload.size()) + " bytes): skipped");
+    else {
+      ++peer.counters.messages_in;
+      peer.counters.bytes_in += payload.size();
+    }
+    in.last_delivered = seq;
+    ++in.uncredited;
+    in.waiting.pop_front();
+  }
+  // Credit goes out in chunks of half the window (acknowledge): the origin
+  // never runs dry while we keep up, and pays one frame per credit/2 messages.
+  acknowledge(peer, t, false);
+}
+
+void Daemon::Impl::subscribe(Peer& peer, int t) {
+  auto& in = peer.in[t];
+  capnp::MallocMessageBuilder builder;
+  auto sub = builder.initRoot<wire::PeerFrame>().initSubscribe();
+  sub.setObject(topics[t].name);
+  // After what we delivered and what is waiting to be: both are ours already.
+  const std::uint64_t newest = in.waiting.empty() ? in.last_delivered : in.waiting.back().first;
+  sub.setFromSequence(newest + 1);
+  // The window counts what is still waiting, so that it stays bounded.
+  sub.setCredit(static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size() : 0));
+  in.resubscribe = !send_to_peer_router(peer, to_frame(builder));
+  if (!in.resubscribe) in.uncredited = 0;
+}
+
+bool Daemon::Impl::send_to_peer_router(Peer& peer, zmq::message_t&& frame) {
+  if (peer.routing_id.empty()) return false;
+  try {
+    zmq::message_t id(peer.routing_id.data(), peer.routing_id.size());
+    if (!router.send(id, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+    return router.send(frame, zmq::send_flags::dontwait).has_value();
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EHOSTUNREACH) throw;
+    peer.routing_id.clear();  // that connection is gone; its next hello starts a new session
+    return false;
+  }
+}
+
+// --------------------------------------------------------- origin side
+
+void Daemon::Impl::on_dealer(Peer& peer) {
+  for (int budget = 0; budget < 1024; ++budget) {
+    zmq::message_t frame;
+    if (!peer.dealer.recv(frame, zmq::recv_flags::dontwait)) return;
+    while (frame.more()) {  // we expect single frames; drop the rest of anything else
+      zmq::message_t rest;
+      if (!peer.dealer.recv(rest, zmq::recv_flags::dontwait)) break;
+      frame = std::move(rest);
+      bad_frame(("link to " + peer.config.name).c_str(), "multipart message");
+    }
+    try {
+      FrameReader reader(frame);
+      auto root = reader.root<wire::PeerFrame>();
+      switch (root.which()) {
+        case wire::PeerFrame::HELLO:
+          if (text_of(root.getHello().getNode()) != peer.config.name)
+            bad_frame(("link to " + peer.config.name).c_str(),
+                      "answered by node '" + text_of(root.getHello().getNode()) + "'");
+          break;
+        case wire::PeerFrame::SUBSCRIBE: {
+          auto sub = root.getSubscribe();
+          const int t = topic_index(text_of(sub.getObject()));
+          if (t < 0) {
+            bad_frame(("link to " + peer.config.name).c_str(), "subscribe to '" + text_of(sub.getObject()) + "'");
+            break;
+          }
+          auto& out = peer.out[t];
+          out.cursor.reset();
+          out.retain_head.reset();
+          out.retain.reset();
+          out.received_through = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
+          out.pending.reset();
+          SubscribeOptions options{Backpressure::lossy, std::uint64_t{0}, std::nullopt};
+          if (sub.getFromSequence() > 0) options.from_sequence = sub.getFromSequence() - 1;  // ring sequences are 0-based
+          if (topics[t].backpressure == Backpressure::block) {
+            // First the retaining cursor, so nothing from the asked sequence on can be reclaimed.
+            SubscribeOptions hold = options;
+            hold.backpressure = Backpressure::bridge;  // never holds back what we relay: no deadlock
+            auto retain = topics[t].topic->subscribe(hold);
+            if (retain) out.retain.emplace(std::move(retain).value());
+            else log.write(LogLevel::error, "topic %s: cannot hold it for %s: %s", topics[t].name.c_str(),
+                           peer.config.name.c_str(), retain.error().message.c_str());
+          }
+          auto cursor = topics[t].topic->subscribe(options);
+          if (!cursor) {
+            log.write(LogLevel::error, "topic %s: cannot follow it for %s: %s", topics[t].name.c_str(),
+                      peer.config.name.c_str(), cursor.error().message.c_str());
+            break;
+          }
+          out.cursor.emplace(std::move(cursor).value());
+          out.credit = sub.getCredit();
+          out.missed_seen = 0;
+          out.last_sent = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
+          log.write(LogLevel::info, "topic %s: streaming to %s from sequence %llu", topics[t].name.c_str(),
+                    peer.config.name.c_str(), static_cast<unsigned long long>(sub.getFromSequence()));
+          break;
+        }
+        case wire::PeerFrame::CREDIT: {
+          auto credit = root.getCredit();
+          const int t = topic_index(text_of(credit.getObject()));
+          if (t < 0) {
+            bad_frame(("link to " + peer.config.name).c_str(), "credit for '" + text_of(credit.getObject()) + "'");
+            break;
+          }
+          auto& out = peer.out[t];
+          out.credit += credit.getMessages();
+          out.received_through = std::max(out.received_through, credit.getReceivedThrough());
+          advance_retain(out);
+          break;
+        }
+        default:
+          bad_frame(("link to " + peer.config.name).c_str(),
+                    "unexpected frame kind " + std::to_string(static_cast<int>(root.which())));
+      }
+    } catch (const kj::Exception& e) {
+      bad_frame(("link to " + peer.config.name).c_str(), std::string("malformed: ") + e.getDescription().cStr());
+    }
+  }
+}
+
+// Moves the retaining cursor past relayed messages (never sent) and ours
+// that the peer has received; it stops holding the first of ours it has not.
+void Daemon::Impl::advance_retain(OutStream& out) {
+  if (!out.retain) return;
+  for (int budget = 0; budget < 65536; ++budget) {
+    if (!out.retain_head) {
+      auto next = out.retain->try_receive();
+      if (!next) return;
+      if (next->origin() != 0) continue;  // relayed: released at once
+      out.retain_head.emplace(std::move(*next));
+    }
+    if (out.retain_head->sequence() + 1 > out.received_through) return;  // hold it: not received yet
+    out.retain_head.reset();
+  }
+}
+
+// Sends what this host published on each topic the peer follows, while its
+// credit lasts and ZeroMQ takes frames.
+void Daemon::Impl::pump(Peer& peer) {
+  for (std::size_t t = 0; t < topics.size(); ++t) {
+    auto& out = peer.out[t];
+    if (!out.cursor) continue;
+    advance_retain(out);
+    for (int budget = 0; budget < 4096; ++budget) {
+      if (out.pending) {
+        if (!peer.dealer.send(*out.pending, zmq::send_flags::dontwait)) return;  // stays pending
+        out.pending.reset();
+      }
+      const std::uint64_t missed = out.cursor->missed();
+      if (missed != out.missed_seen) {
+        capnp::MallocMessageBuilder builder;
+        auto lost = builder.initRoot<wire::PeerFrame>().initLost();
+        lost.setObject(topics[t].name);
+        lost.setFromSequence(out.last_sent + 1);
+        lost.setCount(missed - out.missed_seen);
+        out.last_sent += missed - out.missed_seen;
+        log.write(LogLevel::warn, "topic %s: %llu message(s) for %s were no longer retained here: lost",
+                  topics[t].name.c_str(), static_cast<unsigned long long>(missed - out.missed_seen),
+                  peer.config.name.c_str());
+        out.missed_seen = missed;
+        out.pending.emplace(to_frame(builder));
+        continue;
+      }
+      if (out.credit == 0) break;
+      auto message = out.cursor->try_receive();
+      if (!message) break;
+      if (message->origin() != 0) continue;  // relayed from another host: never sent on
+      capnp::MallocMessageBuilder builder;
+      auto data = builder.initRoot<wire::PeerFrame>().initData();
+      data.setOrigin(config.node_name);
+      data.setObject(topics[t].name);
+      data.setSequence(message->sequence() + 1);  // 1-based on the wire: 0 means "none yet"
+      data.setTimestamp(realtime_ns());
+      const auto bytes = message->data();
+      data.setPayload(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(bytes.data()), bytes.size()));
+      out.last_sent = message->sequence() + 1;
+      --out.credit;
+      ++peer.counters.messages_out;
+      peer.counters.bytes_out += bytes.size();
+      message->release();
+      out.pending.emplace(to_frame(builder));
+    }
+  }
+}
+
+// ------------------------------------------------------ security, status
+
+// ZAP (RFC 27): admit CURVE clients whose public key belongs to a configured
+// peer; the peer's name becomes the connection's User-Id.
+void Daemon::Impl::on_zap() {
+  std::vector<zmq::message_t> request;
+  do {
+    zmq::message_t part;
+    if (!zap.recv(part, zmq::recv_flags::dontwait)) break;
+    request.push_back(std::move(part));
+  } while (request.back().more() && request.size() < 16);
+  auto text = [&](std::size_t i) {
+    return i < request.size() ? std::string(static_cast<const char*>(request[i].data()), request[i].size())
+                              : std::string();
+  };
+  std::string user, status = "400", reason = "unknown key";
+  if (text(5) == "CURVE" && request.size() >= 7 && request[6].size() == 32) {
+    char z85[41] = {};
+    zmq_z85_encode(z85, static_cast<const std::uint8_t*>(request[6].data()), 32);
+    for (const auto& peer : peers)
+      if (peer.config.public_key == z85) {
+        user = peer.config.name;
+        status = "200";
+        reason = "OK";
+      }
+    if (status != "200") {
+      ++counters.rejected_peers;
+      log.write(LogLevel::warn, "refused a connection from %s: key %s is not a configured peer's", text(3).c_str(), z85);
+    }
+  } else {
+    ++counters.rejected_peers;
+  }
+  const std::vector<std::string> reply = {"1.0", text(1), status, reason, user, ""};
+  for (std::size_t i = 0; i < reply.size(); ++i)
+    (void)zap.send(zmq::buffer(reply[i]), i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+}
+
+void Daemon::Impl::on_monitor() {
+  for (int budget = 0; budget < 256; ++budget) {
+    zmq::message_t event, address;
+    if (!monitor.recv(event, zmq::recv_flags::dontwait)) return;
+    if (event.more()) (void)monitor.recv(address, zmq::recv_flags::dontwait);
+    if (event.size() < 6) continue;
+    std::uint16_t id = 0;
+    std::memcpy(&id, event.data(), sizeof id);
+    if (id == ZMQ_EVENT_DISCONNECTED) {
+      ++counters.dropped_connections;
+    } else {
+      ++counters.failed_handshakes;
+      log.write(LogLevel::warn, "handshake failed on the listen socket (%s)",
+                id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication" : "protocol");
+    }
+  }
+}
+
+void Daemon::Impl::on_control() {
+  zmq::message_t identity, empty, request;
+  if (!control.recv(identity, zmq::recv_flags::dontwait)) return;
+  // REQ clients send [identity, "", request]; DEALER clients [identity, request].
+  std::vector<zmq::message_t> parts;
+  bool more = identity.more();
+  while (more && parts.size() < 3) {
+    zmq::message_t part;
+    if (!control.recv(part, zmq::recv_flags::dontwait)) break;
+    more = part.more();
+    parts.push_back(std::move(part));
+  }
+  if (parts.empty()) return;
+  const bool req_envelope = parts.size() == 2 && parts[0].size() == 0;
+  capnp::MallocMessageBuilder builder;
+  auto reply = builder.initRoot<wire::ControlReply>();
+  try {
+    FrameReader reader(parts.back());
+    auto req = reader.root<wire::ControlRequest>();
+    if (req.which() == wire::ControlRequest::STATUS) {
+      reply.setOk(true);
+      auto status = reply.initStatus();
+      status.setNode(config.node_name);
+      status.setNamespace(config.ns);
+      status.setUptimeMs((now_ns() - started_ns) / 1'000'000);
+      status.setBadFrames(counters.bad_frames);
+      status.setRejectedPeers(counters.rejected_peers);
+      status.setFailedHandshakes(counters.failed_handshakes);
+      status.setDroppedConnections(counters.dropped_connections);
+      auto list = status.initPeers(static_cast<unsigned>(peers.size()));
+      for (std::size_t i = 0; i < peers.size(); ++i) {
+        const auto& p = peers[i];
+        auto ps = list[static_cast<unsigned>(i)];
+        ps.setName(p.config.name);
+        ps.setEndpoint(p.config.endpoint);
+        ps.setConnected(p.connected);
+        ps.setSinceMs((now_ns() - p.state_since_ns) / 1'000'000);
+        ps.setMessagesIn(p.counters.messages_in);
+        ps.setMessagesOut(p.counters.messages_out);
+        ps.setBytesIn(p.counters.bytes_in);
+        ps.setBytesOut(p.counters.bytes_out);
+        ps.setGapsFilled(p.counters.gaps_filled);
+        ps.setLost(p.counters.lost);
+        ps.setDuplicates(p.counters.duplicates);
+      }
+      auto names = status.initTopics(static_cast<unsigned>(topics.size()));
+      for (std::size_t i = 0; i < topics.size(); ++i) names.set(static_cast<unsigned>(i), topics[i].name);
+    } else {
+      reply.setOk(false);
+      reply.setError("not supported yet: declare cluster topics in the config file");
+    }
+  } catch (const kj::Exception& e) {
+    reply.setOk(false);
+    reply.setError(std::string("malformed request: ") + e.getDescription().cStr());
+  }
+  (void)control.send(identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  if (req_envelope) (void)control.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  auto frame = to_frame(builder);
+  (void)control.send(frame, zmq::send_flags::dontwait);
+}
+
+}  // namespace colo::bridge

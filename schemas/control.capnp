@@ -1,0 +1,46 @@
+# schemas/control.capnp — requests from libcolo / `colo` to the local colod,
+# over its ipc:// control socket (REQ/REP style: one request, one reply).
+# Field numbers are never reused; new fields go at the end.
+@0xa95ce68045b633bc;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("colo::wire");
+
+struct ControlRequest {
+  union {
+    status @0 :Void;          # the daemon's node, uptime, peers and counters
+    declareTopic @1 :Text;    # make a topic cluster-scoped from now on (it must exist or be creatable)
+  }
+}
+
+struct ControlReply {
+  ok @0 :Bool;
+  error @1 :Text;             # why not, when ok is false
+  status @2 :Status;          # for `status`
+}
+
+struct Status {
+  node @0 :Text;
+  namespace @1 :Text;
+  uptimeMs @2 :UInt64;
+  peers @3 :List(PeerStatus);
+  topics @4 :List(Text);      # cluster-scoped topics
+  badFrames @5 :UInt64;       # malformed or unexpected frames from peers (dropped)
+  rejectedPeers @6 :UInt64;   # connections refused by ZAP: key not a configured peer's
+  failedHandshakes @7 :UInt64;  # ZMTP/CURVE handshakes that failed on the listen socket (garbage, bad keys)
+  droppedConnections @8 :UInt64;  # connections closed, including for a frame over max_frame
+}
+
+struct PeerStatus {
+  name @0 :Text;
+  endpoint @1 :Text;
+  connected @2 :Bool;         # a hello arrived within 3 heartbeat intervals
+  sinceMs @3 :UInt64;         # how long it has been connected (or disconnected)
+  messagesIn @4 :UInt64;
+  messagesOut @5 :UInt64;
+  bytesIn @6 :UInt64;
+  bytesOut @7 :UInt64;
+  gapsFilled @8 :UInt64;      # resubscriptions that resumed a stream after a gap
+  lost @9 :UInt64;            # messages the peer could no longer send us
+  duplicates @10 :UInt64;     # data frames already delivered (resent after a reconnect), dropped
+}

@@ -1,0 +1,69 @@
+# schemas/federation.capnp — the wire between the colod of two hosts.
+#
+# One ZeroMQ connection per direction: host A's DEALER connects to host B's
+# ROUTER (its `listen` endpoint). Each ZeroMQ message is one PeerFrame.
+#
+#   A (origin, DEALER)                         B (receiver, ROUTER)
+#   hello ─────────────────────────────────▶   (who is this link; every heartbeat)
+#                                          ◀─  hello (B's name), then for each
+#                                              cluster topic: subscribe{from, credit}
+#   data{seq, payload} ... (at most credit) ─▶ published into B's topic, relayed
+#                                          ◀─  credit{n, receivedThrough} as B
+#                                              receives (A may stop retaining
+#                                              them) and publishes (n more) them
+#   lost{from, to} (no longer retained)  ──▶   counted and logged by B
+#
+# B asks to resume at the sequence after the last one it delivered from A
+# (it finds it in its own ring, see Topic::relayed_high_water), so a restart
+# of either side or a dropped link loses nothing still retained by A and
+# duplicates nothing. Rules for field numbers: never reuse or renumber one;
+# add fields at the end.
+@0xc295c8b764e4a025;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("colo::wire");
+
+struct PeerFrame {
+  union {
+    hello @0 :Hello;          # both directions, first and then every heartbeat interval
+    data @1 :Envelope;        # origin -> receiver
+    subscribe @2 :Subscribe;  # receiver -> origin: (re)start a topic's stream
+    credit @3 :Credit;        # receiver -> origin: room for more messages
+    lost @4 :Lost;            # origin -> receiver: messages it no longer retains
+  }
+}
+
+struct Hello {
+  node @0 :Text;              # the sender's [node].name
+  protocol @1 :UInt16;        # 1; a peer speaking another version is refused and logged
+  incarnation @2 :UInt64;     # random per colod start: tells a restarted peer from a reconnected one
+  namespace @3 :Text;         # the sender's colo namespace (informational)
+}
+
+struct Envelope {
+  origin @0 :Text;            # node name of the host the message was published on
+  object @1 :Text;            # topic name
+  sequence @2 :UInt64;        # the message's sequence in the origin's ring (per origin, increasing)
+  timestamp @3 :UInt64;       # CLOCK_REALTIME ns when the origin's colod read it
+  payload @4 :Data;           # the message bytes, unchanged
+  flags @5 :UInt32;           # reserved, 0
+}
+
+struct Subscribe {
+  object @0 :Text;            # topic name
+  fromSequence @1 :UInt64;    # first origin sequence wanted; 0: from whatever is published next
+  credit @2 :UInt32;          # messages the origin may send before the next credit
+}
+
+struct Credit {
+  object @0 :Text;            # topic name
+  messages @1 :UInt32;        # more messages the origin may send (we published that many)
+  receivedThrough @2 :UInt64; # highest sequence received (published or waiting for room);
+                              # the origin stops retaining up to it for us. 0: no news
+}
+
+struct Lost {
+  object @0 :Text;            # topic name
+  fromSequence @1 :UInt64;    # first origin sequence not retained any more
+  count @2 :UInt64;           # how many sequences from there (see README: may include relayed ones)
+}

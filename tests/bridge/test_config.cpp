@@ -1,0 +1,617 @@
+// colod's config loader (bridge/config.cpp): what a valid file gives, the
+// defaults, and for each rule the exact error — file, line, key and cause —
+// because an operator fixes the file from that one line.
+//
+// Every test writes its files into its own directory under /tmp (removed in
+// TearDown). No network, no root; bridge/colod.example.toml is found through
+// COLO_SOURCE_ROOT (tests/bridge/meson.build sets it).
+#include <gtest/gtest.h>
+#include <sys/wait.h>  // waitpid
+#include <unistd.h>    // geteuid, fork, setuid
+
+#include <cerrno>
+#include <cstdlib>  // getenv, setenv
+#include <cstring>  // strerror
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "daemon.hpp"  // generate_keypair: keys as libzmq makes them
+
+namespace colo::bridge {
+namespace {
+
+// Keys of 40 Z85 characters (any such string whose 5-character groups stay
+// below 2^32 is a key to the loader).
+const std::string kKeyBeta = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
+const std::string kKeyGamma = "ABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>(";
+const std::string kSecret = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123";
+
+using Lines = std::vector<std::string>;
+
+// Lines 1-3 of most files below: the required part.
+const Lines kNode = {"[node]", "name = \"alpha\"", "listen = \"tcp://127.0.0.1:7100\""};
+
+Lines node_and(const Lines& more) {
+  Lines out = kNode;
+  out.insert(out.end(), more.begin(), more.end());
+  return out;
+}
+
+class LoadConfig : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/colo-config-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr) << std::strerror(errno);
+    dir_ = tmpl;
+    path_ = dir_ + "/colod.toml";
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  std::string write(const std::string& name, const std::string& text) const {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << text;
+    return path;
+  }
+  Result<Config> load(const Lines& lines) const {
+    std::string text;
+    for (const auto& line : lines) text += line + "\n";
+    write("colod.toml", text);
+    return load_config(path_);
+  }
+  // The message of a file that must not load (always invalid_argument).
+  std::string error(const Lines& lines) const {
+    auto sut = load(lines);
+    if (sut.has_value()) {
+      ADD_FAILURE() << "the file loaded";
+      return {};
+    }
+    EXPECT_EQ(sut.error().code, Errc::invalid_argument);
+    return sut.error().message;
+  }
+  // "PATH:LINE: " of colod.toml
+  std::string at(int line) const { return path_ + ":" + std::to_string(line) + ": "; }
+  // A secret key file holding `text`, as a security table.
+  Lines curve_on(const std::string& text = kSecret + "\n") const {
+    return {"[security]", "secret_key_file = \"" + write("alpha.key", text) + "\""};
+  }
+
+  std::string dir_, path_;
+};
+
+// ------------------------------------------------------------- valid files
+
+TEST_F(LoadConfig, givesEveryFieldOfAFullFile) {
+  const std::string key_file = write("alpha.key", "  " + kSecret + "\n\n");
+  const std::string socket = dir_ + "/control.sock";
+
+  auto sut = load({
+      "[node]", "name = \"alpha\"", "namespace = \"ns_1\"", "listen = \"tcp://*:7100\"",  //
+      "[security]", "secret_key_file = \"" + key_file + "\"",                               //
+      "[control]", "socket = \"" + socket + "\"",                                           //
+      "[metrics]", "port = 9464", "address = \"::1\"",                                      //
+      "[limits]", "max_frame = 1_048_576", "credit = 16", "heartbeat_ms = 250",             //
+      "[log]", "level = \"debug\"",                                                         //
+      "[[peer]]", "name = \"beta\"", "endpoint = \"tcp://10.0.0.2:7101\"", "public_key = \"" + kKeyBeta + "\"",
+      "[[peer]]", "name = \"gamma.2\"", "endpoint = \"ipc:///run/gamma.sock\"", "public_key = \"" + kKeyGamma + "\"",
+      "[[topic]]", "name = \"prices/eu\"", "capacity = 4096", "max_message = 2016", "history = 10",
+      "backpressure = \"lossy\"",  //
+      "[[queue]]", "name = \"jobs\"", "home = \"gamma.2\"", "capacity = 8192", "max_message = 100",
+  });
+
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  EXPECT_EQ(sut->path, path_);
+  EXPECT_EQ(sut->node_name, "alpha");
+  EXPECT_EQ(sut->ns, "ns_1");
+  EXPECT_EQ(sut->listen, "tcp://*:7100");
+  EXPECT_EQ(sut->secret_key_file, key_file);
+  EXPECT_EQ(sut->control_socket, socket);
+  EXPECT_EQ(sut->metrics_port, 9464);
+  EXPECT_EQ(sut->metrics_address, "::1");
+  EXPECT_EQ(sut->max_frame, 1048576u);
+  EXPECT_EQ(sut->credit, 16u);
+  EXPECT_EQ(sut->heartbeat_ms, 250u);
+  EXPECT_EQ(sut->log_level, LogLevel::debug);
+  ASSERT_EQ(sut->peers.size(), 2u);
+  EXPECT_EQ(sut->peers[0].name, "beta");
+  EXPECT_EQ(sut->peers[0].endpoint, "tcp://10.0.0.2:7101");
+  EXPECT_EQ(sut->peers[0].public_key, kKeyBeta);
+  EXPECT_EQ(sut->peers[1].name, "gamma.2");
+  EXPECT_EQ(sut->peers[1].endpoint, "ipc:///run/gamma.sock");
+  EXPECT_EQ(sut->peers[1].public_key, kKeyGamma);
+  ASSERT_EQ(sut->topics.size(), 1u);
+  EXPECT_EQ(sut->topics[0].name, "prices/eu");
+  EXPECT_EQ(sut->topics[0].capacity, 4096u);
+  EXPECT_EQ(sut->topics[0].max_message, 2016u);  // the largest that fits twice in 4096
+  EXPECT_EQ(sut->topics[0].history, 10u);
+  EXPECT_TRUE(sut->topics[0].lossy);
+  ASSERT_EQ(sut->queues.size(), 1u);
+  EXPECT_EQ(sut->queues[0].name, "jobs");
+  EXPECT_EQ(sut->queues[0].home, "gamma.2");
+  EXPECT_EQ(sut->queues[0].capacity, 8192u);
+  EXPECT_EQ(sut->queues[0].max_message, 100u);
+}
+
+TEST_F(LoadConfig, appliesTheDefaultsToAMinimalFile) {
+  auto sut = load(kNode);
+
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  EXPECT_EQ(sut->node_name, "alpha");
+  EXPECT_EQ(sut->listen, "tcp://127.0.0.1:7100");
+  EXPECT_EQ(sut->ns, "default");
+  EXPECT_EQ(sut->secret_key_file, "");
+  EXPECT_EQ(sut->control_socket, default_control_socket("default"));
+  EXPECT_EQ(sut->metrics_port, 0);
+  EXPECT_EQ(sut->metrics_address, "127.0.0.1");
+  EXPECT_EQ(sut->max_frame, 4u << 20);
+  EXPECT_EQ(sut->credit, 1024u);
+  EXPECT_EQ(sut->heartbeat_ms, 1000u);
+  EXPECT_EQ(sut->log_level, LogLevel::info);
+  EXPECT_TRUE(sut->peers.empty());
+  EXPECT_TRUE(sut->topics.empty());
+  EXPECT_TRUE(sut->queues.empty());
+}
+
+TEST_F(LoadConfig, appliesTheDefaultsOfTopicsQueuesAndEmptyTables) {
+  auto sut = load({"[node]", "name = \"alpha\"", "namespace = \"eu\"", "listen = \"ipc:///tmp/alpha\"", "[security]",
+                   "secret_key_file = \"\"", "[control]", "socket = \"\"", "[metrics]", "[limits]", "[log]",
+                   "[[topic]]", "name = \"prices\"", "[[queue]]", "name = \"jobs\"", "home = \"alpha\""});
+
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  EXPECT_EQ(sut->secret_key_file, "");                         // "" is CURVE off
+  EXPECT_EQ(sut->control_socket, default_control_socket("eu"));  // of the file's namespace
+  ASSERT_EQ(sut->topics.size(), 1u);
+  EXPECT_EQ(sut->topics[0].capacity, 1u << 20);
+  EXPECT_EQ(sut->topics[0].max_message, 64u * 1024);
+  EXPECT_EQ(sut->topics[0].history, 0u);
+  EXPECT_FALSE(sut->topics[0].lossy);
+  ASSERT_EQ(sut->queues.size(), 1u);
+  EXPECT_EQ(sut->queues[0].home, "alpha");
+  EXPECT_EQ(sut->queues[0].capacity, 1u << 20);
+  EXPECT_EQ(sut->queues[0].max_message, 64u * 1024);
+}
+
+TEST_F(LoadConfig, loadsTheExampleShippedInBridge) {
+  const char* root = std::getenv("COLO_SOURCE_ROOT");
+  ASSERT_NE(root, nullptr) << "COLO_SOURCE_ROOT is not set (tests/bridge/meson.build sets it)";
+  const std::string path = std::string(root) + "/bridge/colod.example.toml";
+
+  auto sut = load_config(path);
+
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  EXPECT_EQ(sut->node_name, "alpha");
+  EXPECT_EQ(sut->ns, "default");
+  EXPECT_EQ(sut->secret_key_file, "");  // CURVE off, as shipped
+  EXPECT_EQ(sut->control_socket, default_control_socket("default"));
+  EXPECT_EQ(sut->max_frame, 4u << 20);
+  EXPECT_EQ(sut->log_level, LogLevel::info);
+  ASSERT_EQ(sut->peers.size(), 2u);
+  EXPECT_EQ(sut->peers[0].name, "beta");
+  EXPECT_EQ(sut->peers[1].name, "gamma");
+  EXPECT_EQ(sut->peers[0].public_key, "");
+  ASSERT_EQ(sut->topics.size(), 1u);
+  EXPECT_EQ(sut->topics[0].name, "prices");
+  ASSERT_EQ(sut->queues.size(), 1u);
+  EXPECT_EQ(sut->queues[0].name, "jobs");
+  EXPECT_EQ(sut->queues[0].home, "alpha");
+}
+
+TEST_F(LoadConfig, acceptsEndpointsOfEveryForm) {
+  auto sut = load({"[node]", "name = \"alpha\"", "listen = \"tcp://[::1]:65535\"",  //
+                   "[[peer]]", "name = \"b\"", "endpoint = \"tcp://db-1.example:1\"",  //
+                   "[[peer]]", "name = \"c\"", "endpoint = \"ipc://relative.sock\""});
+
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  EXPECT_EQ(sut->listen, "tcp://[::1]:65535");
+  EXPECT_EQ(sut->peers[0].endpoint, "tcp://db-1.example:1");
+  EXPECT_EQ(sut->peers[1].endpoint, "ipc://relative.sock");
+}
+
+// ------------------------------------------------------ reading the file
+
+TEST_F(LoadConfig, reportsAMissingFileAsNotFound) {
+  const std::string path = dir_ + "/absent.toml";
+
+  auto sut = load_config(path);
+
+  ASSERT_FALSE(sut.has_value());
+  EXPECT_EQ(sut.error().code, Errc::not_found);
+  EXPECT_EQ(sut.error().message, path + ": cannot read: No such file or directory");
+}
+
+TEST_F(LoadConfig, refusesADirectory) {
+  auto sut = load_config(dir_);
+
+  ASSERT_FALSE(sut.has_value());
+  EXPECT_EQ(sut.error().code, Errc::invalid_argument);
+  EXPECT_EQ(sut.error().message, dir_ + ": cannot read: not a regular file");
+}
+
+TEST_F(LoadConfig, reportsTheLineOfATomlSyntaxError) {
+  const std::string message = error({"[node]", "name = \"alpha\"", "listen = ", "[limits]"});
+
+  EXPECT_EQ(message.rfind(at(3), 0), 0u) << message;  // starts with PATH:3:
+}
+
+TEST_F(LoadConfig, reportsAKeyGivenTwiceAsATomlError) {
+  const std::string message = error(node_and({"name = \"beta\""}));
+
+  EXPECT_EQ(message.rfind(at(4), 0), 0u) << message;
+  EXPECT_NE(message.find("'name'"), std::string::npos) << message;
+}
+
+// --------------------------------------------------- unknown keys, types
+
+TEST_F(LoadConfig, namesAnUnknownKeyAndItsTable) {
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "lisen = \"tcp://127.0.0.1:7100\""}),
+            at(3) + "node.lisen: unknown key 'lisen' in [node] (known: name, namespace, listen)");
+}
+
+TEST_F(LoadConfig, namesTheEarliestOfSeveralUnknownKeys) {
+  // toml++ keeps keys sorted; the message must follow the file.
+  EXPECT_EQ(error(node_and({"[limits]", "zz = 1", "aa = 2"})),
+            at(5) + "limits.zz: unknown key 'zz' in [limits] (known: max_frame, credit, heartbeat_ms)");
+}
+
+TEST_F(LoadConfig, namesAnUnknownKeyInAPeer) {
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\"", "pubkey = \"x\""})),
+            at(7) + "peer[0].pubkey: unknown key 'pubkey' in [[peer]] (known: name, endpoint, public_key)");
+}
+
+TEST_F(LoadConfig, namesAnUnknownTable) {
+  EXPECT_EQ(error(node_and({"[limit]", "credit = 1"})), at(4) + "limit: unknown table [limit]");
+  EXPECT_EQ(error(node_and({"[[peers]]", "name = \"beta\""})), at(4) + "peers: unknown table [[peers]]");
+}
+
+TEST_F(LoadConfig, namesAKeyOutsideAnyTable) {
+  EXPECT_EQ(error({"name = \"alpha\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
+            at(1) + "name: unknown key 'name' in the top level, before any [table] (known: node, security, "
+                    "control, metrics, limits, log, peer, topic, queue)");
+}
+
+TEST_F(LoadConfig, refusesASingleBracketPeerTable) {
+  EXPECT_EQ(error(node_and({"[peer]", "name = \"beta\""})),
+            at(4) + "peer: expected [[peer]] tables, found a table (write [[peer]], with two brackets)");
+}
+
+TEST_F(LoadConfig, namesTheExpectedAndTheFoundType) {
+  EXPECT_EQ(error({"[node]", "name = 7", "listen = \"tcp://a:1\""}),
+            at(2) + "node.name: expected a string, found an integer");
+  EXPECT_EQ(error(node_and({"[metrics]", "port = \"9464\""})),
+            at(5) + "metrics.port: expected an integer, found a string");
+  EXPECT_EQ(error(node_and({"[limits]", "credit = 1.5"})),
+            at(5) + "limits.credit: expected an integer, found a floating-point number");
+  EXPECT_EQ(error({"log = \"info\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
+            at(1) + "log: expected a table [log], found a string");
+}
+
+// ----------------------------------------------------------------- [node]
+
+TEST_F(LoadConfig, reportsAMissingNodeNameAtItsTable) {
+  EXPECT_EQ(error({"# colod", "[node]", "listen = \"tcp://a:1\""}), at(2) + "node.name: missing");
+}
+
+TEST_F(LoadConfig, reportsAMissingNodeTableWithoutALine) {
+  EXPECT_EQ(error({"[limits]", "credit = 1"}), path_ + ": node.name: missing (the file has no [node] table)");
+}
+
+TEST_F(LoadConfig, reportsAMissingListen) {
+  EXPECT_EQ(error({"[node]", "name = \"alpha\""}), at(1) + "node.listen: missing");
+}
+
+TEST_F(LoadConfig, refusesABadNodeName) {
+  EXPECT_EQ(error({"[node]", "name = \"al pha\"", "listen = \"tcp://a:1\""}),
+            at(2) + "node.name: 'al pha' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
+  EXPECT_EQ(error({"[node]", "name = \"a/b\"", "listen = \"tcp://a:1\""}),
+            at(2) + "node.name: 'a/b' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
+  EXPECT_EQ(error({"[node]", "name = \"" + std::string(65, 'n') + "\"", "listen = \"tcp://a:1\""}),
+            at(2) + "node.name: '" + std::string(65, 'n') + "' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
+  EXPECT_TRUE(load({"[node]", "name = \"" + std::string(64, 'n') + "\"", "listen = \"tcp://a:1\""}).has_value());
+}
+
+TEST_F(LoadConfig, refusesABadNamespace) {
+  const std::string message = error({"[node]", "name = \"alpha\"", "namespace = \"a.b\"", "listen = \"tcp://a:1\""});
+
+  EXPECT_EQ(message.rfind(at(3) + "node.namespace: invalid namespace 'a.b'", 0), 0u) << message;
+}
+
+TEST_F(LoadConfig, refusesAnEndpointOfAnotherShape) {
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp//x\""}),
+            at(3) + "node.listen: 'tcp//x' is not tcp://HOST:PORT or ipc://PATH");
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp//x\""})),
+            at(6) + "peer[0].endpoint: 'tcp//x' is not tcp://HOST:PORT or ipc://PATH");
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp://host\""}),
+            at(3) + "node.listen: 'tcp://host' is not tcp://HOST:PORT or ipc://PATH (no :PORT)");
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp://:7100\""}),
+            at(3) + "node.listen: 'tcp://:7100' is not tcp://HOST:PORT or ipc://PATH (the host is empty)");
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"ipc://\""}),
+            at(3) + "node.listen: 'ipc://' is not tcp://HOST:PORT or ipc://PATH (the path is empty)");
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"udp://a:1\""}),
+            at(3) + "node.listen: 'udp://a:1' is not tcp://HOST:PORT or ipc://PATH");
+}
+
+TEST_F(LoadConfig, refusesAPortOutside1To65535) {
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp://127.0.0.1:0\""}),
+            at(3) + "node.listen: port '0' of 'tcp://127.0.0.1:0' is not 1-65535");
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp://127.0.0.1:65536\""}),
+            at(3) + "node.listen: port '65536' of 'tcp://127.0.0.1:65536' is not 1-65535");
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:71o1\""})),
+            at(6) + "peer[0].endpoint: port '71o1' of 'tcp://b:71o1' is not 1-65535");
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp://a:\""}),
+            at(3) + "node.listen: port '' of 'tcp://a:' is not 1-65535");
+}
+
+TEST_F(LoadConfig, refusesAPeerEndpointOnEveryInterface) {
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://*:7101\""})),
+            at(6) + "peer[0].endpoint: 'tcp://*:7101': a peer needs a host to connect to; '*' is for listen");
+}
+
+// ------------------------------------------------ [control] .. [log]
+
+TEST_F(LoadConfig, refusesARelativeOrTooLongControlSocket) {
+  EXPECT_EQ(error(node_and({"[control]", "socket = \"run/colod.sock\""})),
+            at(5) + "control.socket: 'run/colod.sock' is not an absolute path of at most 107 bytes");
+  const std::string long_path = "/" + std::string(107, 's');
+  EXPECT_EQ(error(node_and({"[control]", "socket = \"" + long_path + "\""})),
+            at(5) + "control.socket: '" + long_path.substr(0, 100) +
+                "...' is not an absolute path of at most 107 bytes");
+}
+
+TEST_F(LoadConfig, refusesMetricsOutOfRange) {
+  EXPECT_EQ(error(node_and({"[metrics]", "port = 65536"})), at(5) + "metrics.port: 65536 is outside 0..65535");
+  EXPECT_EQ(error(node_and({"[metrics]", "address = \"localhost\""})),
+            at(5) + "metrics.address: 'localhost' is not an IPv4 or IPv6 address");
+}
+
+TEST_F(LoadConfig, refusesLimitsOutOfRange) {
+  EXPECT_EQ(error(node_and({"[limits]", "max_frame = 1023"})),
+            at(5) + "limits.max_frame: 1023 is outside 1024..1073741824");
+  EXPECT_EQ(error(node_and({"[limits]", "max_frame = 1073741825"})),
+            at(5) + "limits.max_frame: 1073741825 is outside 1024..1073741824");
+  EXPECT_EQ(error(node_and({"[limits]", "credit = 0"})), at(5) + "limits.credit: 0 is outside 1..1000000");
+  EXPECT_EQ(error(node_and({"[limits]", "heartbeat_ms = 49"})), at(5) + "limits.heartbeat_ms: 49 is outside 50..60000");
+  EXPECT_EQ(error(node_and({"[limits]", "heartbeat_ms = -1"})), at(5) + "limits.heartbeat_ms: -1 is outside 50..60000");
+}
+
+TEST_F(LoadConfig, refusesAnUnknownLogLevel) {
+  EXPECT_EQ(error(node_and({"[log]", "level = \"verbose\""})),
+            at(5) + "log.level: 'verbose' is not debug, info, warn or error");
+  EXPECT_EQ(error(node_and({"[log]", "level = \"INFO\""})),
+            at(5) + "log.level: 'INFO' is not debug, info, warn or error");
+}
+
+TEST_F(LoadConfig, readsEveryLogLevel) {
+  for (const LogLevel level : {LogLevel::debug, LogLevel::info, LogLevel::warn, LogLevel::error}) {
+    auto sut = load(node_and({"[log]", std::string("level = \"") + log_level_name(level) + "\""}));
+    ASSERT_TRUE(sut.has_value()) << sut.error().message;
+    EXPECT_EQ(sut->log_level, level);
+  }
+}
+
+// ---------------------------------------------------------------- [[peer]]
+
+TEST_F(LoadConfig, refusesAPeerListedTwice) {
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\"",  //
+                            "[[peer]]", "name = \"beta\"", "endpoint = \"tcp://c:1\""})),
+            at(8) + "peer[1].name: 'beta' is already the name of peer[0].name (line 5)");
+}
+
+TEST_F(LoadConfig, refusesAPeerNamedLikeThisNode) {
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"alpha\"", "endpoint = \"tcp://b:1\""})),
+            at(5) + "peer[0].name: 'alpha' is this node's own name (node.name)");
+}
+
+TEST_F(LoadConfig, refusesABadPeerName) {
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"\"", "endpoint = \"tcp://b:1\""})),
+            at(5) + "peer[0].name: '' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
+}
+
+TEST_F(LoadConfig, reportsAMissingPeerKeyAtItsTable) {
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\"", "[[peer]]", "name = \"c\""})),
+            at(7) + "peer[1].endpoint: missing");
+}
+
+// ------------------------------------------------------------------- CURVE
+
+TEST_F(LoadConfig, requiresEveryPeerKeyWhenCurveIsOn) {
+  Lines lines = node_and(curve_on());
+  lines.insert(lines.end(), {"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\""});
+
+  EXPECT_EQ(error(lines), at(6) + "peer[0].public_key: missing (CURVE is on: security.secret_key_file is set, so "
+                                  "every peer needs its key)");
+}
+
+TEST_F(LoadConfig, refusesPeerKeysWhenCurveIsOff) {
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\"",
+                            "public_key = \"" + kKeyBeta + "\""})),
+            at(7) + "peer[0].public_key: set, but security.secret_key_file is not: CURVE needs our secret key too (or "
+                    "remove the public keys to run without CURVE)");
+}
+
+TEST_F(LoadConfig, refusesAPublicKeyThatIsNotZ85) {
+  auto with_key = [&](const std::string& key) {
+    Lines lines = node_and(curve_on());
+    lines.insert(lines.end(),
+                 {"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\"", "public_key = \"" + key + "\""});
+    return error(lines);
+  };
+  const std::string what = "' is not a CURVE public key (40 characters of the Z85 alphabet)";
+
+  const std::string short_key = kKeyBeta.substr(0, 39);
+  EXPECT_EQ(with_key(short_key), at(9) + "peer[0].public_key: '" + short_key + what);
+  const std::string bad_char = kKeyBeta.substr(0, 39) + ",";  // ',' is not in the alphabet
+  EXPECT_EQ(with_key(bad_char), at(9) + "peer[0].public_key: '" + bad_char + what);
+  const std::string overflow(40, '#');  // "#####" is 85^5 - 1, above 2^32 - 1
+  EXPECT_EQ(with_key(overflow), at(9) + "peer[0].public_key: '" + overflow + what);
+}
+
+TEST_F(LoadConfig, acceptsKeysMadeByLibzmq) {
+  auto ours = generate_keypair();
+  auto theirs = generate_keypair();
+  if (!ours || !theirs) GTEST_SKIP() << "this libzmq has no CURVE";
+  Lines lines = node_and(curve_on(ours->secret_key + "\n"));
+  lines.insert(lines.end(),
+               {"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\"",
+                "public_key = \"" + theirs->public_key + "\""});
+
+  auto sut = load(lines);
+
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  EXPECT_EQ(sut->peers[0].public_key, theirs->public_key);
+}
+
+TEST_F(LoadConfig, refusesAMissingSecretKeyFile) {
+  const std::string key_file = dir_ + "/absent.key";
+
+  EXPECT_EQ(error(node_and({"[security]", "secret_key_file = \"" + key_file + "\""})),
+            at(5) + "security.secret_key_file: cannot read '" + key_file + "': No such file or directory");
+}
+
+TEST_F(LoadConfig, refusesASecretKeyFileWithoutAKey) {
+  const std::string what = "' does not hold a CURVE secret key (40 characters of the Z85 alphabet; make a key pair "
+                           "with colod --keygen --out PREFIX)";
+  const std::string key_file = dir_ + "/alpha.key";
+
+  EXPECT_EQ(error(node_and(curve_on(kSecret.substr(1) + "\n"))),
+            at(5) + "security.secret_key_file: '" + key_file + what);
+  EXPECT_EQ(error(node_and(curve_on(kSecret + " " + kSecret + "\n"))),
+            at(5) + "security.secret_key_file: '" + key_file + what);
+  EXPECT_EQ(error(node_and(curve_on(""))), at(5) + "security.secret_key_file: '" + key_file + what);
+  EXPECT_EQ(error(node_and({"[security]", "secret_key_file = \"" + dir_ + "\""})),
+            at(5) + "security.secret_key_file: '" + dir_ + "' is not a regular file");
+}
+
+TEST_F(LoadConfig, readsARelativeSecretKeyFileFromTheConfigDirectory) {
+  write("alpha.key", kSecret + "\n");
+
+  auto sut = load(node_and({"[security]", "secret_key_file = \"alpha.key\""}));
+
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  EXPECT_EQ(sut->secret_key_file, dir_ + "/alpha.key");
+}
+
+// --------------------------------------------------- [[topic]], [[queue]]
+
+TEST_F(LoadConfig, refusesBadObjectNames) {
+  const std::string topic = error(node_and({"[[topic]]", "name = \"/prices\""}));
+  EXPECT_EQ(topic.rfind(at(5) + "topic[0].name: invalid object name '/prices': it starts or ends with '/'", 0), 0u)
+      << topic;
+  const std::string queue = error(node_and({"[[queue]]", "name = \"a//b\"", "home = \"alpha\""}));
+  EXPECT_EQ(queue.rfind(at(5) + "queue[0].name: invalid object name 'a//b'", 0), 0u) << queue;
+  EXPECT_EQ(error(node_and({"[[topic]]", "capacity = 4096"})), at(4) + "topic[0].name: missing");
+}
+
+TEST_F(LoadConfig, refusesATopicDeclaredTwice) {
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "[[topic]]", "name = \"prices\""})),
+            at(7) + "topic[1].name: 'prices' is already declared as topic[0].name (line 5)");
+}
+
+TEST_F(LoadConfig, refusesANameUsedForATopicAndAQueue) {
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"jobs\"", "[[queue]]", "name = \"jobs\"", "home = \"alpha\""})),
+            at(7) + "queue[0].name: 'jobs' is already declared as topic[0].name (line 5)");
+  EXPECT_EQ(error(node_and({"[[queue]]", "name = \"jobs\"", "home = \"alpha\"", "[[queue]]", "name = \"jobs\"",
+                            "home = \"alpha\""})),
+            at(8) + "queue[1].name: 'jobs' is already declared as queue[0].name (line 5)");
+}
+
+TEST_F(LoadConfig, refusesAQueueHomeThatIsNoNodeOfTheCluster) {
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\"",  //
+                            "[[queue]]", "name = \"jobs\"", "home = \"gamma\""})),
+            at(9) + "queue[0].home: 'gamma' is neither this node nor one of its peers ('alpha', 'beta')");
+  EXPECT_EQ(error(node_and({"[[queue]]", "name = \"jobs\""})), at(4) + "queue[0].home: missing");
+  EXPECT_TRUE(load(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://b:1\"",  //
+                             "[[queue]]", "name = \"jobs\"", "home = \"beta\""}))
+                  .has_value());
+}
+
+TEST_F(LoadConfig, refusesACapacityThatIsNotAPowerOfTwoInRange) {
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "capacity = 1000000"})),
+            at(6) + "topic[0].capacity: 1000000 is not a power of two");
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "capacity = 2048"})),
+            at(6) + "topic[0].capacity: 2048 is outside 4096..17179869184");
+  EXPECT_EQ(error(node_and({"[[queue]]", "name = \"jobs\"", "home = \"alpha\"", "capacity = 34359738368"})),
+            at(7) + "queue[0].capacity: 34359738368 is outside 4096..17179869184");
+  EXPECT_TRUE(load(node_and({"[[topic]]", "name = \"big\"", "capacity = 17179869184"})).has_value());
+}
+
+TEST_F(LoadConfig, refusesAMaxMessageThatDoesNotFitTwice) {
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "capacity = 4096", "max_message = 2017"})),
+            at(7) + "topic[0].max_message: 2017 bytes do not fit twice in a ring of 4096 bytes (at most 2016; raise "
+                    "capacity or lower max_message)");
+  EXPECT_EQ(error(node_and({"[[queue]]", "name = \"jobs\"", "home = \"alpha\"", "max_message = 1048576"})),
+            at(7) + "queue[0].max_message: 1048576 bytes do not fit twice in a ring of 1048576 bytes (at most "
+                    "524256; raise capacity or lower max_message)");
+}
+
+TEST_F(LoadConfig, blamesTheCapacityWhenTheDefaultMaxMessageDoesNotFit) {
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "capacity = 65536"})),
+            at(6) + "topic[0].capacity: the default max_message of 65536 bytes do not fit twice in a ring of 65536 "
+                    "bytes (at most 32736; raise capacity or lower max_message)");
+}
+
+TEST_F(LoadConfig, refusesAnEmptyMaxMessage) {
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "max_message = 0"})),
+            at(6) + "topic[0].max_message: 0 is outside 1..2147483583");
+}
+
+TEST_F(LoadConfig, refusesHistoryAndBackpressureOutOfRange) {
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "history = 4294967296"})),
+            at(6) + "topic[0].history: 4294967296 is outside 0..4294967295");
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "backpressure = \"drop\""})),
+            at(6) + "topic[0].backpressure: 'drop' is not block or lossy");
+}
+
+// ------------------------------------------------------------- the helpers
+
+// What a user without root gets: $XDG_RUNTIME_DIR, else /tmp/colo-<uid>.
+// 0 if both are as documented, else which one is not.
+int check_non_root_sockets() {
+  ::setenv("XDG_RUNTIME_DIR", "/run/user/4242", 1);
+  if (default_control_socket("eu") != "/run/user/4242/colo/eu/colod.sock") return 1;
+  ::unsetenv("XDG_RUNTIME_DIR");
+  if (default_control_socket("eu") != "/tmp/colo-" + std::to_string(::geteuid()) + "/eu/colod.sock") return 2;
+  return 0;
+}
+
+TEST(DefaultControlSocket, isUnderRunColoForRoot) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  EXPECT_EQ(default_control_socket("eu"), "/run/colo/eu/colod.sock");
+}
+
+TEST(DefaultControlSocket, isUnderTheRuntimeDirectoryElseTmpForOtherUsers) {
+  if (::geteuid() != 0) {
+    const char* saved = std::getenv("XDG_RUNTIME_DIR");
+    const std::string restore = saved != nullptr ? saved : "";
+    EXPECT_EQ(check_non_root_sockets(), 0);
+    if (saved != nullptr) ::setenv("XDG_RUNTIME_DIR", restore.c_str(), 1);
+    return;
+  }
+  // As root: in a child that becomes nobody (65534), so that the environment
+  // and the identity of this process stay as they are.
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0) << std::strerror(errno);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    ::_exit(check_non_root_sockets());
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: the $XDG_RUNTIME_DIR path is wrong, 2: the /tmp/colo-<uid> one, "
+                                       "3: cannot become nobody";
+}
+
+TEST(LogLevelName, namesEachLevelAsTheConfigWritesIt) {
+  EXPECT_STREQ(log_level_name(LogLevel::debug), "debug");
+  EXPECT_STREQ(log_level_name(LogLevel::info), "info");
+  EXPECT_STREQ(log_level_name(LogLevel::warn), "warn");
+  EXPECT_STREQ(log_level_name(LogLevel::error), "error");
+}
+
+}  // namespace
+}  // namespace colo::bridge

@@ -1,0 +1,117 @@
+// `colo peers`: the local colod's view of its peers, asked over its control
+// socket (schemas/control.capnp, a status request).
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "bench_process.hpp"  // human_bytes via cli.hpp, with_commas
+#include "cli.hpp"
+#include "colo/names.hpp"  // default_control_socket
+#include "control.capnp.h"
+
+namespace colo::cli {
+namespace {
+
+std::string since_text(std::uint64_t ms) { return human_duration_ns(static_cast<double>(ms) * 1e6); }
+
+int run_peers(const Context& ctx, const std::string& socket_path, double timeout_s, bool json) {
+  const std::string path = socket_path.empty() ? default_control_socket(ctx.ns) : socket_path;
+  zmq::context_t context;
+  zmq::socket_t socket(context, zmq::socket_type::req);
+  const int linger = 0;
+  zmq_setsockopt(socket.handle(), ZMQ_LINGER, &linger, sizeof linger);
+  const std::int64_t max_reply = 16 << 20;
+  zmq_setsockopt(socket.handle(), ZMQ_MAXMSGSIZE, &max_reply, sizeof max_reply);
+  try {
+    socket.connect("ipc://" + path);
+    capnp::MallocMessageBuilder builder;
+    builder.initRoot<wire::ControlRequest>().setStatus();
+    const auto words = capnp::messageToFlatArray(builder);
+    socket.send(zmq::buffer(words.asBytes().begin(), words.asBytes().size()), zmq::send_flags::none);
+    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)));
+    if ((item.revents & ZMQ_POLLIN) == 0)
+      return fail("no answer from colod on " + path + " within " + std::to_string(timeout_s) +
+                  " s: is colod running for namespace '" + ctx.ns + "'? (start it with colod --config FILE)");
+    zmq::message_t reply;
+    (void)socket.recv(reply);
+    auto aligned = kj::heapArray<capnp::word>(reply.size() / sizeof(capnp::word) + 1);
+    std::memcpy(aligned.begin(), reply.data(), reply.size());
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = aligned.size() + 16;
+    capnp::FlatArrayMessageReader reader(aligned.asPtr().slice(0, reply.size() / sizeof(capnp::word)), options);
+    auto root = reader.getRoot<wire::ControlReply>();
+    if (!root.getOk()) return fail(std::string("colod: ") + root.getError().cStr());
+    auto status = root.getStatus();
+    if (json) {
+      nlohmann::json peers = nlohmann::json::array();
+      for (auto p : status.getPeers())
+        peers.push_back({{"name", p.getName().cStr()},           {"endpoint", p.getEndpoint().cStr()},
+                         {"connected", p.getConnected()},        {"since_ms", p.getSinceMs()},
+                         {"messages_in", p.getMessagesIn()},     {"messages_out", p.getMessagesOut()},
+                         {"bytes_in", p.getBytesIn()},           {"bytes_out", p.getBytesOut()},
+                         {"gaps_filled", p.getGapsFilled()},     {"lost", p.getLost()},
+                         {"duplicates", p.getDuplicates()}});
+      nlohmann::json topics = nlohmann::json::array();
+      for (auto t : status.getTopics()) topics.push_back(t.cStr());
+      nlohmann::json j = {{"node", status.getNode().cStr()},
+                          {"namespace", status.getNamespace().cStr()},
+                          {"uptime_ms", status.getUptimeMs()},
+                          {"peers", peers},
+                          {"topics", topics},
+                          {"bad_frames", status.getBadFrames()},
+                          {"rejected_peers", status.getRejectedPeers()},
+                          {"failed_handshakes", status.getFailedHandshakes()},
+                          {"dropped_connections", status.getDroppedConnections()}};
+      std::cout << j.dump(2) << '\n';
+      return kExitOk;
+    }
+    std::printf("colod node %s, namespace %s, up %s; cluster topics:", status.getNode().cStr(),
+                status.getNamespace().cStr(), since_text(status.getUptimeMs()).c_str());
+    for (auto t : status.getTopics()) std::printf(" %s", t.cStr());
+    std::printf("\n%-16s %-24s %-26s %12s %12s %10s %10s %7s %8s %6s\n", "peer", "endpoint", "state", "msgs in",
+                "msgs out", "bytes in", "bytes out", "gaps", "lost", "dups");
+    for (auto p : status.getPeers())
+      std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7llu %8llu %6llu\n", p.getName().cStr(),
+                  p.getEndpoint().cStr(),
+                  ((p.getConnected() ? "connected " : "DOWN ") + std::string("for ") + since_text(p.getSinceMs())).c_str(),
+                  with_commas(p.getMessagesIn()).c_str(), with_commas(p.getMessagesOut()).c_str(),
+                  human_bytes(p.getBytesIn()).c_str(), human_bytes(p.getBytesOut()).c_str(),
+                  static_cast<unsigned long long>(p.getGapsFilled()), static_cast<unsigned long long>(p.getLost()),
+                  static_cast<unsigned long long>(p.getDuplicates()));
+    std::printf("rejected from the network: %llu bad frame(s), %llu unknown key(s), %llu failed handshake(s); "
+                "%llu connection(s) dropped\n",
+                static_cast<unsigned long long>(status.getBadFrames()),
+                static_cast<unsigned long long>(status.getRejectedPeers()),
+                static_cast<unsigned long long>(status.getFailedHandshakes()),
+                static_cast<unsigned long long>(status.getDroppedConnections()));
+  } catch (const zmq::error_t& e) {
+    return fail("control socket " + path + ": " + e.what());
+  } catch (const kj::Exception& e) {
+    return fail(std::string("malformed reply from colod: ") + e.getDescription().cStr());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_peers(CLI::App& app, Context& ctx) {
+  auto* cmd = app.add_subcommand("peers",
+                                 "The local colod's peers: connected or not and since when, messages and bytes each "
+                                 "way, gaps filled, lost; and what it rejected from the network");
+  auto socket = std::make_shared<std::string>();
+  auto timeout = std::make_shared<double>(2.0);
+  auto json = std::make_shared<bool>(false);
+  cmd->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
+  cmd->add_option("--timeout", *timeout, "seconds to wait for colod's answer")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 60.0));
+  cmd->add_flag("--json", *json, "print JSON");
+  cmd->callback([&ctx, socket, timeout, json] { ctx.exit_code = run_peers(ctx, *socket, *timeout, *json); });
+}
+
+}  // namespace colo::cli
