@@ -14,20 +14,29 @@
 //   control  ROUTER on ipc://<control socket>: `colo peers` asks for status.
 //
 // FEDERATION OF A CLUSTER TOPIC T (schemas/federation.capnp has the frames)
-//   Origin side: for each peer that subscribed to T, a lossy subscriber of
-//   the local ring T started at the sequence the peer asked for. Messages
-//   published on this host (origin() == 0) go out as data frames while the
-//   peer's credit lasts; relayed ones (from other hosts) are never sent on:
-//   no loops, whatever the topology. A lossy cursor never holds local
-//   writers back; if it is lapped, the peer is told how many it lost.
+//   Origin side, per peer that subscribed to T:
+//   - a lossy subscriber of our ring T, started at the sequence the peer
+//     asked for: messages published on this host (origin() == 0) go out as
+//     data frames while the peer's credit lasts. Relayed ones (from other
+//     hosts) are never sent on: no loops, whatever the topology.
+//   - for `block` topics, a bridge subscriber (ReaderMode::bridge) that
+//     holds our local writers back at the oldest message of ours the peer
+//     has not yet *received* (its credit frames carry receivedThrough), so a
+//     dropped link or a restart of the peer loses nothing. Relayed writes
+//     are not held back by it, and local writers leave them a quarter of
+//     the ring: inbound federation never waits for outbound federation, so
+//     two busy hosts cannot deadlock. Only if relays fill that quarter too
+//     do they lap a bridge cursor; the peer is then told what it lost.
 //   Receiving side: data from peer P is published into T as relayed (origin
-//   P, origin sequence), only if its sequence is above the last one
-//   delivered from P (so a resent message is never delivered twice), and
-//   credit is returned as it is published. On every new connection (a hello
-//   from a new routing id or incarnation) we subscribe again from that last
-//   sequence + 1, read back from our own ring at start-up: a restart of
-//   either side or a dropped link loses nothing the origin still retains.
-//   Nothing is buffered beyond one encoded frame per stream.
+//   P, origin sequence) if its sequence is above the last one we have from
+//   P (a resent message is never delivered twice). While our ring has no
+//   room, frames wait in order in memory: at most `credit` per peer and
+//   topic, since credit is returned only for what we published. On every new
+//   connection (a hello from a new routing id or incarnation) we subscribe
+//   again from the sequence after the last one we have, read back from our
+//   own ring at start-up, so a restart of either side or a dropped link
+//   loses nothing the origin still retains, and what it no longer retains
+//   is reported (lost frames) and counted.
 #pragma once
 
 #include <atomic>
