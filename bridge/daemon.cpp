@@ -12,7 +12,11 @@
 #include <deque>
 #include <fstream>
 #include <random>
+#include <httplib.h>  // the metrics endpoint (cpp-httplib)
 #include <zmq.hpp>
+
+#include <mutex>
+#include <thread>
 
 #include "colo/channel.hpp"
 #include "control.capnp.h"
@@ -166,11 +170,22 @@ struct Daemon::Impl {
   std::vector<Peer> peers;
   DaemonCounters counters;
 
+  // Metrics: the event loop renders the Prometheus text every heartbeat;
+  // the HTTP thread only serves the last rendering (no shared counters).
+  std::mutex metrics_mutex;
+  std::string metrics_text;
+  std::unique_ptr<httplib::Server> http;
+  std::thread http_thread;
+
   zmq::context_t context;
   zmq::socket_t router, zap, monitor, control;
   std::uint64_t next_heartbeat_ns = 0;
 
   explicit Impl(Config c) : config(std::move(c)) {}
+  ~Impl() {
+    if (http) http->stop();
+    if (http_thread.joinable()) http_thread.join();
+  }
 
   int topic_index(std::string_view name) const {
     for (std::size_t i = 0; i < topics.size(); ++i)
@@ -196,6 +211,8 @@ struct Daemon::Impl {
   }
 
   Result<void> start();
+  Result<void> start_metrics();
+  void render_metrics();
   void open_sockets();
   void poll_once(int timeout_ms);
   void heartbeat();
@@ -270,6 +287,7 @@ Result<void> Daemon::Impl::start() {
   } catch (const zmq::error_t& e) {
     return Error{Errc::system, std::string("ZeroMQ: ") + e.what()};
   }
+  if (auto metrics = start_metrics(); !metrics) return metrics;
   log.write(LogLevel::info, "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), CURVE %s",
             config.ns.c_str(), config.listen.c_str(), peers.size(), topics.size(), secret_key.empty() ? "off" : "on");
   return Ok{};
@@ -330,6 +348,71 @@ void Daemon::Impl::open_sockets() {
   control.bind("ipc://" + path);
 }
 
+// ---------------------------------------------------------------- metrics
+
+Result<void> Daemon::Impl::start_metrics() {
+  if (config.metrics_port == 0) return Ok{};
+  http = std::make_unique<httplib::Server>();
+  http->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    std::lock_guard<std::mutex> lock(metrics_mutex);
+    res.set_content(metrics_text, "text/plain; version=0.0.4");
+  });
+  http->Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+  if (!http->bind_to_port(config.metrics_address.c_str(), config.metrics_port))
+    return Error{Errc::system, "metrics: cannot listen on " + config.metrics_address + ":" +
+                                   std::to_string(config.metrics_port) + " (in use? see [metrics] in " + config.path + ")"};
+  render_metrics();
+  http_thread = std::thread([this] { http->listen_after_bind(); });
+  return Ok{};
+}
+
+// Prometheus text format 0.0.4: one family per counter, labelled by peer.
+void Daemon::Impl::render_metrics() {
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto sample = [&](const std::string& name, const std::string& labels, std::uint64_t value) {
+    out += name + (labels.empty() ? "" : "{" + labels + "}") + " " + std::to_string(value) + "\n";
+  };
+  family("colod_up", "gauge", "1 while the daemon runs");
+  sample("colod_up", "node=\"" + config.node_name + "\",namespace=\"" + config.ns + "\"", 1);
+  family("colod_uptime_seconds", "gauge", "seconds since the daemon started");
+  sample("colod_uptime_seconds", "", (now_ns() - started_ns) / 1'000'000'000);
+  family("colod_cluster_topics", "gauge", "cluster topics federated");
+  sample("colod_cluster_topics", "", topics.size());
+  family("colod_peer_connected", "gauge", "1 if a hello arrived from the peer within 3 heartbeat intervals");
+  for (const auto& p : peers) sample("colod_peer_connected", "peer=\"" + p.config.name + "\"", p.connected ? 1 : 0);
+  family("colod_peer_messages_total", "counter", "messages exchanged with the peer");
+  for (const auto& p : peers) {
+    sample("colod_peer_messages_total", "peer=\"" + p.config.name + "\",direction=\"in\"", p.counters.messages_in);
+    sample("colod_peer_messages_total", "peer=\"" + p.config.name + "\",direction=\"out\"", p.counters.messages_out);
+  }
+  family("colod_peer_bytes_total", "counter", "payload bytes exchanged with the peer");
+  for (const auto& p : peers) {
+    sample("colod_peer_bytes_total", "peer=\"" + p.config.name + "\",direction=\"in\"", p.counters.bytes_in);
+    sample("colod_peer_bytes_total", "peer=\"" + p.config.name + "\",direction=\"out\"", p.counters.bytes_out);
+  }
+  family("colod_peer_lost_total", "counter", "messages the peer no longer retained for us");
+  for (const auto& p : peers) sample("colod_peer_lost_total", "peer=\"" + p.config.name + "\"", p.counters.lost);
+  family("colod_peer_duplicates_total", "counter", "resent messages dropped as already delivered");
+  for (const auto& p : peers)
+    sample("colod_peer_duplicates_total", "peer=\"" + p.config.name + "\"", p.counters.duplicates);
+  family("colod_peer_gaps_filled_total", "counter", "streams resumed after a reconnection");
+  for (const auto& p : peers)
+    sample("colod_peer_gaps_filled_total", "peer=\"" + p.config.name + "\"", p.counters.gaps_filled);
+  family("colod_bad_frames_total", "counter", "malformed or unexpected frames dropped");
+  sample("colod_bad_frames_total", "", counters.bad_frames);
+  family("colod_rejected_peers_total", "counter", "connections refused by the CURVE allow-list");
+  sample("colod_rejected_peers_total", "", counters.rejected_peers);
+  family("colod_failed_handshakes_total", "counter", "failed handshakes on the listen socket");
+  sample("colod_failed_handshakes_total", "", counters.failed_handshakes);
+  family("colod_dropped_connections_total", "counter", "connections closed on the listen socket");
+  sample("colod_dropped_connections_total", "", counters.dropped_connections);
+  std::lock_guard<std::mutex> lock(metrics_mutex);
+  metrics_text = std::move(out);
+}
+
 // ------------------------------------------------------------------- loop
 
 int Daemon::run(const std::atomic<bool>& stop_requested) {
@@ -344,6 +427,10 @@ int Daemon::run(const std::atomic<bool>& stop_requested) {
     }
   }
   d.log.write(LogLevel::info, "stopping: closing sockets");
+  if (d.http) {
+    d.http->stop();
+    if (d.http_thread.joinable()) d.http_thread.join();
+  }
   for (auto& peer : d.peers) peer.dealer.close();
   d.router.close();
   d.control.close();
@@ -391,6 +478,7 @@ void Daemon::Impl::poll_once(int timeout_ms) {
 void Daemon::Impl::heartbeat() {
   const std::uint64_t now = now_ns();
   next_heartbeat_ns = now + std::uint64_t{config.heartbeat_ms} * 1'000'000;
+  if (http) render_metrics();
   for (auto& peer : peers) {
     capnp::MallocMessageBuilder builder;
     auto hello = builder.initRoot<wire::PeerFrame>().initHello();

@@ -445,6 +445,60 @@ TEST_F(Federation, garbageTruncatedMalformedAndOversizedInputIsCountedAndNeverSt
   EXPECT_FALSE(a.colod->wait_for(0ms).has_value()) << "colod exited:\n" << a.colod->err();
 }
 
+// GET http://127.0.0.1:PORT/PATH; the whole response ("" if no connection).
+std::string http_get(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    (void)!::write(fd, request.data(), request.size());
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return response;
+}
+
+TEST_F(Federation, metricsEndpointServesCountersInPrometheusText) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({"prices"}, false);
+  const int port = free_port();
+  std::ofstream(a.config_path, std::ios::app) << "[metrics]\nport = " << port << "\n";
+  start(a);
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  Seen at_b;
+  std::atomic<bool> ready{false}, stop{false};
+  auto& sub = subscriber(b, 25, at_b, ready, stop);
+  ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
+  publisher(a, 1, 25).join();
+  ASSERT_TRUE(test::wait_until([&] { return at_b.total >= 25; }, 10s, 20ms));
+  stop = true;
+  sub.join();
+  std::string body;
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        body = http_get(port, "/metrics");
+        return body.find("colod_peer_messages_total{peer=\"beta\",direction=\"out\"} 25\n") != std::string::npos;
+      },
+      10s, 50ms))
+      << body;
+  EXPECT_NE(body.find("HTTP/1.1 200"), std::string::npos) << body;
+  EXPECT_NE(body.find("text/plain; version=0.0.4"), std::string::npos) << body;
+  EXPECT_NE(body.find("colod_up{node=\"alpha\",namespace=\"" + a.ns + "\"} 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("colod_peer_connected{peer=\"beta\"} 1\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("colod_bad_frames_total 0\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("# TYPE colod_peer_lost_total counter\n"), std::string::npos) << body;
+  const std::string health = http_get(port, "/health");
+  EXPECT_NE(health.find("200"), std::string::npos) << health;
+  EXPECT_NE(health.find("\r\n\r\nok\n"), std::string::npos) << health;
+}
+
 TEST_F(Federation, colodStopsCleanlyOnSigterm) {
   auto& a = add_host("alpha");
   write_configs({"prices"}, false);

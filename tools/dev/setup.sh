@@ -17,6 +17,7 @@ packages=(
   libzmq3-dev cppzmq-dev             # ZeroMQ: the bridge (colod) and the baselines of `colo bench queue|topic`
   capnproto libcapnp-dev             # Cap'n Proto: schemas/ compiled at build time, colod's frames
   libtomlplusplus-dev                # colod's TOML config
+  libcpp-httplib-dev                 # colod's Prometheus metrics endpoint
   util-linux procps                  # setpriv, ps: used by tests
 )
 missing=()
