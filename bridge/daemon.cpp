@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "colo/channel.hpp"
+#include "colo/names.hpp"
 #include "control.capnp.h"
 #include "federation.capnp.h"
 
@@ -158,8 +159,10 @@ struct Daemon::Impl {
     PeerConfig config;
     std::uint32_t id = 0;
     zmq::socket_t dealer;
-    std::vector<OutStream> out;        // per topic index
-    std::vector<InStream> in;          // per topic index
+    // Per topic index. Deques: a topic declared at run time is appended
+    // without moving the others (a held Message points at its Reader).
+    std::deque<OutStream> out;
+    std::deque<InStream> in;
     std::string routing_id;            // of its DEALER on our ROUTER; "" until its hello
     std::uint64_t peer_incarnation = 0;
     std::uint64_t last_hello_in_ns = 0;  // last hello on our ROUTER
@@ -180,6 +183,7 @@ struct Daemon::Impl {
   zmq::context_t context;
   zmq::socket_t router, zap, monitor, control;
   std::uint64_t next_heartbeat_ns = 0;
+  std::uint64_t heartbeats = 0;
 
   explicit Impl(Config c) : config(std::move(c)) {}
   ~Impl() {
@@ -212,6 +216,7 @@ struct Daemon::Impl {
 
   Result<void> start();
   Result<void> start_metrics();
+  Result<void> declare_topic(const std::string& name);
   void render_metrics();
   void open_sockets();
   void poll_once(int timeout_ms);
@@ -348,6 +353,38 @@ void Daemon::Impl::open_sockets() {
   control.bind("ipc://" + path);
 }
 
+// A topic made cluster-scoped at run time (`colo federate NAME`): from now
+// until this colod stops; the config file is what a restart remembers.
+// Peers must declare it too, or they drop its frames as unknown (counted).
+Result<void> Daemon::Impl::declare_topic(const std::string& name) {
+  if (auto ok = validate_object_name(name); !ok) return std::move(ok).error();
+  if (topic_index(name) >= 0) return Ok{};  // already federated
+  LocalTopic local;
+  local.name = name;
+  auto topic = node->topic(name, OpenMode::create_or_open);
+  if (!topic) {
+    // An existing topic with other parameters: open it as it is.
+    if (topic.error().code != Errc::parameter_mismatch) return std::move(topic).error();
+    topic = node->topic(name, OpenMode::open);
+    if (!topic) return std::move(topic).error();
+  }
+  local.topic.emplace(std::move(topic).value());
+  auto relay = local.topic->publisher();
+  if (!relay) return std::move(relay).error();
+  local.relay.emplace(std::move(relay).value());
+  topics.push_back(std::move(local));
+  const int t = static_cast<int>(topics.size() - 1);
+  const auto high = topics.back().topic->relayed_high_water();
+  for (auto& peer : peers) {
+    peer.out.emplace_back();
+    auto& in = peer.in.emplace_back();
+    if (auto it = high.find(peer.id); it != high.end()) in.last_delivered = it->second;
+    if (!peer.routing_id.empty()) subscribe(peer, t);
+  }
+  log.write(LogLevel::info, "topic %s: declared cluster-scoped over the control socket", name.c_str());
+  return Ok{};
+}
+
 // ---------------------------------------------------------------- metrics
 
 Result<void> Daemon::Impl::start_metrics() {
@@ -478,6 +515,7 @@ void Daemon::Impl::poll_once(int timeout_ms) {
 void Daemon::Impl::heartbeat() {
   const std::uint64_t now = now_ns();
   next_heartbeat_ns = now + std::uint64_t{config.heartbeat_ms} * 1'000'000;
+  ++heartbeats;
   if (http) render_metrics();
   for (auto& peer : peers) {
     capnp::MallocMessageBuilder builder;
@@ -509,7 +547,10 @@ void Daemon::Impl::heartbeat() {
     }
     if (!peer.routing_id.empty())
       for (std::size_t t = 0; t < topics.size(); ++t) {
-        if (peer.in[t].resubscribe) subscribe(peer, static_cast<int>(t));
+        // A stream that never brought anything is asked for again now and
+        // then: the peer may have declared the topic after our subscribe.
+        const bool never = peer.in[t].last_delivered == 0 && peer.in[t].waiting.empty();
+        if (peer.in[t].resubscribe || (never && heartbeats % 10 == 0)) subscribe(peer, static_cast<int>(t));
         acknowledge(peer, static_cast<int>(t), true);  // a quiet stream still confirms its tail
       }
   }
@@ -948,9 +989,13 @@ void Daemon::Impl::on_control() {
       }
       auto names = status.initTopics(static_cast<unsigned>(topics.size()));
       for (std::size_t i = 0; i < topics.size(); ++i) names.set(static_cast<unsigned>(i), topics[i].name);
+    } else if (req.which() == wire::ControlRequest::DECLARE_TOPIC) {
+      auto declared = declare_topic(text_of(req.getDeclareTopic()));
+      reply.setOk(declared.has_value());
+      if (!declared) reply.setError(declared.error().message);
     } else {
       reply.setOk(false);
-      reply.setError("not supported yet: declare cluster topics in the config file");
+      reply.setError("unknown request");
     }
   } catch (const kj::Exception& e) {
     reply.setOk(false);

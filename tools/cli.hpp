@@ -55,5 +55,6 @@ void register_gc(CLI::App& app, Context& ctx);
 void register_demo(CLI::App& app, Context& ctx);
 void register_bench(CLI::App& app, Context& ctx);
 void register_peers(CLI::App& app, Context& ctx);
+void register_federate(CLI::App& app, Context& ctx);
 
 }  // namespace colo::cli

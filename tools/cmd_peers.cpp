@@ -1,5 +1,6 @@
-// `colo peers`: the local colod's view of its peers, asked over its control
-// socket (schemas/control.capnp, a status request).
+// `colo peers` (the local colod's view of its peers) and `colo federate NAME`
+// (make a topic cluster-scoped now): requests over colod's control socket
+// (schemas/control.capnp).
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
@@ -17,6 +18,43 @@ namespace colo::cli {
 namespace {
 
 std::string since_text(std::uint64_t ms) { return human_duration_ns(static_cast<double>(ms) * 1e6); }
+
+// `colo federate NAME`: asks colod to make a topic cluster-scoped now.
+int run_federate(const Context& ctx, const std::string& socket_path, double timeout_s, const std::string& name) {
+  if (auto ok = validate_object_name(name); !ok) return fail(ok.error());
+  const std::string path = socket_path.empty() ? default_control_socket(ctx.ns) : socket_path;
+  zmq::context_t context;
+  zmq::socket_t socket(context, zmq::socket_type::req);
+  const int linger = 0;
+  zmq_setsockopt(socket.handle(), ZMQ_LINGER, &linger, sizeof linger);
+  try {
+    socket.connect("ipc://" + path);
+    capnp::MallocMessageBuilder builder;
+    builder.initRoot<wire::ControlRequest>().setDeclareTopic(name);
+    const auto words = capnp::messageToFlatArray(builder);
+    socket.send(zmq::buffer(words.asBytes().begin(), words.asBytes().size()), zmq::send_flags::none);
+    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)));
+    if ((item.revents & ZMQ_POLLIN) == 0)
+      return fail("no answer from colod on " + path + ": is colod running for namespace '" + ctx.ns + "'?");
+    zmq::message_t reply;
+    (void)socket.recv(reply);
+    auto aligned = kj::heapArray<capnp::word>(reply.size() / sizeof(capnp::word) + 1);
+    std::memcpy(aligned.begin(), reply.data(), reply.size());
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = aligned.size() + 16;
+    capnp::FlatArrayMessageReader reader(aligned.asPtr().slice(0, reply.size() / sizeof(capnp::word)), options);
+    auto root = reader.getRoot<wire::ControlReply>();
+    if (!root.getOk()) return fail(std::string("colod: ") + root.getError().cStr());
+  } catch (const zmq::error_t& e) {
+    return fail("control socket " + path + ": " + e.what());
+  } catch (const kj::Exception& e) {
+    return fail(std::string("malformed reply from colod: ") + e.getDescription().cStr());
+  }
+  std::cout << "topic '" << name << "' is cluster-scoped in colod (namespace '" << ctx.ns
+            << "') until it stops; declare it on the other hosts too, and in the config to keep it\n";
+  return kExitOk;
+}
 
 int run_peers(const Context& ctx, const std::string& socket_path, double timeout_s, bool json) {
   const std::string path = socket_path.empty() ? default_control_socket(ctx.ns) : socket_path;
@@ -112,6 +150,21 @@ void register_peers(CLI::App& app, Context& ctx) {
       ->check(CLI::Range(0.01, 60.0));
   cmd->add_flag("--json", *json, "print JSON");
   cmd->callback([&ctx, socket, timeout, json] { ctx.exit_code = run_peers(ctx, *socket, *timeout, *json); });
+}
+
+void register_federate(CLI::App& app, Context& ctx) {
+  auto* cmd = app.add_subcommand("federate",
+                                 "Make a topic cluster-scoped now, through the local colod (every host must do it; "
+                                 "the colod config keeps it across restarts)");
+  auto name = std::make_shared<std::string>();
+  auto socket = std::make_shared<std::string>();
+  auto timeout = std::make_shared<double>(2.0);
+  cmd->add_option("NAME", *name, "topic name")->required();
+  cmd->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
+  cmd->add_option("--timeout", *timeout, "seconds to wait for colod's answer")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 60.0));
+  cmd->callback([&ctx, name, socket, timeout] { ctx.exit_code = run_federate(ctx, *socket, *timeout, *name); });
 }
 
 }  // namespace colo::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   register_demo(app, ctx);
   register_bench(app, ctx);
   register_peers(app, ctx);
+  register_federate(app, ctx);
 
   try {
     app.parse(argc, argv);

@@ -499,6 +499,33 @@ TEST_F(Federation, metricsEndpointServesCountersInPrometheusText) {
   EXPECT_NE(health.find("\r\n\r\nok\n"), std::string::npos) << health;
 }
 
+TEST_F(Federation, topicDeclaredAtRunTimeOnBothHostsIsFederated) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({}, false);  // no cluster topic in the files
+  start(a);
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  const auto bad = test::run({test::colo_path(), "--ns", a.ns, "federate", "no such/../name", "--socket", a.control});
+  EXPECT_EQ(bad.exit_code, 1) << test::describe(bad);
+  for (auto* h : {&a, &b}) {
+    const auto r = test::run({test::colo_path(), "--ns", h->ns, "federate", "prices", "--socket", h->control});
+    ASSERT_EQ(r.exit_code, 0) << test::describe(r);
+  }
+  Seen at_b;
+  std::atomic<bool> ready{false}, stop{false};
+  auto& sub = subscriber(b, 50, at_b, ready, stop);
+  ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
+  publisher(a, 1, 50).join();
+  EXPECT_TRUE(test::wait_until([&] { return at_b.total >= 50; }, 20s, 20ms));
+  stop = true;
+  sub.join();
+  EXPECT_TRUE(exactly_in_order(at_b.by_publisher[1], 50));
+  const json j = peers(a);
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j["topics"], json::array({"prices"}));
+}
+
 TEST_F(Federation, colodStopsCleanlyOnSigterm) {
   auto& a = add_host("alpha");
   write_configs({"prices"}, false);
