@@ -154,6 +154,10 @@ struct Daemon::Impl {
     // order. Bounded: the origin sends at most `credit` messages beyond what
     // we confirmed, and we confirm only what we published.
     std::deque<std::pair<std::uint64_t, std::string>> waiting;
+    // The highest sequence we have from the origin (delivered or waiting).
+    std::uint64_t newest() const noexcept {
+      return waiting.empty() ? last_delivered : std::max(last_delivered, waiting.back().first);
+    }
   };
   struct Peer {
     PeerConfig config;
@@ -636,8 +640,10 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
         peer->counters.lost += lost.getCount();
         auto& in = peer->in[t];
-        const std::uint64_t last = lost.getFromSequence() + lost.getCount() - 1;
-        if (lost.getCount() > 0 && last > in.last_delivered) in.last_delivered = last;
+        // The lost range comes after what is waiting: never step back, never wrap.
+        const std::uint64_t count = std::min<std::uint64_t>(lost.getCount(), UINT64_MAX - lost.getFromSequence());
+        const std::uint64_t last = lost.getFromSequence() + count - 1;
+        if (count > 0 && last > in.last_delivered) in.last_delivered = last;
         log.write(LogLevel::warn, "topic %s: %llu message(s) from %s no longer retained there (from sequence %llu): lost",
                   topics[t].name.c_str(), static_cast<unsigned long long>(lost.getCount()), peer->config.name.c_str(),
                   static_cast<unsigned long long>(lost.getFromSequence()));
@@ -654,7 +660,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
 void Daemon::Impl::deliver(Peer& peer, int t, wire::Envelope::Reader data) {
   auto& in = peer.in[t];
   const std::uint64_t seq = data.getSequence();
-  const std::uint64_t newest = in.waiting.empty() ? in.last_delivered : in.waiting.back().first;
+  const std::uint64_t newest = in.newest();
   if (seq <= newest) {
     ++peer.counters.duplicates;
     return;
@@ -671,7 +677,7 @@ void Daemon::Impl::deliver(Peer& peer, int t, wire::Envelope::Reader data) {
 // send (credit, for what we published).
 void Daemon::Impl::acknowledge(Peer& peer, int t, bool force) {
   auto& in = peer.in[t];
-  const std::uint64_t newest = in.waiting.empty() ? in.last_delivered : in.waiting.back().first;
+  const std::uint64_t newest = in.newest();
   const std::uint32_t chunk = std::max<std::uint32_t>(1, config.credit / 4);
   const bool credit_due = in.uncredited >= std::max<std::uint32_t>(1, config.credit / 2);
   const bool receipt_due = newest >= in.acked_through + chunk;
@@ -704,7 +710,7 @@ void Daemon::Impl::drain(Peer& peer, int t) {
       ++peer.counters.messages_in;
       peer.counters.bytes_in += payload.size();
     }
-    in.last_delivered = seq;
+    in.last_delivered = std::max(in.last_delivered, seq);  // a lost range may already be past it
     ++in.uncredited;
     in.waiting.pop_front();
   }
@@ -719,7 +725,7 @@ void Daemon::Impl::subscribe(Peer& peer, int t) {
   auto sub = builder.initRoot<wire::PeerFrame>().initSubscribe();
   sub.setObject(topics[t].name);
   // After what we delivered and what is waiting to be: both are ours already.
-  const std::uint64_t newest = in.waiting.empty() ? in.last_delivered : in.waiting.back().first;
+  const std::uint64_t newest = in.newest();
   sub.setFromSequence(newest + 1);
   // The window counts what is still waiting, so that it stays bounded.
   sub.setCredit(static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size() : 0));
