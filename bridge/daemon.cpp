@@ -169,7 +169,7 @@ struct Daemon::Impl {
     std::deque<InStream> in;
     std::string routing_id;            // of its DEALER on our ROUTER; "" until its hello
     std::uint64_t peer_incarnation = 0;
-    std::uint64_t last_hello_in_ns = 0;  // last hello on our ROUTER
+    std::uint64_t last_hello_in_ns = 0;  // last hello (or data, lost) from it on our ROUTER
     std::uint64_t state_since_ns = 0;
     bool connected = false;
     PeerCounters counters;
@@ -623,6 +623,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::DATA: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return bad_frame("listen socket", "data before hello");
+        peer->last_hello_in_ns = now_ns();  // any frame shows it alive: a hello may queue behind a burst of data
         auto data = root.getData();
         if (text_of(data.getOrigin()) != peer->config.name)
           return bad_frame("listen socket", "data from " + peer->config.name + " claims origin '" +
@@ -635,6 +636,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::LOST: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return bad_frame("listen socket", "lost before hello");
+        peer->last_hello_in_ns = now_ns();
         auto lost = root.getLost();
         const int t = topic_index(text_of(lost.getObject()));
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");

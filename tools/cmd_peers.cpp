@@ -5,6 +5,7 @@
 #include <capnp/serialize.h>
 
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
@@ -19,44 +20,11 @@ namespace {
 
 std::string since_text(std::uint64_t ms) { return human_duration_ns(static_cast<double>(ms) * 1e6); }
 
-// `colo federate NAME`: asks colod to make a topic cluster-scoped now.
-int run_federate(const Context& ctx, const std::string& socket_path, double timeout_s, const std::string& name) {
-  if (auto ok = validate_object_name(name); !ok) return fail(ok.error());
-  const std::string path = socket_path.empty() ? default_control_socket(ctx.ns) : socket_path;
-  zmq::context_t context;
-  zmq::socket_t socket(context, zmq::socket_type::req);
-  const int linger = 0;
-  zmq_setsockopt(socket.handle(), ZMQ_LINGER, &linger, sizeof linger);
-  try {
-    socket.connect("ipc://" + path);
-    capnp::MallocMessageBuilder builder;
-    builder.initRoot<wire::ControlRequest>().setDeclareTopic(name);
-    const auto words = capnp::messageToFlatArray(builder);
-    socket.send(zmq::buffer(words.asBytes().begin(), words.asBytes().size()), zmq::send_flags::none);
-    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)));
-    if ((item.revents & ZMQ_POLLIN) == 0)
-      return fail("no answer from colod on " + path + ": is colod running for namespace '" + ctx.ns + "'?");
-    zmq::message_t reply;
-    (void)socket.recv(reply);
-    auto aligned = kj::heapArray<capnp::word>(reply.size() / sizeof(capnp::word) + 1);
-    std::memcpy(aligned.begin(), reply.data(), reply.size());
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = aligned.size() + 16;
-    capnp::FlatArrayMessageReader reader(aligned.asPtr().slice(0, reply.size() / sizeof(capnp::word)), options);
-    auto root = reader.getRoot<wire::ControlReply>();
-    if (!root.getOk()) return fail(std::string("colod: ") + root.getError().cStr());
-  } catch (const zmq::error_t& e) {
-    return fail("control socket " + path + ": " + e.what());
-  } catch (const kj::Exception& e) {
-    return fail(std::string("malformed reply from colod: ") + e.getDescription().cStr());
-  }
-  std::cout << "topic '" << name << "' is cluster-scoped in colod (namespace '" << ctx.ns
-            << "') until it stops; declare it on the other hosts too, and in the config to keep it\n";
-  return kExitOk;
-}
-
-int run_peers(const Context& ctx, const std::string& socket_path, double timeout_s, bool json) {
+// One request to colod over its control socket and its reply, read with
+// limits; `on_reply` runs while the reply is valid. Failures are printed.
+int ask_colod(const Context& ctx, const std::string& socket_path, double timeout_s,
+              const std::function<void(wire::ControlRequest::Builder)>& fill,
+              const std::function<int(wire::ControlReply::Reader)>& on_reply) {
   const std::string path = socket_path.empty() ? default_control_socket(ctx.ns) : socket_path;
   zmq::context_t context;
   zmq::socket_t socket(context, zmq::socket_type::req);
@@ -67,7 +35,7 @@ int run_peers(const Context& ctx, const std::string& socket_path, double timeout
   try {
     socket.connect("ipc://" + path);
     capnp::MallocMessageBuilder builder;
-    builder.initRoot<wire::ControlRequest>().setStatus();
+    fill(builder.initRoot<wire::ControlRequest>());
     const auto words = capnp::messageToFlatArray(builder);
     socket.send(zmq::buffer(words.asBytes().begin(), words.asBytes().size()), zmq::send_flags::none);
     zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
@@ -84,55 +52,76 @@ int run_peers(const Context& ctx, const std::string& socket_path, double timeout
     capnp::FlatArrayMessageReader reader(aligned.asPtr().slice(0, reply.size() / sizeof(capnp::word)), options);
     auto root = reader.getRoot<wire::ControlReply>();
     if (!root.getOk()) return fail(std::string("colod: ") + root.getError().cStr());
-    auto status = root.getStatus();
-    if (json) {
-      nlohmann::json peers = nlohmann::json::array();
-      for (auto p : status.getPeers())
-        peers.push_back({{"name", p.getName().cStr()},           {"endpoint", p.getEndpoint().cStr()},
-                         {"connected", p.getConnected()},        {"since_ms", p.getSinceMs()},
-                         {"messages_in", p.getMessagesIn()},     {"messages_out", p.getMessagesOut()},
-                         {"bytes_in", p.getBytesIn()},           {"bytes_out", p.getBytesOut()},
-                         {"gaps_filled", p.getGapsFilled()},     {"lost", p.getLost()},
-                         {"duplicates", p.getDuplicates()}});
-      nlohmann::json topics = nlohmann::json::array();
-      for (auto t : status.getTopics()) topics.push_back(t.cStr());
-      nlohmann::json j = {{"node", status.getNode().cStr()},
-                          {"namespace", status.getNamespace().cStr()},
-                          {"uptime_ms", status.getUptimeMs()},
-                          {"peers", peers},
-                          {"topics", topics},
-                          {"bad_frames", status.getBadFrames()},
-                          {"rejected_peers", status.getRejectedPeers()},
-                          {"failed_handshakes", status.getFailedHandshakes()},
-                          {"dropped_connections", status.getDroppedConnections()}};
-      std::cout << j.dump(2) << '\n';
-      return kExitOk;
-    }
-    std::printf("colod node %s, namespace %s, up %s; cluster topics:", status.getNode().cStr(),
-                status.getNamespace().cStr(), since_text(status.getUptimeMs()).c_str());
-    for (auto t : status.getTopics()) std::printf(" %s", t.cStr());
-    std::printf("\n%-16s %-24s %-26s %12s %12s %10s %10s %7s %8s %6s\n", "peer", "endpoint", "state", "msgs in",
-                "msgs out", "bytes in", "bytes out", "gaps", "lost", "dups");
-    for (auto p : status.getPeers())
-      std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7llu %8llu %6llu\n", p.getName().cStr(),
-                  p.getEndpoint().cStr(),
-                  ((p.getConnected() ? "connected " : "DOWN ") + std::string("for ") + since_text(p.getSinceMs())).c_str(),
-                  with_commas(p.getMessagesIn()).c_str(), with_commas(p.getMessagesOut()).c_str(),
-                  human_bytes(p.getBytesIn()).c_str(), human_bytes(p.getBytesOut()).c_str(),
-                  static_cast<unsigned long long>(p.getGapsFilled()), static_cast<unsigned long long>(p.getLost()),
-                  static_cast<unsigned long long>(p.getDuplicates()));
-    std::printf("rejected from the network: %llu bad frame(s), %llu unknown key(s), %llu failed handshake(s); "
-                "%llu connection(s) dropped\n",
-                static_cast<unsigned long long>(status.getBadFrames()),
-                static_cast<unsigned long long>(status.getRejectedPeers()),
-                static_cast<unsigned long long>(status.getFailedHandshakes()),
-                static_cast<unsigned long long>(status.getDroppedConnections()));
+    return on_reply(root);
   } catch (const zmq::error_t& e) {
     return fail("control socket " + path + ": " + e.what());
   } catch (const kj::Exception& e) {
     return fail(std::string("malformed reply from colod: ") + e.getDescription().cStr());
   }
+}
+
+// `colo federate NAME`: asks colod to make a topic cluster-scoped now.
+int run_federate(const Context& ctx, const std::string& socket_path, double timeout_s, const std::string& name) {
+  if (auto ok = validate_object_name(name); !ok) return fail(ok.error());
+  return ask_colod(
+      ctx, socket_path, timeout_s, [&](wire::ControlRequest::Builder request) { request.setDeclareTopic(name); },
+      [&](wire::ControlReply::Reader) {
+        std::cout << "topic '" << name << "' is cluster-scoped in colod (namespace '" << ctx.ns
+                  << "') until it stops; declare it on the other hosts too, and in the config to keep it\n";
+        return kExitOk;
+      });
+}
+
+// Prints colod's status reply as a table or JSON.
+int print_status(wire::Status::Reader status, bool json) {
+  if (json) {
+    nlohmann::json peers = nlohmann::json::array();
+    for (auto p : status.getPeers())
+      peers.push_back({{"name", p.getName().cStr()},           {"endpoint", p.getEndpoint().cStr()},
+                       {"connected", p.getConnected()},        {"since_ms", p.getSinceMs()},
+                       {"messages_in", p.getMessagesIn()},     {"messages_out", p.getMessagesOut()},
+                       {"bytes_in", p.getBytesIn()},           {"bytes_out", p.getBytesOut()},
+                       {"gaps_filled", p.getGapsFilled()},     {"lost", p.getLost()},
+                       {"duplicates", p.getDuplicates()}});
+    nlohmann::json topics = nlohmann::json::array();
+    for (auto t : status.getTopics()) topics.push_back(t.cStr());
+    nlohmann::json j = {{"node", status.getNode().cStr()},
+                        {"namespace", status.getNamespace().cStr()},
+                        {"uptime_ms", status.getUptimeMs()},
+                        {"peers", peers},
+                        {"topics", topics},
+                        {"bad_frames", status.getBadFrames()},
+                        {"rejected_peers", status.getRejectedPeers()},
+                        {"failed_handshakes", status.getFailedHandshakes()},
+                        {"dropped_connections", status.getDroppedConnections()}};
+    std::cout << j.dump(2) << '\n';
+    return kExitOk;
+  }
+  std::printf("colod node %s, namespace %s, up %s; cluster topics:", status.getNode().cStr(),
+              status.getNamespace().cStr(), since_text(status.getUptimeMs()).c_str());
+  for (auto t : status.getTopics()) std::printf(" %s", t.cStr());
+  std::printf("\n%-16s %-24s %-26s %12s %12s %10s %10s %7s %8s %6s\n", "peer", "endpoint", "state", "msgs in",
+              "msgs out", "bytes in", "bytes out", "gaps", "lost", "dups");
+  for (auto p : status.getPeers())
+    std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7llu %8llu %6llu\n", p.getName().cStr(),
+                p.getEndpoint().cStr(),
+                ((p.getConnected() ? "connected " : "DOWN ") + std::string("for ") + since_text(p.getSinceMs())).c_str(),
+                with_commas(p.getMessagesIn()).c_str(), with_commas(p.getMessagesOut()).c_str(),
+                human_bytes(p.getBytesIn()).c_str(), human_bytes(p.getBytesOut()).c_str(),
+                static_cast<unsigned long long>(p.getGapsFilled()), static_cast<unsigned long long>(p.getLost()),
+                static_cast<unsigned long long>(p.getDuplicates()));
+  std::printf("rejected from the network: %llu bad frame(s), %llu unknown key(s), %llu failed handshake(s); "
+              "%llu connection(s) dropped\n",
+              static_cast<unsigned long long>(status.getBadFrames()),
+              static_cast<unsigned long long>(status.getRejectedPeers()),
+              static_cast<unsigned long long>(status.getFailedHandshakes()),
+              static_cast<unsigned long long>(status.getDroppedConnections()));
   return kExitOk;
+}
+
+int run_peers(const Context& ctx, const std::string& socket_path, double timeout_s, bool json) {
+  return ask_colod(ctx, socket_path, timeout_s, [](wire::ControlRequest::Builder request) { request.setStatus(); },
+                   [&](wire::ControlReply::Reader root) { return print_status(root.getStatus(), json); });
 }
 
 }  // namespace
