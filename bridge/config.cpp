@@ -203,6 +203,13 @@ class Section {
     return *s;
   }
 
+  std::optional<bool> boolean(std::string_view k) const {
+    const toml::node* n = node(k);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_boolean()) fail(k, std::string("expected true or false, found ") + type_name(*n));
+    return n->as_boolean()->get();
+  }
+
   // An integer in lo..hi.
   std::optional<std::int64_t> integer(std::string_view k, std::int64_t lo, std::int64_t hi) const {
     const toml::node* n = node(k);
@@ -500,7 +507,7 @@ Config read_config(const Source& src, const toml::table& doc) {
   index = 0;
   for (const toml::table* t : table_array(root, "queue")) {
     const Section queue(src, *t, "queue[" + std::to_string(index++) + "]", "[[queue]]");
-    queue.only({"name", "home", "capacity", "max_message"});
+    queue.only({"name", "home", "capacity", "max_message", "acks", "max_deliveries"});
     QueueConfig qc;
     qc.name = queue.required_string("name");
     declare(queue, qc.name);
@@ -511,6 +518,8 @@ Config read_config(const Source& src, const toml::table& doc) {
       queue.fail("home", quoted(qc.home) + " is neither this node nor one of its peers (" + names + ")");
     }
     read_ring(queue, qc.capacity, qc.max_message);
+    if (auto acks = queue.boolean("acks")) qc.acks = *acks;
+    if (auto m = queue.integer("max_deliveries", 1, 255)) qc.max_deliveries = static_cast<std::uint32_t>(*m);
     c.queues.push_back(std::move(qc));
   }
   return c;

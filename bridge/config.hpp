@@ -40,6 +40,8 @@ struct QueueConfig {
   std::string home;            // node name that holds the queue: ours or a peer's
   std::uint64_t capacity = 1 << 20;
   std::uint32_t max_message = 64 * 1024;
+  bool acks = false;                // as QueueOptions::acks (a crashed consumer's message is redelivered)
+  std::uint32_t max_deliveries = 5;  // with acks: then dead-lettered to NAME.dlq
 };
 
 struct Config {

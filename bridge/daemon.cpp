@@ -122,13 +122,23 @@ struct Daemon::Impl {
   std::string public_key, secret_key;  // ours; empty: CURVE off
 
   std::optional<Node> node;
-  struct LocalTopic {
+  // A cluster-scoped topic or queue of this namespace.
+  struct ClusterObject {
     std::string name;
-    std::optional<Topic> topic;
+    std::optional<Topic> topic;      // a topic: this
+    std::optional<Queue> queue;      // a queue: this
     std::optional<Publisher> relay;  // publishes what peers send us
-    Backpressure backpressure = Backpressure::block;  // of our cursors for peers
+    Backpressure backpressure = Backpressure::block;  // topic: of our cursors for peers
+    // Queue: the node that holds it, and colod's own consumer, which takes
+    // messages out of our ring for peers (see "CLUSTER QUEUE" in daemon.hpp).
+    std::string home;
+    bool at_home = false;
+    std::optional<Consumer> taker;
+    std::uint32_t local_consumers = 0;  // live consumers of our ring other than colod (refreshed each loop)
+    std::uint64_t depth = 0;            // messages in our ring not yet taken (refreshed each loop)
+    bool is_queue() const noexcept { return queue.has_value(); }
   };
-  std::vector<LocalTopic> topics;
+  std::vector<ClusterObject> objects;
 
   // What we send to one peer for one topic (we are the origin).
   struct OutStream {
@@ -143,6 +153,13 @@ struct Daemon::Impl {
     std::uint64_t missed_seen = 0;
     std::uint64_t last_sent = 0;       // sequence of the last data frame sent
     std::optional<zmq::message_t> pending;  // encoded frame not accepted by ZeroMQ yet
+    // Queues: messages taken from our ring for the peer, with their wire
+    // sequence, kept until it confirms receipt (receivedThrough) and sent
+    // again after a new subscribe. Bounded by the peer's credit.
+    bool queue_stream = false;
+    std::deque<std::pair<std::uint64_t, std::string>> unconfirmed;
+    std::size_t unsent = 0;         // index in `unconfirmed` of the first not sent in this session
+    std::uint64_t next_seq = 1;     // wire sequence of the next message taken
   };
   // What we receive from one peer for one topic.
   struct InStream {
@@ -150,6 +167,11 @@ struct Daemon::Impl {
     std::uint64_t uncredited = 0;      // published since the last credit we sent
     std::uint64_t acked_through = 0;   // receivedThrough we last told the origin
     bool resubscribe = false;          // the subscribe could not be sent: try again at the next heartbeat
+    // Queue at its home, seen from a non-home host: credit follows demand
+    // (our consumers' appetite), not publication; `outstanding` is credit
+    // granted and not yet used by the home.
+    bool demand = false;
+    std::uint64_t outstanding = 0;
     // Received while our ring was full (a blocking subscriber is slow), in
     // order. Bounded: the origin sends at most `credit` messages beyond what
     // we confirmed, and we confirm only what we published.
@@ -187,6 +209,7 @@ struct Daemon::Impl {
   zmq::context_t context;
   zmq::socket_t router, zap, monitor, control;
   std::uint64_t next_heartbeat_ns = 0;
+  std::uint64_t next_queue_refresh_ns = 0;
   std::uint64_t heartbeats = 0;
 
   explicit Impl(Config c) : config(std::move(c)) {}
@@ -195,9 +218,9 @@ struct Daemon::Impl {
     if (http_thread.joinable()) http_thread.join();
   }
 
-  int topic_index(std::string_view name) const {
-    for (std::size_t i = 0; i < topics.size(); ++i)
-      if (topics[i].name == name) return static_cast<int>(i);
+  int object_index(std::string_view name) const {
+    for (std::size_t i = 0; i < objects.size(); ++i)
+      if (objects[i].name == name) return static_cast<int>(i);
     return -1;
   }
   Peer* peer_by_name(std::string_view name) {
@@ -232,6 +255,14 @@ struct Daemon::Impl {
   void on_monitor();
   void on_control();
   void pump(Peer& peer);
+  void pump_queue(Peer& peer, int queue);
+  void refresh_queue(ClusterObject& queue);
+  void grant_demand(Peer& peer, int queue);
+  void requeue_unconfirmed();
+  bool queue_link(const ClusterObject& queue, const Peer& peer) const {
+    return queue.at_home || queue.home == peer.config.name;  // a queue's messages go through its home only
+  }
+  std::uint64_t push_backlog() const { return 4ull * config.credit; }
   void deliver(Peer& peer, int topic, wire::Envelope::Reader data);
   void drain(Peer& peer, int topic);
   void acknowledge(Peer& peer, int topic, bool force);
@@ -263,7 +294,7 @@ Result<void> Daemon::Impl::start() {
   if (!opened) return std::move(opened).error();
   node.emplace(std::move(opened).value());
   for (const auto& t : config.topics) {
-    LocalTopic local;
+    ClusterObject local;
     local.name = t.name;
     auto topic = node->topic(t.name, OpenMode::create_or_open, TopicOptions{t.capacity, t.max_message, t.history});
     if (!topic) return Error{topic.error().code, "cluster topic '" + t.name + "': " + topic.error().message};
@@ -272,21 +303,37 @@ Result<void> Daemon::Impl::start() {
     if (!relay) return Error{relay.error().code, "cluster topic '" + t.name + "': " + relay.error().message};
     local.relay.emplace(std::move(relay).value());
     local.backpressure = t.lossy ? Backpressure::lossy : Backpressure::block;
-    topics.push_back(std::move(local));
+    objects.push_back(std::move(local));
   }
-  for (const auto& q : config.queues)
-    log.write(LogLevel::warn, "cluster queue '%s' (home %s): cluster queues are not federated yet; it stays local",
-              q.name.c_str(), q.home.c_str());
+  for (const auto& q : config.queues) {
+    ClusterObject local;
+    local.name = q.name;
+    local.home = q.home;
+    local.at_home = q.home == config.node_name;
+    auto queue = node->queue(q.name, OpenMode::create_or_open, QueueOptions{q.capacity, q.max_message, q.acks, q.max_deliveries});
+    if (!queue) return Error{queue.error().code, "cluster queue '" + q.name + "': " + queue.error().message};
+    local.queue.emplace(std::move(queue).value());
+    auto relay = local.queue->producer();
+    if (!relay) return Error{relay.error().code, "cluster queue '" + q.name + "': " + relay.error().message};
+    local.relay.emplace(std::move(relay).value());
+    auto taker = local.queue->consumer();
+    if (!taker) return Error{taker.error().code, "cluster queue '" + q.name + "': " + taker.error().message};
+    local.taker.emplace(std::move(taker).value());
+    objects.push_back(std::move(local));
+  }
   for (const auto& pc : config.peers) {
     Peer peer;
     peer.config = pc;
     peer.id = origin_id(pc.name);
-    peer.out.resize(topics.size());
-    peer.in.resize(topics.size());
+    peer.out.resize(objects.size());
+    peer.in.resize(objects.size());
     peer.state_since_ns = started_ns;
+    for (std::size_t t = 0; t < objects.size(); ++t)
+      peer.in[t].demand = objects[t].is_queue() && !objects[t].at_home && objects[t].home == pc.name;
     // Resume where our ring says we stopped (what a previous colod delivered).
-    for (std::size_t t = 0; t < topics.size(); ++t) {
-      const auto high = topics[t].topic->relayed_high_water();
+    for (std::size_t t = 0; t < objects.size(); ++t) {
+      const auto high =
+          objects[t].is_queue() ? objects[t].queue->relayed_high_water() : objects[t].topic->relayed_high_water();
       if (auto it = high.find(peer.id); it != high.end()) peer.in[t].last_delivered = it->second;
     }
     peers.push_back(std::move(peer));
@@ -297,8 +344,10 @@ Result<void> Daemon::Impl::start() {
     return Error{Errc::system, std::string("ZeroMQ: ") + e.what()};
   }
   if (auto metrics = start_metrics(); !metrics) return metrics;
-  log.write(LogLevel::info, "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), CURVE %s",
-            config.ns.c_str(), config.listen.c_str(), peers.size(), topics.size(), secret_key.empty() ? "off" : "on");
+  log.write(LogLevel::info,
+            "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), %zu cluster queue(s), CURVE %s",
+            config.ns.c_str(), config.listen.c_str(), peers.size(), objects.size() - config.queues.size(),
+            config.queues.size(), secret_key.empty() ? "off" : "on");
   return Ok{};
 }
 
@@ -362,8 +411,8 @@ void Daemon::Impl::open_sockets() {
 // Peers must declare it too, or they drop its frames as unknown (counted).
 Result<void> Daemon::Impl::declare_topic(const std::string& name) {
   if (auto ok = validate_object_name(name); !ok) return std::move(ok).error();
-  if (topic_index(name) >= 0) return Ok{};  // already federated
-  LocalTopic local;
+  if (object_index(name) >= 0) return Ok{};  // already federated
+  ClusterObject local;
   local.name = name;
   auto topic = node->topic(name, OpenMode::create_or_open);
   if (!topic) {
@@ -376,9 +425,9 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
   auto relay = local.topic->publisher();
   if (!relay) return std::move(relay).error();
   local.relay.emplace(std::move(relay).value());
-  topics.push_back(std::move(local));
-  const int t = static_cast<int>(topics.size() - 1);
-  const auto high = topics.back().topic->relayed_high_water();
+  objects.push_back(std::move(local));
+  const int t = static_cast<int>(objects.size() - 1);
+  const auto high = objects.back().topic->relayed_high_water();
   for (auto& peer : peers) {
     peer.out.emplace_back();
     auto& in = peer.in.emplace_back();
@@ -421,7 +470,7 @@ void Daemon::Impl::render_metrics() {
   family("colod_uptime_seconds", "gauge", "seconds since the daemon started");
   sample("colod_uptime_seconds", "", (now_ns() - started_ns) / 1'000'000'000);
   family("colod_cluster_topics", "gauge", "cluster topics federated");
-  sample("colod_cluster_topics", "", topics.size());
+  sample("colod_cluster_topics", "", objects.size());
   family("colod_peer_connected", "gauge", "1 if a hello arrived from the peer within 3 heartbeat intervals");
   for (const auto& p : peers) sample("colod_peer_connected", "peer=\"" + p.config.name + "\"", p.connected ? 1 : 0);
   family("colod_peer_messages_total", "counter", "messages exchanged with the peer");
@@ -468,6 +517,7 @@ int Daemon::run(const std::atomic<bool>& stop_requested) {
     }
   }
   d.log.write(LogLevel::info, "stopping: closing sockets");
+  d.requeue_unconfirmed();
   if (d.http) {
     d.http->stop();
     if (d.http_thread.joinable()) d.http_thread.join();
@@ -494,9 +544,20 @@ void Daemon::Impl::poll_once(int timeout_ms) {
   for (auto& peer : peers) items.push_back({peer.dealer.handle(), 0, ZMQ_POLLIN, 0});
   // Streams with credit and messages waiting: poll without sleeping.
   bool busy = false;
+  // Queue consumers and backlog: read from the ring's counters (liveness
+  // costs a /proc read per reader), every few milliseconds.
+  if (now_ns() >= next_queue_refresh_ns) {
+    next_queue_refresh_ns = now_ns() + 5'000'000;
+    for (auto& object : objects)
+      if (object.is_queue()) refresh_queue(object);
+  }
   for (auto& peer : peers) {
-    for (auto& out : peer.out) busy |= out.cursor.has_value() && out.credit > 0;
-    for (auto& in : peer.in) busy |= !in.waiting.empty();
+    for (std::size_t t = 0; t < objects.size(); ++t) {
+      const auto& out = peer.out[t];
+      busy |= out.cursor.has_value() && out.credit > 0;
+      busy |= out.queue_stream && out.credit > 0 && (out.unsent < out.unconfirmed.size() || objects[t].depth > 0);
+      busy |= !peer.in[t].waiting.empty();
+    }
   }
   zmq::poll(items.data(), items.size(), std::chrono::milliseconds(busy ? 1 : timeout_ms));
   if (items[0].revents & ZMQ_POLLIN) on_router();
@@ -506,8 +567,10 @@ void Daemon::Impl::poll_once(int timeout_ms) {
   for (std::size_t i = 0; i < peers.size(); ++i)
     if (items[first_peer + i].revents & ZMQ_POLLIN) on_dealer(peers[i]);
   for (auto& peer : peers) {
-    for (std::size_t t = 0; t < topics.size(); ++t)
+    for (std::size_t t = 0; t < objects.size(); ++t)
       if (!peer.in[t].waiting.empty()) drain(peer, static_cast<int>(t));
+    for (std::size_t t = 0; t < objects.size(); ++t)
+      if (peer.in[t].demand) grant_demand(peer, static_cast<int>(t));
     pump(peer);
   }
   if (now_ns() >= next_heartbeat_ns) heartbeat();
@@ -539,18 +602,23 @@ void Daemon::Impl::heartbeat() {
       if (!alive) {
         // Stop holding our writers back for it; it resumes by subscribing
         // again (from what we still retain) when it is back.
-        for (auto& out : peer.out) {
+        for (std::size_t t = 0; t < objects.size(); ++t) {
+          auto& out = peer.out[t];
           out.cursor.reset();
           out.retain_head.reset();
           out.retain.reset();
           out.pending.reset();
           out.credit = 0;
+          out.unsent = 0;
+          if (!out.unconfirmed.empty())
+            log.write(LogLevel::warn, "queue %s: %zu message(s) sent to %s and not confirmed: kept for it",
+                      objects[t].name.c_str(), out.unconfirmed.size(), peer.config.name.c_str());
         }
         peer.routing_id.clear();
       }
     }
     if (!peer.routing_id.empty())
-      for (std::size_t t = 0; t < topics.size(); ++t) {
+      for (std::size_t t = 0; t < objects.size(); ++t) {
         // A stream that never brought anything is asked for again now and
         // then: the peer may have declared the topic after our subscribe.
         const bool never = peer.in[t].last_delivered == 0 && peer.in[t].waiting.empty();
@@ -614,7 +682,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         reply.setIncarnation(incarnation);
         reply.setNamespace(config.ns);
         (void)send_to_peer_router(*peer, to_frame(builder));
-        for (std::size_t t = 0; t < topics.size(); ++t) {
+        for (std::size_t t = 0; t < objects.size(); ++t) {
           if (peer->in[t].last_delivered != 0) ++peer->counters.gaps_filled;
           subscribe(*peer, static_cast<int>(t));
         }
@@ -628,8 +696,8 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (text_of(data.getOrigin()) != peer->config.name)
           return bad_frame("listen socket", "data from " + peer->config.name + " claims origin '" +
                                                 text_of(data.getOrigin()) + "'");
-        const int t = topic_index(text_of(data.getObject()));
-        if (t < 0) return bad_frame("listen socket", "data for '" + text_of(data.getObject()) + "', not a cluster topic");
+        const int t = object_index(text_of(data.getObject()));
+        if (t < 0) return bad_frame("listen socket", "data for '" + text_of(data.getObject()) + "', not a cluster topic or queue");
         deliver(*peer, t, data);
         return;
       }
@@ -638,7 +706,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (peer == nullptr) return bad_frame("listen socket", "lost before hello");
         peer->last_hello_in_ns = now_ns();
         auto lost = root.getLost();
-        const int t = topic_index(text_of(lost.getObject()));
+        const int t = object_index(text_of(lost.getObject()));
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
         peer->counters.lost += lost.getCount();
         auto& in = peer->in[t];
@@ -647,7 +715,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         const std::uint64_t last = lost.getFromSequence() + count - 1;
         if (count > 0 && last > in.last_delivered) in.last_delivered = last;
         log.write(LogLevel::warn, "topic %s: %llu message(s) from %s no longer retained there (from sequence %llu): lost",
-                  topics[t].name.c_str(), static_cast<unsigned long long>(lost.getCount()), peer->config.name.c_str(),
+                  objects[t].name.c_str(), static_cast<unsigned long long>(lost.getCount()), peer->config.name.c_str(),
                   static_cast<unsigned long long>(lost.getFromSequence()));
         return;
       }
@@ -661,6 +729,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
 
 void Daemon::Impl::deliver(Peer& peer, int t, wire::Envelope::Reader data) {
   auto& in = peer.in[t];
+  if (in.outstanding > 0) --in.outstanding;  // a frame the home sent on our demand credit
   const std::uint64_t seq = data.getSequence();
   const std::uint64_t newest = in.newest();
   if (seq <= newest) {
@@ -686,7 +755,7 @@ void Daemon::Impl::acknowledge(Peer& peer, int t, bool force) {
   if (!credit_due && !receipt_due && !(force && (in.uncredited > 0 || newest > in.acked_through))) return;
   capnp::MallocMessageBuilder builder;
   auto credit = builder.initRoot<wire::PeerFrame>().initCredit();
-  credit.setObject(topics[t].name);
+  credit.setObject(objects[t].name);
   credit.setMessages(static_cast<std::uint32_t>(in.uncredited));
   credit.setReceivedThrough(newest);
   if (send_to_peer_router(peer, to_frame(builder))) {
@@ -701,19 +770,19 @@ void Daemon::Impl::drain(Peer& peer, int t) {
   auto& in = peer.in[t];
   while (!in.waiting.empty()) {
     const auto& [seq, payload] = in.waiting.front();
-    const auto status = topics[t].relay->publish_relayed(
+    const auto status = objects[t].relay->publish_relayed(
         peer.id, seq, std::span<const std::byte>(reinterpret_cast<const std::byte*>(payload.data()), payload.size()),
         std::chrono::nanoseconds(0));
     if (status == SendStatus::timed_out) break;  // no room yet: stays waiting
     if (status != SendStatus::ok)
-      bad_frame("listen socket", "cannot publish into '" + topics[t].name + "' (message of " +
+      bad_frame("listen socket", "cannot publish into '" + objects[t].name + "' (message of " +
                                      std::to_string(payload.size()) + " bytes): skipped");
     else {
       ++peer.counters.messages_in;
       peer.counters.bytes_in += payload.size();
     }
     in.last_delivered = std::max(in.last_delivered, seq);  // a lost range may already be past it
-    ++in.uncredited;
+    if (!in.demand) ++in.uncredited;
     in.waiting.pop_front();
   }
   // Credit goes out in chunks of half the window (acknowledge): the origin
@@ -722,17 +791,24 @@ void Daemon::Impl::drain(Peer& peer, int t) {
 }
 
 void Daemon::Impl::subscribe(Peer& peer, int t) {
+  if (objects[t].is_queue() && !queue_link(objects[t], peer)) return;
   auto& in = peer.in[t];
   capnp::MallocMessageBuilder builder;
   auto sub = builder.initRoot<wire::PeerFrame>().initSubscribe();
-  sub.setObject(topics[t].name);
+  sub.setObject(objects[t].name);
   // After what we delivered and what is waiting to be: both are ours already.
   const std::uint64_t newest = in.newest();
   sub.setFromSequence(newest + 1);
   // The window counts what is still waiting, so that it stays bounded.
-  sub.setCredit(static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size() : 0));
+  // A demand stream starts with none: grant_demand asks when our consumers want.
+  sub.setCredit(in.demand ? 0
+                          : static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size()
+                                                                                          : 0));
   in.resubscribe = !send_to_peer_router(peer, to_frame(builder));
-  if (!in.resubscribe) in.uncredited = 0;
+  if (!in.resubscribe) {
+    in.uncredited = 0;
+    in.outstanding = 0;  // the origin starts again from the credit above
+  }
 }
 
 bool Daemon::Impl::send_to_peer_router(Peer& peer, zmq::message_t&& frame) {
@@ -771,12 +847,31 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           break;
         case wire::PeerFrame::SUBSCRIBE: {
           auto sub = root.getSubscribe();
-          const int t = topic_index(text_of(sub.getObject()));
+          const int t = object_index(text_of(sub.getObject()));
           if (t < 0) {
             bad_frame(("link to " + peer.config.name).c_str(), "subscribe to '" + text_of(sub.getObject()) + "'");
             break;
           }
           auto& out = peer.out[t];
+          if (objects[t].is_queue()) {
+            if (!queue_link(objects[t], peer)) {
+              bad_frame(("link to " + peer.config.name).c_str(),
+                        "subscribe to queue '" + objects[t].name + "', whose home is " + objects[t].home);
+              break;
+            }
+            // What the peer has (below fromSequence) is confirmed; the rest is sent again.
+            const std::uint64_t from = std::max<std::uint64_t>(1, sub.getFromSequence());
+            while (!out.unconfirmed.empty() && out.unconfirmed.front().first < from) out.unconfirmed.pop_front();
+            out.next_seq = std::max(out.next_seq, from);
+            out.queue_stream = true;
+            out.unsent = 0;
+            out.pending.reset();
+            out.credit = sub.getCredit();
+            log.write(LogLevel::info, "queue %s: sending to %s from sequence %llu (%zu not confirmed, sent again)",
+                      objects[t].name.c_str(), peer.config.name.c_str(), static_cast<unsigned long long>(from),
+                      out.unconfirmed.size());
+            break;
+          }
           out.cursor.reset();
           out.retain_head.reset();
           out.retain.reset();
@@ -784,18 +879,18 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           out.pending.reset();
           SubscribeOptions options{Backpressure::lossy, std::uint64_t{0}, std::nullopt};
           if (sub.getFromSequence() > 0) options.from_sequence = sub.getFromSequence() - 1;  // ring sequences are 0-based
-          if (topics[t].backpressure == Backpressure::block) {
+          if (objects[t].backpressure == Backpressure::block) {
             // First the retaining cursor, so nothing from the asked sequence on can be reclaimed.
             SubscribeOptions hold = options;
             hold.backpressure = Backpressure::bridge;  // never holds back what we relay: no deadlock
-            auto retain = topics[t].topic->subscribe(hold);
+            auto retain = objects[t].topic->subscribe(hold);
             if (retain) out.retain.emplace(std::move(retain).value());
-            else log.write(LogLevel::error, "topic %s: cannot hold it for %s: %s", topics[t].name.c_str(),
+            else log.write(LogLevel::error, "topic %s: cannot hold it for %s: %s", objects[t].name.c_str(),
                            peer.config.name.c_str(), retain.error().message.c_str());
           }
-          auto cursor = topics[t].topic->subscribe(options);
+          auto cursor = objects[t].topic->subscribe(options);
           if (!cursor) {
-            log.write(LogLevel::error, "topic %s: cannot follow it for %s: %s", topics[t].name.c_str(),
+            log.write(LogLevel::error, "topic %s: cannot follow it for %s: %s", objects[t].name.c_str(),
                       peer.config.name.c_str(), cursor.error().message.c_str());
             break;
           }
@@ -803,13 +898,13 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           out.credit = sub.getCredit();
           out.missed_seen = 0;
           out.last_sent = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
-          log.write(LogLevel::info, "topic %s: streaming to %s from sequence %llu", topics[t].name.c_str(),
+          log.write(LogLevel::info, "topic %s: streaming to %s from sequence %llu", objects[t].name.c_str(),
                     peer.config.name.c_str(), static_cast<unsigned long long>(sub.getFromSequence()));
           break;
         }
         case wire::PeerFrame::CREDIT: {
           auto credit = root.getCredit();
-          const int t = topic_index(text_of(credit.getObject()));
+          const int t = object_index(text_of(credit.getObject()));
           if (t < 0) {
             bad_frame(("link to " + peer.config.name).c_str(), "credit for '" + text_of(credit.getObject()) + "'");
             break;
@@ -818,6 +913,10 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           out.credit += credit.getMessages();
           out.received_through = std::max(out.received_through, credit.getReceivedThrough());
           advance_retain(out);
+          while (!out.unconfirmed.empty() && out.unconfirmed.front().first <= out.received_through) {
+            out.unconfirmed.pop_front();  // the peer has it: ours no more
+            if (out.unsent > 0) --out.unsent;
+          }
           break;
         }
         default:
@@ -849,7 +948,11 @@ void Daemon::Impl::advance_retain(OutStream& out) {
 // Sends what this host published on each topic the peer follows, while its
 // credit lasts and ZeroMQ takes frames.
 void Daemon::Impl::pump(Peer& peer) {
-  for (std::size_t t = 0; t < topics.size(); ++t) {
+  for (std::size_t t = 0; t < objects.size(); ++t) {
+    if (objects[t].is_queue()) {
+      pump_queue(peer, static_cast<int>(t));
+      continue;
+    }
     auto& out = peer.out[t];
     if (!out.cursor) continue;
     advance_retain(out);
@@ -862,12 +965,12 @@ void Daemon::Impl::pump(Peer& peer) {
       if (missed != out.missed_seen) {
         capnp::MallocMessageBuilder builder;
         auto lost = builder.initRoot<wire::PeerFrame>().initLost();
-        lost.setObject(topics[t].name);
+        lost.setObject(objects[t].name);
         lost.setFromSequence(out.last_sent + 1);
         lost.setCount(missed - out.missed_seen);
         out.last_sent += missed - out.missed_seen;
         log.write(LogLevel::warn, "topic %s: %llu message(s) for %s were no longer retained here: lost",
-                  topics[t].name.c_str(), static_cast<unsigned long long>(missed - out.missed_seen),
+                  objects[t].name.c_str(), static_cast<unsigned long long>(missed - out.missed_seen),
                   peer.config.name.c_str());
         out.missed_seen = missed;
         out.pending.emplace(to_frame(builder));
@@ -880,7 +983,7 @@ void Daemon::Impl::pump(Peer& peer) {
       capnp::MallocMessageBuilder builder;
       auto data = builder.initRoot<wire::PeerFrame>().initData();
       data.setOrigin(config.node_name);
-      data.setObject(topics[t].name);
+      data.setObject(objects[t].name);
       data.setSequence(message->sequence() + 1);  // 1-based on the wire: 0 means "none yet"
       data.setTimestamp(realtime_ns());
       const auto bytes = message->data();
@@ -893,6 +996,103 @@ void Daemon::Impl::pump(Peer& peer) {
       out.pending.emplace(to_frame(builder));
     }
   }
+}
+
+// Sends queue messages to the peer while its credit lasts: first those sent
+// before its last subscribe and not confirmed, then new ones taken from our
+// ring. The home takes for a peer's consumers (they asked, by credit); a
+// non-home host takes towards the home only when it has no consumers of its
+// own or more backlog than push_backlog(): otherwise its messages are
+// consumed here, at memory speed.
+void Daemon::Impl::pump_queue(Peer& peer, int t) {
+  auto& object = objects[t];
+  auto& out = peer.out[t];
+  if (!out.queue_stream) return;
+  for (int budget = 0; budget < 4096; ++budget) {
+    if (out.pending) {
+      if (!peer.dealer.send(*out.pending, zmq::send_flags::dontwait)) return;  // stays pending
+      out.pending.reset();
+    }
+    if (out.credit == 0) return;
+    if (out.unsent == out.unconfirmed.size()) {
+      if (!object.at_home && object.local_consumers > 0 && object.depth <= push_backlog()) return;
+      auto message = object.taker->try_receive();
+      if (!message) return;
+      const auto bytes = message->data();
+      out.unconfirmed.emplace_back(out.next_seq++,
+                                   std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+      message->release();  // with acks, acknowledged: the copy in `unconfirmed` is now what we owe the peer
+      if (object.depth > 0) --object.depth;
+    }
+    const auto& [seq, payload] = out.unconfirmed[out.unsent++];
+    capnp::MallocMessageBuilder builder;
+    auto data = builder.initRoot<wire::PeerFrame>().initData();
+    data.setOrigin(config.node_name);
+    data.setObject(object.name);
+    data.setSequence(seq);
+    data.setTimestamp(realtime_ns());
+    data.setPayload(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(payload.data()), payload.size()));
+    --out.credit;
+    ++peer.counters.messages_out;
+    peer.counters.bytes_out += payload.size();
+    out.pending.emplace(to_frame(builder));
+  }
+}
+
+// How many consumers other than us read the queue here, and its backlog.
+void Daemon::Impl::refresh_queue(ClusterObject& object) {
+  const auto stats = object.queue->stats();
+  const auto self = static_cast<std::uint32_t>(::getpid());
+  object.local_consumers = 0;
+  for (const auto& reader : stats.readers)
+    if (reader.alive && reader.pid != self) ++object.local_consumers;
+  object.depth = stats.depth;
+}
+
+// A non-home host asks the home for what its consumers are ready to take:
+// up to `credit` messages in our ring, in flight and waiting together;
+// nothing while it has no consumers (the home keeps them for others).
+void Daemon::Impl::grant_demand(Peer& peer, int t) {
+  auto& object = objects[t];
+  auto& in = peer.in[t];
+  if (peer.routing_id.empty() || object.local_consumers == 0) return;
+  const std::uint64_t target = config.credit;
+  const std::uint64_t have = object.depth + in.outstanding + in.waiting.size();
+  if (have >= target || target - have < std::max<std::uint64_t>(1, target / 4)) return;  // ask in chunks
+  const std::uint64_t want = target - have;
+  const std::uint64_t newest = in.newest();
+  capnp::MallocMessageBuilder builder;
+  auto credit = builder.initRoot<wire::PeerFrame>().initCredit();
+  credit.setObject(object.name);
+  credit.setMessages(static_cast<std::uint32_t>(want));
+  credit.setReceivedThrough(newest);
+  if (send_to_peer_router(peer, to_frame(builder))) {
+    in.outstanding += want;
+    in.acked_through = newest;
+  }
+}
+
+// On a clean stop: queue messages sent to a peer and not confirmed go back
+// into our ring, to be consumed here or sent again by the next colod. A
+// peer that did receive one (its confirmation not back yet) delivers it
+// too: at least once, as with a consumer that dies before its ack.
+void Daemon::Impl::requeue_unconfirmed() {
+  for (auto& peer : peers)
+    for (std::size_t t = 0; t < objects.size(); ++t) {
+      auto& out = peer.out[t];
+      if (out.unconfirmed.empty()) continue;
+      std::size_t requeued = 0;
+      for (const auto& [seq, payload] : out.unconfirmed) {
+        const auto status = objects[t].relay->publish(
+            std::span<const std::byte>(reinterpret_cast<const std::byte*>(payload.data()), payload.size()),
+            std::chrono::milliseconds(100));
+        if (status == SendStatus::ok) ++requeued;
+      }
+      log.write(requeued == out.unconfirmed.size() ? LogLevel::info : LogLevel::error,
+                "queue %s: %zu of %zu message(s) sent to %s and not confirmed put back into the queue",
+                objects[t].name.c_str(), requeued, out.unconfirmed.size(), peer.config.name.c_str());
+      out.unconfirmed.clear();
+    }
 }
 
 // ------------------------------------------------------ security, status
@@ -995,8 +1195,8 @@ void Daemon::Impl::on_control() {
         ps.setLost(p.counters.lost);
         ps.setDuplicates(p.counters.duplicates);
       }
-      auto names = status.initTopics(static_cast<unsigned>(topics.size()));
-      for (std::size_t i = 0; i < topics.size(); ++i) names.set(static_cast<unsigned>(i), topics[i].name);
+      auto names = status.initTopics(static_cast<unsigned>(objects.size()));
+      for (std::size_t i = 0; i < objects.size(); ++i) names.set(static_cast<unsigned>(i), objects[i].name);
     } else if (req.which() == wire::ControlRequest::DECLARE_TOPIC) {
       auto declared = declare_topic(text_of(req.getDeclareTopic()));
       reply.setOk(declared.has_value());

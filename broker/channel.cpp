@@ -265,14 +265,19 @@ Result<Subscriber> Topic::subscribe(SubscribeOptions options) {
 
 ChannelStats Topic::stats() const { return channel_stats(*state_); }
 
-std::map<std::uint32_t, std::uint64_t> Topic::relayed_high_water() const {
+namespace {
+std::map<std::uint32_t, std::uint64_t> relayed_high_water_of(const detail::ChannelState& state) {
   std::map<std::uint32_t, std::uint64_t> high;
-  state_->ring.for_each_relayed([&](std::uint32_t origin, std::uint64_t origin_seq) {
+  state.ring.for_each_relayed([&](std::uint32_t origin, std::uint64_t origin_seq) {
     auto& h = high[origin];
     h = std::max(h, origin_seq);
   });
   return high;
 }
+}  // namespace
+
+std::map<std::uint32_t, std::uint64_t> Topic::relayed_high_water() const { return relayed_high_water_of(*state_); }
+std::map<std::uint32_t, std::uint64_t> Queue::relayed_high_water() const { return relayed_high_water_of(*state_); }
 
 std::uint32_t origin_id(std::string_view node_name) noexcept {
   std::uint32_t hash = 2166136261u;  // FNV-1a, 32 bits

@@ -102,6 +102,7 @@ TEST_F(LoadConfig, givesEveryFieldOfAFullFile) {
       "[[topic]]", "name = \"prices/eu\"", "capacity = 4096", "max_message = 2016", "history = 10",
       "backpressure = \"lossy\"",  //
       "[[queue]]", "name = \"jobs\"", "home = \"gamma.2\"", "capacity = 8192", "max_message = 100",
+      "acks = true", "max_deliveries = 3",
   });
 
   ASSERT_TRUE(sut.has_value()) << sut.error().message;
@@ -135,6 +136,8 @@ TEST_F(LoadConfig, givesEveryFieldOfAFullFile) {
   EXPECT_EQ(sut->queues[0].home, "gamma.2");
   EXPECT_EQ(sut->queues[0].capacity, 8192u);
   EXPECT_EQ(sut->queues[0].max_message, 100u);
+  EXPECT_TRUE(sut->queues[0].acks);
+  EXPECT_EQ(sut->queues[0].max_deliveries, 3u);
 }
 
 TEST_F(LoadConfig, appliesTheDefaultsToAMinimalFile) {
@@ -174,6 +177,8 @@ TEST_F(LoadConfig, appliesTheDefaultsOfTopicsQueuesAndEmptyTables) {
   EXPECT_EQ(sut->queues[0].home, "alpha");
   EXPECT_EQ(sut->queues[0].capacity, 1u << 20);
   EXPECT_EQ(sut->queues[0].max_message, 64u * 1024);
+  EXPECT_FALSE(sut->queues[0].acks);
+  EXPECT_EQ(sut->queues[0].max_deliveries, 5u);
 }
 
 TEST_F(LoadConfig, loadsTheExampleShippedInBridge) {
@@ -564,6 +569,13 @@ TEST_F(LoadConfig, refusesHistoryAndBackpressureOutOfRange) {
             at(6) + "topic[0].history: 4294967296 is outside 0..4294967295");
   EXPECT_EQ(error(node_and({"[[topic]]", "name = \"prices\"", "backpressure = \"drop\""})),
             at(6) + "topic[0].backpressure: 'drop' is not block or lossy");
+}
+
+TEST_F(LoadConfig, refusesQueueAcksThatAreNoBooleanAndMaxDeliveriesOutOfRange) {
+  EXPECT_EQ(error(node_and({"[[queue]]", "name = \"jobs\"", "home = \"alpha\"", "acks = \"yes\""})),
+            at(7) + "queue[0].acks: expected true or false, found a string");
+  EXPECT_EQ(error(node_and({"[[queue]]", "name = \"jobs\"", "home = \"alpha\"", "max_deliveries = 0"})),
+            at(7) + "queue[0].max_deliveries: 0 is outside 1..255");
 }
 
 // ------------------------------------------------------------- the helpers

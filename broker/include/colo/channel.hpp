@@ -270,6 +270,9 @@ class Queue {
   Result<Publisher> producer();
   Result<Consumer> consumer();
   ChannelStats stats() const;
+  // colod's restart: as Topic::relayed_high_water, over the records not yet
+  // reclaimed (consumed ones stay until writers need their space).
+  std::map<std::uint32_t, std::uint64_t> relayed_high_water() const;
   const std::string& name() const noexcept;
 
   Queue(Queue&&) noexcept;
