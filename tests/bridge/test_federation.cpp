@@ -16,269 +16,27 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstring>
 #include <fstream>
-#include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 #include <zmq.hpp>
 
-#include "colo/channel.hpp"
-#include "colo/node.hpp"
 #include "daemon.hpp"  // generate_keypair
-#include "support.hpp"
+#include "federation_support.hpp"
 
 namespace colo {
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-using test::Process;
-
-std::string colod_path() {
-  const char* p = std::getenv("COLOD_BIN");
-  return p != nullptr ? p : "colod";
-}
-
-// A free TCP port on 127.0.0.1 (bound then released: good enough on a test machine).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Test message: [publisher u32][index u32][checksum u32][pad u32][payload].
-constexpr std::size_t kHeader = 16;
-std::uint32_t checksum(const std::byte* p, std::size_t n) {
-  std::uint32_t h = 2166136261u;
-  for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<std::uint32_t>(p[i])) * 16777619u;
-  return h;
-}
-std::vector<std::byte> make_message(std::uint32_t publisher, std::uint32_t index, std::size_t size) {
-  std::vector<std::byte> m(kHeader + size);
-  for (std::size_t i = 0; i < size; ++i) m[kHeader + i] = static_cast<std::byte>((index * 31 + i * 7 + publisher) & 0xff);
-  const std::uint32_t sum = checksum(m.data() + kHeader, size);
-  std::memcpy(m.data(), &publisher, 4);
-  std::memcpy(m.data() + 4, &index, 4);
-  std::memcpy(m.data() + 8, &sum, 4);
-  return m;
-}
-
-struct Host {
-  std::string name, ns, config_path, control;
-  int port = 0;
-  std::string public_key, secret_key;  // CURVE, when on
-  std::optional<Process> colod;
-  std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port); }
-};
-
-// What one subscriber saw: per publisher, the indexes in arrival order.
-struct Seen {
-  std::map<std::uint32_t, std::vector<std::uint32_t>> by_publisher;
-  std::uint64_t total = 0, corrupt = 0;
-};
-
-class Federation : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/colo-bridge-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    if (HasFailure())
-      for (auto& h : hosts_)
-        if (h.colod) std::cerr << "---- colod " << h.name << " (" << h.ns << ") stderr:\n" << h.colod->err() << '\n';
-    stop_ = true;  // threads still running after a failed assertion end now
-    for (auto& t : threads_)
-      if (t.joinable()) t.join();
-    for (auto& h : hosts_) {
-      if (h.colod) h.colod->kill(SIGKILL);
-      test::remove_namespace_files(h.ns);
-    }
-    (void)std::system(("rm -rf " + dir_).c_str());
-  }
-
-  Host& add_host(const std::string& name) {
-    Host h;
-    h.name = name;
-    h.ns = test::unique_namespace();
-    h.port = free_port();
-    // Files by position: two hosts may claim the same node name (the impostor test).
-    const std::string stem = dir_ + "/" + std::to_string(hosts_.size()) + "-" + name;
-    h.config_path = stem + ".toml";
-    h.control = stem + ".sock";
-    hosts_.push_back(std::move(h));
-    return hosts_.back();
-  }
-
-  // Writes each host's config: every other host is a peer, `topics` are cluster topics.
-  void write_configs(const std::vector<std::string>& topics, bool curve, const std::string& extra_topic_keys = "") {
-    for (auto& h : hosts_) {
-      std::ofstream f(h.config_path);
-      f << "[node]\nname = \"" << h.name << "\"\nnamespace = \"" << h.ns << "\"\nlisten = \"" << h.endpoint()
-        << "\"\n[control]\nsocket = \"" << h.control << "\"\n[limits]\nheartbeat_ms = 100\nmax_frame = 1048576\n";
-      if (curve) {
-        const std::string key_path = h.config_path + ".key";
-        std::ofstream(key_path) << h.secret_key << "\n";
-        f << "[security]\nsecret_key_file = \"" << key_path << "\"\n";
-      }
-      for (const auto& p : hosts_) {
-        if (p.name == h.name) continue;
-        f << "[[peer]]\nname = \"" << p.name << "\"\nendpoint = \"" << p.endpoint() << "\"\n";
-        if (curve) f << "public_key = \"" << p.public_key << "\"\n";
-      }
-      for (const auto& t : topics) f << "[[topic]]\nname = \"" << t << "\"\n" << extra_topic_keys;
-    }
-  }
-
-  void start(Host& h) {
-    h.colod.emplace(Process::spawn({colod_path(), "--config", h.config_path}));
-  }
-
-  json peers(const Host& h) {
-    const auto r = test::run({test::colo_path(), "--ns", h.ns, "peers", "--json", "--socket", h.control, "--timeout",
-                              "1"});
-    if (!r.exited || r.exit_code != 0) return json();
-    try {
-      return json::parse(r.out);
-    } catch (const json::exception&) {
-      return json();
-    }
-  }
-
-  // Every peer of `h` connected (hellos both ways)?
-  bool all_connected(const Host& h) {
-    const json j = peers(h);
-    if (!j.is_object()) return false;
-    for (const auto& p : j["peers"])
-      if (!p["connected"].get<bool>()) return false;
-    return true;
-  }
-
-  ::testing::AssertionResult all_hosts_connected() {
-    for (auto& h : hosts_)
-      if (!test::wait_until([&] { return all_connected(h); }, 20s, 50ms))
-        return ::testing::AssertionFailure() << h.name << " not connected to all peers; colod stderr:\n"
-                                             << (h.colod ? h.colod->err() : "");
-    return ::testing::AssertionSuccess();
-  }
-
-  // A thread that subscribes on `h` and records everything until `expected` or `stop`.
-  // Started threads are joined by TearDown (after stop_) if the test ends early.
-  std::thread& subscriber(const Host& h, std::uint64_t expected, Seen& seen, std::atomic<bool>& ready,
-                          std::atomic<bool>& stop) {
-    return threads_.emplace_back([ns = h.ns, expected, &seen, &ready, &stop, this] {
-      auto node = Node::open(test::node_options(ns)).value();
-      auto topic = node.topic("prices", OpenMode::open).value();
-      auto sub = topic.subscribe().value();
-      ready = true;
-      while (seen.total < expected && !stop.load() && !stop_.load()) {
-        auto m = sub.receive_for(50ms);
-        if (!m) continue;
-        const auto d = m->data();
-        std::uint32_t pub = 0, index = 0, sum = 0;
-        if (d.size() < kHeader) {
-          ++seen.corrupt;
-          continue;
-        }
-        std::memcpy(&pub, d.data(), 4);
-        std::memcpy(&index, d.data() + 4, 4);
-        std::memcpy(&sum, d.data() + 8, 4);
-        if (checksum(d.data() + kHeader, d.size() - kHeader) != sum) ++seen.corrupt;
-        seen.by_publisher[pub].push_back(index);
-        ++seen.total;
-      }
-    });
-  }
-
-  // Publishes `count` messages as publisher `id` on `h`, sizes 0..200 bytes of payload.
-  std::thread& publisher(const Host& h, std::uint32_t id, std::uint32_t count, std::chrono::microseconds pause = 0us) {
-    return threads_.emplace_back([ns = h.ns, id, count, pause, this] {
-      auto node = Node::open(test::node_options(ns)).value();
-      auto topic = node.topic("prices", OpenMode::open).value();
-      auto pub = topic.publisher().value();
-      std::mt19937 rng(id);
-      for (std::uint32_t i = 0; i < count; ++i) {
-        const auto m = make_message(id, i, rng() % 201);
-        while (pub.publish(m, 100ms) != SendStatus::ok)
-          if (stop_.load()) return;
-        if (pause.count() > 0 && i % 100 == 0) std::this_thread::sleep_for(pause);
-      }
-    });
-  }
-
-  // Cluster queue "jobs": a consumer thread on `h` that records what it
-  // takes until `consumed` (all hosts together) reaches `total`, spending
-  // ~20 us per message as work.
-  void queue_consumer(const Host& h, Seen& seen, std::atomic<std::uint64_t>& consumed, std::uint64_t total,
-                      std::atomic<int>& ready) {
-    threads_.emplace_back([ns = h.ns, &seen, &consumed, total, &ready, this] {
-      auto node = Node::open(test::node_options(ns)).value();
-      auto queue = node.queue("jobs", OpenMode::open).value();
-      auto consumer = queue.consumer().value();
-      ++ready;
-      while (consumed.load() < total && !stop_.load()) {
-        auto m = consumer.receive_for(20ms);
-        if (!m) continue;
-        const auto d = m->data();
-        std::uint32_t pub = 0, index = 0, sum = 0;
-        if (d.size() < kHeader) {
-          ++seen.corrupt;
-          continue;
-        }
-        std::memcpy(&pub, d.data(), 4);
-        std::memcpy(&index, d.data() + 4, 4);
-        std::memcpy(&sum, d.data() + 8, 4);
-        if (checksum(d.data() + kHeader, d.size() - kHeader) != sum) ++seen.corrupt;
-        seen.by_publisher[pub].push_back(index);
-        ++seen.total;
-        ++consumed;
-        m->release();
-        std::this_thread::sleep_for(20us);  // the work: without it the home's own consumer would take everything
-      }
-    });
-  }
-  void queue_producer(const Host& h, std::uint32_t id, std::uint32_t count) {
-    threads_.emplace_back([ns = h.ns, id, count, this] {
-      auto node = Node::open(test::node_options(ns)).value();
-      auto queue = node.queue("jobs", OpenMode::open).value();
-      auto producer = queue.producer().value();
-      std::mt19937 rng(id);
-      for (std::uint32_t i = 0; i < count; ++i) {
-        const auto m = make_message(id, i, rng() % 201);
-        while (producer.publish(m, 100ms) != SendStatus::ok)
-          if (stop_.load()) return;
-      }
-    });
-  }
-  void add_queue_to_configs(const std::string& home) {
-    for (auto& h : hosts_)
-      std::ofstream(h.config_path, std::ios::app)
-          << "[[queue]]\nname = \"jobs\"\nhome = \"" << home << "\"\ncapacity = 8388608\n";
-  }
-
-  std::string dir_;
-  std::deque<Host> hosts_;
-  std::atomic<bool> stop_{false};
-  std::deque<std::thread> threads_;  // deque: references handed out stay valid
-};
-
-// Every index 0..n-1 exactly once, in order.
-::testing::AssertionResult exactly_in_order(const std::vector<std::uint32_t>& got, std::uint32_t n) {
-  if (got.size() != n) return ::testing::AssertionFailure() << got.size() << " messages, expected " << n;
-  for (std::uint32_t i = 0; i < n; ++i)
-    if (got[i] != i) return ::testing::AssertionFailure() << "position " << i << " holds index " << got[i];
-  return ::testing::AssertionSuccess();
-}
+using test::exactly_in_order;
+using test::Federation;  // the fixture: hosts, configs, colod processes, publisher and subscriber threads
+using test::free_port;
+using test::Seen;
+using test::kHeader;
+using test::checksum;
+using test::make_message;
 
 // Queue: over all hosts' consumers, every index 0..n-1 of each producer exactly once.
 ::testing::AssertionResult each_consumed_once(const std::vector<Seen>& seen, const std::vector<std::uint32_t>& producers,
@@ -396,11 +154,7 @@ TEST_F(Federation, restartedColodGetsEverythingRetainedAndDuplicatesNothing) {
   const auto& got = seen.by_publisher[1];
   // In order, no duplicate; the only holes are the ones counted as lost.
   std::uint64_t holes = 0;
-  for (std::size_t i = 1; i < got.size(); ++i) {
-    ASSERT_GT(got[i], got[i - 1]) << "duplicate or reordering at position " << i;
-    holes += got[i] - got[i - 1] - 1;
-  }
-  if (!got.empty()) holes += got.front() + (kCount - 1 - got.back());
+  ASSERT_TRUE(test::increasing_with_holes(got, kCount, holes));
   EXPECT_EQ(got.size() + lost, kCount);
   EXPECT_EQ(holes, lost);
 }

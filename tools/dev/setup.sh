@@ -19,6 +19,7 @@ packages=(
   libtomlplusplus-dev                # colod's TOML config
   libcpp-httplib-dev                 # colod's Prometheus metrics endpoint
   util-linux procps                  # setpriv, ps: used by tests
+  iproute2                           # ip: network namespaces and a veth pair for the bridge-netns test
 )
 missing=()
 for p in "${packages[@]}"; do

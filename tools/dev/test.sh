@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
-#   1. release build: suites unit, multiproc, stress, bridge (colod processes on loopback)
+#   1. release build: suites unit, multiproc, stress, bridge (colod processes on
+#      loopback, and in two network namespaces joined by a veth pair)
 #   2. AddressSanitizer + UBSan build: suites unit, multiproc
 #   3. ThreadSanitizer build: suite tsan (the ring with threads)
 # Prints one closing line "colo: N passed, N failed, N skipped" and exits
