@@ -32,6 +32,7 @@ constexpr std::uint16_t kProtocol = 1;
 // nesting is shallow in our schemas.
 constexpr int kNestingLimit = 8;
 constexpr std::uint64_t kLogEvery = 1000;  // after the first 10, log 1 bad frame in this many
+constexpr std::size_t kMaxRelayedRuns = 1 << 16;  // per topic: 1 MiB of memory at most
 
 std::uint64_t now_ns() {
   return static_cast<std::uint64_t>(
@@ -136,6 +137,35 @@ struct Daemon::Impl {
     std::optional<Consumer> taker;
     std::uint32_t local_consumers = 0;  // live consumers of our ring other than colod (refreshed each loop)
     std::uint64_t depth = 0;            // messages in our ring not yet taken (refreshed each loop)
+    // Traffic with all peers, for `colo stat` (the control socket's status).
+    std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0, lost = 0, duplicates = 0;
+    // Topic: the ring sequences of the records we relayed, as runs
+    // [first, last] (bursts from a peer are contiguous), so that a lapped
+    // cursor can tell how many of the records it missed were our own
+    // messages. Exact from relayed_known_from on (our start, or the oldest
+    // run forgotten to stay within kMaxRelayedRuns).
+    std::deque<std::pair<std::uint64_t, std::uint64_t>> relayed_runs;
+    std::uint64_t relayed_known_from = 0;
+    void note_relayed(std::uint64_t ring_seq) {
+      if (!relayed_runs.empty() && relayed_runs.back().second + 1 == ring_seq) {
+        relayed_runs.back().second = ring_seq;
+        return;
+      }
+      relayed_runs.emplace_back(ring_seq, ring_seq);
+      if (relayed_runs.size() > kMaxRelayedRuns) {
+        relayed_known_from = relayed_runs.front().second + 1;
+        relayed_runs.pop_front();
+      }
+    }
+    // How many records in ring sequences [from, to) we know we relayed.
+    std::uint64_t relayed_between(std::uint64_t from, std::uint64_t to) const {
+      std::uint64_t n = 0;
+      for (const auto& [first, last] : relayed_runs) {
+        const std::uint64_t lo = std::max(first, from), hi = std::min(last + 1, to);
+        if (lo < hi) n += hi - lo;
+      }
+      return n;
+    }
     bool is_queue() const noexcept { return queue.has_value(); }
   };
   std::vector<ClusterObject> objects;
@@ -152,7 +182,7 @@ struct Daemon::Impl {
     std::uint64_t credit = 0;
     std::uint64_t missed_seen = 0;
     std::uint64_t last_sent = 0;       // sequence of the last data frame sent
-    std::optional<zmq::message_t> pending;  // encoded frame not accepted by ZeroMQ yet
+    std::deque<zmq::message_t> pending;  // encoded frames not accepted by ZeroMQ yet (at most 2: lost + data)
     // Queues: messages taken from our ring for the peer, with their wire
     // sequence, kept until it confirms receipt (receivedThrough) and sent
     // again after a new subscribe. Bounded by the peer's credit.
@@ -234,6 +264,17 @@ struct Daemon::Impl {
     return nullptr;
   }
 
+  // Data on a connection whose hello has not arrived yet: a peer's DEALER
+  // that reconnected (a heartbeat timeout, a dropped link) sends what was
+  // queued before its next hello. Not an attack and not lost: dropped here,
+  // and sent again after the hello, when we subscribe anew.
+  void early_frame() {
+    ++counters.early_frames;
+    if (counters.early_frames <= 3 || counters.early_frames % kLogEvery == 0)
+      log.write(LogLevel::info, "frame #%llu before its connection's hello dropped (it will be sent again)",
+                static_cast<unsigned long long>(counters.early_frames));
+  }
+
   void bad_frame(const char* where, const std::string& why) {
     ++counters.bad_frames;
     if (counters.bad_frames <= 10 || counters.bad_frames % kLogEvery == 0)
@@ -256,6 +297,7 @@ struct Daemon::Impl {
   void on_control();
   void pump(Peer& peer);
   void pump_queue(Peer& peer, int queue);
+  bool send_pending(Peer& peer, OutStream& out);
   void refresh_queue(ClusterObject& queue);
   void grant_demand(Peer& peer, int queue);
   void requeue_unconfirmed();
@@ -299,6 +341,7 @@ Result<void> Daemon::Impl::start() {
     auto topic = node->topic(t.name, OpenMode::create_or_open, TopicOptions{t.capacity, t.max_message, t.history});
     if (!topic) return Error{topic.error().code, "cluster topic '" + t.name + "': " + topic.error().message};
     local.topic.emplace(std::move(topic).value());
+    local.relayed_known_from = local.topic->stats().published;  // what was relayed before we started is unknown
     auto relay = local.topic->publisher();
     if (!relay) return Error{relay.error().code, "cluster topic '" + t.name + "': " + relay.error().message};
     local.relay.emplace(std::move(relay).value());
@@ -422,6 +465,7 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
     if (!topic) return std::move(topic).error();
   }
   local.topic.emplace(std::move(topic).value());
+  local.relayed_known_from = local.topic->stats().published;
   auto relay = local.topic->publisher();
   if (!relay) return std::move(relay).error();
   local.relay.emplace(std::move(relay).value());
@@ -469,8 +513,25 @@ void Daemon::Impl::render_metrics() {
   sample("colod_up", "node=\"" + config.node_name + "\",namespace=\"" + config.ns + "\"", 1);
   family("colod_uptime_seconds", "gauge", "seconds since the daemon started");
   sample("colod_uptime_seconds", "", (now_ns() - started_ns) / 1'000'000'000);
+  const auto queues = static_cast<std::uint64_t>(std::count_if(objects.begin(), objects.end(),
+                                                               [](const ClusterObject& o) { return o.is_queue(); }));
   family("colod_cluster_topics", "gauge", "cluster topics federated");
-  sample("colod_cluster_topics", "", objects.size());
+  sample("colod_cluster_topics", "", objects.size() - queues);
+  family("colod_cluster_queues", "gauge", "cluster queues federated");
+  sample("colod_cluster_queues", "", queues);
+  family("colod_object_messages_total", "counter", "messages of a cluster topic or queue exchanged with peers");
+  for (const auto& o : objects) {
+    const std::string labels = "object=\"" + o.name + "\",kind=\"" + (o.is_queue() ? "queue" : "topic") + "\"";
+    sample("colod_object_messages_total", labels + ",direction=\"in\"", o.messages_in);
+    sample("colod_object_messages_total", labels + ",direction=\"out\"", o.messages_out);
+  }
+  family("colod_queue_in_flight", "gauge", "queue messages sent to peers and not yet confirmed");
+  for (std::size_t i = 0; i < objects.size(); ++i) {
+    if (!objects[i].is_queue()) continue;
+    std::uint64_t in_flight = 0;
+    for (const auto& p : peers) in_flight += p.out[i].unconfirmed.size();
+    sample("colod_queue_in_flight", "object=\"" + objects[i].name + "\"", in_flight);
+  }
   family("colod_peer_connected", "gauge", "1 if a hello arrived from the peer within 3 heartbeat intervals");
   for (const auto& p : peers) sample("colod_peer_connected", "peer=\"" + p.config.name + "\"", p.connected ? 1 : 0);
   family("colod_peer_messages_total", "counter", "messages exchanged with the peer");
@@ -499,6 +560,8 @@ void Daemon::Impl::render_metrics() {
   sample("colod_failed_handshakes_total", "", counters.failed_handshakes);
   family("colod_dropped_connections_total", "counter", "connections closed on the listen socket");
   sample("colod_dropped_connections_total", "", counters.dropped_connections);
+  family("colod_early_frames_total", "counter", "data on a reconnected link before its hello (dropped, sent again)");
+  sample("colod_early_frames_total", "", counters.early_frames);
   std::lock_guard<std::mutex> lock(metrics_mutex);
   metrics_text = std::move(out);
 }
@@ -607,7 +670,7 @@ void Daemon::Impl::heartbeat() {
           out.cursor.reset();
           out.retain_head.reset();
           out.retain.reset();
-          out.pending.reset();
+          out.pending.clear();
           out.credit = 0;
           out.unsent = 0;
           if (!out.unconfirmed.empty())
@@ -690,7 +753,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       }
       case wire::PeerFrame::DATA: {
         Peer* peer = peer_by_routing_id(routing_id);
-        if (peer == nullptr) return bad_frame("listen socket", "data before hello");
+        if (peer == nullptr) return early_frame();
         peer->last_hello_in_ns = now_ns();  // any frame shows it alive: a hello may queue behind a burst of data
         auto data = root.getData();
         if (text_of(data.getOrigin()) != peer->config.name)
@@ -703,12 +766,13 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       }
       case wire::PeerFrame::LOST: {
         Peer* peer = peer_by_routing_id(routing_id);
-        if (peer == nullptr) return bad_frame("listen socket", "lost before hello");
+        if (peer == nullptr) return early_frame();
         peer->last_hello_in_ns = now_ns();
         auto lost = root.getLost();
         const int t = object_index(text_of(lost.getObject()));
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
         peer->counters.lost += lost.getCount();
+        objects[t].lost += lost.getCount();
         auto& in = peer->in[t];
         // The lost range comes after what is waiting: never step back, never wrap.
         const std::uint64_t count = std::min<std::uint64_t>(lost.getCount(), UINT64_MAX - lost.getFromSequence());
@@ -734,6 +798,7 @@ void Daemon::Impl::deliver(Peer& peer, int t, wire::Envelope::Reader data) {
   const std::uint64_t newest = in.newest();
   if (seq <= newest) {
     ++peer.counters.duplicates;
+    ++objects[t].duplicates;
     return;
   }
   const auto payload = data.getPayload();
@@ -770,9 +835,11 @@ void Daemon::Impl::drain(Peer& peer, int t) {
   auto& in = peer.in[t];
   while (!in.waiting.empty()) {
     const auto& [seq, payload] = in.waiting.front();
+    std::uint64_t ring_seq = 0;
     const auto status = objects[t].relay->publish_relayed(
         peer.id, seq, std::span<const std::byte>(reinterpret_cast<const std::byte*>(payload.data()), payload.size()),
-        std::chrono::nanoseconds(0));
+        std::chrono::nanoseconds(0), &ring_seq);
+    if (status == SendStatus::ok && !objects[t].is_queue()) objects[t].note_relayed(ring_seq);
     if (status == SendStatus::timed_out) break;  // no room yet: stays waiting
     if (status != SendStatus::ok)
       bad_frame("listen socket", "cannot publish into '" + objects[t].name + "' (message of " +
@@ -780,6 +847,8 @@ void Daemon::Impl::drain(Peer& peer, int t) {
     else {
       ++peer.counters.messages_in;
       peer.counters.bytes_in += payload.size();
+      ++objects[t].messages_in;
+      objects[t].bytes_in += payload.size();
     }
     in.last_delivered = std::max(in.last_delivered, seq);  // a lost range may already be past it
     if (!in.demand) ++in.uncredited;
@@ -865,7 +934,7 @@ void Daemon::Impl::on_dealer(Peer& peer) {
             out.next_seq = std::max(out.next_seq, from);
             out.queue_stream = true;
             out.unsent = 0;
-            out.pending.reset();
+            out.pending.clear();
             out.credit = sub.getCredit();
             log.write(LogLevel::info, "queue %s: sending to %s from sequence %llu (%zu not confirmed, sent again)",
                       objects[t].name.c_str(), peer.config.name.c_str(), static_cast<unsigned long long>(from),
@@ -876,7 +945,7 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           out.retain_head.reset();
           out.retain.reset();
           out.received_through = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
-          out.pending.reset();
+          out.pending.clear();
           SubscribeOptions options{Backpressure::lossy, std::uint64_t{0}, std::nullopt};
           if (sub.getFromSequence() > 0) options.from_sequence = sub.getFromSequence() - 1;  // ring sequences are 0-based
           if (objects[t].backpressure == Backpressure::block) {
@@ -957,28 +1026,32 @@ void Daemon::Impl::pump(Peer& peer) {
     if (!out.cursor) continue;
     advance_retain(out);
     for (int budget = 0; budget < 4096; ++budget) {
-      if (out.pending) {
-        if (!peer.dealer.send(*out.pending, zmq::send_flags::dontwait)) return;  // stays pending
-        out.pending.reset();
-      }
-      const std::uint64_t missed = out.cursor->missed();
-      if (missed != out.missed_seen) {
-        capnp::MallocMessageBuilder builder;
-        auto lost = builder.initRoot<wire::PeerFrame>().initLost();
-        lost.setObject(objects[t].name);
-        lost.setFromSequence(out.last_sent + 1);
-        lost.setCount(missed - out.missed_seen);
-        out.last_sent += missed - out.missed_seen;
-        log.write(LogLevel::warn, "topic %s: %llu message(s) for %s were no longer retained here: lost",
-                  objects[t].name.c_str(), static_cast<unsigned long long>(missed - out.missed_seen),
-                  peer.config.name.c_str());
-        out.missed_seen = missed;
-        out.pending.emplace(to_frame(builder));
-        continue;
-      }
+      if (!send_pending(peer, out)) return;
       if (out.credit == 0) break;
       auto message = out.cursor->try_receive();
       if (!message) break;
+      const std::uint64_t missed = out.cursor->missed();
+      if (missed != out.missed_seen) {
+        // The cursor was lapped: the records just before this message are
+        // gone. Those we relayed were never the peer's to get; the rest are
+        // our own messages, lost for it. The lost range ends where this
+        // message's wire sequence starts, so the peer never steps back.
+        const std::uint64_t here = message->sequence();
+        const std::uint64_t gone = std::min(missed - out.missed_seen, here);
+        out.missed_seen = missed;
+        const std::uint64_t ours = gone - objects[t].relayed_between(here - gone, here);
+        if (ours > 0) {
+          capnp::MallocMessageBuilder builder;
+          auto lost = builder.initRoot<wire::PeerFrame>().initLost();
+          lost.setObject(objects[t].name);
+          lost.setFromSequence(here + 1 - ours);
+          lost.setCount(ours);
+          log.write(LogLevel::warn, "topic %s: %llu message(s) for %s were no longer retained here: lost%s",
+                    objects[t].name.c_str(), static_cast<unsigned long long>(ours), peer.config.name.c_str(),
+                    here - gone < objects[t].relayed_known_from ? " (at most: some may be relayed ones)" : "");
+          out.pending.push_back(to_frame(builder));
+        }
+      }
       if (message->origin() != 0) continue;  // relayed from another host: never sent on
       capnp::MallocMessageBuilder builder;
       auto data = builder.initRoot<wire::PeerFrame>().initData();
@@ -992,10 +1065,20 @@ void Daemon::Impl::pump(Peer& peer) {
       --out.credit;
       ++peer.counters.messages_out;
       peer.counters.bytes_out += bytes.size();
+      ++objects[t].messages_out;
+      objects[t].bytes_out += bytes.size();
       message->release();
-      out.pending.emplace(to_frame(builder));
+      out.pending.push_back(to_frame(builder));
     }
   }
+}
+
+bool Daemon::Impl::send_pending(Peer& peer, OutStream& out) {
+  while (!out.pending.empty()) {
+    if (!peer.dealer.send(out.pending.front(), zmq::send_flags::dontwait)) return false;  // stays pending
+    out.pending.pop_front();
+  }
+  return true;
 }
 
 // Sends queue messages to the peer while its credit lasts: first those sent
@@ -1009,10 +1092,7 @@ void Daemon::Impl::pump_queue(Peer& peer, int t) {
   auto& out = peer.out[t];
   if (!out.queue_stream) return;
   for (int budget = 0; budget < 4096; ++budget) {
-    if (out.pending) {
-      if (!peer.dealer.send(*out.pending, zmq::send_flags::dontwait)) return;  // stays pending
-      out.pending.reset();
-    }
+    if (!send_pending(peer, out)) return;
     if (out.credit == 0) return;
     if (out.unsent == out.unconfirmed.size()) {
       if (!object.at_home && object.local_consumers > 0 && object.depth <= push_backlog()) return;
@@ -1035,7 +1115,9 @@ void Daemon::Impl::pump_queue(Peer& peer, int t) {
     --out.credit;
     ++peer.counters.messages_out;
     peer.counters.bytes_out += payload.size();
-    out.pending.emplace(to_frame(builder));
+    ++object.messages_out;
+    object.bytes_out += payload.size();
+    out.pending.push_back(to_frame(builder));
   }
 }
 
@@ -1179,6 +1261,7 @@ void Daemon::Impl::on_control() {
       status.setRejectedPeers(counters.rejected_peers);
       status.setFailedHandshakes(counters.failed_handshakes);
       status.setDroppedConnections(counters.dropped_connections);
+      status.setEarlyFrames(counters.early_frames);
       auto list = status.initPeers(static_cast<unsigned>(peers.size()));
       for (std::size_t i = 0; i < peers.size(); ++i) {
         const auto& p = peers[i];
@@ -1195,8 +1278,28 @@ void Daemon::Impl::on_control() {
         ps.setLost(p.counters.lost);
         ps.setDuplicates(p.counters.duplicates);
       }
-      auto names = status.initTopics(static_cast<unsigned>(objects.size()));
-      for (std::size_t i = 0; i < objects.size(); ++i) names.set(static_cast<unsigned>(i), objects[i].name);
+      std::vector<std::string> topic_names;
+      for (const auto& object : objects)
+        if (!object.is_queue()) topic_names.push_back(object.name);
+      auto names = status.initTopics(static_cast<unsigned>(topic_names.size()));
+      for (std::size_t i = 0; i < topic_names.size(); ++i) names.set(static_cast<unsigned>(i), topic_names[i]);
+      auto list_objects = status.initObjects(static_cast<unsigned>(objects.size()));
+      for (std::size_t i = 0; i < objects.size(); ++i) {
+        const auto& o = objects[i];
+        auto os = list_objects[static_cast<unsigned>(i)];
+        os.setName(o.name);
+        os.setKind(o.is_queue() ? "queue" : "topic");
+        os.setHome(o.home);
+        os.setMessagesIn(o.messages_in);
+        os.setMessagesOut(o.messages_out);
+        os.setBytesIn(o.bytes_in);
+        os.setBytesOut(o.bytes_out);
+        os.setLost(o.lost);
+        os.setDuplicates(o.duplicates);
+        std::uint64_t in_flight = 0;
+        for (const auto& p : peers) in_flight += p.out[i].unconfirmed.size();
+        os.setInFlight(in_flight);
+      }
     } else if (req.which() == wire::ControlRequest::DECLARE_TOPIC) {
       auto declared = declare_topic(text_of(req.getDeclareTopic()));
       reply.setOk(declared.has_value());

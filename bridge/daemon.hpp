@@ -1,5 +1,5 @@
-// bridge/daemon.hpp — colod's event loop: federation of cluster topics
-// between hosts over ZeroMQ, with CURVE, and the local control socket.
+// bridge/daemon.hpp — colod's event loop: federation of cluster topics and
+// queues between hosts over ZeroMQ, with CURVE, and the local control socket.
 //
 // SOCKETS (one thread, one zmq_poll loop; every send is non-blocking)
 //   router   ROUTER bound on [node].listen: peers' DEALERs connect here and
@@ -37,6 +37,32 @@
 //   own ring at start-up, so a restart of either side or a dropped link
 //   loses nothing the origin still retains, and what it no longer retains
 //   is reported (lost frames) and counted.
+//
+// CLUSTER QUEUE Q WITH HOME H (the same frames, per queue and peer)
+//   Every host has a local ring Q; its producers and consumers use it as a
+//   host queue. Messages move between hosts only through H (a star):
+//
+//     non-home B                          home H
+//     ring Q ──take (no consumers here,──▶ data ──▶ ring Q (relayed, origin B)
+//             or backlog > 4 x credit)
+//     ring Q ◀── data ◀── take (B's credit) ── ring Q
+//            credit{n}: B's consumers want n more (demand, not publication)
+//
+//   So a message is consumed where it was produced when that host has
+//   consumers that keep up (memory speed, no network), and otherwise by any
+//   host whose consumers ask. Each move is one take from a ring (exclusive:
+//   the ring's take cursor) and one publish into another, so a message is in
+//   exactly one ring, or in flight, at any time.
+//   In flight: the sender copies what it takes into `unconfirmed` with a
+//   per-stream wire sequence, sends it within the peer's credit and drops it
+//   when the peer's receivedThrough covers it. After a dropped link or a
+//   restart of the receiver, the receiver subscribes again from the sequence
+//   after the last one it has (read back from its ring, relayed records
+//   carry it), and the sender sends again what is not confirmed: nothing is
+//   lost or delivered twice. A clean stop of the sender puts its unconfirmed
+//   messages back into its own ring (at least once, like a consumer that
+//   dies before its ack); a SIGKILLed sender loses them (at most `credit`
+//   per peer and queue): known limitation, see the README.
 #pragma once
 
 #include <atomic>
@@ -66,6 +92,7 @@ struct DaemonCounters {
   std::uint64_t rejected_peers = 0;     // ZAP refusals: keys not in the allow-list
   std::uint64_t failed_handshakes = 0;  // ZMTP/CURVE handshakes that failed on the listen socket
   std::uint64_t dropped_connections = 0;
+  std::uint64_t early_frames = 0;       // data before the connection's hello (a reconnect): dropped, resent later
 };
 
 class Daemon {

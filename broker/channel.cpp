@@ -98,7 +98,7 @@ SendStatus Publisher::try_publish(std::span<const std::byte> bytes) noexcept {
 }
 
 SendStatus Publisher::publish_relayed(std::uint32_t origin, std::uint64_t origin_seq, std::span<const std::byte> bytes,
-                                      std::chrono::nanoseconds timeout) noexcept {
+                                      std::chrono::nanoseconds timeout, std::uint64_t* sequence) noexcept {
   if (bytes.size() > UINT32_MAX) return last_ = SendStatus::too_large;
   if (origin == 0) return last_ = SendStatus::corrupt;
   const shm::RelayTag tag{origin, origin_seq};
@@ -111,6 +111,7 @@ SendStatus Publisher::publish_relayed(std::uint32_t origin, std::uint64_t origin
   last_ = to_send_status(status);
   if (last_ != SendStatus::ok) return last_;
   if (size != 0) std::memcpy(loan.data, bytes.data(), size);
+  if (sequence != nullptr) *sequence = loan.seq;
   state_->ring.commit(handle, loan);
   return SendStatus::ok;
 }

@@ -29,6 +29,21 @@ struct Status {
   rejectedPeers @6 :UInt64;   # connections refused by ZAP: key not a configured peer's
   failedHandshakes @7 :UInt64;  # ZMTP/CURVE handshakes that failed on the listen socket (garbage, bad keys)
   droppedConnections @8 :UInt64;  # connections closed, including for a frame over max_frame
+  objects @9 :List(ObjectStatus);  # every cluster topic and queue, with its traffic
+  earlyFrames @10 :UInt64;    # data on a reconnected link before its hello: dropped, sent again after it
+}
+
+struct ObjectStatus {
+  name @0 :Text;
+  kind @1 :Text;              # "topic" or "queue"
+  home @2 :Text;              # queue: the node that holds it; "" for a topic
+  messagesIn @3 :UInt64;      # from peers, published into our ring
+  messagesOut @4 :UInt64;     # sent to peers (a topic: once per peer)
+  bytesIn @5 :UInt64;
+  bytesOut @6 :UInt64;
+  lost @7 :UInt64;            # topic: messages peers no longer retained for us
+  duplicates @8 :UInt64;      # resent messages we already had, dropped
+  inFlight @9 :UInt64;        # queue: sent to peers and not yet confirmed by them
 }
 
 struct PeerStatus {

@@ -65,5 +65,7 @@ struct Credit {
 struct Lost {
   object @0 :Text;            # topic name
   fromSequence @1 :UInt64;    # first origin sequence not retained any more
-  count @2 :UInt64;           # how many sequences from there (see README: may include relayed ones)
+  count @2 :UInt64;           # how many of the origin's own messages from there on: the range ends
+                              # just before the next data frame (relayed records are not counted,
+                              # except those relayed before the origin's colod started: an upper bound)
 }

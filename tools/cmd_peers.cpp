@@ -1,127 +1,89 @@
-// `colo peers` (the local colod's view of its peers) and `colo federate NAME`
-// (make a topic cluster-scoped now): requests over colod's control socket
-// (schemas/control.capnp).
-#include <capnp/message.h>
-#include <capnp/serialize.h>
-
-#include <cstring>
-#include <functional>
+// `colo peers` (the local colod's view of its peers and cluster objects) and
+// `colo federate NAME` (make a topic cluster-scoped now): requests over
+// colod's control socket (colod_client.hpp).
+#include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <zmq.hpp>
 
-#include "bench_process.hpp"  // human_bytes via cli.hpp, with_commas
+#include "bench_process.hpp"  // with_commas
 #include "cli.hpp"
-#include "colo/names.hpp"  // default_control_socket
-#include "control.capnp.h"
+#include "colod_client.hpp"
 
 namespace colo::cli {
 namespace {
 
 std::string since_text(std::uint64_t ms) { return human_duration_ns(static_cast<double>(ms) * 1e6); }
 
-// One request to colod over its control socket and its reply, read with
-// limits; `on_reply` runs while the reply is valid. Failures are printed.
-int ask_colod(const Context& ctx, const std::string& socket_path, double timeout_s,
-              const std::function<void(wire::ControlRequest::Builder)>& fill,
-              const std::function<int(wire::ControlReply::Reader)>& on_reply) {
-  const std::string path = socket_path.empty() ? default_control_socket(ctx.ns) : socket_path;
-  zmq::context_t context;
-  zmq::socket_t socket(context, zmq::socket_type::req);
-  const int linger = 0;
-  zmq_setsockopt(socket.handle(), ZMQ_LINGER, &linger, sizeof linger);
-  const std::int64_t max_reply = 16 << 20;
-  zmq_setsockopt(socket.handle(), ZMQ_MAXMSGSIZE, &max_reply, sizeof max_reply);
-  try {
-    socket.connect("ipc://" + path);
-    capnp::MallocMessageBuilder builder;
-    fill(builder.initRoot<wire::ControlRequest>());
-    const auto words = capnp::messageToFlatArray(builder);
-    socket.send(zmq::buffer(words.asBytes().begin(), words.asBytes().size()), zmq::send_flags::none);
-    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)));
-    if ((item.revents & ZMQ_POLLIN) == 0)
-      return fail("no answer from colod on " + path + " within " + std::to_string(timeout_s) +
-                  " s: is colod running for namespace '" + ctx.ns + "'? (start it with colod --config FILE)");
-    zmq::message_t reply;
-    (void)socket.recv(reply);
-    auto aligned = kj::heapArray<capnp::word>(reply.size() / sizeof(capnp::word) + 1);
-    std::memcpy(aligned.begin(), reply.data(), reply.size());
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = aligned.size() + 16;
-    capnp::FlatArrayMessageReader reader(aligned.asPtr().slice(0, reply.size() / sizeof(capnp::word)), options);
-    auto root = reader.getRoot<wire::ControlReply>();
-    if (!root.getOk()) return fail(std::string("colod: ") + root.getError().cStr());
-    return on_reply(root);
-  } catch (const zmq::error_t& e) {
-    return fail("control socket " + path + ": " + e.what());
-  } catch (const kj::Exception& e) {
-    return fail(std::string("malformed reply from colod: ") + e.getDescription().cStr());
-  }
-}
-
 // `colo federate NAME`: asks colod to make a topic cluster-scoped now.
 int run_federate(const Context& ctx, const std::string& socket_path, double timeout_s, const std::string& name) {
   if (auto ok = validate_object_name(name); !ok) return fail(ok.error());
-  return ask_colod(
-      ctx, socket_path, timeout_s, [&](wire::ControlRequest::Builder request) { request.setDeclareTopic(name); },
-      [&](wire::ControlReply::Reader) {
-        std::cout << "topic '" << name << "' is cluster-scoped in colod (namespace '" << ctx.ns
-                  << "') until it stops; declare it on the other hosts too, and in the config to keep it\n";
-        return kExitOk;
-      });
+  if (auto declared = colod_declare_topic(ctx.ns, socket_path, timeout_s, name); !declared) return fail(declared.error());
+  std::cout << "topic '" << name << "' is cluster-scoped in colod (namespace '" << ctx.ns
+            << "') until it stops; declare it on the other hosts too, and in the config to keep it\n";
+  return kExitOk;
 }
 
-// Prints colod's status reply as a table or JSON.
-int print_status(wire::Status::Reader status, bool json) {
+// Prints colod's status as a table or JSON.
+int print_status(const ColodStatus& status, bool json) {
   if (json) {
     nlohmann::json peers = nlohmann::json::array();
-    for (auto p : status.getPeers())
-      peers.push_back({{"name", p.getName().cStr()},           {"endpoint", p.getEndpoint().cStr()},
-                       {"connected", p.getConnected()},        {"since_ms", p.getSinceMs()},
-                       {"messages_in", p.getMessagesIn()},     {"messages_out", p.getMessagesOut()},
-                       {"bytes_in", p.getBytesIn()},           {"bytes_out", p.getBytesOut()},
-                       {"gaps_filled", p.getGapsFilled()},     {"lost", p.getLost()},
-                       {"duplicates", p.getDuplicates()}});
-    nlohmann::json topics = nlohmann::json::array();
-    for (auto t : status.getTopics()) topics.push_back(t.cStr());
-    nlohmann::json j = {{"node", status.getNode().cStr()},
-                        {"namespace", status.getNamespace().cStr()},
-                        {"uptime_ms", status.getUptimeMs()},
+    for (const auto& p : status.peers)
+      peers.push_back({{"name", p.name},           {"endpoint", p.endpoint},
+                       {"connected", p.connected}, {"since_ms", p.since_ms},
+                       {"messages_in", p.messages_in}, {"messages_out", p.messages_out},
+                       {"bytes_in", p.bytes_in},   {"bytes_out", p.bytes_out},
+                       {"gaps_filled", p.gaps_filled}, {"lost", p.lost},
+                       {"duplicates", p.duplicates}});
+    nlohmann::json objects = nlohmann::json::array();
+    for (const auto& o : status.objects) objects.push_back(object_json(o));
+    nlohmann::json j = {{"node", status.node},
+                        {"namespace", status.ns},
+                        {"uptime_ms", status.uptime_ms},
                         {"peers", peers},
-                        {"topics", topics},
-                        {"bad_frames", status.getBadFrames()},
-                        {"rejected_peers", status.getRejectedPeers()},
-                        {"failed_handshakes", status.getFailedHandshakes()},
-                        {"dropped_connections", status.getDroppedConnections()}};
+                        {"topics", status.topics},
+                        {"objects", objects},
+                        {"bad_frames", status.bad_frames},
+                        {"rejected_peers", status.rejected_peers},
+                        {"failed_handshakes", status.failed_handshakes},
+                        {"dropped_connections", status.dropped_connections},
+                        {"early_frames", status.early_frames}};
     std::cout << j.dump(2) << '\n';
     return kExitOk;
   }
-  std::printf("colod node %s, namespace %s, up %s; cluster topics:", status.getNode().cStr(),
-              status.getNamespace().cStr(), since_text(status.getUptimeMs()).c_str());
-  for (auto t : status.getTopics()) std::printf(" %s", t.cStr());
-  std::printf("\n%-16s %-24s %-26s %12s %12s %10s %10s %7s %8s %6s\n", "peer", "endpoint", "state", "msgs in",
+  std::printf("colod node %s, namespace %s, up %s\n", status.node.c_str(), status.ns.c_str(),
+              since_text(status.uptime_ms).c_str());
+  std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7s %8s %6s\n", "peer", "endpoint", "state", "msgs in",
               "msgs out", "bytes in", "bytes out", "gaps", "lost", "dups");
-  for (auto p : status.getPeers())
-    std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7llu %8llu %6llu\n", p.getName().cStr(),
-                p.getEndpoint().cStr(),
-                ((p.getConnected() ? "connected " : "DOWN ") + std::string("for ") + since_text(p.getSinceMs())).c_str(),
-                with_commas(p.getMessagesIn()).c_str(), with_commas(p.getMessagesOut()).c_str(),
-                human_bytes(p.getBytesIn()).c_str(), human_bytes(p.getBytesOut()).c_str(),
-                static_cast<unsigned long long>(p.getGapsFilled()), static_cast<unsigned long long>(p.getLost()),
-                static_cast<unsigned long long>(p.getDuplicates()));
+  for (const auto& p : status.peers)
+    std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7llu %8llu %6llu\n", p.name.c_str(), p.endpoint.c_str(),
+                ((p.connected ? "connected " : "DOWN ") + std::string("for ") + since_text(p.since_ms)).c_str(),
+                with_commas(p.messages_in).c_str(), with_commas(p.messages_out).c_str(),
+                human_bytes(p.bytes_in).c_str(), human_bytes(p.bytes_out).c_str(),
+                static_cast<unsigned long long>(p.gaps_filled), static_cast<unsigned long long>(p.lost),
+                static_cast<unsigned long long>(p.duplicates));
+  if (!status.objects.empty()) {
+    std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7s %8s %6s\n", "cluster object", "name", "home",
+                "msgs in", "msgs out", "bytes in", "bytes out", "flight", "lost", "dups");
+    for (const auto& o : status.objects)
+      std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7llu %8llu %6llu\n", o.kind.c_str(), o.name.c_str(),
+                  o.home.empty() ? "-" : o.home.c_str(), with_commas(o.messages_in).c_str(),
+                  with_commas(o.messages_out).c_str(), human_bytes(o.bytes_in).c_str(),
+                  human_bytes(o.bytes_out).c_str(), static_cast<unsigned long long>(o.in_flight),
+                  static_cast<unsigned long long>(o.lost), static_cast<unsigned long long>(o.duplicates));
+  }
   std::printf("rejected from the network: %llu bad frame(s), %llu unknown key(s), %llu failed handshake(s); "
-              "%llu connection(s) dropped\n",
-              static_cast<unsigned long long>(status.getBadFrames()),
-              static_cast<unsigned long long>(status.getRejectedPeers()),
-              static_cast<unsigned long long>(status.getFailedHandshakes()),
-              static_cast<unsigned long long>(status.getDroppedConnections()));
+              "%llu connection(s) dropped; %llu frame(s) before a reconnected link's hello (sent again)\n",
+              static_cast<unsigned long long>(status.bad_frames), static_cast<unsigned long long>(status.rejected_peers),
+              static_cast<unsigned long long>(status.failed_handshakes),
+              static_cast<unsigned long long>(status.dropped_connections),
+              static_cast<unsigned long long>(status.early_frames));
   return kExitOk;
 }
 
 int run_peers(const Context& ctx, const std::string& socket_path, double timeout_s, bool json) {
-  return ask_colod(ctx, socket_path, timeout_s, [](wire::ControlRequest::Builder request) { request.setStatus(); },
-                   [&](wire::ControlReply::Reader root) { return print_status(root.getStatus(), json); });
+  auto status = colod_status(ctx.ns, socket_path, timeout_s);
+  if (!status) return fail(status.error());
+  return print_status(*status, json);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "bench_process.hpp"  // human_rate
 #include "cli.hpp"
+#include "colod_client.hpp"
 
 namespace colo::cli {
 namespace {
@@ -113,12 +114,29 @@ Rates rates_between(const ObjectInfo& a, const ObjectInfo& b, double seconds) {
   return r;
 }
 
-int run_stat(const Context& ctx, const std::string& name, bool json, double interval_s) {
+// A cluster topic or queue as the namespace's colod sees it: its traffic
+// with other hosts. Nothing if no colod answers (the object is then only
+// this host's) or colod does not federate it.
+struct Remote {
+  std::string node;  // the colod's node name
+  ColodObject object;
+};
+std::optional<Remote> remote_of(const Context& ctx, const std::string& socket, const std::string& name) {
+  auto status = colod_status(ctx.ns, socket, 0.3);
+  if (!status) return std::nullopt;
+  const ColodObject* object = status->object(name);
+  if (object == nullptr) return std::nullopt;
+  return Remote{status->node, *object};
+}
+
+int run_stat(const Context& ctx, const std::string& name, bool json, double interval_s, const std::string& socket) {
   auto node = open_node(ctx);
   if (!node) return fail(node.error());
   auto info = node->info(name);
   if (!info) return fail(info.error());
+  std::optional<Remote> remote = info->channel ? remote_of(ctx, socket, name) : std::nullopt;
   std::optional<Rates> rates;
+  double remote_in_per_s = 0, remote_out_per_s = 0;
   if (interval_s > 0 && (info->lock || info->channel)) {
     const auto start = std::chrono::steady_clock::now();
     std::this_thread::sleep_for(std::chrono::duration<double>(interval_s));
@@ -127,6 +145,15 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     rates = rates_between(*info, *later, seconds);
     info = std::move(later);
+    if (remote) {
+      auto remote_later = remote_of(ctx, socket, name);
+      if (remote_later) {
+        auto per_s = [&](std::uint64_t a, std::uint64_t b) { return b >= a ? static_cast<double>(b - a) / seconds : 0.0; };
+        remote_in_per_s = per_s(remote->object.messages_in, remote_later->object.messages_in);
+        remote_out_per_s = per_s(remote->object.messages_out, remote_later->object.messages_out);
+      }
+      remote = std::move(remote_later);
+    }
   }
   if (json) {
     auto j = to_json(*info);
@@ -137,6 +164,14 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
         j["rates"]["published_per_s"] = rates->published;
         j["rates"]["published_bytes_per_s"] = rates->bytes;
         j["rates"]["delivered_per_s"] = rates->delivered;  // in the order of channel.readers
+      }
+    }
+    if (remote) {
+      j["cluster"] = object_json(remote->object);
+      j["cluster"]["colod_node"] = remote->node;
+      if (rates) {
+        j["rates"]["remote_in_per_s"] = remote_in_per_s;
+        j["rates"]["remote_out_per_s"] = remote_out_per_s;
       }
     }
     std::cout << j.dump(2) << '\n';
@@ -151,6 +186,20 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
   std::printf("creator:          %s, created %s\n", creator_text(o).c_str(), format_realtime(o.created_realtime_ns).c_str());
   if (o.lock) print_lock(*o.lock);
   if (o.channel) print_channel(*o.channel);
+  if (remote) {
+    const auto& r = remote->object;
+    std::printf("cluster:          federated by colod node %s%s\n", remote->node.c_str(),
+                r.home.empty() ? "" : (", home " + r.home + (r.home == remote->node ? " (this host)" : "")).c_str());
+    std::printf("  from peers:     %llu messages (%s)%s\n", static_cast<unsigned long long>(r.messages_in),
+                human_bytes(r.bytes_in).c_str(),
+                rates ? (", " + human_rate(remote_in_per_s) + " msg/s").c_str() : "");
+    std::printf("  to peers:       %llu messages (%s)%s\n", static_cast<unsigned long long>(r.messages_out),
+                human_bytes(r.bytes_out).c_str(),
+                rates ? (", " + human_rate(remote_out_per_s) + " msg/s").c_str() : "");
+    std::printf("  lost %llu, duplicates dropped %llu%s\n", static_cast<unsigned long long>(r.lost),
+                static_cast<unsigned long long>(r.duplicates),
+                r.kind == "queue" ? (", in flight " + std::to_string(r.in_flight)).c_str() : "");
+  }
   if (rates) {
     std::printf("rates:            over the last %.2f s:", rates->seconds);
     if (o.lock) std::printf(" %s grants/s\n", human_rate(rates->grants).c_str());
@@ -187,7 +236,13 @@ void register_stat(CLI::App& app, Context& ctx) {
   cmd->add_option("--interval", *interval, "seconds between the two samples the rates come from (0: no rates)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
-  cmd->callback([&ctx, name, json, interval] { ctx.exit_code = run_stat(ctx, *name, *json, *interval); });
+  auto socket = std::make_shared<std::string>();
+  cmd->add_option("--socket", *socket,
+                  "colod's control socket, for a cluster object's traffic with other hosts (default: derived from "
+                  "the namespace; no colod answering: not shown)");
+  cmd->callback([&ctx, name, json, interval, socket] {
+    ctx.exit_code = run_stat(ctx, *name, *json, *interval, *socket);
+  });
 }
 
 }  // namespace colo::cli

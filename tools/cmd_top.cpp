@@ -1,7 +1,9 @@
 // `colo top`: a live table of every object of the namespace.
 //
 // Refreshes every --interval seconds: rates (messages/s and grants/s since
-// the previous refresh), depth, lag and lock holders. Quits on `q` (when
+// the previous refresh), depth, lag and lock holders; and when the
+// namespace's colod answers, each cluster object's traffic with other hosts
+// and a table of its peers. Quits on `q` (when
 // stdin is a terminal) or after --iterations refreshes.
 #include <poll.h>
 #include <termios.h>
@@ -11,6 +13,7 @@
 #include <map>
 
 #include "cli.hpp"
+#include "colod_client.hpp"
 
 namespace colo::cli {
 namespace {
@@ -55,11 +58,12 @@ std::uint64_t activity(const ObjectInfo& o) {
   return 0;
 }
 
-int run_top(const Context& ctx, std::uint64_t iterations, double interval_s) {
+int run_top(const Context& ctx, std::uint64_t iterations, double interval_s, const std::string& socket) {
   auto node = open_node(ctx);
   if (!node) return fail(node.error());
   RawTerminal terminal;
   std::map<std::string, std::uint64_t> previous;
+  std::map<std::string, std::uint64_t> previous_remote;  // "peer/in", "object/out", ...: colod's counters
   for (std::uint64_t i = 0; iterations == 0 || i < iterations; ++i) {
     auto objects = node->list();
     if (!objects) return fail(objects.error());
@@ -67,6 +71,16 @@ int run_top(const Context& ctx, std::uint64_t iterations, double interval_s) {
     std::printf("colo top — namespace '%s' — %zu objects — refresh %.1fs — q quits\n", ctx.ns.c_str(),
                 objects->size(), interval_s);
     std::printf("%-6s %-28s %12s %10s %10s  %s\n", "KIND", "NAME", "TOTAL", "RATE/s", "DEPTH/LAG", "DETAIL");
+    // The namespace's colod, if one answers: cluster traffic and peers.
+    auto colod = colod_status(ctx.ns, socket, 0.2);
+    auto remote_rate = [&](const std::string& key, std::uint64_t total) {
+      const auto found = previous_remote.find(key);
+      const double rate = found != previous_remote.end() && total >= found->second
+                              ? static_cast<double>(total - found->second) / interval_s
+                              : 0.0;
+      previous_remote[key] = total;
+      return rate;
+    };
     for (const auto& o : *objects) {
       const std::uint64_t total = activity(o);
       const auto found = previous.find(o.name);
@@ -90,9 +104,25 @@ int run_top(const Context& ctx, std::uint64_t iterations, double interval_s) {
         detail = std::to_string(c.publishers.size()) + " pub, " + std::to_string(c.readers.size()) +
                  (c.kind == "queue" ? " cons" : " sub") + ", " + human_bytes(c.used_bytes) + "/" +
                  human_bytes(c.capacity) + " used";
+        if (const ColodObject* r = colod ? colod->object(o.name) : nullptr) {
+          char remote[160];
+          std::snprintf(remote, sizeof remote, "; cluster: in %.0f/s, out %.0f/s%s", remote_rate(o.name + "/in", r->messages_in),
+                        remote_rate(o.name + "/out", r->messages_out),
+                        r->kind == "queue" ? (", home " + r->home).c_str() : "");
+          detail += remote;
+        }
       }
       std::printf("%-6s %-28.28s %12llu %10.0f %10s  %s\n", o.kind.c_str(), o.name.c_str(),
                   static_cast<unsigned long long>(total), rate, depth.c_str(), detail.c_str());
+    }
+    if (colod) {
+      std::printf("\ncolod node %s — %zu peer(s)\n%-16s %-10s %12s %12s %10s %10s %8s\n", colod->node.c_str(),
+                  colod->peers.size(), "PEER", "STATE", "MSGS IN", "MSGS OUT", "IN/s", "OUT/s", "LOST");
+      for (const auto& p : colod->peers)
+        std::printf("%-16s %-10s %12llu %12llu %10.0f %10.0f %8llu\n", p.name.c_str(), p.connected ? "connected" : "DOWN",
+                    static_cast<unsigned long long>(p.messages_in), static_cast<unsigned long long>(p.messages_out),
+                    remote_rate("peer/" + p.name + "/in", p.messages_in),
+                    remote_rate("peer/" + p.name + "/out", p.messages_out), static_cast<unsigned long long>(p.lost));
     }
     std::fflush(stdout);
     if (iterations != 0 && i + 1 == iterations) break;
@@ -111,7 +141,11 @@ void register_top(CLI::App& app, Context& ctx) {
   cmd->add_option("--interval", *interval, "seconds between refreshes")
       ->capture_default_str()
       ->check(CLI::Range(0.05, 3600.0));
-  cmd->callback([&ctx, iterations, interval] { ctx.exit_code = run_top(ctx, *iterations, *interval); });
+  auto socket = std::make_shared<std::string>();
+  cmd->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
+  cmd->callback([&ctx, iterations, interval, socket] {
+    ctx.exit_code = run_top(ctx, *iterations, *interval, *socket);
+  });
 }
 
 }  // namespace colo::cli

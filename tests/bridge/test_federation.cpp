@@ -407,6 +407,24 @@ TEST_F(Federation, threeHostsQueueConsumesEveryMessageExactlyOnceClusterWide) {
     for (const auto& p : j["peers"]) EXPECT_EQ(p["lost"], 0) << h->name << " from " << p["name"];
     EXPECT_EQ(j["bad_frames"], 0) << h->name;
   }
+  // `colo stat` shows the queue's traffic with other hosts: what gamma
+  // consumed is exactly what came in from the home.
+  const auto stat = test::run({test::colo_path(), "--ns", c.ns, "stat", "jobs", "--json", "--interval", "0",
+                               "--socket", c.control});
+  ASSERT_TRUE(stat.exited && stat.exit_code == 0) << stat.err;
+  const json gamma_stat = json::parse(stat.out);
+  EXPECT_EQ(gamma_stat["cluster"]["kind"], "queue");
+  EXPECT_EQ(gamma_stat["cluster"]["home"], "alpha");
+  EXPECT_EQ(gamma_stat["cluster"]["colod_node"], "gamma");
+  EXPECT_EQ(gamma_stat["cluster"]["messages_in"], seen[2].total);
+  EXPECT_EQ(gamma_stat["cluster"]["messages_out"], 0);
+  EXPECT_EQ(gamma_stat["cluster"]["in_flight"], 0);
+  // `colo top` lists the peers of the namespace's colod.
+  const auto top = test::run({test::colo_path(), "--ns", c.ns, "top", "--iterations", "1", "--socket", c.control});
+  ASSERT_TRUE(top.exited && top.exit_code == 0) << top.err;
+  EXPECT_NE(top.out.find("colod node gamma"), std::string::npos) << top.out;
+  EXPECT_NE(top.out.find("home alpha"), std::string::npos) << top.out;
+  for (const char* peer : {"\nalpha ", "\nbeta "}) EXPECT_NE(top.out.find(peer), std::string::npos) << top.out;
   // beta and gamma never exchange anything: a queue's messages go through its home.
   const json gamma = peers(c);
   ASSERT_TRUE(gamma.is_object());

@@ -163,9 +163,10 @@ class Publisher {
   SendStatus last_status() const noexcept { return last_; }
   // colod only: publishes a message that came from host `origin` (nonzero)
   // with sequence `origin_seq` there. Readers see origin() and
-  // origin_sequence(); colod never forwards it again.
+  // origin_sequence(); colod never forwards it again. `sequence`, if given,
+  // receives the message's sequence in this ring.
   SendStatus publish_relayed(std::uint32_t origin, std::uint64_t origin_seq, std::span<const std::byte> bytes,
-                             std::chrono::nanoseconds timeout) noexcept;
+                             std::chrono::nanoseconds timeout, std::uint64_t* sequence = nullptr) noexcept;
 
   Publisher(Publisher&& other) noexcept;
   Publisher& operator=(Publisher&&) = delete;

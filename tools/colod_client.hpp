@@ -1,0 +1,54 @@
+// tools/colod_client.hpp — `colo`'s side of colod's control socket
+// (schemas/control.capnp): one request, one reply, read with limits.
+// Used by `colo peers`, `colo federate`, `colo stat` and `colo top`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "colo/error.hpp"
+
+namespace colo::cli {
+
+struct ColodPeer {
+  std::string name, endpoint;
+  bool connected = false;
+  std::uint64_t since_ms = 0;
+  std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
+  std::uint64_t gaps_filled = 0, lost = 0, duplicates = 0;
+};
+
+// A cluster topic or queue, and its traffic with all peers.
+struct ColodObject {
+  std::string name, kind, home;  // kind "topic" or "queue"; home: a queue's
+  std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
+  std::uint64_t lost = 0, duplicates = 0, in_flight = 0;
+};
+
+struct ColodStatus {
+  std::string node, ns;
+  std::uint64_t uptime_ms = 0;
+  std::vector<ColodPeer> peers;
+  std::vector<std::string> topics;
+  std::vector<ColodObject> objects;
+  std::uint64_t bad_frames = 0, rejected_peers = 0, failed_handshakes = 0, dropped_connections = 0;
+  std::uint64_t early_frames = 0;  // data before a reconnected link's hello: dropped, sent again
+  const ColodObject* object(const std::string& name) const {
+    for (const auto& o : objects)
+      if (o.name == name) return &o;
+    return nullptr;
+  }
+};
+
+nlohmann::json object_json(const ColodObject& object);  // as `colo peers --json` and `colo stat --json` show it
+
+// `socket_path` "" means the namespace's default. Errors say what to do
+// (Errc::timed_out when nothing answers: colod is probably not running).
+Result<ColodStatus> colod_status(const std::string& ns, const std::string& socket_path, double timeout_s);
+Result<void> colod_declare_topic(const std::string& ns, const std::string& socket_path, double timeout_s,
+                                 const std::string& topic);
+
+}  // namespace colo::cli
