@@ -5,7 +5,8 @@
 // even on failure or Ctrl-C. Each part checks exact outcomes and says OK or
 // FAILED with the reason; the demo ends with `demo: OK` (exit 0) or
 // `demo: FAILED: <why>` (exit 1). Parts: "locks", then "queues and topics"
-// (described at its section below).
+// (described at its section below), then "federation" (demo_federation.cpp:
+// three colod on this machine standing for hosts).
 //
 // Part "locks": W worker processes share a counter in shared memory under one
 // colo lock; each does its share of the increments. One worker is killed
@@ -48,6 +49,7 @@
 
 #include "bench_process.hpp"
 #include "cli.hpp"
+#include "demo_federation.hpp"
 
 namespace colo::cli {
 namespace {
@@ -62,6 +64,7 @@ struct DemoOptions {
   std::int64_t increments = 25'000;
   std::int64_t topic_messages = 200'000;  // per publisher
   std::int64_t queue_messages = 100'000;  // in all
+  FederationDemoOptions federation;
   bool json = false;
 };
 
@@ -1544,11 +1547,23 @@ PartOutcome run_channels_part(const DemoOptions& opt, ScratchNamespace& scratch,
   return result;
 }
 
+// ============================================================ federation part
+
+PartOutcome run_federation_part(const DemoOptions& opt, ScratchNamespace&, Reporter& out) {
+  PartOutcome result{"federation", {}, nlohmann::json::object()};
+  const auto t0 = SteadyClock::now();
+  result.detail = run_federation_demo(opt.federation, [&out](const std::string& text) { out.line(text); },
+                                      result.failures);
+  result.detail["wall_ns"] = std::chrono::duration<double, std::nano>(SteadyClock::now() - t0).count();
+  return result;
+}
+
 // ===================================================================== demo
 
 constexpr Part kParts[] = {
     {"locks", run_locks_part},
     {"queues and topics", run_channels_part},
+    {"federation", run_federation_part},
 };
 
 std::string join(const std::vector<std::string>& items, const char* sep) {
@@ -1576,7 +1591,8 @@ int run_demo(const DemoOptions& opt) {
     } else {
       ns = scratch.ns();
       out.line("colo demo: processes sharing state under a colo lock, publishing on a topic and sharing a queue;");
-      out.line("           in each part one of them is killed mid-work, and the others carry on exactly");
+      out.line("           in each part one of them is killed mid-work, and the others carry on exactly;");
+      out.line("           then three colod stand for three hosts sharing a cluster topic and a cluster queue");
       out.line(machine_line());
       out.line("namespace '" + ns + "' (temporary, removed at the end)");
       out.line("");
@@ -1632,6 +1648,11 @@ void register_demo(CLI::App& app, Context& ctx) {
       "one counts what it missed. Then 2 producers and 3 consumers share --queue-messages on a queue with acks; "
       "one consumer is killed holding an unacknowledged message, which is redelivered to another. Checks that "
       "every message is acknowledged exactly once.\n"
+      "Part \"federation\": three colod on 127.0.0.1 stand for hosts alpha, beta and gamma (a namespace each). A "
+      "cluster topic with a subscriber on each host and publishers on alpha and beta (gamma's colod is killed and "
+      "restarted halfway: every subscriber still gets every message exactly once, in order); a cluster queue (home "
+      "alpha) with a consumer on each host and producers on beta and gamma: every job consumed exactly once in the "
+      "cluster. colod is found beside colo, in ../bridge/ of a build tree, on $PATH, or through COLOD_BIN.\n"
       "Ends with `demo: OK` (exit 0) or `demo: FAILED: <why>` (exit 1). Runs in a private namespace demo<pid>, "
       "removed at the end (--ns is ignored).");
   auto opt = std::make_shared<DemoOptions>();
@@ -1647,6 +1668,14 @@ void register_demo(CLI::App& app, Context& ctx) {
   cmd->add_option("--queue-messages", opt->queue_messages, "queue messages in total (2 producers, 3 consumers)")
       ->capture_default_str()
       ->check(CLI::Range(std::int64_t{1'000}, std::int64_t{1'000'000}));
+  cmd->add_option("--cluster-topic-messages", opt->federation.topic_messages,
+                  "federation part: messages per cluster topic publisher (2 publishers)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{100}, std::int64_t{1'000'000}));
+  cmd->add_option("--cluster-queue-messages", opt->federation.queue_messages,
+                  "federation part: cluster queue jobs in total (2 producers)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{100}, std::int64_t{1'000'000}));
   cmd->add_flag("--json", opt->json, "print JSON instead of text");
   cmd->callback([opt, &ctx] { ctx.exit_code = run_demo(*opt); });
 }

@@ -9,6 +9,7 @@
 //   garbage...                garbage, truncated, malformed and oversized input is counted, never fatal
 //   threeHostsQueue...        cluster queue: consumers on 3 hosts, 100,000 messages, each consumed once
 //   queueSurvives...          cluster queue: SIGKILL + restart of a non-home colod, still exactly once
+//   ColoDemo...               `colo demo`'s federation part, small, counts exact
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -472,6 +473,31 @@ TEST_F(Federation, queueSurvivesAKilledNonHomeColodWithoutLossOrDuplicates) {
   EXPECT_GT(seen[1].total, beta_before) << "beta consumed nothing after its colod came back";
   std::cerr << "consumed on alpha " << seen[0].total << ", beta " << seen[1].total << " (" << beta_before
             << " before the restart)\n";
+}
+
+// `colo demo`, small: its federation part starts three colod (found through
+// COLOD_BIN), kills one mid-run, and every count comes out exact.
+TEST(ColoDemo, federationPartDeliversEveryTopicMessageAndEveryJobExactlyOnce) {
+  const auto r = test::run({test::colo_path(), "demo", "--json", "--workers", "2", "--increments", "1000",
+                            "--topic-messages", "1000", "--queue-messages", "1000", "--cluster-topic-messages",
+                            "3000", "--cluster-queue-messages", "2000"});
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << r.out << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["ok"], true) << j["failures"];
+  ASSERT_EQ(j["parts"].size(), 3u);
+  const json& fed = j["parts"][2];
+  EXPECT_EQ(fed["name"], "federation");
+  EXPECT_EQ(fed["ok"], true) << fed["failures"];
+  EXPECT_EQ(fed["topic"]["messages"], 6000);
+  for (const char* host : {"alpha", "beta", "gamma"}) EXPECT_EQ(fed["topic"]["received"][host], 6000) << host;
+  EXPECT_EQ(fed["topic"]["lost"], 0);
+  EXPECT_GE(fed["topic"]["gamma_streams_resumed"].get<int>(), 1);  // gamma's colod was killed and came back
+  EXPECT_EQ(fed["queue"]["messages"], 2000);
+  EXPECT_EQ(fed["queue"]["missing"], 0);
+  EXPECT_EQ(fed["queue"]["twice"], 0);
+  std::uint64_t consumed = 0;
+  for (const auto& [host, n] : fed["queue"]["consumed"].items()) consumed += n.get<std::uint64_t>();
+  EXPECT_EQ(consumed, 2000u);
 }
 
 }  // namespace
