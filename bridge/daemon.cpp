@@ -353,7 +353,8 @@ Result<void> Daemon::Impl::start() {
     local.name = q.name;
     local.home = q.home;
     local.at_home = q.home == config.node_name;
-    auto queue = node->queue(q.name, OpenMode::create_or_open, QueueOptions{q.capacity, q.max_message, q.acks, q.max_deliveries});
+    auto queue = node->queue(q.name, OpenMode::create_or_open,
+                             QueueOptions{q.capacity, q.max_message, q.acks, q.max_deliveries});
     if (!queue) return Error{queue.error().code, "cluster queue '" + q.name + "': " + queue.error().message};
     local.queue.emplace(std::move(queue).value());
     auto relay = local.queue->producer();
@@ -760,7 +761,9 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "data from " + peer->config.name + " claims origin '" +
                                                 text_of(data.getOrigin()) + "'");
         const int t = object_index(text_of(data.getObject()));
-        if (t < 0) return bad_frame("listen socket", "data for '" + text_of(data.getObject()) + "', not a cluster topic or queue");
+        if (t < 0)
+          return bad_frame("listen socket",
+                           "data for '" + text_of(data.getObject()) + "', not a cluster topic or queue");
         deliver(*peer, t, data);
         return;
       }

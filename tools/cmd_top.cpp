@@ -106,8 +106,8 @@ int run_top(const Context& ctx, std::uint64_t iterations, double interval_s, con
                  human_bytes(c.capacity) + " used";
         if (const ColodObject* r = colod ? colod->object(o.name) : nullptr) {
           char remote[160];
-          std::snprintf(remote, sizeof remote, "; cluster: in %.0f/s, out %.0f/s%s", remote_rate(o.name + "/in", r->messages_in),
-                        remote_rate(o.name + "/out", r->messages_out),
+          std::snprintf(remote, sizeof remote, "; cluster: in %.0f/s, out %.0f/s%s",
+                        remote_rate(o.name + "/in", r->messages_in), remote_rate(o.name + "/out", r->messages_out),
                         r->kind == "queue" ? (", home " + r->home).c_str() : "");
           detail += remote;
         }
