@@ -26,13 +26,18 @@
 namespace colo::bridge {
 namespace {
 
-constexpr std::uint16_t kProtocol = 1;
+constexpr std::uint16_t kProtocol = 2;  // 2: batch frames
 // Cap'n Proto read limits for frames from the network: a frame is at most
 // max_frame bytes, so its traversal is bounded by its own size in words;
 // nesting is shallow in our schemas.
 constexpr int kNestingLimit = 8;
 constexpr std::uint64_t kLogEvery = 1000;  // after the first 10, log 1 bad frame in this many
 constexpr std::size_t kMaxRelayedRuns = 1 << 16;  // per topic: 1 MiB of memory at most
+// Batches: what the origin has ready within credit goes out in one frame of
+// up to this many messages and payload bytes; a larger message goes alone.
+constexpr std::size_t kMaxBatchEntries = 512;
+constexpr std::size_t kMaxBatchBytes = 256 * 1024;
+constexpr std::size_t kMaxBatchedMessage = 16 * 1024;
 
 std::uint64_t now_ns() {
   return static_cast<std::uint64_t>(
@@ -76,6 +81,44 @@ class FrameReader {
 };
 
 std::string text_of(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+std::span<const std::byte> as_bytes(capnp::Data::Reader data) {
+  return {reinterpret_cast<const std::byte*>(data.begin()), data.size()};
+}
+std::span<const std::byte> as_bytes(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+// Messages of one object on their way into one frame: a `data` frame for
+// one, a `batch` frame for several.
+struct Staged {
+  std::uint64_t sequence, timestamp;
+  std::span<const std::byte> payload;  // valid until the frame is built
+};
+zmq::message_t data_frame(const std::string& origin, const std::string& object, const std::vector<Staged>& staged) {
+  capnp::MallocMessageBuilder builder;
+  auto payload_of = [](const Staged& s) {
+    return capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(s.payload.data()), s.payload.size());
+  };
+  if (staged.size() == 1) {
+    auto data = builder.initRoot<wire::PeerFrame>().initData();
+    data.setOrigin(origin);
+    data.setObject(object);
+    data.setSequence(staged[0].sequence);
+    data.setTimestamp(staged[0].timestamp);
+    data.setPayload(payload_of(staged[0]));
+  } else {
+    auto batch = builder.initRoot<wire::PeerFrame>().initBatch();
+    batch.setOrigin(origin);
+    batch.setObject(object);
+    auto entries = batch.initEntries(static_cast<unsigned>(staged.size()));
+    for (unsigned i = 0; i < staged.size(); ++i) {
+      entries[i].setSequence(staged[i].sequence);
+      entries[i].setTimestamp(staged[i].timestamp);
+      entries[i].setPayload(payload_of(staged[i]));
+    }
+  }
+  return to_frame(builder);
+}
 
 void set_int(zmq::socket_t& s, int option, int value) {
   if (zmq_setsockopt(s.handle(), option, &value, sizeof value) != 0)
@@ -182,7 +225,7 @@ struct Daemon::Impl {
     std::uint64_t credit = 0;
     std::uint64_t missed_seen = 0;
     std::uint64_t last_sent = 0;       // sequence of the last data frame sent
-    std::deque<zmq::message_t> pending;  // encoded frames not accepted by ZeroMQ yet (at most 2: lost + data)
+    std::deque<zmq::message_t> pending;  // encoded frames not accepted by ZeroMQ yet (a few: lost, batches)
     // Queues: messages taken from our ring for the peer, with their wire
     // sequence, kept until it confirms receipt (receivedThrough) and sent
     // again after a new subscribe. Bounded by the peer's credit.
@@ -305,7 +348,8 @@ struct Daemon::Impl {
     return queue.at_home || queue.home == peer.config.name;  // a queue's messages go through its home only
   }
   std::uint64_t push_backlog() const { return 4ull * config.credit; }
-  void deliver(Peer& peer, int topic, wire::Envelope::Reader data);
+  void deliver(Peer& peer, int object, std::uint64_t seq, std::span<const std::byte> payload);
+  bool publish_from(Peer& peer, int object, std::uint64_t seq, std::span<const std::byte> payload);
   void drain(Peer& peer, int topic);
   void acknowledge(Peer& peer, int topic, bool force);
   void advance_retain(OutStream& out);
@@ -764,7 +808,25 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (t < 0)
           return bad_frame("listen socket",
                            "data for '" + text_of(data.getObject()) + "', not a cluster topic or queue");
-        deliver(*peer, t, data);
+        const auto payload = data.getPayload();
+        deliver(*peer, t, data.getSequence(), as_bytes(payload));
+        acknowledge(*peer, t, false);
+        return;
+      }
+      case wire::PeerFrame::BATCH: {
+        Peer* peer = peer_by_routing_id(routing_id);
+        if (peer == nullptr) return early_frame();
+        peer->last_hello_in_ns = now_ns();
+        auto batch = root.getBatch();
+        if (text_of(batch.getOrigin()) != peer->config.name)
+          return bad_frame("listen socket", "batch from " + peer->config.name + " claims origin '" +
+                                                text_of(batch.getOrigin()) + "'");
+        const int t = object_index(text_of(batch.getObject()));
+        if (t < 0)
+          return bad_frame("listen socket",
+                           "batch for '" + text_of(batch.getObject()) + "', not a cluster topic or queue");
+        for (auto entry : batch.getEntries()) deliver(*peer, t, entry.getSequence(), as_bytes(entry.getPayload()));
+        acknowledge(*peer, t, false);
         return;
       }
       case wire::PeerFrame::LOST: {
@@ -794,20 +856,41 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
   }
 }
 
-void Daemon::Impl::deliver(Peer& peer, int t, wire::Envelope::Reader data) {
+// One message from `peer`: published into our ring at once when nothing is
+// waiting before it, else queued behind what waits (drain publishes it).
+void Daemon::Impl::deliver(Peer& peer, int t, std::uint64_t seq, std::span<const std::byte> payload) {
   auto& in = peer.in[t];
-  if (in.outstanding > 0) --in.outstanding;  // a frame the home sent on our demand credit
-  const std::uint64_t seq = data.getSequence();
-  const std::uint64_t newest = in.newest();
-  if (seq <= newest) {
+  if (in.outstanding > 0) --in.outstanding;  // a message the home sent on our demand credit
+  if (seq <= in.newest()) {
     ++peer.counters.duplicates;
     ++objects[t].duplicates;
     return;
   }
-  const auto payload = data.getPayload();
-  in.waiting.emplace_back(seq, std::string(reinterpret_cast<const char*>(payload.begin()), payload.size()));
-  drain(peer, t);
-  acknowledge(peer, t, false);
+  if (in.waiting.empty() && publish_from(peer, t, seq, payload)) return;
+  in.waiting.emplace_back(seq, std::string(reinterpret_cast<const char*>(payload.data()), payload.size()));
+}
+
+// Publishes one message from `peer` into object t's ring, relayed (origin,
+// origin sequence); false if the ring has no room now.
+bool Daemon::Impl::publish_from(Peer& peer, int t, std::uint64_t seq, std::span<const std::byte> payload) {
+  auto& in = peer.in[t];
+  std::uint64_t ring_seq = 0;
+  const auto status =
+      objects[t].relay->publish_relayed(peer.id, seq, payload, std::chrono::nanoseconds(0), &ring_seq);
+  if (status == SendStatus::timed_out) return false;
+  if (status != SendStatus::ok) {
+    bad_frame("listen socket", "cannot publish into '" + objects[t].name + "' (message of " +
+                                   std::to_string(payload.size()) + " bytes): skipped");
+  } else {
+    ++peer.counters.messages_in;
+    peer.counters.bytes_in += payload.size();
+    ++objects[t].messages_in;
+    objects[t].bytes_in += payload.size();
+    if (!objects[t].is_queue()) objects[t].note_relayed(ring_seq);
+  }
+  in.last_delivered = std::max(in.last_delivered, seq);  // a lost range may already be past it
+  if (!in.demand) ++in.uncredited;
+  return true;
 }
 
 // Tells the origin what we have received (so it may stop retaining it for
@@ -838,23 +921,7 @@ void Daemon::Impl::drain(Peer& peer, int t) {
   auto& in = peer.in[t];
   while (!in.waiting.empty()) {
     const auto& [seq, payload] = in.waiting.front();
-    std::uint64_t ring_seq = 0;
-    const auto status = objects[t].relay->publish_relayed(
-        peer.id, seq, std::span<const std::byte>(reinterpret_cast<const std::byte*>(payload.data()), payload.size()),
-        std::chrono::nanoseconds(0), &ring_seq);
-    if (status == SendStatus::ok && !objects[t].is_queue()) objects[t].note_relayed(ring_seq);
-    if (status == SendStatus::timed_out) break;  // no room yet: stays waiting
-    if (status != SendStatus::ok)
-      bad_frame("listen socket", "cannot publish into '" + objects[t].name + "' (message of " +
-                                     std::to_string(payload.size()) + " bytes): skipped");
-    else {
-      ++peer.counters.messages_in;
-      peer.counters.bytes_in += payload.size();
-      ++objects[t].messages_in;
-      objects[t].bytes_in += payload.size();
-    }
-    in.last_delivered = std::max(in.last_delivered, seq);  // a lost range may already be past it
-    if (!in.demand) ++in.uncredited;
+    if (!publish_from(peer, t, seq, as_bytes(payload))) break;  // no room yet: stays waiting
     in.waiting.pop_front();
   }
   // Credit goes out in chunks of half the window (acknowledge): the origin
@@ -1018,8 +1085,14 @@ void Daemon::Impl::advance_retain(OutStream& out) {
 }
 
 // Sends what this host published on each topic the peer follows, while its
-// credit lasts and ZeroMQ takes frames.
+// credit lasts and ZeroMQ takes frames: as many messages as are ready go in
+// one batch frame (kMaxBatchEntries, kMaxBatchBytes), so that a busy stream
+// costs one frame per batch, and a quiet one no waiting (a batch of one).
 void Daemon::Impl::pump(Peer& peer) {
+  std::vector<Staged> staged;
+  // Payloads of the staged messages (each Message is released before the
+  // next is read). A deque: its elements never move, so spans stay valid.
+  std::deque<std::string> copies;
   for (std::size_t t = 0; t < objects.size(); ++t) {
     if (objects[t].is_queue()) {
       pump_queue(peer, static_cast<int>(t));
@@ -1028,8 +1101,16 @@ void Daemon::Impl::pump(Peer& peer) {
     auto& out = peer.out[t];
     if (!out.cursor) continue;
     advance_retain(out);
+    std::size_t staged_bytes = 0;
+    auto flush = [&] {
+      if (staged.empty()) return;
+      out.pending.push_back(data_frame(config.node_name, objects[t].name, staged));
+      staged.clear();
+      copies.clear();
+      staged_bytes = 0;
+    };
     for (int budget = 0; budget < 4096; ++budget) {
-      if (!send_pending(peer, out)) return;
+      if (!out.pending.empty() && !send_pending(peer, out)) break;
       if (out.credit == 0) break;
       auto message = out.cursor->try_receive();
       if (!message) break;
@@ -1044,6 +1125,7 @@ void Daemon::Impl::pump(Peer& peer) {
         out.missed_seen = missed;
         const std::uint64_t ours = gone - objects[t].relayed_between(here - gone, here);
         if (ours > 0) {
+          flush();  // what was staged comes before the gap
           capnp::MallocMessageBuilder builder;
           auto lost = builder.initRoot<wire::PeerFrame>().initLost();
           lost.setObject(objects[t].name);
@@ -1056,23 +1138,28 @@ void Daemon::Impl::pump(Peer& peer) {
         }
       }
       if (message->origin() != 0) continue;  // relayed from another host: never sent on
-      capnp::MallocMessageBuilder builder;
-      auto data = builder.initRoot<wire::PeerFrame>().initData();
-      data.setOrigin(config.node_name);
-      data.setObject(objects[t].name);
-      data.setSequence(message->sequence() + 1);  // 1-based on the wire: 0 means "none yet"
-      data.setTimestamp(realtime_ns());
       const auto bytes = message->data();
-      data.setPayload(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(bytes.data()), bytes.size()));
-      out.last_sent = message->sequence() + 1;
+      const std::uint64_t wire_seq = message->sequence() + 1;  // 1-based on the wire: 0 means "none yet"
+      if (bytes.size() > kMaxBatchedMessage) {
+        flush();
+        staged.push_back({wire_seq, realtime_ns(), bytes});  // sent alone, straight from the ring
+        flush();
+      } else {
+        copies.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        staged.push_back({wire_seq, realtime_ns(), as_bytes(copies.back())});
+        staged_bytes += bytes.size();
+      }
+      out.last_sent = wire_seq;
       --out.credit;
       ++peer.counters.messages_out;
       peer.counters.bytes_out += bytes.size();
       ++objects[t].messages_out;
       objects[t].bytes_out += bytes.size();
       message->release();
-      out.pending.push_back(to_frame(builder));
+      if (staged.size() >= kMaxBatchEntries || staged_bytes >= kMaxBatchBytes) flush();
     }
+    flush();
+    if (!out.pending.empty() && !send_pending(peer, out)) return;
   }
 }
 
@@ -1084,43 +1171,47 @@ bool Daemon::Impl::send_pending(Peer& peer, OutStream& out) {
   return true;
 }
 
-// Sends queue messages to the peer while its credit lasts: first those sent
-// before its last subscribe and not confirmed, then new ones taken from our
-// ring. The home takes for a peer's consumers (they asked, by credit); a
-// non-home host takes towards the home only when it has no consumers of its
-// own or more backlog than push_backlog(): otherwise its messages are
-// consumed here, at memory speed.
+// Sends queue messages to the peer while its credit lasts, batched as for
+// topics: first those sent before its last subscribe and not confirmed,
+// then new ones taken from our ring. The home takes for a peer's consumers
+// (they asked, by credit); a non-home host takes towards the home only when
+// it has no consumers of its own or more backlog than push_backlog():
+// otherwise its messages are consumed here, at memory speed.
 void Daemon::Impl::pump_queue(Peer& peer, int t) {
   auto& object = objects[t];
   auto& out = peer.out[t];
   if (!out.queue_stream) return;
-  for (int budget = 0; budget < 4096; ++budget) {
+  std::vector<Staged> staged;
+  for (int budget = 0; budget < 64; ++budget) {
     if (!send_pending(peer, out)) return;
     if (out.credit == 0) return;
-    if (out.unsent == out.unconfirmed.size()) {
-      if (!object.at_home && object.local_consumers > 0 && object.depth <= push_backlog()) return;
+    // Take what the credit allows (up to a batch) beyond what is still to be sent.
+    const std::size_t want = std::min<std::uint64_t>(out.credit, kMaxBatchEntries);
+    while (out.unconfirmed.size() - out.unsent < want) {
+      if (!object.at_home && object.local_consumers > 0 && object.depth <= push_backlog()) break;
       auto message = object.taker->try_receive();
-      if (!message) return;
+      if (!message) break;
       const auto bytes = message->data();
       out.unconfirmed.emplace_back(out.next_seq++,
                                    std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
       message->release();  // with acks, acknowledged: the copy in `unconfirmed` is now what we owe the peer
       if (object.depth > 0) --object.depth;
     }
-    const auto& [seq, payload] = out.unconfirmed[out.unsent++];
-    capnp::MallocMessageBuilder builder;
-    auto data = builder.initRoot<wire::PeerFrame>().initData();
-    data.setOrigin(config.node_name);
-    data.setObject(object.name);
-    data.setSequence(seq);
-    data.setTimestamp(realtime_ns());
-    data.setPayload(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(payload.data()), payload.size()));
-    --out.credit;
-    ++peer.counters.messages_out;
-    peer.counters.bytes_out += payload.size();
-    ++object.messages_out;
-    object.bytes_out += payload.size();
-    out.pending.push_back(to_frame(builder));
+    if (out.unsent == out.unconfirmed.size()) return;
+    std::size_t bytes = 0;
+    while (out.unsent < out.unconfirmed.size() && staged.size() < want &&
+           (staged.empty() || bytes + out.unconfirmed[out.unsent].second.size() <= kMaxBatchBytes)) {
+      const auto& [seq, payload] = out.unconfirmed[out.unsent++];
+      staged.push_back({seq, realtime_ns(), as_bytes(payload)});
+      bytes += payload.size();
+      ++peer.counters.messages_out;
+      peer.counters.bytes_out += payload.size();
+      ++object.messages_out;
+      object.bytes_out += payload.size();
+    }
+    out.credit -= staged.size();
+    out.pending.push_back(data_frame(config.node_name, object.name, staged));
+    staged.clear();
   }
 }
 

@@ -7,7 +7,8 @@
 #   hello ─────────────────────────────────▶   (who is this link; every heartbeat)
 #                                          ◀─  hello (B's name), then for each
 #                                              cluster topic: subscribe{from, credit}
-#   data{seq, payload} ... (at most credit) ─▶ published into B's topic, relayed
+#   data{seq, payload} or batch{entries}    ─▶ published into B's topic, relayed
+#   ... (at most credit messages)
 #                                          ◀─  credit{n, receivedThrough} as B
 #                                              receives (A may stop retaining
 #                                              them) and publishes (n more) them
@@ -30,12 +31,13 @@ struct PeerFrame {
     subscribe @2 :Subscribe;  # receiver -> origin: (re)start a topic's stream
     credit @3 :Credit;        # receiver -> origin: room for more messages
     lost @4 :Lost;            # origin -> receiver: messages it no longer retains
+    batch @5 :Batch;          # origin -> receiver: several messages of one object (protocol 2)
   }
 }
 
 struct Hello {
   node @0 :Text;              # the sender's [node].name
-  protocol @1 :UInt16;        # 1; a peer speaking another version is refused and logged
+  protocol @1 :UInt16;        # 2 (1: no batch frames); a peer speaking another version is refused and logged
   incarnation @2 :UInt64;     # random per colod start: tells a restarted peer from a reconnected one
   namespace @3 :Text;         # the sender's colo namespace (informational)
 }
@@ -68,4 +70,19 @@ struct Lost {
   count @2 :UInt64;           # how many of the origin's own messages from there on: the range ends
                               # just before the next data frame (relayed records are not counted,
                               # except those relayed before the origin's colod started: an upper bound)
+}
+
+# What the origin has ready for one object within the peer's credit, in one
+# frame: one ZeroMQ message and one Cap'n Proto read per batch instead of
+# per message. Entries are in sequence order; each counts against credit.
+struct Batch {
+  origin @0 :Text;            # as Envelope.origin
+  object @1 :Text;            # as Envelope.object
+  entries @2 :List(Entry);
+}
+
+struct Entry {
+  sequence @0 :UInt64;        # as Envelope.sequence
+  timestamp @1 :UInt64;       # as Envelope.timestamp
+  payload @2 :Data;           # as Envelope.payload
 }
