@@ -1,63 +1,35 @@
 // `colo peers` (the local colod's view of its peers) and `colo federate NAME`
 // (make a topic cluster-scoped now): requests over colod's control socket
 // (schemas/control.capnp).
-#include <capnp/message.h>
-#include <capnp/serialize.h>
-
-#include <cstring>
+#include <chrono>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <zmq.hpp>
 
 #include "bench_process.hpp"  // human_bytes via cli.hpp, with_commas
 #include "cli.hpp"
 #include "colo/names.hpp"  // default_control_socket
-#include "control.capnp.h"
+#include "colod_client.hpp"
 
 namespace colo::cli {
 namespace {
 
 std::string since_text(std::uint64_t ms) { return human_duration_ns(static_cast<double>(ms) * 1e6); }
 
-// One request to colod over its control socket and its reply, read with
-// limits; `on_reply` runs while the reply is valid. Failures are printed.
+// One request to colod over its control socket (colod_client.hpp); `on_reply`
+// runs while the reply is valid and gives the exit status. Failures are printed.
 int ask_colod(const Context& ctx, const std::string& socket_path, double timeout_s,
               const std::function<void(wire::ControlRequest::Builder)>& fill,
               const std::function<int(wire::ControlReply::Reader)>& on_reply) {
   const std::string path = socket_path.empty() ? default_control_socket(ctx.ns) : socket_path;
-  zmq::context_t context;
-  zmq::socket_t socket(context, zmq::socket_type::req);
-  const int linger = 0;
-  zmq_setsockopt(socket.handle(), ZMQ_LINGER, &linger, sizeof linger);
-  const std::int64_t max_reply = 16 << 20;
-  zmq_setsockopt(socket.handle(), ZMQ_MAXMSGSIZE, &max_reply, sizeof max_reply);
-  try {
-    socket.connect("ipc://" + path);
-    capnp::MallocMessageBuilder builder;
-    fill(builder.initRoot<wire::ControlRequest>());
-    const auto words = capnp::messageToFlatArray(builder);
-    socket.send(zmq::buffer(words.asBytes().begin(), words.asBytes().size()), zmq::send_flags::none);
-    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)));
-    if ((item.revents & ZMQ_POLLIN) == 0)
-      return fail("no answer from colod on " + path + " within " + std::to_string(timeout_s) +
-                  " s: is colod running for namespace '" + ctx.ns + "'? (start it with colod --config FILE)");
-    zmq::message_t reply;
-    (void)socket.recv(reply);
-    auto aligned = kj::heapArray<capnp::word>(reply.size() / sizeof(capnp::word) + 1);
-    std::memcpy(aligned.begin(), reply.data(), reply.size());
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = aligned.size() + 16;
-    capnp::FlatArrayMessageReader reader(aligned.asPtr().slice(0, reply.size() / sizeof(capnp::word)), options);
-    auto root = reader.getRoot<wire::ControlReply>();
-    if (!root.getOk()) return fail(std::string("colod: ") + root.getError().cStr());
-    return on_reply(root);
-  } catch (const zmq::error_t& e) {
-    return fail("control socket " + path + ": " + e.what());
-  } catch (const kj::Exception& e) {
-    return fail(std::string("malformed reply from colod: ") + e.getDescription().cStr());
-  }
+  int status = kExitOk;
+  auto asked = request_colod(path, std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)), fill,
+                             [&](wire::ControlReply::Reader reply) { status = on_reply(reply); });
+  if (asked) return status;
+  if (asked.error().code == Errc::timed_out)
+    return fail("no answer from colod on " + path + " within " + std::to_string(timeout_s) +
+                " s: is colod running for namespace '" + ctx.ns + "'? (start it with colod --config FILE)");
+  return fail(asked.error());
 }
 
 // `colo federate NAME`: asks colod to make a topic cluster-scoped now.
