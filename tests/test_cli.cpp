@@ -188,7 +188,7 @@ TEST_F(ColoCli, everySubcommandsHelpExitsZero) {
       {"--help"},         {"ls", "--help"},  {"stat", "--help"}, {"create", "--help"}, {"lock", "--help"},
       {"pub", "--help"},  {"sub", "--help"}, {"top", "--help"},  {"rm", "--help"},     {"gc", "--help"},
       {"demo", "--help"}, {"bench", "--help"}, {"bench", "lock", "--help"}, {"bench", "queue", "--help"},
-      {"bench", "topic", "--help"}};
+      {"bench", "topic", "--help"}, {"bench", "bridge", "--help"}};
   for (const auto& args : commands) {
     const auto r = run_colo(ns, args);
 

@@ -196,6 +196,7 @@ TEST_F(ColoChannelCli, benchQueueAndTopicDeliverEveryMessageIntact) {
         EXPECT_EQ(cell["status"], "ok") << cell.dump();
         EXPECT_EQ(cell["lost"], 0) << cell.dump();
         EXPECT_EQ(cell["corrupt"], 0) << cell.dump();
+        EXPECT_EQ(cell["out_of_order"], 0) << cell.dump();
         EXPECT_EQ(cell["delivered"], cell["expected_deliveries"]) << cell.dump();
         colo_cells += cell["transport"] == "colo-" + kind;
       }

@@ -18,6 +18,24 @@ struct Variant {
   std::unique_ptr<TransportFactory> (*make)();
 };
 
+// The goals for colo's queue and topic, 64 B 1->1: throughput against
+// ZeroMQ PUSH/PULL and a Unix socket, one-way p50 against the Unix socket's
+// with a busy and with a blocking reader.
+std::vector<bench::GoalSpec> local_goals() {
+  using bench::Measure;
+  using bench::ReaderMode;
+  return {
+      {"64 B 1->1 throughput at least 10x zmq-ipc-pushpull's", Measure::throughput, 64, ReaderMode::blocking,
+       "zmq-ipc-pushpull", 10, true},
+      {"64 B 1->1 throughput at least 25x unix-stream's", Measure::throughput, 64, ReaderMode::blocking,
+       "unix-stream", 25, true},
+      {"64 B 1->1 one-way p50, busy reader, at most 1/10 of unix-stream's", Measure::latency, 64, ReaderMode::busy,
+       "unix-stream", 0.1, false},
+      {"64 B 1->1 one-way p50, blocking reader, at most 1/2 of unix-stream's", Measure::latency, 64,
+       ReaderMode::blocking, "unix-stream", 0.5, false},
+  };
+}
+
 void register_variant(CLI::App& bench_group, Context& ctx, const Variant& v) {
   auto* cmd = bench_group.add_subcommand(v.command, v.summary);
   cmd->footer(
@@ -31,6 +49,7 @@ void register_variant(CLI::App& bench_group, Context& ctx, const Variant& v) {
   auto cli = std::make_shared<bench::MsgBenchCli>();
   cli->options.title = std::string("colo bench ") + v.command;
   cli->options.subject = v.subject;
+  cli->options.goals = local_goals();
   bench::add_msg_bench_options(*cmd, *cli);
   auto list = std::make_shared<bool>(false);
   cmd->add_flag("--list", *list, "list the transports and exit");

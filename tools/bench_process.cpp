@@ -1,6 +1,9 @@
 #include "bench_process.hpp"
 
+#include <arpa/inet.h>   // htonl, ntohs
 #include <dirent.h>     // listing /dev/shm
+#include <netinet/in.h>  // sockaddr_in
+#include <sys/socket.h>  // free_loopback_port
 #include <sys/mman.h>   // mmap, shm_unlink
 #include <sys/prctl.h>  // PR_SET_PDEATHSIG
 #include <sys/wait.h>   // waitpid
@@ -20,7 +23,7 @@ namespace {
 // ---------------------------------------------------------------- signals
 //
 // What an interrupted run must undo, in tables a signal handler can read:
-// fixed arrays, no allocation, only async-signal-safe calls (kill, unlink).
+// fixed arrays, no allocation, only async-signal-safe calls (kill, unlink, rmdir).
 
 constexpr std::size_t kMaxCleanupPaths = 32;
 constexpr std::size_t kMaxCleanupPath = 300;
@@ -37,6 +40,10 @@ void on_fatal_signal(int sig) {
   }
   for (auto& path : g_paths)
     if (path[0] != '\0') ::unlink(path);
+  // Directories once the files in them are gone (rmdir fails on a file or a
+  // directory that is not empty, harmlessly).
+  for (auto& path : g_paths)
+    if (path[0] != '\0') ::rmdir(path);
   ::signal(sig, SIG_DFL);
   ::raise(sig);
 }
@@ -247,6 +254,21 @@ Children::~Children() {
 }
 
 // ------------------------------------------------------- scratch namespaces
+
+int free_loopback_port() noexcept {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  return ok ? ntohs(addr.sin_port) : -1;
+}
 
 std::vector<std::string> shm_segments_with_prefix(const std::string& prefix) {
   std::vector<std::string> out;

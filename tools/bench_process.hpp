@@ -152,10 +152,16 @@ class ScratchNamespace {
 };
 
 // Files to unlink if the run is interrupted by SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGPIPE
-// (a flock file, a named semaphore's /dev/shm/sem.NAME). Forget them once
+// (a flock file, a named semaphore's /dev/shm/sem.NAME), or directories to
+// remove once those files are gone (a scratch directory). Forget them once
 // removed normally.
 void unlink_on_interrupt(const std::string& path);
 void forget_on_interrupt(const std::string& path);
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read
+// back, released): another process may take it before it is bound again,
+// which is rare enough for a benchmark. -1 (errno set) on failure.
+int free_loopback_port() noexcept;
 
 // Segments (names without the leading '/') in /dev/shm starting with `prefix`.
 std::vector<std::string> shm_segments_with_prefix(const std::string& prefix);

@@ -1,7 +1,9 @@
 #include "cli.hpp"
 
 #include <sys/utsname.h>  // kernel release for machine_json
-#include <unistd.h>       // sysconf
+#include <unistd.h>       // sysconf, access, readlink
+
+#include <cstdlib>  // getenv, realpath, free
 
 #include <cstdio>
 #include <ctime>
@@ -134,6 +136,43 @@ std::string machine_line() {
   const auto m = machine_json();
   return "machine: " + std::to_string(m["nproc"].get<long>()) + " CPUs, " + m["cpu_model"].get<std::string>() +
          ", Linux " + m["kernel"].get<std::string>();
+}
+
+double load_average() {
+  double one = -1;
+  if (std::FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &one) != 1) one = -1;
+    std::fclose(f);
+  }
+  return one;
+}
+
+std::string find_program(const std::string& name, const char* env_var) {
+  if (const char* given = std::getenv(env_var); given != nullptr && *given != '\0') return given;
+  auto executable = [](const std::string& path) { return ::access(path.c_str(), X_OK) == 0; };
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    const std::string exe(self, static_cast<std::size_t>(n));
+    const std::string dir = exe.substr(0, exe.rfind('/') + 1);
+    for (const std::string& candidate : {dir + name, dir + "../bridge/" + name})
+      if (executable(candidate)) {
+        char* real = ::realpath(candidate.c_str(), nullptr);  // "build/bridge/colod", not "build/tools/../bridge/colod"
+        const std::string out = real != nullptr ? real : candidate;
+        std::free(real);
+        return out;
+      }
+  }
+  const char* path = std::getenv("PATH");
+  std::string rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  for (std::size_t start = 0; start <= rest.size();) {
+    std::size_t colon = rest.find(':', start);
+    if (colon == std::string::npos) colon = rest.size();
+    const std::string dir = colon > start ? rest.substr(start, colon - start) : ".";
+    if (executable(dir + "/" + name)) return dir + "/" + name;
+    start = colon + 1;
+  }
+  return {};
 }
 
 }  // namespace colo::cli

@@ -41,6 +41,14 @@ std::string format_realtime(std::uint64_t realtime_ns);  // local ISO-8601 time,
 nlohmann::json to_json(const ObjectInfo& info);
 nlohmann::json machine_json();                           // nproc, CPU model, kernel
 std::string machine_line();                              // the same, one line for tables
+double load_average();                                   // 1-minute load average, -1 if unknown
+
+// Where another colo program (e.g. "colod") is: $<env_var> if set and
+// non-empty (taken as given); else the file of that name beside this `colo`
+// (installed together) or in ../bridge/ (a Meson build tree:
+// build/tools/colo, build/bridge/colod), if executable; else the first
+// executable match on $PATH. "" if none.
+std::string find_program(const std::string& name, const char* env_var);
 
 // Command registration; each is defined in its cmd_*.cpp.
 void register_ls(CLI::App& app, Context& ctx);

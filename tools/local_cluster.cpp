@@ -1,12 +1,9 @@
 #include "local_cluster.hpp"
 
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,56 +14,15 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
+#include "cli.hpp"  // find_program
 #include "colod_client.hpp"
 
 extern char** environ;
 
 namespace colo::cli {
-namespace {
-
-bool executable(const std::string& path) { return !path.empty() && ::access(path.c_str(), X_OK) == 0; }
-
-std::string self_directory() {
-  char buf[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return "";
-  std::string path(buf, static_cast<std::size_t>(n));
-  return path.substr(0, path.rfind('/'));
-}
-
-// A free TCP port on 127.0.0.1: bound, read, released (another process could
-// take it in between; colod then fails to start and says so).
-Result<int> free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Error{Errc::system, std::string("socket: ") + std::strerror(errno)};
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  ::close(fd);
-  if (!ok) return Error{Errc::system, std::string("cannot find a free port on 127.0.0.1: ") + std::strerror(errno)};
-  return static_cast<int>(ntohs(addr.sin_port));
-}
-
-}  // namespace
-
-std::string find_colod() {
-  if (const char* env = std::getenv("COLOD_BIN"); env != nullptr && executable(env)) return env;
-  const std::string here = self_directory();
-  for (const std::string& candidate : {here + "/colod", here + "/../bridge/colod"})
-    if (executable(candidate)) return candidate;
-  if (const char* path = std::getenv("PATH"); path != nullptr) {
-    std::stringstream dirs(path);
-    for (std::string dir; std::getline(dirs, dir, ':');)
-      if (executable(dir + "/colod")) return dir + "/colod";
-  }
-  return "";
-}
+std::string find_colod() { return find_program("colod", "COLOD_BIN"); }
 
 Result<void> LocalCluster::start(const std::string& colod, const std::vector<std::string>& names,
                                  const std::string& prefix, const std::string& objects_toml, double timeout_s) {
@@ -77,9 +33,8 @@ Result<void> LocalCluster::start(const std::string& colod, const std::vector<std
   for (const auto& name : names) {
     Host h;
     h.name = name;
-    auto port = free_port();
-    if (!port) return std::move(port).error();
-    h.port = *port;
+    h.port = free_loopback_port();
+    if (h.port < 0) return Error{Errc::system, std::string("cannot find a free port on 127.0.0.1: ") + std::strerror(errno)};
     h.config = dir_ + "/" + name + ".toml";
     h.control = dir_ + "/" + name + ".sock";
     h.log = dir_ + "/" + name + ".log";

@@ -21,8 +21,8 @@
 
 namespace colo::cli {
 
-// The colod program: $COLOD_BIN, else `colod` beside this `colo`, else
-// ../bridge/colod from a build tree's tools/, else `colod` on $PATH; "" if none.
+// The colod program (find_program: $COLOD_BIN, beside this `colo`, in
+// ../bridge/ of a build tree, or on $PATH); "" if none.
 std::string find_colod();
 
 class LocalCluster {

@@ -4,6 +4,8 @@
 //
 //   colo-queue   a colo Queue (no acks)        1->N: share (competing consumers)
 //   colo-topic   a colo Topic, block readers   1->N: broadcast (every subscriber)
+//   (RemoteTopic) a colo Topic published in one namespace and read in
+//                another, carried by colod     1->N: broadcast (`colo bench bridge`)
 //
 // The parent creates the object in a scratch namespace of its own
 // ("msgbench-<pid>", removed at the end even after Ctrl-C); each forked end
@@ -213,9 +215,62 @@ class ColoFactory : public TransportFactory {
   int cells_ = 0;
 };
 
+// A topic carried between two namespaces by someone else (RemoteTopic):
+// senders open it in one, receivers in the other.
+class RemoteTopicFactory final : public TransportFactory {
+ public:
+  explicit RemoteTopicFactory(RemoteTopic topic) : t_(std::move(topic)) {}
+
+  std::string name() const override { return t_.name; }
+  std::string description() const override { return t_.description; }
+  bool supports(Pattern) const override { return true; }
+  Fanout fanout() const override { return Fanout::broadcast; }
+
+  std::string setup(const Config& config) override {
+    if (config.message_size > t_.max_message)
+      throw Unsupported("messages of " + std::to_string(config.message_size) +
+                        " bytes exceed the topic's max_message (" + std::to_string(t_.max_message) + ")");
+    if (t_.check)
+      if (const std::string why = t_.check(); !why.empty()) throw TransportError(why);
+    return t_.note;
+  }
+
+  std::unique_ptr<Sender> open_sender(int) override {
+    auto topic = open_topic(t_.sender_ns);
+    auto publisher = topic.publisher();
+    if (!publisher) fail("publisher", publisher.error());
+    return std::make_unique<ColoSender>(std::move(publisher).value());
+  }
+
+  std::unique_ptr<Receiver> open_receiver(int) override {
+    auto topic = open_topic(t_.receiver_ns);
+    auto subscriber = topic.subscribe(SubscribeOptions{});  // block, history 0: only what is published from now
+    if (!subscriber) fail("subscribe", subscriber.error());
+    return std::make_unique<ColoReceiver>(std::move(subscriber).value());
+  }
+
+  void teardown() noexcept override {}
+
+ private:
+  Topic open_topic(const std::string& ns) const {
+    NodeOptions options;
+    options.ns = ns;
+    auto node = Node::open(options);
+    if (!node) fail("open namespace " + ns, node.error());
+    auto topic = node->topic(t_.topic, OpenMode::open);
+    if (!topic) fail("open topic " + t_.topic + " in namespace " + ns, topic.error());
+    return std::move(topic).value();
+  }
+
+  RemoteTopic t_;
+};
+
 }  // namespace
 
 std::unique_ptr<TransportFactory> colo_queue_transport() { return std::make_unique<ColoFactory>(true); }
 std::unique_ptr<TransportFactory> colo_topic_transport() { return std::make_unique<ColoFactory>(false); }
+std::unique_ptr<TransportFactory> colo_remote_topic_transport(RemoteTopic topic) {
+  return std::make_unique<RemoteTopicFactory>(std::move(topic));
+}
 
 }  // namespace colo::bench

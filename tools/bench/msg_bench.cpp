@@ -34,7 +34,10 @@
 //   w1 .. w(n-1):  (w0 ^ kSalt) + k * kStep      — checked through their sum
 //
 // Word 0 is all an 8-byte message has: it carries the timestamp, so latency
-// is measured at every size.
+// is measured at every size. Each sender's values increase from one message
+// to the next, and every receiver checks that they do: a message repeated or
+// overtaken (a bug of the channel) is counted even when a loss elsewhere
+// would make the totals match.
 #include "msg_bench.hpp"
 
 #include <sched.h>  // sched_setaffinity, sched_yield
@@ -257,6 +260,7 @@ struct alignas(64) ReceiverSlot {
   // the end: a line of its own.
   alignas(64) std::atomic<std::uint64_t> received{0};
   std::atomic<std::uint64_t> corrupt{0};
+  std::atomic<std::uint64_t> out_of_order{0};  // a sender's value not above its previous one
   std::atomic<std::int64_t> last_data_ns{0};
   char error[kErrorText] = {};
   LatencyHistogram histogram;
@@ -462,6 +466,9 @@ int receiver_body(TransportFactory& factory, const CellSpec& spec, CellShared& s
     std::int64_t t0 = 0;
     std::uint64_t received = 0;
     std::uint64_t corrupt = 0;
+    std::uint64_t out_of_order = 0;
+    std::uint64_t last_value[kMaxEnds] = {};
+    bool heard[kMaxEnds] = {};
     std::uint64_t seen = 0;
     std::int64_t last_progress = now_ns();
     const std::int64_t give_up = now_ns() + child_limit_ns(spec);
@@ -491,6 +498,12 @@ int receiver_body(TransportFactory& factory, const CellSpec& spec, CellShared& s
         ++received;
         slot.received.store(received, relaxed);
         if (!ok) slot.corrupt.store(++corrupt, relaxed);
+        if (ok) {
+          const std::uint64_t value = w0 & kValueMask;
+          if (heard[sender] && value <= last_value[sender]) slot.out_of_order.store(++out_of_order, relaxed);
+          heard[sender] = true;
+          last_value[sender] = value;
+        }
         if (latency) {
           if (t0 == 0)
             while ((t0 = sh.t0_ns.load(acquire)) == 0) {
@@ -551,7 +564,7 @@ struct CellResult {
   std::string note;   // from setup()
   double elapsed_s = 0;
   // both
-  std::uint64_t sent = 0, delivered = 0, expected_deliveries = 0, lost = 0, corrupt = 0;
+  std::uint64_t sent = 0, delivered = 0, expected_deliveries = 0, lost = 0, corrupt = 0, out_of_order = 0;
   // throughput
   double seconds = 0, msgs_per_s = 0, bytes_per_s = 0;
   // latency
@@ -727,6 +740,7 @@ class CellRunner {
       const ReceiverSlot& s = sh_.receivers[i];
       r.delivered += s.received.load(relaxed);
       r.corrupt += s.corrupt.load(relaxed);
+      r.out_of_order += s.out_of_order.load(relaxed);
       end = std::max(end, s.last_data_ns.load(relaxed));
       merged.merge(s.histogram);
     }
@@ -747,6 +761,8 @@ class CellRunner {
     r.mean = merged.mean();
 
     if (r.corrupt > 0) fail(r, std::to_string(r.corrupt) + " corrupt messages (wrong size or contents)");
+    else if (r.out_of_order > 0)
+      fail(r, std::to_string(r.out_of_order) + " messages repeated or out of order (a sender's sequence went back)");
     else if (r.delivered > r.expected_deliveries)
       fail(r, std::to_string(r.delivered - r.expected_deliveries) + " messages more than were sent");
     else if (r.lost > 0)
@@ -767,17 +783,6 @@ class CellRunner {
   std::vector<pid_t> senders_, receivers_;
   SteadyClock::time_point cell_deadline_;
 };
-
-// The 1-minute load average: other work on the machine skews every figure, so
-// the report shows it from before and after the run.
-double load_average() {
-  double one = -1;
-  if (std::FILE* f = std::fopen("/proc/loadavg", "r")) {
-    if (std::fscanf(f, "%lf", &one) != 1) one = -1;
-    std::fclose(f);
-  }
-  return one;
-}
 
 std::string tmp_dir() {
   const char* tmp = std::getenv("TMPDIR");
@@ -892,13 +897,11 @@ const CellResult* reference_of(const std::vector<CellResult>& results, const Cel
 
 double ratio(double it, double ref) { return ref > 0 && it > 0 ? it / ref : std::nan(""); }
 
-// The goals for the subject (colo's queue or topic), as ratios from
-// the same run: 64-byte 1->1 throughput against ZeroMQ PUSH/PULL and a Unix
-// socket, 64-byte 1->1 one-way p50 against the Unix socket's, busy and
-// blocking. A goal whose cells did not run is reported as not measured.
+// The goals of the subject (options.goals) as ratios from the same run. A
+// goal whose cells did not run is reported as not measured.
 struct Goal {
-  std::string text;    // "64 B 1->1 throughput >= 10x zmq-ipc-pushpull"
-  std::string ratio;   // "colo-queue / zmq-ipc-pushpull"
+  std::string text;    // "64 B 1->1 throughput at least 10x zmq-ipc-pushpull's"
+  std::string ratio;   // "colo-queue msg/s / zmq-ipc-pushpull msg/s"
   double value = NAN;  // measured ratio
   double target = 0;
   bool at_least = true;  // value >= target (else value <= target)
@@ -906,36 +909,29 @@ struct Goal {
   bool met() const { return measured() && (at_least ? value >= target : value <= target); }
 };
 
-std::vector<Goal> goals_of(const std::vector<CellResult>& results, const std::string& subject) {
-  auto find = [&](const std::string& transport, Measure m, ReaderMode reader) -> const CellResult* {
+std::vector<Goal> goals_of(const std::vector<CellResult>& results, const std::string& subject,
+                           const std::vector<GoalSpec>& specs) {
+  auto find = [&](const std::string& transport, const GoalSpec& spec) -> const CellResult* {
     for (const auto& r : results)
-      if (r.transport == transport && r.status == Status::ok && r.spec.measure == m &&
-          r.spec.pattern == Pattern::one_to_one && r.spec.size == 64 && (m == Measure::throughput || r.spec.reader == reader))
+      if (r.transport == transport && r.status == Status::ok && r.spec.measure == spec.measure &&
+          r.spec.pattern == Pattern::one_to_one && r.spec.size == spec.size &&
+          (spec.measure == Measure::throughput || r.spec.reader == spec.reader))
         return &r;
     return nullptr;
   };
   std::vector<Goal> goals;
-  auto throughput = [&](const std::string& baseline, double target) {
-    Goal g{"64 B 1->1 throughput at least " + ratio_text(target) + " " + baseline + "'s",
-           subject + " msg/s / " + baseline + " msg/s", NAN, target, true};
-    const auto* a = find(subject, Measure::throughput, ReaderMode::blocking);
-    const auto* b = find(baseline, Measure::throughput, ReaderMode::blocking);
-    if (a && b) g.value = ratio(a->msgs_per_s, b->msgs_per_s);
+  for (const auto& spec : specs) {
+    const bool throughput = spec.measure == Measure::throughput;
+    Goal g{spec.text,
+           throughput ? subject + " msg/s / " + spec.baseline + " msg/s" : subject + " p50 / " + spec.baseline + " p50",
+           NAN, spec.target, spec.at_least};
+    const auto* a = find(subject, spec);
+    const auto* b = find(spec.baseline, spec);
+    if (a && b)
+      g.value = throughput ? ratio(a->msgs_per_s, b->msgs_per_s)
+                           : ratio(static_cast<double>(a->p50), static_cast<double>(b->p50));
     goals.push_back(g);
-  };
-  auto latency = [&](ReaderMode reader, double target, const char* fraction) {
-    Goal g{std::string("64 B 1->1 one-way p50, ") + reader_name(reader) + " reader, at most " + fraction +
-               " of unix-stream's",
-           subject + " p50 / unix-stream p50", NAN, target, false};
-    const auto* a = find(subject, Measure::latency, reader);
-    const auto* b = find("unix-stream", Measure::latency, reader);
-    if (a && b) g.value = ratio(static_cast<double>(a->p50), static_cast<double>(b->p50));
-    goals.push_back(g);
-  };
-  throughput("zmq-ipc-pushpull", 10);
-  throughput("unix-stream", 25);
-  latency(ReaderMode::busy, 0.1, "1/10");
-  latency(ReaderMode::blocking, 0.5, "1/2");
+  }
   return goals;
 }
 
@@ -982,30 +978,59 @@ std::optional<Pattern> parse_pattern(const std::string& text) {
   return std::nullopt;
 }
 
-}  // namespace
-
 // ---------------------------------------------------------------- options
+
+// Texts of the defaults for --help: "64,64K", "1-1,n-1", "busy,blocking".
+std::string size_key(std::size_t size) {
+  if (size >= (1u << 20) && size % (1u << 20) == 0) return std::to_string(size >> 20) + "M";
+  if (size >= 1024 && size % 1024 == 0) return std::to_string(size >> 10) + "K";
+  return std::to_string(size);
+}
+
+template <typename T, typename F>
+std::string list_text(const std::vector<T>& items, F name) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ",") + std::string(name(item));
+  return out;
+}
+
+std::string patterns_text(const std::vector<Pattern>& patterns) { return list_text(patterns, pattern_key); }
+
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+}  // namespace
 
 void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
   MsgBenchOptions& o = cli.options;
+  const MsgBenchCli::Quick& q = cli.quick_profile;
   app.add_option("--transports", cli.transports, "comma-separated transports to run (default: all; see --list)");
   cli.reference_opt =
       app.add_option("--reference", o.reference, "transport the ratios compare against (its figure = 1.00x)")
           ->capture_default_str();
-  cli.sizes_opt = app.add_option("--sizes", cli.sizes, "message sizes, multiples of 8 (K = 1024) [8,64,1K,64K,1M]");
+  cli.sizes_opt = app.add_option("--sizes", cli.sizes,
+                                 "message sizes, multiples of 8 (K = 1024) [" + list_text(o.sizes, size_key) + "]");
   app.add_option("--measure", cli.measures, "what to measure: throughput, latency [throughput,latency]");
   app.add_option("--fan", o.fan, "the 'many' of n->1 and 1->n")->capture_default_str()->check(CLI::Range(2, kMaxEnds));
-  cli.patterns_opt = app.add_option("--patterns", cli.patterns, "throughput patterns: 1-1, n-1, 1-n [1-1,n-1,1-n]");
+  cli.patterns_opt = app.add_option("--patterns", cli.patterns,
+                                    "throughput patterns: 1-1, n-1, 1-n [" + patterns_text(o.patterns) + "]");
   cli.seconds_opt = app.add_option("--seconds", o.seconds, "length of a throughput cell, seconds")
                         ->capture_default_str()
                         ->check(CLI::Range(0.01, 60.0));
-  app.add_option("--messages", o.messages, "messages per throughput cell instead of --seconds (0: use --seconds)")
-      ->capture_default_str()
-      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1'000'000'000}));
+  cli.messages_opt =
+      app.add_option("--messages", o.messages, "messages per throughput cell instead of --seconds (0: use --seconds)")
+          ->capture_default_str()
+          ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1'000'000'000}));
   app.add_option("--throughput-reader", cli.throughput_reader,
-                 "reader mode of throughput cells: busy, blocking [blocking]");
-  app.add_option("--latency-patterns", cli.latency_patterns, "latency patterns: 1-1, n-1, 1-n [1-1]");
-  app.add_option("--readers", cli.readers, "latency reader modes: busy, blocking [busy,blocking]");
+                 "reader mode of throughput cells: busy, blocking [" + std::string(reader_name(o.throughput_reader)) +
+                     "]");
+  app.add_option("--latency-patterns", cli.latency_patterns,
+                 "latency patterns: 1-1, n-1, 1-n [" + patterns_text(o.latency_patterns) + "]");
+  app.add_option("--readers", cli.readers,
+                 "latency reader modes: busy, blocking [" + list_text(o.readers, reader_name) + "]");
   cli.latency_seconds_opt = app.add_option("--latency-seconds", o.latency_seconds, "length of a latency cell, seconds")
                                 ->capture_default_str()
                                 ->check(CLI::Range(0.01, 60.0));
@@ -1013,9 +1038,9 @@ void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
       app.add_option("--min-samples", o.min_samples, "latency cells send at least this many messages")
           ->capture_default_str()
           ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{10'000'000}));
-  app.add_option("--rate", o.rate, "latency send rate, msg/s (all senders together)")
-      ->capture_default_str()
-      ->check(CLI::Range(1.0, 1e8));
+  cli.rate_opt = app.add_option("--rate", o.rate, "latency send rate, msg/s (all senders together)")
+                     ->capture_default_str()
+                     ->check(CLI::Range(1.0, 1e8));
   app.add_option("--rate-bytes", cli.rate_bytes, "... capped at this many bytes/s, so big messages go slower [500M]");
   app.add_option("--buffer", cli.buffer_bytes,
                  "bytes a channel should buffer; depth = clamp(buffer/size, 16, 4096) messages [4M]");
@@ -1025,9 +1050,16 @@ void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
       ->check(CLI::Range(1.0, 3600.0));
   app.add_flag("--pin", o.pin, "pin a cell's processes to CPUs round-robin (senders first); default: not pinned");
   app.add_flag("--copy", o.copy_only, "never use a transport's zero-copy path (loan/commit, view/release)");
-  app.add_flag("--quick", cli.quick,
-               "a subset for a smoke run: sizes 64,64K, 0.15 s throughput cells, 0.2 s latency cells "
-               "(explicit options win)");
+  std::vector<std::string> quick;
+  if (!q.sizes.empty()) quick.push_back("sizes " + q.sizes);
+  if (q.messages > 0) quick.push_back(cli::with_commas(q.messages) + " messages per throughput cell");
+  else if (q.seconds > 0) quick.push_back(number_text(q.seconds) + " s throughput cells");
+  if (q.latency_seconds > 0) quick.push_back(number_text(q.latency_seconds) + " s latency cells");
+  if (q.rate > 0) quick.push_back("at " + cli::with_commas(static_cast<std::uint64_t>(q.rate)) + " msg/s");
+  if (q.min_samples > 0) quick.push_back("at least " + cli::with_commas(q.min_samples) + " samples");
+  std::string quick_text;
+  for (const auto& item : quick) quick_text += (quick_text.empty() ? "" : ", ") + item;
+  app.add_flag("--quick", cli.quick, "a subset for a smoke run: " + quick_text + " (explicit options win)");
   app.add_flag("--json", o.json, "print JSON instead of tables");
   app.add_option("--json-out", o.json_out, "also write the JSON to this file (tables still on stdout)");
   app.add_flag("--verbose", o.verbose, "one line per cell on stderr as it finishes");
@@ -1037,10 +1069,14 @@ std::string resolve_msg_bench_options(MsgBenchCli& cli,
                                       const std::vector<std::unique_ptr<TransportFactory>>& transports) {
   MsgBenchOptions& o = cli.options;
   if (cli.quick) {
-    if (cli.sizes_opt == nullptr || cli.sizes_opt->count() == 0) cli.sizes = "64,64K";
-    if (cli.seconds_opt == nullptr || cli.seconds_opt->count() == 0) o.seconds = 0.15;
-    if (cli.latency_seconds_opt == nullptr || cli.latency_seconds_opt->count() == 0) o.latency_seconds = 0.2;
-    if (cli.min_samples_opt == nullptr || cli.min_samples_opt->count() == 0) o.min_samples = 500;
+    const MsgBenchCli::Quick& q = cli.quick_profile;
+    auto given = [](const CLI::Option* opt) { return opt != nullptr && opt->count() > 0; };
+    if (!q.sizes.empty() && !given(cli.sizes_opt)) cli.sizes = q.sizes;
+    if (q.seconds > 0 && !given(cli.seconds_opt)) o.seconds = q.seconds;
+    if (q.messages > 0 && !given(cli.messages_opt)) o.messages = q.messages;
+    if (q.latency_seconds > 0 && !given(cli.latency_seconds_opt)) o.latency_seconds = q.latency_seconds;
+    if (q.min_samples > 0 && !given(cli.min_samples_opt)) o.min_samples = q.min_samples;
+    if (q.rate > 0 && !given(cli.rate_opt)) o.rate = q.rate;
   }
   std::vector<std::string> known;
   for (const auto& t : transports) known.push_back(t->name());
@@ -1139,7 +1175,7 @@ std::string resolve_msg_bench_options(MsgBenchCli& cli,
 
 int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<TransportFactory>>& all) {
   const auto run_start = SteadyClock::now();
-  const double load_before = load_average();
+  const double load_before = cli::load_average();  // other work skews every figure: shown before and after
   std::vector<TransportFactory*> transports;
   for (auto& t : all)
     if (opt.transports.empty() ||
@@ -1226,10 +1262,14 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
   }
   if (tty && !opt.verbose) std::fprintf(stderr, "\r\033[K");
   const double elapsed = std::chrono::duration<double>(SteadyClock::now() - run_start).count();
-  const double load_after = load_average();
+  const double load_after = cli::load_average();
 
   bool any_failed = false;
   for (const auto& r : results) any_failed |= r.status == Status::failed;
+  ReportContext context;
+  if (opt.context) context = opt.context();
+  any_failed |= context.failed;
+  const std::vector<Goal> goals = goals_of(results, opt.subject, opt.goals);
 
   if (opt.json || !opt.json_out.empty()) {
     nlohmann::json jt = nlohmann::json::array();
@@ -1259,6 +1299,7 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
         j["expected_deliveries"] = r.expected_deliveries;
         j["lost"] = r.lost;
         j["corrupt"] = r.corrupt;
+        j["out_of_order"] = r.out_of_order;
       }
       if (r.spec.measure == Measure::throughput) {
         j["reader"] = reader_name(r.spec.reader);
@@ -1287,7 +1328,7 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
       }
     }
     nlohmann::json out = {
-        {"benchmark", "msg"},
+        {"benchmark", opt.json_name},
         {"machine", cli::machine_json()},
         {"load_average_1min", {{"before", load_before}, {"after", load_after}}},
         {"reference", opt.reference},
@@ -1311,9 +1352,10 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
         {"elapsed_s", elapsed},
         {"failed", any_failed},
     };
+    if (!context.json.is_null()) out["setup"] = context.json;
     if (!opt.subject.empty()) {
       nlohmann::json jg = nlohmann::json::array();
-      for (const auto& g : goals_of(results, opt.subject))
+      for (const auto& g : goals)
         jg.push_back({{"goal", g.text},
                       {"ratio", g.ratio},
                       {"value", number_or_null(g.value)},
@@ -1338,13 +1380,15 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
     }
   }
 
-  std::printf("%s: message passing between processes\n%s\n", opt.title.c_str(), cli::machine_line().c_str());
+  std::printf("%s: %s\n%s\n", opt.title.c_str(), opt.headline.c_str(), cli::machine_line().c_str());
   std::printf("load average (1 min): %.2f before, %.2f after the run (above 0: other processes competed for the "
               "CPUs)\n",
               load_before, load_after);
   std::printf("pinning: %s; zero-copy paths: %s; reference for ratios: %s\n\n",
               cpus.empty() ? "none" : "round-robin over the allowed CPUs", opt.copy_only ? "off" : "used where offered",
               opt.reference.c_str());
+  for (const auto& line : context.lines) std::printf("%s\n", line.c_str());
+  if (!context.lines.empty()) std::printf("\n");
   std::printf("transports (1->n fan-out: share = each message to one reader, broadcast = to every reader):\n");
   for (auto* t : transports)
     std::printf("  %-17s %-9s %s\n", t->name().c_str(), fanout_name(t->fanout()), t->description().c_str());
@@ -1445,15 +1489,16 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
   }
   if (!opt.subject.empty()) {
     std::printf("\ngoals for %s (ratios from this run):\n", opt.subject.c_str());
-    for (const auto& g : goals_of(results, opt.subject)) {
+    for (const auto& g : goals) {
       if (!g.measured()) {
-        std::printf("  %-72s not measured (run 64 B 1-1 cells of %s and its baseline)\n", g.text.c_str(),
-                    opt.subject.c_str());
+        std::printf("  %-72s not measured (its 1-1 cells of %s and the baseline did not both run)\n",
+                    g.text.c_str(), opt.subject.c_str());
         continue;
       }
       char value[32];
-      std::snprintf(value, sizeof value, g.at_least ? "%.1fx" : "%.3f", g.value);
-      std::printf("  %-72s %s = %s  %s\n", g.text.c_str(), g.ratio.c_str(), value, g.met() ? "met" : "NOT met");
+      std::snprintf(value, sizeof value, "%.3f", g.value);
+      std::printf("  %-72s %s = %s  %s\n", g.text.c_str(), g.ratio.c_str(),
+                  g.at_least ? ratio_text(g.value).c_str() : value, g.met() ? "met" : "NOT met");
     }
   }
   int failed = 0, skipped = 0;

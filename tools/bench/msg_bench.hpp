@@ -5,7 +5,9 @@
 // Used by `colo bench queue|topic` (tools/bench_msg.cpp): register the
 // options with add_msg_bench_options(), then resolve_msg_bench_options() and
 // run_msg_bench() with colo's factory (colo_transports.cpp) in front of
-// baseline_transports() and `subject` set to its name.
+// baseline_transports(), `subject` set to its name and the goals set. `colo
+// bench bridge` (tools/bench_bridge.cpp) runs the same harness over two
+// colod daemons against ZeroMQ over TCP, with its own defaults and goals.
 //
 // A cell is one transport x pattern x message size (x reader mode for
 // latency). Each cell forks its senders and receivers, which open their ends
@@ -35,10 +37,12 @@
 // reported as failed with the stage and the reason; the run goes on.
 #pragma once
 
-#include <CLI/CLI.hpp>  // option registration shared by the driver and `colo bench`
+#include <CLI/CLI.hpp>          // option registration shared by the driver and `colo bench`
+#include <nlohmann/json.hpp>    // ReportContext::json
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>  // MsgBenchOptions::context
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,11 +58,37 @@ enum class ReaderMode {
 
 enum class Measure { throughput, latency };
 
+// A goal of the subject against a baseline, as a ratio of their figures in
+// the same 1->1 cell of `size` bytes: msg/s (throughput) or p50 (latency, with
+// that reader). Not measured when either cell did not run or failed.
+struct GoalSpec {
+  std::string text;      // how the report states it: "64 B 1->1 throughput at least 10x zmq-ipc-pushpull's"
+  Measure measure = Measure::throughput;
+  std::size_t size = 64;
+  ReaderMode reader = ReaderMode::blocking;  // latency goals only
+  std::string baseline;  // transport compared with
+  double target = 1;     // subject / baseline
+  bool at_least = true;  // met if the ratio >= target (else <= target)
+};
+
+// What the caller adds to the report, gathered after the cells ran (the
+// bridge bench: its daemons, their counters and exit statuses).
+struct ReportContext {
+  std::vector<std::string> lines;  // printed under the header
+  nlohmann::json json;             // under "setup" in JSON (null: left out)
+  bool failed = false;             // makes the exit status 1 (a daemon died, counted losses)
+};
+
 struct MsgBenchOptions {
   std::string title = "colo bench";     // names the run in tables, progress and errors
+  std::string headline = "message passing between processes";  // after the title, first line
+  std::string json_name = "msg";        // "benchmark" in JSON
   // The transport the run is about ("colo-queue"): its goals against the
   // baselines are printed at the end (and under "goals" in JSON). "": none.
   std::string subject;
+  std::vector<GoalSpec> goals;
+  // Called once after the last cell, before the report. Unset: nothing added.
+  std::function<ReportContext()> context;
   std::vector<std::string> transports;  // names to run, in registry order; empty: all
   std::string reference = "zmq-ipc-pushpull";  // ratios are this transport's figure / the reference's
   std::vector<std::size_t> sizes = {8, 64, 1024, 64 * 1024, 1024 * 1024};
@@ -94,15 +124,29 @@ struct MsgBenchCli {
   std::string transports, sizes, measures, patterns, latency_patterns, readers, throughput_reader;
   std::string rate_bytes, buffer_bytes;
   bool quick = false;
+  // What --quick sets, for each option not given explicitly (0 or "": left
+  // as it is). Set before add_msg_bench_options, which describes it in --help.
+  struct Quick {
+    std::string sizes = "64,64K";
+    double seconds = 0.15;
+    std::uint64_t messages = 0;
+    double latency_seconds = 0.2;
+    std::uint64_t min_samples = 500;
+    double rate = 0;
+  } quick_profile;
   // Set by add_msg_bench_options: which options were given (for --quick).
   CLI::Option* sizes_opt = nullptr;
   CLI::Option* patterns_opt = nullptr;
   CLI::Option* seconds_opt = nullptr;
+  CLI::Option* messages_opt = nullptr;
   CLI::Option* latency_seconds_opt = nullptr;
   CLI::Option* min_samples_opt = nullptr;
+  CLI::Option* rate_opt = nullptr;
   CLI::Option* reference_opt = nullptr;
 };
 
+// Registers the options; their --help shows the defaults in `cli.options`
+// and `cli.quick_profile` as they are when this is called.
 void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli);
 
 // Applies --quick, parses the lists and checks them against `transports`.

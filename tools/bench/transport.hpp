@@ -25,6 +25,7 @@
 
 #include <chrono>     // timeouts
 #include <cstddef>    // size_t, std::byte
+#include <functional> // RemoteTopic::check
 #include <memory>     // unique_ptr from the factory
 #include <optional>   // "nothing yet" results
 #include <span>       // message bytes
@@ -161,8 +162,29 @@ class TransportFactory {
 // zmq-ipc-pushpull, zmq-ipc-pubsub, unix-stream, pipe, posix-mq, boost-mq.
 std::vector<std::unique_ptr<TransportFactory>> baseline_transports();
 
+// ZeroMQ PUSH (connect) -> PULL (bind) over tcp://127.0.0.1 on a free port
+// (transports.cpp): the baseline of `colo bench bridge`, not in the list above.
+std::unique_ptr<TransportFactory> zmq_tcp_transport();
+
 // colo's own (colo_transports.cpp): a Queue (share) and a Topic (broadcast).
 std::unique_ptr<TransportFactory> colo_queue_transport();
 std::unique_ptr<TransportFactory> colo_topic_transport();
+
+// A colo Topic that exists in two namespaces, carried between them by
+// something else (`colo bench bridge`: two colod daemons). Senders publish in
+// `sender_ns` (loan/commit), receivers subscribe with Backpressure::block in
+// `receiver_ns` (in-place views); nothing is created or removed here.
+struct RemoteTopic {
+  std::string name;         // transport name: "colo-bridge"
+  std::string description;  // one line for the report
+  std::string topic;        // object name, the same in both namespaces
+  std::string sender_ns, receiver_ns;
+  std::size_t max_message = 0;  // larger sizes are skipped (Unsupported)
+  std::string note;             // setup()'s note for every cell ("ring 64 MiB per host")
+  // Before each cell: "" if the carrier still works, else why not (the cell
+  // fails with it rather than timing out). May be empty.
+  std::function<std::string()> check;
+};
+std::unique_ptr<TransportFactory> colo_remote_topic_transport(RemoteTopic topic);
 
 }  // namespace colo::bench

@@ -2,6 +2,7 @@
 //
 //   zmq-ipc-pushpull  ZeroMQ PUSH -> PULL over ipc://          1->N: share (round-robin)
 //   zmq-ipc-pubsub    ZeroMQ PUB -> SUB over ipc://, no drops   1->N: broadcast
+//   zmq-tcp-pushpull  ZeroMQ PUSH -> PULL over tcp://127.0.0.1  1->N: share; only in `colo bench bridge`
 //   unix-stream       AF_UNIX SOCK_STREAM, length-prefixed       1->N: broadcast (one write per reader)
 //   pipe              pipe(2) per sender/receiver pair, framed   1->N: broadcast (one write per reader)
 //   posix-mq          one POSIX message queue                    1->N: share (competing consumers)
@@ -48,7 +49,7 @@
 #include <fstream>
 #include <vector>
 
-#include "../bench_process.hpp"  // unlink_on_interrupt: names removed if the run is interrupted
+#include "../bench_process.hpp"  // unlink_on_interrupt (names removed if the run is interrupted), free_loopback_port
 
 namespace colo::bench {
 namespace {
@@ -588,33 +589,65 @@ class ZmqReceiver final : public Receiver {
 
 class ZmqFactory final : public TransportFactory {
  public:
-  explicit ZmqFactory(bool pubsub) : pubsub_(pubsub) {}
-  std::string name() const override { return pubsub_ ? "zmq-ipc-pubsub" : "zmq-ipc-pushpull"; }
+  enum class Kind {
+    ipc_pushpull,  // PUSH -> PULL over ipc://; the single side binds
+    ipc_pubsub,    // PUB -> SUB over ipc://; the single side binds
+    tcp_pushpull,  // PUSH -> PULL over tcp://127.0.0.1; the receiving side binds unless there are several receivers
+  };
+  explicit ZmqFactory(Kind kind) : kind_(kind) {}
+  std::string name() const override {
+    switch (kind_) {
+      case Kind::ipc_pushpull: return "zmq-ipc-pushpull";
+      case Kind::ipc_pubsub: return "zmq-ipc-pubsub";
+      case Kind::tcp_pushpull: return "zmq-tcp-pushpull";
+    }
+    return "?";
+  }
   std::string description() const override {
-    return pubsub_ ? "ZeroMQ PUB->SUB over ipc://, ZMQ_XPUB_NODROP (a full subscriber blocks the publisher), "
-                     "HWM = depth each side, in-place zmq_msg API"
-                   : "ZeroMQ PUSH->PULL over ipc://, HWM = depth each side, in-place zmq_msg API; 1->n: round-robin";
+    switch (kind_) {
+      case Kind::ipc_pushpull:
+        return "ZeroMQ PUSH->PULL over ipc://, HWM = depth each side, in-place zmq_msg API; 1->n: round-robin";
+      case Kind::ipc_pubsub:
+        return "ZeroMQ PUB->SUB over ipc://, ZMQ_XPUB_NODROP (a full subscriber blocks the publisher), "
+               "HWM = depth each side, in-place zmq_msg API";
+      case Kind::tcp_pushpull:
+        return "ZeroMQ PUSH (connect) -> PULL (bind) over tcp://127.0.0.1 (TCP_NODELAY, libzmq's default), "
+               "HWM = depth each side, in-place zmq_msg API; 1->n: round-robin";
+    }
+    return "?";
   }
   bool supports(Pattern) const override { return true; }
-  Fanout fanout() const override { return pubsub_ ? Fanout::broadcast : Fanout::share; }
+  Fanout fanout() const override { return kind_ == Kind::ipc_pubsub ? Fanout::broadcast : Fanout::share; }
 
   std::string setup(const Config& config) override {
     config_ = config;
+    if (kind_ == Kind::tcp_pushpull) {
+      const int port = cli::free_loopback_port();
+      if (port < 0) throw_errno("a free port on 127.0.0.1");
+      endpoint_ = "tcp://127.0.0.1:" + std::to_string(port);
+      receiver_binds_ = config.receivers == 1;
+      return {};
+    }
     path_ = config.tmp_dir + "/" + config.tag + ".zmq";
+    endpoint_ = "ipc://" + path_;
+    receiver_binds_ = config.senders > 1;
     unlink_on_interrupt(path_);
     ::unlink(path_.c_str());
     return {};
   }
   std::unique_ptr<Sender> open_sender(int) override {
-    return std::make_unique<ZmqSender>(pubsub_ ? ZMQ_PUB : ZMQ_PUSH, "ipc://" + path_, config_.senders == 1,
+    return std::make_unique<ZmqSender>(kind_ == Kind::ipc_pubsub ? ZMQ_PUB : ZMQ_PUSH, endpoint_, !receiver_binds_,
                                        config_.depth);
   }
   std::unique_ptr<Receiver> open_receiver(int) override {
-    return std::make_unique<ZmqReceiver>(pubsub_ ? ZMQ_SUB : ZMQ_PULL, "ipc://" + path_, config_.senders > 1,
+    return std::make_unique<ZmqReceiver>(kind_ == Kind::ipc_pubsub ? ZMQ_SUB : ZMQ_PULL, endpoint_, receiver_binds_,
                                          config_.depth);
   }
-  void connected() override { ::unlink(path_.c_str()); }
+  void connected() override {
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
   void teardown() noexcept override {
+    endpoint_.clear();
     if (path_.empty()) return;
     ::unlink(path_.c_str());
     forget_on_interrupt(path_);
@@ -622,9 +655,11 @@ class ZmqFactory final : public TransportFactory {
   }
 
  private:
-  bool pubsub_;
+  Kind kind_;
   Config config_;
-  std::string path_;
+  std::string path_;      // ipc: the socket file
+  std::string endpoint_;  // what the ends bind or connect to
+  bool receiver_binds_ = false;
 };
 
 // ------------------------------------------------------- POSIX message queue
@@ -898,13 +933,17 @@ class BoostMqFactory final : public TransportFactory {
 
 std::vector<std::unique_ptr<TransportFactory>> baseline_transports() {
   std::vector<std::unique_ptr<TransportFactory>> out;
-  out.push_back(std::make_unique<ZmqFactory>(false));
-  out.push_back(std::make_unique<ZmqFactory>(true));
+  out.push_back(std::make_unique<ZmqFactory>(ZmqFactory::Kind::ipc_pushpull));
+  out.push_back(std::make_unique<ZmqFactory>(ZmqFactory::Kind::ipc_pubsub));
   out.push_back(std::make_unique<UnixStreamFactory>());
   out.push_back(std::make_unique<PipeFactory>());
   out.push_back(std::make_unique<PosixMqFactory>());
   out.push_back(std::make_unique<BoostMqFactory>());
   return out;
+}
+
+std::unique_ptr<TransportFactory> zmq_tcp_transport() {
+  return std::make_unique<ZmqFactory>(ZmqFactory::Kind::tcp_pushpull);
 }
 
 }  // namespace colo::bench
