@@ -2,6 +2,7 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +39,62 @@ constexpr std::size_t kMaxRelayedRuns = 1 << 16;  // per topic: 1 MiB of memory 
 constexpr std::size_t kMaxBatchEntries = 512;
 constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 constexpr std::size_t kMaxBatchedMessage = 16 * 1024;
+
+// Wakes colod's event loop when a cluster topic gets a message while the
+// loop sleeps in zmq_poll, which cannot wait on the ring's futex: one thread
+// per topic sleeps on the ring as a registered waiter (so the publisher's
+// commit wakes it, as it would a subscriber) and writes to an eventfd the
+// loop polls. The loop arms it just before it sleeps, with the message
+// count its cursors have read up to; one wake per arming. Without it a
+// message would wait for the next poll timeout (a millisecond or more).
+class Waker {
+ public:
+  static constexpr std::uint64_t kDisarmed = ~std::uint64_t{0};
+
+  Waker(std::string ns, std::string topic, int eventfd)
+      : thread_([this, ns, topic, eventfd] { run(ns, topic, eventfd); }) {}
+  ~Waker() {
+    stop_ = true;
+    armed_.store(0);
+    armed_.notify_all();
+    thread_.join();
+  }
+  Waker(const Waker&) = delete;
+  Waker& operator=(const Waker&) = delete;
+
+  void arm(std::uint64_t count) {
+    if (armed_.exchange(count) != count) armed_.notify_one();
+  }
+  void disarm() { armed_.store(kDisarmed); }
+
+ private:
+  void run(const std::string& ns, const std::string& topic_name, int eventfd) {
+    NodeOptions options;
+    options.ns = ns;
+    auto node = Node::open(options);
+    if (!node) return;  // the loop then wakes on its timeout, as without a waker
+    auto topic = node->topic(topic_name, OpenMode::open);
+    if (!topic) return;
+    auto sleeper = topic->subscribe(SubscribeOptions{Backpressure::lossy, std::uint64_t{0}, std::nullopt});
+    if (!sleeper) return;
+    while (!stop_.load()) {
+      std::uint64_t count = armed_.load();
+      if (count == kDisarmed) {
+        armed_.wait(kDisarmed);
+        continue;
+      }
+      if (sleeper->wait_published(count, std::chrono::milliseconds(50)) &&
+          armed_.compare_exchange_strong(count, kDisarmed)) {
+        const std::uint64_t one = 1;
+        (void)!::write(eventfd, &one, sizeof one);
+      }
+    }
+  }
+
+  std::atomic<std::uint64_t> armed_{kDisarmed};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;  // last: starts after the members it uses
+};
 
 std::uint64_t now_ns() {
   return static_cast<std::uint64_t>(
@@ -209,6 +266,7 @@ struct Daemon::Impl {
       }
       return n;
     }
+    std::unique_ptr<Waker> waker;  // topic: wakes the loop on a publish (started once sockets are open)
     bool is_queue() const noexcept { return queue.has_value(); }
   };
   std::vector<ClusterObject> objects;
@@ -225,6 +283,7 @@ struct Daemon::Impl {
     std::uint64_t credit = 0;
     std::uint64_t missed_seen = 0;
     std::uint64_t last_sent = 0;       // sequence of the last data frame sent
+    std::uint64_t next_read = 0;       // ring sequence the cursor reads next (for arming the waker)
     std::deque<zmq::message_t> pending;  // encoded frames not accepted by ZeroMQ yet (a few: lost, batches)
     // Queues: messages taken from our ring for the peer, with their wire
     // sequence, kept until it confirms receipt (receivedThrough) and sent
@@ -281,6 +340,7 @@ struct Daemon::Impl {
 
   zmq::context_t context;
   zmq::socket_t router, zap, monitor, control;
+  int wake_fd = -1;  // eventfd the topics' Wakers write to
   std::uint64_t next_heartbeat_ns = 0;
   std::uint64_t next_queue_refresh_ns = 0;
   std::uint64_t heartbeats = 0;
@@ -289,6 +349,8 @@ struct Daemon::Impl {
   ~Impl() {
     if (http) http->stop();
     if (http_thread.joinable()) http_thread.join();
+    for (auto& object : objects) object.waker.reset();  // joins the threads before the eventfd closes
+    if (wake_fd >= 0) ::close(wake_fd);
   }
 
   int object_index(std::string_view name) const {
@@ -432,6 +494,10 @@ Result<void> Daemon::Impl::start() {
     return Error{Errc::system, std::string("ZeroMQ: ") + e.what()};
   }
   if (auto metrics = start_metrics(); !metrics) return metrics;
+  wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd < 0) return Error{Errc::system, std::string("eventfd: ") + std::strerror(errno)};
+  for (auto& object : objects)
+    if (!object.is_queue()) object.waker = std::make_unique<Waker>(config.ns, object.name, wake_fd);
   log.write(LogLevel::info,
             "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), %zu cluster queue(s), CURVE %s",
             config.ns.c_str(), config.listen.c_str(), peers.size(), objects.size() - config.queues.size(),
@@ -523,6 +589,7 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
     if (auto it = high.find(peer.id); it != high.end()) in.last_delivered = it->second;
     if (!peer.routing_id.empty()) subscribe(peer, t);
   }
+  objects.back().waker = std::make_unique<Waker>(config.ns, name, wake_fd);
   log.write(LogLevel::info, "topic %s: declared cluster-scoped over the control socket", name.c_str());
   return Ok{};
 }
@@ -662,12 +729,31 @@ void Daemon::Impl::poll_once(int timeout_ms) {
   for (auto& peer : peers) {
     for (std::size_t t = 0; t < objects.size(); ++t) {
       const auto& out = peer.out[t];
-      busy |= out.cursor.has_value() && out.credit > 0;
+      busy |= !out.pending.empty();  // ZeroMQ's queue to the peer was full
       busy |= out.queue_stream && out.credit > 0 && (out.unsent < out.unconfirmed.size() || objects[t].depth > 0);
       busy |= !peer.in[t].waiting.empty();
     }
   }
+  // Topics: a stream with credit waits for a publish through its Waker,
+  // armed at the first message its cursor has not read.
+  if (!busy)
+    for (std::size_t t = 0; t < objects.size(); ++t) {
+      if (!objects[t].waker) continue;
+      std::uint64_t count = Waker::kDisarmed;
+      for (const auto& peer : peers) {
+        const auto& out = peer.out[t];
+        if (out.cursor && out.credit > 0) count = std::min(count, out.next_read + 1);
+      }
+      if (count != Waker::kDisarmed) objects[t].waker->arm(count);
+    }
+  items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
   zmq::poll(items.data(), items.size(), std::chrono::milliseconds(busy ? 1 : timeout_ms));
+  for (auto& object : objects)
+    if (object.waker) object.waker->disarm();
+  if (items.back().revents & ZMQ_POLLIN) {
+    std::uint64_t wakes = 0;
+    (void)!::read(wake_fd, &wakes, sizeof wakes);
+  }
   if (items[0].revents & ZMQ_POLLIN) on_router();
   if (items[1].revents & ZMQ_POLLIN) on_monitor();
   if (items[2].revents & ZMQ_POLLIN) on_control();
@@ -1034,6 +1120,9 @@ void Daemon::Impl::on_dealer(Peer& peer) {
             break;
           }
           out.cursor.emplace(std::move(cursor).value());
+          // Where it starts: the asked sequence, or (0: "what comes next") the tail. If it
+          // starts earlier (retained history), the waker wakes at once and reading catches up.
+          out.next_read = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : objects[t].topic->published();
           out.credit = sub.getCredit();
           out.missed_seen = 0;
           out.last_sent = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
@@ -1114,6 +1203,7 @@ void Daemon::Impl::pump(Peer& peer) {
       if (out.credit == 0) break;
       auto message = out.cursor->try_receive();
       if (!message) break;
+      out.next_read = message->sequence() + 1;
       const std::uint64_t missed = out.cursor->missed();
       if (missed != out.missed_seen) {
         // The cursor was lapped: the records just before this message are

@@ -176,6 +176,10 @@ std::optional<Message> Reader::try_receive() noexcept {
   return std::nullopt;
 }
 
+bool Reader::wait_published(std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
+  return state_->ring.wait_published(handle_->ring, count, deadline_after(timeout));
+}
+
 std::optional<Message> Reader::receive_for(std::chrono::nanoseconds timeout) noexcept {
   shm::View view;
   // Try before reading the clock: a busy reader mostly finds a message.
@@ -265,6 +269,7 @@ Result<Subscriber> Topic::subscribe(SubscribeOptions options) {
 }
 
 ChannelStats Topic::stats() const { return channel_stats(*state_); }
+std::uint64_t Topic::published() const noexcept { return state_->ring.tail().second; }
 
 namespace {
 std::map<std::uint32_t, std::uint64_t> relayed_high_water_of(const detail::ChannelState& state) {

@@ -995,6 +995,23 @@ void Ring::release(ReaderHandle& handle, const View& view) noexcept {
   wake_writers();
 }
 
+bool Ring::wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64_t deadline_ns) noexcept {
+  auto& slot = control_->readers[handle.slot];
+  for (;;) {
+    const std::uint32_t signal = control_->data_signal.load(acquire);
+    if (tail().second >= count) return true;
+    const std::uint64_t now = monotonic_ns();
+    if (now >= deadline_ns) return false;
+    slot.sleeping.store(1, relaxed);
+    control_->data_woken.store(0, seq_cst);
+    control_->data_waiters.fetch_add(1, seq_cst);
+    if (tail().second < count)
+      futex_wait(control_->data_signal, signal,
+                 std::min<std::int64_t>(kMaxSleepNs, static_cast<std::int64_t>(deadline_ns - now)));
+    if (slot.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
+  }
+}
+
 ReadStatus Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View& view) noexcept {
   auto& slot = control_->readers[handle.slot];
   std::uint64_t spin_until = 0;

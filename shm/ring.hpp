@@ -368,6 +368,12 @@ class Ring {
   void close_reader(ReaderHandle& handle) noexcept;
   ReadStatus try_read(ReaderHandle& handle, View& view) noexcept;
   ReadStatus read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View& view) noexcept;
+  // Sleeps (as a registered data waiter of `handle`'s slot, so writers wake
+  // it on commit) until `count` messages have been claimed (the tail's
+  // sequence is at least `count`) or the deadline; reads nothing. True if
+  // they have. For colod's wake-up threads: they tell its event loop that
+  // something was published.
+  bool wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64_t deadline_ns) noexcept;
   // Topic: moves past the message. Queue: the message is done (acknowledged).
   void release(ReaderHandle& handle, const View& view) noexcept;
 

@@ -191,6 +191,9 @@ class Reader {
   std::optional<Message> receive_for(std::chrono::nanoseconds timeout) noexcept;
   // Lossy subscriber: messages overwritten before it could read them.
   std::uint64_t missed() const noexcept;
+  // colod: waits until `count` messages have been published (see
+  // Topic::published), without reading any; false on timeout.
+  bool wait_published(std::uint64_t count, std::chrono::nanoseconds timeout) noexcept;
 
   Reader(Reader&& other) noexcept;
   Reader& operator=(Reader&&) = delete;
@@ -251,6 +254,8 @@ class Topic {
   Result<Publisher> publisher();
   Result<Subscriber> subscribe(SubscribeOptions options = {});
   ChannelStats stats() const;
+  // Messages published so far (the next message's sequence); one atomic load.
+  std::uint64_t published() const noexcept;
   // colod's restart: for each origin, the highest origin sequence among the
   // relayed messages the ring still retains.
   std::map<std::uint32_t, std::uint64_t> relayed_high_water() const;
