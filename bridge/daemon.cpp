@@ -109,9 +109,12 @@ std::uint64_t realtime_ns() {
 
 // Serialises a built message into one ZeroMQ frame.
 zmq::message_t to_frame(capnp::MessageBuilder& builder) {
-  const auto words = capnp::messageToFlatArray(builder);
-  const auto bytes = words.asBytes();
-  return zmq::message_t(bytes.begin(), bytes.size());
+  // The flat array becomes the frame's buffer (no second copy); ZeroMQ frees
+  // it, possibly from its I/O thread, when the frame has been sent.
+  auto* words = new kj::Array<capnp::word>(capnp::messageToFlatArray(builder));
+  const auto bytes = words->asBytes();
+  zmq::free_fn* release = [](void*, void* hint) { delete static_cast<kj::Array<capnp::word>*>(hint); };
+  return zmq::message_t(const_cast<capnp::byte*>(bytes.begin()), bytes.size(), release, words);
 }
 
 // A frame from the network, copied into word-aligned memory and read with
@@ -152,7 +155,11 @@ struct Staged {
   std::span<const std::byte> payload;  // valid until the frame is built
 };
 zmq::message_t data_frame(const std::string& origin, const std::string& object, const std::vector<Staged>& staged) {
-  capnp::MallocMessageBuilder builder;
+  // One first segment big enough for the whole frame: no growth, no
+  // zero-filled 8 KiB segment for a small one.
+  std::size_t words = 32 + (origin.size() + object.size()) / 8;
+  for (const auto& s : staged) words += 6 + (s.payload.size() + 7) / 8;
+  capnp::MallocMessageBuilder builder(static_cast<unsigned>(words), capnp::AllocationStrategy::FIXED_SIZE);
   auto payload_of = [](const Staged& s) {
     return capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(s.payload.data()), s.payload.size());
   };
