@@ -12,6 +12,14 @@
 //            failed (garbage, wrong key) and dropped connections (a frame
 //            over [limits].max_frame makes libzmq drop the connection).
 //   control  ROUTER on ipc://<control socket>: `colo peers` asks for status.
+//   wake     an eventfd (polled as a raw fd): one Waker thread per cluster
+//            topic sleeps on the ring as a registered reader and writes it
+//            when a message is published while the loop sleeps, so a
+//            message leaves at once, not at the next poll timeout.
+//
+// FRAMES: what a stream has ready within credit goes out as one `batch`
+// frame (up to 512 messages / 256 KiB; one message alone as `data`), so a
+// busy stream pays one ZeroMQ message and one Cap'n Proto read per batch.
 //
 // FEDERATION OF A CLUSTER TOPIC T (schemas/federation.capnp has the frames)
 //   Origin side, per peer that subscribed to T:
