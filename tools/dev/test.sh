@@ -2,7 +2,7 @@
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
 #   1. release build: suites unit, multiproc, stress, bridge (colod processes on
 #      loopback, and in two network namespaces joined by a veth pair)
-#   2. AddressSanitizer + UBSan build: suites unit, multiproc
+#   2. AddressSanitizer + UBSan build: suites unit, multiproc, bridge (colod too)
 #   3. ThreadSanitizer build: suite tsan (the ring with threads)
 # Prints one closing line "colo: N passed, N failed, N skipped" and exits
 # non-zero if anything failed. Run as root: some tests switch to `nobody`.
@@ -30,7 +30,7 @@ meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite mul
 
 COLO_BUILD_DIR=build-asan tools/dev/setup.sh -Db_sanitize=address,undefined -Dbuildtype=debug -Db_lundef=false
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  meson test -C build-asan --num-processes 2 --print-errorlogs --suite unit --suite multiproc || status=1
+  meson test -C build-asan --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite bridge || status=1
 
 # 3. ThreadSanitizer: the ring's threaded test only (the rest is processes,
 #    which TSan does not follow).
