@@ -1350,15 +1350,17 @@ void Daemon::Impl::grant_demand(Peer& peer, int t) {
 // peer that did receive one (its confirmation not back yet) delivers it
 // too: at least once, as with a consumer that dies before its ack.
 void Daemon::Impl::requeue_unconfirmed() {
+  // Bounded: a full ring (no local consumer) must not hold the stop for long.
+  const std::uint64_t deadline = now_ns() + 2'000'000'000;
   for (auto& peer : peers)
     for (std::size_t t = 0; t < objects.size(); ++t) {
       auto& out = peer.out[t];
       if (out.unconfirmed.empty()) continue;
       std::size_t requeued = 0;
       for (const auto& [seq, payload] : out.unconfirmed) {
-        const auto status = objects[t].relay->publish(
-            std::span<const std::byte>(reinterpret_cast<const std::byte*>(payload.data()), payload.size()),
-            std::chrono::milliseconds(100));
+        const std::uint64_t now = now_ns();
+        if (now >= deadline) break;
+        const auto status = objects[t].relay->publish(as_bytes(payload), std::chrono::nanoseconds(deadline - now));
         if (status == SendStatus::ok) ++requeued;
       }
       log.write(requeued == out.unconfirmed.size() ? LogLevel::info : LogLevel::error,

@@ -9,6 +9,7 @@
 //   garbage...                garbage, truncated, malformed and oversized input is counted, never fatal
 //   threeHostsQueue...        cluster queue: consumers on 3 hosts, 100,000 messages, each consumed once
 //   queueSurvives...          cluster queue: SIGKILL + restart of a non-home colod, still exactly once
+//   queueMessagesInFlight...  cluster queue: a clean stop puts unconfirmed messages back (none lost)
 //   ColoDemo...               `colo demo`'s federation part, small, counts exact
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -20,6 +21,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 #include <zmq.hpp>
 
@@ -476,6 +478,62 @@ TEST_F(Federation, queueSurvivesAKilledNonHomeColodWithoutLossOrDuplicates) {
   EXPECT_GT(seen[1].total, beta_before) << "beta consumed nothing after its colod came back";
   std::cerr << "consumed on alpha " << seen[0].total << ", beta " << seen[1].total << " (" << beta_before
             << " before the restart)\n";
+}
+
+// A clean stop of the home's colod while messages it sent to a peer are not
+// confirmed (the peer's colod is stopped with SIGSTOP): it puts them back
+// into its own ring, so none is lost; the peer may still deliver some of
+// them when it resumes (at least once, as documented).
+TEST_F(Federation, queueMessagesInFlightAtACleanStopGoBackIntoTheQueue) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({}, false);
+  add_queue_to_configs("alpha");
+  start(a);
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  constexpr std::uint32_t kCount = 3000;
+  std::atomic<std::uint64_t> consumed{0};
+  std::vector<Seen> seen(2);
+  std::atomic<int> ready{0};
+  queue_consumer(b, seen[1], consumed, 10 * kCount, ready);  // only beta consumes at first
+  ASSERT_TRUE(test::wait_until([&] { return ready.load() == 1; }, 10s));
+  std::this_thread::sleep_for(300ms);  // beta's colod asks alpha for work (credit)
+  b.colod->kill(SIGSTOP);               // what alpha sends on that credit stays unconfirmed
+  queue_producer(a, 1, kCount);
+  std::this_thread::sleep_for(500ms);
+  a.colod->kill(SIGTERM);
+  const auto exited = a.colod->wait_for(10s);
+  ASSERT_TRUE(exited.has_value());
+  EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0) << "wait status " << *exited;
+  const std::string log = a.colod->err();
+  const auto at = log.find("put back into the queue");
+  ASSERT_NE(at, std::string::npos) << log;
+  // "queue jobs: N of M message(s) sent to beta and not confirmed put back into the queue"
+  const auto line_start = log.rfind("queue jobs: ", at);
+  ASSERT_NE(line_start, std::string::npos) << log;
+  const auto requeued = std::stoull(log.substr(line_start + 12));
+  EXPECT_GT(requeued, 0u) << log;
+  EXPECT_NE(log.find("queue jobs: " + std::to_string(requeued) + " of " + std::to_string(requeued) + " "), std::string::npos)
+      << "not all were put back:\n" << log;
+  // Alpha's own consumer now takes what is in alpha's ring; beta resumes.
+  queue_consumer(a, seen[0], consumed, 10 * kCount, ready);
+  b.colod->kill(SIGCONT);
+  // Until everything is consumed and nothing more comes for a second.
+  const bool enough = test::wait_until([&] { return consumed.load() >= kCount; }, 60s, 20ms);
+  for (std::uint64_t before = ~std::uint64_t{0}; before != consumed.load();) {
+    before = consumed.load();
+    std::this_thread::sleep_for(1s);
+  }
+  stop_ = true;
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  std::set<std::uint32_t> unique;
+  for (const auto& s : seen)
+    for (const auto& [pub, indexes] : s.by_publisher) unique.insert(indexes.begin(), indexes.end());
+  EXPECT_TRUE(enough) << "consumed " << consumed.load();
+  EXPECT_EQ(unique.size(), kCount) << "some messages were lost";
+  EXPECT_LE(consumed.load() - kCount, requeued) << "more duplicates than messages put back";
 }
 
 // `colo demo`, small: its federation part starts three colod (found through
