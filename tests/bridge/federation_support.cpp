@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <span>
 
 #include "colo/channel.hpp"
 #include "colo/node.hpp"
@@ -34,6 +35,24 @@ int free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+// Checks a test message and notes (publisher, index) in `seen`; a short or
+// damaged one is counted as corrupt.
+void record(Seen& seen, std::span<const std::byte> d) {
+  std::uint32_t pub = 0, index = 0, sum = 0;
+  if (d.size() < kHeader) {
+    ++seen.corrupt;
+    return;
+  }
+  std::memcpy(&pub, d.data(), 4);
+  std::memcpy(&index, d.data() + 4, 4);
+  std::memcpy(&sum, d.data() + 8, 4);
+  if (checksum(d.data() + kHeader, d.size() - kHeader) != sum) {
+    ++seen.corrupt;
+    return;
+  }
+  seen.by_publisher[pub].push_back(index);
 }
 
 std::uint32_t checksum(const std::byte* p, std::size_t n) {
@@ -154,17 +173,7 @@ std::thread& Federation::subscriber(const Host& h, std::uint64_t expected, Seen&
     while (seen.total < expected && !stop.load() && !stop_.load()) {
       auto m = sub.receive_for(50ms);
       if (!m) continue;
-      const auto d = m->data();
-      std::uint32_t pub = 0, index = 0, sum = 0;
-      if (d.size() < kHeader) {
-        ++seen.corrupt;
-        continue;
-      }
-      std::memcpy(&pub, d.data(), 4);
-      std::memcpy(&index, d.data() + 4, 4);
-      std::memcpy(&sum, d.data() + 8, 4);
-      if (checksum(d.data() + kHeader, d.size() - kHeader) != sum) ++seen.corrupt;
-      seen.by_publisher[pub].push_back(index);
+      record(seen, m->data());
       ++seen.total;
     }
   });
@@ -197,17 +206,7 @@ void Federation::queue_consumer(const Host& h, Seen& seen, std::atomic<std::uint
     while (consumed.load() < total && !stop_.load()) {
       auto m = consumer.receive_for(20ms);
       if (!m) continue;
-      const auto d = m->data();
-      std::uint32_t pub = 0, index = 0, sum = 0;
-      if (d.size() < kHeader) {
-        ++seen.corrupt;
-        continue;
-      }
-      std::memcpy(&pub, d.data(), 4);
-      std::memcpy(&index, d.data() + 4, 4);
-      std::memcpy(&sum, d.data() + 8, 4);
-      if (checksum(d.data() + kHeader, d.size() - kHeader) != sum) ++seen.corrupt;
-      seen.by_publisher[pub].push_back(index);
+      record(seen, m->data());
       ++seen.total;
       ++consumed;
       m->release();
