@@ -291,6 +291,7 @@ struct Daemon::Impl {
     std::uint64_t missed_seen = 0;
     std::uint64_t last_sent = 0;       // sequence of the last data frame sent
     std::uint64_t next_read = 0;       // ring sequence the cursor reads next (for arming the waker)
+    std::uint64_t subscribed_from = ~std::uint64_t{0};  // fromSequence of the last subscribe (a repeat is logged quietly)
     std::deque<zmq::message_t> pending;  // encoded frames not accepted by ZeroMQ yet (a few: lost, batches)
     // Queues: messages taken from our ring for the peer, with their wire
     // sequence, kept until it confirms receipt (receivedThrough) and sent
@@ -1099,9 +1100,12 @@ void Daemon::Impl::on_dealer(Peer& peer) {
             out.unsent = 0;
             out.pending.clear();
             out.credit = sub.getCredit();
-            log.write(LogLevel::info, "queue %s: sending to %s from sequence %llu (%zu not confirmed, sent again)",
+            // The peer asks again now and then while nothing came (heartbeat): quiet then.
+            log.write(from == out.subscribed_from ? LogLevel::debug : LogLevel::info,
+                      "queue %s: sending to %s from sequence %llu (%zu not confirmed, sent again)",
                       objects[t].name.c_str(), peer.config.name.c_str(), static_cast<unsigned long long>(from),
                       out.unconfirmed.size());
+            out.subscribed_from = from;
             break;
           }
           out.cursor.reset();
@@ -1133,8 +1137,10 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           out.credit = sub.getCredit();
           out.missed_seen = 0;
           out.last_sent = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
-          log.write(LogLevel::info, "topic %s: streaming to %s from sequence %llu", objects[t].name.c_str(),
-                    peer.config.name.c_str(), static_cast<unsigned long long>(sub.getFromSequence()));
+          log.write(sub.getFromSequence() == out.subscribed_from ? LogLevel::debug : LogLevel::info,
+                    "topic %s: streaming to %s from sequence %llu", objects[t].name.c_str(), peer.config.name.c_str(),
+                    static_cast<unsigned long long>(sub.getFromSequence()));
+          out.subscribed_from = sub.getFromSequence();
           break;
         }
         case wire::PeerFrame::CREDIT: {
