@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# Starts, stops and reports the ZooKeeper, etcd and Redis servers that colo's
+# cluster-lock tests talk to: plain background processes (no systemd), bound to
+# 127.0.0.1 only, on fixed ports away from the defaults.
+#
+#   tests/services/services.sh start  [zookeeper|etcd|redis|all]   # default: all
+#   tests/services/services.sh stop   [...]
+#   tests/services/services.sh status [...]     # exit 3 if one asked for is down
+#   tests/services/services.sh env    [...]     # eval "$(tests/services/services.sh env)"
+#
+#   service    listens on (127.0.0.1 only)        env (from `env`)
+#   zookeeper  21810 client (standalone mode)     COLO_ZOOKEEPER=127.0.0.1:21810
+#   etcd       23790 client, 23800 peer           COLO_ETCD=http://127.0.0.1:23790
+#   redis      63790                              COLO_REDIS=127.0.0.1:63790
+#
+# Everything lives under $COLO_SERVICES_DIR (default /tmp/colo-services):
+#   <service>/<service>.conf|zoo.cfg   the configuration written at each start
+#   <service>/<service>.log            stdout and stderr (truncated at each start)
+#   <service>/<service>.pid            the server's pid while it runs
+#   <service>/data/                    emptied at each start: these are test fixtures,
+#                                      and a lock left by an earlier run must not block
+#
+# start: a running service is left as it is (and reported "already up"); the
+# others are launched together, then each is waited for (at most
+# $COLO_SERVICES_TIMEOUT s, default 60) until it answers over its own protocol:
+# ZooKeeper `ruok` -> `imok` and `srvr` -> a Mode line (four-letter words,
+# whitelisted in zoo.cfg), `etcdctl endpoint health`, `redis-cli ping` -> PONG.
+# One line per service; on failure the line names the log (and its tail
+# follows) and the exit status is 1.
+# stop: SIGTERM, SIGKILL after 15 s; stopping a stopped service is fine.
+set -euo pipefail
+
+state="${COLO_SERVICES_DIR:-/tmp/colo-services}"
+ready_timeout="${COLO_SERVICES_TIMEOUT:-60}"
+stop_timeout=15
+
+zk_port=21810
+etcd_port=23790
+etcd_peer_port=23800
+redis_port=63790
+all_services=(zookeeper etcd redis)
+
+# ZooKeeper's classpath: the Debian jar names its dependencies in its
+# manifest, except an SLF4J binding; slf4j-simple logs to stderr (our log).
+zk_classpath=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
+
+die() { echo "services: $*" >&2; exit 2; }
+usage() {
+  echo "usage: $0 start|stop|status|env [zookeeper|etcd|redis|all]" >&2
+  exit 2
+}
+
+dir_of() { echo "$state/$1"; }
+log_of() { echo "$state/$1/$1.log"; }
+pidfile_of() { echo "$state/$1/$1.pid"; }
+addr_of() {
+  case $1 in
+    zookeeper) echo "127.0.0.1:$zk_port" ;;
+    etcd) echo "http://127.0.0.1:$etcd_port" ;;
+    redis) echo "127.0.0.1:$redis_port" ;;
+  esac
+}
+ports_of() {
+  case $1 in
+    zookeeper) echo $zk_port ;;
+    etcd) echo $etcd_port $etcd_peer_port ;;
+    redis) echo $redis_port ;;
+  esac
+}
+# The executable a live pid must be running, so that a pid file left from a
+# crash, its pid since reused, is not taken for our server.
+exe_of() {
+  case $1 in
+    zookeeper) echo java ;;
+    etcd) echo etcd ;;
+    redis) echo redis-server ;;
+  esac
+}
+
+# A process that has exited but is not yet reaped (a zombie: its parent, once
+# this script has exited, is init, which may reap late) counts as ended.
+alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"  # the state follows "(comm) "
+  [ "${stat%% *}" != Z ]
+}
+
+# Prints the pid of the service if it is running, else nothing (and returns 1).
+running_pid() {
+  local pidfile pid
+  pidfile="$(pidfile_of "$1")"
+  [ -f "$pidfile" ] || return 1
+  pid="$(<"$pidfile")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  alive "$pid" || return 1
+  # /proc/PID/exe is readable by the owner; comm is enough and always readable.
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$(exe_of "$1")" ] || return 1
+  echo "$pid"
+}
+
+# shellcheck disable=SC2016  # $1 and $2 are the inner bash's arguments
+port_open() {  # something accepts TCP connections on 127.0.0.1:$1
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
+}
+
+# shellcheck disable=SC2016  # as above
+zk_4lw() {  # sends a four-letter word, prints the answer
+  timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf %s "$2" >&3 && cat <&3' _ "$zk_port" "$1" 2>/dev/null
+}
+
+ready() {
+  case $1 in
+    zookeeper)
+      [ "$(zk_4lw ruok)" = imok ] && zk_4lw srvr | grep -q '^Mode: ' ;;
+    etcd)
+      etcdctl --endpoints="$(addr_of etcd)" --dial-timeout=2s --command-timeout=3s \
+        endpoint health >/dev/null 2>&1 ;;
+    redis)
+      [ "$(timeout 3 redis-cli -h 127.0.0.1 -p $redis_port ping 2>/dev/null)" = PONG ] ;;
+  esac
+}
+
+write_config() {
+  local dir
+  dir="$(dir_of "$1")"
+  case $1 in
+    zookeeper)
+      cat >"$dir/zoo.cfg" <<EOF
+# Written by tests/services/services.sh; rewritten at each start.
+# Standalone server (ZooKeeperServerMain) on loopback only.
+dataDir=$dir/data
+clientPort=$zk_port
+clientPortAddress=127.0.0.1
+# Sessions of 1 to 30 s (2 and 20 ticks at most are the defaults' reach).
+tickTime=1000
+minSessionTimeout=1000
+maxSessionTimeout=30000
+# No limit on connections from one address: tests open many from 127.0.0.1.
+maxClientCnxns=0
+# No AdminServer (it would listen on 8080 on every address).
+admin.enableServer=false
+# Four-letter words that the readiness check and people may use.
+4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,dump,wchs,wchc,conf,envi
+EOF
+      ;;
+    redis)
+      cat >"$dir/redis.conf" <<EOF
+# Written by tests/services/services.sh; rewritten at each start.
+bind 127.0.0.1
+port $redis_port
+protected-mode yes
+daemonize no
+dir $dir/data
+# Nothing on disk: a restart starts empty (a lock left by a killed holder
+# without a TTL would otherwise last forever).
+save ""
+appendonly no
+logfile ""
+EOF
+      ;;
+    etcd) ;;  # command-line flags only (launch below)
+  esac
+}
+
+# Launches the service in the background; does not wait.
+launch() {
+  local svc="$1" dir log pid
+  dir="$(dir_of "$svc")"
+  log="$(log_of "$svc")"
+  mkdir -p "$dir"
+  rm -rf "$dir/data"
+  mkdir -p "$dir/data"
+  write_config "$svc"
+  local cmd
+  case $svc in
+    zookeeper)
+      command -v java >/dev/null || die "zookeeper: no java (run tests/services/install.sh)"
+      [ -f /usr/share/java/zookeeper.jar ] || die "zookeeper: no /usr/share/java/zookeeper.jar (run tests/services/install.sh)"
+      # Small heap, serial GC and the client compiler: the machine has 2 cores
+      # and ZooKeeper idles here. No JMX agent.
+      cmd=(java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+           -Djava.net.preferIPv4Stack=true
+           -Dorg.slf4j.simpleLogger.defaultLogLevel=info
+           -Dorg.slf4j.simpleLogger.showDateTime=true
+           -Dzookeeper.jmx.log4j.disable=true
+           -cp "$zk_classpath" org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg")
+      ;;
+    etcd)
+      command -v etcd >/dev/null || die "etcd: no etcd (run tests/services/install.sh)"
+      cmd=(etcd --name colo-test --data-dir "$dir/data"
+           --listen-client-urls "http://127.0.0.1:$etcd_port"
+           --advertise-client-urls "http://127.0.0.1:$etcd_port"
+           --listen-peer-urls "http://127.0.0.1:$etcd_peer_port"
+           --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port"
+           --initial-cluster "colo-test=http://127.0.0.1:$etcd_peer_port"
+           --initial-cluster-state new
+           --heartbeat-interval 50 --election-timeout 500
+           --logger zap --log-outputs stderr)
+      ;;
+    redis)
+      command -v redis-server >/dev/null || die "redis: no redis-server (run tests/services/install.sh)"
+      cmd=(redis-server "$dir/redis.conf")
+      ;;
+  esac
+  # setsid: a session of its own, so that a terminal's ^C or a runner killing
+  # the caller's process group does not take the server down half-way. The
+  # background job is not a group leader, so setsid execs in place and $! is
+  # the server's pid.
+  setsid "${cmd[@]}" </dev/null >"$log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$(pidfile_of "$svc")"
+}
+
+# Waits until the service is ready; prints its line. Returns 1 on failure.
+await() {
+  local svc="$1" log deadline
+  log="$(log_of "$svc")"
+  deadline=$((SECONDS + ready_timeout))
+  while ! ready "$svc"; do
+    if ! running_pid "$svc" >/dev/null; then
+      echo "$svc: FAILED: the server exited during start; log: $log" >&2
+      tail -n 15 "$log" | sed 's/^/  | /' >&2
+      rm -f "$(pidfile_of "$svc")"
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "$svc: FAILED: not ready after ${ready_timeout} s (left running, pid $(running_pid "$svc")); log: $log" >&2
+      tail -n 15 "$log" | sed 's/^/  | /' >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "$svc: up on $(addr_of "$svc") (pid $(running_pid "$svc"), log $log)"
+}
+
+cmd_start() {
+  local svc pid status=0 launched=()
+  mkdir -p "$state" || die "cannot create the state directory $state"
+  for svc in "$@"; do
+    if pid="$(running_pid "$svc")"; then
+      continue
+    fi
+    local port taken=""
+    for port in $(ports_of "$svc"); do
+      if port_open "$port"; then taken=$port; break; fi
+    done
+    if [ -n "$taken" ]; then
+      echo "$svc: FAILED: 127.0.0.1:$taken is taken by a process that services.sh did not start from $state (try: ss -ltnp 'sport = :$taken')" >&2
+      status=1
+      continue
+    fi
+    launch "$svc"
+    launched+=("$svc")
+  done
+  for svc in "$@"; do
+    if [[ " ${launched[*]-} " == *" $svc "* ]]; then
+      await "$svc" || status=1
+    elif pid="$(running_pid "$svc")"; then
+      if ready "$svc"; then
+        echo "$svc: already up on $(addr_of "$svc") (pid $pid, log $(log_of "$svc"))"
+      else
+        # Running but not answering: maybe still starting (another start
+        # in parallel); wait like a fresh one.
+        await "$svc" || status=1
+      fi
+    fi
+  done
+  return $status
+}
+
+cmd_stop() {
+  local svc pid deadline
+  for svc in "$@"; do
+    if ! pid="$(running_pid "$svc")"; then
+      rm -f "$(pidfile_of "$svc")"
+      echo "$svc: not running"
+      continue
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + stop_timeout))
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    if alive "$pid"; then
+      kill -KILL "$pid" 2>/dev/null || true
+      while alive "$pid"; do sleep 0.1; done
+      echo "$svc: killed (pid $pid did not end ${stop_timeout} s after SIGTERM)"
+    else
+      echo "$svc: stopped (pid $pid)"
+    fi
+    rm -f "$(pidfile_of "$svc")"
+  done
+}
+
+cmd_status() {
+  local svc pid status=0
+  for svc in "$@"; do
+    if pid="$(running_pid "$svc")"; then
+      if ready "$svc"; then
+        echo "$svc: up on $(addr_of "$svc") (pid $pid, log $(log_of "$svc"))"
+      else
+        echo "$svc: running but not ready (pid $pid, log $(log_of "$svc"))"
+        status=3
+      fi
+    else
+      echo "$svc: down"
+      status=3
+    fi
+  done
+  return $status
+}
+
+cmd_env() {
+  local svc
+  for svc in "$@"; do
+    case $svc in
+      zookeeper) echo "export COLO_ZOOKEEPER=$(addr_of zookeeper)" ;;
+      etcd) echo "export COLO_ETCD=$(addr_of etcd)" ;;
+      redis) echo "export COLO_REDIS=$(addr_of redis)" ;;
+    esac
+  done
+}
+
+(($# >= 1 && $# <= 2)) || usage
+action="$1"
+which="${2:-all}"
+case $which in
+  all) services=("${all_services[@]}") ;;
+  zookeeper | etcd | redis) services=("$which") ;;
+  *) usage ;;
+esac
+case $action in
+  start) cmd_start "${services[@]}" ;;
+  stop) cmd_stop "${services[@]}" ;;
+  status) cmd_status "${services[@]}" ;;
+  env) cmd_env "${services[@]}" ;;
+  *) usage ;;
+esac
