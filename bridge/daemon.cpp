@@ -980,7 +980,10 @@ bool Daemon::Impl::publish_from(Peer& peer, int t, std::uint64_t seq, std::span<
     peer.counters.bytes_in += payload.size();
     ++objects[t].messages_in;
     objects[t].bytes_in += payload.size();
-    if (!objects[t].is_queue()) objects[t].note_relayed(ring_seq);
+    if (objects[t].is_queue())
+      ++objects[t].depth;  // until the next refresh: else grant_demand would ask again for what just came
+    else
+      objects[t].note_relayed(ring_seq);
   }
   in.last_delivered = std::max(in.last_delivered, seq);  // a lost range may already be past it
   if (!in.demand) ++in.uncredited;
