@@ -17,7 +17,9 @@ packages=(
   libzmq3-dev cppzmq-dev             # ZeroMQ: the bridge (colod) and the baselines of `colo bench queue|topic`
   capnproto libcapnp-dev             # Cap'n Proto: schemas/ compiled at build time, colod's frames
   libtomlplusplus-dev                # colod's TOML config
-  libcpp-httplib-dev                 # colod's Prometheus metrics endpoint
+  libcpp-httplib-dev                 # colod's Prometheus metrics endpoint and etcd's HTTP/JSON gateway
+  libhiredis-dev                     # colod's Redis lock backend
+  libzookeeper-mt-dev                # colod's ZooKeeper lock backend (the C client, threaded)
   util-linux procps                  # setpriv, ps: used by tests
   iproute2                           # ip: network namespaces and a veth pair for the bridge-netns test
 )
