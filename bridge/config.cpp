@@ -2,7 +2,7 @@
 //
 // The document is parsed by toml++, then walked once, table by table, in a
 // fixed order ([node], [security], [control], [metrics], [limits], [log],
-// [[peer]], [[topic]], [[queue]]). The first problem found is thrown as a
+// [[peer]], [[topic]], [[queue]], [locks], [[lock_backend]]). The first problem found is thrown as a
 // ConfigError that already holds the finished "PATH:LINE: KEY: what" text,
 // and load_config() turns it into the one Error it returns: the checks then
 // read top to bottom without an error path after every call.
@@ -18,6 +18,7 @@
 #include <unistd.h>     // read, close
 
 #include <algorithm>         // std::min_element
+#include <cctype>            // std::isalnum: lock name prefixes
 #include <cerrno>            // errno after open/read
 #include <climits>           // INT32_MAX
 #include <cstdint>           // UINT32_MAX
@@ -355,8 +356,9 @@ Config read_config(const Source& src, const toml::table& doc) {
   {
     // Unknown top-level names: a table is named as one, a stray key (written
     // before the first [table]) as a key.
-    const std::initializer_list<std::string_view> known = {"node",   "security", "control", "metrics", "limits",
-                                                           "log",    "peer",     "topic",   "queue"};
+    const std::initializer_list<std::string_view> known = {"node", "security", "control", "metrics",      "limits",
+                                                           "log",  "peer",     "topic",   "queue",        "locks",
+                                                           "lock_backend"};
     for (const auto& [k, value] : doc) {
       if (std::find(known.begin(), known.end(), k.str()) != known.end()) continue;
       if (value.is_table()) src.fail(&value, std::string(k.str()), "unknown table [" + std::string(k.str()) + "]");
@@ -521,6 +523,60 @@ Config read_config(const Source& src, const toml::table& doc) {
     if (auto acks = queue.boolean("acks")) qc.acks = *acks;
     if (auto m = queue.integer("max_deliveries", 1, 255)) qc.max_deliveries = static_cast<std::uint32_t>(*m);
     c.queues.push_back(std::move(qc));
+  }
+
+  // [locks]
+  if (const toml::table* t = sub_table(root, "locks")) {
+    const Section locks(src, *t, "locks", "[locks]");
+    locks.only({"max_handoffs", "max_hold_ms", "idle_release_ms", "requeue_pause_ms"});
+    // Tokens carry the local grant count in 20 bits (lock_record.hpp).
+    if (auto v = locks.integer("max_handoffs", 1, 1'000'000)) c.locks.max_handoffs = static_cast<std::uint32_t>(*v);
+    if (auto v = locks.integer("max_hold_ms", 1, 3'600'000)) c.locks.max_hold_ms = static_cast<std::uint32_t>(*v);
+    if (auto v = locks.integer("idle_release_ms", 0, 60'000)) c.locks.idle_release_ms = static_cast<std::uint32_t>(*v);
+    if (auto v = locks.integer("requeue_pause_ms", 0, 10'000)) c.locks.requeue_pause_ms = static_cast<std::int32_t>(*v);
+  }
+
+  // [[lock_backend]]
+  index = 0;
+  std::map<std::string, Declared> prefixes;
+  for (const toml::table* t : table_array(root, "lock_backend")) {
+    const Section backend(src, *t, "lock_backend[" + std::to_string(index++) + "]", "[[lock_backend]]");
+    backend.only({"kind", "endpoints", "prefix", "root", "lease_ms", "op_timeout_ms", "poll_ms"});
+    LockBackendConfig b;
+    b.kind = backend.required_string("kind");
+    if (b.kind == "consul")
+      backend.fail("kind", "consul is not supported (its server is not open source any more); use zookeeper, etcd or redis");
+    if (b.kind != "zookeeper" && b.kind != "etcd" && b.kind != "redis")
+      backend.fail("kind", quoted(b.kind) + " is not zookeeper, etcd or redis");
+    b.endpoints = backend.required_string("endpoints");
+    if (b.endpoints.empty() || b.endpoints.size() > 1024)
+      backend.fail("endpoints", "must be 1-1024 bytes");
+    if (b.kind == "etcd" && b.endpoints.rfind("http://", 0) != 0)
+      backend.fail("endpoints", quoted(b.endpoints) + " is not http://HOST:PORT (etcd's HTTP/JSON gateway; https is not supported)");
+    b.prefix = backend.string("prefix").value_or("");
+    for (unsigned char ch : b.prefix) {
+      if (!std::isalnum(ch) && ch != '.' && ch != '_' && ch != '/' && ch != '-')
+        backend.fail("prefix", quoted(b.prefix) + " has a character no lock name can have (names are [A-Za-z0-9._/-])");
+    }
+    if (b.prefix.size() > kMaxObjectNameBytes) backend.fail("prefix", "longer than any lock name");
+    const Declared here{backend.key("prefix"), line_of(backend.node("prefix") ? backend.node("prefix") : backend.node("kind"))};
+    if (auto [it, fresh] = prefixes.emplace(b.prefix, here); !fresh)
+      backend.fail("prefix", quoted(b.prefix) + " is already served by " + where(it->second));
+    b.root = backend.string("root").value_or("");
+    if (b.root.size() > 512) backend.fail("root", "longer than 512 bytes");
+    for (unsigned char ch : b.root) {
+      if (ch < 0x21 || ch > 0x7e) backend.fail("root", quoted(b.root) + " must be printable ASCII without spaces");
+    }
+    // ZooKeeper's and etcd's leases are whole ticks or seconds; their servers
+    // refuse less than about a second.
+    const std::int64_t min_lease = b.kind == "redis" ? 100 : 1000;
+    if (auto v = backend.integer("lease_ms", min_lease, 600'000)) b.lease_ms = static_cast<std::uint32_t>(*v);
+    if (auto v = backend.integer("op_timeout_ms", 10, 60'000)) b.op_timeout_ms = static_cast<std::uint32_t>(*v);
+    if (auto v = backend.integer("poll_ms", 1, 1'000)) {
+      if (b.kind != "redis") backend.fail("poll_ms", "only redis polls; " + b.kind + " tells waiters");
+      b.poll_ms = static_cast<std::uint32_t>(*v);
+    }
+    c.lock_backends.push_back(std::move(b));
   }
   return c;
 }

@@ -4,7 +4,7 @@
 // bridge/colod.example.toml shows them all. load_config() checks everything
 // it can without touching the network: a bad file gets one error naming the
 // file, the line and the key ("colod.toml:12: peer[1].endpoint: ...";
-// [[peer]], [[topic]] and [[queue]] tables are counted from 0).
+// [[peer]], [[topic]], [[queue]] and [[lock_backend]] tables are counted from 0).
 #pragma once
 
 #include <cstdint>
@@ -44,6 +44,36 @@ struct QueueConfig {
   std::uint32_t max_deliveries = 5;  // with acks: then dead-lettered to NAME.dlq
 };
 
+// [[lock_backend]]: where cluster-scope locks are taken (DESIGN.md section 6).
+struct LockBackendConfig {
+  std::string kind;        // "zookeeper", "etcd" or "redis"
+  std::string endpoints;   // zookeeper "HOST:PORT[,HOST:PORT...]", etcd "http://HOST:PORT", redis "HOST:PORT"
+  // Lock names this backend serves: those that start with `prefix`; the
+  // longest matching prefix wins; "" matches every name.
+  std::string prefix;
+  std::string root;        // path/key prefix on the server; "" = the default of its kind (backends/backend.hpp)
+  std::uint32_t lease_ms = 3000;       // session timeout / lease TTL / PX: how long a dead colod's hold lasts
+  std::uint32_t op_timeout_ms = 2000;  // one request's bound
+  std::uint32_t poll_ms = 5;           // redis: how often a waiter tries again
+};
+
+// [locks]: how colod shares a cluster lock between the processes of its host.
+struct LockPolicy {
+  // A cluster hold is passed from local holder to local holder while local
+  // processes queue for it, until either budget is spent; then colod gives
+  // it up (other hosts get their turn) and queues for it again.
+  std::uint32_t max_handoffs = 1000;   // local grants per cluster hold (1..1,000,000)
+  std::uint32_t max_hold_ms = 100;     // time per cluster hold
+  // With no local holder and no local waiter for this long, colod releases
+  // the cluster lock (0: at once).
+  std::uint32_t idle_release_ms = 2;
+  // After giving the lock up, wait this long before queueing for it again,
+  // so that other hosts' waiters get in first. ZooKeeper and etcd queue
+  // waiters in order, so 0 suffices; Redis has no queue (waiters poll): the
+  // default there is 3 x poll_ms. -1 in the file (the default): by backend.
+  std::int32_t requeue_pause_ms = -1;
+};
+
 struct Config {
   std::string path;  // the file it came from
 
@@ -76,6 +106,8 @@ struct Config {
   std::vector<PeerConfig> peers;    // [[peer]]
   std::vector<TopicConfig> topics;  // [[topic]]
   std::vector<QueueConfig> queues;  // [[queue]]
+  std::vector<LockBackendConfig> lock_backends;  // [[lock_backend]]
+  LockPolicy locks;                              // [locks]
 };
 
 // Reads and checks the file. Errors are Errc::invalid_argument (or

@@ -1,5 +1,7 @@
 #include "daemon.hpp"
 
+#include "lock_service.hpp"
+
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <sys/eventfd.h>
@@ -343,6 +345,7 @@ struct Daemon::Impl {
   // the HTTP thread only serves the last rendering (no shared counters).
   std::mutex metrics_mutex;
   std::string metrics_text;
+  std::unique_ptr<LockService> locks;  // cluster-scope locks ([[lock_backend]]); null without backends
   std::unique_ptr<httplib::Server> http;
   std::thread http_thread;
 
@@ -506,10 +509,15 @@ Result<void> Daemon::Impl::start() {
   if (wake_fd < 0) return Error{Errc::system, std::string("eventfd: ") + std::strerror(errno)};
   for (auto& object : objects)
     if (!object.is_queue()) object.waker = std::make_unique<Waker>(config.ns, object.name, wake_fd);
+  if (!config.lock_backends.empty()) {
+    locks = std::make_unique<LockService>(config, log);
+    if (auto started = locks->start(); !started) return started;
+  }
   log.write(LogLevel::info,
-            "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), %zu cluster queue(s), CURVE %s",
+            "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), %zu cluster queue(s), "
+            "%zu lock backend(s), CURVE %s",
             config.ns.c_str(), config.listen.c_str(), peers.size(), objects.size() - config.queues.size(),
-            config.queues.size(), secret_key.empty() ? "off" : "on");
+            config.queues.size(), config.lock_backends.size(), secret_key.empty() ? "off" : "on");
   return Ok{};
 }
 
@@ -682,6 +690,7 @@ void Daemon::Impl::render_metrics() {
   sample("colod_dropped_connections_total", "", counters.dropped_connections);
   family("colod_early_frames_total", "counter", "data on a reconnected link before its hello (dropped, sent again)");
   sample("colod_early_frames_total", "", counters.early_frames);
+  if (locks) locks->render_metrics(out);
   std::lock_guard<std::mutex> lock(metrics_mutex);
   metrics_text = std::move(out);
 }
@@ -700,6 +709,7 @@ int Daemon::run(const std::atomic<bool>& stop_requested) {
     }
   }
   d.log.write(LogLevel::info, "stopping: closing sockets");
+  if (d.locks) d.locks->stop();  // hands back or marks lost every cluster lock it holds
   d.requeue_unconfirmed();
   if (d.http) {
     d.http->stop();

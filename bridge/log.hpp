@@ -1,7 +1,7 @@
 // bridge/log.hpp — colod's log: one line per event on stderr,
 //   2026-11-27T01:02:03.456Z colod[alpha] info: peer beta connected
-// at or above the configured level. Not thread-safe by design: colod logs
-// from its one event-loop thread.
+// at or above the configured level. configure() before any thread starts;
+// write() may then be called from any thread (one stdio call per line).
 #pragma once
 
 #include <cstdarg>

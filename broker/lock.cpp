@@ -1,8 +1,10 @@
 #include "colo/lock.hpp"
 
 #include <algorithm>
+#include <thread>
 
 #include "clock.hpp"
+#include "futex.hpp"
 #include "lock_record.hpp"
 #include "mapped_object.hpp"
 #include "process.hpp"
@@ -49,7 +51,78 @@ void unregister_waiter(detail::LockRecord& r, std::size_t slot) noexcept {
   }
 }
 
+// Waits for the local mutex, recorded in a waiter slot for tools. Wait::until
+// gives up at `deadline` (timed_out).
+shm::MutexResult wait_for_mutex(detail::LockRecord& r, bool forever, std::uint64_t deadline) noexcept {
+  std::size_t slot = register_waiter(r);
+  shm::MutexResult rc;
+  while (slot == detail::kWaiterSlots) {
+    // No slot: wait in slices and retry for one, so that this waiter is
+    // counted by identity as soon as it can be (a killed overflow waiter
+    // is then only counted while all slots hold live waiters).
+    const std::uint64_t slice_end = shm::monotonic_ns() + kOverflowSliceNs;
+    rc = r.mutex.lock_until(forever ? slice_end : std::min(slice_end, deadline));
+    if (rc != shm::MutexResult::timed_out || (!forever && shm::monotonic_ns() >= deadline)) {
+      unregister_waiter(r, slot);
+      return rc;
+    }
+    unregister_waiter(r, slot);
+    slot = register_waiter(r);
+  }
+  rc = forever ? r.mutex.lock() : r.mutex.lock_until(deadline);
+  unregister_waiter(r, slot);
+  return rc;
+}
+
+// How long an acquirer of a cluster lock waits for a live colod before it
+// says none serves the namespace: long enough for colod's registry scan
+// (every 100 ms) and a restart, short enough to tell a user who forgot it.
+constexpr std::uint64_t kKeeperGraceNs = 5'000'000'000;
+// Acquirers waiting for the cluster lock re-check at least this often
+// (colod may be gone, or a lease may run out without anyone saying so).
+constexpr std::uint64_t kClusterWaitSliceNs = 20'000'000;
+
+bool keeper_alive(const detail::LockRecord& r) noexcept {
+  const std::uint32_t pid = r.keeper_pid.load(std::memory_order_acquire);
+  return pid != 0 && shm::liveness({pid, r.keeper_start_time.load(relaxed)}) == shm::Liveness::alive;
+}
+
+void bump_signal(detail::LockRecord& r) noexcept {
+  r.state_signal.fetch_add(1, std::memory_order_acq_rel);
+  shm::futex_wake_all(r.state_signal);
+}
+
+// The grant whose token is `token` no longer stands cluster-wide.
+bool cluster_hold_lost(const detail::LockRecord& r, std::uint64_t token) noexcept {
+  const auto state = static_cast<detail::LeaseState>(r.lease_state.load(std::memory_order_acquire));
+  if (state != detail::LeaseState::held && state != detail::LeaseState::yielding) return true;
+  if (r.cluster_epoch.load(std::memory_order_acquire) != token >> detail::kLocalGrantBits) return true;
+  return shm::monotonic_ns() >= r.valid_until_ns.load(std::memory_order_acquire);
+}
+
 }  // namespace
+
+namespace detail {
+
+const char* lease_state_name(std::uint32_t state) noexcept {
+  switch (static_cast<LeaseState>(state)) {
+    case LeaseState::none: return "none";
+    case LeaseState::requested: return "requested";
+    case LeaseState::held: return "held";
+    case LeaseState::yielding: return "yielding";
+    case LeaseState::lost: return "lost";
+  }
+  return "invalid";
+}
+
+// on_lease_lost()'s watcher: sleeps on the record's state signal (colod
+// bumps it on every change) and until the lease's end, whichever is first.
+struct LeaseWatch {
+  std::atomic<bool> stop{false};
+  std::thread thread;
+};
+
+}  // namespace detail
 
 const char* scope_name(Scope scope) noexcept {
   switch (scope) {
@@ -61,21 +134,76 @@ const char* scope_name(Scope scope) noexcept {
 
 // ---------------------------------------------------------------- LockGuard
 
+bool LockGuard::lease_lost() const noexcept {
+  if (!cluster_ || record_ == nullptr) return false;
+  return cluster_hold_lost(*record_, token_);
+}
+
+void LockGuard::on_lease_lost(std::function<void()> callback) {
+  if (!cluster_ || record_ == nullptr) return;
+  stop_watch();
+  auto* watch = new detail::LeaseWatch;
+  watch->thread = std::thread([record = record_, token = token_, stop = &watch->stop, callback = std::move(callback)] {
+    auto& r = *record;
+    while (!stop->load(std::memory_order_acquire)) {
+      const std::uint32_t seen = r.state_signal.load(std::memory_order_acquire);
+      if (cluster_hold_lost(r, token)) {
+        if (!stop->load(std::memory_order_acquire)) callback();
+        return;
+      }
+      // Until just past the lease's end (colod extends it without a
+      // signal, so this wakes to find it extended), at most a second.
+      const std::uint64_t now = shm::monotonic_ns();
+      const std::uint64_t until = r.valid_until_ns.load(std::memory_order_acquire);
+      const std::uint64_t left = until > now ? until - now : 0;
+      shm::futex_wait(r.state_signal, seen, static_cast<std::int64_t>(std::clamp<std::uint64_t>(left + 1'000'000, 1'000'000, 1'000'000'000)));
+    }
+  });
+  watch_ = watch;
+}
+
+void LockGuard::stop_watch() noexcept {
+  if (!watch_) return;
+  watch_->stop.store(true, std::memory_order_release);
+  if (watch_->thread.get_id() == std::this_thread::get_id()) {
+    // unlock() from inside the callback (documented as not allowed): the
+    // watcher returns right after it, so detach; it still reads `stop`, so
+    // leak the small struct rather than free it under it.
+    watch_->thread.detach();
+    watch_ = nullptr;
+    return;
+  }
+  shm::futex_wake_all(record_->state_signal);  // spurious for others; they re-check
+  watch_->thread.join();
+  delete watch_;
+  watch_ = nullptr;
+}
+
 void LockGuard::unlock() noexcept {
   if (record_ == nullptr) return;
   auto& r = *record_;
+  stop_watch();
   if (sampled_ticks_ != 0) [[unlikely]] {
     bump(r.hold_ticks_sampled, shm::ticks() - sampled_ticks_);
     bump(r.hold_samples);
   }
   r.owner_pid.store(0, relaxed);
   r.mutex.unlock();
+  // colod releases the cluster lock once the host stops using it: tell it
+  // the host may have (one system call; cluster locks cost far more anyway).
+  if (cluster_) bump_signal(r);
   record_ = nullptr;
 }
 
 LockGuard::LockGuard(LockGuard&& other) noexcept
-    : record_(other.record_), token_(other.token_), sampled_ticks_(other.sampled_ticks_), owner_died_(other.owner_died_) {
+    : record_(other.record_),
+      token_(other.token_),
+      sampled_ticks_(other.sampled_ticks_),
+      owner_died_(other.owner_died_),
+      cluster_(other.cluster_),
+      watch_(other.watch_) {
   other.record_ = nullptr;
+  other.watch_ = nullptr;
 }
 
 LockGuard& LockGuard::operator=(LockGuard&& other) noexcept {
@@ -85,7 +213,10 @@ LockGuard& LockGuard::operator=(LockGuard&& other) noexcept {
     token_ = other.token_;
     sampled_ticks_ = other.sampled_ticks_;
     owner_died_ = other.owner_died_;
+    cluster_ = other.cluster_;
+    watch_ = other.watch_;
     other.record_ = nullptr;
+    other.watch_ = nullptr;
   }
   return *this;
 }
@@ -98,15 +229,26 @@ Lock::Lock(Lock&&) noexcept = default;
 Lock& Lock::operator=(Lock&&) noexcept = default;
 Lock::~Lock() = default;
 
-__attribute__((always_inline)) inline LockGuard Lock::grant(bool contended, bool owner_died) noexcept {
+Scope Lock::scope() const noexcept { return static_cast<Scope>(record_->scope); }
+
+__attribute__((always_inline)) inline LockGuard Lock::grant(bool contended, bool owner_died, bool make_consistent,
+                                                            std::uint64_t cluster_epoch) noexcept {
   auto& r = *record_;
-  if (owner_died) {
+  if (make_consistent) {
     // Consistent at once: if this holder dies too before repairing, the
     // next one is told again (the mutex is again left by a dead owner).
     r.mutex.make_consistent();
-    bump(r.recoveries);
   }
-  const std::uint64_t token = r.fencing_epoch.load(relaxed) + 1;
+  if (owner_died) bump(r.recoveries);
+  std::uint64_t token;
+  if (cluster_epoch == 0) {
+    token = r.fencing_epoch.load(relaxed) + 1;
+  } else {
+    // Under the mutex; admit_cluster() checked it stays below 2^20.
+    const std::uint64_t local = r.local_grants.load(relaxed) + 1;
+    r.local_grants.store(local, relaxed);
+    token = cluster_epoch << detail::kLocalGrantBits | local;
+  }
   r.fencing_epoch.store(token, relaxed);
   bump(r.grants);
   if (contended) bump(r.contended_grants);
@@ -117,71 +259,158 @@ __attribute__((always_inline)) inline LockGuard Lock::grant(bool contended, bool
   const bool timed = contended || owner_died || (token & (detail::kHoldSampleEvery - 1)) == 0;
   const std::uint64_t now = timed ? shm::ticks() | 1 : 0;  // | 1: never 0 once sampled
   r.acquired_ticks.store(now, relaxed);
-  return LockGuard(record_, token, owner_died, now);
+  return LockGuard(record_, token, owner_died, now, cluster_epoch != 0);
+}
+
+Lock::Admission Lock::admit_cluster(Wait wait, std::uint64_t deadline, std::uint64_t& epoch) noexcept {
+  auto& r = *record_;
+  std::uint64_t keeper_missing_since = 0;
+  for (;;) {
+    const std::uint32_t seen = r.state_signal.load(std::memory_order_acquire);
+    const auto state = static_cast<detail::LeaseState>(r.lease_state.load(std::memory_order_acquire));
+    const std::uint64_t now = shm::monotonic_ns();
+    switch (state) {
+      case detail::LeaseState::held:
+        // A lease that ran out without colod saying so (colod paused or
+        // killed) is not granted on: wait for colod to renew or drop it.
+        if (now < r.valid_until_ns.load(std::memory_order_acquire) &&
+            r.local_grants.load(relaxed) < detail::kMaxLocalGrants) {
+          epoch = r.cluster_epoch.load(std::memory_order_acquire);
+          if (epoch != 0 && epoch < detail::kMaxClusterEpoch) return Admission::granted;
+        }
+        break;
+      case detail::LeaseState::yielding:
+        return Admission::yield_first;  // colod needs the mutex to give the cluster lock up
+      case detail::LeaseState::none:
+      case detail::LeaseState::lost: {
+        // Only acquirers leave none/lost, and only under the mutex: a plain
+        // CAS against colod's concurrent writes (it never writes these two).
+        std::uint32_t expected = static_cast<std::uint32_t>(state);
+        if (r.lease_state.compare_exchange_strong(expected, static_cast<std::uint32_t>(detail::LeaseState::requested),
+                                                  std::memory_order_acq_rel))
+          bump_signal(r);
+        continue;
+      }
+      case detail::LeaseState::requested:
+        break;
+      default:  // not a state: someone wrote the record; ask colod to sort it out
+        r.lease_state.store(static_cast<std::uint32_t>(detail::LeaseState::requested), std::memory_order_release);
+        bump_signal(r);
+        continue;
+    }
+    if (wait == Wait::none || (wait == Wait::until && now >= deadline)) return Admission::timed_out;
+    if (keeper_alive(r)) {
+      keeper_missing_since = 0;
+    } else if (keeper_missing_since == 0) {
+      keeper_missing_since = now;
+    } else if (now - keeper_missing_since >= kKeeperGraceNs) {
+      return Admission::no_keeper;
+    }
+    std::uint64_t slice = kClusterWaitSliceNs;
+    if (wait == Wait::until) slice = std::min(slice, deadline - now);
+    shm::futex_wait(r.state_signal, seen, static_cast<std::int64_t>(slice));
+  }
+}
+
+Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t deadline) noexcept {
+  auto& r = *record_;
+  const bool cluster = r.scope == static_cast<std::uint32_t>(Scope::cluster);
+  bool contended = false;
+  for (;;) {
+    shm::MutexResult rc = r.mutex.try_lock();
+    if (rc == shm::MutexResult::busy) {
+      if (wait == Wait::none) return std::optional<LockGuard>{};
+      contended = true;
+      rc = wait_for_mutex(r, wait == Wait::forever, deadline);
+      if (rc == shm::MutexResult::timed_out) {
+        r.timeouts.fetch_add(1, relaxed);
+        return std::optional<LockGuard>{};
+      }
+    }
+    switch (rc) {
+      case shm::MutexResult::acquired:
+      case shm::MutexResult::acquired_owner_died: break;
+      case shm::MutexResult::deadlock:
+        return Error{Errc::invalid_argument, "lock '" + name_ + "' is already held by this thread"};
+      case shm::MutexResult::unrecoverable:
+        return Error{Errc::corrupt, "lock '" + name_ +
+                                        "' is unrecoverable (released without being made consistent: its memory was "
+                                        "written by something other than colo); remove and recreate it"};
+      default:
+        return Error{Errc::corrupt, "lock '" + name_ + "' has a corrupt mutex; remove and recreate it"};
+    }
+    bool owner_died = rc == shm::MutexResult::acquired_owner_died;
+    if (!cluster) return std::optional<LockGuard>(grant(contended, owner_died, owner_died, 0));
+
+    // Cluster scope. The mutex is made consistent at once: the paths below
+    // may unlock it without a grant, and a death reported to nobody is
+    // carried to the next grant by a flag.
+    if (owner_died) {
+      r.mutex.make_consistent();
+      // colod died while it held the mutex to yield: no user state was
+      // half-written, so there is nothing to tell the next holder.
+      const std::uint32_t keeper = r.keeper_pid.load(relaxed);
+      if (keeper != 0 && r.owner_pid.load(relaxed) == keeper) owner_died = false;
+    }
+    if (r.cluster_flags.load(relaxed) & detail::kClusterFlagOwnerDiedPending) {
+      owner_died = true;
+    }
+    std::uint64_t epoch = 0;
+    const Admission admission = admit_cluster(wait, deadline, epoch);
+    if (admission == Admission::granted) {
+      r.cluster_flags.fetch_and(~detail::kClusterFlagOwnerDiedPending, relaxed);
+      return std::optional<LockGuard>(grant(contended, owner_died, false, epoch));
+    }
+    if (owner_died) r.cluster_flags.fetch_or(detail::kClusterFlagOwnerDiedPending, relaxed);
+    r.mutex.unlock();
+    switch (admission) {
+      case Admission::no_keeper:
+        return Error{Errc::not_ready,
+                     "cluster lock '" + name_ +
+                         "': no colod serves this namespace (start colod with a [[lock_backend]] for it, or check "
+                         "that it runs)"};
+      case Admission::timed_out:
+        if (wait == Wait::until) r.timeouts.fetch_add(1, relaxed);
+        return std::optional<LockGuard>{};
+      default:
+        break;
+    }
+    // Yielding: colod is giving the cluster lock up and needs the mutex.
+    // Wait for it to finish, then queue again.
+    contended = true;
+    for (;;) {
+      const std::uint32_t seen = r.state_signal.load(std::memory_order_acquire);
+      if (r.lease_state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(detail::LeaseState::yielding))
+        break;
+      const std::uint64_t now = shm::monotonic_ns();
+      if (wait == Wait::until && now >= deadline) {
+        r.timeouts.fetch_add(1, relaxed);
+        return std::optional<LockGuard>{};
+      }
+      std::uint64_t slice = kClusterWaitSliceNs;
+      if (wait == Wait::until) slice = std::min(slice, deadline - now);
+      shm::futex_wait(r.state_signal, seen, static_cast<std::int64_t>(slice));
+    }
+  }
 }
 
 Result<LockGuard> Lock::acquire() noexcept {
-  auto& r = *record_;
-  shm::MutexResult rc = r.mutex.try_lock();
-  const bool contended = rc == shm::MutexResult::busy;
-  if (contended) {
-    std::size_t slot = register_waiter(r);
-    if (slot == detail::kWaiterSlots) {
-      // No slot: wait in slices and retry for one, so that this waiter is
-      // counted by identity as soon as it can be (a killed overflow waiter
-      // is then only counted while all slots hold live waiters).
-      while ((rc = r.mutex.lock_until(shm::monotonic_ns() + kOverflowSliceNs)) == shm::MutexResult::timed_out) {
-        unregister_waiter(r, slot);
-        slot = register_waiter(r);
-        if (slot != detail::kWaiterSlots) break;
-      }
-      if (rc == shm::MutexResult::timed_out) rc = r.mutex.lock();
-    } else {
-      rc = r.mutex.lock();
-    }
-    unregister_waiter(r, slot);
-  }
-  switch (rc) {
-    case shm::MutexResult::acquired: return grant(contended, false);
-    case shm::MutexResult::acquired_owner_died: return grant(contended, true);
-    case shm::MutexResult::deadlock:
-      return Error{Errc::invalid_argument, "lock '" + name_ + "' is already held by this thread"};
-    case shm::MutexResult::unrecoverable:
-      return Error{Errc::corrupt, "lock '" + name_ +
-                                      "' is unrecoverable (released without being made consistent: its memory was "
-                                      "written by something other than colo); remove and recreate it"};
-    default:
-      return Error{Errc::corrupt, "lock '" + name_ + "' has a corrupt mutex; remove and recreate it"};
-  }
+  auto got = acquire_until(Wait::forever, 0);
+  if (!got) return std::move(got).error();
+  return std::move(*got.value());
 }
 
 std::optional<LockGuard> Lock::try_acquire() noexcept {
-  const shm::MutexResult rc = record_->mutex.try_lock();
-  if (!shm::granted(rc)) return std::nullopt;
-  return grant(false, rc == shm::MutexResult::acquired_owner_died);
+  auto got = acquire_until(Wait::none, 0);
+  if (!got) return std::nullopt;
+  return std::move(got.value());
 }
 
 std::optional<LockGuard> Lock::try_acquire_for(std::chrono::nanoseconds timeout) noexcept {
-  auto& r = *record_;
-  shm::MutexResult rc = r.mutex.try_lock();
-  const bool contended = rc == shm::MutexResult::busy;
-  if (contended) {
-    const auto wait = static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
-    const std::uint64_t deadline = shm::monotonic_ns() + wait;
-    std::size_t slot = register_waiter(r);
-    for (;;) {
-      const std::uint64_t now = shm::monotonic_ns();
-      const bool sliced = slot == detail::kWaiterSlots && deadline - std::min(deadline, now) > kOverflowSliceNs;
-      rc = r.mutex.lock_until(sliced ? now + kOverflowSliceNs : deadline);
-      if (!sliced || rc != shm::MutexResult::timed_out) break;
-      unregister_waiter(r, slot);  // see acquire(): retry for a slot
-      slot = register_waiter(r);
-    }
-    unregister_waiter(r, slot);
-    if (rc == shm::MutexResult::timed_out) r.timeouts.fetch_add(1, relaxed);
-  }
-  if (!shm::granted(rc)) return std::nullopt;
-  return grant(contended, rc == shm::MutexResult::acquired_owner_died);
+  const auto wait = static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
+  auto got = acquire_until(Wait::until, shm::monotonic_ns() + wait);
+  if (!got) return std::nullopt;
+  return std::move(got.value());
 }
 
 LockStats Lock::stats() const noexcept {
@@ -220,6 +449,18 @@ LockStats Lock::stats() const noexcept {
     }
     s.holder.held_for_ns = since != 0 && now > since ? shm::ticks_to_ns(now - since) : 0.0;
     s.holder.alive = shm::liveness({s.holder.pid, s.holder.start_time}) == shm::Liveness::alive;
+  }
+  if (s.scope == Scope::cluster) {
+    ClusterLockStats c;
+    c.lease_state = detail::lease_state_name(r.lease_state.load(std::memory_order_acquire));
+    c.epoch = r.cluster_epoch.load(relaxed);
+    c.local_grants = r.local_grants.load(relaxed);
+    const auto until = static_cast<double>(r.valid_until_ns.load(relaxed));
+    c.valid_for_ms = c.epoch != 0 ? (until - static_cast<double>(shm::monotonic_ns())) / 1e6 : 0.0;
+    c.keeper_pid = r.keeper_pid.load(relaxed);
+    c.keeper_alive = keeper_alive(r);
+    c.lease_losses = r.lease_losses.load(relaxed);
+    s.cluster = std::move(c);
   }
   return s;
 }

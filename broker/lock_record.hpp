@@ -12,8 +12,8 @@
 //   +--------------------------------------------------------------+ 128
 //   | overflow waiters | rsv | timeouts | contended | recoveries   |  slow-path line
 //   +--------------------------------------------------------------+ 192
-//   | layout version | scope | cluster epoch | lease state | flags |  cluster line: reserved for
-//   | reserved ...                                                 |  cohorting through colod
+//   | layout version | scope | cluster epoch | lease state |      |  cluster line: cohorting
+//   | state signal | local grants | valid until | keeper pid/start |  with colod (cluster scope)
 //   +--------------------------------------------------------------+ 256
 //   | waiter slots: 16 x { pid u32 | pad u32 | start time u64 }    |  who is blocked, for tools
 //   +--------------------------------------------------------------+ 512
@@ -50,6 +50,22 @@ inline constexpr std::uint32_t kLockLayoutVersion = 1;
 inline constexpr std::size_t kWaiterSlots = 16;
 inline constexpr std::uint64_t kHoldSampleEvery = 16;  // power of two
 
+// lease_state of a cluster-scope lock (see the cluster line below).
+enum class LeaseState : std::uint32_t { none = 0, requested = 1, held = 2, yielding = 3, lost = 4 };
+const char* lease_state_name(std::uint32_t state) noexcept;
+
+// A fencing token is epoch << kLocalGrantBits | local grant. colod yields
+// the cluster lock well before 2^20 local grants (its hand-off budget is
+// capped below this), so the local part never carries into the epoch.
+inline constexpr unsigned kLocalGrantBits = 20;
+inline constexpr std::uint64_t kMaxLocalGrants = (std::uint64_t{1} << kLocalGrantBits) - 1;
+inline constexpr std::uint64_t kMaxClusterEpoch = std::uint64_t{1} << 44;
+
+// cluster_flags bits.
+// colod took the mutex (to yield) and found its previous owner dead: the
+// next grant reports owner_died() even though colod made the mutex consistent.
+inline constexpr std::uint32_t kClusterFlagOwnerDiedPending = 1;
+
 struct alignas(shm::kCacheLine) LockRecord {
   // --- line 0: the mutex
   shm::RobustMutex mutex;
@@ -74,13 +90,31 @@ struct alignas(shm::kCacheLine) LockRecord {
   std::atomic<std::uint64_t> recoveries;        // written by the holder, under the mutex
   std::uint8_t reserved2b[32];
 
-  // --- line 3: cluster line (layout and scope now; the rest for colod)
+  // --- line 3: cluster line. Host-scope locks use only the first two
+  // fields. For cluster scope it is the whole protocol between the
+  // processes of this host and colod (docs/cluster-locks.md):
+  //
+  //   lease_state   none --acquirer--> requested --colod--> held --colod--> yielding --colod--> none
+  //                                                          \--colod (session/lease lost)--> lost
+  //   (an acquirer turns lost back into requested)
+  //
+  // Acquirers change lease_state only under the robust mutex; colod changes
+  // it without the mutex except when yielding (it then holds the mutex
+  // itself, so that no local holder is left when the backend lock goes).
+  // Every change bumps state_signal, the futex word both sides sleep on.
+  // Fields were `reserved` (zero) in the first release of layout 1, and zero
+  // means "none, no keeper", so the layout version did not change.
   std::uint32_t layout_version;
-  std::uint32_t scope;                        // colo::Scope
-  std::atomic<std::uint64_t> cluster_epoch;   // backend ordering (reserved)
-  std::atomic<std::uint32_t> lease_state;     // reserved: lease lost flag
-  std::uint32_t flags;                        // reserved
-  std::uint8_t reserved3[40];
+  std::uint32_t scope;                          // colo::Scope
+  std::atomic<std::uint64_t> cluster_epoch;     // backend grant epoch while held (tokens: epoch << 20 | local grant)
+  std::atomic<std::uint32_t> lease_state;       // LeaseState
+  std::atomic<std::uint32_t> state_signal;      // futex word: bumped on every lease_state change and cluster release
+  std::atomic<std::uint64_t> local_grants;      // grants under the current cluster_epoch (written under the mutex)
+  std::atomic<std::uint64_t> valid_until_ns;    // CLOCK_MONOTONIC: the cluster hold is ours at least until then
+  std::atomic<std::uint32_t> keeper_pid;        // the colod serving this lock (0: none yet)
+  std::atomic<std::uint32_t> cluster_flags;     // kClusterFlag*
+  std::atomic<std::uint64_t> keeper_start_time;
+  std::atomic<std::uint64_t> lease_losses;      // holds lost (session/lease gone) since creation
 
   // --- lines 4-7: waiter slots
   struct WaiterSlot {
@@ -96,6 +130,7 @@ static_assert(offsetof(LockRecord, reserved1) == 120, "holder line must fit in o
 static_assert(offsetof(LockRecord, overflow_waiters) == 128, "waiter line starts at byte 128");
 static_assert(offsetof(LockRecord, waiter_slots) == 256, "waiter slots start at byte 256");
 static_assert(offsetof(LockRecord, layout_version) == 192, "cluster line starts at byte 192");
+static_assert(offsetof(LockRecord, lease_losses) == 248, "the cluster line must fit in one cache line");
 static_assert(sizeof(LockRecord) == 512, "the lock record is 512 bytes");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared counters must be lock-free atomics");
 

@@ -160,10 +160,7 @@ Result<std::unique_ptr<MappedObject>> Node::open_object(std::string_view name, O
 }
 
 Result<Lock> Node::lock(std::string_view name, OpenMode mode, LockOptions options) {
-  if (options.scope == Scope::cluster)
-    return Error{Errc::not_supported, "lock '" + std::string(name) +
-                                          "': cluster scope needs colod, which this version does not include yet"};
-  if (options.scope != Scope::host)
+  if (options.scope != Scope::host && options.scope != Scope::cluster)
     return Error{Errc::invalid_argument, "lock '" + std::string(name) + "': unknown scope"};
   detail::ObjectSpec spec{shm::SegmentKind::lock, static_cast<std::uint32_t>(options.scope), {}, sizeof(LockRecord),
                           nullptr, nullptr, nullptr};

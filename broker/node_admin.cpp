@@ -101,6 +101,8 @@ Result<ObjectInfo> Node::describe(std::string_view name, bool registered) const 
   return info;
 }
 
+std::uint64_t Node::generation() const noexcept { return registry_->generation(); }
+
 Result<std::vector<ObjectInfo>> Node::list() const {
   std::vector<detail::EntrySnapshot> entries;
   {

@@ -101,6 +101,10 @@ class Registry {
   Result<Locked> lock();
 
   const std::string& shm_name() const noexcept { return segment_.shm_name(); }
+  // Bumped on every create, remove and repair: a cheap "did anything change".
+  std::uint64_t generation() const noexcept {
+    return reinterpret_cast<const RegistryRecord*>(segment_.body())->generation.load(std::memory_order_acquire);
+  }
 
  private:
   explicit Registry(shm::Segment segment) : segment_(std::move(segment)) {}

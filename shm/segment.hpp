@@ -161,6 +161,7 @@ class Segment {
   SegmentHeader& header() noexcept { return *static_cast<SegmentHeader*>(region_.get_address()); }
   const SegmentHeader& header() const noexcept { return *static_cast<const SegmentHeader*>(region_.get_address()); }
   std::byte* body() noexcept { return static_cast<std::byte*>(region_.get_address()) + sizeof(SegmentHeader); }
+  const std::byte* body() const noexcept { return static_cast<const std::byte*>(region_.get_address()) + sizeof(SegmentHeader); }
   std::size_t body_size() const noexcept { return region_.get_size() - sizeof(SegmentHeader); }
   const std::string& shm_name() const noexcept { return shm_name_; }
 

@@ -88,6 +88,13 @@ nlohmann::json to_json(const ObjectInfo& info) {
         {"waiters", s.waiters},
         {"holder", holder},
     };
+    if (s.cluster) {
+      const ClusterLockStats& c = *s.cluster;
+      j["lock"]["cluster"] = {{"lease_state", c.lease_state},   {"epoch", c.epoch},
+                              {"local_grants", c.local_grants}, {"valid_for_ms", c.valid_for_ms},
+                              {"keeper_pid", c.keeper_pid},     {"keeper_alive", c.keeper_alive},
+                              {"lease_losses", c.lease_losses}};
+    }
   }
   if (info.channel) {
     const ChannelStats& c = *info.channel;

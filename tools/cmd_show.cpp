@@ -56,6 +56,20 @@ void print_lock(const LockStats& s) {
   std::printf("timeouts:         %llu\n", static_cast<unsigned long long>(s.timeouts));
   std::printf("mean hold time:   %s (from %llu timed grants: 1 in 16, and every contended one)\n",
               human_duration_ns(s.hold_ns_mean).c_str(), static_cast<unsigned long long>(s.hold_samples));
+  if (s.cluster) {
+    const ClusterLockStats& c = *s.cluster;
+    std::printf("cluster lease:    %s", c.lease_state.c_str());
+    if (c.epoch != 0)
+      std::printf(", epoch %llu, %llu local grants, valid for %s", static_cast<unsigned long long>(c.epoch),
+                  static_cast<unsigned long long>(c.local_grants),
+                  c.valid_for_ms >= 0 ? human_duration_ns(c.valid_for_ms * 1e6).c_str() : "0 (expired)");
+    std::printf("\n");
+    if (c.keeper_pid == 0)
+      std::printf("kept by:          no colod yet (acquirers fail after 5 s without one)\n");
+    else
+      std::printf("kept by:          colod pid %u%s\n", c.keeper_pid, c.keeper_alive ? "" : " (DEAD: start colod again)");
+    std::printf("lease losses:     %llu\n", static_cast<unsigned long long>(c.lease_losses));
+  }
 }
 
 void print_channel(const ChannelStats& c) {

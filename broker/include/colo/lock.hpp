@@ -19,12 +19,27 @@
 // belongs to the thread that acquired it (it must release it, like any
 // mutex). The Lock must outlive its guards. A thread that already holds the
 // lock and acquires it again gets an error, not a deadlock.
+//
+// Cluster scope (LockOptions{.scope = Scope::cluster}): the same API, and
+// the lock excludes holders on every host. The local mutex still orders the
+// processes of this host; the namespace's colod takes the cluster lock from
+// ZooKeeper, etcd or Redis once and lets local holders pass it on while they
+// queue for it, within a budget (docs/cluster-locks.md). Tokens are then
+// cluster-wide: backend epoch << 20 | grant under that epoch. A cluster hold
+// is a lease: check lease_lost() before each protected write, or register
+// on_lease_lost(); send the token with the write in any case.
+//
+//   auto lock = node.lock("orders/pool", colo::OpenMode::create_or_open, {.scope = colo::Scope::cluster}).value();
+//   auto guard = lock.acquire().value();             // Errc::not_ready if no colod serves the namespace
+//   guard.on_lease_lost([] { stop_writing(); });    // from another thread, at once
+//   if (!guard.lease_lost()) store.write(guard.fencing_token(), data);
 #pragma once
 
-#include <chrono>    // timed acquire
-#include <cstdint>   // tokens and counters
-#include <memory>    // the mapping handle
-#include <optional>  // try forms
+#include <chrono>      // timed acquire
+#include <cstdint>     // tokens and counters
+#include <functional>  // lease-loss callback
+#include <memory>      // the mapping handle
+#include <optional>    // try forms
 #include <string>
 
 #include "colo/error.hpp"
@@ -34,11 +49,13 @@ namespace colo {
 namespace detail {
 struct LockRecord;
 struct MappedObject;
+struct LeaseWatch;
+class ClusterLockKeeper;
 }  // namespace detail
 
 enum class Scope : std::uint32_t {
   host = 1,     // this host only
-  cluster = 2,  // escalated through colod (not built yet: refused at creation)
+  cluster = 2,  // every host: escalated through colod to ZooKeeper, etcd or Redis
 };
 const char* scope_name(Scope scope) noexcept;
 
@@ -51,6 +68,19 @@ class [[nodiscard]] LockGuard {
   // may be half-updated.
   bool owner_died() const noexcept { return owner_died_; }
   bool owns_lock() const noexcept { return record_ != nullptr; }
+
+  // Cluster scope: true once this host no longer holds the cluster lock
+  // for this grant (colod lost its session or lease, was killed or paused
+  // past the lease, or the lease simply ran out). Another host may hold it
+  // now: stop writing. Reads shared memory and the vDSO clock, no system
+  // call. Always false for host scope (and after unlock()).
+  bool lease_lost() const noexcept;
+  // Cluster scope: calls `callback` once, from a thread of its own, as soon
+  // as lease_lost() turns true while this guard holds the lock (e.g. to
+  // signal a worker). Replaces an earlier callback. The callback may not
+  // unlock this guard. Host scope: never called.
+  void on_lease_lost(std::function<void()> callback);
+
   void unlock() noexcept;
 
   LockGuard(LockGuard&& other) noexcept;
@@ -61,12 +91,16 @@ class [[nodiscard]] LockGuard {
 
  private:
   friend class Lock;
-  LockGuard(detail::LockRecord* record, std::uint64_t token, bool owner_died, std::uint64_t sampled_ticks) noexcept
-      : record_(record), token_(token), sampled_ticks_(sampled_ticks), owner_died_(owner_died) {}
+  LockGuard(detail::LockRecord* record, std::uint64_t token, bool owner_died, std::uint64_t sampled_ticks,
+            bool cluster) noexcept
+      : record_(record), token_(token), sampled_ticks_(sampled_ticks), owner_died_(owner_died), cluster_(cluster) {}
+  void stop_watch() noexcept;
   detail::LockRecord* record_;
   std::uint64_t token_;
   std::uint64_t sampled_ticks_;  // acquire time if this grant is timed, else 0
   bool owner_died_;
+  bool cluster_;
+  detail::LeaseWatch* watch_ = nullptr;  // on_lease_lost()'s thread (owned; raw to keep ~LockGuard inline)
 };
 
 // The holder as recorded in the lock, read without taking it (racy by design).
@@ -77,6 +111,18 @@ struct LockHolder {
   double held_for_ns = 0;  // since its grant, or since a tool first saw it (see held_for_exact)
   bool held_for_exact = false;
   bool alive = false;      // pid + start time still running
+};
+
+// Cluster scope: this host's side of the cluster lock (the record's cluster
+// line), read without taking the lock.
+struct ClusterLockStats {
+  std::string lease_state;          // none, requested, held, yielding, lost
+  std::uint64_t epoch = 0;          // backend grant epoch while held (0: not held by this host)
+  std::uint64_t local_grants = 0;   // grants under that epoch
+  double valid_for_ms = 0;          // the lease is ours for at least this long (negative: expired)
+  std::uint32_t keeper_pid = 0;     // the colod serving it (0: none yet)
+  bool keeper_alive = false;
+  std::uint64_t lease_losses = 0;   // holds lost since creation
 };
 
 struct LockStats {
@@ -90,15 +136,19 @@ struct LockStats {
   std::uint64_t hold_samples = 0;
   std::uint32_t waiters = 0;          // threads blocked in acquire now (dead ones not counted)
   LockHolder holder;
+  std::optional<ClusterLockStats> cluster;  // cluster scope only
 };
 
 class Lock {
  public:
-  // Blocks until granted. Fails only if the lock record is corrupt or the
-  // calling thread already holds the lock.
+  // Blocks until granted. Fails if the lock record is corrupt or the
+  // calling thread already holds the lock; for cluster scope also if no
+  // live colod serves the namespace's cluster locks for 5 s (Errc::not_ready).
   Result<LockGuard> acquire() noexcept;
   // Grants at once or returns nullopt (held elsewhere, held by this very
-  // thread, or record corrupt: acquire() says which).
+  // thread, or record corrupt: acquire() says which). Cluster scope: grants
+  // only if this host holds the cluster lock already; otherwise asks colod
+  // for it (a later try may then succeed) and returns nullopt.
   std::optional<LockGuard> try_acquire() noexcept;
   // Grants within `timeout` or returns nullopt (and counts a timeout).
   std::optional<LockGuard> try_acquire_for(std::chrono::nanoseconds timeout) noexcept;
@@ -107,6 +157,7 @@ class Lock {
   // when it first saw the current holder (see LockHolder::held_for_exact).
   LockStats stats() const noexcept;
   const std::string& name() const noexcept { return name_; }
+  Scope scope() const noexcept;
 
   Lock(Lock&&) noexcept;
   Lock& operator=(Lock&&) noexcept;
@@ -116,8 +167,16 @@ class Lock {
 
  private:
   friend class Node;
+  friend class detail::ClusterLockKeeper;
   Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record) noexcept;
-  LockGuard grant(bool contended, bool owner_died) noexcept;
+  enum class Wait { none, until, forever };
+  enum class Admission { granted, timed_out, yield_first, no_keeper };
+  // The shared path of every acquire form.
+  Result<std::optional<LockGuard>> acquire_until(Wait wait, std::uint64_t deadline_ns) noexcept;
+  // Under the local mutex, cluster scope: waits until this host holds the
+  // cluster lock; returns its epoch in `epoch`.
+  Admission admit_cluster(Wait wait, std::uint64_t deadline_ns, std::uint64_t& epoch) noexcept;
+  LockGuard grant(bool contended, bool owner_died, bool make_consistent, std::uint64_t cluster_epoch) noexcept;
 
   std::string name_;
   std::unique_ptr<detail::MappedObject> mapping_;

@@ -85,6 +85,9 @@ class Node {
   Result<Queue> queue(std::string_view name, OpenMode mode = OpenMode::create_or_open, QueueOptions options = {});
 
   Result<std::vector<ObjectInfo>> list() const;
+  // Changes whenever an object of the namespace is created or removed (read
+  // from the registry, no lock taken): poll it to know when to list() again.
+  std::uint64_t generation() const noexcept;
   Result<ObjectInfo> info(std::string_view name) const;
   // Removes the object's segment and registry entry. Processes that have it
   // open keep using their mapping; new opens see it gone.
