@@ -5,6 +5,7 @@
 #
 #   tests/services/services.sh start  [zookeeper|etcd|redis|all]   # default: all
 #   tests/services/services.sh stop   [...]
+#   tests/services/services.sh restart [...]    # stop, then start KEEPING the data (a server restart)
 #   tests/services/services.sh status [...]     # exit 3 if one asked for is down
 #   tests/services/services.sh env    [...]     # eval "$(tests/services/services.sh env)"
 #
@@ -19,6 +20,9 @@
 #   <service>/<service>.pid            the server's pid while it runs
 #   <service>/data/                    emptied at each start: these are test fixtures,
 #                                      and a lock left by an earlier run must not block
+#                                      (restart keeps it: ZooKeeper's sequence counters, etcd's
+#                                      revision and Redis's fence counters must survive it,
+#                                      or fencing tokens would start again from 1)
 #
 # start: a running service is left as it is (and reported "already up"); the
 # others are launched together, then each is waited for (at most
@@ -46,7 +50,7 @@ zk_classpath=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
 
 die() { echo "services: $*" >&2; exit 2; }
 usage() {
-  echo "usage: $0 start|stop|status|env [zookeeper|etcd|redis|all]" >&2
+  echo "usage: $0 start|stop|restart|status|env [zookeeper|etcd|redis|all]" >&2
   exit 2
 }
 
@@ -152,10 +156,11 @@ port $redis_port
 protected-mode yes
 daemonize no
 dir $dir/data
-# Nothing on disk: a restart starts empty (a lock left by a killed holder
-# without a TTL would otherwise last forever).
+# The append-only file keeps colo's fence counters across `restart`
+# (`start` empties the folder anyway). No RDB snapshots.
 save ""
-appendonly no
+appendonly yes
+appendfsync always
 logfile ""
 EOF
       ;;
@@ -169,7 +174,7 @@ launch() {
   dir="$(dir_of "$svc")"
   log="$(log_of "$svc")"
   mkdir -p "$dir"
-  rm -rf "$dir/data"
+  [ "${keep_data:-0}" = 1 ] || rm -rf "$dir/data"
   mkdir -p "$dir/data"
   write_config "$svc"
   local cmd
@@ -331,6 +336,10 @@ esac
 case $action in
   start) cmd_start "${services[@]}" ;;
   stop) cmd_stop "${services[@]}" ;;
+  restart)
+    cmd_stop "${services[@]}"
+    keep_data=1 cmd_start "${services[@]}"
+    ;;
   status) cmd_status "${services[@]}" ;;
   env) cmd_env "${services[@]}" ;;
   *) usage ;;
