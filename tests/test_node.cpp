@@ -120,16 +120,20 @@ TEST_F(NodeTest, openOfExistingLockWorksAcrossNodes) {
   EXPECT_FALSE(lock->try_acquire().has_value());  // the same mutex
 }
 
-TEST_F(NodeTest, clusterScopeIsNotSupportedAndCreatesNothing) {
+TEST_F(NodeTest, clusterScopeIsRecordedInTheRegistryAndTheLock) {
   auto lock = sut->lock("global", OpenMode::create_or_open, LockOptions{Scope::cluster});
-
-  ASSERT_FALSE(lock);
-  EXPECT_EQ(lock.error().code, Errc::not_supported);
-  EXPECT_TRUE(contains(lock.error().message, "colod")) << lock.error().message;
-  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("global"))));
-  auto list = sut->list();
-  ASSERT_TRUE(list) << list.error().message;
-  EXPECT_TRUE(list->empty());
+  ASSERT_TRUE(lock) << lock.error().message;
+  EXPECT_EQ(lock->scope(), Scope::cluster);
+  auto info = sut->info("global");
+  ASSERT_TRUE(info) << info.error().message;
+  EXPECT_EQ(info->scope, Scope::cluster);
+  ASSERT_TRUE(info->lock);
+  ASSERT_TRUE(info->lock->cluster);
+  EXPECT_EQ(info->lock->cluster->lease_state, "none");
+  EXPECT_EQ(info->lock->cluster->keeper_pid, 0u);
+  const std::uint64_t before = sut->generation();
+  ASSERT_TRUE(sut->remove("global"));
+  EXPECT_NE(sut->generation(), before);
 }
 
 TEST_F(NodeTest, openingALockAsAQueueIsKindMismatch) {

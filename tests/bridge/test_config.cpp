@@ -204,6 +204,54 @@ TEST_F(LoadConfig, loadsTheExampleShippedInBridge) {
   ASSERT_EQ(sut->queues.size(), 1u);
   EXPECT_EQ(sut->queues[0].name, "jobs");
   EXPECT_EQ(sut->queues[0].home, "alpha");
+  ASSERT_EQ(sut->lock_backends.size(), 2u);
+  EXPECT_EQ(sut->lock_backends[0].kind, "zookeeper");
+  EXPECT_EQ(sut->lock_backends[0].prefix, "");
+  EXPECT_EQ(sut->lock_backends[1].kind, "redis");
+  EXPECT_EQ(sut->lock_backends[1].prefix, "payments/");
+  EXPECT_EQ(sut->locks.max_handoffs, 1000u);
+  EXPECT_EQ(sut->locks.requeue_pause_ms, -1);
+}
+
+TEST_F(LoadConfig, readsLockBackendsAndThePolicy) {
+  auto sut = load(node_and({"[locks]", "max_handoffs = 50", "max_hold_ms = 20", "idle_release_ms = 0",
+                            "requeue_pause_ms = 7",  //
+                            "[[lock_backend]]", "kind = \"etcd\"", "endpoints = \"http://127.0.0.1:2379\"",
+                            "prefix = \"orders/\"", "root = \"x/locks\"", "lease_ms = 5000", "op_timeout_ms = 300"}));
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  EXPECT_EQ(sut->locks.max_handoffs, 50u);
+  EXPECT_EQ(sut->locks.max_hold_ms, 20u);
+  EXPECT_EQ(sut->locks.idle_release_ms, 0u);
+  EXPECT_EQ(sut->locks.requeue_pause_ms, 7);
+  ASSERT_EQ(sut->lock_backends.size(), 1u);
+  const auto& b = sut->lock_backends[0];
+  EXPECT_EQ(b.kind, "etcd");
+  EXPECT_EQ(b.endpoints, "http://127.0.0.1:2379");
+  EXPECT_EQ(b.prefix, "orders/");
+  EXPECT_EQ(b.root, "x/locks");
+  EXPECT_EQ(b.lease_ms, 5000u);
+  EXPECT_EQ(b.op_timeout_ms, 300u);
+  EXPECT_EQ(b.poll_ms, 5u);
+}
+
+TEST_F(LoadConfig, refusesBadLockBackends) {
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"consul\"", "endpoints = \"x:1\""})),
+            at(5) + "lock_backend[0].kind: consul is not supported (its server is not open source any more); use "
+                    "zookeeper, etcd or redis");
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"etcd\"", "endpoints = \"127.0.0.1:2379\""})),
+            at(6) + "lock_backend[0].endpoints: '127.0.0.1:2379' is not http://HOST:PORT (etcd's HTTP/JSON gateway; "
+                    "https is not supported)");
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"redis\"", "endpoints = \"a:1\"", "prefix = \"a b\""})),
+            at(7) + "lock_backend[0].prefix: 'a b' has a character no lock name can have (names are [A-Za-z0-9._/-])");
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"zookeeper\"", "endpoints = \"a:1\"", "lease_ms = 500"})),
+            at(7) + "lock_backend[0].lease_ms: 500 is outside 1000..600000");
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"etcd\"", "endpoints = \"http://a:1\"", "poll_ms = 5"})),
+            at(7) + "lock_backend[0].poll_ms: only redis polls; etcd tells waiters");
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"redis\"", "endpoints = \"a:1\"",  //
+                            "[[lock_backend]]", "kind = \"etcd\"", "endpoints = \"http://a:1\""})),
+            at(7) + "lock_backend[1].prefix: '' is already served by lock_backend[0].prefix (line 5)");
+  EXPECT_EQ(error(node_and({"[locks]", "max_handoffs = 2000000"})),
+            at(5) + "locks.max_handoffs: 2000000 is outside 1..1000000");
 }
 
 TEST_F(LoadConfig, acceptsEndpointsOfEveryForm) {
@@ -276,7 +324,7 @@ TEST_F(LoadConfig, namesAnUnknownTable) {
 TEST_F(LoadConfig, namesAKeyOutsideAnyTable) {
   EXPECT_EQ(error({"name = \"alpha\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
             at(1) + "name: unknown key 'name' in the top level, before any [table] (known: node, security, "
-                    "control, metrics, limits, log, peer, topic, queue)");
+                    "control, metrics, limits, log, peer, topic, queue, locks, lock_backend)");
 }
 
 TEST_F(LoadConfig, refusesASingleBracketPeerTable) {

@@ -156,8 +156,8 @@ port $redis_port
 protected-mode yes
 daemonize no
 dir $dir/data
-# The append-only file keeps colo's fence counters across `restart`
-# (`start` empties the folder anyway). No RDB snapshots.
+# The append-only file keeps colo's fence counters across a restart
+# (services.sh start empties the folder anyway). No RDB snapshots.
 save ""
 appendonly yes
 appendfsync always

@@ -2,6 +2,10 @@
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
 #   1. release build: suites unit, multiproc, stress, bridge (colod processes on
 #      loopback, and in two network namespaces joined by a veth pair)
+#      and services: cluster-scope locks against real ZooKeeper, etcd and Redis
+#      servers, installed (tests/services/install.sh) and started on loopback
+#      by tests/services/services.sh, stopped at the end (those this script
+#      started; a developer's running ones stay up)
 #   2. AddressSanitizer + UBSan build: suites unit, multiproc, bridge (colod too)
 #   3. ThreadSanitizer build: suite tsan (the ring with threads)
 # Prints one closing line "colo: N passed, N failed, N skipped" and exits
@@ -27,6 +31,29 @@ PY
 status=0
 tools/dev/setup.sh
 meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge || status=1
+
+# The services suite: its servers, then its tests (one at a time: some stop
+# and restart a server). COLO_REQUIRE_SERVICES=1: a test whose server is
+# missing fails instead of skipping.
+services=tests/services/services.sh
+tests/services/install.sh
+started_services=()
+for svc in zookeeper etcd redis; do
+  "$services" status "$svc" >/dev/null 2>&1 || started_services+=("$svc")
+done
+stop_services() {
+  for svc in "${started_services[@]}"; do "$services" stop "$svc" >/dev/null 2>&1 || true; done
+}
+trap stop_services EXIT
+if "$services" start all; then
+  eval "$("$services" env all)"
+  COLO_REQUIRE_SERVICES=1 meson test -C build --num-processes 1 --print-errorlogs --suite services || status=1
+else
+  echo "colo: the services suite's servers did not start (logs under /tmp/colo-services)" >&2
+  status=1
+fi
+stop_services
+trap - EXIT
 
 COLO_BUILD_DIR=build-asan tools/dev/setup.sh -Db_sanitize=address,undefined -Dbuildtype=debug -Db_lundef=false
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
