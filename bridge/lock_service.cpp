@@ -124,7 +124,7 @@ struct LockService::Keeper {
         continue;
       }
       last_failure.clear();
-      k.grant_cluster(got.epoch, got.valid_until_ns);
+      k.grant_cluster(got.epoch, got.valid_until_ns, policy->max_handoffs);
       cluster_grants.fetch_add(1, std::memory_order_relaxed);
       log->write(LogLevel::debug, "cluster lock %s: held (epoch %llu)", name.c_str(),
                  static_cast<unsigned long long>(got.epoch));

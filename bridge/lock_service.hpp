@@ -23,7 +23,9 @@
 //
 //   The cohort: while held, local acquirers are granted by the local mutex
 //   alone (nanoseconds, no colod involvement) with tokens
-//   epoch << 20 | local grant; colod only watches the budget.
+//   epoch << 20 | local grant, at most max_handoffs of them (the record's
+//   grant_limit: the next acquirer waits for the yield); colod watches the
+//   time budget and idleness.
 //
 // SESSIONS: one LockBackend per [[lock_backend]], opened on first use and
 // again after a failure (at most once a second), shared by its keepers.

@@ -38,10 +38,12 @@ void ClusterLockKeeper::set_state(LeaseState state) noexcept {
   shm::futex_wake_all(r.state_signal);
 }
 
-void ClusterLockKeeper::grant_cluster(std::uint64_t epoch, std::uint64_t valid_until_ns) noexcept {
+void ClusterLockKeeper::grant_cluster(std::uint64_t epoch, std::uint64_t valid_until_ns,
+                                      std::uint32_t grant_limit) noexcept {
   auto& r = record();
   // Published before the state: an acquirer that sees held reads these.
   r.local_grants.store(0, relaxed);
+  r.grant_limit.store(grant_limit, relaxed);
   r.valid_until_ns.store(valid_until_ns, std::memory_order_release);
   r.cluster_epoch.store(epoch, std::memory_order_release);
   set_state(LeaseState::held);

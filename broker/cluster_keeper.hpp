@@ -34,8 +34,10 @@ class ClusterLockKeeper {
   void wait(std::uint32_t seen, std::uint64_t timeout_ns) noexcept;
 
   // requested -> held: this host holds the cluster lock under `epoch`
-  // (1 <= epoch < 2^44), at least until valid_until_ns.
-  void grant_cluster(std::uint64_t epoch, std::uint64_t valid_until_ns) noexcept;
+  // (1 <= epoch < 2^44), at least until valid_until_ns; local acquirers get
+  // at most `grant_limit` grants under it (colod's hand-off budget).
+  void grant_cluster(std::uint64_t epoch, std::uint64_t valid_until_ns,
+                     std::uint32_t grant_limit = static_cast<std::uint32_t>(kMaxLocalGrants)) noexcept;
   // A renewed lease: no signal (holders read it when they check).
   void extend(std::uint64_t valid_until_ns) noexcept;
   // held or yielding -> lost; holders are told (signal) and it is counted.

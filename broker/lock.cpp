@@ -273,8 +273,9 @@ Lock::Admission Lock::admit_cluster(Wait wait, std::uint64_t deadline, std::uint
       case detail::LeaseState::held:
         // A lease that ran out without colod saying so (colod paused or
         // killed) is not granted on: wait for colod to renew or drop it.
+        // Nor beyond colod's hand-off budget: it is about to yield.
         if (now < r.valid_until_ns.load(std::memory_order_acquire) &&
-            r.local_grants.load(relaxed) < detail::kMaxLocalGrants) {
+            r.local_grants.load(relaxed) < std::min<std::uint64_t>(r.grant_limit.load(relaxed), detail::kMaxLocalGrants)) {
           epoch = r.cluster_epoch.load(std::memory_order_acquire);
           if (epoch != 0 && epoch < detail::kMaxClusterEpoch) return Admission::granted;
         }

@@ -14,6 +14,7 @@
 //   +--------------------------------------------------------------+ 192
 //   | layout version | scope | cluster epoch | lease state |      |  cluster line: cohorting
 //   | state signal | local grants | valid until | keeper pid/start |  with colod (cluster scope)
+//   | lease losses | grant limit                                   |
 //   +--------------------------------------------------------------+ 256
 //   | waiter slots: 16 x { pid u32 | pad u32 | start time u64 }    |  who is blocked, for tools
 //   +--------------------------------------------------------------+ 512
@@ -114,7 +115,8 @@ struct alignas(shm::kCacheLine) LockRecord {
   std::atomic<std::uint32_t> keeper_pid;        // the colod serving this lock (0: none yet)
   std::atomic<std::uint32_t> cluster_flags;     // kClusterFlag*
   std::atomic<std::uint64_t> keeper_start_time;
-  std::atomic<std::uint64_t> lease_losses;      // holds lost (session/lease gone) since creation
+  std::atomic<std::uint32_t> lease_losses;      // holds lost (session/lease gone) since creation
+  std::atomic<std::uint32_t> grant_limit;       // local grants allowed under this epoch (colod's hand-off budget)
 
   // --- lines 4-7: waiter slots
   struct WaiterSlot {
@@ -130,7 +132,7 @@ static_assert(offsetof(LockRecord, reserved1) == 120, "holder line must fit in o
 static_assert(offsetof(LockRecord, overflow_waiters) == 128, "waiter line starts at byte 128");
 static_assert(offsetof(LockRecord, waiter_slots) == 256, "waiter slots start at byte 256");
 static_assert(offsetof(LockRecord, layout_version) == 192, "cluster line starts at byte 192");
-static_assert(offsetof(LockRecord, lease_losses) == 248, "the cluster line must fit in one cache line");
+static_assert(offsetof(LockRecord, grant_limit) == 252, "the cluster line must fit in one cache line");
 static_assert(sizeof(LockRecord) == 512, "the lock record is 512 bytes");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared counters must be lock-free atomics");
 

@@ -102,6 +102,18 @@ TEST_F(ClusterLockProtocol, GrantsCarryTheClusterEpochAndCountLocallyUntilReleas
   EXPECT_EQ(stats.fencing_epoch, (std::uint64_t{7} << 20) | 2);
 }
 
+TEST_F(ClusterLockProtocol, NoGrantBeyondTheHandOffBudget) {
+  auto k = keeper();
+  k.grant_cluster(4, in(10s), 2);
+  for (std::uint64_t n = 1; n <= 2; ++n) {
+    auto g = lock_->try_acquire();
+    ASSERT_TRUE(g);
+    EXPECT_EQ(g->fencing_token(), (std::uint64_t{4} << 20) | n);
+  }
+  EXPECT_FALSE(lock_->try_acquire_for(50ms)) << "the third grant must wait for colod to yield";
+  EXPECT_EQ(k.local_grants(), 2u);
+}
+
 TEST_F(ClusterLockProtocol, TheLeaseRunningOutIsSeenWithoutColodAndTheCallbackFires) {
   auto k = keeper();
   std::thread colod([&] {

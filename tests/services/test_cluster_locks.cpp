@@ -129,7 +129,9 @@ class ClusterLocks : public Federation, public ::testing::WithParamInterface<std
 
 // 3 hosts x 4 processes, 3,000 increments of a file counter under the lock.
 TEST_P(ClusterLocks, ThreeHostsCountExactlyWithIncreasingTokens) {
-  start_hosts(3);
+  // A hand-off budget well below a host's share (1,000), so that the lock
+  // must move between hosts many times.
+  start_hosts(3, "[locks]\nmax_handoffs = 100\n");
   const std::string counter = dir_ + "/counter", log = dir_ + "/grants";
   constexpr int kPerWorker = 250;  // x 12 = 3,000
   std::vector<Process*> ws;
@@ -148,8 +150,10 @@ TEST_P(ClusterLocks, ThreeHostsCountExactlyWithIncreasingTokens) {
 
   std::ifstream in(log);
   std::uint64_t previous = 0, grants = 0;
-  std::map<std::string, int> per_host;
+  std::map<std::string, int> per_host, in_first_third;
   std::set<std::uint64_t> epochs;
+  std::string last_host;
+  int run = 0, longest_run = 0;  // consecutive grants on one host
   for (std::string line; std::getline(in, line);) {
     std::istringstream words(line);
     std::uint64_t token = 0;
@@ -158,15 +162,28 @@ TEST_P(ClusterLocks, ThreeHostsCountExactlyWithIncreasingTokens) {
     ASSERT_GT(token, previous) << "grant " << grants << ": token " << token << " after " << previous;
     previous = token;
     ++per_host[host];
+    if (grants < 1000) ++in_first_third[host];
+    run = host == last_host ? run + 1 : 1;
+    // Runs count while every host still has work (at the end one host may
+    // rightly keep the lock: nobody else wants it).
+    if (std::all_of(per_host.begin(), per_host.end(), [](const auto& h) { return h.second < 4 * kPerWorker; }))
+      longest_run = std::max(longest_run, run);
+    last_host = host;
     epochs.insert(token >> 20);
     ++grants;
   }
   EXPECT_EQ(grants, 3000u);
   ASSERT_EQ(per_host.size(), 3u);
   for (const auto& [host, n] : per_host) EXPECT_EQ(n, 4 * kPerWorker) << host;  // every process finished its share
-  // The lock moved between hosts (cohorting hands it on locally, within a budget).
-  EXPECT_GE(epochs.size(), 3u);
-  std::cout << "[ info ] " << GetParam() << ": 3,000 grants under " << epochs.size() << " cluster holds\n";
+  // No host starves another: each one is served early in the run, not only
+  // once the others are done, and no host keeps the lock beyond its budget.
+  EXPECT_EQ(in_first_third.size(), 3u) << "a host got nothing in the first 1,000 grants";
+  EXPECT_LE(longest_run, 100) << "a host kept the lock beyond max_handoffs";
+  EXPECT_GE(epochs.size(), 30u) << "3,000 grants with a budget of 100 need at least 30 cluster holds";
+  std::cout << "[ info ] " << GetParam() << ": 3,000 grants under " << epochs.size()
+            << " cluster holds, longest run on one host " << longest_run << ", first 1,000 grants:";
+  for (const auto& [host, n] : in_first_third) std::cout << " " << host << " " << n;
+  std::cout << "\n";
 }
 
 // A foreign client's hold blocks colo, and colo's hold blocks it.
