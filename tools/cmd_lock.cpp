@@ -110,7 +110,7 @@ int run_lock(const Context& ctx, const LockCommand& o) {
   if (o.cluster) {
     guard->on_lease_lost([child, loss_signal, name] {
       std::cerr << "colo: lease of cluster lock '" << name << "' lost"
-                << (loss_signal != 0 ? std::string("; sending ") + ::sigabbrev_np(loss_signal) + " to the command" : "")
+                << (loss_signal != 0 ? std::string("; sending SIG") + ::sigabbrev_np(loss_signal) + " to the command" : "")
                 << '\n';
       if (loss_signal != 0) ::kill(child, loss_signal);
     });

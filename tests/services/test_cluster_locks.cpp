@@ -308,6 +308,30 @@ TEST_P(ClusterLocks, PausedColodHolderIsToldAndStaleWritesAreFenced) {
   }
 }
 
+// `colo lock --cluster`: the command gets the token, and the configured
+// signal as soon as the hold is lost (here: its colod paused past the lease).
+TEST_P(ClusterLocks, ColoLockSignalsItsCommandWhenTheLeaseIsLost) {
+  start_hosts(1);
+  const Host& a = hosts_[0];
+  Process& cmd = *[&] {
+    workers_.push_back(Process::spawn({colo_path(), "--ns", a.ns, "lock", "--cluster", lock_name_, "--on-lease-loss",
+                                       "USR1", "--", "sh", "-c",
+                                       "trap 'echo got-usr1; exit 7' USR1; echo token=$COLO_FENCING_TOKEN; "
+                                       "while :; do sleep 0.05; done"}));
+    return &workers_.back();
+  }();
+  ASSERT_TRUE(wait_until([&] { return has_line(cmd, "token="); }, 15s)) << dump(cmd);
+  EXPECT_NE(words_of_line(cmd, "token=").at(0), "token=0");
+  ::kill(a.colod->pid(), SIGSTOP);
+  const auto status = cmd.wait_for(std::chrono::milliseconds(kLeaseMs + 5000));
+  ::kill(a.colod->pid(), SIGCONT);
+  ASSERT_TRUE(status.has_value()) << "the command was not signalled\n" << dump(cmd);
+  EXPECT_TRUE(has_line(cmd, "got-usr1")) << dump(cmd);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 7) << dump(cmd);  // colo lock exits with its status
+  EXPECT_NE(cmd.err().find("lease of cluster lock '" + lock_name_ + "' lost; sending SIGUSR1"), std::string::npos)
+      << dump(cmd);
+}
+
 // Reads the fencing resource: accepted and rejected writes, and the
 // highest accepted token.
 struct ResourceLog {
