@@ -118,6 +118,8 @@ std::string shm_path(const std::string& shm_name) { return "/dev/shm/" + shm_nam
 
 void unlink_on_interrupt(const std::string& path) { remember_path(path); }
 void forget_on_interrupt(const std::string& path) { forget_path(path); }
+void kill_on_interrupt(pid_t pid) { remember_child(pid); }
+void forget_kill_on_interrupt(pid_t pid) { forget_child(pid); }
 
 // ------------------------------------------------------------ shared memory
 

@@ -158,6 +158,12 @@ class ScratchNamespace {
 void unlink_on_interrupt(const std::string& path);
 void forget_on_interrupt(const std::string& path);
 
+// A process started otherwise than by Children (posix_spawn: a colod of
+// LocalCluster) to SIGKILL if the run is interrupted; forget it once reaped,
+// so that a recycled pid is never hit.
+void kill_on_interrupt(pid_t pid);
+void forget_kill_on_interrupt(pid_t pid);
+
 // A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read
 // back, released): another process may take it before it is bound again,
 // which is rare enough for a benchmark. -1 (errno set) on failure.

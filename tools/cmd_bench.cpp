@@ -9,9 +9,13 @@
 //   bridge  a cluster topic through two colod on loopback (two namespaces as
 //           two hosts) vs raw ZeroMQ PUSH/PULL over the same loopback TCP:
 //           msg/s and one-way latency at 64 B and 4 KiB, with the issue's
-//           goals (bench_bridge.cpp, over the same harness as queue|topic).
-// `cluster-lock` will register here beside them.
+//           goals (bench_bridge.cpp, over the same harness as queue|topic);
+//   cluster-lock  a cluster-scope lock through colod's cohorting vs each
+//           process taking the ZooKeeper, etcd or Redis lock directly with
+//           the same client: contended grants/s with 8 processes and
+//           uncontended latency, with the goals (bench_cluster_lock.cpp).
 #include "bench_bridge.hpp"
+#include "bench_cluster_lock.hpp"
 #include "bench_lock.hpp"
 #include "bench_msg.hpp"
 #include "cli.hpp"
@@ -20,11 +24,13 @@ namespace colo::cli {
 
 void register_bench(CLI::App& app, Context& ctx) {
   auto* bench =
-      app.add_subcommand("bench", "Benchmark colo against baselines on this machine (lock, queue, topic, bridge)");
+      app.add_subcommand("bench", "Benchmark colo against baselines on this machine (lock, queue, topic, bridge, "
+                                  "cluster-lock)");
   bench->require_subcommand(1);
   register_bench_lock(*bench, ctx);
   register_bench_msg(*bench, ctx);
   register_bench_bridge(*bench, ctx);
+  register_bench_cluster_lock(*bench, ctx);
 }
 
 }  // namespace colo::cli

@@ -30,6 +30,7 @@ Result<void> LocalCluster::start(const std::string& colod, const std::vector<std
   char tmpl[] = "/tmp/colo-cluster-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return Error{Errc::system, std::string("mkdtemp: ") + std::strerror(errno)};
   dir_ = tmpl;
+  unlink_on_interrupt(dir_);  // removed after the files in it (bench_process.hpp)
   for (const auto& name : names) {
     Host h;
     h.name = name;
@@ -43,6 +44,7 @@ Result<void> LocalCluster::start(const std::string& colod, const std::vector<std
     hosts_.push_back(std::move(h));
   }
   for (auto& h : hosts_) {
+    for (const std::string* path : {&h.config, &h.control, &h.log}) unlink_on_interrupt(*path);
     std::ofstream f(h.config);
     f << "[node]\nname = \"" << h.name << "\"\nnamespace = \"" << h.ns() << "\"\nlisten = \"tcp://127.0.0.1:"
       << h.port << "\"\n[control]\nsocket = \"" << h.control << "\"\n[limits]\nheartbeat_ms = 100\n";
@@ -77,6 +79,7 @@ Result<void> LocalCluster::spawn(Host& h) {
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) return Error{Errc::system, "cannot start " + colod_ + ": " + std::strerror(rc)};
   h.pid = pid;
+  kill_on_interrupt(pid);  // Ctrl-C must not leave a colod serving a namespace that is gone
   return Ok{};
 }
 
@@ -87,6 +90,7 @@ void LocalCluster::kill(std::size_t i, int signal) {
   if (signal == SIGKILL || signal == SIGTERM) {
     for (int waited = 0; waited < 500; ++waited) {  // up to 5 s
       if (::waitpid(h.pid, nullptr, WNOHANG) == h.pid) {
+        forget_kill_on_interrupt(h.pid);
         h.pid = 0;
         return;
       }
@@ -94,6 +98,7 @@ void LocalCluster::kill(std::size_t i, int signal) {
     }
     ::kill(h.pid, SIGKILL);
     ::waitpid(h.pid, nullptr, 0);
+    forget_kill_on_interrupt(h.pid);
     h.pid = 0;
   }
 }
@@ -139,6 +144,7 @@ std::vector<std::string> LocalCluster::stop() {
   std::vector<std::string> leftovers;
   for (std::size_t i = 0; i < hosts_.size(); ++i) kill(i, SIGTERM);
   for (auto& h : hosts_) {
+    for (const std::string* path : {&h.config, &h.control, &h.log}) forget_on_interrupt(*path);
     if (!h.scratch) continue;
     for (auto& seg : h.scratch->remove_all()) leftovers.push_back(std::move(seg));
   }
@@ -152,6 +158,7 @@ std::vector<std::string> LocalCluster::stop() {
       ::closedir(d);
     }
     ::rmdir(dir_.c_str());
+    forget_on_interrupt(dir_);
     dir_.clear();
   }
   return leftovers;
