@@ -255,6 +255,14 @@ TEST_P(ClusterLocks, KilledColodLosesTheLockToAnotherHostWithAHigherToken) {
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed_at);
   EXPECT_GT(token_of(other), token_of(holder));
   std::cout << "[ info ] " << GetParam() << ": another host got the lock " << took.count() << " ms after the kill\n";
+
+  // colod restarted on the first host: its next grant is ordered after all.
+  holder.kill(SIGTERM);
+  ASSERT_TRUE(holder.wait_for(10s).has_value());
+  start(hosts_[0]);
+  Process& again = worker(hosts_[0], {"hold", "--hold-ms", "0"});
+  ASSERT_TRUE(wait_until([&] { return has_line(again, "released"); }, 20s)) << dump(again);
+  EXPECT_GT(token_of(again), token_of(other));
 }
 
 // colod paused (SIGSTOP) past its lease while its host's process writes to
