@@ -593,23 +593,6 @@ std::string probe_backend(const BackendSettings& settings) {
   return {};
 }
 
-class Progress {
- public:
-  explicit Progress(bool enabled) : enabled_(enabled && ::isatty(STDERR_FILENO) != 0) {}
-  void show(const std::string& text) {
-    if (!enabled_) return;
-    std::fprintf(stderr, "\r\033[K%s", text.c_str());
-    std::fflush(stderr);
-  }
-  ~Progress() {
-    if (enabled_) std::fprintf(stderr, "\r\033[K");
-  }
-  Progress(const Progress&) = delete;
-  Progress& operator=(const Progress&) = delete;
-
- private:
-  bool enabled_;
-};
 
 BackendRun run_backend(const std::string& kind, const std::string& endpoints, const Options& opt,
                        const std::string& colod, Progress& progress) {

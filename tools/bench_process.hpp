@@ -12,10 +12,12 @@
 #pragma once
 
 #include <sys/types.h>  // pid_t
+#include <unistd.h>     // isatty
 
 #include <chrono>      // deadlines
 #include <cstddef>     // size_t
 #include <cstdint>     // counters
+#include <cstdio>      // Progress
 #include <functional>  // child bodies
 #include <new>         // placement new into the mapping
 #include <optional>    // Node before open()
@@ -186,5 +188,25 @@ struct Spread {
   double max = 0;
 };
 Spread spread_of(std::vector<double> samples);
+
+// One status line on stderr while a bench runs (only on a terminal),
+// rewritten in place and erased at the end.
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled && ::isatty(STDERR_FILENO) != 0) {}
+  void show(const std::string& text) {
+    if (!enabled_) return;
+    std::fprintf(stderr, "\r\033[K%s", text.c_str());
+    std::fflush(stderr);
+  }
+  ~Progress() {
+    if (enabled_) std::fprintf(stderr, "\r\033[K");
+  }
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+ private:
+  bool enabled_;
+};
 
 }  // namespace colo::cli
