@@ -36,6 +36,7 @@ meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite mul
 # and restart a server). COLO_REQUIRE_SERVICES=1: a test whose server is
 # missing fails instead of skipping.
 services=tests/services/services.sh
+rm -f build/meson-logs/serviceslog.json  # counted at the end only if it ran this time
 tests/services/install.sh
 started_services=()
 for svc in zookeeper etcd redis; do
@@ -47,7 +48,9 @@ stop_services() {
 trap stop_services EXIT
 if "$services" start all; then
   eval "$("$services" env all)"
-  COLO_REQUIRE_SERVICES=1 meson test -C build --num-processes 1 --print-errorlogs --suite services || status=1
+  # Its own log name: a second `meson test` in build/ would overwrite testlog.json.
+  COLO_REQUIRE_SERVICES=1 meson test -C build --num-processes 1 --print-errorlogs --logbase serviceslog \
+    --suite services || status=1
 else
   echo "colo: the services suite's servers did not start (logs under /tmp/colo-services)" >&2
   status=1
@@ -66,5 +69,8 @@ else meson setup build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized >/dev
 ninja -C build-tsan -j 2 tests/channel/colo-test-ring-threads
 TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild --num-processes 1 --print-errorlogs --suite tsan || status=1
 
-summarise build/meson-logs/testlog.json build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json || status=1
+logs=(build/meson-logs/testlog.json build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json)
+# The services suite's log, if it ran (its servers may have failed to start).
+[ -f build/meson-logs/serviceslog.json ] && logs+=(build/meson-logs/serviceslog.json)
+summarise "${logs[@]}" || status=1
 exit $status
