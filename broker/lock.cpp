@@ -396,12 +396,22 @@ Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t de
 }
 
 Result<LockGuard> Lock::acquire() noexcept {
+  // The fast path of a host lock stays a try-lock and a grant, inline (the
+  // general path below costs ~20 ns more, half again the whole grant).
+  if (record_->scope != static_cast<std::uint32_t>(Scope::cluster)) [[likely]] {
+    if (record_->mutex.try_lock() == shm::MutexResult::acquired) [[likely]]
+      return grant(false, false, false, 0);
+  }
   auto got = acquire_until(Wait::forever, 0);
   if (!got) return std::move(got).error();
   return std::move(*got.value());
 }
 
 std::optional<LockGuard> Lock::try_acquire() noexcept {
+  if (record_->scope != static_cast<std::uint32_t>(Scope::cluster)) [[likely]] {  // as in acquire()
+    if (record_->mutex.try_lock() == shm::MutexResult::acquired) [[likely]]
+      return grant(false, false, false, 0);
+  }
   auto got = acquire_until(Wait::none, 0);
   if (!got) return std::nullopt;
   return std::move(got.value());
