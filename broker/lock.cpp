@@ -398,9 +398,13 @@ Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t de
 Result<LockGuard> Lock::acquire() noexcept {
   // The fast path of a host lock stays a try-lock and a grant, inline (the
   // general path below costs ~20 ns more, half again the whole grant).
+  // A mutex left by a dead owner is granted here too (this try_lock took
+  // it); busy and errors go the general way, whose try_lock sees the same.
   if (record_->scope != static_cast<std::uint32_t>(Scope::cluster)) [[likely]] {
-    if (record_->mutex.try_lock() == shm::MutexResult::acquired) [[likely]]
+    const shm::MutexResult rc = record_->mutex.try_lock();
+    if (rc == shm::MutexResult::acquired) [[likely]]
       return grant(false, false, false, 0);
+    if (rc == shm::MutexResult::acquired_owner_died) return grant(false, true, true, 0);
   }
   auto got = acquire_until(Wait::forever, 0);
   if (!got) return std::move(got).error();
@@ -409,8 +413,10 @@ Result<LockGuard> Lock::acquire() noexcept {
 
 std::optional<LockGuard> Lock::try_acquire() noexcept {
   if (record_->scope != static_cast<std::uint32_t>(Scope::cluster)) [[likely]] {  // as in acquire()
-    if (record_->mutex.try_lock() == shm::MutexResult::acquired) [[likely]]
+    const shm::MutexResult rc = record_->mutex.try_lock();
+    if (rc == shm::MutexResult::acquired) [[likely]]
       return grant(false, false, false, 0);
+    if (rc == shm::MutexResult::acquired_owner_died) return grant(false, true, true, 0);
   }
   auto got = acquire_until(Wait::none, 0);
   if (!got) return std::nullopt;
