@@ -593,7 +593,6 @@ std::string probe_backend(const BackendSettings& settings) {
   return {};
 }
 
-
 BackendRun run_backend(const std::string& kind, const std::string& endpoints, const Options& opt,
                        const std::string& colod, Progress& progress) {
   BackendRun r;
@@ -745,13 +744,6 @@ nlohmann::json to_json(const BackendRun& r) {
   j["leftovers"] = r.leftovers;
   j["correct"] = r.correct();
   return j;
-}
-
-std::string ratio_text(double r) {
-  if (!std::isfinite(r)) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, r >= 100 ? "%.0fx" : r >= 10 ? "%.1fx" : "%.2fx", r);
-  return buf;
 }
 
 std::string us_text(double us) {

@@ -509,14 +509,6 @@ Bench make_bench(std::shared_ptr<L> lock) {
   return b;
 }
 
-
-std::string ratio_text(double r) {
-  if (!std::isfinite(r)) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, r >= 100 ? "%.0fx" : r >= 10 ? "%.1fx" : "%.2fx", r);
-  return buf;
-}
-
 std::string ns_text(double ns) {
   char buf[32];
   std::snprintf(buf, sizeof buf, ns >= 1000 ? "%.0f" : "%.1f", ns);

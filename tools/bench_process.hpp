@@ -15,6 +15,7 @@
 #include <unistd.h>     // isatty
 
 #include <chrono>      // deadlines
+#include <cmath>       // ratio_text
 #include <cstddef>     // size_t
 #include <cstdint>     // counters
 #include <cstdio>      // Progress
@@ -188,6 +189,14 @@ struct Spread {
   double max = 0;
 };
 Spread spread_of(std::vector<double> samples);
+
+// A ratio for a table: "512x", "32.6x", "0.58x"; "-" when not a number.
+inline std::string ratio_text(double r) {
+  if (!std::isfinite(r)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, r >= 100 ? "%.0fx" : r >= 10 ? "%.1fx" : "%.2fx", r);
+  return buf;
+}
 
 // One status line on stderr while a bench runs (only on a terminal),
 // rewritten in place and erased at the end.
