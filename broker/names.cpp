@@ -2,6 +2,7 @@
 
 #include <unistd.h>  // geteuid
 
+#include <cstdio>   // snprintf
 #include <cstdlib>  // getenv
 
 #include "colo/internal/text.hpp"

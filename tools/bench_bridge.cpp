@@ -54,6 +54,7 @@
 #include "bench/msg_bench.hpp"
 #include "bench/transport.hpp"
 #include "bench_process.hpp"  // Children, ScratchNamespace, unlink_on_interrupt, free_loopback_port
+#include "colo/internal/text.hpp"  // errno_text
 #include "colod_client.hpp"
 
 namespace colo::cli {
@@ -79,7 +80,7 @@ struct Settings {
   std::uint32_t heartbeat_ms = 200;
 };
 
-std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+using internal::errno_text;
 
 // The last `lines` lines of a file, each indented, for an error report.
 std::string last_lines(const std::string& path, int lines) {

@@ -58,7 +58,7 @@
 #include <cstdio>
 #include <cstdlib>  // getenv
 #include <cstring>
-#include <ctime>    // clock_gettime, time
+#include <ctime>    // time: scratch namespace names
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -68,6 +68,8 @@
 
 #include "backends/backend.hpp"
 #include "bench_process.hpp"  // Children, SharedBlock, shm_segments_with_prefix
+#include "colo/internal/clock.hpp"
+#include "colo/internal/text.hpp"  // errno_text
 #include "colo/lock.hpp"
 #include "local_cluster.hpp"
 
@@ -110,12 +112,8 @@ struct Options {
   bool json = false;
 };
 
-std::uint64_t monotonic_ns() {
-  // The clock BackendLock deadlines are given in (backend.hpp).
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+// The clock BackendLock deadlines are given in (backend.hpp).
+using internal::monotonic_ns;
 
 // What a child says when it gives up, for the parent's report.
 struct ChildError {
@@ -308,7 +306,7 @@ ContendedFigures run_contended(int processes, double seconds, std::chrono::milli
   ContendedFigures f;
   SharedBlock<ContentionShared> shared;
   if (!shared) {
-    f.error = std::string("mmap: ") + std::strerror(errno);
+    f.error = internal::errno_text("mmap");
     return f;
   }
   Children children;
@@ -316,7 +314,7 @@ ContendedFigures run_contended(int processes, double seconds, std::chrono::milli
   for (int me = 0; me < processes; ++me) {
     const pid_t pid = children.spawn([&shared, &body, me] { return body(*shared, me); });
     if (pid < 0) {
-      f.error = std::string("fork: ") + std::strerror(errno);
+      f.error = internal::errno_text("fork");
       return f;  // ~Children kills the ones started
     }
     pids.push_back(pid);
@@ -505,7 +503,7 @@ std::string run_latency_child(LatencyShared& shared, std::chrono::seconds limit,
                               const std::function<int(LatencyShared&)>& body) {
   Children children;
   const pid_t pid = children.spawn([&shared, &body] { return body(shared); });
-  if (pid < 0) return std::string("fork: ") + std::strerror(errno);
+  if (pid < 0) return internal::errno_text("fork");
   const ChildExit exit = children.wait(pid, SteadyClock::now() + limit);
   if (shared.error.failed.load(std::memory_order_acquire) != 0) return shared.error.text;
   if (exit.how != ChildExit::How::exited || exit.code != 0) return "the measuring process: " + exit.text();
@@ -517,7 +515,7 @@ LatencyFigures run_latency(const std::string& ns, const std::string& colod_lock,
   LatencyFigures f;
   SharedBlock<LatencyShared> shared;
   if (!shared) {
-    f.error = std::string("mmap: ") + std::strerror(errno);
+    f.error = internal::errno_text("mmap");
     return f;
   }
   // Each pair takes a pause plus at most a few backend round trips; a
@@ -579,14 +577,14 @@ std::string toml_quoted(const std::string& text) {
 // "" or the reason.
 std::string probe_backend(const BackendSettings& settings) {
   SharedBlock<ChildError> error;
-  if (!error) return std::string("mmap: ") + std::strerror(errno);
+  if (!error) return internal::errno_text("mmap");
   Children children;
   const pid_t pid = children.spawn([&] {
     ignore_sigpipe();
     auto backend = bridge::open_backend(settings);
     return backend ? 0 : error->set(backend.error().message);
   });
-  if (pid < 0) return std::string("fork: ") + std::strerror(errno);
+  if (pid < 0) return internal::errno_text("fork");
   const ChildExit exit = children.wait(pid, SteadyClock::now() + std::chrono::milliseconds(kOpTimeoutMs) + 10s);
   if (error->failed.load(std::memory_order_acquire) != 0) return error->text;
   if (exit.how != ChildExit::How::exited || exit.code != 0) return "the probing process: " + exit.text();

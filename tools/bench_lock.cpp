@@ -46,6 +46,7 @@
 #include <thread>
 
 #include "bench_process.hpp"
+#include "colo/internal/text.hpp"  // errno_text
 
 namespace colo::cli {
 namespace {
@@ -99,7 +100,7 @@ void set_error(ContendedShared::PerProcess& p, const std::string& text) {
 //   void teardown()             parent, at the end: remove everything
 // The loops are templates over these, so nothing virtual sits on the hot path.
 
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+using internal::errno_text;
 
 class ColoBench {
  public:

@@ -49,6 +49,7 @@
 
 #include "bench_process.hpp"
 #include "cli.hpp"
+#include "colo/internal/clock.hpp"
 #include "demo_federation.hpp"
 
 namespace colo::cli {
@@ -584,12 +585,6 @@ constexpr auto kReadyLimit = std::chrono::seconds(3);   // children open the obj
 // "4 s"
 std::string secs(std::chrono::seconds s) { return std::to_string(s.count()) + " s"; }
 
-std::uint64_t mono_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
 // The 64 bytes of every message of this part.
 struct Payload {
   std::uint32_t magic;
@@ -752,7 +747,7 @@ int write_messages(const ChannelPlan& plan, ChannelShared& sh, Channel& channel,
   }
   me.ready.store(1, release);
   if (!wait_for_go(sh, me)) return 3;
-  me.start_ns.store(mono_ns(), relaxed);
+  me.start_ns.store(internal::monotonic_ns(), relaxed);
   std::uint64_t sent = 0;
   for (; sent < plan.count; ++sent) {
     auto loan = writer->loan_for(kMessageBytes, kSendTimeout);
@@ -766,12 +761,12 @@ int write_messages(const ChannelPlan& plan, ChannelShared& sh, Channel& channel,
     Payload* p = std::construct_at(reinterpret_cast<Payload*>(loan->data().data()));
     p->source = static_cast<std::uint32_t>(plan.index);
     p->index = sent;
-    p->send_ns = mono_ns();
+    p->send_ns = internal::monotonic_ns();
     seal(*p);
     loan->commit();
     if ((sent & 4095) == 0) me.count.store(sent, relaxed);  // progress, should it be killed
   }
-  me.end_ns.store(mono_ns(), relaxed);
+  me.end_ns.store(internal::monotonic_ns(), relaxed);
   me.count.store(sent, relaxed);
   return sent == plan.count ? 0 : 4;
 }
@@ -829,7 +824,7 @@ int topic_subscriber(const ChannelPlan& plan, ChannelShared& sh) {
       }
       continue;
     }
-    const std::uint64_t now = mono_ns();
+    const std::uint64_t now = internal::monotonic_ns();
     Payload p;
     const char* bad = unseal(msg->data(), p, kPublishers);
     msg->release();  // copied out: let the ring move on
@@ -940,7 +935,7 @@ int queue_consumer(const ChannelPlan& plan, ChannelShared& sh) {
     sh.acked_total.fetch_add(1, acq_rel);
     ++acked;
     ++per[p.source];
-    last_ns = mono_ns();
+    last_ns = internal::monotonic_ns();
     if ((acked & 4095) == 0) me.count.store(acked, relaxed);  // progress, should it be killed
   }
   me.count.store(acked, relaxed);
@@ -1145,7 +1140,7 @@ void run_topic(const DemoOptions& opt, ScratchNamespace& scratch, Reporter& out,
            " (lossy); publishers: " + pids_of(started, kSubscribers, started.size()));
 
   const auto t0 = SteadyClock::now();
-  const std::uint64_t go_ns = mono_ns();
+  const std::uint64_t go_ns = internal::monotonic_ns();
   shared->go.store(1, release);
   const auto deadline = t0 + kPhaseLimit;
   bool in_time = true;
@@ -1329,7 +1324,7 @@ void run_queue(const DemoOptions& opt, ScratchNamespace& scratch, Reporter& out,
                                  : with_commas(share[0]) + " and " + with_commas(share[1]) + " messages)"));
 
   const auto t0 = SteadyClock::now();
-  const std::uint64_t go_ns = mono_ns();
+  const std::uint64_t go_ns = internal::monotonic_ns();
   const auto deadline = t0 + kPhaseLimit;
   shared->go.store(1, release);
 

@@ -24,6 +24,7 @@
 #include <iostream>
 
 #include "cli.hpp"
+#include "colo/internal/text.hpp"  // errno_text
 
 namespace colo::cli {
 namespace {
@@ -91,7 +92,7 @@ int run_lock(const Context& ctx, const LockCommand& o) {
   const std::string token = std::to_string(guard->fencing_token());
   const pid_t parent = ::getpid();
   const pid_t child = ::fork();
-  if (child < 0) return fail(std::string("cannot fork: ") + std::strerror(errno));
+  if (child < 0) return fail(internal::errno_text("cannot fork"));
   if (child == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(kExitFailure);  // parent already gone
@@ -124,7 +125,7 @@ int run_lock(const Context& ctx, const LockCommand& o) {
   while (::waitpid(child, &status, 0) < 0) {
     if (errno != EINTR) {
       status = 0;
-      return fail(std::string("waiting for the command: ") + std::strerror(errno));
+      return fail(internal::errno_text("waiting for the command"));
     }
   }
   guard->unlock();

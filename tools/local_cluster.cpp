@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "cli.hpp"  // find_program
+#include "colo/internal/text.hpp"  // errno_text
 #include "colod_client.hpp"
 
 extern char** environ;
@@ -28,14 +29,14 @@ Result<void> LocalCluster::start(const std::string& colod, const std::vector<std
                                  const std::string& prefix, const std::string& objects_toml, double timeout_s) {
   colod_ = colod;
   char tmpl[] = "/tmp/colo-cluster-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) return Error{Errc::system, std::string("mkdtemp: ") + std::strerror(errno)};
+  if (::mkdtemp(tmpl) == nullptr) return Error{Errc::system, internal::errno_text("mkdtemp")};
   dir_ = tmpl;
   unlink_on_interrupt(dir_);  // removed after the files in it (bench_process.hpp)
   for (const auto& name : names) {
     Host h;
     h.name = name;
     h.port = free_loopback_port();
-    if (h.port < 0) return Error{Errc::system, std::string("cannot find a free port on 127.0.0.1: ") + std::strerror(errno)};
+    if (h.port < 0) return Error{Errc::system, internal::errno_text("cannot find a free port on 127.0.0.1")};
     h.config = dir_ + "/" + name + ".toml";
     h.control = dir_ + "/" + name + ".sock";
     h.log = dir_ + "/" + name + ".log";

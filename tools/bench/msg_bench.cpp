@@ -60,6 +60,8 @@
 #include <sstream>
 #include <thread>
 
+#include "colo/internal/clock.hpp"
+#include "colo/internal/text.hpp"  // errno_text
 #include "../bench_process.hpp"  // Children, SharedBlock: forked processes with bounded waits
 #include "../cli.hpp"            // machine_json, machine_line, human_duration_ns
 
@@ -84,11 +86,8 @@ constexpr std::int64_t kStartDelayNs = 5'000'000; // t0 lies this far after the 
 constexpr std::size_t kMinDepth = 16;
 constexpr std::size_t kMaxDepth = 4096;
 
-std::int64_t now_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
+// Signed: latencies and deadlines here are differences that may be negative.
+std::int64_t now_ns() noexcept { return static_cast<std::int64_t>(internal::monotonic_ns()); }
 
 void sleep_ns(std::int64_t ns) {
   if (ns <= 0) return;
@@ -573,7 +572,7 @@ struct CellResult {
   std::int64_t max_behind_ns = 0;
 };
 
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+using internal::errno_text;
 
 class CellRunner {
  public:

@@ -49,6 +49,8 @@
 #include <fstream>
 #include <vector>
 
+#include "colo/internal/clock.hpp"
+#include "colo/internal/text.hpp"  // errno_text
 #include "../bench_process.hpp"  // unlink_on_interrupt (names removed if the run is interrupted), free_loopback_port
 
 namespace colo::bench {
@@ -64,14 +66,11 @@ constexpr Nanos kStallLimit = std::chrono::seconds(10);
 constexpr std::size_t kReadAhead = 64 * 1024;
 
 [[noreturn]] void throw_errno(const std::string& what) {
-  throw TransportError(what + ": " + std::strerror(errno));
+  throw TransportError(internal::errno_text(what));
 }
 
-std::int64_t monotonic_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
+// Signed: the waits below subtract instants and compare the remainder with 0.
+std::int64_t monotonic_ns() { return static_cast<std::int64_t>(internal::monotonic_ns()); }
 
 timespec to_timespec(std::int64_t ns) {
   if (ns < 0) ns = 0;
@@ -80,10 +79,7 @@ timespec to_timespec(std::int64_t ns) {
 
 // Absolute CLOCK_REALTIME deadline `timeout` from now, for mq_timed*.
 timespec realtime_deadline(Nanos timeout) {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  const std::int64_t ns = static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec + timeout.count();
-  return to_timespec(ns);
+  return to_timespec(static_cast<std::int64_t>(internal::realtime_ns()) + timeout.count());
 }
 
 // Waits up to `ns` for `events` on any of `fds`. Returns the poll result
