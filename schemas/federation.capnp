@@ -15,7 +15,7 @@
 #   lost{from, to} (no longer retained)  ──▶   counted and logged by B
 #
 # B asks to resume at the sequence after the last one it delivered from A
-# (it finds it in its own ring, see Topic::relayed_high_water), so a restart
+# (it finds it in its own ring, see internal::relayed_high_water), so a restart
 # of either side or a dropped link loses nothing still retained by A and
 # duplicates nothing. Rules for field numbers: never reuse or renumber one;
 # add fields at the end.

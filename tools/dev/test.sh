@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
 #   1. release build: suites unit, multiproc, stress, bridge (colod processes on
-#      loopback, and in two network namespaces joined by a veth pair)
+#      loopback, and in two network namespaces joined by a veth pair),
+#      install (meson install into a DESTDIR, programs built against it only)
 #      and services: cluster-scope locks against real ZooKeeper, etcd and Redis
 #      servers, installed (tests/services/install.sh) and started on loopback
 #      by tests/services/services.sh, stopped at the end (those this script
@@ -30,7 +31,8 @@ PY
 
 status=0
 tools/dev/setup.sh
-meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge || status=1
+meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge \
+  --suite install || status=1
 
 # The services suite: its servers, then its tests (one at a time: some stop
 # and restart a server). COLO_REQUIRE_SERVICES=1: a test whose server is
