@@ -8,9 +8,10 @@
 //   }                                                    // released here
 //
 // Algorithm: a pthread robust, process-shared mutex in the lock's segment
-// (broker/lock_record.hpp draws it). Every grant bumps a 64-bit fencing epoch under the
-// mutex, so tokens are strictly increasing over all grants of the lock,
-// including across holder deaths: a dead holder's grant already bumped it.
+// (broker/lock_record.hpp in colo's source draws it). Every grant bumps a
+// 64-bit fencing epoch under the mutex, so tokens are strictly increasing
+// over all grants of the lock, including across holder deaths: a dead
+// holder's grant already bumped it.
 // When a holder dies, the next acquirer is granted the lock with
 // owner_died() == true; colo has already made the mutex consistent and
 // counted the recovery, the caller repairs what the lock protects.
