@@ -5,7 +5,6 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "bench_process.hpp"  // with_commas
 #include "cli.hpp"
 #include "colod_client.hpp"
 

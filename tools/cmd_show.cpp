@@ -5,7 +5,6 @@
 #include <optional>
 #include <thread>
 
-#include "bench_process.hpp"  // human_rate
 #include "cli.hpp"
 #include "colod_client.hpp"
 

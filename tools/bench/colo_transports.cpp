@@ -22,8 +22,8 @@
 #include <cstring>
 #include <optional>
 
-#include "../bench_process.hpp"  // ScratchNamespace
-#include "../cli.hpp"            // human_bytes
+#include "processes.hpp"  // ScratchNamespace
+#include "format.hpp"     // human_bytes
 #include "colo/channel.hpp"
 #include "colo/node.hpp"
 #include "transport.hpp"

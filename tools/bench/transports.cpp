@@ -49,7 +49,7 @@
 #include <fstream>
 #include <vector>
 
-#include "../bench_process.hpp"  // unlink_on_interrupt (names removed if the run is interrupted), free_loopback_port
+#include "processes.hpp"  // unlink_on_interrupt (names removed if the run is interrupted), free_loopback_port
 
 namespace colo::bench {
 namespace {

@@ -12,7 +12,7 @@
 //
 //   baseline (zmq-tcp-pushpull): sender -- PUSH (connect) --> tcp://127.0.0.1:<port> --> PULL (bind) -- receiver
 //
-// Both run through the cells of the message benchmark (tools/bench/msg_bench.hpp),
+// Both run through the cells of the message benchmark (msg_bench.hpp),
 // one after the other for each size: a forked sender and a forked receiver,
 // warm-up until the receiver has heard from the sender (so the subscriber is in
 // place and the colods stream before anything is timed), then
@@ -30,10 +30,10 @@
 // colo-bridge cell it checks they still run (a cell fails with the colod's
 // last log lines instead of timing out); after the last cell it asks both for
 // their counters, stops them with SIGTERM (SIGKILL after 5 s) and removes both
-// namespaces and the scratch directory. On Ctrl-C the bench_process signal
+// namespaces and the scratch directory. On Ctrl-C the harness's signal
 // handler SIGKILLs them and unlinks the same files; a colod also gets SIGKILL
-// if `colo` itself dies (PR_SET_PDEATHSIG).
-#include "bench_bridge.hpp"
+// if colo-bench itself dies (PR_SET_PDEATHSIG).
+#include "commands.hpp"
 
 #include <fcntl.h>   // open: colod's stdin and log
 #include <unistd.h>  // execv, dup2, rmdir
@@ -51,10 +51,13 @@
 #include <sstream>
 #include <thread>  // sleep_for while the daemons start
 
-#include "bench/msg_bench.hpp"
-#include "bench/transport.hpp"
-#include "bench_process.hpp"  // Children, ScratchNamespace, unlink_on_interrupt, free_loopback_port
+#include "msg_bench.hpp"
+#include "transport.hpp"
+#include "app.hpp"        // fail, find_program
+#include "format.hpp"
+#include "processes.hpp"  // Children, ScratchNamespace, unlink_on_interrupt, free_loopback_port
 #include "colod_client.hpp"
+#include "local_cluster.hpp"  // find_colod
 
 namespace colo::cli {
 namespace {
@@ -71,7 +74,7 @@ constexpr int kLogTail = 8;        // lines of a daemon's log shown when it fail
 
 // The daemons' part of the configuration (the rest is fixed above).
 struct Settings {
-  std::string colod;                       // program: --colod, $COLOD_BIN, beside colo, $PATH
+  std::string colod;                       // program: --colod, $COLOD_BIN, beside colo-bench, $PATH
   std::uint64_t capacity = 64ull << 20;    // the topic's ring on each host
   std::uint32_t max_message = 0;           // the largest of --sizes
   std::uint32_t max_frame = 4u << 20;      // colod's limits.max_frame (its default, or more for large sizes)
@@ -503,9 +506,9 @@ int run_bench_bridge(bench::MsgBenchCli& cli, Settings settings, bool list) {
   const bool bridge_runs =
       o.transports.empty() || std::find(o.transports.begin(), o.transports.end(), kSubject) != o.transports.end();
   if (bridge_runs) {
-    if (settings.colod.empty()) settings.colod = find_program("colod", "COLOD_BIN");
+    if (settings.colod.empty()) settings.colod = find_colod();
     if (settings.colod.empty())
-      return fail("bench bridge: cannot find colod (beside colo, in ../bridge/ of a build tree, or on $PATH); "
+      return fail("bench bridge: cannot find colod (beside colo-bench, in ../../bridge/ of a build tree, or on $PATH); "
                   "set COLOD_BIN or pass --colod PATH");
     const bool tty = ::isatty(STDERR_FILENO) != 0;
     if (tty) std::fprintf(stderr, "colo bench bridge: starting colod A and B, waiting until they are connected...");
@@ -525,14 +528,14 @@ int run_bench_bridge(bench::MsgBenchCli& cli, Settings settings, bool list) {
 
 }  // namespace
 
-void register_bench_bridge(CLI::App& bench_group, Context& ctx) {
+void register_bench_bridge(CLI::App& bench_group, int& exit_code) {
   auto* cmd = bench_group.add_subcommand(
       "bridge",
       "a cluster topic through two colod on loopback vs raw ZeroMQ PUSH/PULL over the same loopback TCP: "
       "msg/s and one-way latency percentiles at 64 B and 4 KiB");
   cmd->footer(
       "Two 'hosts' are two namespaces of this machine (bridgebench-a-<pid>, bridgebench-b-<pid>), each with its own "
-      "colod (found through --colod, $COLOD_BIN, beside colo, or $PATH), linked over 127.0.0.1 with one cluster topic "
+      "colod (found through --colod, $COLOD_BIN, beside colo-bench, or $PATH), linked over 127.0.0.1 with one cluster topic "
       "(bench/bridge, backpressure block). A forked sender publishes on A, a forked 'block' subscriber reads on B; "
       "the baseline is ZeroMQ PUSH (connect) -> PULL (bind) between two processes over tcp://127.0.0.1. Throughput: "
       "--messages per cell as fast as taken, msg/s = messages / (first send .. last receive), every payload checked. "
@@ -586,10 +589,10 @@ void register_bench_bridge(CLI::App& bench_group, Context& ctx) {
   cmd->add_option("--heartbeat-ms", settings->heartbeat_ms, "colod limits.heartbeat_ms")
       ->capture_default_str()
       ->check(CLI::Range(50u, 60'000u));
-  cmd->add_option("--colod", settings->colod, "the colod program (default: $COLOD_BIN, beside colo, or on $PATH)");
+  cmd->add_option("--colod", settings->colod, "the colod program (default: $COLOD_BIN, beside colo-bench, or on $PATH)");
   auto list = std::make_shared<bool>(false);
   cmd->add_flag("--list", *list, "list the transports and exit");
-  cmd->callback([cli, settings, list, &ctx] { ctx.exit_code = run_bench_bridge(*cli, *settings, *list); });
+  cmd->callback([cli, settings, list, &exit_code] { exit_code = run_bench_bridge(*cli, *settings, *list); });
 }
 
 }  // namespace colo::cli

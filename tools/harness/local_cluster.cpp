@@ -16,13 +16,14 @@
 #include <fstream>
 #include <thread>
 
-#include "cli.hpp"  // find_program
+#include "app.hpp"  // find_program
 #include "colod_client.hpp"
 
 extern char** environ;
 
 namespace colo::cli {
-std::string find_colod() { return find_program("colod", "COLOD_BIN"); }
+// colo-bench and colo-demo are built in build/tools/bench and build/tools/demo, colod in build/bridge.
+std::string find_colod() { return find_program("colod", "COLOD_BIN", {"../../bridge/"}); }
 
 Result<void> LocalCluster::start(const std::string& colod, const std::vector<std::string>& names,
                                  const std::string& prefix, const std::string& objects_toml, double timeout_s) {
@@ -30,7 +31,7 @@ Result<void> LocalCluster::start(const std::string& colod, const std::vector<std
   char tmpl[] = "/tmp/colo-cluster-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return Error{Errc::system, std::string("mkdtemp: ") + std::strerror(errno)};
   dir_ = tmpl;
-  unlink_on_interrupt(dir_);  // removed after the files in it (bench_process.hpp)
+  unlink_on_interrupt(dir_);  // removed after the files in it (processes.hpp)
   for (const auto& name : names) {
     Host h;
     h.name = name;

@@ -1,7 +1,7 @@
-// tools/local_cluster.hpp — several colod on this machine, each with its own
-// scratch namespace standing for a host, all peers of each other over
-// 127.0.0.1: what `colo demo` (its federation part) needs to show colo
-// across "hosts" without a second machine.
+// tools/harness/local_cluster.hpp — several colod on this machine, each with
+// its own scratch namespace standing for a host, all peers of each other over
+// 127.0.0.1: what `colo demo` (its federation part) and `colo bench
+// cluster-lock` need to run colo across "hosts" without a second machine.
 //
 // Each colod runs with a config written into a private temporary directory
 // (also its control socket and its log), heartbeat 100 ms. stop() (and the
@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
-#include "bench_process.hpp"  // ScratchNamespace
+#include "processes.hpp"  // ScratchNamespace
 #include "colo/error.hpp"
 
 namespace colo::cli {
 
-// The colod program (find_program: $COLOD_BIN, beside this `colo`, in
-// ../bridge/ of a build tree, or on $PATH); "" if none.
+// The colod program (find_program: $COLOD_BIN, beside this program, in
+// ../../bridge/ of a build tree, or on $PATH); "" if none.
 std::string find_colod();
 
 class LocalCluster {

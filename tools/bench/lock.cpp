@@ -24,7 +24,7 @@
 // Every contended run also checks mutual exclusion: a counter incremented
 // inside the critical section with a plain load and store must end equal to
 // the grants counted; a lock that lets two holders in loses increments.
-#include "bench_lock.hpp"
+#include "commands.hpp"
 
 #include <fcntl.h>      // open
 #include <sched.h>      // sched_setaffinity (--pin)
@@ -45,7 +45,9 @@
 #include <memory>
 #include <thread>
 
-#include "bench_process.hpp"
+#include "format.hpp"
+#include "app.hpp"
+#include "processes.hpp"
 
 namespace colo::cli {
 namespace {
@@ -701,7 +703,7 @@ int run_bench_lock(const Options& opt) {
 
 }  // namespace
 
-void register_bench_lock(CLI::App& bench, Context& ctx) {
+void register_bench_lock(CLI::App& bench, int& exit_code) {
   auto* cmd = bench.add_subcommand(
       "lock", "colo lock vs pthread robust mutex, flock(2), boost named_mutex, POSIX semaphore: uncontended ns "
               "per acquire+release, 2-process contended grants/s");
@@ -722,7 +724,7 @@ void register_bench_lock(CLI::App& bench, Context& ctx) {
       ->check(CLI::Range(0.001, 600.0));
   cmd->add_flag("--pin", opt->pin, "pin the two contending processes to two different CPUs (default: not pinned)");
   cmd->add_flag("--json", opt->json, "print JSON instead of a table");
-  cmd->callback([opt, &ctx] { ctx.exit_code = run_bench_lock(*opt); });
+  cmd->callback([opt, &exit_code] { exit_code = run_bench_lock(*opt); });
 }
 
 }  // namespace colo::cli
