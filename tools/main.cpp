@@ -10,7 +10,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.add_option("--ns", ctx.ns, "namespace (default: $COLO_NS, else 'default')")->capture_default_str();
   app.set_version_flag("--version", std::string("colo ") + kVersion);
-  app.footer("Exit codes: 0 ok, 1 failure, 2 usage error, 75 lock timeout. Run `colo COMMAND --help` for details.");
+  app.footer(
+      "Start with `colo demo`. Run `colo COMMAND --help` for a command's options and examples.\n"
+      "Exit codes: 0 ok, 1 failure, 2 usage error, 75 lock timeout (or --count not reached).");
 
   register_ls(app, ctx);
   register_stat(app, ctx);
