@@ -33,7 +33,7 @@
 // tokens (each greater than the process's previous one and than the largest
 // any process was granted, a maximum kept under the lock). A violation makes
 // the exit status 1; so do a failed measurement and anything left behind.
-// Goals, the issue's, are reported and not enforced: contended, colod at
+// The goals are reported and not enforced: contended, colod at
 // least 20x the direct grants/s; uncontended, the colod cold p50 at most
 // 1.2x the direct p50.
 //

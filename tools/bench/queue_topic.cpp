@@ -19,7 +19,7 @@ struct Variant {
   std::unique_ptr<TransportFactory> (*make)();
 };
 
-// The goals for colo's queue and topic, 64 B 1->1: throughput against
+// The goals for colo's queue and topic, 64 B 1->1: throughput against
 // ZeroMQ PUSH/PULL and a Unix socket, one-way p50 against the Unix socket's
 // with a busy and with a blocking reader.
 std::vector<bench::GoalSpec> local_goals() {

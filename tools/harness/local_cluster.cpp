@@ -3,13 +3,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -19,87 +17,134 @@
 #include "app.hpp"  // find_program
 #include "colod_client.hpp"
 
-extern char** environ;
-
 namespace colo::cli {
+namespace {
+
+constexpr int kLogTailLines = 8;  // shown when a colod failed
+
+std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+// The directory of the configs, logs and control sockets. A Unix socket path
+// has at most 107 bytes: a long $TMPDIR falls back to /tmp.
+std::string scratch_base() {
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp != nullptr && *tmp != '\0' && std::strlen(tmp) <= 60 ? tmp : "/tmp";
+}
+
+}  // namespace
+
 // colo-bench and colo-demo are built in build/tools/bench and build/tools/demo, colod in build/bridge.
 std::string find_colod() { return find_program("colod", "COLOD_BIN", {"../../bridge/"}); }
 
 Result<void> LocalCluster::start(const std::string& colod, const std::vector<std::string>& names,
                                  const std::string& prefix, const std::string& objects_toml, double timeout_s) {
-  colod_ = colod;
-  char tmpl[] = "/tmp/colo-cluster-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) return Error{Errc::system, std::string("mkdtemp: ") + std::strerror(errno)};
-  dir_ = tmpl;
+  Settings settings;
+  settings.colod = colod;
+  settings.extra_toml = objects_toml;
+  settings.start_timeout_s = timeout_s;
+  std::vector<HostSpec> hosts;
+  for (const auto& name : names) hosts.push_back({name, prefix + name});
+  return start(settings, hosts);
+}
+
+Result<void> LocalCluster::start(const Settings& settings, const std::vector<HostSpec>& specs) {
+  settings_ = settings;
+  stopped_ = false;
+  std::string dir = scratch_base() + "/colo-cluster-XXXXXX";
+  if (::mkdtemp(dir.data()) == nullptr) return Error{Errc::system, errno_text("mkdtemp " + dir)};
+  dir_ = dir;
   unlink_on_interrupt(dir_);  // removed after the files in it (processes.hpp)
-  for (const auto& name : names) {
+  for (const auto& spec : specs) {
     Host h;
-    h.name = name;
+    h.name = spec.name;
     h.port = free_loopback_port();
-    if (h.port < 0) return Error{Errc::system, std::string("cannot find a free port on 127.0.0.1: ") + std::strerror(errno)};
-    h.config = dir_ + "/" + name + ".toml";
-    h.control = dir_ + "/" + name + ".sock";
-    h.log = dir_ + "/" + name + ".log";
+    if (h.port < 0) return Error{Errc::system, errno_text("cannot find a free port on 127.0.0.1")};
+    h.config = dir_ + "/" + h.name + ".toml";
+    h.control = dir_ + "/" + h.name + ".sock";
+    h.log = dir_ + "/" + h.name + ".log";
+    for (const std::string* path : {&h.config, &h.control, &h.log}) unlink_on_interrupt(*path);
     h.scratch = std::make_unique<ScratchNamespace>();
-    if (auto opened = h.scratch->open(prefix + name); !opened) return opened;
+    if (auto opened = h.scratch->open(spec.ns_prefix); !opened)
+      return Error{Errc::system, "namespace " + spec.ns_prefix + ": " + opened.error().message};
+    for (const auto& object : settings_.objects) h.scratch->track(object);
     hosts_.push_back(std::move(h));
   }
-  for (auto& h : hosts_) {
-    for (const std::string* path : {&h.config, &h.control, &h.log}) unlink_on_interrupt(*path);
-    std::ofstream f(h.config);
-    f << "[node]\nname = \"" << h.name << "\"\nnamespace = \"" << h.ns() << "\"\nlisten = \"tcp://127.0.0.1:"
-      << h.port << "\"\n[control]\nsocket = \"" << h.control << "\"\n[limits]\nheartbeat_ms = 100\n";
-    for (const auto& p : hosts_)
-      if (p.name != h.name)
-        f << "[[peer]]\nname = \"" << p.name << "\"\nendpoint = \"tcp://127.0.0.1:" << p.port << "\"\n";
-    f << objects_toml;
-    if (!f) return Error{Errc::system, h.config + ": cannot write"};
-  }
+  for (const auto& h : hosts_)
+    if (auto written = write_config(h); !written) return written;
   for (auto& h : hosts_)
     if (auto spawned = spawn(h); !spawned) return spawned;
-  if (!all_connected(timeout_s)) {
-    std::string why = "the colod processes did not all connect within " + std::to_string(timeout_s) + " s";
-    for (std::size_t i = 0; i < hosts_.size(); ++i) why += "\n" + hosts_[i].name + ": " + log_tail(i, 3);
+  if (!all_connected(settings_.start_timeout_s)) {
+    if (std::string e = ended(); !e.empty()) return Error{Errc::system, e};
+    char limit[32];
+    std::snprintf(limit, sizeof limit, "%g s", settings_.start_timeout_s);
+    std::string why = "the colod processes did not all report every peer connected within " + std::string(limit);
+    for (std::size_t i = 0; i < hosts_.size(); ++i)
+      why += "\n  colod " + hosts_[i].name + ", last lines of its log:\n" + log_tail(i, kLogTailLines);
     return Error{Errc::timed_out, why};
   }
   return Ok{};
 }
 
+Result<void> LocalCluster::write_config(const Host& h) const {
+  std::ofstream f(h.config);
+  f << "[node]\nname = \"" << h.name << "\"\nnamespace = \"" << h.ns() << "\"\nlisten = \"" << h.endpoint()
+    << "\"\n[control]\nsocket = \"" << h.control << "\"\n[limits]\n"
+    << settings_.limits_toml;
+  for (const auto& p : hosts_)
+    if (p.name != h.name) f << "[[peer]]\nname = \"" << p.name << "\"\nendpoint = \"" << p.endpoint() << "\"\n";
+  f << settings_.extra_toml;
+  f.close();
+  if (!f) return Error{Errc::system, errno_text("cannot write " + h.config)};
+  return Ok{};
+}
+
 Result<void> LocalCluster::spawn(Host& h) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, h.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<std::string> args = {colod_, "--config", h.config};
+  // Everything the child needs is made before fork: it only opens, dup2s and
+  // execs (another thread of this process may hold the allocator's lock).
+  std::vector<std::string> args = {settings_.colod, "--config", h.config};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, colod_.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return Error{Errc::system, "cannot start " + colod_ + ": " + std::strerror(rc)};
+  const char* log = h.log.c_str();
+  const pid_t pid = children_.spawn([&argv, log] {
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int out = ::open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (in >= 0) ::dup2(in, STDIN_FILENO);
+    if (out >= 0) {
+      ::dup2(out, STDOUT_FILENO);
+      ::dup2(out, STDERR_FILENO);
+    }
+    if (in > STDERR_FILENO) ::close(in);
+    if (out > STDERR_FILENO) ::close(out);
+    ::execv(argv[0], argv.data());
+    ::dprintf(STDERR_FILENO, "cannot run %s: %s\n", argv[0], std::strerror(errno));
+    return 127;
+  });
+  if (pid < 0) return Error{Errc::system, errno_text("cannot start " + settings_.colod + ": fork")};
   h.pid = pid;
-  kill_on_interrupt(pid);  // Ctrl-C must not leave a colod serving a namespace that is gone
+  h.exit = {};
   return Ok{};
+}
+
+std::string LocalCluster::ended() {
+  for (std::size_t i = 0; i < hosts_.size(); ++i) {
+    Host& h = hosts_[i];
+    if (h.pid <= 0) continue;
+    if (auto exit = children_.poll(h.pid)) {
+      h.exit = *exit;
+      return "colod " + h.name + " has ended (" + exit->text() + "); last lines of its log:\n" +
+             log_tail(i, kLogTailLines);
+    }
+  }
+  return {};
 }
 
 void LocalCluster::kill(std::size_t i, int signal) {
   Host& h = hosts_.at(i);
   if (h.pid == 0) return;
-  ::kill(h.pid, signal);
+  children_.kill(h.pid, signal);
   if (signal == SIGKILL || signal == SIGTERM) {
-    for (int waited = 0; waited < 500; ++waited) {  // up to 5 s
-      if (::waitpid(h.pid, nullptr, WNOHANG) == h.pid) {
-        forget_kill_on_interrupt(h.pid);
-        h.pid = 0;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    ::kill(h.pid, SIGKILL);
-    ::waitpid(h.pid, nullptr, 0);
-    forget_kill_on_interrupt(h.pid);
+    h.exit = children_.wait(h.pid, SteadyClock::now() + std::chrono::seconds(5));  // then SIGKILL
     h.pid = 0;
   }
 }
@@ -111,8 +156,9 @@ Result<void> LocalCluster::restart(std::size_t i) {
 }
 
 bool LocalCluster::all_connected(double timeout_s) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  while (std::chrono::steady_clock::now() < deadline) {
+  const auto deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                                 std::chrono::duration<double>(timeout_s));
+  while (SteadyClock::now() < deadline) {
     bool all = true;
     for (auto& h : hosts_) {
       auto status = colod_status(h.ns(), h.control, 0.5);
@@ -124,6 +170,9 @@ bool LocalCluster::all_connected(double timeout_s) {
       if (!all) break;
     }
     if (all) return true;
+    // A colod that ended will not connect: no need to wait for the deadline.
+    for (const auto& h : hosts_)
+      if (h.pid > 0 && children_.poll(h.pid)) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
@@ -137,28 +186,41 @@ std::string LocalCluster::log_tail(std::size_t i, int lines) const {
     if (static_cast<int>(last.size()) > lines) last.pop_front();
   }
   std::string out;
-  for (const auto& l : last) out += (out.empty() ? "" : "\n") + l;
-  return out;
+  for (const auto& l : last) out += (out.empty() ? "    " : "\n    ") + l;
+  return out.empty() ? "    (its log is empty)" : out;
 }
 
 std::vector<std::string> LocalCluster::stop() {
   std::vector<std::string> leftovers;
-  for (std::size_t i = 0; i < hosts_.size(); ++i) kill(i, SIGTERM);
+  if (stopped_) return leftovers;
+  stopped_ = true;
+  for (auto& h : hosts_)
+    if (h.pid > 0) children_.kill(h.pid, SIGTERM);
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(5);
+  for (std::size_t i = 0; i < hosts_.size(); ++i) {
+    Host& h = hosts_[i];
+    if (h.pid > 0) h.exit = children_.wait(h.pid, deadline);  // SIGKILL at the deadline
+    h.pid = 0;
+    h.log_tail = log_tail(i, kLogTailLines);
+  }
+  // The colod are gone: nothing maps the segments any more.
   for (auto& h : hosts_) {
-    for (const std::string* path : {&h.config, &h.control, &h.log}) forget_on_interrupt(*path);
+    for (const std::string* path : {&h.config, &h.control, &h.log}) {
+      ::unlink(path->c_str());  // the socket is normally gone already: colod unlinks it when it stops
+      forget_on_interrupt(*path);
+    }
     if (!h.scratch) continue;
     for (auto& seg : h.scratch->remove_all()) leftovers.push_back(std::move(seg));
   }
-  hosts_.clear();
   if (!dir_.empty()) {
-    // Our own files only: configs, logs, control sockets.
+    // Our own files only: configs, logs, control sockets, and whatever else colod put there.
     if (DIR* d = ::opendir(dir_.c_str())) {
       while (dirent* e = ::readdir(d))
         if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
           ::unlink((dir_ + "/" + e->d_name).c_str());
       ::closedir(d);
     }
-    ::rmdir(dir_.c_str());
+    if (::rmdir(dir_.c_str()) != 0 && errno != ENOENT) leftovers.push_back(dir_);
     forget_on_interrupt(dir_);
     dir_.clear();
   }
