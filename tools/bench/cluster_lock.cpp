@@ -66,12 +66,12 @@
 #include <thread>
 #include <vector>
 
-#include "backends/backend.hpp"
 #include "app.hpp"
-#include "format.hpp"
-#include "processes.hpp"  // Children, SharedBlock, shm_segments_with_prefix
+#include "backends/backend.hpp"
 #include "colo/lock.hpp"
+#include "format.hpp"
 #include "local_cluster.hpp"
+#include "processes.hpp"  // Children, SharedBlock, shm_segments_with_prefix
 
 namespace colo::cli {
 namespace {

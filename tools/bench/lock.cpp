@@ -45,8 +45,8 @@
 #include <memory>
 #include <thread>
 
-#include "format.hpp"
 #include "app.hpp"
+#include "format.hpp"
 #include "processes.hpp"
 
 namespace colo::cli {

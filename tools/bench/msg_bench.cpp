@@ -60,8 +60,8 @@
 #include <sstream>
 #include <thread>
 
-#include "processes.hpp"  // Children, SharedBlock: forked processes with bounded waits
 #include "format.hpp"     // machine_json, machine_line, human_duration_ns
+#include "processes.hpp"  // Children, SharedBlock: forked processes with bounded waits
 
 namespace colo::bench {
 namespace {

@@ -1,3 +1,7 @@
+// `colo bench queue` and `colo bench topic`: colo's Queue / Topic against
+// ZeroMQ ipc://, a Unix socket, a pipe, POSIX and Boost message queues,
+// through the harness of msg_bench.hpp (colo's side: colo_transports.cpp;
+// the baselines: transports.cpp).
 #include "commands.hpp"
 
 #include <iostream>
