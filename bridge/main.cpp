@@ -18,6 +18,11 @@
 #include "config.hpp"
 #include "daemon.hpp"
 
+// The project's version (meson.build's), for --version and colod(8).
+#ifndef COLO_VERSION
+#define COLO_VERSION "0.1.0"
+#endif
+
 namespace {
 
 std::atomic<bool> g_stop{false};
@@ -54,18 +59,31 @@ int keygen(const std::string& prefix) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"colod: the colo bridge daemon, one per host and namespace: federates cluster topics with the "
-               "colod of other hosts over ZeroMQ (CURVE when keys are configured)"};
+  CLI::App app{"colod: the colo bridge daemon, one per host and namespace: federates cluster topics and queues "
+               "with the colod of other hosts over ZeroMQ (CURVE when keys are configured) and serves cluster locks",
+               "colod"};
   std::string config_path, check_path, out_prefix;
   bool keygen_flag = false;
-  auto* config_opt = app.add_option("--config", config_path, "run with this TOML config, in the foreground");
-  auto* check_opt = app.add_option("--check-config", check_path, "validate this config file and exit");
+  auto* config_opt =
+      app.add_option("--config", config_path, "run with this TOML config, in the foreground (logs on stderr)")
+          ->type_name("FILE");
+  auto* check_opt =
+      app.add_option("--check-config", check_path, "validate this config file and exit")->type_name("FILE");
   auto* keygen_opt = app.add_flag("--keygen", keygen_flag, "make a CURVE key pair and exit");
-  app.add_option("--out", out_prefix, "with --keygen: write PREFIX.key (mode 0600) and PREFIX.pub")->needs(keygen_opt);
+  app.add_option("--out", out_prefix,
+                 "with --keygen: write PREFIX.key (mode 0600) and PREFIX.pub instead of printing both")
+      ->type_name("PREFIX")
+      ->needs(keygen_opt);
+  app.set_version_flag("--version", std::string("colod ") + COLO_VERSION);
   config_opt->excludes(check_opt)->excludes(keygen_opt);
   check_opt->excludes(keygen_opt);
-  app.footer("Signals: SIGTERM or SIGINT stop it cleanly. Exit status: 0 stopped cleanly or config valid, 1 failure, "
-             "2 usage error or invalid config.");
+  app.footer(
+      "Signals: SIGTERM or SIGINT stop it cleanly.\n"
+      "Exit status: 0 stopped cleanly or config valid, 1 failure, 2 usage error or invalid config.\n"
+      "Examples:\n"
+      "  colod --check-config /etc/colo/colod.toml\n"
+      "  colod --config /etc/colo/colod.toml\n"
+      "  colod --keygen --out /etc/colo/host-a");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,60 +1,11 @@
 #include "cli.hpp"
 
-#include <sys/utsname.h>  // kernel release for machine_json
-#include <unistd.h>       // sysconf, access, readlink
-
-#include <cstdlib>  // getenv, realpath, free
-
-#include <cstdio>
-#include <ctime>
-#include <fstream>
-#include <iostream>
-
 namespace colo::cli {
-
-int fail(const std::string& message) {
-  std::cerr << "colo: " << message << '\n';
-  return kExitFailure;
-}
-
-int fail(const Error& error) { return fail(error.message); }
 
 Result<Node> open_node(const Context& ctx) {
   NodeOptions options;
   options.ns = ctx.ns;
   return Node::open(options);
-}
-
-std::string human_bytes(std::uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
-  return buf;
-}
-
-std::string human_duration_ns(double ns) {
-  char buf[32];
-  if (ns < 1e3) std::snprintf(buf, sizeof buf, "%.0f ns", ns);
-  else if (ns < 1e6) std::snprintf(buf, sizeof buf, "%.1f us", ns / 1e3);
-  else if (ns < 1e9) std::snprintf(buf, sizeof buf, "%.1f ms", ns / 1e6);
-  else std::snprintf(buf, sizeof buf, "%.1f s", ns / 1e9);
-  return buf;
-}
-
-std::string format_realtime(std::uint64_t realtime_ns) {
-  if (realtime_ns == 0) return "-";
-  const std::time_t secs = static_cast<std::time_t>(realtime_ns / 1'000'000'000u);
-  std::tm tm{};
-  ::localtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  return buf;
 }
 
 nlohmann::json to_json(const ObjectInfo& info) {
@@ -118,68 +69,6 @@ nlohmann::json to_json(const ObjectInfo& info) {
     };
   }
   return j;
-}
-
-namespace {
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) {
-      auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  return "unknown";
-}
-}  // namespace
-
-nlohmann::json machine_json() {
-  utsname u{};
-  ::uname(&u);
-  return {{"nproc", ::sysconf(_SC_NPROCESSORS_ONLN)}, {"cpu_model", cpu_model()}, {"kernel", u.release}};
-}
-
-std::string machine_line() {
-  const auto m = machine_json();
-  return "machine: " + std::to_string(m["nproc"].get<long>()) + " CPUs, " + m["cpu_model"].get<std::string>() +
-         ", Linux " + m["kernel"].get<std::string>();
-}
-
-double load_average() {
-  double one = -1;
-  if (std::FILE* f = std::fopen("/proc/loadavg", "r")) {
-    if (std::fscanf(f, "%lf", &one) != 1) one = -1;
-    std::fclose(f);
-  }
-  return one;
-}
-
-std::string find_program(const std::string& name, const char* env_var) {
-  if (const char* given = std::getenv(env_var); given != nullptr && *given != '\0') return given;
-  auto executable = [](const std::string& path) { return ::access(path.c_str(), X_OK) == 0; };
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n > 0) {
-    const std::string exe(self, static_cast<std::size_t>(n));
-    const std::string dir = exe.substr(0, exe.rfind('/') + 1);
-    for (const std::string& candidate : {dir + name, dir + "../bridge/" + name})
-      if (executable(candidate)) {
-        char* real = ::realpath(candidate.c_str(), nullptr);  // "build/bridge/colod", not "build/tools/../bridge/colod"
-        const std::string out = real != nullptr ? real : candidate;
-        std::free(real);
-        return out;
-      }
-  }
-  const char* path = std::getenv("PATH");
-  std::string rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
-  for (std::size_t start = 0; start <= rest.size();) {
-    std::size_t colon = rest.find(':', start);
-    if (colon == std::string::npos) colon = rest.size();
-    const std::string dir = colon > start ? rest.substr(start, colon - start) : ".";
-    if (executable(dir + "/" + name)) return dir + "/" + name;
-    start = colon + 1;
-  }
-  return {};
 }
 
 }  // namespace colo::cli

@@ -62,7 +62,12 @@ int run_gc(const Context& ctx, bool dry_run) {
 }  // namespace
 
 void register_create(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("create", "Create an object (fails if it exists): colo create lock|topic|queue NAME");
+  auto* cmd = app.add_subcommand("create", "Create a lock, topic or queue (fails if it exists)");
+  cmd->footer(
+      "Examples:\n"
+      "  colo create lock jobs/cleanup\n"
+      "  colo create topic prices --capacity 16777216 --history 100\n"
+      "  colo create queue jobs --acks --max-deliveries 5");
   auto o = std::make_shared<CreateOptions>();
   cmd->add_option("KIND", o->kind, "lock, topic or queue")->required()->check(CLI::IsMember({"lock", "topic", "queue"}));
   cmd->add_option("NAME", o->name, "object name: 1-200 bytes of A-Z a-z 0-9 . _ - /")->required();
@@ -89,8 +94,10 @@ void register_rm(CLI::App& app, Context& ctx) {
 }
 
 void register_gc(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand(
-      "gc", "Remove segments whose creator died before they were ready, and registry entries whose segment is gone");
+  auto* cmd = app.add_subcommand("gc", "Remove what crashed creators left: unready segments, stale registry entries");
+  cmd->footer(
+      "Removes the segments whose creator died before they were ready, and the registry entries whose segment is "
+      "gone. Objects in use are never touched.");
   auto dry = std::make_shared<bool>(false);
   cmd->add_flag("--dry-run", *dry, "print what would be removed, remove nothing");
   cmd->callback([&ctx, dry] { ctx.exit_code = run_gc(ctx, *dry); });

@@ -172,9 +172,14 @@ int run_sub(const Context& ctx, const SubOptions& o) {
 }  // namespace
 
 void register_pub(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("pub",
-                                 "Publish to a topic or queue: each line of stdin is one message "
-                                 "(or --file F as one message, or --size N --count N generated payloads)");
+  auto* cmd = app.add_subcommand("pub", "Publish to a topic or queue: each line of stdin is one message");
+  cmd->footer(
+      "Or --file F as one message, or --count N generated payloads of --size bytes. Waits up to --timeout for "
+      "room in the ring for each message.\n"
+      "Examples:\n"
+      "  echo hello | colo pub prices\n"
+      "  colo pub --file order.json jobs\n"
+      "  colo pub --size 64 --count 1000 prices");
   auto o = std::make_shared<PubOptions>();
   cmd->add_option("NAME", o->name, "topic or queue")->required();
   auto* file = cmd->add_option("--file", o->file, "publish this file as one message");
@@ -188,9 +193,13 @@ void register_pub(CLI::App& app, Context& ctx) {
 }
 
 void register_sub(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("sub",
-                                 "Subscribe to a topic (or consume from a queue, acknowledging after printing) "
-                                 "and print one message per line");
+  auto* cmd = app.add_subcommand("sub", "Print the messages of a topic or queue, one per line");
+  cmd->footer(
+      "On a topic: subscribes (blocking the publishers when it falls behind, or --lossy). On a queue: consumes, "
+      "acknowledging each message once printed. Exit 75 if --timeout passes before --count messages.\n"
+      "Examples:\n"
+      "  colo sub prices --count 10\n"
+      "  colo sub jobs --timeout 5 --format json");
   auto o = std::make_shared<SubOptions>();
   cmd->add_option("NAME", o->name, "topic or queue")->required();
   cmd->add_option("--count", o->count, "stop after N messages (exit 75 if the timeout comes first)");

@@ -137,10 +137,15 @@ int run_lock(const Context& ctx, const LockCommand& o) {
 }  // namespace
 
 void register_lock(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("lock",
-                                 "Run a command while holding a colo lock (created if missing), like flock(1).\n"
-                                 "The command gets COLO_FENCING_TOKEN and, if the previous holder died, "
-                                 "COLO_OWNER_DIED=1.\nExits with the command's status, or 75 on timeout.");
+  auto* cmd = app.add_subcommand("lock", "Run a command while holding a colo lock, like flock(1)");
+  cmd->footer(
+      "The lock is created if missing. The command gets COLO_FENCING_TOKEN (greater than every earlier holder's) "
+      "and, if the previous holder died holding the lock, COLO_OWNER_DIED=1. Exits with the command's status, or "
+      "75 if --timeout ran out first.\n"
+      "Examples:\n"
+      "  colo lock nightly-report -- ./make-report.sh\n"
+      "  colo lock --timeout 5 db-migrate -- ./migrate.sh\n"
+      "  colo lock --cluster deploy -- ./deploy.sh");
   auto o = std::make_shared<LockCommand>();
   cmd->add_option("NAME", o->name, "lock name")->required();
   cmd->add_option("--timeout", o->timeout_s, "give up after SECONDS (exit 75); default: wait forever")

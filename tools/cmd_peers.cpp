@@ -5,7 +5,6 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "bench_process.hpp"  // with_commas
 #include "cli.hpp"
 #include "colod_client.hpp"
 
@@ -89,9 +88,10 @@ int run_peers(const Context& ctx, const std::string& socket_path, double timeout
 }  // namespace
 
 void register_peers(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("peers",
-                                 "The local colod's peers: connected or not and since when, messages and bytes each "
-                                 "way, gaps filled, lost; and what it rejected from the network");
+  auto* cmd = app.add_subcommand("peers", "Show the local colod's peers, their traffic, and what it rejected");
+  cmd->footer(
+      "For each peer: connected or not and since when, messages and bytes each way, gaps filled, messages lost; "
+      "then the frames and peers colod refused.");
   auto socket = std::make_shared<std::string>();
   auto timeout = std::make_shared<double>(2.0);
   auto json = std::make_shared<bool>(false);
@@ -104,9 +104,9 @@ void register_peers(CLI::App& app, Context& ctx) {
 }
 
 void register_federate(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("federate",
-                                 "Make a topic cluster-scoped now, through the local colod (every host must do it; "
-                                 "the colod config keeps it across restarts)");
+  auto* cmd = app.add_subcommand("federate", "Make a topic cluster-scoped now, through the local colod");
+  cmd->footer(
+      "Every host must do it. The colod config ([[topic]]) keeps it across restarts of colod; this does not.");
   auto name = std::make_shared<std::string>();
   auto socket = std::make_shared<std::string>();
   auto timeout = std::make_shared<double>(2.0);

@@ -5,7 +5,6 @@
 #include <optional>
 #include <thread>
 
-#include "bench_process.hpp"  // human_rate
 #include "cli.hpp"
 #include "colod_client.hpp"
 
@@ -232,16 +231,21 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
 }  // namespace
 
 void register_ls(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("ls", "List every object of the namespace: kind, name, scope, size, creator, state");
+  auto* cmd = app.add_subcommand("ls", "List the objects of the namespace: kind, name, scope, size, creator, state");
   auto json = std::make_shared<bool>(false);
   cmd->add_flag("--json", *json, "print JSON instead of a table");
   cmd->callback([&ctx, json] { ctx.exit_code = run_ls(ctx, *json); });
 }
 
 void register_stat(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand(
-      "stat", "Show an object's counters and rates: a lock's holder and waiters, a topic's or queue's depth, "
-              "per-subscriber lag and counters");
+  auto* cmd = app.add_subcommand("stat", "Show one object's counters and rates");
+  cmd->footer(
+      "A lock: its holder (pid, held for), waiters, grants, recoveries, fencing epoch. A topic or queue: depth, "
+      "publishers, and each reader's lag and counters; with colod running, a cluster object's traffic with other "
+      "hosts.\n"
+      "Examples:\n"
+      "  colo stat jobs\n"
+      "  colo --ns prod stat prices --json --interval 1");
   auto name = std::make_shared<std::string>();
   cmd->add_option("NAME", *name, "object name")->required();
   auto json = std::make_shared<bool>(false);

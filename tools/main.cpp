@@ -1,7 +1,4 @@
 // colo — inspect, drive and benchmark the colo objects of a namespace.
-#include <cstdlib>
-#include <iostream>
-
 #include "cli.hpp"
 
 int main(int argc, char** argv) {
@@ -12,8 +9,10 @@ int main(int argc, char** argv) {
   CLI::App app{"colo: inspect, drive and benchmark colo's shared-memory locks, queues and topics", "colo"};
   app.require_subcommand(1);
   app.add_option("--ns", ctx.ns, "namespace (default: $COLO_NS, else 'default')")->capture_default_str();
-  app.set_version_flag("--version", "colo 0.1.0");
-  app.footer("Exit codes: 0 ok, 1 failure, 2 usage error, 75 lock timeout. Run `colo COMMAND --help` for details.");
+  app.set_version_flag("--version", std::string("colo ") + kVersion);
+  app.footer(
+      "Start with `colo demo`. Run `colo COMMAND --help` for a command's options and examples.\n"
+      "Exit codes: 0 ok, 1 failure, 2 usage error, 75 lock timeout (or --count not reached).");
 
   register_ls(app, ctx);
   register_stat(app, ctx);
@@ -29,17 +28,5 @@ int main(int argc, char** argv) {
   register_peers(app, ctx);
   register_federate(app, ctx);
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::cerr << "colo: " << e.what() << "\n(run `colo --help` for usage)\n";
-    return kExitUsage;
-  }
-  return ctx.exit_code;
+  return parse_and_run(app, argc, argv, ctx.exit_code, "colo");
 }

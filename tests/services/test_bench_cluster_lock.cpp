@@ -132,15 +132,17 @@ TEST_F(BenchClusterLock, interruptedRunKillsColodAndItsProcessesAndRemovesTheNam
   auto colo = test::Process::spawn(
       {test::colo_path(), "bench", "cluster-lock", "--backends", "redis", "--seconds", "30"}, options());
   colo_pids_.push_back(colo.pid());
+  // `colo bench` runs colo-bench in its place (same pid): the contending
+  // processes it forks carry that name.
   std::vector<pid_t> colods;
   ASSERT_TRUE(test::wait_until(
       [&] {
         colods = children_named(colo.pid(), "colod");
-        return colods.size() == 1 && children_named(colo.pid(), "colo").size() == kProcesses;
+        return colods.size() == 1 && children_named(colo.pid(), "colo-bench").size() == kProcesses;
       },
       30s, 20ms))
       << colo.err();
-  const std::vector<pid_t> contenders = children_named(colo.pid(), "colo");
+  const std::vector<pid_t> contenders = children_named(colo.pid(), "colo-bench");
   std::this_thread::sleep_for(500ms);
   ASSERT_FALSE(colo.reaped());
   colo.kill(SIGINT);

@@ -22,10 +22,10 @@
 #include <cstring>
 #include <optional>
 
-#include "../bench_process.hpp"  // ScratchNamespace
-#include "../cli.hpp"            // human_bytes
 #include "colo/channel.hpp"
 #include "colo/node.hpp"
+#include "format.hpp"     // human_bytes
+#include "processes.hpp"  // ScratchNamespace
 #include "transport.hpp"
 
 namespace colo::bench {

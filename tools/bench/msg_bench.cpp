@@ -62,8 +62,8 @@
 
 #include "colo/internal/clock.hpp"
 #include "colo/internal/text.hpp"  // errno_text
-#include "../bench_process.hpp"  // Children, SharedBlock: forked processes with bounded waits
-#include "../cli.hpp"            // machine_json, machine_line, human_duration_ns
+#include "format.hpp"     // machine_json, machine_line, human_duration_ns
+#include "processes.hpp"  // Children, SharedBlock: forked processes with bounded waits
 
 namespace colo::bench {
 namespace {
@@ -1172,15 +1172,21 @@ std::string resolve_msg_bench_options(MsgBenchCli& cli,
 
 // ------------------------------------------------------------------- run
 
-int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<TransportFactory>>& all) {
-  const auto run_start = SteadyClock::now();
-  const double load_before = cli::load_average();  // other work skews every figure: shown before and after
+namespace {
+
+// The transports a run measures, in registry order (--transports: those named).
+std::vector<TransportFactory*> selected_transports(const MsgBenchOptions& opt,
+                                                   std::vector<std::unique_ptr<TransportFactory>>& all) {
   std::vector<TransportFactory*> transports;
   for (auto& t : all)
     if (opt.transports.empty() ||
         std::find(opt.transports.begin(), opt.transports.end(), t->name()) != opt.transports.end())
       transports.push_back(t.get());
+  return transports;
+}
 
+// --pin: every CPU this process may run on; else none.
+std::vector<int> pinning_cpus(const MsgBenchOptions& opt) {
   std::vector<int> cpus;
   if (opt.pin) {
     cpu_set_t allowed;
@@ -1189,7 +1195,22 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
       for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
         if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
   }
+  return cpus;
+}
 
+bool measures(const MsgBenchOptions& opt, Measure m) {
+  return std::find(opt.measures.begin(), opt.measures.end(), m) != opt.measures.end();
+}
+
+struct Planned {
+  TransportFactory* transport;
+  CellSpec spec;
+};
+
+// Cells in the order they run: for each pattern and size, every transport
+// in turn, so that a noisy neighbour slows them alike.
+std::vector<Planned> plan_cells(const MsgBenchOptions& opt, const std::vector<TransportFactory*>& transports,
+                                const std::vector<int>& cpus) {
   auto make_spec = [&](Measure m, Pattern p, std::size_t size, ReaderMode reader, Fanout fanout) {
     CellSpec s;
     s.measure = m;
@@ -1211,25 +1232,37 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
     return s;
   };
 
-  // Cells in the order they run: for each pattern and size, every transport
-  // in turn, so that a noisy neighbour slows them alike.
-  struct Planned {
-    TransportFactory* transport;
-    CellSpec spec;
-  };
   std::vector<Planned> plan;
-  auto has = [&](Measure m) { return std::find(opt.measures.begin(), opt.measures.end(), m) != opt.measures.end(); };
-  if (has(Measure::throughput))
+  if (measures(opt, Measure::throughput))
     for (Pattern p : opt.patterns)
       for (std::size_t size : opt.sizes)
         for (auto* t : transports)
           plan.push_back({t, make_spec(Measure::throughput, p, size, opt.throughput_reader, t->fanout())});
-  if (has(Measure::latency))
+  if (measures(opt, Measure::latency))
     for (Pattern p : opt.latency_patterns)
       for (std::size_t size : opt.sizes)
         for (ReaderMode reader : opt.readers)
           for (auto* t : transports) plan.push_back({t, make_spec(Measure::latency, p, size, reader, t->fanout())});
+  return plan;
+}
 
+// One stderr line per cell as it finishes (--verbose).
+void print_cell_line(const MsgBenchOptions& opt, const CellResult& r, int cell_number, std::size_t cells) {
+  std::fprintf(stderr, "cell %d/%zu %-10s %-5s %-7s %-17s %-8s %-7s %.2fs", cell_number, cells,
+               r.spec.measure == Measure::throughput ? "throughput" : "latency",
+               pattern_label(r.spec.pattern, opt.fan).c_str(), size_label(r.spec.size).c_str(), r.transport.c_str(),
+               r.spec.measure == Measure::latency ? reader_name(r.spec.reader) : "", status_name(r.status),
+               r.elapsed_s);
+  if (r.status != Status::ok) std::fprintf(stderr, "  %s", r.error.c_str());
+  else if (r.spec.measure == Measure::throughput)
+    std::fprintf(stderr, "  %s msg/s", cli::human_rate(r.msgs_per_s).c_str());
+  else
+    std::fprintf(stderr, "  p50 %s p99 %s", ns_text(static_cast<double>(r.p50)).c_str(),
+                 ns_text(static_cast<double>(r.p99)).c_str());
+  std::fprintf(stderr, "\n");
+}
+
+std::vector<CellResult> run_cells(const MsgBenchOptions& opt, std::vector<Planned>& plan) {
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   std::vector<CellResult> results;
   int cell_number = 0;
@@ -1243,23 +1276,283 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
       std::fflush(stderr);
     }
     results.push_back(run_cell(*cell.transport, cell.spec, cell_number));
-    const CellResult& r = results.back();
-    if (opt.verbose) {
-      std::fprintf(stderr, "cell %d/%zu %-10s %-5s %-7s %-17s %-8s %-7s %.2fs", cell_number, plan.size(),
-                   r.spec.measure == Measure::throughput ? "throughput" : "latency",
-                   pattern_label(r.spec.pattern, opt.fan).c_str(), size_label(r.spec.size).c_str(),
-                   r.transport.c_str(), r.spec.measure == Measure::latency ? reader_name(r.spec.reader) : "",
-                   status_name(r.status), r.elapsed_s);
-      if (r.status != Status::ok) std::fprintf(stderr, "  %s", r.error.c_str());
-      else if (r.spec.measure == Measure::throughput)
-        std::fprintf(stderr, "  %s msg/s", cli::human_rate(r.msgs_per_s).c_str());
-      else
-        std::fprintf(stderr, "  p50 %s p99 %s", ns_text(static_cast<double>(r.p50)).c_str(),
-                     ns_text(static_cast<double>(r.p99)).c_str());
-      std::fprintf(stderr, "\n");
-    }
+    if (opt.verbose) print_cell_line(opt, results.back(), cell_number, plan.size());
   }
   if (tty && !opt.verbose) std::fprintf(stderr, "\r\033[K");
+  return results;
+}
+
+// What the report is made of, gathered once the cells ran.
+struct RunReport {
+  const MsgBenchOptions& opt;
+  const std::vector<TransportFactory*>& transports;
+  const std::vector<int>& cpus;
+  const std::vector<CellResult>& results;
+  const std::vector<Goal>& goals;
+  const ReportContext& context;
+  double load_before, load_after, elapsed;
+  bool any_failed;
+};
+
+nlohmann::json cell_json(const RunReport& rep, const CellResult& r) {
+  const MsgBenchOptions& opt = rep.opt;
+  const CellResult* ref = reference_of(rep.results, r, opt.reference);
+      nlohmann::json j = {
+      {"transport", r.transport},
+      {"pattern", pattern_key(r.spec.pattern)},
+      {"pattern_label", pattern_label(r.spec.pattern, opt.fan)},
+      {"senders", r.spec.senders},
+      {"receivers", r.spec.receivers},
+      {"fanout", r.spec.receivers > 1 ? nlohmann::json(fanout_name(r.fanout)) : nlohmann::json(nullptr)},
+      {"size", r.spec.size},
+      {"depth", r.spec.depth},
+      {"status", status_name(r.status)},
+      {"elapsed_s", r.elapsed_s},
+  };
+  if (!r.error.empty()) j["error"] = r.error;
+  if (!r.note.empty()) j["note"] = r.note;
+  if (r.status == Status::failed || r.status == Status::ok) {
+    j["sent"] = r.sent;
+    j["delivered"] = r.delivered;
+    j["expected_deliveries"] = r.expected_deliveries;
+    j["lost"] = r.lost;
+    j["corrupt"] = r.corrupt;
+    j["out_of_order"] = r.out_of_order;
+  }
+  if (r.spec.measure == Measure::throughput) {
+    j["reader"] = reader_name(r.spec.reader);
+    if (r.status == Status::ok) {
+      j["seconds"] = r.seconds;
+      j["msgs_per_s"] = r.msgs_per_s;
+      j["bytes_per_s"] = r.bytes_per_s;
+      j["gb_per_s"] = r.bytes_per_s / 1e9;
+      j["ratio_to_reference"] = number_or_null(ref ? ratio(r.msgs_per_s, ref->msgs_per_s) : std::nan(""));
+    }
+  } else {
+    j["reader"] = reader_name(r.spec.reader);
+    j["rate_msgs_per_s"] = r.spec.rate;
+    if (r.status == Status::ok) {
+      j["samples"] = r.samples;
+      j["latency_ns"] = {{"min", r.min},   {"mean", r.mean}, {"p50", r.p50},
+                         {"p99", r.p99},   {"p99_9", r.p999}, {"max", r.max}};
+      j["sender_max_behind_ns"] = r.max_behind_ns;
+      j["ratio_to_reference"] = {
+          {"p50", number_or_null(ref ? ratio(static_cast<double>(r.p50), static_cast<double>(ref->p50)) : NAN)},
+          {"p99", number_or_null(ref ? ratio(static_cast<double>(r.p99), static_cast<double>(ref->p99)) : NAN)},
+      };
+    }
+  }
+  return j;
+}
+
+nlohmann::json report_json(const RunReport& rep) {
+  const MsgBenchOptions& opt = rep.opt;
+  nlohmann::json jt = nlohmann::json::array();
+  for (auto* t : rep.transports)
+    jt.push_back({{"name", t->name()}, {"fanout", fanout_name(t->fanout())}, {"description", t->description()}});
+  nlohmann::json thr = nlohmann::json::array();
+  nlohmann::json lat = nlohmann::json::array();
+  for (const auto& r : rep.results) (r.spec.measure == Measure::throughput ? thr : lat).push_back(cell_json(rep, r));
+  const double load_before = rep.load_before, load_after = rep.load_after, elapsed = rep.elapsed;
+  const std::vector<int>& cpus = rep.cpus;
+  const bool any_failed = rep.any_failed;
+    nlohmann::json out = {
+      {"benchmark", opt.json_name},
+      {"machine", cli::machine_json()},
+      {"load_average_1min", {{"before", load_before}, {"after", load_after}}},
+      {"reference", opt.reference},
+      {"ratio", "this transport's figure / the reference's figure for the same cell"},
+      {"options",
+       {{"fan", opt.fan},
+        {"throughput_seconds", opt.seconds},
+        {"throughput_messages", opt.messages},
+        {"throughput_reader", reader_name(opt.throughput_reader)},
+        {"latency_seconds", opt.latency_seconds},
+        {"min_samples", opt.min_samples},
+        {"rate", opt.rate},
+        {"rate_bytes", opt.rate_bytes},
+        {"buffer_bytes", opt.buffer_bytes},
+        {"pinned_cpus", cpus},
+        {"zero_copy", !opt.copy_only},
+        {"clock", "CLOCK_MONOTONIC"}}},
+      {"transports", jt},
+      {"throughput", thr},
+      {"latency", lat},
+      {"elapsed_s", elapsed},
+      {"failed", any_failed},
+  };
+  if (!rep.context.json.is_null()) out["setup"] = rep.context.json;
+  if (!opt.subject.empty()) {
+    nlohmann::json jg = nlohmann::json::array();
+    for (const auto& g : rep.goals)
+      jg.push_back({{"goal", g.text},
+                    {"ratio", g.ratio},
+                    {"value", number_or_null(g.value)},
+                    {"target", g.target},
+                    {"comparison", g.at_least ? ">=" : "<="},
+                    {"met", g.measured() ? nlohmann::json(g.met()) : nlohmann::json(nullptr)}});
+    out["subject"] = opt.subject;
+    out["goals"] = jg;
+  }
+  return out;
+}
+
+// Numbers notes as the tables cite them: "[1]".
+class Notes {
+ public:
+  std::string cite(const CellResult& r) {
+    if (r.note.empty()) return {};
+    auto it = std::find(notes_.begin(), notes_.end(), r.note);
+    if (it == notes_.end()) {
+      notes_.push_back(r.note);
+      it = notes_.end() - 1;
+    }
+    return "[" + std::to_string(it - notes_.begin() + 1) + "]";
+  }
+  const std::vector<std::string>& all() const { return notes_; }
+
+ private:
+  std::vector<std::string> notes_;
+};
+
+std::string status_cell(const CellResult& r) { return (r.status == Status::skipped ? "skipped: " : "FAILED: ") + r.error; }
+
+void print_throughput(const RunReport& rep, Notes& notes) {
+  const MsgBenchOptions& opt = rep.opt;
+  const std::vector<CellResult>& results = rep.results;
+  char seconds_text[32];
+  std::snprintf(seconds_text, sizeof seconds_text, "%.3g s", opt.seconds);
+  const std::string run_length =
+      opt.messages > 0 ? cli::with_commas(opt.messages) + " messages" : std::string(seconds_text);
+  std::printf("\nTHROUGHPUT  %s per cell, %s readers; msg/s = messages received (every copy for broadcast) / time "
+              "from start to the last one\n",
+              run_length.c_str(),
+              reader_name(opt.throughput_reader));
+  std::printf("ratio = msg/s / %s's msg/s for the same pattern and size (above 1: faster than it)\n\n",
+              opt.reference.c_str());
+  std::printf("%-7s %-8s %-17s %-9s %5s %11s %9s %8s  %s\n", "pattern", "size", "transport", "fan-out", "depth",
+              "msg/s", "GB/s", "ratio", "");
+  std::printf("%s\n", std::string(90, '-').c_str());
+  Pattern last_p = Pattern::one_to_one;
+  std::size_t last_size = 0;
+  bool first = true;
+  for (const auto& r : results) {
+    if (r.spec.measure != Measure::throughput) continue;
+    if (!first && (r.spec.pattern != last_p || r.spec.size != last_size)) std::printf("\n");
+    first = false;
+    last_p = r.spec.pattern;
+    last_size = r.spec.size;
+    const std::string fan = r.spec.receivers > 1 ? fanout_name(r.fanout) : "-";
+    std::printf("%-7s %-8s %-17s %-9s %5zu ", pattern_label(r.spec.pattern, opt.fan).c_str(),
+                size_label(r.spec.size).c_str(), r.transport.c_str(), fan.c_str(), r.spec.depth);
+    if (r.status != Status::ok) {
+      std::printf("%s\n", status_cell(r).c_str());
+      continue;
+    }
+    const CellResult* ref = reference_of(results, r, opt.reference);
+    std::printf("%11s %9s %8s  %s\n", cli::human_rate(r.msgs_per_s).c_str(), gb_text(r.bytes_per_s).c_str(),
+                ratio_text(ref ? ratio(r.msgs_per_s, ref->msgs_per_s) : NAN).c_str(), notes.cite(r).c_str());
+  }
+}
+
+void print_latency(const RunReport& rep, Notes& notes) {
+  const MsgBenchOptions& opt = rep.opt;
+  const std::vector<CellResult>& results = rep.results;
+  std::printf("\nLATENCY  one-way: receive time - INTENDED send time (message i is due at t0 + i/rate, so a late "
+              "sender or a stall counts),\n         CLOCK_MONOTONIC; from the moment the sender starts writing the "
+              "payload to receive() / view() returning\n");
+  std::printf("rate = min(%s msg/s, %s/s / size), at least %s messages and %.2g s per cell; percentiles from a "
+              "log-bucket histogram (<0.8%% high)\n",
+              cli::with_commas(static_cast<std::uint64_t>(opt.rate)).c_str(),
+              cli::human_bytes(static_cast<std::uint64_t>(opt.rate_bytes)).c_str(),
+              cli::with_commas(opt.min_samples).c_str(), opt.latency_seconds);
+  std::printf("busy = non-blocking receive in a spin loop; blocking = receive waits in the kernel/library; "
+              "ratio = p50 / %s's p50 (above 1: slower than it)\n",
+              opt.reference.c_str());
+  std::printf("behind = the sender's worst lateness against its schedule (large: the rate saturated the channel, "
+              "or the sender lost its CPU)\n\n");
+  std::printf("%-7s %-8s %-17s %-8s %8s %8s %9s %9s %9s %9s %7s %9s  %s\n", "pattern", "size", "transport", "reader",
+              "rate/s", "samples", "p50", "p99", "p99.9", "max", "ratio", "behind", "");
+  std::printf("%s\n", std::string(124, '-').c_str());
+  std::string last_group;
+  for (const auto& r : results) {
+    if (r.spec.measure != Measure::latency) continue;
+    const std::string group = std::to_string(static_cast<int>(r.spec.pattern)) + "/" + std::to_string(r.spec.size) +
+                              "/" + reader_name(r.spec.reader);
+    if (!last_group.empty() && group != last_group) std::printf("\n");
+    last_group = group;
+    std::printf("%-7s %-8s %-17s %-8s %8s ", pattern_label(r.spec.pattern, opt.fan).c_str(),
+                size_label(r.spec.size).c_str(), r.transport.c_str(), reader_name(r.spec.reader),
+                cli::human_rate(r.spec.rate).c_str());
+    if (r.status != Status::ok) {
+      std::printf("%s\n", status_cell(r).c_str());
+      continue;
+    }
+    const CellResult* ref = reference_of(results, r, opt.reference);
+    std::printf("%8s %9s %9s %9s %9s %7s %9s  %s\n", cli::with_commas(r.samples).c_str(),
+                ns_text(static_cast<double>(r.p50)).c_str(), ns_text(static_cast<double>(r.p99)).c_str(),
+                ns_text(static_cast<double>(r.p999)).c_str(), ns_text(static_cast<double>(r.max)).c_str(),
+                ratio_text(ref ? ratio(static_cast<double>(r.p50), static_cast<double>(ref->p50)) : NAN).c_str(),
+                ns_text(static_cast<double>(r.max_behind_ns)).c_str(), notes.cite(r).c_str());
+  }
+}
+
+void print_goals(const RunReport& rep) {
+  const MsgBenchOptions& opt = rep.opt;
+  std::printf("\ngoals for %s (ratios from this run):\n", opt.subject.c_str());
+  for (const auto& g : rep.goals) {
+    if (!g.measured()) {
+      std::printf("  %-72s not measured (its 1-1 cells of %s and the baseline did not both run)\n",
+                  g.text.c_str(), opt.subject.c_str());
+      continue;
+    }
+    char value[32];
+    std::snprintf(value, sizeof value, "%.3f", g.value);
+    std::printf("  %-72s %s = %s  %s\n", g.text.c_str(), g.ratio.c_str(),
+                g.at_least ? ratio_text(g.value).c_str() : value, g.met() ? "met" : "NOT met");
+  }
+}
+
+void print_report(const RunReport& rep) {
+  const MsgBenchOptions& opt = rep.opt;
+  std::printf("%s: %s\n%s\n", opt.title.c_str(), opt.headline.c_str(), cli::machine_line().c_str());
+  std::printf("load average (1 min): %.2f before, %.2f after the run (above 0: other processes competed for the "
+              "CPUs)\n",
+              rep.load_before, rep.load_after);
+  std::printf("pinning: %s; zero-copy paths: %s; reference for ratios: %s\n\n",
+              rep.cpus.empty() ? "none" : "round-robin over the allowed CPUs",
+              opt.copy_only ? "off" : "used where offered", opt.reference.c_str());
+  for (const auto& line : rep.context.lines) std::printf("%s\n", line.c_str());
+  if (!rep.context.lines.empty()) std::printf("\n");
+  std::printf("transports (1->n fan-out: share = each message to one reader, broadcast = to every reader):\n");
+  for (auto* t : rep.transports)
+    std::printf("  %-17s %-9s %s\n", t->name().c_str(), fanout_name(t->fanout()), t->description().c_str());
+  Notes notes;
+  if (measures(opt, Measure::throughput)) print_throughput(rep, notes);
+  if (measures(opt, Measure::latency)) print_latency(rep, notes);
+  if (!notes.all().empty()) {
+    std::printf("\nnotes:\n");
+    for (std::size_t i = 0; i < notes.all().size(); ++i) std::printf("  [%zu] %s\n", i + 1, notes.all()[i].c_str());
+  }
+  if (!opt.subject.empty()) print_goals(rep);
+  int failed = 0, skipped = 0;
+  for (const auto& r : rep.results) {
+    failed += r.status == Status::failed;
+    skipped += r.status == Status::skipped;
+  }
+  std::printf("\n%zu cells: %zu ok, %d skipped, %d failed; elapsed %.1f s\n", rep.results.size(),
+              rep.results.size() - static_cast<std::size_t>(failed + skipped), skipped, failed, rep.elapsed);
+}
+
+}  // namespace
+
+int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<TransportFactory>>& all) {
+  const auto run_start = SteadyClock::now();
+  const double load_before = cli::load_average();  // other work skews every figure: shown before and after
+  const std::vector<TransportFactory*> transports = selected_transports(opt, all);
+  const std::vector<int> cpus = pinning_cpus(opt);
+  std::vector<Planned> plan = plan_cells(opt, transports, cpus);
+  const std::vector<CellResult> results = run_cells(opt, plan);
   const double elapsed = std::chrono::duration<double>(SteadyClock::now() - run_start).count();
   const double load_after = cli::load_average();
 
@@ -1269,101 +1562,10 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
   if (opt.context) context = opt.context();
   any_failed |= context.failed;
   const std::vector<Goal> goals = goals_of(results, opt.subject, opt.goals);
+  RunReport rep{opt, transports, cpus, results, goals, context, load_before, load_after, elapsed, any_failed};
 
   if (opt.json || !opt.json_out.empty()) {
-    nlohmann::json jt = nlohmann::json::array();
-    for (auto* t : transports)
-      jt.push_back({{"name", t->name()}, {"fanout", fanout_name(t->fanout())}, {"description", t->description()}});
-    nlohmann::json thr = nlohmann::json::array();
-    nlohmann::json lat = nlohmann::json::array();
-    for (const auto& r : results) {
-      const CellResult* ref = reference_of(results, r, opt.reference);
-      nlohmann::json j = {
-          {"transport", r.transport},
-          {"pattern", pattern_key(r.spec.pattern)},
-          {"pattern_label", pattern_label(r.spec.pattern, opt.fan)},
-          {"senders", r.spec.senders},
-          {"receivers", r.spec.receivers},
-          {"fanout", r.spec.receivers > 1 ? nlohmann::json(fanout_name(r.fanout)) : nlohmann::json(nullptr)},
-          {"size", r.spec.size},
-          {"depth", r.spec.depth},
-          {"status", status_name(r.status)},
-          {"elapsed_s", r.elapsed_s},
-      };
-      if (!r.error.empty()) j["error"] = r.error;
-      if (!r.note.empty()) j["note"] = r.note;
-      if (r.status == Status::failed || r.status == Status::ok) {
-        j["sent"] = r.sent;
-        j["delivered"] = r.delivered;
-        j["expected_deliveries"] = r.expected_deliveries;
-        j["lost"] = r.lost;
-        j["corrupt"] = r.corrupt;
-        j["out_of_order"] = r.out_of_order;
-      }
-      if (r.spec.measure == Measure::throughput) {
-        j["reader"] = reader_name(r.spec.reader);
-        if (r.status == Status::ok) {
-          j["seconds"] = r.seconds;
-          j["msgs_per_s"] = r.msgs_per_s;
-          j["bytes_per_s"] = r.bytes_per_s;
-          j["gb_per_s"] = r.bytes_per_s / 1e9;
-          j["ratio_to_reference"] = number_or_null(ref ? ratio(r.msgs_per_s, ref->msgs_per_s) : std::nan(""));
-        }
-        thr.push_back(j);
-      } else {
-        j["reader"] = reader_name(r.spec.reader);
-        j["rate_msgs_per_s"] = r.spec.rate;
-        if (r.status == Status::ok) {
-          j["samples"] = r.samples;
-          j["latency_ns"] = {{"min", r.min},   {"mean", r.mean}, {"p50", r.p50},
-                             {"p99", r.p99},   {"p99_9", r.p999}, {"max", r.max}};
-          j["sender_max_behind_ns"] = r.max_behind_ns;
-          j["ratio_to_reference"] = {
-              {"p50", number_or_null(ref ? ratio(static_cast<double>(r.p50), static_cast<double>(ref->p50)) : NAN)},
-              {"p99", number_or_null(ref ? ratio(static_cast<double>(r.p99), static_cast<double>(ref->p99)) : NAN)},
-          };
-        }
-        lat.push_back(j);
-      }
-    }
-    nlohmann::json out = {
-        {"benchmark", opt.json_name},
-        {"machine", cli::machine_json()},
-        {"load_average_1min", {{"before", load_before}, {"after", load_after}}},
-        {"reference", opt.reference},
-        {"ratio", "this transport's figure / the reference's figure for the same cell"},
-        {"options",
-         {{"fan", opt.fan},
-          {"throughput_seconds", opt.seconds},
-          {"throughput_messages", opt.messages},
-          {"throughput_reader", reader_name(opt.throughput_reader)},
-          {"latency_seconds", opt.latency_seconds},
-          {"min_samples", opt.min_samples},
-          {"rate", opt.rate},
-          {"rate_bytes", opt.rate_bytes},
-          {"buffer_bytes", opt.buffer_bytes},
-          {"pinned_cpus", cpus},
-          {"zero_copy", !opt.copy_only},
-          {"clock", "CLOCK_MONOTONIC"}}},
-        {"transports", jt},
-        {"throughput", thr},
-        {"latency", lat},
-        {"elapsed_s", elapsed},
-        {"failed", any_failed},
-    };
-    if (!context.json.is_null()) out["setup"] = context.json;
-    if (!opt.subject.empty()) {
-      nlohmann::json jg = nlohmann::json::array();
-      for (const auto& g : goals)
-        jg.push_back({{"goal", g.text},
-                      {"ratio", g.ratio},
-                      {"value", number_or_null(g.value)},
-                      {"target", g.target},
-                      {"comparison", g.at_least ? ">=" : "<="},
-                      {"met", g.measured() ? nlohmann::json(g.met()) : nlohmann::json(nullptr)}});
-      out["subject"] = opt.subject;
-      out["goals"] = jg;
-    }
+    const nlohmann::json out = report_json(rep);
     if (!opt.json_out.empty()) {
       std::FILE* f = std::fopen(opt.json_out.c_str(), "w");
       const std::string text = out.dump(2) + "\n";
@@ -1379,134 +1581,7 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
     }
   }
 
-  std::printf("%s: %s\n%s\n", opt.title.c_str(), opt.headline.c_str(), cli::machine_line().c_str());
-  std::printf("load average (1 min): %.2f before, %.2f after the run (above 0: other processes competed for the "
-              "CPUs)\n",
-              load_before, load_after);
-  std::printf("pinning: %s; zero-copy paths: %s; reference for ratios: %s\n\n",
-              cpus.empty() ? "none" : "round-robin over the allowed CPUs", opt.copy_only ? "off" : "used where offered",
-              opt.reference.c_str());
-  for (const auto& line : context.lines) std::printf("%s\n", line.c_str());
-  if (!context.lines.empty()) std::printf("\n");
-  std::printf("transports (1->n fan-out: share = each message to one reader, broadcast = to every reader):\n");
-  for (auto* t : transports)
-    std::printf("  %-17s %-9s %s\n", t->name().c_str(), fanout_name(t->fanout()), t->description().c_str());
-
-  std::vector<std::string> notes;
-  auto note_of = [&](const CellResult& r) -> std::string {
-    if (r.note.empty()) return {};
-    auto it = std::find(notes.begin(), notes.end(), r.note);
-    if (it == notes.end()) {
-      notes.push_back(r.note);
-      it = notes.end() - 1;
-    }
-    return "[" + std::to_string(it - notes.begin() + 1) + "]";
-  };
-  auto status_cell = [](const CellResult& r) {
-    return (r.status == Status::skipped ? "skipped: " : "FAILED: ") + r.error;
-  };
-
-  if (has(Measure::throughput)) {
-    char seconds_text[32];
-    std::snprintf(seconds_text, sizeof seconds_text, "%.3g s", opt.seconds);
-    const std::string run_length =
-        opt.messages > 0 ? cli::with_commas(opt.messages) + " messages" : std::string(seconds_text);
-    std::printf("\nTHROUGHPUT  %s per cell, %s readers; msg/s = messages received (every copy for broadcast) / time "
-                "from start to the last one\n",
-                run_length.c_str(),
-                reader_name(opt.throughput_reader));
-    std::printf("ratio = msg/s / %s's msg/s for the same pattern and size (above 1: faster than it)\n\n",
-                opt.reference.c_str());
-    std::printf("%-7s %-8s %-17s %-9s %5s %11s %9s %8s  %s\n", "pattern", "size", "transport", "fan-out", "depth",
-                "msg/s", "GB/s", "ratio", "");
-    std::printf("%s\n", std::string(90, '-').c_str());
-    Pattern last_p = Pattern::one_to_one;
-    std::size_t last_size = 0;
-    bool first = true;
-    for (const auto& r : results) {
-      if (r.spec.measure != Measure::throughput) continue;
-      if (!first && (r.spec.pattern != last_p || r.spec.size != last_size)) std::printf("\n");
-      first = false;
-      last_p = r.spec.pattern;
-      last_size = r.spec.size;
-      const std::string fan = r.spec.receivers > 1 ? fanout_name(r.fanout) : "-";
-      std::printf("%-7s %-8s %-17s %-9s %5zu ", pattern_label(r.spec.pattern, opt.fan).c_str(),
-                  size_label(r.spec.size).c_str(), r.transport.c_str(), fan.c_str(), r.spec.depth);
-      if (r.status != Status::ok) {
-        std::printf("%s\n", status_cell(r).c_str());
-        continue;
-      }
-      const CellResult* ref = reference_of(results, r, opt.reference);
-      std::printf("%11s %9s %8s  %s\n", cli::human_rate(r.msgs_per_s).c_str(), gb_text(r.bytes_per_s).c_str(),
-                  ratio_text(ref ? ratio(r.msgs_per_s, ref->msgs_per_s) : NAN).c_str(), note_of(r).c_str());
-    }
-  }
-
-  if (has(Measure::latency)) {
-    std::printf("\nLATENCY  one-way: receive time - INTENDED send time (message i is due at t0 + i/rate, so a late "
-                "sender or a stall counts),\n         CLOCK_MONOTONIC; from the moment the sender starts writing the "
-                "payload to receive() / view() returning\n");
-    std::printf("rate = min(%s msg/s, %s/s / size), at least %s messages and %.2g s per cell; percentiles from a "
-                "log-bucket histogram (<0.8%% high)\n",
-                cli::with_commas(static_cast<std::uint64_t>(opt.rate)).c_str(),
-                cli::human_bytes(static_cast<std::uint64_t>(opt.rate_bytes)).c_str(),
-                cli::with_commas(opt.min_samples).c_str(), opt.latency_seconds);
-    std::printf("busy = non-blocking receive in a spin loop; blocking = receive waits in the kernel/library; "
-                "ratio = p50 / %s's p50 (above 1: slower than it)\n",
-                opt.reference.c_str());
-    std::printf("behind = the sender's worst lateness against its schedule (large: the rate saturated the channel, "
-                "or the sender lost its CPU)\n\n");
-    std::printf("%-7s %-8s %-17s %-8s %8s %8s %9s %9s %9s %9s %7s %9s  %s\n", "pattern", "size", "transport", "reader",
-                "rate/s", "samples", "p50", "p99", "p99.9", "max", "ratio", "behind", "");
-    std::printf("%s\n", std::string(124, '-').c_str());
-    std::string last_group;
-    for (const auto& r : results) {
-      if (r.spec.measure != Measure::latency) continue;
-      const std::string group = std::to_string(static_cast<int>(r.spec.pattern)) + "/" + std::to_string(r.spec.size) +
-                                "/" + reader_name(r.spec.reader);
-      if (!last_group.empty() && group != last_group) std::printf("\n");
-      last_group = group;
-      std::printf("%-7s %-8s %-17s %-8s %8s ", pattern_label(r.spec.pattern, opt.fan).c_str(),
-                  size_label(r.spec.size).c_str(), r.transport.c_str(), reader_name(r.spec.reader),
-                  cli::human_rate(r.spec.rate).c_str());
-      if (r.status != Status::ok) {
-        std::printf("%s\n", status_cell(r).c_str());
-        continue;
-      }
-      const CellResult* ref = reference_of(results, r, opt.reference);
-      std::printf("%8s %9s %9s %9s %9s %7s %9s  %s\n", cli::with_commas(r.samples).c_str(),
-                  ns_text(static_cast<double>(r.p50)).c_str(), ns_text(static_cast<double>(r.p99)).c_str(),
-                  ns_text(static_cast<double>(r.p999)).c_str(), ns_text(static_cast<double>(r.max)).c_str(),
-                  ratio_text(ref ? ratio(static_cast<double>(r.p50), static_cast<double>(ref->p50)) : NAN).c_str(),
-                  ns_text(static_cast<double>(r.max_behind_ns)).c_str(), note_of(r).c_str());
-    }
-  }
-
-  if (!notes.empty()) {
-    std::printf("\nnotes:\n");
-    for (std::size_t i = 0; i < notes.size(); ++i) std::printf("  [%zu] %s\n", i + 1, notes[i].c_str());
-  }
-  if (!opt.subject.empty()) {
-    std::printf("\ngoals for %s (ratios from this run):\n", opt.subject.c_str());
-    for (const auto& g : goals) {
-      if (!g.measured()) {
-        std::printf("  %-72s not measured (its 1-1 cells of %s and the baseline did not both run)\n",
-                    g.text.c_str(), opt.subject.c_str());
-        continue;
-      }
-      char value[32];
-      std::snprintf(value, sizeof value, "%.3f", g.value);
-      std::printf("  %-72s %s = %s  %s\n", g.text.c_str(), g.ratio.c_str(),
-                  g.at_least ? ratio_text(g.value).c_str() : value, g.met() ? "met" : "NOT met");
-    }
-  }
-  int failed = 0, skipped = 0;
-  for (const auto& r : results) {
-    failed += r.status == Status::failed;
-    skipped += r.status == Status::skipped;
-  }
-  std::printf("\n%zu cells: %zu ok, %d skipped, %d failed; elapsed %.1f s\n", results.size(),
-              results.size() - static_cast<std::size_t>(failed + skipped), skipped, failed, elapsed);
+  print_report(rep);
   return any_failed ? 1 : 0;
 }
 

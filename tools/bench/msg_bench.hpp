@@ -2,11 +2,11 @@
 // every transport (transport.hpp) through the same cells and reports
 // throughput and one-way latency next to the machine they ran on.
 //
-// Used by `colo bench queue|topic` (tools/bench_msg.cpp): register the
+// Used by `colo bench queue|topic` (queue_topic.cpp): register the
 // options with add_msg_bench_options(), then resolve_msg_bench_options() and
 // run_msg_bench() with colo's factory (colo_transports.cpp) in front of
 // baseline_transports(), `subject` set to its name and the goals set. `colo
-// bench bridge` (tools/bench_bridge.cpp) runs the same harness over two
+// bench bridge` (bridge.cpp) runs the same harness over two
 // colod daemons against ZeroMQ over TCP, with its own defaults and goals.
 //
 // A cell is one transport x pattern x message size (x reader mode for

@@ -51,7 +51,7 @@
 
 #include "colo/internal/clock.hpp"
 #include "colo/internal/text.hpp"  // errno_text
-#include "../bench_process.hpp"  // unlink_on_interrupt (names removed if the run is interrupted), free_loopback_port
+#include "processes.hpp"  // unlink_on_interrupt (names removed if the run is interrupted), free_loopback_port
 
 namespace colo::bench {
 namespace {

@@ -14,12 +14,13 @@ packages=(
   libgtest-dev libgmock-dev          # the test suites
   libcli11-dev                       # colo's command line
   nlohmann-json3-dev                 # colo's --json output
-  libzmq3-dev cppzmq-dev             # ZeroMQ: the bridge (colod) and the baselines of `colo bench queue|topic`
+  libzmq3-dev cppzmq-dev             # ZeroMQ: the bridge (colod), colod's control socket, the baselines of colo-bench
   capnproto libcapnp-dev             # Cap'n Proto: schemas/ compiled at build time, colod's frames
   libtomlplusplus-dev                # colod's TOML config
   libcpp-httplib-dev                 # colod's Prometheus metrics endpoint and etcd's HTTP/JSON gateway
   libhiredis-dev                     # colod's Redis lock backend
   libzookeeper-mt-dev                # colod's ZooKeeper lock backend (the C client, threaded)
+  help2man                           # the man pages colo(1), colod(8) ... made from the programs' --help
   util-linux procps                  # setpriv, ps: used by tests
   iproute2                           # ip: network namespaces and a veth pair for the bridge-netns test
 )

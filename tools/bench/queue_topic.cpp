@@ -1,10 +1,15 @@
-#include "bench_msg.hpp"
+// `colo bench queue` and `colo bench topic`: colo's Queue / Topic against
+// ZeroMQ ipc://, a Unix socket, a pipe, POSIX and Boost message queues,
+// through the harness of msg_bench.hpp (colo's side: colo_transports.cpp;
+// the baselines: transports.cpp).
+#include "commands.hpp"
 
 #include <iostream>
 #include <memory>
 
-#include "bench/msg_bench.hpp"
-#include "bench/transport.hpp"
+#include "app.hpp"
+#include "msg_bench.hpp"
+#include "transport.hpp"
 
 namespace colo::cli {
 namespace {
@@ -18,7 +23,7 @@ struct Variant {
   std::unique_ptr<TransportFactory> (*make)();
 };
 
-// The goals for colo's queue and topic, 64 B 1->1: throughput against
+// The goals for colo's queue and topic, 64 B 1->1: throughput against
 // ZeroMQ PUSH/PULL and a Unix socket, one-way p50 against the Unix socket's
 // with a busy and with a blocking reader.
 std::vector<bench::GoalSpec> local_goals() {
@@ -36,7 +41,7 @@ std::vector<bench::GoalSpec> local_goals() {
   };
 }
 
-void register_variant(CLI::App& bench_group, Context& ctx, const Variant& v) {
+void register_variant(CLI::App& bench_group, int& exit_code, const Variant& v) {
   auto* cmd = bench_group.add_subcommand(v.command, v.summary);
   cmd->footer(
       "One run, one harness: every cell (pattern x size x reader) forks its senders and receivers, runs each "
@@ -54,34 +59,34 @@ void register_variant(CLI::App& bench_group, Context& ctx, const Variant& v) {
   auto list = std::make_shared<bool>(false);
   cmd->add_flag("--list", *list, "list the transports and exit");
   const Variant variant = v;
-  cmd->callback([cli, list, variant, &ctx] {
+  cmd->callback([cli, list, variant, &exit_code] {
     std::vector<std::unique_ptr<TransportFactory>> transports;
     transports.push_back(variant.make());
     for (auto& t : bench::baseline_transports()) transports.push_back(std::move(t));
     if (*list) {
       for (const auto& t : transports)
         std::printf("%-17s %-9s %s\n", t->name().c_str(), bench::fanout_name(t->fanout()), t->description().c_str());
-      ctx.exit_code = kExitOk;
+      exit_code = kExitOk;
       return;
     }
     if (const std::string error = bench::resolve_msg_bench_options(*cli, transports); !error.empty()) {
       std::cerr << "colo bench " << variant.command << ": " << error << '\n';
-      ctx.exit_code = kExitUsage;
+      exit_code = kExitUsage;
       return;
     }
-    ctx.exit_code = bench::run_msg_bench(cli->options, transports);
+    exit_code = bench::run_msg_bench(cli->options, transports);
   });
 }
 
 }  // namespace
 
-void register_bench_msg(CLI::App& bench_group, Context& ctx) {
-  register_variant(bench_group, ctx,
+void register_bench_msg(CLI::App& bench_group, int& exit_code) {
+  register_variant(bench_group, exit_code,
                    {"queue", "colo-queue",
                     "colo Queue vs ZeroMQ ipc:// PUSH/PULL and PUB/SUB, Unix socket, pipe, POSIX and Boost message "
                     "queues: throughput (1->1, n->1, 1->n) and one-way latency percentiles",
                     &bench::colo_queue_transport});
-  register_variant(bench_group, ctx,
+  register_variant(bench_group, exit_code,
                    {"topic", "colo-topic",
                     "colo Topic vs the same baselines (1->n: every subscriber gets every message)",
                     &bench::colo_topic_transport});

@@ -1,4 +1,4 @@
-// The federation part of `colo demo`.
+// The federation part of the demo (demo.hpp).
 //
 // Hosts alpha, beta and gamma are three colod on 127.0.0.1 (LocalCluster),
 // each federating namespace demofed<host><pid>. Threads of this process play
@@ -11,8 +11,6 @@
 //   queue demo/jobs (home alpha): a consumer on every host; producers on
 //     beta and gamma. Every message must be consumed exactly once in the
 //     whole cluster; gamma's consumer gets work only through the bridge.
-#include "demo_federation.hpp"
-
 #include <signal.h>
 
 #include <atomic>
@@ -21,10 +19,10 @@
 #include <map>
 #include <thread>
 
-#include "bench_process.hpp"  // with_commas, human_rate
-#include "cli.hpp"
 #include "colo/channel.hpp"
 #include "colod_client.hpp"
+#include "demo.hpp"
+#include "format.hpp"         // with_commas, human_rate
 #include "local_cluster.hpp"
 
 namespace colo::cli {
@@ -251,15 +249,16 @@ void queue_scenario(LocalCluster& cluster, const FederationDemoOptions& opt,
                      {"seconds", seconds}};
 }
 
-}  // namespace
-
+// Runs the part; prints progress through `line`; appends what went wrong
+// to `failures`; returns its figures (for --json).
 nlohmann::json run_federation_demo(const FederationDemoOptions& opt,
                                    const std::function<void(const std::string&)>& line,
                                    std::vector<std::string>& failures) {
   nlohmann::json detail = nlohmann::json::object();
   const std::string colod = find_colod();
   if (colod.empty()) {
-    failures.push_back("colod not found (beside colo, in ../bridge/ of the build tree, or on $PATH; or set COLOD_BIN)");
+    failures.push_back(
+        "colod not found (beside colo-demo, in ../../bridge/ of the build tree, or on $PATH; or set COLOD_BIN)");
     return detail;
   }
   LocalCluster cluster;
@@ -282,6 +281,17 @@ nlohmann::json run_federation_demo(const FederationDemoOptions& opt,
   if (!leftovers.empty()) failures.push_back("segments left in /dev/shm after the federation part");
   detail["colod"] = colod;
   return detail;
+}
+
+}  // namespace
+
+PartOutcome run_federation_part(const DemoOptions& opt, ScratchNamespace&, Reporter& out) {
+  PartOutcome result{"federation", {}, nlohmann::json::object()};
+  const auto t0 = SteadyClock::now();
+  result.detail = run_federation_demo(opt.federation, [&out](const std::string& text) { out.line(text); },
+                                      result.failures);
+  result.detail["wall_ns"] = std::chrono::duration<double, std::nano>(SteadyClock::now() - t0).count();
+  return result;
 }
 
 }  // namespace colo::cli

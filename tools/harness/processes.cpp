@@ -1,4 +1,4 @@
-#include "bench_process.hpp"
+#include "processes.hpp"
 
 #include <arpa/inet.h>   // htonl, ntohs
 #include <dirent.h>     // listing /dev/shm
@@ -331,35 +331,5 @@ std::vector<std::string> ScratchNamespace::remove_all() {
 }
 
 ScratchNamespace::~ScratchNamespace() { (void)remove_all(); }
-
-// ------------------------------------------------------------- formatting
-
-std::string with_commas(std::uint64_t value) {
-  std::string digits = std::to_string(value);
-  std::string out;
-  const std::size_t n = digits.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    if (i > 0 && (n - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
-std::string human_rate(double per_second) {
-  char buf[32];
-  if (per_second >= 1e9) std::snprintf(buf, sizeof buf, "%.2f G", per_second / 1e9);
-  else if (per_second >= 1e6) std::snprintf(buf, sizeof buf, "%.2f M", per_second / 1e6);
-  else if (per_second >= 1e3) std::snprintf(buf, sizeof buf, "%.1f k", per_second / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", per_second);
-  return buf;
-}
-
-Spread spread_of(std::vector<double> samples) {
-  if (samples.empty()) return {};
-  std::sort(samples.begin(), samples.end());
-  const std::size_t n = samples.size();
-  const double median = n % 2 == 1 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
-  return {median, samples.front(), samples.back()};
-}
 
 }  // namespace colo::cli

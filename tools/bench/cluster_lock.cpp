@@ -33,19 +33,19 @@
 // tokens (each greater than the process's previous one and than the largest
 // any process was granted, a maximum kept under the lock). A violation makes
 // the exit status 1; so do a failed measurement and anything left behind.
-// Goals, the issue's, are reported and not enforced: contended, colod at
+// The goals are reported and not enforced: contended, colod at
 // least 20x the direct grants/s; uncontended, the colod cold p50 at most
 // 1.2x the direct p50.
 //
-// Every use of a backend client happens in a forked child, never in `colo`
+// Every use of a backend client happens in a forked child, never in colo-bench
 // itself: the ZooKeeper and etcd clients start threads, and a process that
 // forks must not have any. A backend whose session cannot be opened (by a
 // probe child) is reported as skipped with the reason. Cleanup: colod is
 // stopped and the namespace removed after each backend (LocalCluster::stop);
-// on Ctrl-C the bench_process handler kills the children and colod and
+// on Ctrl-C the harness's signal handler kills the children and colod and
 // unlinks the same files. The backends' fence counters for the run's lock
 // names stay on the server, as they must for tokens to stay increasing.
-#include "bench_cluster_lock.hpp"
+#include "commands.hpp"
 
 #include <unistd.h>  // getpid, isatty
 
@@ -66,12 +66,14 @@
 #include <thread>
 #include <vector>
 
+#include "app.hpp"
 #include "backends/backend.hpp"
-#include "bench_process.hpp"  // Children, SharedBlock, shm_segments_with_prefix
 #include "colo/internal/clock.hpp"
 #include "colo/internal/text.hpp"  // errno_text
 #include "colo/lock.hpp"
+#include "format.hpp"
 #include "local_cluster.hpp"
+#include "processes.hpp"  // Children, SharedBlock, shm_segments_with_prefix
 
 namespace colo::cli {
 namespace {
@@ -612,7 +614,7 @@ BackendRun run_backend(const std::string& kind, const std::string& endpoints, co
   }
   if (colod.empty()) {
     r.status = BackendRun::Status::failed;
-    r.reason = "cannot find colod (beside colo, in ../bridge/ of a build tree, or on $PATH); set COLOD_BIN or "
+    r.reason = "cannot find colod (beside colo-bench, in ../../bridge/ of a build tree, or on $PATH); set COLOD_BIN or "
                "pass --colod PATH";
     return r;
   }
@@ -907,7 +909,7 @@ int run_bench_cluster_lock(Options opt, const CLI::App& cmd) {
 
 }  // namespace
 
-void register_bench_cluster_lock(CLI::App& bench, Context& ctx) {
+void register_bench_cluster_lock(CLI::App& bench, int& exit_code) {
   auto* cmd = bench.add_subcommand(
       "cluster-lock",
       "a cluster lock through colod's cohorting vs each process taking the backend lock directly "
@@ -942,10 +944,10 @@ void register_bench_cluster_lock(CLI::App& bench, Context& ctx) {
   cmd->add_option("--lease-ms", opt->lease_ms, "lease of every backend session (colod's lease_ms)")
       ->capture_default_str()
       ->check(CLI::Range(1000u, 600'000u));
-  cmd->add_option("--colod", opt->colod, "the colod program (default: $COLOD_BIN, beside colo, or on $PATH)");
+  cmd->add_option("--colod", opt->colod, "the colod program (default: $COLOD_BIN, beside colo-bench, or on $PATH)");
   cmd->add_flag("--quick", opt->quick, "a short run: 0.5 s per contended side, 50 uncontended pairs");
   cmd->add_flag("--json", opt->json, "print one JSON document instead of tables");
-  cmd->callback([opt, cmd, &ctx] { ctx.exit_code = run_bench_cluster_lock(*opt, *cmd); });
+  cmd->callback([opt, cmd, &exit_code] { exit_code = run_bench_cluster_lock(*opt, *cmd); });
 }
 
 }  // namespace colo::cli

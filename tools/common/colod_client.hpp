@@ -1,6 +1,7 @@
-// tools/colod_client.hpp — `colo`'s side of colod's control socket
+// tools/common/colod_client.hpp — the tools' side of colod's control socket
 // (schemas/control.capnp): one request, one reply, read with limits.
-// Used by `colo peers`, `colo federate`, `colo stat` and `colo top`.
+// Used by `colo peers`, `colo federate`, `colo stat` and `colo top`, and by
+// the harness and benchmarks to watch the colod they start.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// tools/bench_process.hpp — what `colo bench` and `colo demo` need to run
+// tools/harness/processes.hpp — what colo-bench and colo-demo need to run
 // several processes safely: shared anonymous memory, forked children with
 // bounded waits, and a scratch namespace that is removed at the end, even when
 // the run fails or is interrupted.
@@ -8,20 +8,17 @@
 // flushing of the parent's stdio buffers). Every wait is bounded; a child
 // still running at its deadline is SIGKILLed and reported as timed out. A
 // child also gets SIGKILL if the parent dies (PR_SET_PDEATHSIG), so nothing
-// outlives a crashed or killed `colo`.
+// outlives a crashed or killed colo-bench or colo-demo.
 #pragma once
 
 #include <sys/types.h>  // pid_t
-#include <unistd.h>     // isatty
 
 #include <chrono>      // deadlines
-#include <cmath>       // ratio_text
 #include <cstddef>     // size_t
-#include <cstdint>     // counters
-#include <cstdio>      // Progress
 #include <functional>  // child bodies
 #include <new>         // placement new into the mapping
 #include <optional>    // Node before open()
+#include <type_traits> // SharedArray
 #include <string>
 #include <vector>
 
@@ -60,10 +57,42 @@ class SharedBlock {
   explicit operator bool() const noexcept { return object_ != nullptr; }
   T& operator*() noexcept { return *object_; }
   T* operator->() noexcept { return object_; }
+  const T& operator*() const noexcept { return *object_; }
+  const T* operator->() const noexcept { return object_; }
 
  private:
   T* object_ = nullptr;
 };
+
+// An array of n T in shared anonymous memory (zeroed), visible to children
+// forked after construction. T: atomics or plain data.
+template <typename T>
+class SharedArray {
+  static_assert(std::is_trivially_destructible_v<T>, "shared arrays hold plain data or atomics");
+
+ public:
+  explicit SharedArray(std::size_t n) : n_(n) {
+    if (n == 0) return;
+    void* p = map_shared_anonymous(n * sizeof(T));
+    if (p == nullptr) return;
+    data_ = static_cast<T*>(p);
+    if constexpr (!std::is_trivially_default_constructible_v<T>)
+      for (std::size_t i = 0; i < n; ++i) new (&data_[i]) T{};
+  }
+  ~SharedArray() {
+    if (data_ != nullptr) unmap_shared(data_, n_ * sizeof(T));
+  }
+  SharedArray(const SharedArray&) = delete;
+  SharedArray& operator=(const SharedArray&) = delete;
+  explicit operator bool() const noexcept { return data_ != nullptr; }
+  T* data() noexcept { return data_; }
+  T& operator[](std::size_t i) noexcept { return data_[i]; }
+
+ private:
+  std::size_t n_;
+  T* data_ = nullptr;
+};
+
 
 // --------------------------------------------------------------- children
 
@@ -174,48 +203,5 @@ int free_loopback_port() noexcept;
 
 // Segments (names without the leading '/') in /dev/shm starting with `prefix`.
 std::vector<std::string> shm_segments_with_prefix(const std::string& prefix);
-
-// ------------------------------------------------------------- formatting
-
-// 25000 -> "25,000".
-std::string with_commas(std::uint64_t value);
-// 12345678.9 -> "12.3 M", for rates.
-std::string human_rate(double per_second);
-
-// Median, min and max of a non-empty set of samples.
-struct Spread {
-  double median = 0;
-  double min = 0;
-  double max = 0;
-};
-Spread spread_of(std::vector<double> samples);
-
-// A ratio for a table: "512x", "32.6x", "0.58x"; "-" when not a number.
-inline std::string ratio_text(double r) {
-  if (!std::isfinite(r)) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, r >= 100 ? "%.0fx" : r >= 10 ? "%.1fx" : "%.2fx", r);
-  return buf;
-}
-
-// One status line on stderr while a bench runs (only on a terminal),
-// rewritten in place and erased at the end.
-class Progress {
- public:
-  explicit Progress(bool enabled) : enabled_(enabled && ::isatty(STDERR_FILENO) != 0) {}
-  void show(const std::string& text) {
-    if (!enabled_) return;
-    std::fprintf(stderr, "\r\033[K%s", text.c_str());
-    std::fflush(stderr);
-  }
-  ~Progress() {
-    if (enabled_) std::fprintf(stderr, "\r\033[K");
-  }
-  Progress(const Progress&) = delete;
-  Progress& operator=(const Progress&) = delete;
-
- private:
-  bool enabled_;
-};
 
 }  // namespace colo::cli

@@ -12,7 +12,7 @@
 //
 //   baseline (zmq-tcp-pushpull): sender -- PUSH (connect) --> tcp://127.0.0.1:<port> --> PULL (bind) -- receiver
 //
-// Both run through the cells of the message benchmark (tools/bench/msg_bench.hpp),
+// Both run through the cells of the message benchmark (msg_bench.hpp),
 // one after the other for each size: a forked sender and a forked receiver,
 // warm-up until the receiver has heard from the sender (so the subscriber is in
 // place and the colods stream before anything is timed), then
@@ -21,41 +21,37 @@
 //   - latency: a fixed rate (--rate), message i due at t0 + i/rate and carrying
 //     that intended CLOCK_MONOTONIC time, so a stall anywhere counts (no
 //     coordinated omission); one-way p50/p99/p99.9/max at the receiver.
-// The goals are the issue's: colo-bridge at least 60% of ZeroMQ's 64-byte
+// The goals: colo-bridge at least 60% of ZeroMQ's 64-byte
 // msg/s, and a 64-byte p50 at most 2x ZeroMQ's.
 //
-// Life of the daemons: started once for the run (a scratch directory holds
-// their configs, logs and control sockets); the run waits, bounded, until
-// each reports the other connected over its control socket; before each
+// Life of the daemons (a LocalCluster of two hosts): started once for the
+// run (a scratch directory holds their configs, logs and control sockets);
+// the run waits, bounded, until each reports the other connected over its
+// control socket; before each
 // colo-bridge cell it checks they still run (a cell fails with the colod's
 // last log lines instead of timing out); after the last cell it asks both for
 // their counters, stops them with SIGTERM (SIGKILL after 5 s) and removes both
-// namespaces and the scratch directory. On Ctrl-C the bench_process signal
+// namespaces and the scratch directory. On Ctrl-C the harness's signal
 // handler SIGKILLs them and unlinks the same files; a colod also gets SIGKILL
-// if `colo` itself dies (PR_SET_PDEATHSIG).
-#include "bench_bridge.hpp"
+// if colo-bench itself dies (PR_SET_PDEATHSIG).
+#include "commands.hpp"
 
-#include <fcntl.h>   // open: colod's stdin and log
-#include <unistd.h>  // execv, dup2, rmdir
+#include <unistd.h>  // getpid, isatty, sysconf
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <csignal>  // SIGTERM
 #include <cstdio>
-#include <cstdlib>  // getenv, mkdtemp
-#include <cstring>
-#include <fstream>
+#include <fstream>   // /proc/<pid>/stat
 #include <iostream>
 #include <memory>
 #include <sstream>
-#include <thread>  // sleep_for while the daemons start
 
-#include "bench/msg_bench.hpp"
-#include "bench/transport.hpp"
-#include "bench_process.hpp"  // Children, ScratchNamespace, unlink_on_interrupt, free_loopback_port
-#include "colo/internal/text.hpp"  // errno_text
+#include "app.hpp"  // fail
 #include "colod_client.hpp"
+#include "format.hpp"
+#include "local_cluster.hpp"  // LocalCluster, find_colod
+#include "msg_bench.hpp"
+#include "transport.hpp"
 
 namespace colo::cli {
 namespace {
@@ -65,33 +61,18 @@ using namespace std::chrono_literals;
 constexpr const char* kTopic = "bench/bridge";
 constexpr const char* kSubject = "colo-bridge";
 constexpr const char* kBaseline = "zmq-tcp-pushpull";
-constexpr auto kStartLimit = 20s;  // both daemons up and connected to each other
-constexpr auto kStopLimit = 5s;    // a daemon's exit after SIGTERM; then SIGKILL
+constexpr double kStartLimitS = 20;  // both daemons up and connected to each other
 constexpr auto kStatusTimeout = 500ms;
-constexpr int kLogTail = 8;        // lines of a daemon's log shown when it failed
 
 // The daemons' part of the configuration (the rest is fixed above).
 struct Settings {
-  std::string colod;                       // program: --colod, $COLOD_BIN, beside colo, $PATH
+  std::string colod;                       // program: --colod, $COLOD_BIN, beside colo-bench, $PATH
   std::uint64_t capacity = 64ull << 20;    // the topic's ring on each host
   std::uint32_t max_message = 0;           // the largest of --sizes
   std::uint32_t max_frame = 4u << 20;      // colod's limits.max_frame (its default, or more for large sizes)
   std::uint32_t credit = 0;                // colod's limits.credit; 0: colod's default
   std::uint32_t heartbeat_ms = 200;
 };
-
-using internal::errno_text;
-
-// The last `lines` lines of a file, each indented, for an error report.
-std::string last_lines(const std::string& path, int lines) {
-  std::ifstream in(path);
-  std::vector<std::string> all;
-  for (std::string line; std::getline(in, line);) all.push_back(line);
-  std::string out;
-  const std::size_t from = all.size() > static_cast<std::size_t>(lines) ? all.size() - lines : 0;
-  for (std::size_t i = from; i < all.size(); ++i) out += "\n    " + all[i];
-  return out.empty() ? "\n    (its log is empty)" : out;
-}
 
 // CPU time (user + system) a live process has used so far, in seconds; -1
 // if unknown. Read while it runs: once reaped, /proc has nothing left.
@@ -152,157 +133,79 @@ nlohmann::json to_json(const ColodCounters& c) {
 
 // ------------------------------------------------------------------ hosts
 
-// Two colod daemons, A (the senders' host) and B (the receivers'), each
-// federating its own namespace with the other's over 127.0.0.1.
+struct Findings;
+
+// Two colod daemons (a LocalCluster of two hosts), A (the senders' host) and
+// B (the receivers'), each federating its own namespace with the other's over
+// 127.0.0.1, with the topic declared in both.
 //
-// Contract: used by the single thread of `colo` (it forks). Nothing runs
+// Contract: used by the single thread of colo-bench (it forks). Nothing runs
 // until start(); stop() (also called by finish() and the destructor) leaves
 // no daemon, no segment of either namespace and no scratch file behind, and
 // is idempotent.
 class BridgeHosts {
  public:
-  BridgeHosts() {
-    const std::string pid = std::to_string(::getpid());
-    hosts_[0].role = "A";
-    hosts_[0].node = "bench-a";
-    hosts_[0].prefix = "bridgebench-a-";
-    hosts_[1].role = "B";
-    hosts_[1].node = "bench-b";
-    hosts_[1].prefix = "bridgebench-b-";
-    for (auto& h : hosts_) h.ns = h.prefix + pid;  // what ScratchNamespace::open will make
-  }
+  BridgeHosts() : pid_(std::to_string(::getpid())) {}
   BridgeHosts(const BridgeHosts&) = delete;
   BridgeHosts& operator=(const BridgeHosts&) = delete;
   ~BridgeHosts() { stop(); }
 
-  const std::string& sender_ns() const { return hosts_[0].ns; }
-  const std::string& receiver_ns() const { return hosts_[1].ns; }
+  // What LocalCluster makes of the prefixes, known before start().
+  std::string sender_ns() const { return kHosts[0].prefix + pid_; }
+  std::string receiver_ns() const { return kHosts[1].prefix + pid_; }
 
   // Starts both daemons and waits (bounded) until each reports the other
-  // connected. "" or what went wrong, with the daemon's last log lines.
+  // connected. "" or what went wrong, with the daemons' last log lines.
   std::string start(const Settings& settings);
   // "" while both daemons run, else which one ended and how.
-  std::string check();
+  std::string check() { return cluster_.ended(); }
   // After the last cell: both daemons' counters, then stop(); the report.
   bench::ReportContext finish();
   void stop();
 
  private:
-  struct Host {
-    const char* role = "";
-    std::string node, prefix, ns;
-    ScratchNamespace scratch;
-    int port = 0;
-    std::string config, log, socket;  // in the scratch directory
-    pid_t pid = -1;
-    ChildExit exit;
-    double cpu_s = -1;     // CPU time over the whole run, read just before stopping it
-    std::string log_tail;  // its last lines, read before the file is removed
-    std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port); }
-    std::string label() const { return std::string("colod ") + role + " (" + node + ")"; }
+  struct Role {
+    const char* role;
+    const char* node;
+    std::string prefix;
   };
+  inline static const Role kHosts[2] = {{"A", "bench-a", "bridgebench-a-"}, {"B", "bench-b", "bridgebench-b-"}};
+  std::vector<std::string> report_lines(const Findings& f, bool failed);
+  static std::string label(std::size_t i) {
+    return std::string("colod ") + kHosts[i].role + " (" + kHosts[i].node + ")";
+  }
 
-  std::string write_config(const Host& me, const Host& peer) const;
-  pid_t spawn(const Host& h);
-
-  std::array<Host, 2> hosts_;
+  std::string pid_;
   Settings settings_;
-  Children children_;
-  std::string dir_;  // scratch directory
+  LocalCluster cluster_;
+  pid_t pids_[2] = {0, 0};         // the daemons, kept for the report once stopped
+  double cpu_s_[2] = {-1, -1};     // CPU time over the whole run, read just before stopping them
   std::vector<std::string> leftovers_;
   bool started_ = false;
   bool stopped_ = false;
 };
 
-std::string BridgeHosts::write_config(const Host& me, const Host& peer) const {
-  std::ofstream f(me.config);
-  f << "# colo bench bridge, host " << me.role << ": written for one run, removed after it\n"
-    << "[node]\nname = \"" << me.node << "\"\nnamespace = \"" << me.ns << "\"\nlisten = \"" << me.endpoint()
-    << "\"\n\n[control]\nsocket = \"" << me.socket << "\"\n\n[limits]\nmax_frame = " << settings_.max_frame
-    << "\nheartbeat_ms = " << settings_.heartbeat_ms << "\n";
-  if (settings_.credit > 0) f << "credit = " << settings_.credit << "\n";
-  f << "\n[log]\nlevel = \"info\"\n\n[[peer]]\nname = \"" << peer.node << "\"\nendpoint = \"" << peer.endpoint()
-    << "\"\n\n[[topic]]\nname = \"" << kTopic << "\"\ncapacity = " << settings_.capacity
-    << "\nmax_message = " << settings_.max_message << "\nbackpressure = \"block\"\n";
-  f.close();
-  return f ? std::string() : errno_text("cannot write " + me.config);
-}
-
-pid_t BridgeHosts::spawn(const Host& h) {
-  // Everything the child needs is made before fork: it only opens, dup2s and execs.
-  std::vector<std::string> args = {settings_.colod, "--config", h.config};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const char* log = h.log.c_str();
-  return children_.spawn([&argv, log] {
-    const int in = ::open("/dev/null", O_RDONLY);
-    const int out = ::open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (in >= 0) ::dup2(in, STDIN_FILENO);
-    if (out >= 0) {
-      ::dup2(out, STDOUT_FILENO);
-      ::dup2(out, STDERR_FILENO);
-    }
-    if (in > STDERR_FILENO) ::close(in);
-    if (out > STDERR_FILENO) ::close(out);
-    ::execv(argv[0], argv.data());
-    ::dprintf(STDERR_FILENO, "colo bench bridge: cannot run %s: %s\n", argv[0], std::strerror(errno));
-    return 127;
-  });
-}
-
 std::string BridgeHosts::start(const Settings& settings) {
   settings_ = settings;
   started_ = true;
-  // The control sockets live in the scratch directory, and a Unix socket
-  // path has at most 107 bytes: a long $TMPDIR falls back to /tmp.
-  const char* tmp = std::getenv("TMPDIR");
-  std::string base = tmp != nullptr && *tmp != '\0' && std::strlen(tmp) <= 60 ? tmp : "/tmp";
-  std::string dir = base + "/colo-bridgebench-XXXXXX";
-  if (::mkdtemp(dir.data()) == nullptr) return errno_text("mkdtemp " + dir);
-  dir_ = dir;
-  unlink_on_interrupt(dir_);  // the handler removes directories after the files in them
-  for (auto& h : hosts_) {
-    if (auto ok = h.scratch.open(h.prefix); !ok) return "namespace " + h.ns + ": " + ok.error().message;
-    if (h.scratch.ns() != h.ns) return "namespace " + h.scratch.ns() + " is not the expected " + h.ns;
-    h.scratch.track(kTopic);  // colod creates it; unlinked even if the run is interrupted
-    h.port = free_loopback_port();
-    if (h.port < 0) return errno_text("a free port on 127.0.0.1");
-    h.config = dir_ + "/" + h.node + ".toml";
-    h.log = dir_ + "/" + h.node + ".log";
-    h.socket = dir_ + "/" + h.node + ".sock";
-    for (const std::string* path : {&h.config, &h.log, &h.socket}) unlink_on_interrupt(*path);
-  }
-  for (int i = 0; i < 2; ++i)
-    if (std::string e = write_config(hosts_[i], hosts_[1 - i]); !e.empty()) return e;
-  for (auto& h : hosts_) {
-    h.pid = spawn(h);
-    if (h.pid < 0) return errno_text("fork");
-  }
-  const auto deadline = SteadyClock::now() + kStartLimit;
-  for (;;) {
-    if (std::string e = check(); !e.empty()) return e;
-    bool connected = true;
-    for (auto& h : hosts_) {
-      const auto status = counters_of(h.socket);
-      connected = connected && status && status.value().connected;
-    }
-    if (connected) return {};
-    if (SteadyClock::now() > deadline) {
-      std::string e = "colod A and B did not report each other connected within " +
-                      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStartLimit).count()) + " s";
-      for (auto& h : hosts_) e += "\n  " + h.label() + ", last lines of its log:" + last_lines(h.log, kLogTail);
-      return e;
-    }
-    std::this_thread::sleep_for(50ms);
-  }
-}
-
-std::string BridgeHosts::check() {
-  for (auto& h : hosts_) {
-    if (h.pid <= 0) continue;
-    if (auto ended = children_.poll(h.pid))
-      return h.label() + " has ended (" + ended->text() + "); last lines of its log:" + last_lines(h.log, kLogTail);
+  LocalCluster::Settings s;
+  s.colod = settings.colod;
+  s.limits_toml = "max_frame = " + std::to_string(settings.max_frame) +
+                  "\nheartbeat_ms = " + std::to_string(settings.heartbeat_ms) + "\n" +
+                  (settings.credit > 0 ? "credit = " + std::to_string(settings.credit) + "\n" : std::string());
+  s.extra_toml = "[log]\nlevel = \"info\"\n[[topic]]\nname = \"" + std::string(kTopic) +
+                 "\"\ncapacity = " + std::to_string(settings.capacity) +
+                 "\nmax_message = " + std::to_string(settings.max_message) + "\nbackpressure = \"block\"\n";
+  s.objects = {kTopic};  // colod creates it; unlinked even if the run is interrupted
+  s.start_timeout_s = kStartLimitS;
+  if (auto started = cluster_.start(s, {{kHosts[0].node, kHosts[0].prefix}, {kHosts[1].node, kHosts[1].prefix}});
+      !started)
+    return started.error().message;
+  for (std::size_t i = 0; i < 2; ++i) {
+    pids_[i] = cluster_.host(i).pid;
+    const std::string expected = i == 0 ? sender_ns() : receiver_ns();
+    if (cluster_.host(i).ns() != expected)
+      return "namespace " + cluster_.host(i).ns() + " is not the expected " + expected;
   }
   return {};
 }
@@ -310,74 +213,65 @@ std::string BridgeHosts::check() {
 void BridgeHosts::stop() {
   if (!started_ || stopped_) return;
   stopped_ = true;
-  for (auto& h : hosts_)
-    if (h.pid > 0) children_.kill(h.pid, SIGTERM);
-  const auto deadline = SteadyClock::now() + kStopLimit;
-  for (auto& h : hosts_) {
-    if (h.pid <= 0) continue;
-    h.exit = children_.wait(h.pid, deadline);  // SIGKILL at the deadline
-    h.log_tail = last_lines(h.log, kLogTail);   // shown if anything went wrong; the file goes below
-  }
-  // The daemons are gone: nothing maps the segments any more.
-  for (auto& h : hosts_)
-    for (const auto& left : h.scratch.remove_all()) leftovers_.push_back("/dev/shm/" + left);
-  for (auto& h : hosts_)
-    for (const std::string* path : {&h.config, &h.log, &h.socket}) {
-      if (path->empty()) continue;
-      ::unlink(path->c_str());  // the socket is normally gone already: colod unlinks it when it stops
-      forget_on_interrupt(*path);
-    }
-  if (!dir_.empty()) {
-    if (::rmdir(dir_.c_str()) != 0 && errno != ENOENT) leftovers_.push_back(errno_text(dir_));
-    forget_on_interrupt(dir_);
-  }
+  for (auto& left : cluster_.stop()) leftovers_.push_back(left.front() == '/' ? left : "/dev/shm/" + left);
 }
 
-bench::ReportContext BridgeHosts::finish() {
-  std::array<Result<ColodCounters>, 2> status = {counters_of(hosts_[0].socket), counters_of(hosts_[1].socket)};
-  for (auto& h : hosts_) h.cpu_s = cpu_seconds(h.pid);
-  stop();
+// What the daemons said at the end of the run, and what it means for it.
+struct Findings {
+  std::array<Result<ColodCounters>, 2> status;
+  std::uint64_t lost = 0, duplicates = 0, rejected = 0;  // A->B, as B counts; frames refused by either
+  std::vector<std::string> warnings;
+};
 
-  bench::ReportContext r;
-  nlohmann::json hosts = nlohmann::json::array();
-  for (std::size_t i = 0; i < hosts_.size(); ++i) {
-    const Host& h = hosts_[i];
-    const bool clean = h.exit.how == ChildExit::How::exited && h.exit.code == 0;
-    nlohmann::json j = {{"role", h.role},
-                        {"node", h.node},
-                        {"namespace", h.ns},
-                        {"endpoint", h.endpoint()},
-                        {"pid", h.pid},
-                        {"exit", h.exit.text()},
-                        {"cpu_seconds", h.cpu_s},
-                        {"stopped_cleanly", clean}};
-    if (status[i]) j["counters"] = to_json(*status[i]);
-    else j["counters_error"] = status[i].error().message;
-    j["log_tail"] = h.log_tail;
-    hosts.push_back(j);
-    r.failed = r.failed || !clean || !status[i];
-  }
+Findings findings_of(std::array<Result<ColodCounters>, 2> status) {
+  Findings f{std::move(status), 0, 0, 0, {}};
   // What crossed from A to B is what B counts from A: a loss or a duplicate
   // there fails the run. B publishes nothing of its own, so a loss or a
   // duplicate A is told about on B's stream is a false report (a colod bug:
   // B's cursor for A counts the relayed messages it was lapped by, which it
   // would never have sent): a warning, since every message of every cell was
   // checked at the receiver.
-  std::uint64_t lost = 0, duplicates = 0, rejected = 0;
-  if (status[1]) {
-    lost = status[1].value().lost;
-    duplicates = status[1].value().duplicates;
+  if (f.status[1]) {
+    f.lost = f.status[1].value().lost;
+    f.duplicates = f.status[1].value().duplicates;
   }
-  for (const auto& s : status)
-    if (s) rejected += s.value().bad_frames + s.value().rejected_peers + s.value().failed_handshakes;
-  r.failed = r.failed || lost > 0 || duplicates > 0 || rejected > 0 || !leftovers_.empty();
-  std::vector<std::string> warnings;
-  if (status[0] && status[0].value().lost + status[0].value().duplicates > 0)
-    warnings.push_back("colod A was told that " + with_commas(status[0].value().lost) +
-                       " message(s) of B's stream were lost (and dropped " +
-                       with_commas(status[0].value().duplicates) +
-                       " duplicate(s)), but B publishes nothing of its own: a false report of colod's (B's cursor "
-                       "for A counts the relayed messages that lapped it); A->B is unaffected");
+  for (const auto& s : f.status)
+    if (s) f.rejected += s.value().bad_frames + s.value().rejected_peers + s.value().failed_handshakes;
+  if (f.status[0] && f.status[0].value().lost + f.status[0].value().duplicates > 0)
+    f.warnings.push_back("colod A was told that " + with_commas(f.status[0].value().lost) +
+                         " message(s) of B's stream were lost (and dropped " +
+                         with_commas(f.status[0].value().duplicates) +
+                         " duplicate(s)), but B publishes nothing of its own: a false report of colod's (B's "
+                         "cursor for A counts the relayed messages that lapped it); A->B is unaffected");
+  return f;
+}
+
+bench::ReportContext BridgeHosts::finish() {
+  std::array<Result<ColodCounters>, 2> status = {counters_of(cluster_.host(0).control),
+                                                 counters_of(cluster_.host(1).control)};
+  for (std::size_t i = 0; i < 2; ++i) cpu_s_[i] = cpu_seconds(pids_[i]);
+  stop();
+  const Findings f = findings_of(std::move(status));
+  bench::ReportContext r;
+  r.failed = f.lost > 0 || f.duplicates > 0 || f.rejected > 0 || !leftovers_.empty();
+  nlohmann::json hosts = nlohmann::json::array();
+  for (std::size_t i = 0; i < 2; ++i) {
+    const LocalCluster::Host& h = cluster_.host(i);
+    const bool clean = h.exit.how == ChildExit::How::exited && h.exit.code == 0;
+    nlohmann::json j = {{"role", kHosts[i].role},
+                        {"node", h.name},
+                        {"namespace", h.ns()},
+                        {"endpoint", h.endpoint()},
+                        {"pid", pids_[i]},
+                        {"exit", h.exit.text()},
+                        {"cpu_seconds", cpu_s_[i]},
+                        {"stopped_cleanly", clean}};
+    if (f.status[i]) j["counters"] = to_json(f.status[i].value());
+    else j["counters_error"] = f.status[i].error().message;
+    j["log_tail"] = h.log_tail;
+    hosts.push_back(j);
+    r.failed = r.failed || !clean || !f.status[i];
+  }
   r.json = {{"colod", settings_.colod},
             {"topic",
              {{"name", kTopic},
@@ -391,19 +285,24 @@ bench::ReportContext BridgeHosts::finish() {
               {"max_frame", settings_.max_frame}}},
             {"link", "tcp://127.0.0.1, plain (no CURVE)"},
             {"hosts", hosts},
-            {"a_to_b", {{"lost", lost}, {"duplicates", duplicates}}},
-            {"rejected_frames", rejected},
-            {"warnings", warnings},
+            {"a_to_b", {{"lost", f.lost}, {"duplicates", f.duplicates}}},
+            {"rejected_frames", f.rejected},
+            {"warnings", f.warnings},
             {"leftovers", leftovers_}};
+  r.lines = report_lines(f, r.failed);
+  return r;
+}
 
-  auto& lines = r.lines;
+std::vector<std::string> BridgeHosts::report_lines(const Findings& f, bool failed) {
+  std::vector<std::string> lines;
   lines.push_back("hosts: two namespaces of this machine, each with its own colod, linked over 127.0.0.1 "
                   "(plain TCP, no CURVE):");
-  for (const auto& h : hosts_) {
+  for (std::size_t i = 0; i < 2; ++i) {
+    const LocalCluster::Host& h = cluster_.host(i);
     char buf[256];
-    std::snprintf(buf, sizeof buf, "  %s  colod %-8s pid %-8d namespace %-22s %-22s %s", h.role, h.node.c_str(),
-                  static_cast<int>(h.pid), h.ns.c_str(), h.endpoint().c_str(),
-                  h.role[0] == 'A' ? "senders publish here" : "receivers subscribe here ('block')");
+    std::snprintf(buf, sizeof buf, "  %s  colod %-8s pid %-8d namespace %-22s %-22s %s", kHosts[i].role,
+                  h.name.c_str(), static_cast<int>(pids_[i]), h.ns().c_str(), h.endpoint().c_str(),
+                  i == 0 ? "senders publish here" : "receivers subscribe here ('block')");
     lines.push_back(buf);
   }
   lines.push_back(std::string("cluster topic ") + kTopic + ": ring " + human_bytes(settings_.capacity) +
@@ -413,36 +312,37 @@ bench::ReportContext BridgeHosts::finish() {
                   ", heartbeat " + std::to_string(settings_.heartbeat_ms) + " ms, max_frame " +
                   human_bytes(settings_.max_frame));
   lines.push_back("colod: " + settings_.colod);
-  if (status[0] && status[1]) {
-    const ColodCounters& a = *status[0];
-    const ColodCounters& b = *status[1];
+  if (f.status[0] && f.status[1]) {
+    const ColodCounters& a = f.status[0].value();
+    const ColodCounters& b = f.status[1].value();
     lines.push_back("colod counters over the run (warm-up messages included): A sent " + with_commas(a.messages_out) +
                     " messages (" + human_bytes(a.bytes_out) + "), B received " + with_commas(b.messages_in) + " (" +
-                    human_bytes(b.bytes_in) + "); A->B lost " + std::to_string(lost) + ", duplicates " +
-                    std::to_string(duplicates) + "; bad frames/refused " + std::to_string(rejected) +
-                    (lost + duplicates + rejected > 0 ? "  <- FAILED" : ""));
+                    human_bytes(b.bytes_in) + "); A->B lost " + std::to_string(f.lost) + ", duplicates " +
+                    std::to_string(f.duplicates) + "; bad frames/refused " + std::to_string(f.rejected) +
+                    (f.lost + f.duplicates + f.rejected > 0 ? "  <- FAILED" : ""));
   }
-  if (status[1] && status[1].value().messages_in > 0 && hosts_[0].cpu_s >= 0 && hosts_[1].cpu_s >= 0) {
+  if (f.status[1] && f.status[1].value().messages_in > 0 && cpu_s_[0] >= 0 && cpu_s_[1] >= 0) {
     // What carrying one message costs each daemon, idle polling included:
     // a figure that other work on the machine moves much less than msg/s.
-    const double crossed = static_cast<double>(status[1].value().messages_in);
+    const double crossed = static_cast<double>(f.status[1].value().messages_in);
     char buf[200];
     std::snprintf(buf, sizeof buf,
                   "colod CPU time over the run (every cell, idle polls included): A %.2f s, B %.2f s; "
                   "per message crossed: A %s, B %s",
-                  hosts_[0].cpu_s, hosts_[1].cpu_s, human_duration_ns(hosts_[0].cpu_s * 1e9 / crossed).c_str(),
-                  human_duration_ns(hosts_[1].cpu_s * 1e9 / crossed).c_str());
+                  cpu_s_[0], cpu_s_[1], human_duration_ns(cpu_s_[0] * 1e9 / crossed).c_str(),
+                  human_duration_ns(cpu_s_[1] * 1e9 / crossed).c_str());
     lines.push_back(buf);
   }
-  for (const auto& w : warnings) lines.push_back("warning: " + w);
-  for (std::size_t i = 0; i < hosts_.size(); ++i)
-    if (!status[i]) lines.push_back(hosts_[i].label() + ": no counters: " + status[i].error().message + "  <- FAILED");
+  for (const auto& w : f.warnings) lines.push_back("warning: " + w);
+  for (std::size_t i = 0; i < 2; ++i)
+    if (!f.status[i]) lines.push_back(label(i) + ": no counters: " + f.status[i].error().message + "  <- FAILED");
   std::string exits;
-  for (const auto& h : hosts_)
-    exits += (exits.empty() ? "" : "; ") + h.label() + ": " + h.exit.text() + " after SIGTERM";
+  for (std::size_t i = 0; i < 2; ++i)
+    exits += (exits.empty() ? "" : "; ") + label(i) + ": " + cluster_.host(i).exit.text() + " after SIGTERM";
   lines.push_back(exits);
-  if (r.failed)
-    for (const auto& h : hosts_) lines.push_back("  <- FAILED; " + h.label() + ", last lines of its log:" + h.log_tail);
+  if (failed)
+    for (std::size_t i = 0; i < 2; ++i)
+      lines.push_back("  <- FAILED; " + label(i) + ", last lines of its log:\n" + cluster_.host(i).log_tail);
   if (leftovers_.empty()) {
     lines.push_back("cleanup: both daemons reaped, both namespaces and the scratch directory removed");
   } else {
@@ -450,7 +350,7 @@ bench::ReportContext BridgeHosts::finish() {
     for (const auto& l : leftovers_) left += " " + l;
     lines.push_back("cleanup: left behind (a bug of colo bench bridge; remove by hand):" + left + "  <- FAILED");
   }
-  return r;
+  return lines;
 }
 
 // ----------------------------------------------------------------- command
@@ -504,9 +404,9 @@ int run_bench_bridge(bench::MsgBenchCli& cli, Settings settings, bool list) {
   const bool bridge_runs =
       o.transports.empty() || std::find(o.transports.begin(), o.transports.end(), kSubject) != o.transports.end();
   if (bridge_runs) {
-    if (settings.colod.empty()) settings.colod = find_program("colod", "COLOD_BIN");
+    if (settings.colod.empty()) settings.colod = find_colod();
     if (settings.colod.empty())
-      return fail("bench bridge: cannot find colod (beside colo, in ../bridge/ of a build tree, or on $PATH); "
+      return fail("bench bridge: cannot find colod (beside colo-bench, in ../../bridge/ of a build tree, or on $PATH); "
                   "set COLOD_BIN or pass --colod PATH");
     const bool tty = ::isatty(STDERR_FILENO) != 0;
     if (tty) std::fprintf(stderr, "colo bench bridge: starting colod A and B, waiting until they are connected...");
@@ -526,14 +426,14 @@ int run_bench_bridge(bench::MsgBenchCli& cli, Settings settings, bool list) {
 
 }  // namespace
 
-void register_bench_bridge(CLI::App& bench_group, Context& ctx) {
+void register_bench_bridge(CLI::App& bench_group, int& exit_code) {
   auto* cmd = bench_group.add_subcommand(
       "bridge",
       "a cluster topic through two colod on loopback vs raw ZeroMQ PUSH/PULL over the same loopback TCP: "
       "msg/s and one-way latency percentiles at 64 B and 4 KiB");
   cmd->footer(
       "Two 'hosts' are two namespaces of this machine (bridgebench-a-<pid>, bridgebench-b-<pid>), each with its own "
-      "colod (found through --colod, $COLOD_BIN, beside colo, or $PATH), linked over 127.0.0.1 with one cluster topic "
+      "colod (found through --colod, $COLOD_BIN, beside colo-bench, or $PATH), linked over 127.0.0.1 with one cluster topic "
       "(bench/bridge, backpressure block). A forked sender publishes on A, a forked 'block' subscriber reads on B; "
       "the baseline is ZeroMQ PUSH (connect) -> PULL (bind) between two processes over tcp://127.0.0.1. Throughput: "
       "--messages per cell as fast as taken, msg/s = messages / (first send .. last receive), every payload checked. "
@@ -587,10 +487,10 @@ void register_bench_bridge(CLI::App& bench_group, Context& ctx) {
   cmd->add_option("--heartbeat-ms", settings->heartbeat_ms, "colod limits.heartbeat_ms")
       ->capture_default_str()
       ->check(CLI::Range(50u, 60'000u));
-  cmd->add_option("--colod", settings->colod, "the colod program (default: $COLOD_BIN, beside colo, or on $PATH)");
+  cmd->add_option("--colod", settings->colod, "the colod program (default: $COLOD_BIN, beside colo-bench, or on $PATH)");
   auto list = std::make_shared<bool>(false);
   cmd->add_flag("--list", *list, "list the transports and exit");
-  cmd->callback([cli, settings, list, &ctx] { ctx.exit_code = run_bench_bridge(*cli, *settings, *list); });
+  cmd->callback([cli, settings, list, &exit_code] { exit_code = run_bench_bridge(*cli, *settings, *list); });
 }
 
 }  // namespace colo::cli

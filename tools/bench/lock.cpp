@@ -24,7 +24,7 @@
 // Every contended run also checks mutual exclusion: a counter incremented
 // inside the critical section with a plain load and store must end equal to
 // the grants counted; a lock that lets two holders in loses increments.
-#include "bench_lock.hpp"
+#include "commands.hpp"
 
 #include <fcntl.h>      // open
 #include <sched.h>      // sched_setaffinity (--pin)
@@ -45,8 +45,10 @@
 #include <memory>
 #include <thread>
 
-#include "bench_process.hpp"
+#include "app.hpp"
 #include "colo/internal/text.hpp"  // errno_text
+#include "format.hpp"
+#include "processes.hpp"
 
 namespace colo::cli {
 namespace {
@@ -520,38 +522,24 @@ nlohmann::json spread_json(const Spread& s) { return {{"median", s.median}, {"mi
 
 nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
-int run_bench_lock(const Options& opt) {
-  // --pin: the first two CPUs this process may run on, one per contending process.
-  std::vector<int> pin_cpus;
-  if (opt.pin) {
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0)
-      for (int cpu = 0; cpu < CPU_SETSIZE && pin_cpus.size() < std::size_t{ContendedShared::kProcesses}; ++cpu)
-        if (CPU_ISSET(cpu, &allowed)) pin_cpus.push_back(cpu);
-    if (pin_cpus.size() < std::size_t{ContendedShared::kProcesses})
-      return fail("bench lock: --pin needs 2 CPUs this process may run on; it may use " +
-                  std::to_string(pin_cpus.size()));
-  }
+// --pin: the first two CPUs this process may run on, one per contending
+// process; "" or why they cannot be had.
+std::string pinning_cpus(const Options& opt, std::vector<int>& pin_cpus) {
+  if (!opt.pin) return {};
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+    for (int cpu = 0; cpu < CPU_SETSIZE && pin_cpus.size() < std::size_t{ContendedShared::kProcesses}; ++cpu)
+      if (CPU_ISSET(cpu, &allowed)) pin_cpus.push_back(cpu);
+  if (pin_cpus.size() < std::size_t{ContendedShared::kProcesses})
+    return "bench lock: --pin needs 2 CPUs this process may run on; it may use " + std::to_string(pin_cpus.size());
+  return {};
+}
 
-  std::vector<Bench> benches;
-  auto colo = std::make_shared<ColoBench>();
-  benches.push_back(make_bench(colo));
-  benches.push_back(make_bench(std::make_shared<RawRobustMutexBench>()));
-  benches.push_back(make_bench(std::make_shared<FlockBench>()));
-  benches.push_back(make_bench(std::make_shared<BoostNamedMutexBench>()));
-  benches.push_back(make_bench(std::make_shared<PosixSemaphoreBench>()));
-
-  // Tear everything down on every path out of here (teardown is idempotent).
-  struct Teardown {
-    std::vector<Bench>& benches;
-    ~Teardown() {
-      for (auto& b : benches) b.teardown();
-    }
-  } teardown{benches};
-
+// Every run of every lock, interleaved (run r of each, then run r+1), after
+// a warm-up. A lock whose setup or a run failed keeps its error instead.
+void measure(std::vector<Bench>& benches, const Options& opt, const std::vector<int>& pin_cpus) {
   for (auto& b : benches) b.result.error = b.setup();
-
   Progress progress(true);
   // Warm-up: page in code and data, let the CPU clock settle.
   for (auto& b : benches)
@@ -579,130 +567,171 @@ int run_bench_lock(const Options& opt) {
         b.result.error = error;
       }
     }
+}
+
+// The figures, compared with colo's.
+struct LockReport {
+  const Options& opt;
+  const std::vector<Bench>& benches;
+  const std::vector<int>& pin_cpus;
+  const std::vector<std::string>& leftovers;
+  const LockFigures& colo() const { return benches[0].result; }
+  const LockFigures& of(const char* key) const {
+    for (const auto& b : benches)
+      if (b.result.key == key) return b.result;
+    return benches[0].result;
+  }
+  double ratio_uncontended(const LockFigures& r) const {  // it / colo: above 1, colo is faster
+    return colo().error.empty() && r.error.empty() ? r.uncontended().median / colo().uncontended().median
+                                                   : std::nan("");
+  }
+  double ratio_contended(const LockFigures& r) const {  // colo / it: above 1, colo grants more
+    return colo().error.empty() && r.error.empty() ? colo().contended().median / r.contended().median : std::nan("");
+  }
+  double colo_vs_raw() const { return 1.0 / ratio_uncontended(of(RawRobustMutexBench::kKey)); }  // NaN stays NaN
+  double flock_vs_colo() const { return ratio_uncontended(of(FlockBench::kKey)); }
+  bool raw_met() const { return std::isfinite(colo_vs_raw()) && colo_vs_raw() <= kUncontendedGoalVsRaw; }
+  bool flock_met() const { return std::isfinite(flock_vs_colo()) && flock_vs_colo() >= kUncontendedGoalVsFlock; }
+};
+
+void print_json(const LockReport& rep) {
+  const Options& opt = rep.opt;
+  const std::vector<int>& pin_cpus = rep.pin_cpus;
+  const double colo_vs_raw = rep.colo_vs_raw(), flock_vs_colo = rep.flock_vs_colo();
+  const bool raw_known = std::isfinite(colo_vs_raw), flock_known = std::isfinite(flock_vs_colo);
+  const bool raw_met = rep.raw_met(), flock_met = rep.flock_met();
+  const std::vector<std::string>& leftovers = rep.leftovers;
+    nlohmann::json results = nlohmann::json::array();
+  for (const auto& b : rep.benches) {
+    const LockFigures& r = b.result;
+    nlohmann::json j = {{"name", r.key}, {"label", r.name}};
+    if (!r.error.empty()) {
+      j["error"] = r.error;
+    } else {
+      j["uncontended_ns"] = spread_json(r.uncontended());
+      j["uncontended_ns_runs"] = r.uncontended_ns;
+      j["contended_grants_per_s"] = spread_json(r.contended());
+      j["contended_grants_per_s_runs"] = r.grants_per_s;
+      j["contended_handoffs_per_s"] = spread_json(spread_of(r.handoffs_per_s));
+    }
+    j["ratio_uncontended_vs_colo"] = number_or_null(rep.ratio_uncontended(r));
+    j["ratio_contended_colo_vs_it"] = number_or_null(rep.ratio_contended(r));
+    results.push_back(j);
+  }
+  nlohmann::json out = {
+      {"benchmark", "lock"},
+      {"machine", machine_json()},
+      {"iterations", opt.iterations},
+      {"runs", opt.runs},
+      {"contended_seconds", opt.seconds},
+      {"contended_processes", ContendedShared::kProcesses},
+      {"pinned_cpus", pin_cpus},
+      {"results", results},
+      {"goals",
+       {{"uncontended_colo_within_1_3x_of_raw_robust_mutex",
+         {{"limit", kUncontendedGoalVsRaw},
+          {"colo_over_raw", number_or_null(colo_vs_raw)},
+          {"met", raw_known ? nlohmann::json(raw_met) : nlohmann::json(nullptr)}}},
+        {"uncontended_colo_10x_faster_than_flock",
+         {{"limit", kUncontendedGoalVsFlock},
+          {"flock_over_colo", number_or_null(flock_vs_colo)},
+          {"met", flock_known ? nlohmann::json(flock_met) : nlohmann::json(nullptr)}}},
+        {"all_met", raw_met && flock_met}}},
+      {"leftovers", leftovers},
+  };
+  std::cout << out.dump(2) << '\n';
+}
+
+void print_table(const LockReport& rep) {
+  const Options& opt = rep.opt;
+  const std::vector<int>& pin_cpus = rep.pin_cpus;
+  const double colo_vs_raw = rep.colo_vs_raw(), flock_vs_colo = rep.flock_vs_colo();
+  const bool raw_known = std::isfinite(colo_vs_raw), flock_known = std::isfinite(flock_vs_colo);
+  const bool raw_met = rep.raw_met(), flock_met = rep.flock_met();
+  const std::vector<std::string>& leftovers = rep.leftovers;
+    std::printf("colo bench lock\n%s\n", machine_line().c_str());
+  const std::string pinning = pin_cpus.empty() ? std::string("not pinned")
+                                               : "pinned to CPUs " + std::to_string(pin_cpus[0]) + " and " +
+                                                     std::to_string(pin_cpus[1]);
+  std::printf("uncontended: %d runs x %s acquire+release pairs, 1 process; "
+              "contended: %d runs x %.3g s, %d processes, %s; medians\n\n",
+              opt.runs, with_commas(static_cast<std::uint64_t>(opt.iterations)).c_str(), opt.runs, opt.seconds,
+              ContendedShared::kProcesses, pinning.c_str());
+  std::printf("%-22s | %-27s | %-8s | %-31s | %-8s | %s\n", "lock", "uncontended ns/pair", "ratio",
+              "contended grants/s (2 procs)", "ratio", "handoffs/s");
+  std::printf("%-22s | %-27s | %-8s | %-31s | %-8s | %s\n", "", "median (min - max)", "it/colo", "median (min - max)",
+              "colo/it", "median");
+  std::printf("%s\n", std::string(22 + 3 + 27 + 3 + 8 + 3 + 31 + 3 + 8 + 3 + 10, '-').c_str());
+  for (const auto& b : rep.benches) {
+    const LockFigures& r = b.result;
+    if (!r.error.empty()) {
+      std::printf("%-22s | FAILED: %s\n", r.name.c_str(), r.error.c_str());
+      continue;
+    }
+    const Spread u = r.uncontended();
+    const Spread g = r.contended();
+    const std::string ucell = ns_text(u.median) + " (" + ns_text(u.min) + " - " + ns_text(u.max) + ")";
+    const std::string gcell = human_rate(g.median) + " (" + human_rate(g.min) + " - " + human_rate(g.max) + ")";
+    std::printf("%-22s | %-27s | %-8s | %-31s | %-8s | %s\n", r.name.c_str(), ucell.c_str(),
+                ratio_text(rep.ratio_uncontended(r)).c_str(), gcell.c_str(), ratio_text(rep.ratio_contended(r)).c_str(),
+                human_rate(spread_of(r.handoffs_per_s).median).c_str());
+  }
+  std::printf("\nratios: above 1x, colo is faster "
+              "(uncontended: its ns / colo's ns; contended: colo's grants/s / its).\n");
+  std::printf("handoffs/s: grants that went to the other process (a lock that lets its holder re-take it at once\n"
+              "            grants more per second but hands off less).\n\n");
+  std::printf("goals (uncontended, medians):\n");
+  std::printf("  colo within %.1fx of the bare robust mutex: colo/raw = %s  %s\n", kUncontendedGoalVsRaw,
+              ratio_text(colo_vs_raw).c_str(), raw_known ? (raw_met ? "met" : "NOT MET") : "unknown");
+  std::printf("  colo at least %.0fx faster than flock(2):   flock/colo = %s  %s\n", kUncontendedGoalVsFlock,
+              ratio_text(flock_vs_colo).c_str(), flock_known ? (flock_met ? "met" : "NOT MET") : "unknown");
+  if (!leftovers.empty()) {
+    std::printf("\nleft in /dev/shm (a bug of colo bench; remove by hand):");
+    for (const auto& s : leftovers) std::printf(" %s", s.c_str());
+    std::printf("\n");
+  }
+}
+
+int run_bench_lock(const Options& opt) {
+  std::vector<int> pin_cpus;
+  if (std::string why = pinning_cpus(opt, pin_cpus); !why.empty()) return fail(why);
+
+  std::vector<Bench> benches;
+  auto colo = std::make_shared<ColoBench>();
+  benches.push_back(make_bench(colo));
+  benches.push_back(make_bench(std::make_shared<RawRobustMutexBench>()));
+  benches.push_back(make_bench(std::make_shared<FlockBench>()));
+  benches.push_back(make_bench(std::make_shared<BoostNamedMutexBench>()));
+  benches.push_back(make_bench(std::make_shared<PosixSemaphoreBench>()));
+
+  // Tear everything down on every path out of here (teardown is idempotent).
+  struct Teardown {
+    std::vector<Bench>& benches;
+    ~Teardown() {
+      for (auto& b : benches) b.teardown();
+    }
+  } teardown{benches};
+
+  measure(benches, opt, pin_cpus);
   const std::string colo_ns = colo->ns();
   for (auto& b : benches) b.teardown();
-  progress.show("");
 
   // Leftovers would be a bug of this command: say so.
   std::vector<std::string> leftovers = shm_segments_with_prefix("colo." + colo_ns + ".");
   for (const auto& s : shm_segments_with_prefix("sem.colo-bench" + std::to_string(::getpid()) + "-"))
     leftovers.push_back(s);
 
-  const LockFigures& c = benches[0].result;
-  const bool colo_ok = c.error.empty();
-  auto result_of = [&](const char* key) -> const LockFigures& {
-    for (const auto& b : benches)
-      if (b.result.key == key) return b.result;
-    return benches[0].result;
-  };
-  const double nan = std::nan("");
-  auto ratio_uncontended = [&](const LockFigures& r) {  // it / colo: above 1, colo is faster
-    return colo_ok && r.error.empty() ? r.uncontended().median / c.uncontended().median : nan;
-  };
-  auto ratio_contended = [&](const LockFigures& r) {  // colo / it: above 1, colo grants more
-    return colo_ok && r.error.empty() ? c.contended().median / r.contended().median : nan;
-  };
-  const LockFigures& raw = result_of(RawRobustMutexBench::kKey);
-  const LockFigures& flock = result_of(FlockBench::kKey);
-  const double colo_vs_raw = 1.0 / ratio_uncontended(raw);  // NaN stays NaN
-  const double flock_vs_colo = ratio_uncontended(flock);
-  const bool raw_known = std::isfinite(colo_vs_raw);
-  const bool flock_known = std::isfinite(flock_vs_colo);
-  const bool raw_met = raw_known && colo_vs_raw <= kUncontendedGoalVsRaw;
-  const bool flock_met = flock_known && flock_vs_colo >= kUncontendedGoalVsFlock;
-
   bool any_error = false;
   for (const auto& b : benches) any_error |= !b.result.error.empty();
-
-  if (opt.json) {
-    nlohmann::json results = nlohmann::json::array();
-    for (const auto& b : benches) {
-      const LockFigures& r = b.result;
-      nlohmann::json j = {{"name", r.key}, {"label", r.name}};
-      if (!r.error.empty()) {
-        j["error"] = r.error;
-      } else {
-        j["uncontended_ns"] = spread_json(r.uncontended());
-        j["uncontended_ns_runs"] = r.uncontended_ns;
-        j["contended_grants_per_s"] = spread_json(r.contended());
-        j["contended_grants_per_s_runs"] = r.grants_per_s;
-        j["contended_handoffs_per_s"] = spread_json(spread_of(r.handoffs_per_s));
-      }
-      j["ratio_uncontended_vs_colo"] = number_or_null(ratio_uncontended(r));
-      j["ratio_contended_colo_vs_it"] = number_or_null(ratio_contended(r));
-      results.push_back(j);
-    }
-    nlohmann::json out = {
-        {"benchmark", "lock"},
-        {"machine", machine_json()},
-        {"iterations", opt.iterations},
-        {"runs", opt.runs},
-        {"contended_seconds", opt.seconds},
-        {"contended_processes", ContendedShared::kProcesses},
-        {"pinned_cpus", pin_cpus},
-        {"results", results},
-        {"goals",
-         {{"uncontended_colo_within_1_3x_of_raw_robust_mutex",
-           {{"limit", kUncontendedGoalVsRaw},
-            {"colo_over_raw", number_or_null(colo_vs_raw)},
-            {"met", raw_known ? nlohmann::json(raw_met) : nlohmann::json(nullptr)}}},
-          {"uncontended_colo_10x_faster_than_flock",
-           {{"limit", kUncontendedGoalVsFlock},
-            {"flock_over_colo", number_or_null(flock_vs_colo)},
-            {"met", flock_known ? nlohmann::json(flock_met) : nlohmann::json(nullptr)}}},
-          {"all_met", raw_met && flock_met}}},
-        {"leftovers", leftovers},
-    };
-    std::cout << out.dump(2) << '\n';
-  } else {
-    std::printf("colo bench lock\n%s\n", machine_line().c_str());
-    const std::string pinning = pin_cpus.empty() ? std::string("not pinned")
-                                                 : "pinned to CPUs " + std::to_string(pin_cpus[0]) + " and " +
-                                                       std::to_string(pin_cpus[1]);
-    std::printf("uncontended: %d runs x %s acquire+release pairs, 1 process; "
-                "contended: %d runs x %.3g s, %d processes, %s; medians\n\n",
-                opt.runs, with_commas(static_cast<std::uint64_t>(opt.iterations)).c_str(), opt.runs, opt.seconds,
-                ContendedShared::kProcesses, pinning.c_str());
-    std::printf("%-22s | %-27s | %-8s | %-31s | %-8s | %s\n", "lock", "uncontended ns/pair", "ratio",
-                "contended grants/s (2 procs)", "ratio", "handoffs/s");
-    std::printf("%-22s | %-27s | %-8s | %-31s | %-8s | %s\n", "", "median (min - max)", "it/colo", "median (min - max)",
-                "colo/it", "median");
-    std::printf("%s\n", std::string(22 + 3 + 27 + 3 + 8 + 3 + 31 + 3 + 8 + 3 + 10, '-').c_str());
-    for (const auto& b : benches) {
-      const LockFigures& r = b.result;
-      if (!r.error.empty()) {
-        std::printf("%-22s | FAILED: %s\n", r.name.c_str(), r.error.c_str());
-        continue;
-      }
-      const Spread u = r.uncontended();
-      const Spread g = r.contended();
-      const std::string ucell = ns_text(u.median) + " (" + ns_text(u.min) + " - " + ns_text(u.max) + ")";
-      const std::string gcell = human_rate(g.median) + " (" + human_rate(g.min) + " - " + human_rate(g.max) + ")";
-      std::printf("%-22s | %-27s | %-8s | %-31s | %-8s | %s\n", r.name.c_str(), ucell.c_str(),
-                  ratio_text(ratio_uncontended(r)).c_str(), gcell.c_str(), ratio_text(ratio_contended(r)).c_str(),
-                  human_rate(spread_of(r.handoffs_per_s).median).c_str());
-    }
-    std::printf("\nratios: above 1x, colo is faster "
-                "(uncontended: its ns / colo's ns; contended: colo's grants/s / its).\n");
-    std::printf("handoffs/s: grants that went to the other process (a lock that lets its holder re-take it at once\n"
-                "            grants more per second but hands off less).\n\n");
-    std::printf("goals (uncontended, medians):\n");
-    std::printf("  colo within %.1fx of the bare robust mutex: colo/raw = %s  %s\n", kUncontendedGoalVsRaw,
-                ratio_text(colo_vs_raw).c_str(), raw_known ? (raw_met ? "met" : "NOT MET") : "unknown");
-    std::printf("  colo at least %.0fx faster than flock(2):   flock/colo = %s  %s\n", kUncontendedGoalVsFlock,
-                ratio_text(flock_vs_colo).c_str(), flock_known ? (flock_met ? "met" : "NOT MET") : "unknown");
-    if (!leftovers.empty()) {
-      std::printf("\nleft in /dev/shm (a bug of colo bench; remove by hand):");
-      for (const auto& s : leftovers) std::printf(" %s", s.c_str());
-      std::printf("\n");
-    }
-  }
+  const LockReport rep{opt, benches, pin_cpus, leftovers};
+  if (opt.json) print_json(rep);
+  else print_table(rep);
   return any_error || !leftovers.empty() ? kExitFailure : kExitOk;
 }
 
 }  // namespace
 
-void register_bench_lock(CLI::App& bench, Context& ctx) {
+void register_bench_lock(CLI::App& bench, int& exit_code) {
   auto* cmd = bench.add_subcommand(
       "lock", "colo lock vs pthread robust mutex, flock(2), boost named_mutex, POSIX semaphore: uncontended ns "
               "per acquire+release, 2-process contended grants/s");
@@ -723,7 +752,7 @@ void register_bench_lock(CLI::App& bench, Context& ctx) {
       ->check(CLI::Range(0.001, 600.0));
   cmd->add_flag("--pin", opt->pin, "pin the two contending processes to two different CPUs (default: not pinned)");
   cmd->add_flag("--json", opt->json, "print JSON instead of a table");
-  cmd->callback([opt, &ctx] { ctx.exit_code = run_bench_lock(*opt); });
+  cmd->callback([opt, &exit_code] { exit_code = run_bench_lock(*opt); });
 }
 
 }  // namespace colo::cli

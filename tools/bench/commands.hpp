@@ -1,0 +1,15 @@
+// tools/bench/commands.hpp — the benchmarks of colo-bench, one subcommand
+// each. Each register_* adds its subcommand to the `bench` app; its callback
+// runs the benchmark and leaves the exit status in `exit_code`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace colo::cli {
+
+void register_bench_lock(CLI::App& bench, int& exit_code);          // lock.cpp
+void register_bench_msg(CLI::App& bench, int& exit_code);           // queue_topic.cpp: queue and topic
+void register_bench_bridge(CLI::App& bench, int& exit_code);        // bridge.cpp
+void register_bench_cluster_lock(CLI::App& bench, int& exit_code);  // cluster_lock.cpp
+
+}  // namespace colo::cli
