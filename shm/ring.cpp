@@ -698,7 +698,10 @@ Ring::Stuck Ring::resolve_stuck(std::uint64_t pos) noexcept {
     if (process_alive(pid, slot.start_time.load(relaxed))) return Stuck::writer_alive;
     dead[dead_count++] = intent;
   }
-  if (dead_count == 0) return Stuck::unresolved;
+  if (dead_count == 0) {
+    // No claim covers it: published meanwhile, or damage (a forged marker).
+    return header_at(pos).state.load(acquire) == free_marker(pos) ? Stuck::orphan : Stuck::resolved;
+  }
   // Several dead intents cover `pos` only if writers died between a failed
   // tail CAS and their next intent: the claim that won is the one whose end
   // the ring continues from.
@@ -751,7 +754,17 @@ bool Ring::check_stuck(ReaderHandle& handle, std::uint64_t pos) noexcept {
   }
   if (now - handle.stuck_since_ns < kStuckCheckNs) return false;
   handle.stuck_since_ns = now;
-  return resolve_stuck(pos) == Stuck::resolved;
+  switch (resolve_stuck(pos)) {
+    case Stuck::resolved: return true;
+    case Stuck::orphan:  // a FREE marker no claim explains: damage; go on from tail
+      if (handle.mode != ReaderMode::consumer) {
+        resync_to_tail(handle);
+      } else if (const auto [take_pos, take_seq] = snapshot(control_->take); take_pos == pos) {
+        skip_queue_to_tail(handle, take_pos, take_seq);
+      }
+      return true;
+    default: return false;
+  }
 }
 
 // ---------------------------------------------------------------- reclaim
@@ -892,12 +905,15 @@ bool Ring::make_room(std::uint64_t target, bool untagged) noexcept {
       if (pos >= want && (seq >= tail_seq || tail_seq - seq <= config_.history)) break;
       auto& header = header_at(pos);
       const std::uint64_t state = header.state.load(acquire);
+      std::uint64_t size = 0;
       if (state == free_marker(pos)) {
-        // A claim not yet published (or one of a dead writer).
-        if (resolve_stuck(pos) == Stuck::resolved && header.state.load(acquire) != state) continue;
-        break;
+        // A claim not yet published, one of a dead writer, or damage.
+        const Stuck stuck = resolve_stuck(pos);
+        if (stuck == Stuck::resolved && header.state.load(acquire) != state) continue;
+        if (stuck != Stuck::orphan) break;
+      } else if (state_lap(state) == lap_of(pos)) {
+        size = record_size(pos, state);
       }
-      std::uint64_t size = state_lap(state) == lap_of(pos) ? record_size(pos, state) : 0;
       std::uint64_t next_seq = seq;
       if (size == 0) {
         // Impossible header: free up to the next unit (counted) rather than
@@ -1041,6 +1057,14 @@ void Ring::resync_to_tail(ReaderHandle& handle) noexcept {
   handle.pos = pos;
   handle.seq = seq;
   publish_cursor(handle);
+}
+
+// Damage at the queue's front: moves take past it to the tail, counting
+// what the queue skipped.
+void Ring::skip_queue_to_tail(ReaderHandle& handle, std::uint64_t first, std::uint64_t first_seq) noexcept {
+  const auto [tpos, tseq] = snapshot(control_->tail);
+  if (tpos > first && cas16(control_->take, first, first_seq, tpos, tseq))
+    bump(control_->readers[handle.slot].skipped_bad, tseq > first_seq ? tseq - first_seq : 1);
 }
 
 bool Ring::fill_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
@@ -1244,10 +1268,7 @@ std::uint32_t Ring::try_take(ReaderHandle& handle, View* views, std::uint32_t ma
     }
     if (bad) {
       if (control_->take.pos.load(acquire) != first) continue;  // taken meanwhile: look again
-      // Impossible record at the queue's front: skip the queue past it to
-      // the tail, counted.
-      const auto [tpos, tseq] = snapshot(control_->tail);
-      if (cas16(control_->take, first, first_seq, tpos, tseq)) bump(slot.skipped_bad, tseq > first_seq ? tseq - first_seq : 1);
+      skip_queue_to_tail(handle, first, first_seq);  // an impossible record at the queue's front
       continue;
     }
     if (pos == first) return 0;

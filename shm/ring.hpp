@@ -531,7 +531,10 @@ class Ring {
   std::uint64_t reclaim_bound(std::uint64_t tail_pos, bool untagged) noexcept;
 
   // Crash recovery of claims (see CRASH SAFETY).
-  enum class Stuck { not_claimed, writer_alive, resolved, unresolved };
+  // not_claimed: past tail; writer_alive: wait; resolved: published or
+  // skipped now; unresolved: dead writers, no telling whose claim it is
+  // (wait); orphan: no claim covers it at all (damage).
+  enum class Stuck { not_claimed, writer_alive, resolved, unresolved, orphan };
   Stuck resolve_stuck(std::uint64_t pos) noexcept;
   std::uint64_t walk_published(std::uint64_t from, std::uint64_t end, std::uint32_t& records) const noexcept;
   void resolve_exclusive_takeover(PublisherSlot& slot) noexcept;
@@ -545,6 +548,7 @@ class Ring {
   std::uint32_t deliver_rescued(ReaderHandle& handle, View* views, std::uint32_t max) noexcept;
   bool rescue_dead_consumer(ReaderHandle& handle) noexcept;
   void resync_to_tail(ReaderHandle& handle) noexcept;
+  void skip_queue_to_tail(ReaderHandle& handle, std::uint64_t first, std::uint64_t first_seq) noexcept;
   void publish_cursor(ReaderHandle& handle) noexcept;
 
   void wake_readers() noexcept;
