@@ -20,10 +20,8 @@
 #include <algorithm>         // std::min_element
 #include <cctype>            // std::isalnum: lock name prefixes
 #include <cerrno>            // errno after open/read
-#include <climits>           // INT32_MAX
 #include <cstdint>           // UINT32_MAX
 #include <charconv>          // std::from_chars: endpoint ports
-#include <cstdio>            // std::snprintf: escaping bytes in messages
 #include <cstring>           // std::strerror
 #include <initializer_list>  // the known keys of a table
 #include <map>               // names declared so far
@@ -31,8 +29,9 @@
 #include <string_view>
 #include <toml++/toml.h>
 
-#include "colo/names.hpp"  // validate_namespace, validate_object_name, default_control_socket
-#include "ring.hpp"        // the ring's limits (shm/), so that a config that loads can be created
+#include "colo/internal/ring_limits.hpp"  // the ring's own rules, so that a config that loads can be created
+#include "colo/internal/text.hpp"         // escaped: values from the file in messages
+#include "colo/names.hpp"                 // validate_namespace, validate_object_name, default_control_socket
 
 namespace colo::bridge {
 namespace {
@@ -63,20 +62,7 @@ bool is_z85_key(std::string_view key) {
 
 // A value from the file, as it may be quoted in a message: non-printable
 // bytes and quotes escaped, long values cut (the message goes to a log).
-std::string quoted(std::string_view s) {
-  std::string out = "'";
-  for (unsigned char c : s.substr(0, 100)) {
-    if (c >= 0x20 && c < 0x7f && c != '\'') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (s.size() > 100) out += "...";
-  return out + "'";
-}
+std::string quoted(std::string_view s) { return "'" + internal::escaped(s, 100) + "'"; }
 
 // Node names travel in every federation frame and in logs; they are not
 // object names (no '/').
@@ -302,27 +288,21 @@ std::string_view trimmed(std::string_view s) {
 
 // -------------------------------------------------------------- the rules
 
-// Ring limits, as shm::Ring::validate applies them when colod creates the
-// ring: a record is 64-byte aligned and holds the record header, the relay
-// prefix (colod writes messages from peers with one) and the payload; one
-// record must fit twice in the ring.
-constexpr std::uint64_t kRecordOverhead = shm::kRecordHeaderSize + shm::kRelayPrefixSize;
-constexpr std::int64_t kMaxMessageLimit = INT32_MAX - 64;  // Ring::validate's bound on max_message
-
-std::uint64_t record_bytes(std::uint64_t max_message) {
-  return (kRecordOverhead + max_message + shm::kRecordAlign - 1) / shm::kRecordAlign * shm::kRecordAlign;
-}
-
+// capacity and max_message of a [[topic]] or [[queue]], checked by the
+// ring's own rules (colo/internal/ring_limits.hpp), worded for the file.
 void read_ring(const Section& s, std::uint64_t& capacity, std::uint32_t& max_message) {
-  if (auto v = s.integer("capacity", static_cast<std::int64_t>(shm::kMinRingCapacity),
-                         static_cast<std::int64_t>(shm::kMaxRingCapacity))) {
-    if ((*v & (*v - 1)) != 0) s.fail("capacity", std::to_string(*v) + " is not a power of two");
+  const auto range = internal::ring_capacity_range();
+  if (auto v = s.integer("capacity", static_cast<std::int64_t>(range.min), static_cast<std::int64_t>(range.max))) {
+    // Within the range, what the ring refuses is a capacity not a power of two.
+    if (!internal::largest_max_message(static_cast<std::uint64_t>(*v)))
+      s.fail("capacity", std::to_string(*v) + " is not a power of two");
     capacity = static_cast<std::uint64_t>(*v);
   }
-  if (auto v = s.integer("max_message", 1, kMaxMessageLimit)) max_message = static_cast<std::uint32_t>(*v);
-  if (record_bytes(max_message) > capacity / 2) {
-    // capacity / 2 is a multiple of the alignment, so this is the largest that fits.
-    const std::uint64_t largest = capacity / 2 - kRecordOverhead;
+  // The largest any ring takes: the largest ring's.
+  const std::uint32_t limit = internal::largest_max_message(range.max).value_or(0);
+  if (auto v = s.integer("max_message", 1, limit)) max_message = static_cast<std::uint32_t>(*v);
+  const std::uint32_t largest = internal::largest_max_message(capacity).value_or(0);
+  if (max_message > largest) {
     const std::string what = std::to_string(max_message) + " bytes do not fit twice in a ring of " +
                              std::to_string(capacity) + " bytes (at most " + std::to_string(largest) +
                              "; raise capacity or lower max_message)";

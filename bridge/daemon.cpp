@@ -22,6 +22,9 @@
 #include <thread>
 
 #include "colo/channel.hpp"
+#include "colo/internal/clock.hpp"
+#include "colo/internal/federation.hpp"
+#include "colo/internal/text.hpp"
 #include "colo/names.hpp"
 #include "control.capnp.h"
 #include "federation.capnp.h"
@@ -85,7 +88,7 @@ class Waker {
         armed_.wait(kDisarmed);
         continue;
       }
-      if (sleeper->wait_published(count, std::chrono::milliseconds(50)) &&
+      if (internal::wait_published(*sleeper, count, std::chrono::milliseconds(50)) &&
           armed_.compare_exchange_strong(count, kDisarmed)) {
         const std::uint64_t one = 1;
         (void)!::write(eventfd, &one, sizeof one);
@@ -98,16 +101,8 @@ class Waker {
   std::thread thread_;  // last: starts after the members it uses
 };
 
-std::uint64_t now_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-          .count());
-}
-std::uint64_t realtime_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count());
-}
+using internal::monotonic_ns;
+using internal::realtime_ns;
 
 // Serialises a built message into one ZeroMQ frame.
 zmq::message_t to_frame(capnp::MessageBuilder& builder) {
@@ -437,7 +432,7 @@ Result<void> Daemon::start() { return impl_->start(); }
 
 Result<void> Daemon::Impl::start() {
   log.configure(config.node_name, config.log_level);
-  started_ns = now_ns();
+  started_ns = monotonic_ns();
   incarnation = std::random_device{}() | static_cast<std::uint64_t>(std::random_device{}()) << 32;
   if (!config.secret_key_file.empty()) {
     auto key = read_key_file(config.secret_key_file);
@@ -485,7 +480,7 @@ Result<void> Daemon::Impl::start() {
   for (const auto& pc : config.peers) {
     Peer peer;
     peer.config = pc;
-    peer.id = origin_id(pc.name);
+    peer.id = internal::origin_id(pc.name);
     peer.out.resize(objects.size());
     peer.in.resize(objects.size());
     peer.state_since_ns = started_ns;
@@ -493,8 +488,8 @@ Result<void> Daemon::Impl::start() {
       peer.in[t].demand = objects[t].is_queue() && !objects[t].at_home && objects[t].home == pc.name;
     // Resume where our ring says we stopped (what a previous colod delivered).
     for (std::size_t t = 0; t < objects.size(); ++t) {
-      const auto high =
-          objects[t].is_queue() ? objects[t].queue->relayed_high_water() : objects[t].topic->relayed_high_water();
+      const auto high = objects[t].is_queue() ? internal::relayed_high_water(*objects[t].queue)
+                                              : internal::relayed_high_water(*objects[t].topic);
       if (auto it = high.find(peer.id); it != high.end()) peer.in[t].last_delivered = it->second;
     }
     peers.push_back(std::move(peer));
@@ -506,7 +501,7 @@ Result<void> Daemon::Impl::start() {
   }
   if (auto metrics = start_metrics(); !metrics) return metrics;
   wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd < 0) return Error{Errc::system, std::string("eventfd: ") + std::strerror(errno)};
+  if (wake_fd < 0) return Error{Errc::system, internal::errno_text("eventfd")};
   for (auto& object : objects)
     if (!object.is_queue()) object.waker = std::make_unique<Waker>(config.ns, object.name, wake_fd);
   if (!config.lock_backends.empty()) {
@@ -598,7 +593,7 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
   local.relay.emplace(std::move(relay).value());
   objects.push_back(std::move(local));
   const int t = static_cast<int>(objects.size() - 1);
-  const auto high = objects.back().topic->relayed_high_water();
+  const auto high = internal::relayed_high_water(*objects.back().topic);
   for (auto& peer : peers) {
     peer.out.emplace_back();
     auto& in = peer.in.emplace_back();
@@ -640,7 +635,7 @@ void Daemon::Impl::render_metrics() {
   family("colod_up", "gauge", "1 while the daemon runs");
   sample("colod_up", "node=\"" + config.node_name + "\",namespace=\"" + config.ns + "\"", 1);
   family("colod_uptime_seconds", "gauge", "seconds since the daemon started");
-  sample("colod_uptime_seconds", "", (now_ns() - started_ns) / 1'000'000'000);
+  sample("colod_uptime_seconds", "", (monotonic_ns() - started_ns) / 1'000'000'000);
   const auto queues = static_cast<std::uint64_t>(std::count_if(objects.begin(), objects.end(),
                                                                [](const ClusterObject& o) { return o.is_queue(); }));
   family("colod_cluster_topics", "gauge", "cluster topics federated");
@@ -739,8 +734,8 @@ void Daemon::Impl::poll_once(int timeout_ms) {
   bool busy = false;
   // Queue consumers and backlog: read from the ring's counters (liveness
   // costs a /proc read per reader), every few milliseconds.
-  if (now_ns() >= next_queue_refresh_ns) {
-    next_queue_refresh_ns = now_ns() + 5'000'000;
+  if (monotonic_ns() >= next_queue_refresh_ns) {
+    next_queue_refresh_ns = monotonic_ns() + 5'000'000;
     for (auto& object : objects)
       if (object.is_queue()) refresh_queue(object);
   }
@@ -785,14 +780,14 @@ void Daemon::Impl::poll_once(int timeout_ms) {
       if (peer.in[t].demand) grant_demand(peer, static_cast<int>(t));
     pump(peer);
   }
-  if (now_ns() >= next_heartbeat_ns) heartbeat();
+  if (monotonic_ns() >= next_heartbeat_ns) heartbeat();
 }
 
 // Every interval: a hello to each peer (it doubles as our heartbeat and lets
 // a restarted peer find us), connection state, and resubscriptions that
 // were waiting for room in our ring.
 void Daemon::Impl::heartbeat() {
-  const std::uint64_t now = now_ns();
+  const std::uint64_t now = monotonic_ns();
   next_heartbeat_ns = now + std::uint64_t{config.heartbeat_ms} * 1'000'000;
   ++heartbeats;
   if (http) render_metrics();
@@ -879,7 +874,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "hello claims node '" + name + "' with the key of '" + user + "'");
         if (hello.getProtocol() != kProtocol)
           return bad_frame("listen socket", "node '" + name + "' speaks protocol " + std::to_string(hello.getProtocol()));
-        peer->last_hello_in_ns = now_ns();
+        peer->last_hello_in_ns = monotonic_ns();
         const bool fresh = peer->routing_id != routing_id || peer->peer_incarnation != hello.getIncarnation();
         if (!fresh) return;
         // A new connection (or a restarted peer): answer, then resume every topic.
@@ -903,7 +898,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::DATA: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = now_ns();  // any frame shows it alive: a hello may queue behind a burst of data
+        peer->last_hello_in_ns = monotonic_ns();  // any frame shows it alive: a hello may queue behind a burst of data
         auto data = root.getData();
         if (text_of(data.getOrigin()) != peer->config.name)
           return bad_frame("listen socket", "data from " + peer->config.name + " claims origin '" +
@@ -920,7 +915,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::BATCH: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = now_ns();
+        peer->last_hello_in_ns = monotonic_ns();
         auto batch = root.getBatch();
         if (text_of(batch.getOrigin()) != peer->config.name)
           return bad_frame("listen socket", "batch from " + peer->config.name + " claims origin '" +
@@ -936,7 +931,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::LOST: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = now_ns();
+        peer->last_hello_in_ns = monotonic_ns();
         auto lost = root.getLost();
         const int t = object_index(text_of(lost.getObject()));
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
@@ -980,7 +975,7 @@ bool Daemon::Impl::publish_from(Peer& peer, int t, std::uint64_t seq, std::span<
   auto& in = peer.in[t];
   std::uint64_t ring_seq = 0;
   const auto status =
-      objects[t].relay->publish_relayed(peer.id, seq, payload, std::chrono::nanoseconds(0), &ring_seq);
+      internal::publish_relayed(*objects[t].relay, peer.id, seq, payload, std::chrono::nanoseconds(0), &ring_seq);
   if (status == SendStatus::timed_out) return false;
   if (status != SendStatus::ok) {
     bad_frame("listen socket", "cannot publish into '" + objects[t].name + "' (message of " +
@@ -1130,9 +1125,8 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           if (sub.getFromSequence() > 0) options.from_sequence = sub.getFromSequence() - 1;  // ring sequences are 0-based
           if (objects[t].backpressure == Backpressure::block) {
             // First the retaining cursor, so nothing from the asked sequence on can be reclaimed.
-            SubscribeOptions hold = options;
-            hold.backpressure = Backpressure::bridge;  // never holds back what we relay: no deadlock
-            auto retain = objects[t].topic->subscribe(hold);
+            // A bridge cursor: it never holds back what we relay, so no deadlock.
+            auto retain = internal::subscribe_bridge(*objects[t].topic, options.from_sequence);
             if (retain) out.retain.emplace(std::move(retain).value());
             else log.write(LogLevel::error, "topic %s: cannot hold it for %s: %s", objects[t].name.c_str(),
                            peer.config.name.c_str(), retain.error().message.c_str());
@@ -1370,14 +1364,14 @@ void Daemon::Impl::grant_demand(Peer& peer, int t) {
 // too: at least once, as with a consumer that dies before its ack.
 void Daemon::Impl::requeue_unconfirmed() {
   // Bounded: a full ring (no local consumer) must not hold the stop for long.
-  const std::uint64_t deadline = now_ns() + 2'000'000'000;
+  const std::uint64_t deadline = monotonic_ns() + 2'000'000'000;
   for (auto& peer : peers)
     for (std::size_t t = 0; t < objects.size(); ++t) {
       auto& out = peer.out[t];
       if (out.unconfirmed.empty()) continue;
       std::size_t requeued = 0;
       for (const auto& [seq, payload] : out.unconfirmed) {
-        const std::uint64_t now = now_ns();
+        const std::uint64_t now = monotonic_ns();
         if (now >= deadline) break;
         const auto status = objects[t].relay->publish(as_bytes(payload), std::chrono::nanoseconds(deadline - now));
         if (status == SendStatus::ok) ++requeued;
@@ -1468,7 +1462,7 @@ void Daemon::Impl::on_control() {
       auto status = reply.initStatus();
       status.setNode(config.node_name);
       status.setNamespace(config.ns);
-      status.setUptimeMs((now_ns() - started_ns) / 1'000'000);
+      status.setUptimeMs((monotonic_ns() - started_ns) / 1'000'000);
       status.setBadFrames(counters.bad_frames);
       status.setRejectedPeers(counters.rejected_peers);
       status.setFailedHandshakes(counters.failed_handshakes);
@@ -1481,7 +1475,7 @@ void Daemon::Impl::on_control() {
         ps.setName(p.config.name);
         ps.setEndpoint(p.config.endpoint);
         ps.setConnected(p.connected);
-        ps.setSinceMs((now_ns() - p.state_since_ns) / 1'000'000);
+        ps.setSinceMs((monotonic_ns() - p.state_since_ns) / 1'000'000);
         ps.setMessagesIn(p.counters.messages_in);
         ps.setMessagesOut(p.counters.messages_out);
         ps.setBytesIn(p.counters.bytes_in);

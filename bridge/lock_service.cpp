@@ -6,21 +6,20 @@
 #include <set>
 
 #include "backends/backend.hpp"
-#include "clock.hpp"
-#include "cluster_keeper.hpp"
-#include "process.hpp"
+#include "colo/internal/clock.hpp"
+#include "colo/internal/cluster_keeper.hpp"
 
 namespace colo::bridge {
 namespace {
 
-using detail::LeaseState;
+using internal::ClusterLockKeeper;
 constexpr std::uint64_t kMs = 1'000'000;
 constexpr std::uint64_t kAcquireSliceNs = 100 * kMs;  // a keeper checks for shutdown this often while queued
 constexpr std::uint64_t kHoldPollNs = 1 * kMs;        // and this often while it holds
 constexpr std::uint64_t kScanEveryNs = 100 * kMs;
 constexpr std::uint64_t kReconnectEveryNs = 1000 * kMs;
 
-std::uint64_t now_ns() noexcept { return shm::monotonic_ns(); }
+using internal::monotonic_ns;
 void sleep_ns(std::uint64_t ns) { std::this_thread::sleep_for(std::chrono::nanoseconds(ns)); }
 
 }  // namespace
@@ -40,7 +39,7 @@ struct LockService::Backend {
   std::shared_ptr<LockBackend> get(const Log& log) {
     std::lock_guard<std::mutex> guard(mutex);
     if (session) return session;
-    const std::uint64_t now = now_ns();
+    const std::uint64_t now = monotonic_ns();
     if (now < next_attempt_ns) return nullptr;
     next_attempt_ns = now + kReconnectEveryNs;
     auto opened = open_backend(settings);
@@ -67,7 +66,7 @@ struct LockService::Keeper {
   Backend* backend = nullptr;
   const LockPolicy* policy = nullptr;
   const Log* log = nullptr;
-  std::optional<detail::ClusterLockKeeper> view;
+  std::optional<ClusterLockKeeper> view;
   std::atomic<bool> stop{false};
   std::thread thread;
   std::atomic<std::uint64_t> cluster_grants{0}, yields{0}, idle_releases{0}, lease_losses{0}, backend_errors{0};
@@ -87,7 +86,7 @@ struct LockService::Keeper {
     while (!stop.load(std::memory_order_acquire)) {
       const std::uint32_t seen = k.signal();
       const LeaseState state = k.state();
-      const std::uint64_t now = now_ns();
+      const std::uint64_t now = monotonic_ns();
       if (state == LeaseState::held || state == LeaseState::yielding) {
         k.mark_lost();  // not ours (a keeper before us, or a foreign write): its session is not ours either
         continue;
@@ -110,7 +109,7 @@ struct LockService::Keeper {
       }
       const Acquire got = lock->acquire(now + kAcquireSliceNs);
       if (got.status == Acquire::Status::waiting) continue;
-      if (got.status == Acquire::Status::failed || got.epoch == 0 || got.epoch >= detail::kMaxClusterEpoch) {
+      if (got.status == Acquire::Status::failed || got.epoch == 0 || got.epoch >= internal::kMaxClusterEpoch) {
         backend_errors.fetch_add(1, std::memory_order_relaxed);
         const std::string why = got.status == Acquire::Status::failed
                                     ? got.detail
@@ -137,7 +136,7 @@ struct LockService::Keeper {
   // While held: renew, watch the budget and idleness, hand back.
   void hold(BackendLock& lock, std::uint64_t valid_until, std::uint64_t& requeue_not_before) {
     auto& k = *view;
-    const std::uint64_t since = now_ns();
+    const std::uint64_t since = monotonic_ns();
     const std::uint64_t max_hold = static_cast<std::uint64_t>(policy->max_hold_ms) * kMs;
     const std::uint64_t idle_release = static_cast<std::uint64_t>(policy->idle_release_ms) * kMs;
     std::uint64_t idle_since = 0;
@@ -155,7 +154,7 @@ struct LockService::Keeper {
         return;
       }
       if (!renewed(lock, valid_until)) return;
-      const std::uint64_t now = now_ns();
+      const std::uint64_t now = monotonic_ns();
       if (!k.has_local_holder() && !k.has_local_waiters()) {
         if (idle_since == 0) idle_since = now;
         if (now - idle_since >= idle_release && k.try_take_local_mutex()) {
@@ -170,7 +169,7 @@ struct LockService::Keeper {
       if (k.local_grants() >= policy->max_handoffs || now - since >= max_hold) {
         if (yield(lock, valid_until)) {
           yields.fetch_add(1, std::memory_order_relaxed);
-          requeue_not_before = now_ns() + requeue_pause_ns();
+          requeue_not_before = monotonic_ns() + requeue_pause_ns();
         }
         return;
       }
@@ -184,7 +183,7 @@ struct LockService::Keeper {
     auto& k = *view;
     k.begin_yield();
     for (;;) {
-      if (k.take_local_mutex(now_ns() + 5 * kMs)) {
+      if (k.take_local_mutex(monotonic_ns() + 5 * kMs)) {
         lock.release();
         k.finish_release();
         return true;
@@ -210,7 +209,7 @@ struct LockService::Keeper {
       }
       return true;
     }
-    if (r.status == Renewal::Status::unknown && now_ns() < valid_until) return true;
+    if (r.status == Renewal::Status::unknown && monotonic_ns() < valid_until) return true;
     k.mark_lost();
     lease_losses.fetch_add(1, std::memory_order_relaxed);
     log->write(LogLevel::warn, "cluster lock %s: hold lost (%s); its holder is told, local grants wait for a new hold",
@@ -277,7 +276,7 @@ void LockService::scan() {
         seen_generation_ = generation;
         std::map<std::string, std::uint64_t> cluster_locks;  // name -> created
         for (const auto& o : *objects)
-          if (o.kind == "lock" && o.scope == Scope::cluster && o.state == "ready")
+          if (o.kind == ObjectKind::lock && o.scope == Scope::cluster && o.state == ObjectState::ready)
             cluster_locks.emplace(o.name, o.created_realtime_ns);
         std::lock_guard<std::mutex> guard(keepers_mutex_);
         // Keepers of removed or recreated locks end first.
@@ -304,7 +303,7 @@ void LockService::scan() {
                          name.c_str());
             continue;
           }
-          auto view = detail::ClusterLockKeeper::adopt(*node_, name);
+          auto view = ClusterLockKeeper::adopt(*node_, name);
           if (!view) {
             log_.write(LogLevel::warn, "cluster lock %s: %s", name.c_str(), view.error().message.c_str());
             continue;

@@ -1,9 +1,11 @@
 #include "colo/channel.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "channel_state.hpp"
 #include "clock.hpp"
+#include "colo/internal/federation.hpp"
 #include "process.hpp"
 
 namespace colo {
@@ -28,6 +30,55 @@ std::uint64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {
 
 struct Reader::Handle {
   shm::ReaderHandle ring;
+};
+
+// The handles' insides are the ring's: this is where the ring's results
+// become handles, and where colod's operations (colo/internal/federation.hpp)
+// reach the ring behind a handle.
+struct detail::ChannelAccess {
+  static Publisher publisher(std::shared_ptr<ChannelState> state, int slot) noexcept {
+    return Publisher(std::move(state), slot);
+  }
+  static Reader reader(std::shared_ptr<ChannelState> state, const shm::ReaderHandle& handle) {
+    return Reader(std::move(state), std::unique_ptr<Reader::Handle>(new Reader::Handle{handle}));
+  }
+  static const std::shared_ptr<ChannelState>& state(const Topic& topic) noexcept { return topic.state_; }
+  static const std::shared_ptr<ChannelState>& state(const Queue& queue) noexcept { return queue.state_; }
+
+  static std::optional<Loan> loan(Publisher& publisher, shm::ClaimStatus status, const shm::Loan& loan) noexcept {
+    publisher.last_ = to_send_status(status);
+    if (publisher.last_ != SendStatus::ok) return std::nullopt;
+    return Loan(publisher.state_.get(), publisher.slot_, loan.data, loan.size, loan.pos, loan.seq, loan.relayed);
+  }
+  static std::optional<Message> message(Reader& reader, shm::ReadStatus status, const shm::View& view) noexcept {
+    if (status != shm::ReadStatus::ok) return std::nullopt;
+    return Message(&reader, view.data, view.size, view.seq, view.deliveries, view.pos, view.record_length,
+                   view.origin, view.origin_seq);
+  }
+
+  static SendStatus publish_relayed(Publisher& publisher, std::uint32_t origin, std::uint64_t origin_seq,
+                                    std::span<const std::byte> bytes, std::chrono::nanoseconds timeout,
+                                    std::uint64_t* sequence) noexcept {
+    auto& last = publisher.last_;
+    if (bytes.size() > UINT32_MAX) return last = SendStatus::too_large;
+    if (origin == 0) return last = SendStatus::corrupt;
+    const shm::RelayTag tag{origin, origin_seq};
+    auto& ring = publisher.state_->ring;
+    shm::PublisherHandle handle{publisher.slot_};
+    shm::Loan loan;
+    const auto size = static_cast<std::uint32_t>(bytes.size());
+    auto status = ring.try_claim(handle, size, loan, &tag);
+    if (status == shm::ClaimStatus::full) status = ring.claim_until(handle, size, deadline_after(timeout), loan, &tag);
+    last = to_send_status(status);
+    if (last != SendStatus::ok) return last;
+    if (size != 0) std::memcpy(loan.data, bytes.data(), size);
+    if (sequence != nullptr) *sequence = loan.seq;
+    ring.commit(handle, loan);
+    return SendStatus::ok;
+  }
+  static bool wait_published(Reader& reader, std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
+    return reader.state_->ring.wait_published(reader.handle_->ring, count, deadline_after(timeout));
+  }
 };
 
 // --------------------------------------------------------------------- Loan
@@ -65,18 +116,11 @@ Publisher::~Publisher() {
   }
 }
 
-std::optional<Loan> Publisher::to_loan(int status, void* loan) noexcept {
-  last_ = to_send_status(static_cast<shm::ClaimStatus>(status));
-  if (last_ != SendStatus::ok) return std::nullopt;
-  const auto& l = *static_cast<shm::Loan*>(loan);
-  return Loan(state_.get(), slot_, l.data, l.size, l.pos, l.seq, l.relayed);
-}
-
 std::optional<Loan> Publisher::try_loan(std::uint32_t size) noexcept {
   shm::PublisherHandle handle{slot_};
   shm::Loan loan;
   const auto status = state_->ring.try_claim(handle, size, loan);
-  return to_loan(static_cast<int>(status), &loan);
+  return detail::ChannelAccess::loan(*this, status, loan);
 }
 
 std::optional<Loan> Publisher::loan_for(std::uint32_t size, std::chrono::nanoseconds timeout) noexcept {
@@ -85,7 +129,7 @@ std::optional<Loan> Publisher::loan_for(std::uint32_t size, std::chrono::nanosec
   // Try before reading the clock: most calls find space at once.
   auto status = state_->ring.try_claim(handle, size, loan);
   if (status == shm::ClaimStatus::full) status = state_->ring.claim_until(handle, size, deadline_after(timeout), loan);
-  return to_loan(static_cast<int>(status), &loan);
+  return detail::ChannelAccess::loan(*this, status, loan);
 }
 
 SendStatus Publisher::try_publish(std::span<const std::byte> bytes) noexcept {
@@ -94,25 +138,6 @@ SendStatus Publisher::try_publish(std::span<const std::byte> bytes) noexcept {
   if (!loan) return last_;
   if (!bytes.empty()) std::memcpy(loan->data().data(), bytes.data(), bytes.size());
   loan->commit();
-  return SendStatus::ok;
-}
-
-SendStatus Publisher::publish_relayed(std::uint32_t origin, std::uint64_t origin_seq, std::span<const std::byte> bytes,
-                                      std::chrono::nanoseconds timeout, std::uint64_t* sequence) noexcept {
-  if (bytes.size() > UINT32_MAX) return last_ = SendStatus::too_large;
-  if (origin == 0) return last_ = SendStatus::corrupt;
-  const shm::RelayTag tag{origin, origin_seq};
-  shm::PublisherHandle handle{slot_};
-  shm::Loan loan;
-  const auto size = static_cast<std::uint32_t>(bytes.size());
-  auto status = state_->ring.try_claim(handle, size, loan, &tag);
-  if (status == shm::ClaimStatus::full)
-    status = state_->ring.claim_until(handle, size, deadline_after(timeout), loan, &tag);
-  last_ = to_send_status(status);
-  if (last_ != SendStatus::ok) return last_;
-  if (size != 0) std::memcpy(loan.data, bytes.data(), size);
-  if (sequence != nullptr) *sequence = loan.seq;
-  state_->ring.commit(handle, loan);
   return SendStatus::ok;
 }
 
@@ -140,13 +165,6 @@ std::uint64_t Reader::missed() const noexcept {
   return state_->ring.control().readers[handle_->ring.slot].missed.load(std::memory_order_relaxed);
 }
 
-std::optional<Message> Reader::deliver(int status, const void* view_ptr) noexcept {
-  if (static_cast<shm::ReadStatus>(status) != shm::ReadStatus::ok) return std::nullopt;
-  const auto& view = *static_cast<const shm::View*>(view_ptr);
-  return Message(this, view.data, view.size, view.seq, view.deliveries, view.pos, view.record_length, view.origin,
-                 view.origin_seq);
-}
-
 // A message past its delivery limit goes to NAME.dlq, then is acknowledged
 // here. If the dead-letter queue has no room, the message is delivered as is
 // (its deliveries() tells) rather than lost.
@@ -171,13 +189,9 @@ std::optional<Message> Reader::try_receive() noexcept {
   for (int i = 0; i < 64; ++i) {
     const auto status = state_->ring.try_read(handle_->ring, view);
     if (status == shm::ReadStatus::ok && dead_letter(*state_, handle_->ring, view)) continue;
-    return deliver(static_cast<int>(status), &view);
+    return detail::ChannelAccess::message(*this, status, view);
   }
   return std::nullopt;
-}
-
-bool Reader::wait_published(std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
-  return state_->ring.wait_published(handle_->ring, count, deadline_after(timeout));
 }
 
 std::optional<Message> Reader::receive_for(std::chrono::nanoseconds timeout) noexcept {
@@ -187,13 +201,13 @@ std::optional<Message> Reader::receive_for(std::chrono::nanoseconds timeout) noe
     const auto status = state_->ring.try_read(handle_->ring, view);
     if (status == shm::ReadStatus::empty) break;
     if (status == shm::ReadStatus::ok && dead_letter(*state_, handle_->ring, view)) continue;
-    return deliver(static_cast<int>(status), &view);
+    return detail::ChannelAccess::message(*this, status, view);
   }
   const std::uint64_t deadline = deadline_after(timeout);
   for (;;) {
     const auto status = state_->ring.read_until(handle_->ring, deadline, view);
     if (status == shm::ReadStatus::ok && dead_letter(*state_, handle_->ring, view)) continue;
-    return deliver(static_cast<int>(status), &view);
+    return detail::ChannelAccess::message(*this, status, view);
   }
 }
 
@@ -251,7 +265,7 @@ const std::string& Topic::name() const noexcept { return state_->name; }
 Result<Publisher> Topic::publisher() {
   auto handle = state_->ring.open_publisher();
   if (!handle) return Error{handle.error().code, "topic '" + state_->name + "': " + handle.error().message};
-  return Publisher(state_, handle->slot);
+  return detail::ChannelAccess::publisher(state_, handle->slot);
 }
 
 Result<Subscriber> Topic::subscribe(SubscribeOptions options) {
@@ -259,40 +273,16 @@ Result<Subscriber> Topic::subscribe(SubscribeOptions options) {
   switch (options.backpressure) {
     case Backpressure::block: mode = shm::ReaderMode::block; break;
     case Backpressure::lossy: mode = shm::ReaderMode::lossy; break;
-    case Backpressure::bridge: mode = shm::ReaderMode::bridge; break;
     default: return Error{Errc::invalid_argument, "topic '" + state_->name + "': unknown backpressure class"};
   }
   auto handle = state_->ring.open_reader(mode, options.history.value_or(state_->ring.config().history),
                                         options.from_sequence);
   if (!handle) return Error{handle.error().code, "topic '" + state_->name + "': " + handle.error().message};
-  return Reader(state_, std::unique_ptr<Reader::Handle>(new Reader::Handle{*handle}));
+  return detail::ChannelAccess::reader(state_, *handle);
 }
 
-ChannelStats Topic::stats() const { return channel_stats(*state_); }
+ChannelStats Topic::stats() const { return detail::channel_stats(*state_); }
 std::uint64_t Topic::published() const noexcept { return state_->ring.tail().second; }
-
-namespace {
-std::map<std::uint32_t, std::uint64_t> relayed_high_water_of(const detail::ChannelState& state) {
-  std::map<std::uint32_t, std::uint64_t> high;
-  state.ring.for_each_relayed([&](std::uint32_t origin, std::uint64_t origin_seq) {
-    auto& h = high[origin];
-    h = std::max(h, origin_seq);
-  });
-  return high;
-}
-}  // namespace
-
-std::map<std::uint32_t, std::uint64_t> Topic::relayed_high_water() const { return relayed_high_water_of(*state_); }
-std::map<std::uint32_t, std::uint64_t> Queue::relayed_high_water() const { return relayed_high_water_of(*state_); }
-
-std::uint32_t origin_id(std::string_view node_name) noexcept {
-  std::uint32_t hash = 2166136261u;  // FNV-1a, 32 bits
-  for (unsigned char c : node_name) {
-    hash ^= c;
-    hash *= 16777619u;
-  }
-  return hash == 0 ? 1 : hash;
-}
 
 Queue::Queue(std::shared_ptr<detail::ChannelState> state) noexcept : state_(std::move(state)) {}
 Queue::Queue(Queue&&) noexcept = default;
@@ -303,24 +293,34 @@ const std::string& Queue::name() const noexcept { return state_->name; }
 Result<Publisher> Queue::producer() {
   auto handle = state_->ring.open_publisher();
   if (!handle) return Error{handle.error().code, "queue '" + state_->name + "': " + handle.error().message};
-  return Publisher(state_, handle->slot);
+  return detail::ChannelAccess::publisher(state_, handle->slot);
 }
 
 Result<Consumer> Queue::consumer() {
   auto handle = state_->ring.open_reader(shm::ReaderMode::consumer);
   if (!handle) return Error{handle.error().code, "queue '" + state_->name + "': " + handle.error().message};
-  return Reader(state_, std::unique_ptr<Reader::Handle>(new Reader::Handle{*handle}));
+  return detail::ChannelAccess::reader(state_, *handle);
 }
 
-ChannelStats Queue::stats() const { return channel_stats(*state_); }
+ChannelStats Queue::stats() const { return detail::channel_stats(*state_); }
 
-ChannelStats channel_stats(const detail::ChannelState& state) {
+const char* to_string(ReaderMode mode) noexcept {
+  switch (mode) {
+    case ReaderMode::block: return "block";
+    case ReaderMode::lossy: return "lossy";
+    case ReaderMode::bridge: return "bridge";
+    case ReaderMode::consumer: return "consumer";
+  }
+  return "unknown";
+}
+
+ChannelStats detail::channel_stats(const ChannelState& state) {
   constexpr auto relaxed = std::memory_order_relaxed;
   const auto& ring = state.ring;
   const auto& c = ring.control();
   const auto config = ring.config();
   ChannelStats s;
-  s.kind = config.kind == shm::RingKind::queue ? "queue" : "topic";
+  s.kind = config.kind == shm::RingKind::queue ? ObjectKind::queue : ObjectKind::topic;
   s.capacity = config.capacity;
   s.max_message = config.max_message;
   s.acks = config.acks;
@@ -353,10 +353,10 @@ ChannelStats channel_stats(const detail::ChannelState& state) {
     rs.pid = pid;
     rs.alive = shm::liveness({pid, r.start_time.load(relaxed)}) == shm::Liveness::alive;
     const auto mode = static_cast<shm::ReaderMode>(r.mode.load(relaxed));
-    rs.mode = mode == shm::ReaderMode::block    ? "block"
-              : mode == shm::ReaderMode::lossy  ? "lossy"
-              : mode == shm::ReaderMode::bridge ? "bridge"
-                                                : "consumer";
+    rs.mode = mode == shm::ReaderMode::block    ? ReaderMode::block
+              : mode == shm::ReaderMode::lossy  ? ReaderMode::lossy
+              : mode == shm::ReaderMode::bridge ? ReaderMode::bridge
+                                                : ReaderMode::consumer;
     rs.delivered = r.delivered.load(relaxed);
     rs.bytes = r.bytes.load(relaxed);
     rs.missed = r.missed.load(relaxed);
@@ -371,5 +371,55 @@ ChannelStats channel_stats(const detail::ChannelState& state) {
   }
   return s;
 }
+
+// ------------------------------------------ colod's (colo/internal/federation.hpp)
+
+namespace internal {
+
+std::uint32_t origin_id(std::string_view node_name) noexcept {
+  std::uint32_t hash = 2166136261u;  // FNV-1a, 32 bits
+  for (unsigned char c : node_name) {
+    hash ^= c;
+    hash *= 16777619u;
+  }
+  return hash == 0 ? 1 : hash;
+}
+
+SendStatus publish_relayed(Publisher& publisher, std::uint32_t origin, std::uint64_t origin_seq,
+                           std::span<const std::byte> bytes, std::chrono::nanoseconds timeout,
+                           std::uint64_t* sequence) noexcept {
+  return detail::ChannelAccess::publish_relayed(publisher, origin, origin_seq, bytes, timeout, sequence);
+}
+
+namespace {
+std::map<std::uint32_t, std::uint64_t> relayed_high_water_of(const detail::ChannelState& state) {
+  std::map<std::uint32_t, std::uint64_t> high;
+  state.ring.for_each_relayed([&](std::uint32_t origin, std::uint64_t origin_seq) {
+    auto& h = high[origin];
+    h = std::max(h, origin_seq);
+  });
+  return high;
+}
+}  // namespace
+
+std::map<std::uint32_t, std::uint64_t> relayed_high_water(const Topic& topic) {
+  return relayed_high_water_of(*detail::ChannelAccess::state(topic));
+}
+std::map<std::uint32_t, std::uint64_t> relayed_high_water(const Queue& queue) {
+  return relayed_high_water_of(*detail::ChannelAccess::state(queue));
+}
+
+Result<Subscriber> subscribe_bridge(Topic& topic, std::optional<std::uint64_t> from_sequence) {
+  const auto& state = detail::ChannelAccess::state(topic);
+  auto handle = state->ring.open_reader(shm::ReaderMode::bridge, 0, from_sequence);
+  if (!handle) return Error{handle.error().code, "topic '" + state->name + "': " + handle.error().message};
+  return detail::ChannelAccess::reader(state, *handle);
+}
+
+bool wait_published(Reader& reader, std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
+  return detail::ChannelAccess::wait_published(reader, count, timeout);
+}
+
+}  // namespace internal
 
 }  // namespace colo

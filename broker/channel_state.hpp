@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "colo/channel.hpp"  // ChannelStats
 #include "mapped_object.hpp"
 #include "ring.hpp"
 
@@ -19,5 +20,9 @@ struct ChannelState {
   shm::Ring ring;
   std::shared_ptr<ChannelState> dead_letters;  // queue with acks: NAME.dlq
 };
+
+// The ring's counters and slots, read without taking anything (Topic::stats,
+// Queue::stats, and Node's listing of objects it has not opened).
+ChannelStats channel_stats(const ChannelState& state);
 
 }  // namespace colo::detail

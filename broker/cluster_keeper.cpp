@@ -1,12 +1,14 @@
-#include "cluster_keeper.hpp"
+#include "colo/internal/cluster_keeper.hpp"
 
 #include "futex.hpp"
+#include "lock_record.hpp"
 #include "process.hpp"
 
-namespace colo::detail {
+namespace colo::internal {
 namespace {
 constexpr auto relaxed = std::memory_order_relaxed;
-}
+using detail::LockRecord;
+}  // namespace
 
 Result<ClusterLockKeeper> ClusterLockKeeper::adopt(Node& node, std::string_view name) {
   auto lock = node.lock(name, OpenMode::open, {.scope = Scope::cluster});
@@ -90,7 +92,7 @@ void took_mutex(LockRecord& r, shm::MutexResult rc) noexcept {
   if (rc == shm::MutexResult::acquired_owner_died) {
     r.mutex.make_consistent();
     const std::uint32_t keeper = r.keeper_pid.load(relaxed);
-    if (r.owner_pid.load(relaxed) != keeper) r.cluster_flags.fetch_or(kClusterFlagOwnerDiedPending, relaxed);
+    if (r.owner_pid.load(relaxed) != keeper) r.cluster_flags.fetch_or(detail::kClusterFlagOwnerDiedPending, relaxed);
   }
   r.owner_pid.store(shm::self().pid, relaxed);
 }
@@ -133,4 +135,4 @@ void ClusterLockKeeper::step_down() noexcept {
   r.keeper_pid.store(0, std::memory_order_release);
 }
 
-}  // namespace colo::detail
+}  // namespace colo::internal

@@ -94,26 +94,29 @@ void bump_signal(detail::LockRecord& r) noexcept {
 
 // The grant whose token is `token` no longer stands cluster-wide.
 bool cluster_hold_lost(const detail::LockRecord& r, std::uint64_t token) noexcept {
-  const auto state = static_cast<detail::LeaseState>(r.lease_state.load(std::memory_order_acquire));
-  if (state != detail::LeaseState::held && state != detail::LeaseState::yielding) return true;
-  if (r.cluster_epoch.load(std::memory_order_acquire) != token >> detail::kLocalGrantBits) return true;
+  const auto state = static_cast<LeaseState>(r.lease_state.load(std::memory_order_acquire));
+  if (state != LeaseState::held && state != LeaseState::yielding) return true;
+  if (r.cluster_epoch.load(std::memory_order_acquire) != token >> internal::kLocalGrantBits) return true;
   return shm::monotonic_ns() >= r.valid_until_ns.load(std::memory_order_acquire);
+}
+
+// The lease state a record holds, `invalid` if it holds none (written by
+// something else than colo).
+LeaseState lease_state_of(std::uint32_t stored) noexcept {
+  switch (static_cast<LeaseState>(stored)) {
+    case LeaseState::none:
+    case LeaseState::requested:
+    case LeaseState::held:
+    case LeaseState::yielding:
+    case LeaseState::lost: return static_cast<LeaseState>(stored);
+    case LeaseState::invalid: break;
+  }
+  return LeaseState::invalid;
 }
 
 }  // namespace
 
 namespace detail {
-
-const char* lease_state_name(std::uint32_t state) noexcept {
-  switch (static_cast<LeaseState>(state)) {
-    case LeaseState::none: return "none";
-    case LeaseState::requested: return "requested";
-    case LeaseState::held: return "held";
-    case LeaseState::yielding: return "yielding";
-    case LeaseState::lost: return "lost";
-  }
-  return "invalid";
-}
 
 // on_lease_lost()'s watcher: sleeps on the record's state signal (colod
 // bumps it on every change) and until the lease's end, whichever is first.
@@ -124,12 +127,16 @@ struct LeaseWatch {
 
 }  // namespace detail
 
-const char* scope_name(Scope scope) noexcept {
-  switch (scope) {
-    case Scope::host: return "host";
-    case Scope::cluster: return "cluster";
+const char* to_string(LeaseState state) noexcept {
+  switch (state) {
+    case LeaseState::none: return "none";
+    case LeaseState::requested: return "requested";
+    case LeaseState::held: return "held";
+    case LeaseState::yielding: return "yielding";
+    case LeaseState::lost: return "lost";
+    case LeaseState::invalid: break;
   }
-  return "unknown";
+  return "invalid";
 }
 
 // ---------------------------------------------------------------- LockGuard
@@ -247,7 +254,7 @@ __attribute__((always_inline)) inline LockGuard Lock::grant(bool contended, bool
     // Under the mutex; admit_cluster() checked it stays below 2^20.
     const std::uint64_t local = r.local_grants.load(relaxed) + 1;
     r.local_grants.store(local, relaxed);
-    token = cluster_epoch << detail::kLocalGrantBits | local;
+    token = cluster_epoch << internal::kLocalGrantBits | local;
   }
   r.fencing_epoch.store(token, relaxed);
   bump(r.grants);
@@ -267,35 +274,35 @@ Lock::Admission Lock::admit_cluster(Wait wait, std::uint64_t deadline, std::uint
   std::uint64_t keeper_missing_since = 0;
   for (;;) {
     const std::uint32_t seen = r.state_signal.load(std::memory_order_acquire);
-    const auto state = static_cast<detail::LeaseState>(r.lease_state.load(std::memory_order_acquire));
+    const auto state = static_cast<LeaseState>(r.lease_state.load(std::memory_order_acquire));
     const std::uint64_t now = shm::monotonic_ns();
     switch (state) {
-      case detail::LeaseState::held:
+      case LeaseState::held:
         // A lease that ran out without colod saying so (colod paused or
         // killed) is not granted on: wait for colod to renew or drop it.
         // Nor beyond colod's hand-off budget: it is about to yield.
         if (now < r.valid_until_ns.load(std::memory_order_acquire) &&
-            r.local_grants.load(relaxed) < std::min<std::uint64_t>(r.grant_limit.load(relaxed), detail::kMaxLocalGrants)) {
+            r.local_grants.load(relaxed) < std::min<std::uint64_t>(r.grant_limit.load(relaxed), internal::kMaxLocalGrants)) {
           epoch = r.cluster_epoch.load(std::memory_order_acquire);
-          if (epoch != 0 && epoch < detail::kMaxClusterEpoch) return Admission::granted;
+          if (epoch != 0 && epoch < internal::kMaxClusterEpoch) return Admission::granted;
         }
         break;
-      case detail::LeaseState::yielding:
+      case LeaseState::yielding:
         return Admission::yield_first;  // colod needs the mutex to give the cluster lock up
-      case detail::LeaseState::none:
-      case detail::LeaseState::lost: {
+      case LeaseState::none:
+      case LeaseState::lost: {
         // Only acquirers leave none/lost, and only under the mutex: a plain
         // CAS against colod's concurrent writes (it never writes these two).
         std::uint32_t expected = static_cast<std::uint32_t>(state);
-        if (r.lease_state.compare_exchange_strong(expected, static_cast<std::uint32_t>(detail::LeaseState::requested),
+        if (r.lease_state.compare_exchange_strong(expected, static_cast<std::uint32_t>(LeaseState::requested),
                                                   std::memory_order_acq_rel))
           bump_signal(r);
         continue;
       }
-      case detail::LeaseState::requested:
+      case LeaseState::requested:
         break;
       default:  // not a state: someone wrote the record; ask colod to sort it out
-        r.lease_state.store(static_cast<std::uint32_t>(detail::LeaseState::requested), std::memory_order_release);
+        r.lease_state.store(static_cast<std::uint32_t>(LeaseState::requested), std::memory_order_release);
         bump_signal(r);
         continue;
     }
@@ -381,7 +388,7 @@ Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t de
     contended = true;
     for (;;) {
       const std::uint32_t seen = r.state_signal.load(std::memory_order_acquire);
-      if (r.lease_state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(detail::LeaseState::yielding))
+      if (r.lease_state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(LeaseState::yielding))
         break;
       const std::uint64_t now = shm::monotonic_ns();
       if (wait == Wait::until && now >= deadline) {
@@ -469,7 +476,7 @@ LockStats Lock::stats() const noexcept {
   }
   if (s.scope == Scope::cluster) {
     ClusterLockStats c;
-    c.lease_state = detail::lease_state_name(r.lease_state.load(std::memory_order_acquire));
+    c.lease_state = lease_state_of(r.lease_state.load(std::memory_order_acquire));
     c.epoch = r.cluster_epoch.load(relaxed);
     c.local_grants = r.local_grants.load(relaxed);
     const auto until = static_cast<double>(r.valid_until_ns.load(relaxed));

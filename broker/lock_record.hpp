@@ -42,6 +42,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "colo/internal/cluster_keeper.hpp"  // the token format: kLocalGrantBits
+#include "colo/lock.hpp"                      // Scope, LeaseState: the values stored here
 #include "robust_mutex.hpp"
 #include "segment.hpp"
 
@@ -50,17 +52,6 @@ namespace colo::detail {
 inline constexpr std::uint32_t kLockLayoutVersion = 1;
 inline constexpr std::size_t kWaiterSlots = 16;
 inline constexpr std::uint64_t kHoldSampleEvery = 16;  // power of two
-
-// lease_state of a cluster-scope lock (see the cluster line below).
-enum class LeaseState : std::uint32_t { none = 0, requested = 1, held = 2, yielding = 3, lost = 4 };
-const char* lease_state_name(std::uint32_t state) noexcept;
-
-// A fencing token is epoch << kLocalGrantBits | local grant. colod yields
-// the cluster lock well before 2^20 local grants (its hand-off budget is
-// capped below this), so the local part never carries into the epoch.
-inline constexpr unsigned kLocalGrantBits = 20;
-inline constexpr std::uint64_t kMaxLocalGrants = (std::uint64_t{1} << kLocalGrantBits) - 1;
-inline constexpr std::uint64_t kMaxClusterEpoch = std::uint64_t{1} << 44;
 
 // cluster_flags bits.
 // colod took the mutex (to yield) and found its previous owner dead: the
@@ -108,7 +99,7 @@ struct alignas(shm::kCacheLine) LockRecord {
   std::uint32_t layout_version;
   std::uint32_t scope;                          // colo::Scope
   std::atomic<std::uint64_t> cluster_epoch;     // backend grant epoch while held (tokens: epoch << 20 | local grant)
-  std::atomic<std::uint32_t> lease_state;       // LeaseState
+  std::atomic<std::uint32_t> lease_state;       // colo::LeaseState
   std::atomic<std::uint32_t> state_signal;      // futex word: bumped on every lease_state change and cluster release
   std::atomic<std::uint64_t> local_grants;      // grants under the current cluster_epoch (written under the mutex)
   std::atomic<std::uint64_t> valid_until_ns;    // CLOCK_MONOTONIC: the cluster hold is ours at least until then

@@ -2,26 +2,15 @@
 
 #include <unistd.h>  // geteuid
 
-#include <cstdio>   // snprintf
 #include <cstdlib>  // getenv
+
+#include "colo/internal/text.hpp"
 
 namespace colo {
 namespace {
 
-std::string printable(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s.substr(0, 64)) {
-    if (c >= 0x20 && c < 0x7f && c != '\'') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (s.size() > 64) out += "...";
-  return out;
-}
+// Names come from users and files: escaped before they reach a message.
+std::string printable(std::string_view s) { return internal::escaped(s, 64); }
 
 bool is_name_char(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||

@@ -16,6 +16,28 @@ namespace {
 
 std::string object_prefix(const std::string& ns) { return "colo." + ns + ".obj."; }
 
+// The object kind of a segment kind; nullopt for the registry's own.
+std::optional<ObjectKind> object_kind(shm::SegmentKind kind) {
+  switch (kind) {
+    case shm::SegmentKind::lock: return ObjectKind::lock;
+    case shm::SegmentKind::topic: return ObjectKind::topic;
+    case shm::SegmentKind::queue: return ObjectKind::queue;
+    case shm::SegmentKind::registry: break;
+  }
+  return std::nullopt;
+}
+
+// A segment this process could not open: unreadable if it may not, else corrupt.
+void set_unopenable(ObjectInfo& info, const Error& error) {
+  info.state = error.code == Errc::permission_denied ? ObjectState::unreadable : ObjectState::corrupt;
+  info.problem = error.message;
+}
+
+void set_corrupt(ObjectInfo& info, std::string problem) {
+  info.state = ObjectState::corrupt;
+  info.problem = std::move(problem);
+}
+
 std::string decode(std::string_view segment_suffix) {
   std::string out(segment_suffix);
   std::replace(out.begin(), out.end(), '^', '/');
@@ -40,6 +62,25 @@ std::vector<std::string> segment_objects(const std::string& ns) {
 
 }  // namespace
 
+const char* to_string(ObjectState state) noexcept {
+  switch (state) {
+    case ObjectState::ready: return "ready";
+    case ObjectState::creating: return "creating";
+    case ObjectState::abandoned: return "abandoned";
+    case ObjectState::missing: return "missing";
+    case ObjectState::unregistered: return "unregistered";
+    case ObjectState::unreadable: return "unreadable";
+    case ObjectState::corrupt: return "corrupt";
+  }
+  return "unknown";
+}
+
+std::string state_text(const ObjectInfo& info) {
+  std::string text = to_string(info.state);
+  if (info.state == ObjectState::unreadable || info.state == ObjectState::corrupt) text += ": " + info.problem;
+  return text;
+}
+
 Result<ObjectInfo> Node::describe(std::string_view name, bool registered) const {
   ObjectInfo info;
   info.name = std::string(name);
@@ -47,32 +88,31 @@ Result<ObjectInfo> Node::describe(std::string_view name, bool registered) const 
   auto seg = shm::Segment::inspect(info.shm_name);
   if (!seg) {
     if (seg.error().code != Errc::not_found) return std::move(seg).error();
-    info.state = "missing";
+    info.state = ObjectState::missing;
     return info;
   }
   info.size_bytes = seg->file_size;
   if (!seg->header_valid) {
-    info.state = "corrupt: " + seg->header_problem;
+    set_corrupt(info, seg->header_problem);
     return info;
   }
-  info.kind = shm::kind_name(seg->kind);
+  info.kind = object_kind(seg->kind);
   info.creator_pid = seg->creator.pid;
   info.creator_alive = seg->creator_alive;
   info.created_realtime_ns = seg->created_realtime_ns;
   if (seg->state == shm::SegmentState::creating) {
-    info.state = seg->creator_alive ? "creating" : "abandoned";
+    info.state = seg->creator_alive ? ObjectState::creating : ObjectState::abandoned;
     return info;
   }
-  info.state = registered ? "ready" : "unregistered";
+  info.state = registered ? ObjectState::ready : ObjectState::unregistered;
   if (seg->kind == shm::SegmentKind::lock) {
     auto segment = shm::Segment::open(info.shm_name, shm::SegmentKind::lock, std::chrono::milliseconds(0));
     if (!segment) {
-      const bool denied = segment.error().code == Errc::permission_denied;
-      info.state = (denied ? "unreadable: " : "corrupt: ") + segment.error().message;
+      set_unopenable(info, segment.error());
       return info;
     }
     if (segment->body_size() < sizeof(detail::LockRecord)) {
-      info.state = "corrupt: lock segment too small";
+      set_corrupt(info, "lock segment too small");
       return info;
     }
     auto* record = reinterpret_cast<detail::LockRecord*>(segment->body());
@@ -85,18 +125,17 @@ Result<ObjectInfo> Node::describe(std::string_view name, bool registered) const 
   } else if (seg->kind == shm::SegmentKind::topic || seg->kind == shm::SegmentKind::queue) {
     auto segment = shm::Segment::open(info.shm_name, seg->kind, std::chrono::milliseconds(0));
     if (!segment) {
-      const bool denied = segment.error().code == Errc::permission_denied;
-      info.state = (denied ? "unreadable: " : "corrupt: ") + segment.error().message;
+      set_unopenable(info, segment.error());
       return info;
     }
     auto ring = shm::Ring::attach(segment->body(), segment->body_size());
     if (!ring) {
-      info.state = "corrupt: " + ring.error().message;
+      set_corrupt(info, ring.error().message);
       return info;
     }
     detail::ChannelState state{info.name, std::make_unique<detail::MappedObject>(
                                               detail::MappedObject{std::move(segment).value()}), *ring, nullptr};
-    info.channel = channel_stats(state);
+    info.channel = detail::channel_stats(state);
   }
   return info;
 }
@@ -115,7 +154,7 @@ Result<std::vector<ObjectInfo>> Node::list() const {
   for (const auto& e : entries) {
     auto info = describe(e.name, true);
     if (!info) return std::move(info).error();
-    if (info->kind.empty()) info->kind = shm::kind_name(e.kind);
+    if (!info->kind) info->kind = object_kind(e.kind);
     info->scope = static_cast<Scope>(e.scope);
     if (info->creator_pid == 0) {
       info->creator_pid = e.creator.pid;
@@ -147,7 +186,7 @@ Result<ObjectInfo> Node::info(std::string_view name) const {
   }
   auto info = describe(name, registered);
   if (!info) return info;
-  if (!registered && info->state == "missing")
+  if (!registered && info->state == ObjectState::missing)
     return Error{Errc::not_found, "no object '" + std::string(name) + "' in namespace '" + options_.ns + "'"};
   if (registered && !info->lock) info->scope = scope;
   return info;

@@ -1,4 +1,5 @@
-// The cluster line of a lock record (lock_record.hpp, cluster_keeper.hpp)
+// The cluster line of a lock record (broker/lock_record.hpp,
+// colo/internal/cluster_keeper.hpp)
 // without colod or a backend: this test plays colod through
 // ClusterLockKeeper, so every step of the protocol is checked exactly and
 // fast. tests/services/ runs the real thing against real servers.
@@ -9,7 +10,7 @@
 #include <thread>
 
 #include "clock.hpp"
-#include "cluster_keeper.hpp"
+#include "colo/internal/cluster_keeper.hpp"
 #include "colo/node.hpp"
 #include "support.hpp"
 
@@ -17,7 +18,7 @@ namespace colo {
 namespace {
 
 using namespace std::chrono_literals;
-using detail::LeaseState;
+using internal::ClusterLockKeeper;
 
 class ClusterLockProtocol : public test::NamespaceTest {
  protected:
@@ -35,13 +36,13 @@ class ClusterLockProtocol : public test::NamespaceTest {
     node_.reset();
     NamespaceTest::TearDown();
   }
-  detail::ClusterLockKeeper keeper() {
-    auto k = detail::ClusterLockKeeper::adopt(*node_, "orders/pool");
+  ClusterLockKeeper keeper() {
+    auto k = ClusterLockKeeper::adopt(*node_, "orders/pool");
     EXPECT_TRUE(k) << k.error().message;
     return std::move(k).value();
   }
   // Waits (bounded) until the record is in `state`.
-  static bool reaches(const detail::ClusterLockKeeper& k, LeaseState state) {
+  static bool reaches(const ClusterLockKeeper& k, LeaseState state) {
     return test::wait_until([&] { return k.state() == state; }, 5s);
   }
   static std::uint64_t in(std::chrono::milliseconds d) {
@@ -96,7 +97,7 @@ TEST_F(ClusterLockProtocol, GrantsCarryTheClusterEpochAndCountLocallyUntilReleas
   EXPECT_EQ(k.state(), LeaseState::none);
   const auto stats = lock_->stats();
   ASSERT_TRUE(stats.cluster);
-  EXPECT_EQ(stats.cluster->lease_state, "none");
+  EXPECT_EQ(stats.cluster->lease_state, LeaseState::none);
   EXPECT_EQ(stats.cluster->epoch, 0u);
   EXPECT_TRUE(stats.cluster->keeper_alive);
   EXPECT_EQ(stats.fencing_epoch, (std::uint64_t{7} << 20) | 2);

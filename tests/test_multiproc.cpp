@@ -126,7 +126,7 @@ TEST_F(MultiProcess, processesCreatingTheSameLockInAFreshNamespaceAtOnceAllGetTh
     ASSERT_TRUE(list) << list.error().message;
     if (!round_failed) {
       ASSERT_EQ(list->size(), 1u) << "round " << round;
-      EXPECT_EQ((*list)[0].state, "ready");
+      EXPECT_EQ((*list)[0].state, ObjectState::ready);
       ASSERT_TRUE((*list)[0].lock.has_value());
       EXPECT_EQ((*list)[0].lock->grants, static_cast<std::uint64_t>(kWorkers));  // one lock for all
     }
@@ -249,9 +249,9 @@ TEST_F(MultiProcess, registryHolderKilledMidEntryLeavesTheRegistryUsableAndRepai
   ASSERT_TRUE(list) << list.error().message;
   ASSERT_EQ(list->size(), 2u);
   EXPECT_EQ((*list)[0].name, "half");
-  EXPECT_EQ((*list)[0].state, "ready");
+  EXPECT_EQ((*list)[0].state, ObjectState::ready);
   EXPECT_EQ((*list)[1].name, "jobs");
-  EXPECT_EQ((*list)[1].state, "ready");
+  EXPECT_EQ((*list)[1].state, ObjectState::ready);
 }
 
 // ------------------------------------------------- segments of another user

@@ -129,7 +129,7 @@ TEST_F(NodeTest, clusterScopeIsRecordedInTheRegistryAndTheLock) {
   EXPECT_EQ(info->scope, Scope::cluster);
   ASSERT_TRUE(info->lock);
   ASSERT_TRUE(info->lock->cluster);
-  EXPECT_EQ(info->lock->cluster->lease_state, "none");
+  EXPECT_EQ(info->lock->cluster->lease_state, LeaseState::none);
   EXPECT_EQ(info->lock->cluster->keeper_pid, 0u);
   const std::uint64_t before = sut->generation();
   ASSERT_TRUE(sut->remove("global"));
@@ -200,9 +200,9 @@ TEST_F(NodeTest, listShowsKindScopeCreatorAndState) {
   ASSERT_EQ(list->size(), 2u);
   const ObjectInfo& first = (*list)[0];
   EXPECT_EQ(first.name, "a/one");
-  EXPECT_EQ(first.kind, "lock");
+  EXPECT_EQ(first.kind, ObjectKind::lock);
   EXPECT_EQ(first.scope, Scope::host);
-  EXPECT_EQ(first.state, "ready");
+  EXPECT_EQ(first.state, ObjectState::ready);
   EXPECT_EQ(first.creator_pid, static_cast<std::uint32_t>(::getpid()));
   EXPECT_TRUE(first.creator_alive);
   EXPECT_EQ(first.shm_name, "colo." + ns + ".obj.a^one");
@@ -226,8 +226,8 @@ TEST_F(NodeTest, listShowsSegmentRemovedBehindTheRegistrysBackAsMissing) {
 
   ASSERT_TRUE(list) << list.error().message;
   ASSERT_EQ(list->size(), 1u);
-  EXPECT_EQ((*list)[0].state, "missing");
-  EXPECT_EQ((*list)[0].kind, "lock");
+  EXPECT_EQ((*list)[0].state, ObjectState::missing);
+  EXPECT_EQ((*list)[0].kind, ObjectKind::lock);
 }
 
 TEST_F(NodeTest, listShowsUnregisteredAndAbandonedSegments) {
@@ -244,9 +244,9 @@ TEST_F(NodeTest, listShowsUnregisteredAndAbandonedSegments) {
 
   ASSERT_TRUE(list) << list.error().message;
   ASSERT_EQ(list->size(), 2u);
-  EXPECT_EQ(find(*list, "half")->state, "abandoned");
+  EXPECT_EQ(find(*list, "half")->state, ObjectState::abandoned);
   EXPECT_FALSE(find(*list, "half")->creator_alive);
-  EXPECT_EQ(find(*list, "stray")->state, "unregistered");
+  EXPECT_EQ(find(*list, "stray")->state, ObjectState::unregistered);
 }
 
 TEST_F(NodeTest, listShowsCorruptSegmentWithTheProblem) {
@@ -258,7 +258,8 @@ TEST_F(NodeTest, listShowsCorruptSegmentWithTheProblem) {
 
   ASSERT_TRUE(list) << list.error().message;
   ASSERT_EQ(list->size(), 1u);
-  EXPECT_EQ((*list)[0].state, "corrupt: bad magic 0x0000000000000bad");
+  EXPECT_EQ((*list)[0].state, ObjectState::corrupt);
+  EXPECT_EQ((*list)[0].problem, "bad magic 0x0000000000000bad");
 }
 
 // ---------------------------------------------------------------- remove
@@ -314,7 +315,7 @@ TEST_F(NodeTest, gcRemovesAbandonedSegmentsAndEntriesWhoseSegmentIsGone) {
   ASSERT_TRUE(list);
   ASSERT_EQ(list->size(), 1u);
   EXPECT_EQ((*list)[0].name, "kept");
-  EXPECT_EQ((*list)[0].state, "ready");
+  EXPECT_EQ((*list)[0].state, ObjectState::ready);
   auto again = sut->gc(false);
   ASSERT_TRUE(again);
   EXPECT_TRUE(again->removed_segments.empty());
@@ -337,7 +338,7 @@ TEST_F(NodeTest, gcDryRunReportsTheSameButRemovesNothing) {
   auto list = sut->list();
   ASSERT_TRUE(list);
   EXPECT_EQ(list->size(), 2u);  // "gone" (missing) and "half" (abandoned) are still there
-  EXPECT_EQ(find(*list, "gone")->state, "missing");
+  EXPECT_EQ(find(*list, "gone")->state, ObjectState::missing);
 }
 
 TEST_F(NodeTest, gcLeavesSegmentsStillBeingCreatedByALiveCreator) {
@@ -403,7 +404,7 @@ TEST_F(NodeTest, createOrOpenReclaimsSegmentWhoseCreatorDiedBeforeReady) {
   auto list = sut->list();
   ASSERT_TRUE(list);
   ASSERT_EQ(list->size(), 1u);
-  EXPECT_EQ((*list)[0].state, "ready");  // and registered
+  EXPECT_EQ((*list)[0].state, ObjectState::ready);  // and registered
 }
 
 TEST_F(NodeTest, createReclaimsSegmentWhoseCreatorDiedBeforeReady) {
@@ -428,7 +429,7 @@ TEST_F(NodeTest, createOrOpenRecreatesRegisteredLockWhoseSegmentVanished) {
   auto list = sut->list();
   ASSERT_TRUE(list);
   ASSERT_EQ(list->size(), 1u);
-  EXPECT_EQ((*list)[0].state, "ready");
+  EXPECT_EQ((*list)[0].state, ObjectState::ready);
 }
 
 TEST_F(NodeTest, createOrOpenAdoptsAReadyUnregisteredSegment) {
@@ -451,7 +452,7 @@ TEST_F(NodeTest, createOrOpenAdoptsAReadyUnregisteredSegment) {
   auto list = sut->list();
   ASSERT_TRUE(list);
   ASSERT_EQ(list->size(), 1u);
-  EXPECT_EQ((*list)[0].state, "ready");
+  EXPECT_EQ((*list)[0].state, ObjectState::ready);
 }
 
 TEST_F(NodeTest, openReclaimsARegistryWhoseCreatorDiedBeforeReady) {

@@ -396,7 +396,7 @@ bool wait_released(const Lock& lock) {
   const auto give_up = SteadyClock::now() + kReleaseWaitLimit;
   for (;;) {
     const LockStats stats = lock.stats();
-    if (!stats.cluster || stats.cluster->lease_state == "none") return true;
+    if (!stats.cluster || stats.cluster->lease_state == LeaseState::none) return true;
     if (SteadyClock::now() > give_up) return false;
     std::this_thread::sleep_for(1ms);
   }

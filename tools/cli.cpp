@@ -60,11 +60,11 @@ std::string format_realtime(std::uint64_t realtime_ns) {
 nlohmann::json to_json(const ObjectInfo& info) {
   nlohmann::json j = {
       {"name", info.name},
-      {"kind", info.kind},
+      {"kind", info.kind ? to_string(*info.kind) : ""},
       {"scope", scope_name(info.scope)},
       {"segment", "/" + info.shm_name},
       {"size_bytes", info.size_bytes},
-      {"state", info.state},
+      {"state", state_text(info)},
       {"creator", {{"pid", info.creator_pid}, {"alive", info.creator_alive}}},
       {"created", format_realtime(info.created_realtime_ns)},
   };
@@ -90,7 +90,7 @@ nlohmann::json to_json(const ObjectInfo& info) {
     };
     if (s.cluster) {
       const ClusterLockStats& c = *s.cluster;
-      j["lock"]["cluster"] = {{"lease_state", c.lease_state},   {"epoch", c.epoch},
+      j["lock"]["cluster"] = {{"lease_state", to_string(c.lease_state)},   {"epoch", c.epoch},
                               {"local_grants", c.local_grants}, {"valid_for_ms", c.valid_for_ms},
                               {"keeper_pid", c.keeper_pid},     {"keeper_alive", c.keeper_alive},
                               {"lease_losses", c.lease_losses}};
@@ -104,11 +104,11 @@ nlohmann::json to_json(const ObjectInfo& info) {
                             {"waits", p.waits}, {"abandoned", p.abandoned}});
     nlohmann::json readers = nlohmann::json::array();
     for (const auto& r : c.readers)
-      readers.push_back({{"pid", r.pid}, {"alive", r.alive}, {"mode", r.mode}, {"delivered", r.delivered},
+      readers.push_back({{"pid", r.pid}, {"alive", r.alive}, {"mode", to_string(r.mode)}, {"delivered", r.delivered},
                          {"bytes", r.bytes}, {"lag", r.lag}, {"missed", r.missed}, {"skipped_bad", r.skipped_bad},
                          {"redelivered", r.redelivered}, {"dead_lettered", r.dead_lettered}, {"waits", r.waits},
                          {"holding", r.holding}});
-    j[c.kind] = {
+    j[to_string(c.kind)] = {
         {"capacity", c.capacity},     {"max_message", c.max_message},   {"acks", c.acks},
         {"max_deliveries", c.max_deliveries}, {"history", c.history},
         {"published", c.published},   {"retained", c.retained},         {"depth", c.depth},

@@ -24,16 +24,16 @@ Result<Channel> open_channel(Node& node, const std::string& name) {
   auto info = node.info(name);
   if (!info) return std::move(info).error();
   Channel channel;
-  if (info->kind == "topic") {
+  if (info->kind == ObjectKind::topic) {
     auto topic = node.topic(name, OpenMode::open);
     if (!topic) return std::move(topic).error();
     channel.topic.emplace(std::move(topic).value());
-  } else if (info->kind == "queue") {
+  } else if (info->kind == ObjectKind::queue) {
     auto queue = node.queue(name, OpenMode::open);
     if (!queue) return std::move(queue).error();
     channel.queue.emplace(std::move(queue).value());
   } else {
-    return Error{Errc::kind_mismatch, "'" + name + "' is a " + info->kind + ", not a topic or queue"};
+    return Error{Errc::kind_mismatch, "'" + name + "' is a " + (info->kind ? to_string(*info->kind) : "") + ", not a topic or queue"};
   }
   return channel;
 }

@@ -34,8 +34,8 @@ int run_ls(const Context& ctx, bool json) {
   }
   std::printf("%-8s %-32s %-8s %10s %-16s %s\n", "KIND", "NAME", "SCOPE", "SIZE", "CREATOR", "STATE");
   for (const auto& o : *objects)
-    std::printf("%-8s %-32s %-8s %10s %-16s %s\n", o.kind.empty() ? "?" : o.kind.c_str(), o.name.c_str(),
-                scope_name(o.scope), human_bytes(o.size_bytes).c_str(), creator_text(o).c_str(), o.state.c_str());
+    std::printf("%-8s %-32s %-8s %10s %-16s %s\n", o.kind ? to_string(*o.kind) : "?", o.name.c_str(),
+                scope_name(o.scope), human_bytes(o.size_bytes).c_str(), creator_text(o).c_str(), state_text(o).c_str());
   return kExitOk;
 }
 
@@ -58,7 +58,7 @@ void print_lock(const LockStats& s) {
               human_duration_ns(s.hold_ns_mean).c_str(), static_cast<unsigned long long>(s.hold_samples));
   if (s.cluster) {
     const ClusterLockStats& c = *s.cluster;
-    std::printf("cluster lease:    %s", c.lease_state.c_str());
+    std::printf("cluster lease:    %s", to_string(c.lease_state));
     if (c.epoch != 0)
       std::printf(", epoch %llu, %llu local grants, valid for %s", static_cast<unsigned long long>(c.epoch),
                   static_cast<unsigned long long>(c.local_grants),
@@ -80,19 +80,19 @@ void print_channel(const ChannelStats& c) {
               c.history != 0 ? (", history " + std::to_string(c.history) + " messages").c_str() : "");
   std::printf("published:        %llu messages\n", u(c.published));
   std::printf("retained:         %llu messages, %s of the ring\n", u(c.retained), human_bytes(c.used_bytes).c_str());
-  if (c.kind == "queue") std::printf("depth:            %llu (not yet taken)\n", u(c.depth));
+  if (c.kind == ObjectKind::queue) std::printf("depth:            %llu (not yet taken)\n", u(c.depth));
   std::printf("dead claims:      %llu (writers that died mid-message, skipped)\n", u(c.dead_claims));
   std::printf("bad records:      %llu\n", u(c.bad_records));
-  if (c.kind == "queue" && !c.acks) std::printf("dropped unacked:  %llu (taken by consumers that died)\n", u(c.dropped_unacked));
+  if (c.kind == ObjectKind::queue && !c.acks) std::printf("dropped unacked:  %llu (taken by consumers that died)\n", u(c.dropped_unacked));
   std::printf("publishers:       %zu\n", c.publishers.size());
   for (const auto& p : c.publishers)
     std::printf("  pid %-8u %-5s published %llu (%s), waits %llu, abandoned %llu\n", p.pid, p.alive ? "alive" : "dead",
                 u(p.published), human_bytes(p.bytes).c_str(), u(p.waits), u(p.abandoned));
-  std::printf("%-18s%zu\n", c.kind == "queue" ? "consumers:" : "subscribers:", c.readers.size());
+  std::printf("%-18s%zu\n", c.kind == ObjectKind::queue ? "consumers:" : "subscribers:", c.readers.size());
   for (const auto& r : c.readers)
     std::printf("  pid %-8u %-5s %-8s delivered %llu (%s), lag %llu, missed %llu, skipped %llu, redelivered %llu, "
                 "dead-lettered %llu, waits %llu%s\n",
-                r.pid, r.alive ? "alive" : "dead", r.mode.c_str(), u(r.delivered), human_bytes(r.bytes).c_str(), u(r.lag),
+                r.pid, r.alive ? "alive" : "dead", to_string(r.mode), u(r.delivered), human_bytes(r.bytes).c_str(), u(r.lag),
                 u(r.missed), u(r.skipped_bad), u(r.redelivered), u(r.dead_lettered), u(r.waits),
                 r.holding ? ", holding a message" : "");
 }
@@ -193,9 +193,9 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
   }
   const ObjectInfo& o = *info;
   std::printf("name:             %s\n", o.name.c_str());
-  std::printf("kind:             %s\n", o.kind.c_str());
+  std::printf("kind:             %s\n", o.kind ? to_string(*o.kind) : "");
   std::printf("scope:            %s\n", scope_name(o.scope));
-  std::printf("state:            %s\n", o.state.c_str());
+  std::printf("state:            %s\n", state_text(o).c_str());
   std::printf("segment:          /dev/shm/%s (%s)\n", o.shm_name.c_str(), human_bytes(o.size_bytes).c_str());
   std::printf("creator:          %s, created %s\n", creator_text(o).c_str(), format_realtime(o.created_realtime_ns).c_str());
   if (o.lock) print_lock(*o.lock);

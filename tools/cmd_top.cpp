@@ -89,7 +89,7 @@ int run_top(const Context& ctx, std::uint64_t iterations, double interval_s, con
                               : 0.0;
       previous[o.name] = total;
       std::string depth = "-";
-      std::string detail = o.state;
+      std::string detail = state_text(o);
       if (o.lock) {
         const auto& l = *o.lock;
         detail = l.holder.pid != 0 ? "held by pid " + std::to_string(l.holder.pid) + " for " + (l.holder.held_for_exact ? "" : ">=") +
@@ -100,9 +100,9 @@ int run_top(const Context& ctx, std::uint64_t iterations, double interval_s, con
         const auto& c = *o.channel;
         std::uint64_t max_lag = 0;
         for (const auto& r : c.readers) max_lag = std::max(max_lag, r.lag);
-        depth = std::to_string(c.kind == "queue" ? c.depth : max_lag);
+        depth = std::to_string(c.kind == ObjectKind::queue ? c.depth : max_lag);
         detail = std::to_string(c.publishers.size()) + " pub, " + std::to_string(c.readers.size()) +
-                 (c.kind == "queue" ? " cons" : " sub") + ", " + human_bytes(c.used_bytes) + "/" +
+                 (c.kind == ObjectKind::queue ? " cons" : " sub") + ", " + human_bytes(c.used_bytes) + "/" +
                  human_bytes(c.capacity) + " used";
         if (const ColodObject* r = colod ? colod->object(o.name) : nullptr) {
           char remote[160];
@@ -112,7 +112,7 @@ int run_top(const Context& ctx, std::uint64_t iterations, double interval_s, con
           detail += remote;
         }
       }
-      std::printf("%-6s %-28.28s %12llu %10.0f %10s  %s\n", o.kind.c_str(), o.name.c_str(),
+      std::printf("%-6s %-28.28s %12llu %10.0f %10s  %s\n", o.kind ? to_string(*o.kind) : "", o.name.c_str(),
                   static_cast<unsigned long long>(total), rate, depth.c_str(), detail.c_str());
     }
     if (colod) {

@@ -24,7 +24,7 @@
 // grant count). It survives a server restart as long as the server keeps its
 // data (ZooKeeper and etcd always; Redis only with persistence, see README).
 //
-// Time: every instant here is CLOCK_MONOTONIC nanoseconds (shm::monotonic_ns),
+// Time: every instant here is CLOCK_MONOTONIC nanoseconds (colo/internal/clock.hpp),
 // the clock all processes of the host share: colod copies valid_until_ns into
 // the lock record, and holders compare it with their own clock reading.
 #pragma once

@@ -26,7 +26,7 @@
 //
 // Everything the server sends is untrusted: replies are parsed without
 // exceptions escaping, sizes are capped, and every field is checked before
-// use. Every instant is CLOCK_MONOTONIC nanoseconds (shm::monotonic_ns).
+// use. Every instant is CLOCK_MONOTONIC nanoseconds (internal::monotonic_ns).
 #include <httplib.h>
 
 #include <algorithm>
@@ -47,7 +47,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/backend.hpp"
-#include "clock.hpp"
+#include "colo/internal/clock.hpp"
 
 namespace colo::bridge {
 namespace {
@@ -66,7 +66,7 @@ constexpr std::uint64_t kRetryNs = 50 * kNsPerMs;
 // The keep-alive thread's retry interval after a failure, at most TTL/3.
 constexpr std::uint64_t kKeepAliveRetryNs = 250 * kNsPerMs;
 
-std::uint64_t now_ns() noexcept { return shm::monotonic_ns(); }
+using internal::monotonic_ns;
 
 std::chrono::nanoseconds ns_until(std::uint64_t until, std::uint64_t now) noexcept {
   return std::chrono::nanoseconds(until > now ? until - now : 0);
@@ -410,7 +410,7 @@ class Session {
       if (closed_) return Error{Errc::not_ready, where() + ": the session is closed"};
       if (alive_) return view_locked();
     }
-    const std::uint64_t sent = now_ns();
+    const std::uint64_t sent = monotonic_ns();
     const Reply reply = call(client, "/v3/lease/grant", json{{"TTL", std::to_string(requested_ttl_s_)}, {"ID", "0"}});
     if (reply.kind == Reply::Kind::rejected) return Error{Errc::system, where() + " refused a lease: " + reply.error};
     if (reply.kind != Reply::Kind::ok) {
@@ -498,7 +498,7 @@ class Session {
   void run() noexcept {
     std::unique_lock lock(mu_);
     while (!closed_) {
-      const std::uint64_t now = now_ns();
+      const std::uint64_t now = monotonic_ns();
       const bool keepalive = alive_ && now >= next_keepalive_ns_;
       const bool grant = !alive_ && now >= next_grant_ns_;
       const bool orphans = !orphans_.empty() && now >= next_orphans_ns_;
@@ -513,14 +513,14 @@ class Session {
         if (keepalive) keep_alive();
         if (grant && !ensure_lease(*client_)) {
           std::lock_guard relock(mu_);
-          next_grant_ns_ = now_ns() + kKeepAliveRetryNs;
+          next_grant_ns_ = monotonic_ns() + kKeepAliveRetryNs;
         }
         if (orphans) delete_orphans();
       } catch (...) {
         // Out of memory or a library fault: try again later rather than end
         // the thread (locks would then outlive a dead lease unnoticed).
         std::lock_guard relock(mu_);
-        next_keepalive_ns_ = next_grant_ns_ = next_orphans_ns_ = now_ns() + kKeepAliveRetryNs;
+        next_keepalive_ns_ = next_grant_ns_ = next_orphans_ns_ = monotonic_ns() + kKeepAliveRetryNs;
       }
       lock.lock();
     }
@@ -529,7 +529,7 @@ class Session {
   void keep_alive() {
     const LeaseView lease = view();
     if (!lease.alive) return;
-    const std::uint64_t sent = now_ns();
+    const std::uint64_t sent = monotonic_ns();
     const Reply reply = call(*client_, "/v3/lease/keepalive", json{{"ID", std::to_string(lease.id)}}, true);
     const json* result = member(&reply.body, "result");
     const auto ttl = int_field(result, "TTL");
@@ -551,7 +551,7 @@ class Session {
     error_ = where() + " did not renew the lease: " +
              (reply.kind == Reply::Kind::ok ? std::string("unexpected reply") : reply.error);
     next_keepalive_ns_ =
-        now_ns() + std::min(kKeepAliveRetryNs, static_cast<std::uint64_t>(lease.ttl_s) * kNsPerS / 3);
+        monotonic_ns() + std::min(kKeepAliveRetryNs, static_cast<std::uint64_t>(lease.ttl_s) * kNsPerS / 3);
   }
 
   void delete_orphans() {
@@ -583,7 +583,7 @@ class Session {
         return d.key64 == o.key64 && d.rev == o.rev && d.generation == o.generation;
       });
     });
-    next_orphans_ns_ = now_ns() + kKeepAliveRetryNs;
+    next_orphans_ns_ = monotonic_ns() + kKeepAliveRetryNs;
   }
 
   const Endpoint endpoint_;
@@ -672,7 +672,7 @@ class EtcdLock final : public BackendLock {
       if (state_ != State::held) return Renewal{Renewal::Status::lost, 0, "not held"};
       LeaseView lease = session_->view();
       if (!lease.alive || lease.generation != generation_) return lose("the session's lease is gone");
-      const std::uint64_t now = now_ns();
+      const std::uint64_t now = monotonic_ns();
       if (now >= next_check_ns_) {
         // Due: does our key still exist, as the same incarnation?
         const Reply reply = call(*rpc_, "/v3/kv/range", json{{"key", key64_}});
@@ -688,7 +688,7 @@ class EtcdLock final : public BackendLock {
         if (!lease.alive || lease.generation != generation_) return lose("the session's lease is gone");
       }
       if (lease.failing) return unknown(lease.error);
-      if (now_ns() >= lease.valid_until_ns) return unknown(session_->where() + ": the lease was not renewed in time");
+      if (monotonic_ns() >= lease.valid_until_ns) return unknown(session_->where() + ": the lease was not renewed in time");
       last_valid_until_ns_ = lease.valid_until_ns;
       return Renewal{Renewal::Status::held, lease.valid_until_ns, {}};
     } catch (const std::exception& e) {
@@ -725,7 +725,7 @@ class EtcdLock final : public BackendLock {
   }
 
   Acquire held(const LeaseView& lease) {
-    if (state_ != State::held) next_check_ns_ = now_ns() + check_interval(lease);  // the key was just seen
+    if (state_ != State::held) next_check_ns_ = monotonic_ns() + check_interval(lease);  // the key was just seen
     state_ = State::held;
     last_valid_until_ns_ = lease.valid_until_ns;
     Acquire a;
@@ -841,7 +841,7 @@ class EtcdLock final : public BackendLock {
                                {"limit", "1"}}}},
                         json{{"request_range", {{"key", key64_}}}}})}};
       const Reply reply = call(*rpc_, "/v3/kv/txn", request);
-      const std::uint64_t now = now_ns();
+      const std::uint64_t now = monotonic_ns();
       if (reply.kind == Reply::Kind::rejected) {
         // The server answered and refused: waiting longer will not help.
         release();
@@ -878,7 +878,7 @@ class EtcdLock final : public BackendLock {
       const std::uint64_t until = std::min(deadline_ns, now + static_cast<std::uint64_t>(lease.ttl_s) * kNsPerS);
       if (!wait_deleted(before64, *revision + 1, until)) {
         // The watch failed (not the deadline): look again, not too often.
-        const std::uint64_t after = now_ns();
+        const std::uint64_t after = monotonic_ns();
         if (after < until) std::this_thread::sleep_for(ns_until(std::min(until, after + kRetryNs), after));
       }
     }
@@ -930,16 +930,16 @@ class EtcdLock final : public BackendLock {
         }
       }
       if (pending.size() > kMaxReply) broken = true;
-      return !deleted && !broken && now_ns() < until_ns;
+      return !deleted && !broken && monotonic_ns() < until_ns;
     };
-    const std::uint64_t now = now_ns();
+    const std::uint64_t now = monotonic_ns();
     // At least 1 ms: a zero timeout would mean none at all to httplib.
     watch_->set_read_timeout(std::max(ns_until(until_ns, now), std::chrono::nanoseconds(kNsPerMs)));
     httplib::Response res;
     httplib::Error error = httplib::Error::Success;
     (void)watch_->send(req, res, error);
     watch_->set_read_timeout(session_->op_timeout());
-    return deleted || (!broken && now_ns() >= until_ns);
+    return deleted || (!broken && monotonic_ns() >= until_ns);
   }
 
   const std::shared_ptr<Session> session_;

@@ -54,7 +54,7 @@
 #include <thread>
 
 #include "backends/backend.hpp"
-#include "clock.hpp"  // shm::monotonic_ns
+#include "colo/internal/clock.hpp"
 
 namespace colo::bridge {
 namespace {
@@ -87,7 +87,7 @@ constexpr std::string_view kReleaseScript =
     "redis.call('del', KEYS[1])\n"
     "return 1\n";
 
-std::uint64_t now_ns() noexcept { return shm::monotonic_ns(); }
+using internal::monotonic_ns;
 
 constexpr std::uint64_t to_ns(milliseconds ms) noexcept {
   return static_cast<std::uint64_t>(ms.count()) * 1'000'000u;
@@ -222,7 +222,7 @@ class Connection {
   // (connecting first when needed). An error reply is an Error too. `what`
   // and `key` name the operation in messages.
   Result<ReplyPtr> run(std::string_view what, std::string_view key, std::initializer_list<std::string_view> args) {
-    const std::uint64_t deadline = now_ns() + config_->op_timeout_ns;
+    const std::uint64_t deadline = monotonic_ns() + config_->op_timeout_ns;
     if (!context_) {
       const Endpoint& endpoint = config_->endpoint;
       redisContext* fresh =
@@ -232,7 +232,7 @@ class Connection {
       if (!context_ || context_->err) return failure("connect", {}, saved_errno);
     }
     // The rest of the op_timeout bounds the command, sending and receiving.
-    const std::uint64_t now = now_ns();
+    const std::uint64_t now = monotonic_ns();
     if (redisSetTimeout(context_.get(), to_timeval(deadline > now ? deadline - now : 0)) != REDIS_OK) {
       return failure(what, key, errno);
     }
@@ -299,7 +299,7 @@ std::string make_token(const std::string& hostname) {
     // ready): the clock and a process-wide sequence are unique enough, since
     // hostname and pid make the token per process.
     static std::atomic<std::uint64_t> sequence{0};
-    const std::uint64_t parts[2] = {now_ns(), sequence.fetch_add(1, std::memory_order_relaxed)};
+    const std::uint64_t parts[2] = {monotonic_ns(), sequence.fetch_add(1, std::memory_order_relaxed)};
     std::memcpy(bytes, parts, sizeof bytes);
   }
   std::string token = hostname + ':' + std::to_string(::getpid()) + ':';
@@ -323,7 +323,7 @@ class RedisLock final : public BackendLock {
 
   Acquire acquire(std::uint64_t deadline_ns) override {
     if (state_ == State::held) {
-      if (now_ns() < valid_until_ns_) return granted();
+      if (monotonic_ns() < valid_until_ns_) return granted();
       state_ = State::stale;  // lapsed unrenewed; the key may outlive valid_until a little
     }
     if (state_ == State::stale) {
@@ -336,7 +336,7 @@ class RedisLock final : public BackendLock {
     // No queue in Redis: try, sleep `poll`, try again; at least one try even
     // when the deadline has passed.
     for (;;) {
-      const std::uint64_t sent_ns = now_ns();
+      const std::uint64_t sent_ns = monotonic_ns();
       auto reply = connection_.run("acquire", key_,
                                    {"EVAL", kAcquireScript, "2", key_, fence_key_, token_, config_->lease_ms});
       if (!reply) {
@@ -364,7 +364,7 @@ class RedisLock final : public BackendLock {
         state_ = State::stale;
         return failed(connection_.prefix("acquire", key_) + "unexpected reply: " + describe(r));
       }
-      const std::uint64_t now = now_ns();
+      const std::uint64_t now = monotonic_ns();
       if (now >= deadline_ns) return Acquire{Acquire::Status::waiting, 0, 0, {}};
       std::this_thread::sleep_for(std::chrono::nanoseconds(std::min(config_->poll_ns, deadline_ns - now)));
     }
@@ -372,7 +372,7 @@ class RedisLock final : public BackendLock {
 
   Renewal renew() override {
     if (state_ != State::held) return Renewal{Renewal::Status::lost, 0, "the lock " + key_ + " is not held"};
-    const std::uint64_t now = now_ns();
+    const std::uint64_t now = monotonic_ns();
     if (now >= valid_until_ns_) {
       state_ = State::stale;
       return Renewal{Renewal::Status::lost, valid_until_ns_, "the lease of " + key_ + " ran out before it was renewed"};

@@ -81,7 +81,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
-#include "clock.hpp"
+#include "colo/internal/clock.hpp"
 #include "colo/names.hpp"
 
 namespace colo::bridge {
@@ -111,7 +111,7 @@ constexpr std::int64_t kMaxLeaseMs = 30000;
 // Our own result code for "no reply by the deadline": ZooKeeper's are <= 0.
 constexpr int kNoAnswer = 1;
 
-Ns now_ns() noexcept { return shm::monotonic_ns(); }
+using internal::monotonic_ns;
 
 Ns ms_to_ns(std::chrono::milliseconds ms) noexcept { return static_cast<Ns>(ms.count()) * kNsPerMs; }
 
@@ -294,7 +294,7 @@ void client_log(const char* message) noexcept {
   static Ns last = 0;
   static unsigned long held_back = 0;
   std::lock_guard guard(mu);
-  const Ns now = now_ns();
+  const Ns now = monotonic_ns();
   if (last != 0 && now - last < kLogEveryNs) {
     ++held_back;
     return;
@@ -474,7 +474,7 @@ Result<std::shared_ptr<Session>> Session::open(const std::string& endpoints, std
   bool refused = false;
   {
     std::unique_lock lock(s->mu_);
-    s->state_cv_.wait_until(lock, to_time_point(now_ns() + ms_to_ns(op_timeout)),
+    s->state_cv_.wait_until(lock, to_time_point(monotonic_ns() + ms_to_ns(op_timeout)),
                             [&] { return s->connected_ || s->dead_; });
     connected = s->connected_ && !s->dead_;
     refused = s->dead_;
@@ -511,7 +511,7 @@ bool Session::dead() noexcept {
   if (!dead_) {
     if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
       mark_dead_locked();
-    } else if (!connected_ && disconnected_since_ != 0 && now_ns() - disconnected_since_ >= timeout_ns()) {
+    } else if (!connected_ && disconnected_since_ != 0 && monotonic_ns() - disconnected_since_ >= timeout_ns()) {
       // The client only learns of expiry from a server it reaches again; if
       // it reaches none, a whole timeout of silence means the server (if
       // up) has expired us. Declaring it early is the safe direction: our
@@ -553,7 +553,7 @@ void Session::on_watch(zhandle_t* zh, int type, int state, const char* path, voi
       } else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
         s->mark_dead_locked();
       } else {  // connecting, associating, read-only (we never ask for it)
-        if (s->connected_) s->disconnected_since_ = now_ns();
+        if (s->connected_) s->disconnected_since_ = monotonic_ns();
         s->connected_ = false;
         s->notify_state_locked();
       }
@@ -865,7 +865,7 @@ class ZkLock final : public BackendLock {
         // Unconfirmed after op_timeout (server unreachable): the janitor
         // keeps trying after each reconnection, and if the session ends
         // instead, so does the node.
-        if (signal) session_->wait(*signal, now_ns() + ms_to_ns(core_->op_timeout));
+        if (signal) session_->wait(*signal, monotonic_ns() + ms_to_ns(core_->op_timeout));
       }
     } catch (...) {
     }
@@ -936,7 +936,7 @@ class ZkLock final : public BackendLock {
                                      std::to_string(core_->op_timeout.count()) + " ms");
     // Connection lost: the session (and our node) usually lives on. Wait for
     // the client to reconnect, for at most op_timeout in all (across calls).
-    const Ns now = now_ns();
+    const Ns now = monotonic_ns();
     if (unreachable_since_ == 0) unreachable_since_ = now;
     const Ns give_up = unreachable_since_ + op_ns();
     Waiter w(s, "");
@@ -948,7 +948,7 @@ class ZkLock final : public BackendLock {
     }
     if (s.dead()) return fail(std::string("the session expired during ") + what);
     if (s.connected()) return std::nullopt;
-    if (now_ns() >= give_up) {
+    if (monotonic_ns() >= give_up) {
       return fail("disconnected for " + std::to_string(core_->op_timeout.count()) + " ms (op_timeout) during " + what +
                   ": " + describe(rc));
     }
@@ -960,7 +960,7 @@ class ZkLock final : public BackendLock {
     for (std::size_t pos = 1;;) {
       pos = dir_.find('/', pos);
       const std::string path = dir_.substr(0, pos);
-      const int rc = s.create(path, "", ZOO_PERSISTENT, nullptr, now_ns() + op_ns());
+      const int rc = s.create(path, "", ZOO_PERSISTENT, nullptr, monotonic_ns() + op_ns());
       if (rc != ZOK && rc != ZNODEEXISTS) return rc;
       if (pos == std::string::npos) return ZOK;
       ++pos;
@@ -998,7 +998,7 @@ class ZkLock final : public BackendLock {
     // the deadline, but even a deadline in the past gets one full look.
     bool looked = false;
     for (;;) {
-      if (looked && now_ns() >= deadline) return waiting();
+      if (looked && monotonic_ns() >= deadline) return waiting();
       if (prefix_.empty()) {
         prefix_ = random_prefix();
         node_.clear();
@@ -1008,7 +1008,7 @@ class ZkLock final : public BackendLock {
         // The last create's reply never came: it may have happened. Requests
         // of one session are handled in order, so this listing sees it if so.
         std::vector<std::string> names;
-        const int rc = s.get_children(dir_, &names, now_ns() + op_ns());
+        const int rc = s.get_children(dir_, &names, monotonic_ns() + op_ns());
         if (rc != ZOK && rc != ZNONODE) {
           if (auto r = after_error(rc, "listing the queue", deadline)) return *r;
           continue;
@@ -1022,7 +1022,7 @@ class ZkLock final : public BackendLock {
         maybe_created_ = true;
         std::string created;
         int rc = s.create(dir_ + "/" + prefix_ + std::string(kLockTag), core_->identity, ZOO_EPHEMERAL_SEQUENTIAL,
-                          &created, now_ns() + op_ns());
+                          &created, monotonic_ns() + op_ns());
         if (rc == ZNONODE) {  // DIR or an ancestor is missing: first use of this name
           maybe_created_ = false;
           rc = ensure_dir(s);
@@ -1043,7 +1043,7 @@ class ZkLock final : public BackendLock {
         node_ = name;
       }
 
-      const Ns listed_at = now_ns();
+      const Ns listed_at = monotonic_ns();
       std::vector<std::string> names;
       int rc = s.get_children(dir_, &names, listed_at + op_ns());
       if (rc == ZNONODE) {  // DIR is gone, and our node with it
@@ -1083,13 +1083,13 @@ class ZkLock final : public BackendLock {
         epoch_ = static_cast<std::uint64_t>(mine) + 1;
         confirmed_at_ = listed_at;  // the listing was sent then, and answered
         next_check_ = listed_at + s.timeout_ns() / 3;
-        valid_until_ = bound(now_ns());
+        valid_until_ = bound(monotonic_ns());
         return granted(valid_until_);
       }
 
       const std::string path = dir_ + "/" + std::string(predecessor->second);
       Waiter w(s, path);
-      rc = s.watch(path, now_ns() + op_ns());
+      rc = s.watch(path, monotonic_ns() + op_ns());
       if (rc == ZNONODE) continue;  // it just left: look again
       if (rc != ZOK) {
         if (auto r = after_error(rc, "watching the predecessor", deadline)) return *r;
@@ -1110,7 +1110,7 @@ class ZkLock final : public BackendLock {
     if (!s.connected()) {
       return Renewal{Renewal::Status::unknown, valid_until_, where() + ": disconnected, the client is reconnecting"};
     }
-    const Ns now = now_ns();
+    const Ns now = monotonic_ns();
     if (now >= next_check_) {
       const int rc = s.exists(dir_ + "/" + node_, now + op_ns());
       if (rc == ZNONODE) {

@@ -59,7 +59,7 @@ Channel open_channel(colo::Node& node, const char* name) {
   auto info = node.info(name);
   if (!info) die(info.error().message);
   Channel c;
-  if (info->kind == "topic") {
+  if (info->kind == colo::ObjectKind::topic) {
     auto t = node.topic(name, colo::OpenMode::open);
     if (!t) die(t.error().message);
     c.topic.emplace(std::move(t).value());

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "colo/internal/federation.hpp"
 #include "colo/node.hpp"
 
 namespace colo {
@@ -179,10 +180,10 @@ TEST_F(ChannelTest, relayedMessageCarriesItsOriginAndLocalOnesDoNot) {
   auto sut = node_->topic("t", OpenMode::create, {1 << 16, 1000, 0}).value();
   auto sub = sut.subscribe().value();
   auto pub = sut.publisher().value();
-  ASSERT_EQ(pub.publish_relayed(7, 42, bytes_of(std::string(1000, 'r')), 1s), SendStatus::ok);  // max size + prefix fits
+  ASSERT_EQ(internal::publish_relayed(pub, 7, 42, bytes_of(std::string(1000, 'r')), 1s), SendStatus::ok);  // max size + prefix fits
   ASSERT_EQ(pub.publish(bytes_of("local"), 1s), SendStatus::ok);
-  ASSERT_EQ(pub.publish_relayed(7, 43, bytes_of(""), 1s), SendStatus::ok);
-  EXPECT_EQ(pub.publish_relayed(0, 1, bytes_of("x"), 1s), SendStatus::corrupt);  // origin 0 is "this host"
+  ASSERT_EQ(internal::publish_relayed(pub, 7, 43, bytes_of(""), 1s), SendStatus::ok);
+  EXPECT_EQ(internal::publish_relayed(pub, 0, 1, bytes_of("x"), 1s), SendStatus::corrupt);  // origin 0 is "this host"
   auto first = sub.try_receive();
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(text_of(*first), std::string(1000, 'r'));
@@ -200,7 +201,7 @@ TEST_F(ChannelTest, relayedMessageCarriesItsOriginAndLocalOnesDoNot) {
   EXPECT_EQ(third->origin_sequence(), 43u);
   third->release();
   EXPECT_FALSE(sub.try_receive().has_value());
-  const auto high = sut.relayed_high_water();
+  const auto high = internal::relayed_high_water(sut);
   ASSERT_EQ(high.size(), 1u);
   EXPECT_EQ(high.at(7), 43u);
 }
@@ -228,9 +229,9 @@ TEST_F(ChannelTest, subscriberFromASequenceStartsThereOrCountsWhatIsGone) {
 }
 
 TEST_F(ChannelTest, originIdIsStableAndNeverZero) {
-  EXPECT_EQ(origin_id("alpha"), origin_id("alpha"));
-  EXPECT_NE(origin_id("alpha"), origin_id("beta"));
-  EXPECT_NE(origin_id(""), 0u);
+  EXPECT_EQ(internal::origin_id("alpha"), internal::origin_id("alpha"));
+  EXPECT_NE(internal::origin_id("alpha"), internal::origin_id("beta"));
+  EXPECT_NE(internal::origin_id(""), 0u);
 }
 
 TEST_F(ChannelTest, deadBlockingSubscriberStopsHoldingWritersBack) {

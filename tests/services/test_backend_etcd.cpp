@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
-#include "clock.hpp"
+#include "colo/internal/clock.hpp"
 
 extern char** environ;
 
@@ -40,7 +40,7 @@ using namespace std::chrono_literals;
 
 constexpr std::uint64_t kMs = 1'000'000;
 
-std::uint64_t now_ns() { return shm::monotonic_ns(); }
+std::uint64_t now_ns() { return internal::monotonic_ns(); }
 std::uint64_t in_ms(std::uint64_t ms) { return now_ns() + ms * kMs; }
 
 std::string env(const char* name) {

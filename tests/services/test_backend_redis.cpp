@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
-#include "clock.hpp"
+#include "colo/internal/clock.hpp"
 
 extern char** environ;
 
@@ -68,7 +68,7 @@ using std::chrono::milliseconds;
 // As colod does (bridge/main.cpp): hiredis writes with write(2).
 [[maybe_unused]] const bool sigpipe_ignored = (::signal(SIGPIPE, SIG_IGN), true);
 
-std::uint64_t now_ns() { return colo::shm::monotonic_ns(); }
+std::uint64_t now_ns() { return colo::internal::monotonic_ns(); }
 std::uint64_t in(milliseconds d) { return now_ns() + static_cast<std::uint64_t>(d.count()) * 1'000'000u; }
 double ms_since(std::uint64_t t) { return static_cast<double>(now_ns() - t) / 1e6; }
 

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "colo/internal/clock.hpp"
 
 extern char** environ;
 
@@ -61,11 +62,7 @@ using namespace std::chrono_literals;
 
 constexpr std::uint64_t kMs = 1'000'000;
 
-std::uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+std::uint64_t now_ns() { return colo::internal::monotonic_ns(); }
 std::uint64_t in_ms(std::uint64_t ms) { return now_ns() + ms * kMs; }
 
 std::string env(const char* name) {

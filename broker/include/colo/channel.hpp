@@ -37,26 +37,24 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "colo/error.hpp"
+#include "colo/object.hpp"  // ObjectKind
 
 namespace colo {
 
 namespace detail {
-struct ChannelState;
-}
+struct ChannelState;   // the mapped ring a Topic or Queue and its handles share
+struct ChannelAccess;  // libcolo's own way into the handles (broker/channel.cpp)
+}  // namespace detail
 
 // block: writers wait for this subscriber; lossy: it is lapped instead.
-// bridge (colod's cursors for peers): block for local writers, lossy for
-// relayed ones, so that federation cannot deadlock (shm/ring.hpp).
-enum class Backpressure : std::uint32_t { block = 1, lossy = 2, bridge = 4 };
+enum class Backpressure : std::uint32_t { block = 1, lossy = 2 };
 
 struct TopicOptions {
   std::uint64_t capacity = 1 << 20;       // ring bytes, power of two, 4 KiB..16 GiB
@@ -80,7 +78,7 @@ struct SubscribeOptions {
   std::optional<std::uint64_t> history;
   // Instead: start at the message of this sequence (Message::sequence()), or
   // the oldest retained one, counting the ones no longer retained in
-  // missed(). Used by colod to resume a peer where it stopped.
+  // missed(): to resume where an earlier reader stopped.
   std::optional<std::uint64_t> from_sequence;
 };
 
@@ -103,7 +101,7 @@ class Loan {
   ~Loan() { abandon(); }
 
  private:
-  friend class Publisher;
+  friend struct detail::ChannelAccess;
   Loan(detail::ChannelState* state, int slot, std::byte* data, std::uint32_t size, std::uint64_t pos,
        std::uint64_t seq, bool relayed) noexcept
       : state_(state), slot_(slot), data_(data), size_(size), pos_(pos), seq_(seq), relayed_(relayed) {}
@@ -123,9 +121,9 @@ class Message {
   std::span<const std::byte> data() const noexcept { return {data_, size_}; }
   std::uint64_t sequence() const noexcept { return seq_; }
   std::uint32_t deliveries() const noexcept { return deliveries_; }  // queue: 1 the first time
-  // Federated topics: the id of the host it was published on (origin_id of
-  // its colod node name), 0 if published on this host; and its sequence
-  // there.
+  // Federated topics: the id of the host it was published on (colod derives
+  // it from the host's node name), 0 if published on this host; and its
+  // sequence there.
   std::uint32_t origin() const noexcept { return origin_; }
   std::uint64_t origin_sequence() const noexcept { return origin_seq_; }
   void release() noexcept;
@@ -135,7 +133,8 @@ class Message {
   ~Message() { release(); }
 
  private:
-  friend class Reader;
+  friend class Reader;  // releases it
+  friend struct detail::ChannelAccess;
   Message(class Reader* reader, const std::byte* data, std::uint32_t size, std::uint64_t seq,
           std::uint32_t deliveries, std::uint64_t pos, std::uint32_t record_length, std::uint32_t origin,
           std::uint64_t origin_seq) noexcept
@@ -161,12 +160,6 @@ class Publisher {
   SendStatus try_publish(std::span<const std::byte> bytes) noexcept;
   SendStatus publish(std::span<const std::byte> bytes, std::chrono::nanoseconds timeout) noexcept;
   SendStatus last_status() const noexcept { return last_; }
-  // colod only: publishes a message that came from host `origin` (nonzero)
-  // with sequence `origin_seq` there. Readers see origin() and
-  // origin_sequence(); colod never forwards it again. `sequence`, if given,
-  // receives the message's sequence in this ring.
-  SendStatus publish_relayed(std::uint32_t origin, std::uint64_t origin_seq, std::span<const std::byte> bytes,
-                             std::chrono::nanoseconds timeout, std::uint64_t* sequence = nullptr) noexcept;
 
   Publisher(Publisher&& other) noexcept;
   Publisher& operator=(Publisher&&) = delete;
@@ -174,10 +167,8 @@ class Publisher {
   ~Publisher();
 
  private:
-  friend class Topic;
-  friend class Queue;
+  friend struct detail::ChannelAccess;
   Publisher(std::shared_ptr<detail::ChannelState> state, int slot) noexcept : state_(std::move(state)), slot_(slot) {}
-  std::optional<Loan> to_loan(int status, void* loan) noexcept;
   std::shared_ptr<detail::ChannelState> state_;
   int slot_;
   SendStatus last_ = SendStatus::ok;
@@ -191,9 +182,6 @@ class Reader {
   std::optional<Message> receive_for(std::chrono::nanoseconds timeout) noexcept;
   // Lossy subscriber: messages overwritten before it could read them.
   std::uint64_t missed() const noexcept;
-  // colod: waits until `count` messages have been published (see
-  // Topic::published), without reading any; false on timeout.
-  bool wait_published(std::uint64_t count, std::chrono::nanoseconds timeout) noexcept;
 
   Reader(Reader&& other) noexcept;
   Reader& operator=(Reader&&) = delete;
@@ -201,12 +189,10 @@ class Reader {
   ~Reader();
 
  private:
-  friend class Topic;
-  friend class Queue;
+  friend struct detail::ChannelAccess;
   friend class Message;
-  struct Handle;
+  struct Handle;  // the reader's cursor in the ring (process-local)
   Reader(std::shared_ptr<detail::ChannelState> state, std::unique_ptr<Handle> handle) noexcept;
-  std::optional<Message> deliver(int status, const void* view) noexcept;
   void release(const Message& message) noexcept;
   std::shared_ptr<detail::ChannelState> state_;
   std::unique_ptr<Handle> handle_;
@@ -214,10 +200,17 @@ class Reader {
 using Subscriber = Reader;
 using Consumer = Reader;
 
+// What a reader of a ring is. `bridge`: colod's cursor for a peer host (it
+// holds back local writers like `block`, and is lapped by messages from
+// other hosts like `lossy`, so that federation cannot deadlock).
+enum class ReaderMode : std::uint32_t { block, lossy, bridge, consumer };
+// "block", "lossy", "bridge", "consumer" (a static string).
+const char* to_string(ReaderMode mode) noexcept;
+
 struct ReaderStats {
   std::uint32_t pid = 0;
   bool alive = false;
-  std::string mode;  // "block", "lossy", "consumer"
+  ReaderMode mode = ReaderMode::block;
   std::uint64_t delivered = 0, bytes = 0, missed = 0, skipped_bad = 0, redelivered = 0, dead_lettered = 0, waits = 0;
   std::uint64_t lag = 0;  // topic: messages published and not yet read
   bool holding = false;   // queue: has a message taken and not released
@@ -230,7 +223,7 @@ struct PublisherStats {
 };
 
 struct ChannelStats {
-  std::string kind;  // "topic" or "queue"
+  ObjectKind kind = ObjectKind::topic;  // topic or queue
   std::uint64_t capacity = 0;
   std::uint32_t max_message = 0;
   bool acks = false;
@@ -245,10 +238,6 @@ struct ChannelStats {
   std::vector<ReaderStats> readers;
 };
 
-// The id colod uses for a node name in relayed messages: 32-bit FNV-1a,
-// never 0 (0 means "this host").
-std::uint32_t origin_id(std::string_view node_name) noexcept;
-
 class Topic {
  public:
   Result<Publisher> publisher();
@@ -256,9 +245,6 @@ class Topic {
   ChannelStats stats() const;
   // Messages published so far (the next message's sequence); one atomic load.
   std::uint64_t published() const noexcept;
-  // colod's restart: for each origin, the highest origin sequence among the
-  // relayed messages the ring still retains.
-  std::map<std::uint32_t, std::uint64_t> relayed_high_water() const;
   const std::string& name() const noexcept;
 
   Topic(Topic&&) noexcept;
@@ -267,6 +253,7 @@ class Topic {
 
  private:
   friend class Node;
+  friend struct detail::ChannelAccess;
   explicit Topic(std::shared_ptr<detail::ChannelState> state) noexcept;
   std::shared_ptr<detail::ChannelState> state_;
 };
@@ -276,9 +263,6 @@ class Queue {
   Result<Publisher> producer();
   Result<Consumer> consumer();
   ChannelStats stats() const;
-  // colod's restart: as Topic::relayed_high_water, over the records not yet
-  // reclaimed (consumed ones stay until writers need their space).
-  std::map<std::uint32_t, std::uint64_t> relayed_high_water() const;
   const std::string& name() const noexcept;
 
   Queue(Queue&&) noexcept;
@@ -287,10 +271,9 @@ class Queue {
 
  private:
   friend class Node;
+  friend struct detail::ChannelAccess;
   explicit Queue(std::shared_ptr<detail::ChannelState> state) noexcept;
   std::shared_ptr<detail::ChannelState> state_;
 };
-
-ChannelStats channel_stats(const detail::ChannelState& state);
 
 }  // namespace colo

@@ -8,7 +8,7 @@
 //   }                                                    // released here
 //
 // Algorithm: a pthread robust, process-shared mutex in the lock's segment
-// (DESIGN.md section 4). Every grant bumps a 64-bit fencing epoch under the
+// (broker/lock_record.hpp draws it). Every grant bumps a 64-bit fencing epoch under the
 // mutex, so tokens are strictly increasing over all grants of the lock,
 // including across holder deaths: a dead holder's grant already bumped it.
 // When a holder dies, the next acquirer is granted the lock with
@@ -43,6 +43,7 @@
 #include <string>
 
 #include "colo/error.hpp"
+#include "colo/object.hpp"  // Scope
 
 namespace colo {
 
@@ -50,14 +51,10 @@ namespace detail {
 struct LockRecord;
 struct MappedObject;
 struct LeaseWatch;
-class ClusterLockKeeper;
 }  // namespace detail
-
-enum class Scope : std::uint32_t {
-  host = 1,     // this host only
-  cluster = 2,  // every host: escalated through colod to ZooKeeper, etcd or Redis
-};
-const char* scope_name(Scope scope) noexcept;
+namespace internal {
+class ClusterLockKeeper;  // colod's side of a cluster-scope lock (not installed)
+}  // namespace internal
 
 // Holding the lock. Move-only; releases on destruction.
 class [[nodiscard]] LockGuard {
@@ -113,10 +110,25 @@ struct LockHolder {
   bool alive = false;      // pid + start time still running
 };
 
+// Cluster scope: whether this host holds the cluster lock. Stored in the
+// lock record (values are part of its format): acquirers move none/lost ->
+// requested, colod requested -> held -> yielding -> none, or held -> lost
+// (docs/cluster-locks.md).
+enum class LeaseState : std::uint32_t {
+  none = 0,       // this host neither holds nor wants it
+  requested = 1,  // a local acquirer asked colod for it
+  held = 2,       // this host holds it: local grants pass it on
+  yielding = 3,   // colod is handing it back; acquirers step aside
+  lost = 4,       // the backend session or lease ended while held
+  invalid = 0xff, // stats only: the record holds none of the above (corrupt)
+};
+// "none", "requested", "held", "yielding", "lost", "invalid" (a static string).
+const char* to_string(LeaseState state) noexcept;
+
 // Cluster scope: this host's side of the cluster lock (the record's cluster
 // line), read without taking the lock.
 struct ClusterLockStats {
-  std::string lease_state;          // none, requested, held, yielding, lost
+  LeaseState lease_state = LeaseState::none;
   std::uint64_t epoch = 0;          // backend grant epoch while held (0: not held by this host)
   std::uint64_t local_grants = 0;   // grants under that epoch
   double valid_for_ms = 0;          // the lease is ours for at least this long (negative: expired)
@@ -167,7 +179,7 @@ class Lock {
 
  private:
   friend class Node;
-  friend class detail::ClusterLockKeeper;
+  friend class internal::ClusterLockKeeper;
   Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record) noexcept;
   enum class Wait { none, until, forever };
   enum class Admission { granted, timed_out, yield_first, no_keeper };

@@ -26,6 +26,7 @@
 #include "colo/error.hpp"
 #include "colo/lock.hpp"
 #include "colo/names.hpp"
+#include "colo/object.hpp"
 
 namespace colo {
 
@@ -52,23 +53,37 @@ struct LockOptions {
   Scope scope = Scope::host;
 };
 
+// What `colo ls` says of an object, from its registry entry and its segment.
+enum class ObjectState {
+  ready,         // registered, its segment ready
+  creating,      // its creator is still initialising it
+  abandoned,     // its creator died before it was ready (`colo gc` removes it)
+  missing,       // registered, but its segment is gone
+  unregistered,  // a ready segment with no registry entry
+  unreadable,    // this process may not open the segment (ObjectInfo::problem says why)
+  corrupt,       // the segment fails validation (ObjectInfo::problem says why)
+};
+// "ready", "creating", ... (a static string).
+const char* to_string(ObjectState state) noexcept;
+
 // One row of `colo ls`: what the registry and the segment say of an object.
 struct ObjectInfo {
   std::string name;
-  std::string kind;         // "lock", "queue", "topic"
+  std::optional<ObjectKind> kind;  // unknown if neither the registry nor a valid segment header says
   Scope scope = Scope::host;
   std::string shm_name;     // without the leading '/'
   std::uint64_t size_bytes = 0;
   std::uint32_t creator_pid = 0;
   bool creator_alive = false;
   std::uint64_t created_realtime_ns = 0;
-  // "ready", "creating", "abandoned" (creator died before ready), "missing"
-  // (registered, segment gone), "unregistered" (segment, no registry entry),
-  // or "corrupt: <why>".
-  std::string state;
+  ObjectState state = ObjectState::ready;
+  std::string problem;  // unreadable or corrupt: why (a sentence fragment)
   std::optional<LockStats> lock;        // for ready locks
   std::optional<ChannelStats> channel;  // for ready topics and queues
 };
+
+// The state as `colo ls` prints it: "ready", or "corrupt: <problem>".
+std::string state_text(const ObjectInfo& info);
 
 struct GcReport {
   std::vector<std::string> removed_segments;         // abandoned before ready

@@ -1,4 +1,8 @@
-// colo/error.hpp — the error vocabulary of libcolo (DESIGN.md section 8).
+// colo/error.hpp — the error vocabulary of libcolo.
+//
+// It lives in shm/, the lowest layer, because shm/'s own set-up calls return
+// it too; it is installed with libcolo's public headers and depends on
+// nothing but the standard library.
 //
 // Set-up calls (opening a node, creating or opening an object) return
 // `Result<T>`: a value, or an `Error` carrying an `Errc` and a message that

@@ -1,8 +1,8 @@
-// broker/cluster_keeper.hpp — colod's side of a cluster-scope lock record
-// (private to libcolo and colod; user processes never use it).
+// colo/internal/cluster_keeper.hpp — colod's side of a cluster-scope lock
+// record (internal to colo: not installed; user processes never use it).
 //
-// The protocol is the lock record's cluster line (lock_record.hpp, drawn
-// there; docs/cluster-locks.md tells the whole story). Acquirers move
+// The protocol is the lock record's cluster line (broker/lock_record.hpp,
+// drawn there; docs/cluster-locks.md tells the whole story). Acquirers move
 // none/lost -> requested under the local mutex; this side moves
 // requested -> held, held -> lost, and held -> yielding -> none, the last
 // while holding the local mutex itself, so that no local holder is left
@@ -15,9 +15,20 @@
 
 #include "colo/lock.hpp"
 #include "colo/node.hpp"
-#include "lock_record.hpp"
 
 namespace colo::detail {
+struct LockRecord;
+}
+
+namespace colo::internal {
+
+// A cluster-wide fencing token is epoch << kLocalGrantBits | local grant.
+// colod yields the cluster lock well before 2^20 local grants (its hand-off
+// budget is capped below this), so the local part never carries into the
+// epoch.
+inline constexpr unsigned kLocalGrantBits = 20;
+inline constexpr std::uint64_t kMaxLocalGrants = (std::uint64_t{1} << kLocalGrantBits) - 1;
+inline constexpr std::uint64_t kMaxClusterEpoch = std::uint64_t{1} << 44;
 
 class ClusterLockKeeper {
  public:
@@ -64,9 +75,9 @@ class ClusterLockKeeper {
 
  private:
   explicit ClusterLockKeeper(Lock lock) noexcept : lock_(std::move(lock)) {}
-  LockRecord& record() const noexcept { return *lock_.record_; }
+  detail::LockRecord& record() const noexcept { return *lock_.record_; }
   void set_state(LeaseState state) noexcept;
   Lock lock_;
 };
 
-}  // namespace colo::detail
+}  // namespace colo::internal
