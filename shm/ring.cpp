@@ -1,6 +1,8 @@
 #include "ring.hpp"
 
 #include <immintrin.h>  // _mm_store_si128: the exclusive writer's 16-byte tail store
+#include <sched.h>      // sched_yield
+#include <time.h>       // nanosleep
 
 #include <algorithm>
 #include <cstring>
@@ -127,6 +129,11 @@ constexpr std::uint64_t kReclaimBatch = 4 << 20;      // bytes freed beyond need
 
 inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
 
+void sleep_ns(long ns) noexcept {
+  timespec ts{0, ns};
+  ::nanosleep(&ts, nullptr);
+}
+
 // A speculative read of a header word at a position that may be stale: by
 // the time we look, the unit may lie inside a newer record whose payload a
 // writer is filling with plain stores. The value is only a hint, validated
@@ -244,7 +251,6 @@ Result<Ring> Ring::create(void* memory, std::size_t size, const RingConfig& conf
   control->max_deliveries = config.max_deliveries;
   control->history = config.history;
   control->exclusive = config.exclusive ? 1 : 0;
-  if (int rc = control->reclaim_mutex.init(); rc != 0) return Error{Errc::system, "cannot initialise the ring mutex"};
   for (auto& r : control->readers) r.hold_pos.store(kNoPosition, relaxed);
   for (auto& p : control->publishers) p.claim_pos.store(kNoPosition, relaxed);
   // Zeroed memory is FREE(lap 0) everywhere: every unit free for lap 0.
@@ -859,15 +865,64 @@ void Ring::evict_dead_readers() noexcept {
   }
 }
 
+namespace {
+// This thread's lock word: its tid and the low bits of its start time
+// (/proc/<tid>/stat), so that a tid reused by a later thread is not taken
+// for the owner. Computed once per thread.
+std::uint64_t my_lock_word() noexcept {
+  static thread_local std::uint64_t word = 0;
+  static thread_local std::uint32_t for_tid = 0;
+  const std::uint32_t tid = self_tid();
+  if (word == 0 || for_tid != tid) {  // first use, or a fork gave us a new tid
+    const std::uint64_t start = start_time_of(static_cast<pid_t>(tid)).value_or(0);
+    word = std::uint64_t{tid} << 32 | (start & 0xffff'ffff);
+    for_tid = tid;
+  }
+  return word;
+}
+bool lock_owner_alive(std::uint64_t word) noexcept {
+  const auto tid = static_cast<pid_t>(word >> 32);
+  const auto start = start_time_of(tid);
+  return start && (*start & 0xffff'ffff) == (word & 0xffff'ffff);
+}
+}  // namespace
+
+// Held for microseconds (one reclaim pass), so waiters spin, then yield,
+// then sleep briefly; every millisecond they check that the owner lives.
+bool Ring::lock_reclaim(std::uint64_t deadline_ns) noexcept {
+  const std::uint64_t me = my_lock_word();
+  std::uint64_t next_check = 0;
+  for (int round = 0;; ++round) {
+    std::uint64_t seen = 0;
+    if (control_->reclaim_lock.compare_exchange_strong(seen, me, std::memory_order_acq_rel)) return true;
+    if (seen == me) return true;  // only a scribble can say we hold it: we do now
+    if (round < 64) {
+      cpu_relax();
+      continue;
+    }
+    const std::uint64_t now = monotonic_ns();
+    if (now >= deadline_ns) return false;
+    if (next_check == 0) {
+      next_check = now + 1'000'000;
+    } else if (now >= next_check) {
+      next_check = now + 1'000'000;
+      if (!lock_owner_alive(seen) && control_->reclaim_lock.compare_exchange_strong(seen, me, std::memory_order_acq_rel))
+        return true;  // its holder died: what it did under the lock is finished by our pass
+    }
+    if (round < 256) ::sched_yield();
+    else sleep_ns(50'000);
+  }
+}
+
+void Ring::unlock_reclaim() noexcept {
+  std::uint64_t me = my_lock_word();
+  control_->reclaim_lock.compare_exchange_strong(me, 0, std::memory_order_release);
+}
+
 // Makes `reclaimed` reach at least `target` if readers allow.
 bool Ring::make_room(std::uint64_t target, bool untagged) noexcept {
-  auto& mutex = control_->reclaim_mutex;
-  // Timed: a mutex word scribbled over by a buggy process must not hang us.
-  switch (mutex.lock_until(monotonic_ns() + kReclaimLockNs)) {
-    case MutexResult::acquired: break;
-    case MutexResult::acquired_owner_died: mutex.make_consistent(); break;  // all steps below are idempotent
-    default: return false;
-  }
+  // Timed: a lock word scribbled over by a buggy process must not hang us.
+  if (!lock_reclaim(monotonic_ns() + kReclaimLockNs)) return false;
   // A reclaimer that died after moving head but before writing all markers
   // leaves reclaimed behind head's unit: finish its work (idempotent).
   {
@@ -936,11 +991,15 @@ bool Ring::make_room(std::uint64_t target, bool untagged) noexcept {
     // then free them. If a live reader still holds one, leave the range
     // (reclaimed behind head) for the next reclaimer, which finishes the job.
     if (held_between(head_pos, pos, untagged)) break;
-    const std::uint64_t from = control_->reclaimed.load(acquire);
+    std::uint64_t from = control_->reclaimed.load(acquire);
     const std::uint64_t to = align_down(pos, kUnit);
+    if (from > to || to - from > config_.capacity) {  // damage: trust the head we just moved from
+      control_->bad_records.fetch_add(1, relaxed);
+      from = std::min(to, align_down(head_pos, kUnit));
+    }
     if (to > from) write_free_markers(from, to);
   }
-  mutex.unlock();
+  unlock_reclaim();
   wake_writers();
   return control_->reclaimed.load(acquire) >= want;
 }
@@ -953,16 +1012,14 @@ Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history, s
                                                                          : "a topic has subscribers, not consumers"};
   const ProcessRef me = self();
   join_barrier(*control_);
-  // Under the reclaim mutex: a blocking subscriber's cursor must be in place
+  // Under the reclaim lock: a blocking subscriber's cursor must be in place
   // before any reclaimer computes its bound.
-  auto& mutex = control_->reclaim_mutex;
-  const MutexResult locked = mutex.lock_until(monotonic_ns() + 20 * kReclaimLockNs);
-  if (!granted(locked)) return Error{Errc::corrupt, "the ring's reclaim mutex is unusable or held for over a second"};
-  if (locked == MutexResult::acquired_owner_died) mutex.make_consistent();
+  if (!lock_reclaim(monotonic_ns() + 20 * kReclaimLockNs))
+    return Error{Errc::corrupt, "the ring's reclaim lock is held for over a second by a live thread"};
   struct Unlock {
-    RobustMutex& m;
-    ~Unlock() { m.unlock(); }
-  } unlock{mutex};
+    Ring& ring;
+    ~Unlock() { ring.unlock_reclaim(); }
+  } unlock{*this};
 
   for (int pass = 0; pass < 2; ++pass) {
     for (std::size_t i = 0; i < kRingSlots; ++i) {

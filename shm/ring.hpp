@@ -108,7 +108,6 @@
 #include <string>
 
 #include "colo/error.hpp"
-#include "robust_mutex.hpp"
 #include "segment.hpp"
 
 namespace colo::shm {
@@ -247,7 +246,7 @@ static_assert(sizeof(ReaderSlot) == 128, "a reader slot is two cache lines");
 //   192    take {pos, seq}     (queue: next record to hand out)   256
 //   256    data_signal, data_waiters, space_signal, space_waiters,
 //          data_woken, space_woken, fenced_commits                 320
-//   320    reclaim mutex (robust)                                  384
+//   320    reclaim lock {owner thread, its start time}             384
 //   384    ring counters (RMW, rare events)                        448
 //   448    reserved                                               1024
 //   1024   PublisherSlot[64]                                      9216
@@ -288,8 +287,15 @@ struct RingControl {
   std::atomic<std::uint32_t> fenced_commits;
   std::uint8_t pad4[36];
 
-  RobustMutex reclaim_mutex;
-  std::uint8_t pad5[64 - sizeof(RobustMutex)];
+  // Serialises reclaim (and a blocking reader's arrival). Not a pthread
+  // robust mutex: glibc keeps a robust mutex's list pointers inside the
+  // mutex, in shared memory, where a process scribbling over them makes the
+  // holder crash in unlock. This word holds no pointer: the owner's thread
+  // id (high 32 bits) and the low 32 bits of its start time; 0 when free. A
+  // waiter that finds the owner dead takes it over (every step under it is
+  // idempotent).
+  std::atomic<std::uint64_t> reclaim_lock;
+  std::uint8_t pad5[56];
 
   std::atomic<std::uint64_t> dead_claims;    // messages of dead writers skipped
   std::atomic<std::uint64_t> bad_records;    // invalid headers met by writers/reclaimers
@@ -312,7 +318,7 @@ static_assert(offsetof(RingControl, tail) == 64, "tail starts at byte 64");
 static_assert(offsetof(RingControl, head) == 128, "head starts at byte 128");
 static_assert(offsetof(RingControl, take) == 192, "take starts at byte 192");
 static_assert(offsetof(RingControl, data_signal) == 256, "wait words start at byte 256");
-static_assert(offsetof(RingControl, reclaim_mutex) == 320, "reclaim mutex starts at byte 320");
+static_assert(offsetof(RingControl, reclaim_lock) == 320, "the reclaim lock starts at byte 320");
 static_assert(offsetof(RingControl, dead_claims) == 384, "ring counters start at byte 384");
 static_assert(offsetof(RingControl, publishers) == 1024, "publisher slots start at byte 1024");
 static_assert(offsetof(RingControl, readers) == 9216, "reader slots start at byte 9216");
@@ -442,6 +448,12 @@ class Ring {
   // The payload of the claim's next record (`size` bytes, as claimed), after
   // its origin tag if tagged. Null when every record is begun.
   std::byte* next_record(Claim& claim, std::uint32_t size, const OriginRef* origin = nullptr) noexcept;
+  // Payload of record `index` of a claim whose records all have `size`
+  // bytes (begun or not): for writing a batch in any order.
+  std::byte* payload_at(const Claim& claim, std::uint32_t index, std::uint32_t size) const noexcept {
+    const std::uint64_t pos = claim.pos + std::uint64_t{index} * footprint(size, claim.tagged);
+    return data_ + (pos & mask_) + kRecordHeaderSize + (claim.tagged ? kOriginTagSize : 0);
+  }
   // Publishes every record begun so far.
   void commit(PublisherHandle& handle, Claim& claim) noexcept;
   // Gives up the records not begun-and-published (one SKIP record), and ends
@@ -523,6 +535,8 @@ class Ring {
   bool has_space(PublisherHandle& handle, std::uint64_t end, bool untagged) noexcept;
   void store_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
   bool make_room(std::uint64_t target, bool untagged) noexcept;
+  bool lock_reclaim(std::uint64_t deadline_ns) noexcept;
+  void unlock_reclaim() noexcept;
   void write_free_markers(std::uint64_t from, std::uint64_t to) noexcept;
   void evict_dead_readers() noexcept;
   void forget_block_untagged_reader() noexcept;
