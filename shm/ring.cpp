@@ -401,10 +401,12 @@ void Ring::store_tail(std::uint64_t pos, std::uint64_t seq) noexcept { store_pai
 
 // Is [.., end) free to write? Checked against the cached `reclaimed`, which
 // only grows; reloaded (a shared line) only when the cached one is short.
-bool Ring::has_space(PublisherHandle& handle, std::uint64_t end, bool untagged) noexcept {
+// Otherwise `reclaim_to` is what `reclaimed` must reach (make_room's target).
+bool Ring::has_space(PublisherHandle& handle, std::uint64_t end, bool untagged, std::uint64_t& reclaim_to) noexcept {
   // Untagged writers leave a quarter to tagged ones while forwarders read.
   const std::uint64_t reserve =
       untagged && control_->block_untagged_readers.load(relaxed) != 0 ? config_.capacity / 4 : 0;
+  reclaim_to = end + reserve - config_.capacity;
   if (end + reserve <= handle.known_reclaimed + config_.capacity) return true;
   handle.known_reclaimed = control_->reclaimed.load(acquire);
   return end + reserve <= handle.known_reclaimed + config_.capacity;
@@ -460,8 +462,8 @@ ClaimStatus Ring::claim_shared(PublisherHandle& handle, const ClaimShape& shape,
     std::uint64_t bytes = 0;
     const std::uint32_t n = fit(shape, std::min({to_end, kMaxClaimBytes, config_.capacity / 2}), bytes);
     if (n == 0) {
-      if (!has_space(handle, pos + to_end, untagged)) {
-        if (!make_room(pos + to_end - config_.capacity, untagged)) return ClaimStatus::full;
+      if (std::uint64_t target = 0; !has_space(handle, pos + to_end, untagged, target)) {
+        if (!make_room(target, untagged)) return ClaimStatus::full;
         continue;
       }
       write_intent(me, pos, pos + to_end, seq, 0);
@@ -475,8 +477,8 @@ ClaimStatus Ring::claim_shared(PublisherHandle& handle, const ClaimShape& shape,
       continue;
     }
     const std::uint64_t end = pos + align_up(bytes, kUnit);
-    if (!has_space(handle, end, untagged)) {
-      if (!make_room(end - config_.capacity, untagged)) return ClaimStatus::full;
+    if (std::uint64_t target = 0; !has_space(handle, end, untagged, target)) {
+      if (!make_room(target, untagged)) return ClaimStatus::full;
       continue;
     }
     write_intent(me, pos, end, seq, n);
@@ -509,8 +511,8 @@ ClaimStatus Ring::claim_exclusive(PublisherHandle& handle, const ClaimShape& sha
     const std::uint32_t n = fit(shape, std::min({to_end, kMaxClaimBytes, config_.capacity / 2}), bytes);
     if (n == 0) {
       // A PAD to the ring's end, published at once; then the next lap.
-      if (!has_space(handle, pos + to_end + kRecordAlign, untagged)) {
-        if (!make_room(pos + to_end + kRecordAlign - config_.capacity, untagged)) return ClaimStatus::full;
+      if (std::uint64_t target = 0; !has_space(handle, pos + to_end + kRecordAlign, untagged, target)) {
+        if (!make_room(target, untagged)) return ClaimStatus::full;
         continue;
       }
       header_at(pos).seq_word.store(0, relaxed);
@@ -524,8 +526,8 @@ ClaimStatus Ring::claim_exclusive(PublisherHandle& handle, const ClaimShape& sha
     }
     // Room for the run and for the FREE marker after it (clean ahead).
     const std::uint64_t end = pos + bytes;
-    if (!has_space(handle, end + kRecordAlign, untagged)) {
-      if (!make_room(end + kRecordAlign - config_.capacity, untagged)) return ClaimStatus::full;
+    if (std::uint64_t target = 0; !has_space(handle, end + kRecordAlign, untagged, target)) {
+      if (!make_room(target, untagged)) return ClaimStatus::full;
       continue;
     }
     write_intent(me, pos, end, seq, n);  // our own line: read only when we are dead

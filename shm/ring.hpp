@@ -532,7 +532,7 @@ class Ring {
   std::uint32_t fit(const ClaimShape& shape, std::uint64_t room, std::uint64_t& bytes) const noexcept;
   ClaimStatus claim_shared(PublisherHandle& handle, const ClaimShape& shape, Claim& claim) noexcept;
   ClaimStatus claim_exclusive(PublisherHandle& handle, const ClaimShape& shape, Claim& claim) noexcept;
-  bool has_space(PublisherHandle& handle, std::uint64_t end, bool untagged) noexcept;
+  bool has_space(PublisherHandle& handle, std::uint64_t end, bool untagged, std::uint64_t& reclaim_to) noexcept;
   void store_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
   bool make_room(std::uint64_t target, bool untagged) noexcept;
   bool lock_reclaim(std::uint64_t deadline_ns) noexcept;

@@ -333,6 +333,42 @@ TEST_F(RingProtocol, queueBatchOfAKilledConsumerWithoutAcksIsDroppedAndCounted) 
   EXPECT_EQ(sut.control().dropped_unacked.load(), 4u);
 }
 
+TEST_F(RingProtocol, untaggedWritersLeaveAQuarterToTaggedOnesWhileABlockUntaggedReaderReads) {
+  Ring sut = make(RingKind::topic, 4096);
+  auto forwarder = sut.open_reader(ReaderMode::block_untagged).value();
+  auto writer = sut.open_publisher().value();
+  // 100-byte messages take 128 bytes: untagged ones may fill 3/4 of the
+  // ring (24) while the forwarder reads nothing.
+  int untagged = 0;
+  for (; untagged < 40; ++untagged) {
+    Claim claim;
+    if (sut.try_claim(writer, 1, 100, claim) != ClaimStatus::ok) break;
+    sut.next_record(claim, 100);
+    sut.commit(writer, claim);
+    sut.finish(writer, claim);
+  }
+  EXPECT_EQ(untagged, 24);
+  Claim tagged;
+  ASSERT_EQ(sut.try_claim(writer, 1, 100, tagged, nullptr, true), ClaimStatus::ok) << "the last quarter is theirs";
+  const OriginRef origin{7, 1};
+  sut.next_record(tagged, 100, &origin);
+  sut.commit(writer, tagged);
+  sut.finish(writer, tagged);
+  // As the forwarder reads, untagged writers go on: 200 more in all.
+  View views[8];
+  ReadStatus status;
+  for (int i = 0; i < 200; ++i) {
+    Claim claim;
+    while (sut.try_claim(writer, 1, 100, claim) != ClaimStatus::ok) {
+      ASSERT_GT(sut.try_read(forwarder, views, 8, status), 0u) << "message " << i;
+      sut.release(forwarder);
+    }
+    sut.next_record(claim, 100);
+    sut.commit(writer, claim);
+    sut.finish(writer, claim);
+  }
+}
+
 TEST_F(RingProtocol, scribbledRingNeverCrashesOrHangsAndCountsDamage) {
   Ring sut = make(RingKind::topic, 1 << 14);
   auto reader = sut.open_reader(ReaderMode::lossy).value();
