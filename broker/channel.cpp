@@ -26,35 +26,86 @@ std::uint64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {
   return shm::monotonic_ns() + static_cast<std::uint64_t>(ns);
 }
 
+MessageView to_message_view(const shm::View& view) noexcept {
+  return MessageView{view.data, view.size, view.seq, view.deliveries, view.origin, view.origin_seq};
+}
+
 }  // namespace
+
+// Process-local halves of the handles; the shared halves are their slots.
+struct Publisher::Handle {
+  shm::PublisherHandle ring;
+  shm::Claim claim;       // the loan in progress (one at a time)
+  std::uint64_t claim_id = 0;  // bumped per claim: a Loan or LoanBatch of an earlier one is stale
+};
 
 struct Reader::Handle {
   shm::ReaderHandle ring;
+  std::vector<shm::View> views;      // what the ring returned for the batch held
+  std::vector<MessageView> messages; // the same, as the batch shows them
 };
 
 // The handles' insides are the ring's: this is where the ring's results
 // become handles, and where colod's operations (colo/internal/federation.hpp)
 // reach the ring behind a handle.
 struct detail::ChannelAccess {
-  static Publisher publisher(std::shared_ptr<ChannelState> state, int slot) noexcept {
-    return Publisher(std::move(state), slot);
+  static Publisher publisher(std::shared_ptr<ChannelState> state, const shm::PublisherHandle& handle) {
+    return Publisher(std::move(state), std::unique_ptr<Publisher::Handle>(new Publisher::Handle{handle, {}, 0}));
   }
   static Reader reader(std::shared_ptr<ChannelState> state, const shm::ReaderHandle& handle) {
-    return Reader(std::move(state), std::unique_ptr<Reader::Handle>(new Reader::Handle{handle}));
+    return Reader(std::move(state), std::unique_ptr<Reader::Handle>(new Reader::Handle{handle, {}, {}}));
   }
   static const std::shared_ptr<ChannelState>& state(const Topic& topic) noexcept { return topic.state_; }
   static const std::shared_ptr<ChannelState>& state(const Queue& queue) noexcept { return queue.state_; }
 
-  static std::optional<Loan> loan(Publisher& publisher, shm::ClaimStatus status, const shm::Loan& loan) noexcept {
+  // Claims `count` records (sizes[i], or `size` each) and waits for space
+  // up to the deadline; sets last_status().
+  static bool claim(Publisher& publisher, std::uint32_t count, std::uint32_t size, const std::uint32_t* sizes,
+                    bool tagged, std::optional<std::uint64_t> deadline) noexcept {
+    auto& ring = publisher.state_->ring;
+    auto& h = *publisher.handle_;
+    ring.finish(h.ring, h.claim);  // a loan still open is given up (one at a time)
+    ++h.claim_id;
+    auto status = ring.try_claim(h.ring, count, size, h.claim, sizes, tagged);
+    if (status == shm::ClaimStatus::full && deadline)
+      status = ring.claim_until(h.ring, count, size, *deadline, h.claim, sizes, tagged);
     publisher.last_ = to_send_status(status);
-    if (publisher.last_ != SendStatus::ok) return std::nullopt;
-    return Loan(publisher.state_.get(), publisher.slot_, loan.data, loan.size, loan.pos, loan.seq, loan.relayed);
+    return status == shm::ClaimStatus::ok;
   }
-  static std::optional<Message> message(Reader& reader, shm::ReadStatus status, const shm::View& view) noexcept {
-    if (status != shm::ReadStatus::ok) return std::nullopt;
-    return Message(&reader, view.data, view.size, view.seq, view.deliveries, view.pos, view.record_length,
-                   view.origin, view.origin_seq);
+  static std::optional<Loan> loan(Publisher& publisher, std::uint32_t size, std::optional<std::uint64_t> deadline) noexcept {
+    if (!claim(publisher, 1, size, nullptr, false, deadline)) return std::nullopt;
+    auto& h = *publisher.handle_;
+    return Loan(&publisher, publisher.state_->ring.next_record(h.claim, size), size, h.claim_id);
   }
+  static std::optional<LoanBatch> loan_batch(Publisher& publisher, std::uint32_t count, std::uint32_t size,
+                                             std::optional<std::uint64_t> deadline) noexcept {
+    if (!claim(publisher, count, size, nullptr, false, deadline)) return std::nullopt;
+    return LoanBatch(&publisher, publisher.handle_->claim.count, size, publisher.handle_->claim_id);
+  }
+  static bool current(const Publisher* publisher, std::uint64_t claim) noexcept {
+    return publisher != nullptr && publisher->handle_ != nullptr && publisher->handle_->claim_id == claim;
+  }
+  static bool current(const Loan& loan) noexcept { return current(loan.publisher_, loan.claim_); }
+  static bool current(const LoanBatch& batch) noexcept { return current(batch.publisher_, batch.claim_); }
+  static std::byte* batch_data(const LoanBatch& batch, std::uint32_t i) noexcept {
+    auto& h = *batch.publisher_->handle_;
+    return batch.publisher_->state_->ring.payload_at(h.claim, i, batch.message_size_);
+  }
+  static void commit(Publisher& publisher, std::uint32_t upto, std::uint32_t size) noexcept {
+    auto& ring = publisher.state_->ring;
+    auto& h = *publisher.handle_;
+    while (h.claim.filled < upto && ring.next_record(h.claim, size) != nullptr) {
+    }
+    ring.commit(h.ring, h.claim);
+    if (h.claim.published == h.claim.count) ring.finish(h.ring, h.claim);
+  }
+  static void finish(Publisher& publisher) noexcept {
+    publisher.state_->ring.finish(publisher.handle_->ring, publisher.handle_->claim);
+  }
+
+  // Reads up to `max` messages; a queue's messages past their delivery
+  // limit go to NAME.dlq first and are not returned.
+  static MessageBatch receive(Reader& reader, std::size_t max, std::optional<std::uint64_t> deadline) noexcept;
 
   static SendStatus publish_relayed(Publisher& publisher, std::uint32_t origin, std::uint64_t origin_seq,
                                     std::span<const std::byte> bytes, std::chrono::nanoseconds timeout,
@@ -62,18 +113,16 @@ struct detail::ChannelAccess {
     auto& last = publisher.last_;
     if (bytes.size() > UINT32_MAX) return last = SendStatus::too_large;
     if (origin == 0) return last = SendStatus::corrupt;
-    const shm::RelayTag tag{origin, origin_seq};
-    auto& ring = publisher.state_->ring;
-    shm::PublisherHandle handle{publisher.slot_};
-    shm::Loan loan;
     const auto size = static_cast<std::uint32_t>(bytes.size());
-    auto status = ring.try_claim(handle, size, loan, &tag);
-    if (status == shm::ClaimStatus::full) status = ring.claim_until(handle, size, deadline_after(timeout), loan, &tag);
-    last = to_send_status(status);
-    if (last != SendStatus::ok) return last;
-    if (size != 0) std::memcpy(loan.data, bytes.data(), size);
-    if (sequence != nullptr) *sequence = loan.seq;
-    ring.commit(handle, loan);
+    if (!claim(publisher, 1, size, nullptr, true, deadline_after(timeout))) return last;
+    auto& ring = publisher.state_->ring;
+    auto& h = *publisher.handle_;
+    const shm::OriginRef tag{origin, origin_seq};
+    std::byte* data = ring.next_record(h.claim, size, &tag);
+    if (size != 0) std::memcpy(data, bytes.data(), size);
+    if (sequence != nullptr) *sequence = h.claim.seq;
+    ring.commit(h.ring, h.claim);
+    ring.finish(h.ring, h.claim);
     return SendStatus::ok;
   }
   static bool wait_published(Reader& reader, std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
@@ -83,53 +132,71 @@ struct detail::ChannelAccess {
 
 // --------------------------------------------------------------------- Loan
 
-Loan::Loan(Loan&& other) noexcept
-    : state_(other.state_), slot_(other.slot_), data_(other.data_), size_(other.size_), pos_(other.pos_),
-      seq_(other.seq_), relayed_(other.relayed_) {
-  other.state_ = nullptr;
-}
-
+// A Loan or LoanBatch acts only while its claim is the publisher's current
+// one: a stale one (the publisher loaned again since) does nothing.
 void Loan::commit() noexcept {
-  if (state_ == nullptr) return;
-  shm::PublisherHandle handle{slot_};
-  state_->ring.commit(handle, shm::Loan{data_, size_, pos_, seq_, relayed_});
-  state_ = nullptr;
+  if (detail::ChannelAccess::current(*this)) detail::ChannelAccess::commit(*publisher_, 1, size_);
+  publisher_ = nullptr;
 }
 
 void Loan::abandon() noexcept {
-  if (state_ == nullptr) return;
-  shm::PublisherHandle handle{slot_};
-  state_->ring.abandon(handle, shm::Loan{data_, size_, pos_, seq_, relayed_});
-  state_ = nullptr;
+  if (detail::ChannelAccess::current(*this)) detail::ChannelAccess::finish(*publisher_);
+  publisher_ = nullptr;
+}
+
+std::span<std::byte> LoanBatch::operator[](std::uint32_t i) const noexcept {
+  if (i >= count_ || !detail::ChannelAccess::current(*this)) return {};
+  return {detail::ChannelAccess::batch_data(*this, i), message_size_};
+}
+
+void LoanBatch::commit(std::uint32_t count) noexcept {
+  if (count <= published_ || !detail::ChannelAccess::current(*this)) return;
+  count = std::min(count, count_);
+  detail::ChannelAccess::commit(*publisher_, count, message_size_);
+  published_ = count;
+  if (published_ == count_) publisher_ = nullptr;  // the claim is finished
+}
+
+void LoanBatch::abandon() noexcept {
+  if (detail::ChannelAccess::current(*this)) detail::ChannelAccess::finish(*publisher_);
+  publisher_ = nullptr;
 }
 
 // ---------------------------------------------------------------- Publisher
 
-Publisher::Publisher(Publisher&& other) noexcept : state_(std::move(other.state_)), slot_(other.slot_), last_(other.last_) {
-  other.slot_ = -1;
-}
+Publisher::Publisher(std::shared_ptr<detail::ChannelState> state, std::unique_ptr<Handle> handle) noexcept
+    : state_(std::move(state)), handle_(std::move(handle)) {}
+
+Publisher::Publisher(Publisher&& other) noexcept
+    : state_(std::move(other.state_)), handle_(std::move(other.handle_)), last_(other.last_) {}
 
 Publisher::~Publisher() {
-  if (state_ != nullptr && slot_ >= 0) {
-    shm::PublisherHandle handle{slot_};
-    state_->ring.close_publisher(handle);
+  if (state_ != nullptr && handle_ != nullptr) {
+    state_->ring.finish(handle_->ring, handle_->claim);
+    state_->ring.close_publisher(handle_->ring);
   }
 }
 
 std::optional<Loan> Publisher::try_loan(std::uint32_t size) noexcept {
-  shm::PublisherHandle handle{slot_};
-  shm::Loan loan;
-  const auto status = state_->ring.try_claim(handle, size, loan);
-  return detail::ChannelAccess::loan(*this, status, loan);
+  return detail::ChannelAccess::loan(*this, size, std::nullopt);
 }
 
 std::optional<Loan> Publisher::loan_for(std::uint32_t size, std::chrono::nanoseconds timeout) noexcept {
-  shm::PublisherHandle handle{slot_};
-  shm::Loan loan;
-  // Try before reading the clock: most calls find space at once.
-  auto status = state_->ring.try_claim(handle, size, loan);
-  if (status == shm::ClaimStatus::full) status = state_->ring.claim_until(handle, size, deadline_after(timeout), loan);
-  return detail::ChannelAccess::loan(*this, status, loan);
+  // The clock is read only if there is no space at once.
+  auto loan = detail::ChannelAccess::loan(*this, size, std::nullopt);
+  if (loan || last_ != SendStatus::timed_out) return loan;
+  return detail::ChannelAccess::loan(*this, size, deadline_after(timeout));
+}
+
+std::optional<LoanBatch> Publisher::try_loan_batch(std::uint32_t count, std::uint32_t size) noexcept {
+  return detail::ChannelAccess::loan_batch(*this, count, size, std::nullopt);
+}
+
+std::optional<LoanBatch> Publisher::loan_batch_for(std::uint32_t count, std::uint32_t size,
+                                                   std::chrono::nanoseconds timeout) noexcept {
+  auto batch = detail::ChannelAccess::loan_batch(*this, count, size, std::nullopt);
+  if (batch || last_ != SendStatus::timed_out) return batch;
+  return detail::ChannelAccess::loan_batch(*this, count, size, deadline_after(timeout));
 }
 
 SendStatus Publisher::try_publish(std::span<const std::byte> bytes) noexcept {
@@ -150,6 +217,43 @@ SendStatus Publisher::publish(std::span<const std::byte> bytes, std::chrono::nan
   return SendStatus::ok;
 }
 
+std::size_t Publisher::publish_batch(std::span<const std::span<const std::byte>> messages,
+                                     std::chrono::nanoseconds timeout) noexcept {
+  // Claims of up to 64 messages (the sizes go on the stack): one atomic step
+  // per 64 at most.
+  constexpr std::size_t kChunk = 64;
+  std::optional<std::uint64_t> deadline;
+  std::size_t done = 0;
+  auto& ring = state_->ring;
+  auto& h = *handle_;
+  last_ = SendStatus::ok;
+  while (done < messages.size()) {
+    std::uint32_t sizes[kChunk];
+    const std::size_t n = std::min(kChunk, messages.size() - done);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (messages[done + i].size() > UINT32_MAX) {
+        last_ = SendStatus::too_large;
+        return done;
+      }
+      sizes[i] = static_cast<std::uint32_t>(messages[done + i].size());
+    }
+    if (!detail::ChannelAccess::claim(*this, static_cast<std::uint32_t>(n), 0, sizes, false, std::nullopt)) {
+      if (last_ != SendStatus::timed_out) return done;
+      if (!deadline) deadline = deadline_after(timeout);
+      if (!detail::ChannelAccess::claim(*this, static_cast<std::uint32_t>(n), 0, sizes, false, deadline)) return done;
+    }
+    for (std::uint32_t i = 0; i < h.claim.count; ++i) {
+      const auto& m = messages[done + i];
+      std::byte* data = ring.next_record(h.claim, sizes[i]);
+      if (!m.empty()) std::memcpy(data, m.data(), m.size());
+    }
+    ring.commit(h.ring, h.claim);
+    done += h.claim.count;
+    ring.finish(h.ring, h.claim);
+  }
+  return done;
+}
+
 // ------------------------------------------------------------ Reader/Message
 
 Reader::Reader(std::shared_ptr<detail::ChannelState> state, std::unique_ptr<Handle> handle) noexcept
@@ -158,76 +262,119 @@ Reader::Reader(std::shared_ptr<detail::ChannelState> state, std::unique_ptr<Hand
 Reader::Reader(Reader&& other) noexcept : state_(std::move(other.state_)), handle_(std::move(other.handle_)) {}
 
 Reader::~Reader() {
-  if (state_ != nullptr && handle_ != nullptr) state_->ring.close_reader(handle_->ring);
+  if (state_ != nullptr && handle_ != nullptr) {
+    state_->ring.release(handle_->ring);
+    state_->ring.close_reader(handle_->ring);
+  }
 }
 
 std::uint64_t Reader::missed() const noexcept {
   return state_->ring.control().readers[handle_->ring.slot].missed.load(std::memory_order_relaxed);
 }
 
-// A message past its delivery limit goes to NAME.dlq, then is acknowledged
-// here. If the dead-letter queue has no room, the message is delivered as is
-// (its deliveries() tells) rather than lost.
-static bool dead_letter(detail::ChannelState& state, shm::ReaderHandle& handle, const shm::View& view) noexcept {
+void Reader::release() noexcept { state_->ring.release(handle_->ring); }
+
+// A message past its delivery limit goes to NAME.dlq (copied there, then
+// acknowledged with its batch). If the dead-letter queue has no room, the
+// message is delivered as is (its deliveries() tells) rather than lost.
+static bool dead_letter(detail::ChannelState& state, const shm::View& view) noexcept {
   if (!view.dead_letter || state.dead_letters == nullptr) return false;
   auto& dlq = state.dead_letters->ring;
   auto publisher = dlq.open_publisher();
   if (!publisher) return false;
-  shm::Loan loan;
-  const bool moved = dlq.claim_until(*publisher, view.size, shm::monotonic_ns() + 100'000'000, loan) == shm::ClaimStatus::ok;
+  shm::Claim claim;
+  const bool moved = dlq.claim_until(*publisher, 1, view.size, shm::monotonic_ns() + 100'000'000, claim) ==
+                     shm::ClaimStatus::ok;
   if (moved) {
-    if (view.size != 0) std::memcpy(loan.data, view.data, view.size);
-    dlq.commit(*publisher, loan);
-    state.ring.release(handle, view);
+    std::byte* data = dlq.next_record(claim, view.size);
+    if (view.size != 0) std::memcpy(data, view.data, view.size);
+    dlq.commit(*publisher, claim);
+    dlq.finish(*publisher, claim);
   }
   dlq.close_publisher(*publisher);
   return moved;
 }
 
-std::optional<Message> Reader::try_receive() noexcept {
-  shm::View view;
-  for (int i = 0; i < 64; ++i) {
-    const auto status = state_->ring.try_read(handle_->ring, view);
-    if (status == shm::ReadStatus::ok && dead_letter(*state_, handle_->ring, view)) continue;
-    return detail::ChannelAccess::message(*this, status, view);
+MessageBatch detail::ChannelAccess::receive(Reader& reader, std::size_t max, std::optional<std::uint64_t> deadline) noexcept {
+  auto& ring = reader.state_->ring;
+  auto& h = *reader.handle_;
+  ring.release(h.ring);  // a batch still held is released (one at a time)
+  max = std::clamp<std::size_t>(max, 1, shm::kMaxBatch);
+  if (h.views.size() < max) {
+    h.views.resize(max);
+    h.messages.resize(max);
   }
-  return std::nullopt;
+  const bool acks = reader.state_->dead_letters != nullptr;
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    shm::ReadStatus status;
+    const auto want = static_cast<std::uint32_t>(max);
+    const std::uint32_t n = deadline ? ring.read_until(h.ring, *deadline, h.views.data(), want, status)
+                                     : ring.try_read(h.ring, h.views.data(), want, status);
+    if (n == 0) return MessageBatch();
+    std::size_t kept = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (acks && dead_letter(*reader.state_, h.views[i])) {
+        reader.state_->ring.control().readers[h.ring.slot].dead_lettered.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      h.messages[kept++] = to_message_view(h.views[i]);
+    }
+    if (kept > 0) return MessageBatch(&reader, h.messages.data(), kept);
+    ring.release(h.ring);  // all of them went to NAME.dlq: acknowledged; read again
+  }
+  return MessageBatch();
+}
+
+std::optional<Message> Reader::try_receive() noexcept {
+  auto batch = detail::ChannelAccess::receive(*this, 1, std::nullopt);
+  if (batch.empty()) return std::nullopt;
+  Message message(this, batch[0]);
+  batch.reader_ = nullptr;  // the hold passes to the Message
+  return message;
 }
 
 std::optional<Message> Reader::receive_for(std::chrono::nanoseconds timeout) noexcept {
-  shm::View view;
-  // Try before reading the clock: a busy reader mostly finds a message.
-  for (;;) {
-    const auto status = state_->ring.try_read(handle_->ring, view);
-    if (status == shm::ReadStatus::empty) break;
-    if (status == shm::ReadStatus::ok && dead_letter(*state_, handle_->ring, view)) continue;
-    return detail::ChannelAccess::message(*this, status, view);
-  }
-  const std::uint64_t deadline = deadline_after(timeout);
-  for (;;) {
-    const auto status = state_->ring.read_until(handle_->ring, deadline, view);
-    if (status == shm::ReadStatus::ok && dead_letter(*state_, handle_->ring, view)) continue;
-    return detail::ChannelAccess::message(*this, status, view);
-  }
+  // The clock is read only if nothing is there at once.
+  auto batch = detail::ChannelAccess::receive(*this, 1, std::nullopt);
+  if (batch.empty()) batch = detail::ChannelAccess::receive(*this, 1, deadline_after(timeout));
+  if (batch.empty()) return std::nullopt;
+  Message message(this, batch[0]);
+  batch.reader_ = nullptr;
+  return message;
 }
 
-void Reader::release(const Message& message) noexcept {
-  shm::View view;
-  view.data = message.data_;
-  view.size = message.size_;
-  view.seq = message.seq_;
-  view.deliveries = message.deliveries_;
-  view.pos = message.pos_;
-  view.record_length = message.record_length_;
-  view.origin = message.origin_;
-  view.origin_seq = message.origin_seq_;
-  state_->ring.release(handle_->ring, view);
+MessageBatch Reader::try_receive_batch(std::size_t max) noexcept {
+  return detail::ChannelAccess::receive(*this, max, std::nullopt);
+}
+
+MessageBatch Reader::receive_batch_for(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  auto batch = detail::ChannelAccess::receive(*this, max, std::nullopt);
+  if (!batch.empty()) return batch;
+  return detail::ChannelAccess::receive(*this, max, deadline_after(timeout));
+}
+
+void MessageBatch::release() noexcept {
+  if (reader_ == nullptr) return;
+  reader_->release();
+  reader_ = nullptr;
+  count_ = 0;
+}
+
+MessageBatch& MessageBatch::operator=(MessageBatch&& other) noexcept {
+  if (this != &other) {
+    release();
+    reader_ = other.reader_;
+    views_ = other.views_;
+    count_ = other.count_;
+    other.reader_ = nullptr;
+    other.count_ = 0;
+  }
+  return *this;
 }
 
 Message::Message(Message&& other) noexcept
     : reader_(other.reader_), data_(other.data_), size_(other.size_), seq_(other.seq_),
-      deliveries_(other.deliveries_), pos_(other.pos_), record_length_(other.record_length_), origin_(other.origin_),
-      origin_seq_(other.origin_seq_) {
+      deliveries_(other.deliveries_), origin_(other.origin_), origin_seq_(other.origin_seq_) {
   other.reader_ = nullptr;
 }
 
@@ -239,8 +386,6 @@ Message& Message::operator=(Message&& other) noexcept {
     size_ = other.size_;
     seq_ = other.seq_;
     deliveries_ = other.deliveries_;
-    pos_ = other.pos_;
-    record_length_ = other.record_length_;
     origin_ = other.origin_;
     origin_seq_ = other.origin_seq_;
     other.reader_ = nullptr;
@@ -250,7 +395,7 @@ Message& Message::operator=(Message&& other) noexcept {
 
 void Message::release() noexcept {
   if (reader_ == nullptr) return;
-  reader_->release(*this);
+  reader_->release();
   reader_ = nullptr;
 }
 
@@ -265,7 +410,7 @@ const std::string& Topic::name() const noexcept { return state_->name; }
 Result<Publisher> Topic::publisher() {
   auto handle = state_->ring.open_publisher();
   if (!handle) return Error{handle.error().code, "topic '" + state_->name + "': " + handle.error().message};
-  return detail::ChannelAccess::publisher(state_, handle->slot);
+  return detail::ChannelAccess::publisher(state_, *handle);
 }
 
 Result<Subscriber> Topic::subscribe(SubscribeOptions options) {
@@ -293,7 +438,7 @@ const std::string& Queue::name() const noexcept { return state_->name; }
 Result<Publisher> Queue::producer() {
   auto handle = state_->ring.open_publisher();
   if (!handle) return Error{handle.error().code, "queue '" + state_->name + "': " + handle.error().message};
-  return detail::ChannelAccess::publisher(state_, handle->slot);
+  return detail::ChannelAccess::publisher(state_, *handle);
 }
 
 Result<Consumer> Queue::consumer() {
@@ -326,6 +471,7 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
   s.acks = config.acks;
   s.max_deliveries = config.max_deliveries;
   s.history = config.history;
+  s.exclusive_publisher = config.exclusive;
   const auto [tail_pos, tail_seq] = ring.tail();
   const auto [head_pos, head_seq] = ring.head();
   s.published = tail_seq;
@@ -344,7 +490,7 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
     if (pid == 0) continue;
     s.publishers.push_back({pid, shm::liveness({pid, p.start_time.load(relaxed)}) == shm::Liveness::alive,
                             p.published.load(relaxed), p.bytes.load(relaxed), p.waits.load(relaxed),
-                            p.abandoned.load(relaxed)});
+                            p.abandoned.load(relaxed), p.batches.load(relaxed)});
   }
   for (const auto& r : c.readers) {
     const std::uint32_t pid = r.pid.load(relaxed);
@@ -355,7 +501,7 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
     const auto mode = static_cast<shm::ReaderMode>(r.mode.load(relaxed));
     rs.mode = mode == shm::ReaderMode::block    ? ReaderMode::block
               : mode == shm::ReaderMode::lossy  ? ReaderMode::lossy
-              : mode == shm::ReaderMode::bridge ? ReaderMode::bridge
+              : mode == shm::ReaderMode::block_untagged ? ReaderMode::bridge
                                                 : ReaderMode::consumer;
     rs.delivered = r.delivered.load(relaxed);
     rs.bytes = r.bytes.load(relaxed);
@@ -364,6 +510,7 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
     rs.redelivered = r.redelivered.load(relaxed);
     rs.dead_lettered = r.dead_lettered.load(relaxed);
     rs.waits = r.waits.load(relaxed);
+    rs.batches = r.batches.load(relaxed);
     const std::uint64_t cursor_seq = r.cursor_seq.load(relaxed);
     if (mode != shm::ReaderMode::consumer) rs.lag = tail_seq >= cursor_seq ? tail_seq - cursor_seq : 0;
     rs.holding = r.hold_pos.load(relaxed) != shm::kNoPosition;
@@ -394,7 +541,7 @@ SendStatus publish_relayed(Publisher& publisher, std::uint32_t origin, std::uint
 namespace {
 std::map<std::uint32_t, std::uint64_t> relayed_high_water_of(const detail::ChannelState& state) {
   std::map<std::uint32_t, std::uint64_t> high;
-  state.ring.for_each_relayed([&](std::uint32_t origin, std::uint64_t origin_seq) {
+  state.ring.for_each_tagged([&](std::uint32_t origin, std::uint64_t origin_seq) {
     auto& h = high[origin];
     h = std::max(h, origin_seq);
   });
@@ -411,7 +558,7 @@ std::map<std::uint32_t, std::uint64_t> relayed_high_water(const Queue& queue) {
 
 Result<Subscriber> subscribe_bridge(Topic& topic, std::optional<std::uint64_t> from_sequence) {
   const auto& state = detail::ChannelAccess::state(topic);
-  auto handle = state->ring.open_reader(shm::ReaderMode::bridge, 0, from_sequence);
+  auto handle = state->ring.open_reader(shm::ReaderMode::block_untagged, 0, from_sequence);
   if (!handle) return Error{handle.error().code, "topic '" + state->name + "': " + handle.error().message};
   return detail::ChannelAccess::reader(state, *handle);
 }

@@ -11,8 +11,10 @@
 namespace colo::detail {
 
 // Creation parameters in a registry entry's params[4]:
-//   [0] capacity  [1] max_message  [2] flags (bit 0: acks)  [3] max_deliveries
+//   [0] capacity  [1] max_message  [2] flags (bit 0: acks, bit 1: exclusive
+//   publisher)  [3] max_deliveries (queue) or history (topic)
 inline constexpr std::uint64_t kAcksFlag = 1;
+inline constexpr std::uint64_t kExclusiveFlag = 2;
 
 struct ChannelState {
   std::string name;

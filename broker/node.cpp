@@ -193,7 +193,7 @@ Result<Lock> Node::lock(std::string_view name, OpenMode mode, LockOptions option
 Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_view name, OpenMode mode, bool queue,
                                                                std::uint64_t capacity, std::uint32_t max_message,
                                                                bool acks, std::uint32_t max_deliveries,
-                                                               std::uint32_t history) {
+                                                               std::uint32_t history, bool exclusive) {
   shm::RingConfig config;
   config.kind = queue ? shm::RingKind::queue : shm::RingKind::topic;
   config.capacity = capacity;
@@ -201,6 +201,7 @@ Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_vie
   config.acks = acks;
   config.max_deliveries = acks ? max_deliveries : 0;
   config.history = queue ? 0 : history;
+  config.exclusive = exclusive;
   const std::string kind = queue ? "queue" : "topic";
   if (mode != OpenMode::open)
     if (auto ok = shm::Ring::validate(config); !ok)
@@ -208,7 +209,8 @@ Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_vie
   detail::ObjectSpec spec{queue ? shm::SegmentKind::queue : shm::SegmentKind::topic,
                           static_cast<std::uint32_t>(Scope::host),
                           // word 3: max deliveries (queue with acks) or history (topic)
-                          {capacity, max_message, acks ? detail::kAcksFlag : 0,
+                          {capacity, max_message,
+                           (acks ? detail::kAcksFlag : 0) | (exclusive ? detail::kExclusiveFlag : 0),
                            queue ? config.max_deliveries : config.history},
                           shm::Ring::bytes_for(capacity),
                           nullptr, nullptr, nullptr};
@@ -223,7 +225,7 @@ Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_vie
     const auto found = ring->config();
     if (compare && (found.capacity != config.capacity || found.max_message != config.max_message ||
                     found.acks != config.acks || (acks && found.max_deliveries != config.max_deliveries) ||
-                    found.history != config.history))
+                    found.history != config.history || found.exclusive != config.exclusive))
       return Error{Errc::parameter_mismatch, kind + " '" + std::string(name) + "' exists with other parameters"};
     return Ok{};
   };
@@ -231,6 +233,7 @@ Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_vie
     std::string out = "capacity " + std::to_string(p[0]) + ", max message " + std::to_string(p[1]);
     if ((p[2] & detail::kAcksFlag) != 0) out += ", acks, max deliveries " + std::to_string(p[3]);
     if (!queue && p[3] != 0) out += ", history " + std::to_string(p[3]);
+    if ((p[2] & detail::kExclusiveFlag) != 0) out += ", exclusive publisher";
     return out;
   };
   auto object = open_object(name, mode, spec);
@@ -245,7 +248,7 @@ Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_vie
     // Opening only: a removed dead-letter queue is not quietly re-created
     // (messages past their limit are then delivered with deliveries() telling).
     auto dlq = open_channel(dlq_name, mode == OpenMode::open ? OpenMode::open : OpenMode::create_or_open, true,
-                            state->ring.config().capacity, state->ring.config().max_message, false, 0, 0);
+                            state->ring.config().capacity, state->ring.config().max_message, false, 0, 0, false);
     if (dlq) state->dead_letters = std::move(dlq).value();
     else if (mode != OpenMode::open || dlq.error().code != Errc::not_found)
       return Error{dlq.error().code, "dead-letter queue of '" + std::string(name) + "': " + dlq.error().message};
@@ -254,14 +257,15 @@ Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_vie
 }
 
 Result<Topic> Node::topic(std::string_view name, OpenMode mode, TopicOptions options) {
-  auto state = open_channel(name, mode, false, options.capacity, options.max_message, false, 0, options.history);
+  auto state = open_channel(name, mode, false, options.capacity, options.max_message, false, 0, options.history,
+                            options.exclusive_publisher);
   if (!state) return std::move(state).error();
   return Topic(std::move(state).value());
 }
 
 Result<Queue> Node::queue(std::string_view name, OpenMode mode, QueueOptions options) {
   auto state = open_channel(name, mode, true, options.capacity, options.max_message, options.acks,
-                            options.max_deliveries, 0);
+                            options.max_deliveries, 0, options.exclusive_publisher);
   if (!state) return std::move(state).error();
   return Queue(std::move(state).value());
 }

@@ -1,9 +1,11 @@
 #include "futex.hpp"
 
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 #include <ctime>
 
@@ -24,6 +26,34 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::i
 
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+}  // namespace colo::shm
+
+namespace colo::shm {
+namespace {
+long membarrier(int command) noexcept { return ::syscall(SYS_membarrier, command, 0, 0); }
+// The process that registered (registration belongs to an address space: a
+// forked child registers again), and the outcome: 1 registered, 2 refused.
+std::atomic<std::uint64_t> g_barrier_state{0};  // pid << 2 | outcome
+}  // namespace
+
+bool register_asymmetric_barrier() noexcept {
+  const auto pid = static_cast<std::uint64_t>(::getpid());
+  std::uint64_t state = g_barrier_state.load(std::memory_order_acquire);
+  if ((state >> 2) != pid) {
+    const long supported = membarrier(MEMBARRIER_CMD_QUERY);
+    const bool ok = supported >= 0 && (supported & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
+                    membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+    state = pid << 2 | (ok ? 1 : 2);
+    g_barrier_state.store(state, std::memory_order_release);
+  }
+  return (state & 3) == 1;
+}
+
+bool asymmetric_barrier() noexcept {
+  if (!register_asymmetric_barrier()) return false;
+  return membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
 }
 
 }  // namespace colo::shm

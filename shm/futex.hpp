@@ -1,7 +1,16 @@
-// shm/futex.hpp — wait on a 32-bit word in shared memory (Linux futex).
+// shm/futex.hpp — wait on a 32-bit word in shared memory (Linux futex), and
+// the asymmetric memory barrier that lets wakers skip their own fence.
 //
 // The futexes are process-shared (no FUTEX_PRIVATE_FLAG): waiters and wakers
 // are in different processes mapping the same segment.
+//
+// Asymmetric barrier (membarrier(2), MEMBARRIER_CMD_GLOBAL_EXPEDITED): a
+// sleeper registers itself as a waiter, calls asymmetric_barrier(), then
+// checks its condition once more; a waker publishes with a plain store and
+// then reads the waiter count with no fence. The barrier runs a full memory
+// barrier on every CPU that runs a thread of a registered process, so either
+// the waker sees the registration or the sleeper sees the publication —
+// the Dekker handshake, with its whole cost on the rare side (the sleeper).
 #pragma once
 
 #include <atomic>
@@ -16,5 +25,13 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::i
 
 // Wakes every process sleeping on `word`.
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
+
+// Registers this process for asymmetric barriers (once; later calls are
+// free). False if the kernel refuses (old kernel, seccomp): the caller then
+// fences on its fast path instead.
+bool register_asymmetric_barrier() noexcept;
+// The heavy side: a full barrier on every CPU running a registered process.
+// False if unavailable.
+bool asymmetric_barrier() noexcept;
 
 }  // namespace colo::shm

@@ -1,14 +1,19 @@
 #include "ring.hpp"
 
+#include <immintrin.h>  // _mm_store_si128: the exclusive writer's 16-byte tail store
+#include <sched.h>      // sched_yield
+#include <time.h>       // nanosleep
+
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 #include "clock.hpp"
 #include "futex.hpp"
 #include "process.hpp"
 
 #if !defined(__x86_64__)
-#error "the ring's 16-byte CAS is written for x86-64 (cmpxchg16b); port cas16() first"
+#error "the ring's 16-byte CAS and store are written for x86-64 (cmpxchg16b, movdqa); port cas16() and store_pair() first"
 #endif
 
 namespace colo::shm {
@@ -22,75 +27,91 @@ constexpr auto seq_cst = std::memory_order_seq_cst;
 constexpr std::uint64_t kLapBits = 22;
 constexpr std::uint64_t kLapMask = (std::uint64_t{1} << kLapBits) - 1;  // Ring::lap_of has the same 22 bits
 constexpr std::uint64_t kSeqMask = (std::uint64_t{1} << 56) - 1;
-// Waiting: poll with exponential backoff (1, 2, 4 .. kMaxBackoff pauses of
-// ~30 ns between polls) for kSpinNs, then sleep on the futex. The backoff
-// keeps a waiting reader from pulling the cache lines a writer is filling
-// after every store (on this class of VM a line moving between cores costs
-// ~250 ns), so a writer that is ahead runs at its own speed.
-constexpr std::uint64_t kSpinNs = 30'000;
+constexpr std::uint64_t kMaxClaimBytes = std::uint64_t{1} << 31;  // and at most half the ring
+
+// Waiting (see WAITING in ring.hpp). Polls back off exponentially (1, 2, 4
+// .. kMaxBackoff pauses between polls): a waiting reader then does not pull
+// the cache line a writer is filling after every store.
+constexpr std::uint64_t kMinSpinNs = 1'000;
+constexpr std::uint64_t kMaxSpinNs = 50'000;
+constexpr std::uint64_t kSpinWorthNs = 40'000;     // gaps longer than this: spinning does not pay
+constexpr std::uint64_t kInitialGapNs = 10'000;
+constexpr std::uint64_t kDescheduledNs = 20'000;   // a hole this long in a spin: we were descheduled
+constexpr std::uint64_t kContendedNs = 50'000'000; // then do not spin for this long
 constexpr int kMaxBackoff = 64;
 constexpr std::int64_t kMaxSleepNs = 20'000'000;   // re-check liveness at least this often
-constexpr std::uint64_t kStuckCheckNs = 20'000'000;  // a record in progress this long: is its writer alive?
+constexpr std::uint64_t kStuckCheckNs = 20'000'000;  // a claim unpublished this long: is its writer alive?
 constexpr std::uint64_t kRescueIntervalNs = 10'000'000;
+constexpr std::uint32_t kStuckPollMask = 255;      // busy readers look at the clock every 256 empty polls
 constexpr int kMaxLoop = 1 << 16;                  // bound on any retry loop in one call
+constexpr std::uint32_t kCheckedStates = 64;       // a take re-checks its first records' headers exactly
 
-constexpr std::uint64_t align_record(std::uint64_t n) { return (n + kRecordAlign - 1) & ~std::uint64_t{kRecordAlign - 1}; }
+constexpr std::uint64_t align_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) & ~(to - 1); }
+constexpr std::uint64_t align_down(std::uint64_t n, std::uint64_t to) { return n & ~(to - 1); }
 
-constexpr std::uint64_t make_state(std::uint64_t lap, RecordType type, std::uint32_t slot, std::int32_t length) {
-  return (lap & kLapMask) << 42 | static_cast<std::uint64_t>(type) << 40 | static_cast<std::uint64_t>(slot & 0xff) << 32 |
-         static_cast<std::uint32_t>(length);
+constexpr std::uint64_t make_state(std::uint64_t lap, RecordType type, bool tagged, std::uint64_t length) {
+  return (lap & kLapMask) << 42 | static_cast<std::uint64_t>(type) << 40 | (tagged ? std::uint64_t{1} << 39 : 0) |
+         (length & 0xffff'ffff);
 }
 constexpr std::uint64_t state_lap(std::uint64_t s) { return s >> 42; }
 constexpr RecordType state_type(std::uint64_t s) { return static_cast<RecordType>((s >> 40) & 3); }
-constexpr std::uint32_t state_slot(std::uint64_t s) { return static_cast<std::uint32_t>((s >> 32) & 0x3f); }
-constexpr std::uint32_t kRelayedBit = 0x40;  // in the slot byte: the R bit (38) of the header
-constexpr bool state_relayed(std::uint64_t s) { return ((s >> 32) & kRelayedBit) != 0; }
-constexpr std::int32_t state_length(std::uint64_t s) { return static_cast<std::int32_t>(static_cast<std::uint32_t>(s)); }
+constexpr bool state_tagged(std::uint64_t s) { return ((s >> 39) & 1) != 0; }
+constexpr std::uint32_t state_reserved(std::uint64_t s) { return static_cast<std::uint32_t>((s >> 32) & 0x7f); }
+constexpr std::uint32_t state_length(std::uint64_t s) { return static_cast<std::uint32_t>(s); }
 
 #if defined(__SANITIZE_THREAD__)
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
 #endif
 
-// 16-byte compare-and-swap (lock cmpxchg16b: a full barrier) of two adjacent
-// 64-bit words: a {pos, seq} pair, or a record header {state, seq_word}.
-// ThreadSanitizer does not see inside it, so under TSan it is annotated as
-// the release + acquire it is.
-bool cas16(void* words, std::uint64_t expected_lo, std::uint64_t expected_hi, std::uint64_t desired_lo,
-           std::uint64_t desired_hi) noexcept {
-  __extension__ typedef unsigned __int128 u128;  // GCC/Clang builtin type for cmpxchg16b
-  const u128 expected = static_cast<u128>(expected_hi) << 64 | expected_lo;
-  const u128 desired = static_cast<u128>(desired_hi) << 64 | desired_lo;
+// What a peeked acquire load would have told ThreadSanitizer. A consumer
+// that looks ahead over published records with peek_state and then moves
+// `take` carries the publication to the next consumer through `take`; TSan
+// must see that acquire before the CAS, or it loses the chain.
+inline void tsan_acquire([[maybe_unused]] const void* addr) noexcept {
 #if defined(__SANITIZE_THREAD__)
-  __tsan_release(words);
+  __tsan_acquire(const_cast<void*>(addr));
 #endif
-  const bool swapped = __sync_bool_compare_and_swap(static_cast<u128*>(words), expected, desired);
+}
+
+// 16-byte compare-and-swap (lock cmpxchg16b: a full barrier) of a {pos, seq}
+// pair. ThreadSanitizer does not see inside it, so under TSan it is
+// annotated as the release + acquire it is.
+bool cas16(PositionPair& pair, std::uint64_t pos, std::uint64_t seq, std::uint64_t new_pos,
+           std::uint64_t new_seq) noexcept {
+  __extension__ typedef unsigned __int128 u128;  // GCC/Clang builtin type for cmpxchg16b
+  const u128 expected = static_cast<u128>(seq) << 64 | pos;
+  const u128 desired = static_cast<u128>(new_seq) << 64 | new_pos;
 #if defined(__SANITIZE_THREAD__)
-  __tsan_acquire(words);
+  __tsan_release(&pair);
+#endif
+  const bool swapped = __sync_bool_compare_and_swap(reinterpret_cast<u128*>(&pair), expected, desired);
+#if defined(__SANITIZE_THREAD__)
+  __tsan_acquire(&pair);
 #endif
   return swapped;
 }
-// The claim of a free unit. A writer with a stale snapshot may aim this CAS
-// at a unit that has since become payload (it then fails, changing
-// nothing), which ThreadSanitizer would report as a race with the plain
-// payload accesses; like peek_state it is therefore not instrumented, and a
-// successful claim is annotated as the acquire it is (of the reclaimer's
-// release-stored FREE marker).
-__attribute__((no_sanitize("thread"))) bool claim_unit(RecordHeader& header, std::uint64_t expected_state,
-                                                      std::uint64_t expected_pos, std::uint64_t state,
-                                                      std::uint64_t seq_word) noexcept {
-  __extension__ typedef unsigned __int128 u128;
-  const u128 expected = static_cast<u128>(expected_pos) << 64 | expected_state;
-  const u128 desired = static_cast<u128>(seq_word) << 64 | state;
-  const bool claimed = __sync_bool_compare_and_swap(reinterpret_cast<u128*>(&header), expected, desired);
-#if defined(__SANITIZE_THREAD__)
-  if (claimed) __tsan_acquire(&header);
-#endif
-  return claimed;
-}
 
-bool cas16(PositionPair& pair, std::uint64_t pos, std::uint64_t seq, std::uint64_t new_pos, std::uint64_t new_seq) noexcept {
-  return cas16(static_cast<void*>(&pair), pos, seq, new_pos, new_seq);
+// The exclusive writer's tail update: one 16-byte aligned store, atomic on
+// x86-64 processors with AVX (Intel SDM 3A 8.1.1; AMD APM 7.3.2), with
+// release ordering (x86 stores are ordered; the fence stops the compiler).
+// Without AVX (or under TSan, which cannot see it) a CAS does it instead:
+// correct, one uncontended RMW dearer.
+void store_pair(PositionPair& pair, std::uint64_t pos, std::uint64_t seq) noexcept {
+#if !defined(__SANITIZE_THREAD__)
+  static const bool atomic_vector_store = __builtin_cpu_supports("avx");
+  if (atomic_vector_store) {
+    std::atomic_signal_fence(release_order);
+    _mm_store_si128(reinterpret_cast<__m128i*>(&pair),
+                    _mm_set_epi64x(static_cast<long long>(seq), static_cast<long long>(pos)));
+    return;
+  }
+#endif
+  for (int attempt = 0; attempt < kMaxLoop; ++attempt) {
+    const std::uint64_t old_pos = pair.pos.load(relaxed);
+    const std::uint64_t old_seq = pair.seq.load(relaxed);
+    if (cas16(pair, old_pos, old_seq, pos, seq)) return;
+  }
 }
 
 std::pair<std::uint64_t, std::uint64_t> snapshot(const PositionPair& pair) noexcept {
@@ -108,18 +129,25 @@ constexpr std::uint64_t kReclaimBatch = 4 << 20;      // bytes freed beyond need
 
 inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
 
+void sleep_ns(long ns) noexcept {
+  timespec ts{0, ns};
+  ::nanosleep(&ts, nullptr);
+}
+
 // A speculative read of a header word at a position that may be stale: by
 // the time we look, the unit may lie inside a newer record whose payload a
 // writer is filling with plain stores. The value is only a hint, validated
-// afterwards by a CAS or by re-checking the position under a hold, so the
-// overlap is harmless; ThreadSanitizer would report it as a race, so this one
-// load is not instrumented. Every load that establishes ordering for a later
-// payload access is an ordinary instrumented atomic load.
+// afterwards (by a CAS, or by a hold and a re-check), so the overlap is
+// harmless; ThreadSanitizer would report it as a race, so this one load is
+// not instrumented.
 __attribute__((no_sanitize("thread"))) std::uint64_t peek_state(const RecordHeader& header) noexcept {
   return __atomic_load_n(reinterpret_cast<const std::uint64_t*>(&header.state), __ATOMIC_ACQUIRE);
 }
+__attribute__((no_sanitize("thread"))) std::uint64_t peek_word(const std::atomic<std::uint64_t>& word) noexcept {
+  return __atomic_load_n(reinterpret_cast<const std::uint64_t*>(&word), __ATOMIC_RELAXED);
+}
 
-// Copies bytes of a record that may be reclaimed meanwhile (for_each_relayed
+// Copies bytes of a record that may be reclaimed meanwhile (for_each_tagged
 // re-checks head afterwards); not instrumented for the same reason as peek_state.
 __attribute__((no_sanitize("thread"))) void peek_bytes(const std::byte* from, void* to, std::size_t n) noexcept {
   std::memcpy(to, from, n);
@@ -133,6 +161,62 @@ inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t by = 1) noex
   counter.store(counter.load(relaxed) + by, relaxed);  // owner-only counter
 }
 
+// A publisher's claim intent, read consistently (see PublisherSlot).
+struct Intent {
+  std::uint64_t pos = kNoPosition, end = 0, seq = 0;
+  std::uint32_t count = 0;
+  bool operator==(const Intent&) const = default;
+};
+Intent read_intent(const PublisherSlot& slot) noexcept {
+  Intent intent;
+  const std::uint64_t first = slot.claim_pos.load(acquire);
+  intent.end = slot.claim_end.load(acquire);
+  intent.seq = slot.claim_seq.load(acquire);
+  intent.count = slot.claim_count.load(acquire);
+  if (first == kNoPosition || slot.claim_pos.load(acquire) != first) return Intent{};
+  intent.pos = first;
+  return intent;
+}
+void write_intent(PublisherSlot& slot, std::uint64_t pos, std::uint64_t end, std::uint64_t seq,
+                  std::uint32_t count) noexcept {
+  slot.claim_pos.store(kNoPosition, relaxed);
+  slot.claim_end.store(end, relaxed);
+  slot.claim_seq.store(seq, relaxed);
+  slot.claim_count.store(count, relaxed);
+  slot.claim_pos.store(pos, release_order);
+}
+
+// Readers register the process for asymmetric barriers when they open; a
+// process that cannot makes the whole ring fall back to fenced publishes.
+void join_barrier(RingControl& control) noexcept {
+  if (!register_asymmetric_barrier()) control.fenced_commits.store(1, seq_cst);
+}
+
+// A full fence. ThreadSanitizer does not take fences; a locked RMW on a
+// local word is the same instruction-level barrier on x86.
+inline void full_fence() noexcept {
+#if defined(__SANITIZE_THREAD__)
+  std::atomic<int> local{0};
+  local.exchange(1, seq_cst);
+#else
+  std::atomic_thread_fence(seq_cst);
+#endif
+}
+
+// After a publish (or a reader's release), before reading the waiter count:
+// nothing in the normal case (the sleeper's asymmetric barrier orders us),
+// a full fence in the fallback.
+inline void order_before_wake_check(const RingControl& control) noexcept {
+  std::atomic_signal_fence(seq_cst);
+  if (control.fenced_commits.load(relaxed) != 0) [[unlikely]]
+    full_fence();
+}
+
+// The heavy side, by a sleeper after it registered.
+inline void order_before_sleep(RingControl& control) noexcept {
+  if (!asymmetric_barrier()) control.fenced_commits.store(1, seq_cst);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ set-up
@@ -142,12 +226,12 @@ Result<void> Ring::validate(const RingConfig& c) {
     return Error{Errc::invalid_argument, "ring capacity " + std::to_string(c.capacity) +
                                              " must be a power of two from 4096 to 16 GiB"};
   if (c.kind != RingKind::topic && c.kind != RingKind::queue) return Error{Errc::invalid_argument, "unknown ring kind"};
-  if (align_record(kRecordHeaderSize + kRelayPrefixSize + std::uint64_t{c.max_message}) > c.capacity / 2)
+  if (c.max_message > static_cast<std::uint32_t>(INT32_MAX) - 64)
+    return Error{Errc::invalid_argument, "maximum message too large"};
+  if (align_up(footprint(c.max_message, true), kUnit) > c.capacity / 2)
     return Error{Errc::invalid_argument, "maximum message of " + std::to_string(c.max_message) +
                                              " bytes does not fit twice in a ring of " + std::to_string(c.capacity) +
                                              " bytes; raise the capacity or lower the maximum"};
-  if (c.max_message > static_cast<std::uint32_t>(INT32_MAX) - 64)
-    return Error{Errc::invalid_argument, "maximum message too large"};
   if (c.acks && c.kind != RingKind::queue) return Error{Errc::invalid_argument, "acknowledgements are for queues"};
   if (c.history != 0 && c.kind != RingKind::topic) return Error{Errc::invalid_argument, "history is for topics"};
   if (c.acks && (c.max_deliveries == 0 || c.max_deliveries > 255))
@@ -166,15 +250,11 @@ Result<Ring> Ring::create(void* memory, std::size_t size, const RingConfig& conf
   control->acks = config.acks ? 1 : 0;
   control->max_deliveries = config.max_deliveries;
   control->history = config.history;
-  if (int rc = control->reclaim_mutex.init(); rc != 0) return Error{Errc::system, "cannot initialise the ring mutex"};
+  control->exclusive = config.exclusive ? 1 : 0;
   for (auto& r : control->readers) r.hold_pos.store(kNoPosition, relaxed);
-  Ring ring(control, static_cast<std::byte*>(memory) + sizeof(RingControl), config);
-  // Every unit free for lap 0: {FREE(0) == 0, its position}.
-  for (std::uint64_t unit = 0; unit < config.capacity; unit += kRecordAlign) {
-    ring.header_at(unit).state.store(0, relaxed);
-    ring.header_at(unit).seq_word.store(unit, relaxed);
-  }
-  return ring;
+  for (auto& p : control->publishers) p.claim_pos.store(kNoPosition, relaxed);
+  // Zeroed memory is FREE(lap 0) everywhere: every unit free for lap 0.
+  return Ring(control, static_cast<std::byte*>(memory) + sizeof(RingControl), config);
 }
 
 Result<Ring> Ring::attach(void* memory, std::size_t size) {
@@ -188,11 +268,13 @@ Result<Ring> Ring::attach(void* memory, std::size_t size) {
   c.acks = control->acks != 0;
   c.max_deliveries = control->max_deliveries;
   c.history = control->history;
+  c.exclusive = control->exclusive != 0;
   if (version != kRingLayoutVersion)
     return Error{Errc::corrupt, "ring layout version " + std::to_string(version) + ", this build reads " +
                                     std::to_string(kRingLayoutVersion)};
   if (kind != static_cast<std::uint32_t>(RingKind::topic) && kind != static_cast<std::uint32_t>(RingKind::queue))
     return Error{Errc::corrupt, "ring kind " + std::to_string(kind) + " is unknown"};
+  if (control->exclusive > 1) return Error{Errc::corrupt, "ring flag 'exclusive' is corrupt"};
   c.kind = static_cast<RingKind>(kind);
   if (auto ok = validate(c); !ok) return Error{Errc::corrupt, "ring configuration is corrupt: " + ok.error().message};
   if (size < bytes_for(c.capacity))
@@ -204,33 +286,62 @@ std::pair<std::uint64_t, std::uint64_t> Ring::tail() const noexcept { return sna
 std::pair<std::uint64_t, std::uint64_t> Ring::head() const noexcept { return snapshot(control_->head); }
 std::pair<std::uint64_t, std::uint64_t> Ring::take_cursor() const noexcept { return snapshot(control_->take); }
 
+std::uint64_t Ring::free_marker(std::uint64_t pos) const noexcept { return make_state(lap_of(pos), RecordType::free, false, 0); }
+
 std::uint64_t Ring::record_size(std::uint64_t pos, std::uint64_t state) const noexcept {
-  const std::int32_t length = state_length(state);
-  const std::uint64_t magnitude = length < 0 ? static_cast<std::uint64_t>(-static_cast<std::int64_t>(length))
-                                             : static_cast<std::uint64_t>(length);
-  const std::uint64_t offset = pos & mask_;
-  if (state_type(state) == RecordType::pad) {
-    const std::uint64_t size = kRecordHeaderSize + magnitude;
-    return size == config_.capacity - offset ? size : 0;  // a pad always ends at the ring's end
+  if ((pos & (kRecordAlign - 1)) != 0 || state_reserved(state) != 0) return 0;
+  const std::uint64_t to_end = config_.capacity - (pos & mask_);
+  const std::uint64_t length = state_length(state);
+  switch (state_type(state)) {
+    case RecordType::free: return 0;
+    case RecordType::data: {
+      const bool tagged = state_tagged(state);
+      if (tagged ? length < kOriginTagSize || length > config_.max_message + kOriginTagSize : length > config_.max_message)
+        return 0;
+      const std::uint64_t size = align_up(kRecordHeaderSize + length, kRecordAlign);
+      return size <= to_end ? size : 0;
+    }
+    case RecordType::pad:  // always reaches the ring's end
+      return !state_tagged(state) && length == to_end && length % kRecordAlign == 0 ? length : 0;
+    case RecordType::skip:
+      return !state_tagged(state) && length >= kRecordHeaderSize && length % kRecordAlign == 0 && length <= to_end &&
+                     length <= std::min(kMaxClaimBytes, config_.capacity / 2)
+                 ? length
+                 : 0;
   }
-  if (magnitude > config_.max_message + (state_relayed(state) ? kRelayPrefixSize : 0)) return 0;
-  const std::uint64_t size = align_record(kRecordHeaderSize + magnitude);
-  return offset + size <= config_.capacity ? size : 0;
+  return 0;
 }
 
 // ---------------------------------------------------------------- writers
 
 Result<PublisherHandle> Ring::open_publisher() {
   const ProcessRef me = self();
+  join_barrier(*control_);
+  // An exclusive ring has one slot in use, slot 0: a CAS on its pid decides
+  // between two processes opening at once.
+  const std::size_t slots = config_.exclusive ? 1 : kRingSlots;
   for (int pass = 0; pass < 2; ++pass) {
-    for (std::size_t i = 0; i < kRingSlots; ++i) {
+    for (std::size_t i = 0; i < slots; ++i) {
       auto& slot = control_->publishers[i];
       std::uint32_t seen = slot.pid.load(acquire);
       if (seen != 0) {
-        // Second pass: take over the slot of a dead publisher. Its claim in
-        // progress, if any, is skipped by readers (slot alive but claim_pos
-        // elsewhere, or slot dead): see writer_is_gone.
-        if (pass == 0 || process_alive(seen, slot.start_time.load(relaxed))) continue;
+        if (process_alive(seen, slot.start_time.load(relaxed))) {
+          if (config_.exclusive)
+            return Error{Errc::busy, "it has an exclusive publisher, process " + std::to_string(seen) +
+                                         "; only one process may publish at a time (created with exclusive_publisher)"};
+          continue;
+        }
+        // Second pass: take over the slot of a dead publisher, once its
+        // claim in progress (if any) is published or skipped.
+        if (pass == 0) continue;
+        if (!config_.exclusive) {
+          const Intent intent = read_intent(slot);
+          if (intent.pos != kNoPosition) {
+            std::uint32_t records = 0;
+            const std::uint64_t stuck = walk_published(intent.pos, intent.end, records);
+            if (stuck < intent.end && resolve_stuck(stuck) == Stuck::unresolved) continue;
+          }
+        }
       }
       if (!slot.pid.compare_exchange_strong(seen, me.pid, std::memory_order_acq_rel)) continue;
       if (seen != 0) {
@@ -238,15 +349,40 @@ Result<PublisherHandle> Ring::open_publisher() {
         control_->retired_bytes.fetch_add(slot.bytes.load(relaxed), relaxed);
       }
       slot.start_time.store(me.start_time, relaxed);
+      PublisherHandle handle{static_cast<int>(i)};
+      if (config_.exclusive) resolve_exclusive_takeover(slot);  // also a clean open: finds the tail
       slot.claim_pos.store(kNoPosition, relaxed);
-      slot.published.store(0, relaxed);
-      slot.bytes.store(0, relaxed);
-      slot.waits.store(0, relaxed);
-      slot.abandoned.store(0, relaxed);
-      return PublisherHandle{static_cast<int>(i)};
+      for (auto* c : {&slot.published, &slot.bytes, &slot.waits, &slot.abandoned, &slot.batches}) c->store(0, relaxed);
+      if (config_.exclusive) std::tie(handle.tail_pos, handle.tail_seq) = snapshot(control_->tail);
+      handle.known_reclaimed = control_->reclaimed.load(acquire);
+      return handle;
     }
   }
   return Error{Errc::capacity, "all " + std::to_string(kRingSlots) + " publisher slots are in use by live processes"};
+}
+
+// The exclusive writer before us (dead, or gone) may have published records
+// after its last tail store, and claimed records it never published: walk
+// to the true end of what is published, count what was lost, store tail.
+void Ring::resolve_exclusive_takeover(PublisherSlot& slot) noexcept {
+  auto [pos, seq] = snapshot(control_->tail);
+  const std::uint64_t limit = control_->reclaimed.load(acquire) + config_.capacity;
+  for (std::uint64_t step = 0; step < config_.capacity / kRecordAlign && pos < limit; ++step) {
+    const std::uint64_t state = header_at(pos).state.load(acquire);
+    const std::uint64_t size = state_lap(state) == lap_of(pos) ? record_size(pos, state) : 0;
+    if (size == 0) break;
+    if (state_type(state) == RecordType::data) {
+      if ((header_at(pos).seq_word.load(relaxed) & kSeqMask) != (seq & kSeqMask)) break;
+      ++seq;
+    } else if (state_type(state) == RecordType::skip) {
+      seq += header_at(pos).seq_word.load(relaxed);
+    }
+    pos += size;
+  }
+  const Intent intent = read_intent(slot);
+  if (intent.pos != kNoPosition && intent.count != 0 && seq >= intent.seq && seq - intent.seq < intent.count)
+    control_->dead_claims.fetch_add(intent.count - (seq - intent.seq), relaxed);
+  store_pair(control_->tail, pos, seq);
 }
 
 void Ring::close_publisher(PublisherHandle& handle) noexcept {
@@ -261,93 +397,164 @@ void Ring::close_publisher(PublisherHandle& handle) noexcept {
   handle.slot = -1;
 }
 
-void Ring::help_tail(std::uint64_t pos, std::uint64_t seq) noexcept {
-  const std::uint64_t state = peek_state(header_at(pos));
-  if (state_lap(state) != lap_of(pos) || state_type(state) == RecordType::free) return;
-  const std::uint64_t size = record_size(pos, state);
-  if (size == 0) return;
-  const std::uint64_t next_seq = state_type(state) == RecordType::pad ? seq : seq + 1;
-  cas16(control_->tail, pos, seq, pos + size, next_seq);
+void Ring::store_tail(std::uint64_t pos, std::uint64_t seq) noexcept { store_pair(control_->tail, pos, seq); }
+
+// Is [.., end) free to write? Checked against the cached `reclaimed`, which
+// only grows; reloaded (a shared line) only when the cached one is short.
+// Otherwise `reclaim_to` is what `reclaimed` must reach (make_room's target).
+bool Ring::has_space(PublisherHandle& handle, std::uint64_t end, bool untagged, std::uint64_t& reclaim_to) noexcept {
+  // Untagged writers leave a quarter to tagged ones while forwarders read.
+  const std::uint64_t reserve =
+      untagged && control_->block_untagged_readers.load(relaxed) != 0 ? config_.capacity / 4 : 0;
+  reclaim_to = end + reserve - config_.capacity;
+  if (end + reserve <= handle.known_reclaimed + config_.capacity) return true;
+  handle.known_reclaimed = control_->reclaimed.load(acquire);
+  return end + reserve <= handle.known_reclaimed + config_.capacity;
 }
 
-ClaimStatus Ring::try_claim(PublisherHandle& handle, std::uint32_t size, Loan& loan, const RelayTag* relay) noexcept {
-  if (size > config_.max_message) return ClaimStatus::too_large;
+// How many of the first `want` records fit in `room` bytes (their bytes in
+// `bytes`); stops before a record larger than the maximum message.
+std::uint32_t Ring::fit(const ClaimShape& shape, std::uint64_t room, std::uint64_t& bytes) const noexcept {
+  bytes = 0;
+  if (shape.sizes == nullptr) {
+    const std::uint64_t fp = footprint(shape.size, shape.tagged);
+    const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(shape.count, room / fp));
+    bytes = n * fp;
+    return n;
+  }
+  std::uint32_t n = 0;
+  for (; n < shape.count && shape.sizes[n] <= config_.max_message; ++n) {
+    const std::uint64_t fp = footprint(shape.sizes[n], shape.tagged);
+    if (bytes + fp > room) break;
+    bytes += fp;
+  }
+  return n;
+}
+
+ClaimStatus Ring::try_claim(PublisherHandle& handle, std::uint32_t count, std::uint32_t size, Claim& claim,
+                            const std::uint32_t* sizes, bool tagged) noexcept {
   if (handle.slot < 0) return ClaimStatus::corrupt;
+  if (count == 0 || count > kMaxBatch) return ClaimStatus::too_large;
+  if ((sizes != nullptr ? sizes[0] : size) > config_.max_message) return ClaimStatus::too_large;
+  claim = Claim{};
+  claim.tagged = tagged;
+  const ClaimShape shape{count, size, sizes, tagged};
+  return config_.exclusive ? claim_exclusive(handle, shape, claim) : claim_shared(handle, shape, claim);
+}
+
+ClaimStatus Ring::claim_shared(PublisherHandle& handle, const ClaimShape& shape, Claim& claim) noexcept {
   auto& me = control_->publishers[handle.slot];
-  const std::uint32_t length = size + (relay != nullptr ? kRelayPrefixSize : 0);
-  const std::uint32_t slot_bits = static_cast<std::uint32_t>(handle.slot) | (relay != nullptr ? kRelayedBit : 0);
-  const std::uint64_t record = align_record(kRecordHeaderSize + length);
+  const bool untagged = !shape.tagged;
   for (int attempt = 0; attempt < kMaxLoop; ++attempt) {
     const auto [pos, seq] = snapshot(control_->tail);
-    const std::uint64_t head_pos = control_->reclaimed.load(acquire);
-    if (pos < head_pos) continue;  // stale snapshot: tail moved on while we read reclaimed
-    if ((pos & (kRecordAlign - 1)) != 0 || pos - head_pos > config_.capacity) {
-      control_->bad_records.fetch_add(1, relaxed);
-      return ClaimStatus::corrupt;
+    if ((pos & (kUnit - 1)) != 0 || pos < handle.known_reclaimed || pos - handle.known_reclaimed > config_.capacity) {
+      // A stale cached `reclaimed` first; then damage.
+      handle.known_reclaimed = control_->reclaimed.load(acquire);
+      if ((pos & (kUnit - 1)) != 0 || pos < handle.known_reclaimed ||
+          pos - handle.known_reclaimed > config_.capacity) {
+        control_->bad_records.fetch_add(1, relaxed);
+        return ClaimStatus::corrupt;
+      }
     }
-    const std::uint64_t offset = pos & mask_;
-    const std::uint64_t to_end = config_.capacity - offset;
-    const bool wrap = to_end < record;
-    const std::uint64_t need = wrap ? to_end : record;
-    // Local writers leave a quarter to relayed ones while colod federates this ring.
-    const std::uint64_t reserve =
-        relay == nullptr && control_->bridge_readers.load(relaxed) != 0 ? config_.capacity / 4 : 0;
-    if (pos + need + reserve > head_pos + config_.capacity) {
-      if (!make_room(pos + need + reserve - config_.capacity, relay != nullptr)) return ClaimStatus::full;
+    // As many records as fit before the ring's end (the caller claims the
+    // rest next); if not even one does, a PAD to the end first.
+    const std::uint64_t to_end = config_.capacity - (pos & mask_);
+    std::uint64_t bytes = 0;
+    const std::uint32_t n = fit(shape, std::min({to_end, kMaxClaimBytes, config_.capacity / 2}), bytes);
+    if (n == 0) {
+      if (std::uint64_t target = 0; !has_space(handle, pos + to_end, untagged, target)) {
+        if (!make_room(target, untagged)) return ClaimStatus::full;
+        continue;
+      }
+      write_intent(me, pos, pos + to_end, seq, 0);
+      if (cas16(control_->tail, pos, seq, pos + to_end, seq)) {
+        header_at(pos).seq_word.store(0, relaxed);
+        header_at(pos).state.store(make_state(lap_of(pos), RecordType::pad, false, to_end), release_order);
+        me.claim_pos.store(kNoPosition, relaxed);
+        order_before_wake_check(*control_);
+        wake_readers();
+      }
       continue;
     }
-    // A free unit holds {FREE(lap), its own position}: the claim CAS expects
-    // both, so a writer with a stale snapshot (even a lap old, with `pos`
-    // now inside some payload) cannot match unless that payload spells out
-    // this exact position, and exactly one writer wins the unit.
-    const std::uint64_t expected = make_state(lap_of(pos), RecordType::free, 0, 0);
-    auto& header = header_at(pos);
-    // Look before the CAS: a load of a stale unit is harmless.
-    if (peek_state(header) != expected) {
-      if (control_->tail.pos.load(acquire) == pos) help_tail(pos, seq);
+    const std::uint64_t end = pos + align_up(bytes, kUnit);
+    if (std::uint64_t target = 0; !has_space(handle, end, untagged, target)) {
+      if (!make_room(target, untagged)) return ClaimStatus::full;
+      continue;
+    }
+    write_intent(me, pos, end, seq, n);
+    if (!cas16(control_->tail, pos, seq, end, seq + n)) {
       cpu_relax();
       continue;
     }
-    if (wrap) {
-      const auto pad = make_state(lap_of(pos), RecordType::pad, static_cast<std::uint32_t>(handle.slot),
-                                  static_cast<std::int32_t>(to_end - kRecordHeaderSize));
-      claim_unit(header, expected, pos, pad, 0);
-      if (control_->tail.pos.load(acquire) == pos) help_tail(pos, seq);
-      continue;
+    if (pos + bytes < end) {  // filler to the unit's end, published with the records
+      auto& filler = header_at(pos + bytes);
+      filler.seq_word.store(0, relaxed);
+      filler.state.store(make_state(lap_of(pos + bytes), RecordType::skip, false, end - (pos + bytes)), relaxed);
     }
-    // Intent before the claim: a reader that finds this claim stuck can tell
-    // it is ours (and whether we still live).
-    me.claim_pos.store(pos, relaxed);
-    const auto claimed = make_state(lap_of(pos), RecordType::data, slot_bits, -static_cast<std::int32_t>(length));
-    if (!claim_unit(header, expected, pos, claimed, seq & kSeqMask)) {
-      if (control_->tail.pos.load(acquire) == pos) help_tail(pos, seq);
-      cpu_relax();
-      continue;
-    }
-    cas16(control_->tail, pos, seq, pos + record, seq + 1);
-    std::byte* payload = reinterpret_cast<std::byte*>(&header) + kRecordHeaderSize;
-    if (relay != nullptr) {
-      const RelayPrefix prefix{relay->origin_seq, relay->origin, 0};
-      std::memcpy(payload, &prefix, sizeof prefix);
-      payload += kRelayPrefixSize;
-    }
-    loan = Loan{payload, size, pos, seq, relay != nullptr};
+    claim.pos = claim.fill_pos = claim.publish_pos = pos;
+    claim.end = end;
+    claim.seq = seq;
+    claim.count = n;
     return ClaimStatus::ok;
   }
   return ClaimStatus::full;
 }
 
-ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::uint64_t deadline_ns, Loan& loan,
-                              const RelayTag* relay) noexcept {
+ClaimStatus Ring::claim_exclusive(PublisherHandle& handle, const ClaimShape& shape, Claim& claim) noexcept {
+  auto& me = control_->publishers[handle.slot];
+  const bool untagged = !shape.tagged;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const std::uint64_t pos = handle.tail_pos;
+    const std::uint64_t seq = handle.tail_seq;
+    const std::uint64_t to_end = config_.capacity - (pos & mask_);
+    std::uint64_t bytes = 0;
+    const std::uint32_t n = fit(shape, std::min({to_end, kMaxClaimBytes, config_.capacity / 2}), bytes);
+    if (n == 0) {
+      // A PAD to the ring's end, published at once; then the next lap.
+      if (std::uint64_t target = 0; !has_space(handle, pos + to_end + kRecordAlign, untagged, target)) {
+        if (!make_room(target, untagged)) return ClaimStatus::full;
+        continue;
+      }
+      header_at(pos).seq_word.store(0, relaxed);
+      header_at(pos + to_end).state.store(free_marker(pos + to_end), relaxed);  // clean ahead
+      header_at(pos).state.store(make_state(lap_of(pos), RecordType::pad, false, to_end), release_order);
+      handle.tail_pos = pos + to_end;
+      store_tail(handle.tail_pos, seq);
+      order_before_wake_check(*control_);
+      wake_readers();
+      continue;
+    }
+    // Room for the run and for the FREE marker after it (clean ahead).
+    const std::uint64_t end = pos + bytes;
+    if (std::uint64_t target = 0; !has_space(handle, end + kRecordAlign, untagged, target)) {
+      if (!make_room(target, untagged)) return ClaimStatus::full;
+      continue;
+    }
+    write_intent(me, pos, end, seq, n);  // our own line: read only when we are dead
+    claim.pos = claim.fill_pos = claim.publish_pos = pos;
+    claim.end = end;
+    claim.seq = seq;
+    claim.count = n;
+    return ClaimStatus::ok;
+  }
+  return ClaimStatus::full;
+}
+
+ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t count, std::uint32_t size,
+                              std::uint64_t deadline_ns, Claim& claim, const std::uint32_t* sizes,
+                              bool tagged) noexcept {
   std::uint64_t spin_until = 0;
+  std::uint64_t last = 0;
   int backoff = 1;
   for (;;) {
     const std::uint32_t signal = control_->space_signal.load(acquire);
-    const ClaimStatus status = try_claim(handle, size, loan, relay);
+    const ClaimStatus status = try_claim(handle, count, size, claim, sizes, tagged);
     if (status != ClaimStatus::full) return status;
     const std::uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return ClaimStatus::full;
-    if (spin_until == 0) spin_until = now + kSpinNs;
+    if (last != 0 && now - last > kDescheduledNs) handle.contended_until_ns = now + kContendedNs;
+    last = now;
+    if (spin_until == 0) spin_until = now + (now < handle.contended_until_ns ? 0 : kSpinWorthNs / 2);
     if (now < spin_until) {
       for (int i = 0; i < backoff; ++i) cpu_relax();
       backoff = std::min(backoff * 2, kMaxBackoff);
@@ -357,7 +564,8 @@ ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::
     bump(me.waits);
     control_->space_woken.store(0, seq_cst);
     control_->space_waiters.fetch_add(1, seq_cst);
-    if (try_claim(handle, size, loan, relay) == ClaimStatus::ok) {
+    order_before_sleep(*control_);
+    if (try_claim(handle, count, size, claim, sizes, tagged) == ClaimStatus::ok) {
       control_->space_waiters.fetch_sub(1, relaxed);
       return ClaimStatus::ok;
     }
@@ -365,52 +573,90 @@ ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t size, std::
                std::min<std::int64_t>(kMaxSleepNs, static_cast<std::int64_t>(deadline_ns - now)));
     control_->space_waiters.fetch_sub(1, relaxed);
     spin_until = 0;
+    last = 0;
     backoff = 1;
   }
 }
 
-// The slot bits and length of a loan's record, as its header holds them.
-static std::pair<std::uint32_t, std::int32_t> loan_fields(const PublisherHandle& handle, const Loan& loan) noexcept {
-  const std::uint32_t slot_bits = static_cast<std::uint32_t>(handle.slot) | (loan.relayed ? kRelayedBit : 0);
-  return {slot_bits, static_cast<std::int32_t>(loan.size + (loan.relayed ? kRelayPrefixSize : 0))};
-}
-
-void Ring::commit(PublisherHandle& handle, const Loan& loan) noexcept {
-  auto& header = header_at(loan.pos);
-  const auto [slot_bits, length] = loan_fields(handle, loan);
-  std::uint64_t expected = make_state(lap_of(loan.pos), RecordType::data, slot_bits, -length);
-  const auto committed = make_state(lap_of(loan.pos), RecordType::data, slot_bits, length);
-  // CAS, not store: if a reader wrongly judged us dead and skipped the
-  // record, the commit must not resurrect it over whatever came after.
-  if (header.state.compare_exchange_strong(expected, committed, seq_cst)) {
-    auto& me = control_->publishers[handle.slot];
-    bump(me.published);
-    bump(me.bytes, loan.size);
+std::byte* Ring::next_record(Claim& claim, std::uint32_t size, const OriginRef* origin) noexcept {
+  if (claim.filled >= claim.count) return nullptr;
+  const std::uint64_t pos = claim.fill_pos;
+  const std::uint64_t fp = footprint(size, claim.tagged);
+  if (size > config_.max_message || pos + fp > claim.end) return nullptr;
+  auto& header = header_at(pos);
+  const std::uint64_t length = size + (claim.tagged ? kOriginTagSize : 0);
+  const std::uint64_t word = make_state(lap_of(pos), RecordType::data, claim.tagged, length);
+  header.seq_word.store((claim.seq + claim.filled) & kSeqMask, relaxed);
+  // Every header but the first unpublished one is written now; that one is
+  // the publication (commit), and until then it keeps its FREE marker.
+  if (claim.filled == claim.published) claim.publish_word = word;
+  else header.state.store(word, relaxed);
+  std::byte* payload = reinterpret_cast<std::byte*>(&header) + kRecordHeaderSize;
+  if (claim.tagged) {
+    const OriginTag tag{origin != nullptr ? origin->origin_seq : 0, origin != nullptr ? origin->origin : 0, 0};
+    std::memcpy(payload, &tag, sizeof tag);
+    payload += kOriginTagSize;
   }
-  control_->publishers[handle.slot].claim_pos.store(kNoPosition, relaxed);
+  claim.fill_pos = pos + fp;
+  claim.bytes += size;
+  ++claim.filled;
+  return payload;
+}
+
+void Ring::commit(PublisherHandle& handle, Claim& claim) noexcept {
+  if (claim.filled == claim.published || handle.slot < 0) return;
+  // Clean ahead: the next position gets a FREE marker before the records
+  // that end there are published, unless it is a real header already (a
+  // shared claim's filler or its unit-aligned end).
+  const bool records_remain = claim.filled < claim.count;
+  if (records_remain || config_.exclusive) header_at(claim.fill_pos).state.store(free_marker(claim.fill_pos), relaxed);
+  header_at(claim.publish_pos).state.store(claim.publish_word, release_order);
+  const std::uint32_t n = claim.filled - claim.published;
+  claim.published = claim.filled;
+  claim.publish_pos = claim.fill_pos;
+  auto& me = control_->publishers[handle.slot];
+  bump(me.published, n);
+  bump(me.bytes, claim.bytes);
+  bump(me.batches);
+  claim.bytes = 0;
+  if (config_.exclusive) {
+    handle.tail_pos = claim.fill_pos;
+    handle.tail_seq = claim.seq + claim.published;
+    store_tail(handle.tail_pos, handle.tail_seq);
+  }
+  order_before_wake_check(*control_);
   wake_readers();
 }
 
-void Ring::abandon(PublisherHandle& handle, const Loan& loan) noexcept {
-  auto& header = header_at(loan.pos);
-  const auto [slot_bits, length] = loan_fields(handle, loan);
-  std::uint64_t expected = make_state(lap_of(loan.pos), RecordType::data, slot_bits, -length);
-  const auto skipped = make_state(lap_of(loan.pos), RecordType::skip, slot_bits, length);
-  header.state.compare_exchange_strong(expected, skipped, seq_cst);
+void Ring::finish(PublisherHandle& handle, Claim& claim) noexcept {
+  if (handle.slot < 0 || claim.count == 0) return;
   auto& me = control_->publishers[handle.slot];
-  bump(me.abandoned);
+  const std::uint32_t given_up = claim.count - claim.published;
+  if (given_up != 0) {
+    bump(me.abandoned, given_up);
+    if (!config_.exclusive) {
+      // The rest of the claim becomes one SKIP record, published now.
+      auto& header = header_at(claim.publish_pos);
+      header.seq_word.store(given_up, relaxed);
+      header.state.store(make_state(lap_of(claim.publish_pos), RecordType::skip, false, claim.end - claim.publish_pos),
+                         release_order);
+      order_before_wake_check(*control_);
+      wake_readers();
+    }
+    // Exclusive: nothing past the last publication was ever visible; the
+    // FREE marker there stays, and tail is already at it.
+  }
   me.claim_pos.store(kNoPosition, relaxed);
-  wake_readers();
+  claim = Claim{};
 }
 
 // Wakers call futex wake only when someone sleeps, and once per round of
 // sleepers: the first waker after a sleeper re-armed `*_woken` wakes every
 // sleeper; later ones see it set and skip the system call. Sound because a
-// sleeper clears `woken` and registers (seq_cst) before its last check of the
-// ring: a waker that still sees `woken` set read it before that clear, so
-// what it published is visible to that last check.
+// sleeper clears `woken` and registers before its asymmetric barrier and its
+// last check of the ring (see WAITING).
 void Ring::wake_readers() noexcept {
-  if (control_->data_waiters.load(seq_cst) != 0 && control_->data_woken.load(seq_cst) == 0 &&
+  if (control_->data_waiters.load(relaxed) != 0 && control_->data_woken.load(relaxed) == 0 &&
       control_->data_woken.exchange(1, seq_cst) == 0) {
     control_->data_signal.fetch_add(1, release_order);
     futex_wake_all(control_->data_signal);
@@ -418,29 +664,122 @@ void Ring::wake_readers() noexcept {
 }
 
 void Ring::wake_writers() noexcept {
-  if (control_->space_waiters.load(seq_cst) != 0 && control_->space_woken.load(seq_cst) == 0 &&
+  if (control_->space_waiters.load(relaxed) != 0 && control_->space_woken.load(relaxed) == 0 &&
       control_->space_woken.exchange(1, seq_cst) == 0) {
     control_->space_signal.fetch_add(1, release_order);
     futex_wake_all(control_->space_signal);
   }
 }
 
-// A record at `pos` in progress (negative length): is its writer gone?
-bool Ring::writer_is_gone(std::uint64_t pos, std::uint64_t state) const noexcept {
-  const std::uint32_t slot_index = state_slot(state);
-  if (slot_index >= kRingSlots) return true;
-  const auto& slot = control_->publishers[slot_index];
-  const std::uint32_t pid = slot.pid.load(acquire);
-  if (pid == 0) return true;                                   // slot closed: nobody will commit
-  if (slot.claim_pos.load(acquire) != pos) return true;        // slot owned by a later process
-  return !process_alive(pid, slot.start_time.load(relaxed));  // writer died
+// ------------------------------------------------------ claims of the dead
+
+// From `from`, the end of the published records (DATA of consecutive
+// sequences, SKIP, PAD) before `end`; counts the messages they hold.
+std::uint64_t Ring::walk_published(std::uint64_t from, std::uint64_t end, std::uint32_t& records) const noexcept {
+  std::uint64_t pos = from;
+  records = 0;
+  for (std::uint64_t step = 0; step < config_.capacity / kRecordAlign && pos < end; ++step) {
+    const std::uint64_t state = header_at(pos).state.load(acquire);
+    if (state_lap(state) != lap_of(pos)) break;
+    const std::uint64_t size = record_size(pos, state);
+    if (size == 0 || pos + size > end) break;
+    if (state_type(state) == RecordType::data) ++records;
+    else if (state_type(state) == RecordType::skip) records += static_cast<std::uint32_t>(header_at(pos).seq_word.load(relaxed));
+    pos += size;
+  }
+  return pos;
+}
+
+// `pos` holds a FREE marker below tail: a claim covers it and is not
+// published there. If its writer is dead, the unpublished rest of the claim
+// becomes a SKIP record.
+Ring::Stuck Ring::resolve_stuck(std::uint64_t pos) noexcept {
+  const auto [tail_pos, tail_seq] = snapshot(control_->tail);
+  if (pos >= tail_pos) return Stuck::not_claimed;
+  Intent dead[kRingSlots];
+  std::size_t dead_count = 0;
+  for (auto& slot : control_->publishers) {
+    const std::uint32_t pid = slot.pid.load(acquire);
+    if (pid == 0) continue;
+    const Intent intent = read_intent(slot);
+    if (intent.pos == kNoPosition || pos < intent.pos || pos >= intent.end) continue;
+    if (process_alive(pid, slot.start_time.load(relaxed))) return Stuck::writer_alive;
+    dead[dead_count++] = intent;
+  }
+  if (dead_count == 0) {
+    // No claim covers it: published meanwhile, or damage (a forged marker).
+    return header_at(pos).state.load(acquire) == free_marker(pos) ? Stuck::orphan : Stuck::resolved;
+  }
+  // Several dead intents cover `pos` only if writers died between a failed
+  // tail CAS and their next intent: the claim that won is the one whose end
+  // the ring continues from.
+  const Intent* chosen = &dead[0];
+  if (!std::all_of(dead, dead + dead_count, [&](const Intent& i) { return i == dead[0]; })) {
+    chosen = nullptr;
+    for (std::size_t i = 0; i < dead_count; ++i) {
+      const Intent& c = dead[i];
+      bool evidence = tail_pos == c.end && tail_seq == c.seq + c.count;
+      const std::uint64_t next = header_at(c.end).state.load(acquire);
+      if (!evidence && state_lap(next) == lap_of(c.end) && state_type(next) == RecordType::data && record_size(c.end, next) != 0)
+        evidence = (header_at(c.end).seq_word.load(relaxed) & kSeqMask) == ((c.seq + c.count) & kSeqMask);
+      if (!evidence) continue;
+      if (chosen != nullptr) return Stuck::unresolved;
+      chosen = &c;
+    }
+    if (chosen == nullptr) return Stuck::unresolved;
+  }
+  std::uint32_t published = 0;
+  const std::uint64_t from = walk_published(chosen->pos, chosen->end, published);
+  if (from >= chosen->end) return Stuck::resolved;
+  if (from != pos && pos < from) return Stuck::resolved;  // published meanwhile up to past pos
+  const std::uint32_t lost = chosen->count > published ? chosen->count - published : 0;
+  auto& header = header_at(from);
+  std::uint64_t expected = free_marker(from);
+  if (header.state.load(acquire) != expected) return Stuck::resolved;
+  header.seq_word.store(lost, relaxed);
+  if (header.state.compare_exchange_strong(expected, make_state(lap_of(from), RecordType::skip, false, chosen->end - from),
+                                           seq_cst))
+    control_->dead_claims.fetch_add(lost, relaxed);
+  wake_readers();
+  return Stuck::resolved;
+}
+
+// A reader found a FREE marker at `pos`: is it a claim whose writer died?
+// Looks at the clock only every kStuckPollMask+1 calls at the same position
+// (busy readers poll often); resolves after kStuckCheckNs. True if it did.
+bool Ring::check_stuck(ReaderHandle& handle, std::uint64_t pos) noexcept {
+  if (config_.exclusive) return false;  // nothing below an exclusive tail is unpublished
+  if (handle.stuck_pos != pos) {
+    handle.stuck_pos = pos;
+    handle.stuck_since_ns = 0;
+    return false;
+  }
+  const std::uint64_t now = monotonic_ns();
+  if (handle.stuck_since_ns == 0) {
+    if (pos >= control_->tail.pos.load(acquire)) return false;  // not claimed: nothing is late
+    handle.stuck_since_ns = now;
+    return false;
+  }
+  if (now - handle.stuck_since_ns < kStuckCheckNs) return false;
+  handle.stuck_since_ns = now;
+  switch (resolve_stuck(pos)) {
+    case Stuck::resolved: return true;
+    case Stuck::orphan:  // a FREE marker no claim explains: damage; go on from tail
+      if (handle.mode != ReaderMode::consumer) {
+        resync_to_tail(handle);
+      } else if (const auto [take_pos, take_seq] = snapshot(control_->take); take_pos == pos) {
+        skip_queue_to_tail(handle, take_pos, take_seq);
+      }
+      return true;
+    default: return false;
+  }
 }
 
 // ---------------------------------------------------------------- reclaim
 
 // How far head may advance: the slowest blocking subscriber (topic) or the
 // oldest message taken and not yet released (queue), and never past tail.
-std::uint64_t Ring::reclaim_bound(std::uint64_t tail_pos, bool relayed) noexcept {
+std::uint64_t Ring::reclaim_bound(std::uint64_t tail_pos, bool untagged) noexcept {
   std::uint64_t bound = tail_pos;
   if (config_.kind == RingKind::queue) {
     // Read take before the holds: a consumer stores its hold before moving
@@ -451,18 +790,18 @@ std::uint64_t Ring::reclaim_bound(std::uint64_t tail_pos, bool relayed) noexcept
     const std::uint32_t pid = r.pid.load(seq_cst);
     if (pid == 0) continue;
     const auto mode = static_cast<ReaderMode>(r.mode.load(relaxed));
-    if (mode == ReaderMode::bridge && relayed) continue;  // a relayed write may lap colod's cursors
-    if (mode == ReaderMode::block || mode == ReaderMode::bridge) bound = std::min(bound, r.cursor_pos.load(seq_cst));
+    if (mode == ReaderMode::block_untagged && !untagged) continue;  // a tagged write may lap it
+    if (mode == ReaderMode::block || mode == ReaderMode::block_untagged) bound = std::min(bound, r.cursor_pos.load(seq_cst));
     bound = std::min(bound, r.hold_pos.load(seq_cst));
   }
   return bound;
 }
 
 // Is any live reader holding a record in [low, high)? Spins a while first:
-// holds last as long as a reader looks at one message.
-bool Ring::held_between(std::uint64_t low, std::uint64_t high, bool relayed) noexcept {
+// a lossy hold lasts as long as a reader looks at one batch.
+bool Ring::held_between(std::uint64_t low, std::uint64_t high, bool untagged) noexcept {
   auto counts = [&](const ReaderSlot& r) {
-    return !relayed || static_cast<ReaderMode>(r.mode.load(relaxed)) != ReaderMode::bridge;
+    return untagged || static_cast<ReaderMode>(r.mode.load(relaxed)) != ReaderMode::block_untagged;
   };
   for (int wait = 0; wait < kMaxLoop; ++wait) {
     bool held = false;
@@ -490,30 +829,25 @@ bool Ring::held_between(std::uint64_t low, std::uint64_t high, bool relayed) noe
   return held;
 }
 
-// Marks [from, to) free for the next lap, then publishes reclaimed = to.
-// Markers go from the last unit back to the first, each a release store: a
-// writer that finds FREE at unit X (its claim CAS acquires it) then writes
-// only units above X, all of which are already marked.
+// Marks the units [from, to) free for their next lap, then publishes
+// reclaimed = to. Only the first word of a unit is written: a unit is where
+// a shared claim may start, and a FREE marker is what a reader finds there
+// until a writer publishes.
 void Ring::write_free_markers(std::uint64_t from, std::uint64_t to) noexcept {
-  for (std::uint64_t unit = to - kRecordAlign;; unit -= kRecordAlign) {
-    auto& h = header_at(unit);
-    h.seq_word.store(unit + config_.capacity, relaxed);  // the position it is free for
-    h.state.store(make_state(lap_of(unit) + 1, RecordType::free, 0, 0), release_order);
-    if (unit == from) break;
-  }
+  for (std::uint64_t unit = from; unit < to; unit += kUnit)
+    header_at(unit).state.store(free_marker(unit + config_.capacity), relaxed);
   control_->reclaimed.store(to, release_order);
 }
 
-// Frees the slots of dead readers that hold writers back. A dead consumer's
-// taken message of a queue with acks stays held: the next consumer that
-// looks redelivers it (rescue_dead_consumer).
-// One bridge reader fewer; never below zero (the count is a hint, see RingControl).
-void Ring::forget_bridge_reader() noexcept {
-  std::uint32_t n = control_->bridge_readers.load(relaxed);
-  while (n != 0 && !control_->bridge_readers.compare_exchange_weak(n, n - 1, relaxed)) {
+void Ring::forget_block_untagged_reader() noexcept {
+  std::uint32_t n = control_->block_untagged_readers.load(relaxed);
+  while (n != 0 && !control_->block_untagged_readers.compare_exchange_weak(n, n - 1, relaxed)) {
   }
 }
 
+// Frees the slots of dead readers that hold writers back. A dead consumer's
+// taken messages of a queue with acks stay held: the next consumer that
+// looks delivers them again (rescue_dead_consumer).
 void Ring::evict_dead_readers() noexcept {
   for (auto& r : control_->readers) {
     const std::uint32_t pid = r.pid.load(acquire);
@@ -521,35 +855,84 @@ void Ring::evict_dead_readers() noexcept {
     const std::uint64_t hold = r.hold_pos.load(acquire);
     if (config_.kind == RingKind::queue && hold != kNoPosition) {
       if (config_.acks) continue;
-      control_->dropped_unacked.fetch_add(1, relaxed);
+      control_->dropped_unacked.fetch_add(std::max<std::uint32_t>(1, r.hold_count.load(relaxed)), relaxed);
     }
     if (r.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
     r.hold_pos.store(kNoPosition, relaxed);
     control_->dead_readers.fetch_add(1, relaxed);
     std::uint32_t dead = pid;
     if (r.pid.compare_exchange_strong(dead, 0, std::memory_order_acq_rel) &&
-        static_cast<ReaderMode>(r.mode.load(relaxed)) == ReaderMode::bridge)
-      forget_bridge_reader();
+        static_cast<ReaderMode>(r.mode.load(relaxed)) == ReaderMode::block_untagged)
+      forget_block_untagged_reader();
   }
 }
 
-bool Ring::make_room(std::uint64_t target, bool relayed) noexcept {
-  auto& mutex = control_->reclaim_mutex;
-  // Timed: a mutex word scribbled over by a buggy process must not hang us.
-  switch (mutex.lock_until(monotonic_ns() + kReclaimLockNs)) {
-    case MutexResult::acquired: break;
-    case MutexResult::acquired_owner_died: mutex.make_consistent(); break;  // all steps below are idempotent
-    default: return false;
+namespace {
+// This thread's lock word: its tid and the low bits of its start time
+// (/proc/<tid>/stat), so that a tid reused by a later thread is not taken
+// for the owner. Computed once per thread.
+std::uint64_t my_lock_word() noexcept {
+  static thread_local std::uint64_t word = 0;
+  static thread_local std::uint32_t for_tid = 0;
+  const std::uint32_t tid = self_tid();
+  if (word == 0 || for_tid != tid) {  // first use, or a fork gave us a new tid
+    const std::uint64_t start = start_time_of(static_cast<pid_t>(tid)).value_or(0);
+    word = std::uint64_t{tid} << 32 | (start & 0xffff'ffff);
+    for_tid = tid;
   }
-  // A reclaimer that died after moving head but before writing all markers
-  // leaves reclaimed < head: finish its work (markers are idempotent).
-  {
-    const std::uint64_t head_now = control_->head.pos.load(acquire);
-    const std::uint64_t reclaimed_now = control_->reclaimed.load(acquire);
-    if (reclaimed_now < head_now && head_now - reclaimed_now <= config_.capacity && (reclaimed_now & (kRecordAlign - 1)) == 0 &&
-        !held_between(reclaimed_now, head_now, relayed)) {
-      write_free_markers(reclaimed_now, head_now);
+  return word;
+}
+bool lock_owner_alive(std::uint64_t word) noexcept {
+  const auto tid = static_cast<pid_t>(word >> 32);
+  const auto start = start_time_of(tid);
+  return start && (*start & 0xffff'ffff) == (word & 0xffff'ffff);
+}
+}  // namespace
+
+// Held for microseconds (one reclaim pass), so waiters spin, then yield,
+// then sleep briefly; every millisecond they check that the owner lives.
+bool Ring::lock_reclaim(std::uint64_t deadline_ns) noexcept {
+  const std::uint64_t me = my_lock_word();
+  std::uint64_t next_check = 0;
+  for (int round = 0;; ++round) {
+    std::uint64_t seen = 0;
+    if (control_->reclaim_lock.compare_exchange_strong(seen, me, std::memory_order_acq_rel)) return true;
+    if (seen == me) return true;  // only a scribble can say we hold it: we do now
+    if (round < 64) {
+      cpu_relax();
+      continue;
     }
+    const std::uint64_t now = monotonic_ns();
+    if (now >= deadline_ns) return false;
+    if (next_check == 0) {
+      next_check = now + 1'000'000;
+    } else if (now >= next_check) {
+      next_check = now + 1'000'000;
+      if (!lock_owner_alive(seen) && control_->reclaim_lock.compare_exchange_strong(seen, me, std::memory_order_acq_rel))
+        return true;  // its holder died: what it did under the lock is finished by our pass
+    }
+    if (round < 256) ::sched_yield();
+    else sleep_ns(50'000);
+  }
+}
+
+void Ring::unlock_reclaim() noexcept {
+  std::uint64_t me = my_lock_word();
+  control_->reclaim_lock.compare_exchange_strong(me, 0, std::memory_order_release);
+}
+
+// Makes `reclaimed` reach at least `target` if readers allow.
+bool Ring::make_room(std::uint64_t target, bool untagged) noexcept {
+  // Timed: a lock word scribbled over by a buggy process must not hang us.
+  if (!lock_reclaim(monotonic_ns() + kReclaimLockNs)) return false;
+  // A reclaimer that died after moving head but before writing all markers
+  // leaves reclaimed behind head's unit: finish its work (idempotent).
+  {
+    const std::uint64_t head_unit = align_down(control_->head.pos.load(acquire), kUnit);
+    const std::uint64_t reclaimed_now = control_->reclaimed.load(acquire);
+    if (reclaimed_now < head_unit && head_unit - reclaimed_now <= config_.capacity &&
+        (reclaimed_now & (kUnit - 1)) == 0 && !held_between(reclaimed_now, head_unit, untagged))
+      write_free_markers(reclaimed_now, head_unit);
   }
   // Reclaim in batches: one pass computes the bound (a scan of the reader
   // slots), walks the records it may free, moves head once, checks holds
@@ -558,12 +941,12 @@ bool Ring::make_room(std::uint64_t target, bool relayed) noexcept {
   // the mutex are paid once per many messages. That extra never takes a
   // topic's newest `history` messages (what new subscribers start from).
   const std::uint64_t slack = std::min<std::uint64_t>(config_.capacity / 8, kReclaimBatch);
+  const std::uint64_t want = align_up(target, kUnit);
   bool evicted_someone = false;
-  for (int pass = 0; pass < kMaxLoop; ++pass) {
+  for (int pass = 0; pass < kMaxLoop && control_->reclaimed.load(acquire) < want; ++pass) {
     const auto [head_pos, head_seq] = snapshot(control_->head);
-    if (head_pos >= target) break;
     const auto [tail_pos, tail_seq] = snapshot(control_->tail);
-    const std::uint64_t bound = reclaim_bound(tail_pos, relayed);
+    const std::uint64_t bound = reclaim_bound(tail_pos, untagged);
     if (head_pos >= bound) {
       // Held back. Evict dead readers that hold the bound, once per call.
       if (evicted_someone) break;
@@ -571,34 +954,33 @@ bool Ring::make_room(std::uint64_t target, bool relayed) noexcept {
       evict_dead_readers();
       continue;
     }
-    const std::uint64_t goal = std::min(bound, std::max(target, head_pos + slack));
+    const std::uint64_t goal = std::min(bound, std::max(want, head_pos + slack));
     std::uint64_t pos = head_pos;
     std::uint64_t seq = head_seq;
     for (int step = 0; step < kMaxLoop && pos < goal; ++step) {
       // Beyond what was asked for, keep the topic's history.
-      if (pos >= target && (seq >= tail_seq || tail_seq - seq <= config_.history)) break;
+      if (pos >= want && (seq >= tail_seq || tail_seq - seq <= config_.history)) break;
       auto& header = header_at(pos);
       const std::uint64_t state = header.state.load(acquire);
       std::uint64_t size = 0;
-      std::uint64_t next_seq = seq;
-      if (state_lap(state) == lap_of(pos) && state_type(state) != RecordType::free) {
+      if (state == free_marker(pos)) {
+        // A claim not yet published, one of a dead writer, or damage.
+        const Stuck stuck = resolve_stuck(pos);
+        if (stuck == Stuck::resolved && header.state.load(acquire) != state) continue;
+        if (stuck != Stuck::orphan) break;
+      } else if (state_lap(state) == lap_of(pos)) {
         size = record_size(pos, state);
-        if (size != 0 && state_type(state) == RecordType::data && state_length(state) < 0) {
-          // In progress: wait for the writer, unless it is gone.
-          if (!writer_is_gone(pos, state)) break;
-          std::uint64_t expected = state;
-          const auto skipped = make_state(state_lap(state), RecordType::skip, state_slot(state), -state_length(state));
-          if (header.state.compare_exchange_strong(expected, skipped, seq_cst))
-            control_->dead_claims.fetch_add(1, relaxed);
-          continue;  // look at it again, now SKIP
-        }
-        if (state_type(state) != RecordType::pad) next_seq = seq + 1;
       }
+      std::uint64_t next_seq = seq;
       if (size == 0) {
-        // Impossible header: free one unit at a time (counted) rather than
+        // Impossible header: free up to the next unit (counted) rather than
         // trusting a length.
         control_->bad_records.fetch_add(1, relaxed);
-        size = kRecordAlign;
+        size = align_up(pos + 1, kUnit) - pos;
+      } else if (state_type(state) == RecordType::data) {
+        next_seq = seq + 1;
+      } else if (state_type(state) == RecordType::skip) {
+        next_seq = seq + header.seq_word.load(relaxed);
       }
       if (pos + size > bound) break;  // the record is (partly) held
       pos += size;
@@ -609,13 +991,19 @@ bool Ring::make_room(std::uint64_t target, bool relayed) noexcept {
     // Head moved: no new hold can start in [head_pos, pos). Wait for holds
     // that started before (a lossy reader reading one of these records),
     // then free them. If a live reader still holds one, leave the range
-    // (reclaimed < head) for the next reclaimer, which finishes the job.
-    if (held_between(head_pos, pos, relayed)) break;
-    write_free_markers(head_pos, pos);
+    // (reclaimed behind head) for the next reclaimer, which finishes the job.
+    if (held_between(head_pos, pos, untagged)) break;
+    std::uint64_t from = control_->reclaimed.load(acquire);
+    const std::uint64_t to = align_down(pos, kUnit);
+    if (from > to || to - from > config_.capacity) {  // damage: trust the head we just moved from
+      control_->bad_records.fetch_add(1, relaxed);
+      from = std::min(to, align_down(head_pos, kUnit));
+    }
+    if (to > from) write_free_markers(from, to);
   }
-  mutex.unlock();
+  unlock_reclaim();
   wake_writers();
-  return control_->reclaimed.load(acquire) >= target;
+  return control_->reclaimed.load(acquire) >= want;
 }
 
 // ---------------------------------------------------------------- readers
@@ -625,16 +1013,15 @@ Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history, s
     return Error{Errc::invalid_argument, config_.kind == RingKind::queue ? "a queue has consumers, not subscribers"
                                                                          : "a topic has subscribers, not consumers"};
   const ProcessRef me = self();
-  // Under the reclaim mutex: a blocking subscriber's cursor must be in place
+  join_barrier(*control_);
+  // Under the reclaim lock: a blocking subscriber's cursor must be in place
   // before any reclaimer computes its bound.
-  auto& mutex = control_->reclaim_mutex;
-  const MutexResult locked = mutex.lock_until(monotonic_ns() + 20 * kReclaimLockNs);
-  if (!granted(locked)) return Error{Errc::corrupt, "the ring's reclaim mutex is unusable or held for over a second"};
-  if (locked == MutexResult::acquired_owner_died) mutex.make_consistent();
+  if (!lock_reclaim(monotonic_ns() + 20 * kReclaimLockNs))
+    return Error{Errc::corrupt, "the ring's reclaim lock is held for over a second by a live thread"};
   struct Unlock {
-    RobustMutex& m;
-    ~Unlock() { m.unlock(); }
-  } unlock{mutex};
+    Ring& ring;
+    ~Unlock() { ring.unlock_reclaim(); }
+  } unlock{*this};
 
   for (int pass = 0; pass < 2; ++pass) {
     for (std::size_t i = 0; i < kRingSlots; ++i) {
@@ -648,19 +1035,23 @@ Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history, s
       if (seen != 0) {  // took over a dead reader's slot: it is evicted now, by us
         if (slot.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
         control_->dead_readers.fetch_add(1, relaxed);
-        if (static_cast<ReaderMode>(slot.mode.load(relaxed)) == ReaderMode::bridge) forget_bridge_reader();
+        if (static_cast<ReaderMode>(slot.mode.load(relaxed)) == ReaderMode::block_untagged)
+          forget_block_untagged_reader();
       }
-      if (mode == ReaderMode::bridge) control_->bridge_readers.fetch_add(1, relaxed);
+      if (mode == ReaderMode::block_untagged) control_->block_untagged_readers.fetch_add(1, relaxed);
       slot.start_time.store(me.start_time, relaxed);
       slot.mode.store(static_cast<std::uint32_t>(mode), relaxed);
       slot.hold_pos.store(kNoPosition, relaxed);
+      slot.hold_count.store(0, relaxed);
       slot.sleeping.store(0, relaxed);
       for (auto* c : {&slot.delivered, &slot.bytes, &slot.missed, &slot.skipped_bad, &slot.redelivered,
-                      &slot.dead_lettered, &slot.waits})
+                      &slot.dead_lettered, &slot.waits, &slot.batches})
         c->store(0, relaxed);
       ReaderHandle handle;
       handle.slot = static_cast<int>(i);
       handle.mode = mode;
+      handle.known_reclaimed = control_->reclaimed.load(acquire);
+      handle.gap_ns = kInitialGapNs;
       auto [pos, seq] = snapshot(control_->tail);
       if ((history > 0 || from_seq) && mode != ReaderMode::consumer) {
         // Walk from head to the record `history` messages before tail (or
@@ -672,13 +1063,19 @@ Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history, s
           if (*from_seq < hseq) slot.missed.store(hseq - *from_seq, relaxed);  // no longer retained
         }
         std::uint64_t p = hpos, s = hseq;
-        // Each step moves at least one unit: bounded by the ring's units.
+        // Each step moves at least one record: bounded by the ring's size.
         const std::uint64_t max_steps = config_.capacity / kRecordAlign;
         for (std::uint64_t step = 0; step < max_steps && s < want && p < pos; ++step) {
           const std::uint64_t state = peek_state(header_at(p));
           const std::uint64_t size = state_lap(state) == lap_of(p) ? record_size(p, state) : 0;
           if (size == 0) break;
-          if (state_type(state) != RecordType::pad) ++s;
+          if (state_type(state) == RecordType::data) {
+            ++s;
+          } else if (state_type(state) == RecordType::skip) {
+            const std::uint64_t n = peek_word(header_at(p).seq_word);
+            if (s + n > want) break;  // `want` lies inside a skipped run: start after it
+            s += n;
+          }
           p += size;
         }
         if (s == want) {
@@ -700,10 +1097,16 @@ void Ring::close_reader(ReaderHandle& handle) noexcept {
   if (handle.slot < 0) return;
   auto& slot = control_->readers[handle.slot];
   slot.hold_pos.store(kNoPosition, release_order);
-  if (handle.mode == ReaderMode::bridge) forget_bridge_reader();
+  if (handle.mode == ReaderMode::block_untagged) forget_block_untagged_reader();
   slot.pid.store(0, release_order);
   handle.slot = -1;
   wake_writers();
+}
+
+void Ring::publish_cursor(ReaderHandle& handle) noexcept {
+  auto& slot = control_->readers[handle.slot];
+  slot.cursor_seq.store(handle.seq, relaxed);
+  slot.cursor_pos.store(handle.pos, release_order);
 }
 
 void Ring::resync_to_tail(ReaderHandle& handle) noexcept {
@@ -712,222 +1115,271 @@ void Ring::resync_to_tail(ReaderHandle& handle) noexcept {
   bump(slot.skipped_bad, seq > handle.seq ? seq - handle.seq : 1);
   handle.pos = pos;
   handle.seq = seq;
-  slot.cursor_seq.store(seq, relaxed);
-  slot.cursor_pos.store(pos, release_order);
+  publish_cursor(handle);
 }
 
-bool Ring::skip_if_writer_gone(ReaderHandle& handle, std::uint64_t pos, std::uint64_t state) noexcept {
-  const std::uint64_t now = monotonic_ns();
-  if (handle.stuck_pos != pos) {
-    handle.stuck_pos = pos;
-    handle.stuck_since_ns = now;
-    return false;
-  }
-  if (now - handle.stuck_since_ns < kStuckCheckNs) return false;
-  handle.stuck_since_ns = now;
-  // Make sure `pos` is still a record we may touch: a blocking subscriber's
-  // cursor already keeps it from reclaim; others hold it first, then check
-  // it is still current (the same handshake as a read).
-  auto& slot = control_->readers[handle.slot];
-  const bool needs_hold = handle.mode != ReaderMode::block;
-  if (needs_hold) {
-    slot.hold_pos.store(pos, seq_cst);
-    const bool current = handle.mode == ReaderMode::consumer ? control_->take.pos.load(seq_cst) == pos
-                                                             : control_->head.pos.load(seq_cst) <= pos;
-    if (!current) {
-      slot.hold_pos.store(kNoPosition, release_order);
-      return false;
-    }
-  }
-  auto& header = header_at(pos);
-  bool skipped = false;
-  if (header.state.load(acquire) == state && writer_is_gone(pos, state)) {
-    std::uint64_t expected = state;
-    const auto skip = make_state(state_lap(state), RecordType::skip, state_slot(state), -state_length(state));
-    skipped = header.state.compare_exchange_strong(expected, skip, seq_cst);
-    if (skipped) control_->dead_claims.fetch_add(1, relaxed);
-  }
-  if (needs_hold) slot.hold_pos.store(kNoPosition, release_order);
-  return skipped;
+// Damage at the queue's front: moves take past it to the tail, counting
+// what the queue skipped.
+void Ring::skip_queue_to_tail(ReaderHandle& handle, std::uint64_t first, std::uint64_t first_seq) noexcept {
+  const auto [tpos, tseq] = snapshot(control_->tail);
+  if (tpos > first && cas16(control_->take, first, first_seq, tpos, tseq))
+    bump(control_->readers[handle.slot].skipped_bad, tseq > first_seq ? tseq - first_seq : 1);
 }
 
-// Is `pos` below tail, i.e. claimed by a writer? Tail only grows, so a tail
-// once seen stays a valid lower bound: the reader reloads the shared tail
-// (whose cache line every writer's claim moves) only when it has caught up
-// with the last value it saw, once per batch of messages rather than once
-// per message when writers are ahead.
-bool Ring::below_tail(ReaderHandle& handle, std::uint64_t pos) noexcept {
-  if (pos < handle.known_tail) return true;
-  handle.known_tail = control_->tail.pos.load(acquire);
-  return pos < handle.known_tail;
-}
-
-bool Ring::fill_view(RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
+bool Ring::fill_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
                      std::uint64_t pos, bool dead_letter, View& view) const noexcept {
-  const auto length = static_cast<std::uint32_t>(state_length(state));
+  const std::uint32_t length = state_length(state);
   const std::byte* payload = reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize;
-  view = View{payload, length, seq, deliveries, pos, dead_letter, length, 0, 0};
-  if (!state_relayed(state)) return true;
-  if (length < kRelayPrefixSize) return false;
-  RelayPrefix prefix;
-  std::memcpy(&prefix, payload, sizeof prefix);
-  view.data = payload + kRelayPrefixSize;
-  view.size = length - kRelayPrefixSize;
-  view.origin = prefix.origin;
-  view.origin_seq = prefix.origin_seq;
+  view = View{payload, length, seq, deliveries, pos, dead_letter, 0, 0};
+  if (!state_tagged(state)) return true;
+  if (length < kOriginTagSize) return false;
+  OriginTag tag;
+  std::memcpy(&tag, payload, sizeof tag);
+  if (tag.origin == 0) return false;
+  view.data = payload + kOriginTagSize;
+  view.size = length - kOriginTagSize;
+  view.origin = tag.origin;
+  view.origin_seq = tag.origin_seq;
   return true;
 }
 
-std::uint64_t Ring::relayed_at(std::uint64_t pos, RelayPrefix& prefix) const noexcept {
-  prefix.origin = 0;
+std::uint64_t Ring::tagged_at(std::uint64_t pos, OriginTag& tag) const noexcept {
+  tag.origin = 0;
   const std::uint64_t state = peek_state(header_at(pos));
-  if (state_lap(state) != lap_of(pos) || state_type(state) == RecordType::free) return 0;
+  if (state_lap(state) != lap_of(pos)) return 0;
   const std::uint64_t size = record_size(pos, state);
   if (size == 0) return 0;
-  if (state_type(state) == RecordType::data && state_relayed(state) && state_length(state) >= 0 &&
-      static_cast<std::uint32_t>(state_length(state)) >= kRelayPrefixSize)
-    peek_bytes(reinterpret_cast<const std::byte*>(&header_at(pos)) + kRecordHeaderSize, &prefix, sizeof prefix);
+  if (state_type(state) == RecordType::data && state_tagged(state))
+    peek_bytes(reinterpret_cast<const std::byte*>(&header_at(pos)) + kRecordHeaderSize, &tag, sizeof tag);
   return size;
 }
 
-ReadStatus Ring::try_read(ReaderHandle& handle, View& view) noexcept {
-  if (handle.slot < 0 || handle.holding) return ReadStatus::corrupt;
-  return handle.mode == ReaderMode::consumer ? try_take(handle, view) : try_read_topic(handle, view);
+std::uint32_t Ring::try_read(ReaderHandle& handle, View* views, std::uint32_t max, ReadStatus& status) noexcept {
+  status = ReadStatus::empty;
+  if (handle.slot < 0 || handle.holding || max == 0) {
+    status = ReadStatus::corrupt;
+    return 0;
+  }
+  max = std::min(max, kMaxBatch);
+  return handle.mode == ReaderMode::consumer ? try_take(handle, views, max, status)
+                                             : try_read_topic(handle, views, max, status);
 }
 
-ReadStatus Ring::try_read_topic(ReaderHandle& handle, View& view) noexcept {
+std::uint32_t Ring::try_read_topic(ReaderHandle& handle, View* views, std::uint32_t max, ReadStatus& status) noexcept {
   auto& slot = control_->readers[handle.slot];
-  for (int step = 0; step < kMaxLoop; ++step) {
-    const std::uint64_t pos = handle.pos;
-    // Tail first: past it the unit may hold anything from an earlier lap;
-    // before it, the header was claimed before tail moved (and we see it).
-    if (!below_tail(handle, pos)) return ReadStatus::empty;
-    auto& header = header_at(pos);
-    // A blocking subscriber's cursor keeps its record from reclaim; a lossy
-    // one's does not until it holds it (below), so its first look is a peek.
-    const std::uint64_t state = may_be_lapped(handle.mode) ? peek_state(header) : header.state.load(acquire);
-    if (state_lap(state) != lap_of(pos) || state_type(state) == RecordType::free) {
+  const bool lappable = may_be_lapped(handle.mode);
+  for (int attempt = 0; attempt < kMaxLoop; ++attempt) {
+    std::uint64_t pos = handle.pos;
+    std::uint64_t seq = handle.seq;
+    // Past reclaimed + capacity a unit may hold anything from an earlier
+    // lap; before it, a header is FREE or was written in this lap.
+    if (pos >= handle.known_reclaimed + config_.capacity) {
+      handle.known_reclaimed = control_->reclaimed.load(acquire);
+      if (pos >= handle.known_reclaimed + config_.capacity) return 0;
+    }
+    if (lappable) {
+      // Hold, then make sure the records were not reclaimed meanwhile
+      // (pairs with the reclaimer: head CAS, then hold check). From then on
+      // nothing at or after `pos` is reclaimed until the hold goes.
+      slot.hold_seq.store(seq, relaxed);
+      slot.hold_pos.store(pos, seq_cst);
       const auto [head_pos, head_seq] = snapshot(control_->head);
       if (head_pos > pos) {  // lapped: what we missed is gone
-        bump(slot.missed, head_seq - handle.seq);
+        slot.hold_pos.store(kNoPosition, release_order);
+        bump(slot.missed, head_seq > seq ? head_seq - seq : 0);
         handle.pos = head_pos;
         handle.seq = head_seq;
-        slot.cursor_seq.store(head_seq, relaxed);
-        slot.cursor_pos.store(head_pos, release_order);
-        continue;
-      }
-      resync_to_tail(handle);  // a header from no lap we know
-      continue;
-    }
-    const std::uint64_t size = record_size(pos, state);
-    if (size == 0) {
-      resync_to_tail(handle);
-      continue;
-    }
-    const RecordType type = state_type(state);
-    if (type == RecordType::data && state_length(state) < 0) {
-      skip_if_writer_gone(handle, pos, state);
-      return ReadStatus::empty;
-    }
-    if (type != RecordType::data) {
-      handle.pos = pos + size;
-      if (type == RecordType::skip) ++handle.seq;
-      slot.cursor_seq.store(handle.seq, relaxed);
-      slot.cursor_pos.store(handle.pos, release_order);
-      continue;
-    }
-    if (may_be_lapped(handle.mode)) {
-      // Hold the record, then make sure it was not reclaimed meanwhile
-      // (pairs with the reclaimer: head CAS, then hold check). If it was,
-      // the next round finds us lapped.
-      slot.hold_pos.store(pos, seq_cst);
-      if (control_->head.pos.load(seq_cst) > pos || header.state.load(acquire) != state) {
-        slot.hold_pos.store(kNoPosition, release_order);
+        publish_cursor(handle);
         continue;
       }
     }
-    if ((header.seq_word.load(relaxed) & kSeqMask) != (handle.seq & kSeqMask)) {
-      if (may_be_lapped(handle.mode)) slot.hold_pos.store(kNoPosition, release_order);
+    std::uint32_t n = 0;
+    bool resync = false;
+    for (int step = 0; step < kMaxLoop && n < max; ++step) {
+      if (pos >= handle.known_reclaimed + config_.capacity) break;
+      auto& header = header_at(pos);
+      // A blocking subscriber's cursor keeps these records from reclaim; a
+      // lappable one's hold does.
+      const std::uint64_t state = header.state.load(acquire);
+      if (state == free_marker(pos)) {
+        if (n == 0 && (++handle.stuck_polls & kStuckPollMask) == 0 && check_stuck(handle, pos)) continue;
+        break;
+      }
+      const std::uint64_t size = state_lap(state) == lap_of(pos) ? record_size(pos, state) : 0;
+      if (size == 0) {
+        resync = n == 0;
+        break;
+      }
+      const RecordType type = state_type(state);
+      if (type == RecordType::pad) {
+        pos += size;
+        continue;
+      }
+      if (type == RecordType::skip) {
+        const std::uint64_t skipped = header.seq_word.load(relaxed);
+        if (skipped > size / kRecordAlign) {  // a SKIP stands for at most one message per 16 bytes
+          resync = n == 0;
+          break;
+        }
+        seq += skipped;
+        pos += size;
+        continue;
+      }
+      if ((header.seq_word.load(relaxed) & kSeqMask) != (seq & kSeqMask)) {
+        resync = n == 0;
+        break;
+      }
+      if (!fill_view(header, state, seq, 1, pos, false, views[n])) {
+        bump(slot.skipped_bad);  // marked tagged but without a valid tag: skipped, counted
+      } else {
+        ++n;
+      }
+      pos += size;
+      ++seq;
+    }
+    if (n > 0) {
+      handle.batch_end_pos = pos;
+      handle.batch_end_seq = seq;
+      handle.batch_count = n;
+      handle.holding = true;
+      handle.stuck_pos = kNoPosition;
+      status = ReadStatus::ok;
+      return n;
+    }
+    if (lappable) slot.hold_pos.store(kNoPosition, release_order);
+    if (resync) {
+      // A header from no lap we know, an impossible length or sequence: a
+      // lossy reader lapped while it looked, or damage.
+      const std::uint64_t head_pos = control_->head.pos.load(acquire);
+      if (lappable && head_pos > pos) continue;  // lapped: the next round counts it
       resync_to_tail(handle);
       continue;
     }
-    if (!fill_view(header, state, handle.seq, 1, pos, false, view)) {
-      // Marked relayed but shorter than its prefix: skip it, counted.
-      if (may_be_lapped(handle.mode)) slot.hold_pos.store(kNoPosition, release_order);
-      bump(slot.skipped_bad);
-      handle.pos = pos + size;
-      ++handle.seq;
-      slot.cursor_seq.store(handle.seq, relaxed);
-      slot.cursor_pos.store(handle.pos, release_order);
-      continue;
+    if (pos != handle.pos) {  // moved over PAD/SKIP records only
+      handle.pos = pos;
+      handle.seq = seq;
+      publish_cursor(handle);
     }
-    handle.holding = true;
-    return ReadStatus::ok;
+    return 0;
   }
-  return ReadStatus::empty;
+  return 0;
 }
 
-ReadStatus Ring::try_take(ReaderHandle& handle, View& view) noexcept {
+std::uint32_t Ring::try_take(ReaderHandle& handle, View* views, std::uint32_t max, ReadStatus& status) noexcept {
   auto& slot = control_->readers[handle.slot];
-  const std::uint64_t now_check = config_.acks ? monotonic_ns() : 0;
-  if (config_.acks && now_check >= handle.next_rescue_ns) {
-    handle.next_rescue_ns = now_check + kRescueIntervalNs;
-    if (rescue_dead_consumer(handle, view)) return ReadStatus::ok;
+  if (handle.rescue_pos != kNoPosition) {
+    const std::uint32_t n = deliver_rescued(handle, views, max);
+    if (n > 0) status = ReadStatus::ok;
+    return n;
   }
-  for (int step = 0; step < kMaxLoop; ++step) {
-    const auto [pos, seq] = snapshot(control_->take);
-    if (!below_tail(handle, pos)) return ReadStatus::empty;
-    auto& header = header_at(pos);
-    const std::uint64_t state = peek_state(header);  // validated by the take CAS and the reload below
-    if (state_lap(state) != lap_of(pos) || state_type(state) == RecordType::free) {
-      if (control_->take.pos.load(acquire) != pos) continue;
-      return ReadStatus::empty;  // claimed, header not yet visible
+  if (config_.acks && (++handle.stuck_polls & kStuckPollMask) == 0) {  // dead consumers, now and then
+    const std::uint64_t now = monotonic_ns();
+    if (now >= handle.next_rescue_ns) {
+      handle.next_rescue_ns = now + kRescueIntervalNs;
+      if (rescue_dead_consumer(handle)) return try_take(handle, views, max, status);
     }
-    const std::uint64_t size = record_size(pos, state);
-    if (size == 0) {
-      // Impossible record: skip the queue past it to the tail, counted.
-      const auto [tpos, tseq] = snapshot(control_->tail);
-      if (cas16(control_->take, pos, seq, tpos, tseq)) bump(slot.skipped_bad, tseq > seq ? tseq - seq : 1);
+  }
+  for (int attempt = 0; attempt < kMaxLoop; ++attempt) {
+    const auto [first, first_seq] = snapshot(control_->take);
+    if (first >= handle.known_reclaimed + config_.capacity) {
+      handle.known_reclaimed = control_->reclaimed.load(acquire);
+      if (first >= handle.known_reclaimed + config_.capacity) return 0;
+    }
+    // Look ahead (headers only): records may be taken by another consumer
+    // meanwhile; the take CAS below tells, and the headers are checked again.
+    std::uint64_t pos = first;
+    std::uint64_t seq = first_seq;
+    std::uint32_t n = 0;
+    bool bad = false;
+    std::uint64_t states[kCheckedStates];  // the first records' header words, checked after the CAS
+    for (int step = 0; step < kMaxLoop && n < max; ++step) {
+      if (pos >= handle.known_reclaimed + config_.capacity) break;
+      const std::uint64_t state = peek_state(header_at(pos));
+      if (state == free_marker(pos)) {
+        if (n == 0 && pos == first && (handle.stuck_polls & kStuckPollMask) == 0 && check_stuck(handle, pos)) continue;
+        break;
+      }
+      const std::uint64_t size = state_lap(state) == lap_of(pos) ? record_size(pos, state) : 0;
+      if (size == 0) {
+        bad = n == 0 && pos == first;
+        break;
+      }
+      const RecordType type = state_type(state);
+      if (type == RecordType::data) {
+        if ((peek_word(header_at(pos).seq_word) & kSeqMask) != (seq & kSeqMask)) {
+          bad = n == 0 && pos == first;
+          break;
+        }
+        tsan_acquire(&header_at(pos).state);
+        if (n < kCheckedStates) states[n] = state;
+        views[n].pos = pos;
+        ++n;
+        ++seq;
+      } else if (type == RecordType::skip) {
+        const std::uint64_t skipped = peek_word(header_at(pos).seq_word);
+        if (skipped > size / kRecordAlign) {
+          bad = n == 0 && pos == first;
+          break;
+        }
+        seq += skipped;
+      }
+      pos += size;
+    }
+    if (bad) {
+      if (control_->take.pos.load(acquire) != first) continue;  // taken meanwhile: look again
+      skip_queue_to_tail(handle, first, first_seq);  // an impossible record at the queue's front
       continue;
     }
-    const RecordType type = state_type(state);
-    if (type == RecordType::data && state_length(state) < 0) {
-      skip_if_writer_gone(handle, pos, state);
-      return ReadStatus::empty;
-    }
-    if (type != RecordType::data) {
-      cas16(control_->take, pos, seq, pos + size, type == RecordType::skip ? seq + 1 : seq);
-      continue;
-    }
+    if (pos == first) return 0;
     // Hold first, then take: a reclaimer reads take before holds.
-    slot.hold_seq.store(seq, relaxed);
-    slot.hold_pos.store(pos, seq_cst);
-    if (!cas16(control_->take, pos, seq, pos + size, seq + 1)) {
+    slot.hold_seq.store(first_seq, relaxed);
+    slot.hold_count.store(n, relaxed);
+    slot.hold_end.store(pos, relaxed);
+    slot.hold_pos.store(first, seq_cst);
+    if (!cas16(control_->take, first, first_seq, pos, seq)) {
       slot.hold_pos.store(kNoPosition, release_order);
       continue;
     }
-    // Ours now, and held: this load orders our payload reads after the commit.
-    const std::uint64_t word = header.seq_word.load(relaxed);
-    if (header.state.load(acquire) != state || (word & kSeqMask) != (seq & kSeqMask)) {
-      bump(slot.skipped_bad);
+    if (n == 0) {  // only PAD/SKIP records: moved past them
       slot.hold_pos.store(kNoPosition, release_order);
       continue;
     }
-    const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
-    header.seq_word.store((word & kSeqMask) | static_cast<std::uint64_t>(deliveries & 0xff) << 56, relaxed);
-    if (!fill_view(header, state, seq, deliveries, pos, config_.acks && deliveries > config_.max_deliveries, view)) {
-      bump(slot.skipped_bad);
+    // Ours now, and held: these loads order our payload reads after the publication.
+    std::uint32_t kept = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const std::uint64_t at = views[i].pos;
+      auto& header = header_at(at);
+      const std::uint64_t state = header.state.load(acquire);
+      const std::uint64_t word = header.seq_word.load(relaxed);
+      if ((i < kCheckedStates && state != states[i]) || state_type(state) != RecordType::data || record_size(at, state) == 0) {
+        bump(slot.skipped_bad);
+        continue;
+      }
+      const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
+      if (!fill_view(header, state, word & kSeqMask, deliveries, at, config_.acks && deliveries > config_.max_deliveries,
+                     views[kept])) {
+        bump(slot.skipped_bad);
+        continue;
+      }
+      ++kept;
+    }
+    if (kept == 0) {
       slot.hold_pos.store(kNoPosition, release_order);
       continue;
     }
     handle.holding = true;
-    return ReadStatus::ok;
+    handle.batch_count = kept;
+    handle.stuck_pos = kNoPosition;
+    status = ReadStatus::ok;
+    return kept;
   }
-  return ReadStatus::empty;
+  return 0;
 }
 
-// Takes over a message held by a dead consumer (queue with acks).
-bool Ring::rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept {
+// Takes over the messages held by a dead consumer (queue with acks): their
+// range becomes ours, each counts one more delivery, and try_take delivers
+// them before anything new.
+bool Ring::rescue_dead_consumer(ReaderHandle& handle) noexcept {
   auto& me = control_->readers[handle.slot];
   for (auto& r : control_->readers) {
     if (&r == &me) continue;
@@ -935,8 +1387,17 @@ bool Ring::rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept {
     std::uint64_t hold = r.hold_pos.load(acquire);
     if (pid == 0 || hold == kNoPosition || process_alive(pid, r.start_time.load(relaxed))) continue;
     const std::uint64_t seq = r.hold_seq.load(relaxed);
+    const std::uint64_t end = r.hold_end.load(relaxed);
+    const std::uint32_t count = r.hold_count.load(relaxed);
+    if (end <= hold || end - hold > config_.capacity) {
+      // A damaged hold: drop it rather than walk an impossible range.
+      if (r.hold_pos.compare_exchange_strong(hold, kNoPosition, seq_cst)) bump(me.skipped_bad);
+      continue;
+    }
     // Hold it ourselves before releasing theirs, so it is never unheld.
     me.hold_seq.store(seq, relaxed);
+    me.hold_count.store(count, relaxed);
+    me.hold_end.store(end, relaxed);
     me.hold_pos.store(hold, seq_cst);
     if (!r.hold_pos.compare_exchange_strong(hold, kNoPosition, seq_cst)) {
       me.hold_pos.store(kNoPosition, release_order);
@@ -949,49 +1410,86 @@ bool Ring::rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept {
       if (r.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
       control_->dead_readers.fetch_add(1, relaxed);
     }
-    auto& header = header_at(hold);
-    const std::uint64_t state = header.state.load(acquire);
-    const std::uint64_t word = header.seq_word.load(relaxed);
-    if (state_lap(state) != lap_of(hold) || state_type(state) != RecordType::data || state_length(state) < 0 ||
-        record_size(hold, state) == 0 || (word & kSeqMask) != (seq & kSeqMask)) {
-      bump(me.skipped_bad);
-      me.hold_pos.store(kNoPosition, release_order);
-      continue;
+    // One more delivery for each of them (kept in the header, 8 bits).
+    std::uint64_t pos = hold;
+    for (std::uint64_t step = 0; step < config_.capacity / kRecordAlign && pos < end; ++step) {
+      auto& header = header_at(pos);
+      const std::uint64_t state = header.state.load(acquire);
+      const std::uint64_t size = state_lap(state) == lap_of(pos) ? record_size(pos, state) : 0;
+      if (size == 0) break;
+      if (state_type(state) == RecordType::data) {
+        const std::uint64_t word = header.seq_word.load(relaxed);
+        if ((word >> 56) < 255) header.seq_word.store(word + (std::uint64_t{1} << 56), relaxed);
+      }
+      pos += size;
     }
-    const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
-    header.seq_word.store((word & kSeqMask) | static_cast<std::uint64_t>(deliveries & 0xff) << 56, relaxed);
-    if (!fill_view(header, state, seq, deliveries, hold, deliveries > config_.max_deliveries, view)) {
-      bump(me.skipped_bad);
-      me.hold_pos.store(kNoPosition, release_order);
-      continue;
-    }
-    bump(me.redelivered);
-    handle.holding = true;
+    bump(me.redelivered, count);
+    handle.rescue_pos = hold;
+    handle.rescue_end = end;
+    handle.rescue_seq = seq;
     return true;
   }
   return false;
 }
 
-void Ring::release(ReaderHandle& handle, const View& view) noexcept {
+std::uint32_t Ring::deliver_rescued(ReaderHandle& handle, View* views, std::uint32_t max) noexcept {
+  auto& slot = control_->readers[handle.slot];
+  std::uint64_t pos = handle.rescue_pos;
+  std::uint32_t n = 0;
+  for (std::uint64_t step = 0; step < config_.capacity / kRecordAlign && pos < handle.rescue_end && n < max; ++step) {
+    auto& header = header_at(pos);
+    const std::uint64_t state = header.state.load(acquire);
+    const std::uint64_t size = state_lap(state) == lap_of(pos) ? record_size(pos, state) : 0;
+    if (size == 0) {
+      bump(slot.skipped_bad);
+      pos = handle.rescue_end;
+      break;
+    }
+    if (state_type(state) == RecordType::data) {
+      const std::uint64_t word = header.seq_word.load(relaxed);
+      const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
+      if (fill_view(header, state, word & kSeqMask, deliveries, pos, deliveries > config_.max_deliveries, views[n])) ++n;
+      else bump(slot.skipped_bad);
+    }
+    pos += size;
+  }
+  // Our hold stays on the first record not released; release() moves it.
+  slot.hold_pos.store(handle.rescue_pos, seq_cst);
+  handle.batch_end_pos = pos;
+  handle.batch_count = n;
+  if (n == 0) {
+    handle.rescue_pos = kNoPosition;
+    slot.hold_pos.store(kNoPosition, release_order);
+    return 0;
+  }
+  handle.holding = true;
+  return n;
+}
+
+void Ring::release(ReaderHandle& handle) noexcept {
   if (handle.slot < 0 || !handle.holding) return;
   auto& slot = control_->readers[handle.slot];
   handle.holding = false;
-  bump(slot.delivered);
-  bump(slot.bytes, view.size);
-  if (view.dead_letter) bump(slot.dead_lettered);
+  bump(slot.batches);
   if (handle.mode == ReaderMode::consumer) {
-    slot.hold_pos.store(kNoPosition, seq_cst);
-  } else {
-    handle.pos = view.pos + align_record(kRecordHeaderSize + view.record_length);
-    handle.seq = view.seq + 1;
-    slot.cursor_seq.store(handle.seq, relaxed);
-    if (may_be_lapped(handle.mode)) {
-      slot.cursor_pos.store(handle.pos, relaxed);
-      slot.hold_pos.store(kNoPosition, seq_cst);
+    if (handle.rescue_pos != kNoPosition) {
+      handle.rescue_pos = handle.batch_end_pos;
+      if (handle.rescue_pos >= handle.rescue_end) {
+        handle.rescue_pos = kNoPosition;
+        slot.hold_pos.store(kNoPosition, release_order);
+      } else {
+        slot.hold_pos.store(handle.rescue_pos, release_order);
+      }
     } else {
-      slot.cursor_pos.store(handle.pos, seq_cst);
+      slot.hold_pos.store(kNoPosition, release_order);
     }
+  } else {
+    handle.pos = handle.batch_end_pos;
+    handle.seq = handle.batch_end_seq;
+    publish_cursor(handle);
+    if (may_be_lapped(handle.mode)) slot.hold_pos.store(kNoPosition, release_order);
   }
+  order_before_wake_check(*control_);
   wake_writers();
 }
 
@@ -1005,6 +1503,7 @@ bool Ring::wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64
     slot.sleeping.store(1, relaxed);
     control_->data_woken.store(0, seq_cst);
     control_->data_waiters.fetch_add(1, seq_cst);
+    order_before_sleep(*control_);
     if (tail().second < count)
       futex_wait(control_->data_signal, signal,
                  std::min<std::int64_t>(kMaxSleepNs, static_cast<std::int64_t>(deadline_ns - now)));
@@ -1012,34 +1511,71 @@ bool Ring::wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64
   }
 }
 
-ReadStatus Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View& view) noexcept {
+std::uint32_t Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View* views, std::uint32_t max,
+                               ReadStatus& status) noexcept {
+  std::uint32_t n = try_read(handle, views, max, status);
+  if (n > 0 || status == ReadStatus::corrupt) return n;
   auto& slot = control_->readers[handle.slot];
-  std::uint64_t spin_until = 0;
+  const std::uint64_t started = monotonic_ns();
+  // Spin while it pays: for about twice the gap messages lately took to
+  // come (when that is short), and not while we see ourselves descheduled.
+  std::uint64_t spin_ns = 0;
+  if (started >= handle.contended_until_ns)
+    spin_ns = handle.gap_ns <= kSpinWorthNs ? std::clamp<std::uint64_t>(2 * handle.gap_ns, kMinSpinNs, kMaxSpinNs)
+                                            : kMinSpinNs;
+  auto arrived = [&](std::uint64_t at) {  // the gap estimate: an average over about 8 waits
+    const std::uint64_t gap = at - started;
+    handle.gap_ns = handle.gap_ns - handle.gap_ns / 8 + gap / 8;
+  };
+  std::uint64_t now = started;
+  std::uint64_t last = started;
   int backoff = 1;
-  for (;;) {
-    const std::uint32_t signal = control_->data_signal.load(acquire);
-    const ReadStatus status = try_read(handle, view);
-    if (status != ReadStatus::empty) return status;
-    const std::uint64_t now = monotonic_ns();
-    if (now >= deadline_ns) return ReadStatus::empty;
-    if (spin_until == 0) spin_until = now + kSpinNs;
-    if (now < spin_until) {
-      for (int i = 0; i < backoff; ++i) cpu_relax();
-      backoff = std::min(backoff * 2, kMaxBackoff);
-      continue;
+  while (now - started < spin_ns) {
+    for (int i = 0; i < backoff; ++i) cpu_relax();
+    backoff = std::min(backoff * 2, kMaxBackoff);
+    n = try_read(handle, views, max, status);
+    now = monotonic_ns();
+    if (n > 0 || status == ReadStatus::corrupt) {
+      arrived(now);
+      return n;
     }
+    if (now - last > kDescheduledNs) {  // descheduled while spinning: the CPU is wanted elsewhere
+      handle.contended_until_ns = now + kContendedNs;
+      break;
+    }
+    last = now;
+    if (now >= deadline_ns) return 0;
+  }
+  for (;;) {
+    if (now >= deadline_ns) return 0;
+    // A reader about to sleep on a claim that never gets published checks
+    // its writer (busy readers do it every few hundred polls).
+    if (handle.mode != ReaderMode::consumer) check_stuck(handle, handle.pos);
+    else check_stuck(handle, control_->take.pos.load(acquire));
+    if (config_.acks && now >= handle.next_rescue_ns) {
+      handle.next_rescue_ns = now + kRescueIntervalNs;
+      if (rescue_dead_consumer(handle)) {
+        n = try_read(handle, views, max, status);
+        if (n > 0) return n;
+      }
+    }
+    const std::uint32_t signal = control_->data_signal.load(acquire);
     bump(slot.waits);
     slot.sleeping.store(1, relaxed);
     control_->data_woken.store(0, seq_cst);
     control_->data_waiters.fetch_add(1, seq_cst);
-    const ReadStatus again = try_read(handle, view);
-    if (again == ReadStatus::empty)
+    order_before_sleep(*control_);
+    n = try_read(handle, views, max, status);
+    if (n == 0 && status != ReadStatus::corrupt)
       futex_wait(control_->data_signal, signal,
                  std::min<std::int64_t>(kMaxSleepNs, static_cast<std::int64_t>(deadline_ns - now)));
     if (slot.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
-    if (again != ReadStatus::empty) return again;
-    spin_until = 0;
-    backoff = 1;
+    if (n == 0 && status != ReadStatus::corrupt) n = try_read(handle, views, max, status);
+    now = monotonic_ns();
+    if (n > 0 || status == ReadStatus::corrupt) {
+      arrived(now);
+      return n;
+    }
   }
 }
 

@@ -1,4 +1,6 @@
-// shm/ring.hpp — the multi-writer, multi-reader byte ring under topics and queues.
+// shm/ring.hpp — the byte ring under topics and queues: many writers (or one
+// exclusive writer), many readers, variable-size records written in place,
+// batches as the unit of cost, crash-safe, every shared word validated.
 //
 // Why our own ring: Boost.Lockfree's queues carry fixed-size elements, and
 // its spsc_queue has one writer; a topic needs variable-size records written
@@ -7,63 +9,95 @@
 //
 // ALGORITHM
 //   Positions are 64-bit byte offsets that only grow; offset = pos & (cap-1).
-//   Records are aligned to 64 bytes, a cache line ("units"): a reader never
-//   shares a line with the record a writer is filling next, which would
-//   cost a coherence miss per message. (DESIGN.md 5 says 8: a 16-byte
-//   header and line alignment are what the measurements favoured.) Every
-//   free unit starts with a FREE marker naming the lap it is free for, so a
-//   header can never be forged by stale payload bytes of an earlier lap.
+//   Records are 16-byte aligned: a 16-byte header, the payload, padding.
+//   Memory is reclaimed in 64-byte units; reclaim writes a FREE marker
+//   naming the next lap into the first word of every unit it frees, so a
+//   reader can always tell "not written yet" from a record, and stale payload
+//   bytes of an earlier lap can never pass for a header (see CLEAN AHEAD).
 //
-//   Claim (lock-free, many writers): read tail {pos P, seq S}; check space
-//   (P + size <= head + cap); CAS the header word at P from FREE(lap(P)) to
-//   DATA(lap(P), writer slot, -len). Exactly one writer wins P; a writer with
-//   a stale P fails, since that unit no longer holds FREE(lap(P)). Then
-//   anyone (the writer, or a helper that sees the claimed header) moves tail
-//   from {P, S} to {P + size, S + 1} with a 16-byte CAS. A writer that does
-//   not fit before the end of the ring claims a PAD record up to it first.
-//   Commit: payload, then CAS the header to +len (seq_cst), then wake
-//   sleeping readers if any registered (no system call otherwise).
+//   Claim. A writer claims a run of `count` records (a batch; one message is
+//   a batch of one) in one step:
+//   - shared ring (any number of writers): ONE 16-byte CAS on tail
+//     {pos, seq} -> {pos + bytes, seq + count}, the only atomic
+//     read-modify-write of a publication. Before it, the writer writes its
+//     intent (pos, end, seq, count) into its slot, so that a claim whose
+//     writer dies before publishing can be found and skipped (CRASH SAFETY).
+//     A shared claim starts and ends on a 64-byte unit; what the records do
+//     not fill at the end is a filler record (SKIP of 0 messages).
+//   - exclusive ring (one writer at a time, declared at creation, enforced):
+//     no atomic read-modify-write at all. The writer owns tail; it appends
+//     records packed at 16 bytes and stores tail {pos, seq} (one 16-byte
+//     store) after each publication.
+//   Publish (commit). Every header of the run is written as committed except
+//   the first one not yet published; one release store of that header then
+//   publishes the whole run: a reader reaches a record only through the one
+//   before it, so it cannot see a later record before the first. A run may be
+//   published in parts (commit, fill more, commit again); what a writer gives
+//   up becomes a SKIP record counting the messages it stands for.
 //
-//   Reclaim (writers that need space, one at a time under a robust mutex,
-//   in batches of up to an eighth of the ring beyond the need, sparing a
-//   topic's `history` newest messages): advance head over committed
-//   records, never past the slowest blocking subscriber (topic) or the
-//   oldest taken-but-unreleased message (queue), then write FREE(lap+1)
-//   markers over the freed units, then publish `reclaimed` = head. Writers check space against `reclaimed`, never head:
-//   they must not write where markers are still being written. Readers use
-//   head to tell they were lapped.
+//   Clean ahead. A reader arriving at position P after a record reads P's
+//   header. P is either a unit start (reclaim's FREE marker is there, or a
+//   real header) or inside a run, where the publishing writer stored a FREE
+//   marker at P before publishing the record that ends at P. So a reader
+//   never interprets stale bytes as a header.
 //
-//   Topic readers keep a cursor {pos, seq}; queue consumers take records
-//   with a 16-byte CAS on a shared `take` cursor and hold them (in their slot)
-//   until released or acknowledged.
+//   Reclaim (writers that need space, one at a time under a robust mutex, in
+//   batches of up to an eighth of the ring beyond the need, sparing a topic's
+//   `history` newest messages): advance head over published records, never
+//   past the slowest blocking subscriber (topic) or the oldest taken but
+//   unreleased message (queue), then write FREE(lap+1) markers over the freed
+//   units, then publish `reclaimed` = head rounded down to a unit. Writers
+//   check space against `reclaimed` (cached per writer, reloaded only when it
+//   seems short); readers use head to tell they were lapped.
+//
+//   Topic readers keep a cursor {pos, seq}, published (release store) once
+//   per batch they release. Queue consumers take a batch of records with one
+//   16-byte CAS on the shared `take` cursor and hold the range in their slot
+//   until they release (acknowledge) it.
+//
+// COST PER MESSAGE (64-byte payload, writers and readers keeping up)
+//   exclusive writer: payload, header stores, a 16-byte tail store, no
+//   atomic read-modify-write, no fence. Shared writers: one 16-byte CAS per
+//   run. Readers: a header load per record, a cursor store per batch; queue
+//   consumers one 16-byte CAS per batch. Waking a sleeper costs a futex call
+//   only when one sleeps (WAITING). All other shared lines are read-mostly.
 //
 // WAITING
-//   A reader with nothing to read (a writer with no space) polls with
-//   exponential backoff for ~30 us, then registers in data_waiters
-//   (space_waiters) and futex-waits on data_signal (space_signal), at most
-//   20 ms at a time so that liveness is re-checked. A writer's commit (a
-//   reader's release) wakes only if someone is registered, and only once per
-//   round of sleepers (data_woken / space_woken): no system call on the fast
-//   path, one per sleep otherwise. Readers also cache the last tail they saw
-//   and reload it only when they reach it.
+//   A reader with nothing to read (a writer with no space) spins while it
+//   pays: for about twice the gap it has lately waited for a message (at
+//   least a microsecond, at most 50 us), and not at all while it sees itself
+//   being descheduled (a host with more runnable threads than CPUs, where a
+//   spinning reader would take the CPU its writer needs). Then it registers
+//   in data_waiters (space_waiters), issues an asymmetric memory barrier
+//   (membarrier(2), global expedited) and futex-waits on data_signal
+//   (space_signal), at most 20 ms at a time so that liveness is re-checked.
+//   The barrier is what lets writers publish with a plain release store and
+//   then read data_waiters without a fence of their own: either the writer
+//   sees the registered sleeper, or the sleeper's last check sees the record.
+//   (Where membarrier is unavailable, the ring's `fenced_commits` flag makes
+//   every writer issue a full fence after publishing instead.) A waker calls
+//   futex wake only if someone is registered, and once per round of sleepers
+//   (data_woken / space_woken).
 //
 // CRASH SAFETY
-//   A writer dead between claim and commit: its header names its slot, the
-//   slot names its process (pid + start time) and its current claim; a
-//   reader stuck on the record for kStuckCheckNs checks, and if the writer is
-//   dead turns the record into SKIP (counted in dead_claims). A consumer dead
-//   with a message taken: with acks the message is redelivered (deliveries+1)
-//   by the next consumer that looks; without acks it is dropped (at most
-//   once). A dead blocking subscriber stops holding writers back when a
-//   writer finds it blocking and checks its liveness.
+//   A shared writer dead between claim and publication: a reader (or a
+//   reclaimer, or the process taking over its slot) that finds a FREE marker
+//   below tail for kStuckCheckNs looks for the claim covering it among the
+//   writers' intents; if its writer is dead, it turns what was not published
+//   into a SKIP record (counted in dead_claims). An exclusive writer that
+//   dies leaves nothing published past its last commit; the next exclusive
+//   writer counts what it had claimed and not published. A consumer dead
+//   with messages taken: with acks they are delivered again (deliveries+1) to
+//   the next consumer that looks; without acks they are dropped (at most
+//   once, counted). A dead blocking subscriber stops holding writers back
+//   when a writer finds it blocking and checks its liveness.
 //
-// UNTRUSTED MEMORY (DESIGN.md 3.4)
+// UNTRUSTED MEMORY
 //   Every shared index and length is read once into a local and checked:
 //   positions against each other and the capacity, lengths against the
 //   configured maximum and the ring end, sequences against the reader's own.
-//   A bad record makes the reader resynchronise to the tail, counting what
-//   it skipped; nothing is read or written out of bounds; every loop is
-//   bounded.
+//   A bad record makes the reader resynchronise to the tail, counting what it
+//   skipped; nothing is read or written out of bounds; every loop is bounded.
 #pragma once
 
 #include <atomic>
@@ -74,64 +108,72 @@
 #include <string>
 
 #include "colo/error.hpp"
-#include "robust_mutex.hpp"
 #include "segment.hpp"
 
 namespace colo::shm {
 
-inline constexpr std::size_t kRecordAlign = 64;
+inline constexpr std::size_t kRecordAlign = 16;      // records start on 16 bytes
+inline constexpr std::size_t kUnit = 64;             // reclaim's unit, a cache line; shared claims start on one
 inline constexpr std::size_t kRecordHeaderSize = 16;
 inline constexpr std::size_t kRingSlots = 64;        // publishers; and readers
 inline constexpr std::uint64_t kMinRingCapacity = 4096;
 inline constexpr std::uint64_t kMaxRingCapacity = std::uint64_t{1} << 34;  // 16 GiB
+inline constexpr std::uint32_t kMaxBatch = 1u << 16;  // records per claim or read
 inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
-inline constexpr std::uint32_t kRingLayoutVersion = 2;
+inline constexpr std::uint32_t kRingLayoutVersion = 3;
 
 enum class RingKind : std::uint32_t { topic = 1, queue = 2 };
-// `bridge`: colod's cursor for a peer. It holds back local writers like
-// `block`, but a writer of a relayed record (from another host) may lap it
-// like `lossy`: inbound federation never waits for outbound federation, so
-// two hosts that both publish faster than they can exchange cannot
-// deadlock (what the bridge cursor lost is then counted, as for lossy).
-enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3, bridge = 4 };
+// `block_untagged`: holds back writers of untagged records like `block`, but
+// a writer of an origin-tagged record may lap it like `lossy`. A forwarder
+// that reads a ring to carry its untagged (locally published) records
+// elsewhere, and writes tagged records it received, uses it: its writes
+// never wait for its own reads, so two forwarders feeding each other cannot
+// deadlock (what it was lapped of is counted, as for lossy).
+enum class ReaderMode : std::uint32_t { block = 1, lossy = 2, consumer = 3, block_untagged = 4 };
 
 // Readers that may be lapped read through a hold (see try_read_topic).
-constexpr bool may_be_lapped(ReaderMode mode) noexcept { return mode == ReaderMode::lossy || mode == ReaderMode::bridge; }
+constexpr bool may_be_lapped(ReaderMode mode) noexcept {
+  return mode == ReaderMode::lossy || mode == ReaderMode::block_untagged;
+}
 
-// Record header, at every record's 64-byte aligned start.
+// Record header, at every record's 16-byte aligned start.
 //
-//   word 0 (atomic, the commit word):
-//    63            42 41  40 39 38 37     32 31                              0
-//   +----------------+------+--+--+--------+--------------------------------+
-//   | lap (22 bits)  | type |0 |R | writer | length (int32, payload bytes;  |
-//   |                |      |  |  | slot   |  negative while being written) |
-//   +----------------+------+--+--+--------+--------------------------------+
-//     type: 0 FREE (unit free for `lap`), 1 DATA, 2 PAD (to ring end), 3 SKIP
-//     R (relayed): written by colod for a message that came from another
-//     host; the payload then starts with a RelayPrefix, which readers strip
-//     and report as the message's origin. colod never forwards such a
-//     record again, so federated messages cannot loop.
-//   word 1 (a free unit holds its own position here, see try_claim):
-//    63        56 55                                                    0
-//   +------------+-------------------------------------------------------+
-//   | deliveries | sequence (low 56 bits of the ring's message sequence)  |
-//   +------------+-------------------------------------------------------+
-//   payload, then padding to the next 64-byte boundary (not cleared).
+//   word 0 (atomic; its release store publishes the record):
+//    63             42 41  40 39 38        32 31                             0
+//   +-----------------+------+--+------------+-------------------------------+
+//   | lap (22 bits)   | type |O | 0 (7 bits) | length                        |
+//   +-----------------+------+--+------------+-------------------------------+
+//     type: 0 FREE (nothing here yet, for `lap`; length 0), 1 DATA,
+//           2 PAD (fills to the ring's end), 3 SKIP (given up, or filler)
+//     length: DATA: payload bytes (with the origin tag, if O);
+//             PAD, SKIP: bytes the record covers, header included
+//     O (origin tag): the payload starts with an OriginTag, which readers
+//       strip and report as the message's origin.
+//   word 1:
+//     DATA:  | deliveries - 1 (8 bits) | sequence (low 56 bits)      |
+//            (deliveries: a queue's earlier deliveries of it that were
+//             not acknowledged; 0 until one is taken over)
+//     SKIP:  the number of messages it stands for (0: filler)
+//     PAD, FREE: 0
+//   payload, then padding to the next 16-byte boundary (not cleared).
+//
+// A DATA record covers align16(16 + length) bytes; it never crosses the
+// ring's end (a PAD does, up to it).
 enum class RecordType : std::uint32_t { free = 0, data = 1, pad = 2, skip = 3 };
 
-// First 16 bytes of a relayed record's payload (R set): where it came from.
+// First 16 bytes of a tagged record's payload (O set): where it came from.
 //    0               8          12         16
 //   +---------------+----------+----------+
-//   | origin_seq    | origin   | reserved |   origin: the origin node's id
-//   +---------------+----------+----------+   (nonzero); origin_seq: the
-//   sequence of the message in the origin host's ring.
-struct RelayPrefix {
+//   | origin_seq    | origin   | reserved |   origin: nonzero id of the
+//   +---------------+----------+----------+   source; origin_seq: the
+//   message's sequence there.
+struct OriginTag {
   std::uint64_t origin_seq;
   std::uint32_t origin;
   std::uint32_t reserved;
 };
-inline constexpr std::uint32_t kRelayPrefixSize = 16;
-static_assert(sizeof(RelayPrefix) == kRelayPrefixSize, "a relay prefix is 16 bytes");
+inline constexpr std::uint32_t kOriginTagSize = 16;
+static_assert(sizeof(OriginTag) == kOriginTagSize, "an origin tag is 16 bytes");
 
 struct alignas(16) RecordHeader {
   std::atomic<std::uint64_t> state;
@@ -139,39 +181,51 @@ struct alignas(16) RecordHeader {
 };
 static_assert(sizeof(RecordHeader) == kRecordHeaderSize, "a record header is 16 bytes");
 
-// {pos, seq} pairs are updated together with a 16-byte CAS (cmpxchg16b) and
-// read consistently by reading pos, seq, pos again (pos only grows, so an
-// unchanged pos means seq belongs to it).
+// {pos, seq} pairs move together: by a 16-byte CAS (cmpxchg16b), or for an
+// exclusive ring's tail by one 16-byte aligned vector store (atomic on x86-64
+// processors with AVX). Read consistently by reading pos, seq, pos again
+// (pos only grows, so an unchanged pos means seq belongs to it).
 struct alignas(16) PositionPair {
   std::atomic<std::uint64_t> pos;
   std::atomic<std::uint64_t> seq;
 };
 
+// A publisher's slot: two cache lines, written by their owner only (a
+// reclaimer or a new owner resolves a dead owner's claim).
 struct PublisherSlot {
-  std::atomic<std::uint32_t> pid;        // 0: free; claimed by CAS
+  // line 0: identity, and the claim in progress (its intent, written before
+  // the tail CAS; claim_pos last, kNoPosition while being rewritten)
+  std::atomic<std::uint32_t> pid;  // 0: free; claimed by CAS
   std::uint32_t reserved0;
   std::atomic<std::uint64_t> start_time;
-  std::atomic<std::uint64_t> claim_pos;  // position of the claim in progress (set before the claim CAS)
-  std::atomic<std::uint64_t> published;  // written by the owner only
+  std::atomic<std::uint64_t> claim_pos;  // first record of the claim; kNoPosition: none
+  std::atomic<std::uint64_t> claim_end;  // position after the claim
+  std::atomic<std::uint64_t> claim_seq;  // sequence of its first record
+  std::atomic<std::uint32_t> claim_count;
+  std::uint32_t reserved1;
+  std::uint64_t reserved2[2];
+  // line 1: counters
+  std::atomic<std::uint64_t> published;  // messages
   std::atomic<std::uint64_t> bytes;
-  std::atomic<std::uint64_t> waits;      // times it waited for space
-  std::atomic<std::uint64_t> abandoned;  // loans given up
-  std::uint64_t reserved1;
+  std::atomic<std::uint64_t> waits;      // times it slept waiting for space
+  std::atomic<std::uint64_t> abandoned;  // messages loaned and given up
+  std::atomic<std::uint64_t> batches;    // publications (a batch of one included)
+  std::uint64_t reserved3[3];
 };
-static_assert(sizeof(PublisherSlot) == 64, "a publisher slot is one cache line");
+static_assert(sizeof(PublisherSlot) == 128, "a publisher slot is two cache lines");
 
 struct ReaderSlot {
   // line 0: identity and positions
   std::atomic<std::uint32_t> pid;         // 0: free
   std::atomic<std::uint32_t> mode;        // ReaderMode
   std::atomic<std::uint64_t> start_time;
-  std::atomic<std::uint64_t> cursor_pos;  // topic: next record to read
+  std::atomic<std::uint64_t> cursor_pos;  // topic: next record to read (published once per batch)
   std::atomic<std::uint64_t> cursor_seq;
-  std::atomic<std::uint64_t> hold_pos;    // record being read (lossy view / queue take); kNoPosition if none
-  std::atomic<std::uint64_t> hold_seq;
+  std::atomic<std::uint64_t> hold_pos;    // first record held (lossy read / queue take); kNoPosition if none
+  std::atomic<std::uint64_t> hold_seq;    // its sequence
   std::atomic<std::uint32_t> sleeping;    // 1 while counted in data_waiters
-  std::uint32_t reserved0;
-  std::uint64_t reserved1;
+  std::atomic<std::uint32_t> hold_count;  // queue: messages taken in the held range
+  std::atomic<std::uint64_t> hold_end;    // queue: position after the held range
   // line 1: counters, written by the owner only
   std::atomic<std::uint64_t> delivered;
   std::atomic<std::uint64_t> bytes;
@@ -180,7 +234,7 @@ struct ReaderSlot {
   std::atomic<std::uint64_t> redelivered;  // queue: taken over from a dead consumer
   std::atomic<std::uint64_t> dead_lettered;
   std::atomic<std::uint64_t> waits;        // futex sleeps
-  std::uint64_t reserved2;
+  std::atomic<std::uint64_t> batches;      // reads that returned messages
 };
 static_assert(sizeof(ReaderSlot) == 128, "a reader slot is two cache lines");
 
@@ -191,13 +245,15 @@ static_assert(sizeof(ReaderSlot) == 128, "a reader slot is two cache lines");
 //   128    head {pos, seq}     (oldest retained record), reclaimed 192
 //   192    take {pos, seq}     (queue: next record to hand out)   256
 //   256    data_signal, data_waiters, space_signal, space_waiters,
-//          data_woken, space_woken                                 320
-//   320    reclaim mutex (robust)                                  384
+//          data_woken, space_woken, fenced_commits                 320
+//   320    reclaim lock {owner thread, its start time}             384
 //   384    ring counters (RMW, rare events)                        448
 //   448    reserved                                               1024
-//   1024   PublisherSlot[64]                                      5120
-//   5120   ReaderSlot[64]                                        13312
-//   13312  data[capacity]
+//   1024   PublisherSlot[64]                                      9216
+//   9216   ReaderSlot[64]                                        17408
+//   17408  data[capacity]
+//
+// Member order is part of the shared format (kRingLayoutVersion).
 struct RingControl {
   std::uint32_t layout_version;
   std::uint32_t kind;            // RingKind
@@ -206,41 +262,52 @@ struct RingControl {
   std::uint32_t acks;            // queue: 1 if consumers acknowledge
   std::uint32_t max_deliveries;  // queue with acks: then dead-letter
   std::uint32_t history;         // topic: newest messages kept for new subscribers when there is room
-  std::uint8_t pad0[32];
+  std::uint32_t exclusive;       // 1: one publisher at a time (no atomic RMW on the write path)
+  std::uint8_t pad0[28];
 
   PositionPair tail;
   std::uint8_t pad1[48];
   PositionPair head;
-  std::atomic<std::uint64_t> reclaimed;  // head after its FREE markers are written: writers' space limit
+  std::atomic<std::uint64_t> reclaimed;  // head rounded down to a unit, after its FREE markers: writers' limit
   std::uint8_t pad2[40];
   PositionPair take;
   std::uint8_t pad3[48];
 
-  std::atomic<std::uint32_t> data_signal;  // futex: bumped when data is committed and someone sleeps
+  std::atomic<std::uint32_t> data_signal;  // futex: bumped when data is published and someone sleeps
   std::atomic<std::uint32_t> data_waiters;
   std::atomic<std::uint32_t> space_signal;  // futex: bumped when space is freed and a writer sleeps
   std::atomic<std::uint32_t> space_waiters;
   // 1 once a waker has woken the current sleepers; a sleeper clears it before
-  // it sleeps. So a writer committing many messages to a sleeping reader
+  // it sleeps. So a writer publishing many messages to a sleeping reader
   // makes one futex call, not one per message (Ring::wake_readers).
   std::atomic<std::uint32_t> data_woken;
   std::atomic<std::uint32_t> space_woken;
-  std::uint8_t pad4[40];
+  // 1 once some process of this ring could not use membarrier(2): from then
+  // on writers and readers fence after publishing and releasing (WAITING).
+  std::atomic<std::uint32_t> fenced_commits;
+  std::uint8_t pad4[36];
 
-  RobustMutex reclaim_mutex;
-  std::uint8_t pad5[64 - sizeof(RobustMutex)];
+  // Serialises reclaim (and a blocking reader's arrival). Not a pthread
+  // robust mutex: glibc keeps a robust mutex's list pointers inside the
+  // mutex, in shared memory, where a process scribbling over them makes the
+  // holder crash in unlock. This word holds no pointer: the owner's thread
+  // id (high 32 bits) and the low 32 bits of its start time; 0 when free. A
+  // waiter that finds the owner dead takes it over (every step under it is
+  // idempotent).
+  std::atomic<std::uint64_t> reclaim_lock;
+  std::uint8_t pad5[56];
 
-  std::atomic<std::uint64_t> dead_claims;    // records of dead writers turned into SKIP
+  std::atomic<std::uint64_t> dead_claims;    // messages of dead writers skipped
   std::atomic<std::uint64_t> bad_records;    // invalid headers met by writers/reclaimers
   std::atomic<std::uint64_t> retired_published;  // counters of closed publisher slots
   std::atomic<std::uint64_t> retired_bytes;
   std::atomic<std::uint64_t> dead_readers;   // readers evicted after dying
   std::atomic<std::uint64_t> dropped_unacked;  // queue without acks: taken by a consumer that died
-  // Open bridge readers (colod's cursors for peers). While there are any,
-  // local writers leave the last quarter of the ring to relayed ones, so
-  // inbound federation finds room without lapping what peers have not yet
-  // confirmed (see ReaderMode::bridge). A hint: never below the truth.
-  std::atomic<std::uint32_t> bridge_readers;
+  // Open block_untagged readers. While there are any, writers of untagged
+  // records leave the last quarter of the ring to tagged ones, so that a
+  // forwarder's inbound writes find room without lapping what it has not yet
+  // carried (see ReaderMode::block_untagged). A hint: never below the truth.
+  std::atomic<std::uint32_t> block_untagged_readers;
   std::uint8_t pad6[12];
 
   std::uint8_t reserved[576];
@@ -251,11 +318,11 @@ static_assert(offsetof(RingControl, tail) == 64, "tail starts at byte 64");
 static_assert(offsetof(RingControl, head) == 128, "head starts at byte 128");
 static_assert(offsetof(RingControl, take) == 192, "take starts at byte 192");
 static_assert(offsetof(RingControl, data_signal) == 256, "wait words start at byte 256");
-static_assert(offsetof(RingControl, reclaim_mutex) == 320, "reclaim mutex starts at byte 320");
+static_assert(offsetof(RingControl, reclaim_lock) == 320, "the reclaim lock starts at byte 320");
 static_assert(offsetof(RingControl, dead_claims) == 384, "ring counters start at byte 384");
 static_assert(offsetof(RingControl, publishers) == 1024, "publisher slots start at byte 1024");
-static_assert(offsetof(RingControl, readers) == 5120, "reader slots start at byte 5120");
-static_assert(sizeof(RingControl) == 13312, "the control block is 13 KiB");
+static_assert(offsetof(RingControl, readers) == 9216, "reader slots start at byte 9216");
+static_assert(sizeof(RingControl) == 17408, "the control block is 17 KiB");
 
 struct RingConfig {
   RingKind kind = RingKind::topic;
@@ -267,24 +334,35 @@ struct RingConfig {
   // of need, and start new subscribers that many back by default. Writers
   // never wait for history: when the ring is full, the oldest go.
   std::uint32_t history = 0;
+  // One publisher at a time (a second open_publisher is refused while the
+  // first lives); its writes need no atomic read-modify-write.
+  bool exclusive = false;
 };
 
-// A writable region of the ring, from claim() until commit() or abandon().
-struct Loan {
-  std::byte* data = nullptr;  // the caller's payload (after the relay prefix, if any)
-  std::uint32_t size = 0;     // the caller's payload bytes
-  std::uint64_t pos = 0;
-  std::uint64_t seq = 0;
-  bool relayed = false;       // claimed with a RelayPrefix before `data`
-};
-
-// Where a relayed message came from (colod's claims only).
-struct RelayTag {
+// Where a tagged message came from (see OriginTag).
+struct OriginRef {
   std::uint32_t origin = 0;  // nonzero
   std::uint64_t origin_seq = 0;
 };
 
-// A committed message, readable until release().
+// A claimed run of records, from claim until finish(). Process-local; the
+// caller fills records in order (next_record), publishes with commit (as
+// often as it likes), and ends with finish (what was not filled is given up).
+struct Claim {
+  std::uint64_t pos = 0;         // first record
+  std::uint64_t end = 0;         // position after the claim
+  std::uint64_t seq = 0;         // first record's sequence
+  std::uint32_t count = 0;       // records claimed
+  std::uint32_t filled = 0;      // records begun (next_record)
+  std::uint32_t published = 0;   // records published
+  std::uint64_t fill_pos = 0;    // where the next record goes
+  std::uint64_t publish_pos = 0; // first record not yet published
+  std::uint64_t publish_word = 0;  // its header word 0, stored last
+  std::uint64_t bytes = 0;       // payload bytes begun (counters)
+  bool tagged = false;           // records carry an OriginTag
+};
+
+// A committed message, readable until released.
 struct View {
   const std::byte* data = nullptr;
   std::uint32_t size = 0;
@@ -292,9 +370,8 @@ struct View {
   std::uint32_t deliveries = 1;  // queue: 1 on first delivery
   std::uint64_t pos = 0;
   bool dead_letter = false;      // queue: delivered max_deliveries times already
-  std::uint32_t record_length = 0;  // payload bytes in the ring (size + the relay prefix, if any)
-  std::uint32_t origin = 0;         // relayed: the origin node's id; 0: published on this host
-  std::uint64_t origin_seq = 0;     // relayed: its sequence at the origin
+  std::uint32_t origin = 0;      // tagged: the origin's id; 0: untagged
+  std::uint64_t origin_seq = 0;  // tagged: its sequence at the origin
 };
 
 enum class ClaimStatus { ok, full, too_large, corrupt };
@@ -303,17 +380,37 @@ enum class ReadStatus { ok, empty, corrupt };
 // Process-local state of a publisher or a reader; the shared part is its slot.
 struct PublisherHandle {
   int slot = -1;
+  std::uint64_t known_reclaimed = 0;  // last `reclaimed` seen (a lower bound of it)
+  // exclusive ring: the writer's own tail
+  std::uint64_t tail_pos = 0;
+  std::uint64_t tail_seq = 0;
+  // waiting
+  std::uint64_t contended_until_ns = 0;
 };
+
 struct ReaderHandle {
   int slot = -1;
   ReaderMode mode = ReaderMode::block;
-  std::uint64_t pos = 0;  // topic cursor (mirrors the slot)
+  std::uint64_t pos = 0;  // topic cursor (mirrors the slot once per batch)
   std::uint64_t seq = 0;
-  std::uint64_t stuck_pos = kNoPosition;  // record seen in progress since stuck_since_ns
+  // the batch being read (holding): where the cursor goes on release
+  std::uint64_t batch_end_pos = 0;
+  std::uint64_t batch_end_seq = 0;
+  std::uint32_t batch_count = 0;
+  bool holding = false;
+  // queue: a range taken over from a dead consumer, delivered in order
+  std::uint64_t rescue_pos = kNoPosition;
+  std::uint64_t rescue_end = 0;
+  std::uint64_t rescue_seq = 0;
+  // stuck claims
+  std::uint64_t stuck_pos = kNoPosition;  // FREE marker seen below tail since stuck_since_ns
   std::uint64_t stuck_since_ns = 0;
   std::uint64_t next_rescue_ns = 0;       // queue: next scan for dead consumers
-  std::uint64_t known_tail = 0;           // the last tail position seen (a lower bound of tail)
-  bool holding = false;
+  std::uint32_t stuck_polls = 0;          // empty polls: the clock is read every few hundred
+  std::uint64_t known_reclaimed = 0;      // last `reclaimed` seen (a lower bound of it)
+  // waiting: how long messages lately took to come, and whether spinning pays
+  std::uint64_t gap_ns = 0;
+  std::uint64_t contended_until_ns = 0;
 };
 
 // A view over a ring in mapped memory. Copyable: it owns nothing.
@@ -321,6 +418,11 @@ class Ring {
  public:
   static std::size_t bytes_for(std::uint64_t capacity) noexcept { return sizeof(RingControl) + capacity; }
   static Result<void> validate(const RingConfig& config);
+  // Bytes of ring a record of `size` payload bytes takes (header, tag, padding).
+  static std::uint64_t footprint(std::uint32_t size, bool tagged) noexcept {
+    return (kRecordHeaderSize + (tagged ? kOriginTagSize : 0) + std::uint64_t{size} + kRecordAlign - 1) &
+           ~std::uint64_t{kRecordAlign - 1};
+  }
   // Initialises zeroed memory of bytes_for(capacity) bytes; the creator
   // calls it before publishing the segment.
   static Result<Ring> create(void* memory, std::size_t size, const RingConfig& config);
@@ -329,53 +431,73 @@ class Ring {
 
   RingConfig config() const noexcept { return config_; }
 
-  // ---- publishers (any thread of any process; one loan at a time per handle)
+  // ---- publishers (any thread of any process; one claim at a time per handle)
+  // Exclusive ring: Errc::busy while another live process publishes.
   Result<PublisherHandle> open_publisher();
   void close_publisher(PublisherHandle& handle) noexcept;
-  // `relay` (colod only): the record is marked relayed and carries the tag.
-  ClaimStatus try_claim(PublisherHandle& handle, std::uint32_t size, Loan& loan,
-                        const RelayTag* relay = nullptr) noexcept;
+  // Claims `count` records of `size` payload bytes each, or of sizes[i] if
+  // `sizes` is given (count entries). `tagged`: each record carries an
+  // OriginTag before the payload (next_record writes it). On a shared ring
+  // the claim may be shortened to fit before the ring's end (claim.count
+  // tells); `count` 0 is too_large.
+  ClaimStatus try_claim(PublisherHandle& handle, std::uint32_t count, std::uint32_t size, Claim& claim,
+                        const std::uint32_t* sizes = nullptr, bool tagged = false) noexcept;
   // Waits for space until the deadline (CLOCK_MONOTONIC ns): spin, then futex.
-  ClaimStatus claim_until(PublisherHandle& handle, std::uint32_t size, std::uint64_t deadline_ns, Loan& loan,
-                          const RelayTag* relay = nullptr) noexcept;
-  void commit(PublisherHandle& handle, const Loan& loan) noexcept;
-  void abandon(PublisherHandle& handle, const Loan& loan) noexcept;
+  ClaimStatus claim_until(PublisherHandle& handle, std::uint32_t count, std::uint32_t size, std::uint64_t deadline_ns,
+                          Claim& claim, const std::uint32_t* sizes = nullptr, bool tagged = false) noexcept;
+  // The payload of the claim's next record (`size` bytes, as claimed), after
+  // its origin tag if tagged. Null when every record is begun.
+  std::byte* next_record(Claim& claim, std::uint32_t size, const OriginRef* origin = nullptr) noexcept;
+  // Payload of record `index` of a claim whose records all have `size`
+  // bytes (begun or not): for writing a batch in any order.
+  std::byte* payload_at(const Claim& claim, std::uint32_t index, std::uint32_t size) const noexcept {
+    const std::uint64_t pos = claim.pos + std::uint64_t{index} * footprint(size, claim.tagged);
+    return data_ + (pos & mask_) + kRecordHeaderSize + (claim.tagged ? kOriginTagSize : 0);
+  }
+  // Publishes every record begun so far.
+  void commit(PublisherHandle& handle, Claim& claim) noexcept;
+  // Gives up the records not begun-and-published (one SKIP record), and ends
+  // the claim. A claim whose records are all published just ends.
+  void finish(PublisherHandle& handle, Claim& claim) noexcept;
 
-  // ---- readers: topic subscribers (block or lossy) and queue consumers
+  // ---- readers: topic subscribers (block, lossy, block_untagged) and queue consumers
   // `history`: topic only, start at most that many retained messages back.
   // `from_seq` (topic only, instead of history): start at the message with
   // that sequence, or the oldest retained one if it is gone (what was gone
   // is counted in the slot's `missed`); past tail: at tail.
   Result<ReaderHandle> open_reader(ReaderMode mode, std::uint64_t history = 0,
                                    std::optional<std::uint64_t> from_seq = std::nullopt);
-  // Calls fn(origin, origin_seq) for each retained committed relayed record,
-  // oldest first (colod's restart: what was already delivered from where).
+  void close_reader(ReaderHandle& handle) noexcept;
+  // Reads up to `max` (1..kMaxBatch) available messages into views[0..n) and
+  // holds them until release(); n == 0 with `empty` (nothing yet) or
+  // `corrupt`. One batch at a time per handle.
+  std::uint32_t try_read(ReaderHandle& handle, View* views, std::uint32_t max, ReadStatus& status) noexcept;
+  std::uint32_t read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View* views, std::uint32_t max,
+                           ReadStatus& status) noexcept;
+  // Topic: moves past the batch. Queue: the batch is done (acknowledged).
+  void release(ReaderHandle& handle) noexcept;
+  // Sleeps (as a registered data waiter of `handle`'s slot, so writers wake
+  // it on publish) until `count` messages have been claimed (the tail's
+  // sequence is at least `count`) or the deadline; reads nothing. True if
+  // they have. For a forwarder's wake-up thread.
+  bool wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64_t deadline_ns) noexcept;
+
+  // Calls fn(origin, origin_seq) for each retained published tagged record,
+  // oldest first (a forwarder's restart: what it already wrote from where).
   // Best effort against concurrent reclaim: a record is reported only if
-  // head had not passed it after its prefix was read.
+  // head had not passed it after its tag was read.
   template <typename Fn>
-  void for_each_relayed(Fn&& fn) const noexcept {
+  void for_each_tagged(Fn&& fn) const noexcept {
     std::uint64_t pos = control_->head.pos.load(std::memory_order_acquire);
     const std::uint64_t tail_pos = control_->tail.pos.load(std::memory_order_acquire);
     for (std::uint64_t step = 0; step < config_.capacity / kRecordAlign && pos < tail_pos; ++step) {
-      RelayPrefix prefix{};
-      const std::uint64_t size = relayed_at(pos, prefix);
+      OriginTag tag{};
+      const std::uint64_t size = tagged_at(pos, tag);
       if (size == 0) return;
-      if (prefix.origin != 0 && control_->head.pos.load(std::memory_order_acquire) <= pos)
-        fn(prefix.origin, prefix.origin_seq);
+      if (tag.origin != 0 && control_->head.pos.load(std::memory_order_acquire) <= pos) fn(tag.origin, tag.origin_seq);
       pos += size;
     }
   }
-  void close_reader(ReaderHandle& handle) noexcept;
-  ReadStatus try_read(ReaderHandle& handle, View& view) noexcept;
-  ReadStatus read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View& view) noexcept;
-  // Sleeps (as a registered data waiter of `handle`'s slot, so writers wake
-  // it on commit) until `count` messages have been claimed (the tail's
-  // sequence is at least `count`) or the deadline; reads nothing. True if
-  // they have. For colod's wake-up threads: they tell its event loop that
-  // something was published.
-  bool wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64_t deadline_ns) noexcept;
-  // Topic: moves past the message. Queue: the message is done (acknowledged).
-  void release(ReaderHandle& handle, const View& view) noexcept;
 
   RingControl& control() noexcept { return *control_; }
   const RingControl& control() const noexcept { return *control_; }
@@ -396,33 +518,57 @@ class Ring {
   }
   // Which lap of the ring `pos` is on (22 bits, as in a record header).
   std::uint64_t lap_of(std::uint64_t pos) const noexcept { return (pos >> lap_shift_) & ((std::uint64_t{1} << 22) - 1); }
-  // Size of the record whose header word is `state`, or 0 if impossible.
+  // Bytes the record at `pos` with header word `state` covers, or 0 if the
+  // header is impossible there (FREE included).
   std::uint64_t record_size(std::uint64_t pos, std::uint64_t state) const noexcept;
-  void help_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
-  bool make_room(std::uint64_t target, bool relayed) noexcept;
+  std::uint64_t free_marker(std::uint64_t pos) const noexcept;
+
+  struct ClaimShape {
+    std::uint32_t count;
+    std::uint32_t size;             // every record's, unless sizes
+    const std::uint32_t* sizes;     // count entries, or null
+    bool tagged;
+  };
+  std::uint32_t fit(const ClaimShape& shape, std::uint64_t room, std::uint64_t& bytes) const noexcept;
+  ClaimStatus claim_shared(PublisherHandle& handle, const ClaimShape& shape, Claim& claim) noexcept;
+  ClaimStatus claim_exclusive(PublisherHandle& handle, const ClaimShape& shape, Claim& claim) noexcept;
+  bool has_space(PublisherHandle& handle, std::uint64_t end, bool untagged, std::uint64_t& reclaim_to) noexcept;
+  void store_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
+  bool make_room(std::uint64_t target, bool untagged) noexcept;
+  bool lock_reclaim(std::uint64_t deadline_ns) noexcept;
+  void unlock_reclaim() noexcept;
   void write_free_markers(std::uint64_t from, std::uint64_t to) noexcept;
   void evict_dead_readers() noexcept;
-  void forget_bridge_reader() noexcept;
-  // `relayed`: for a relayed claim, bridge readers' holds do not count
-  // (colod only looks at the origin of what its bridge cursor holds).
-  bool held_between(std::uint64_t low, std::uint64_t high, bool relayed) noexcept;
-  std::uint64_t reclaim_bound(std::uint64_t tail_pos, bool relayed) noexcept;
-  bool writer_is_gone(std::uint64_t pos, std::uint64_t state) const noexcept;
-  bool skip_if_writer_gone(ReaderHandle& handle, std::uint64_t pos, std::uint64_t state) noexcept;
-  bool below_tail(ReaderHandle& handle, std::uint64_t pos) noexcept;
-  // Size of the record at `pos` (0 if none valid); fills `prefix` if it is a
-  // committed relayed record (else leaves origin 0).
-  std::uint64_t relayed_at(std::uint64_t pos, RelayPrefix& prefix) const noexcept;
-  // A view of the committed DATA record at `header`; false if it claims to
-  // be relayed but is too short for the prefix.
-  bool fill_view(RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
+  void forget_block_untagged_reader() noexcept;
+  // `untagged`: for a tagged write, block_untagged readers' holds do not count.
+  bool held_between(std::uint64_t low, std::uint64_t high, bool untagged) noexcept;
+  std::uint64_t reclaim_bound(std::uint64_t tail_pos, bool untagged) noexcept;
+
+  // Crash recovery of claims (see CRASH SAFETY).
+  // not_claimed: past tail; writer_alive: wait; resolved: published or
+  // skipped now; unresolved: dead writers, no telling whose claim it is
+  // (wait); orphan: no claim covers it at all (damage).
+  enum class Stuck { not_claimed, writer_alive, resolved, unresolved, orphan };
+  Stuck resolve_stuck(std::uint64_t pos) noexcept;
+  std::uint64_t walk_published(std::uint64_t from, std::uint64_t end, std::uint32_t& records) const noexcept;
+  void resolve_exclusive_takeover(PublisherSlot& slot) noexcept;
+  bool check_stuck(ReaderHandle& handle, std::uint64_t pos) noexcept;
+
+  std::uint64_t tagged_at(std::uint64_t pos, OriginTag& tag) const noexcept;
+  bool fill_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
                  std::uint64_t pos, bool dead_letter, View& view) const noexcept;
-  ReadStatus try_read_topic(ReaderHandle& handle, View& view) noexcept;
-  ReadStatus try_take(ReaderHandle& handle, View& view) noexcept;
-  bool rescue_dead_consumer(ReaderHandle& handle, View& view) noexcept;
+  std::uint32_t try_read_topic(ReaderHandle& handle, View* views, std::uint32_t max, ReadStatus& status) noexcept;
+  std::uint32_t try_take(ReaderHandle& handle, View* views, std::uint32_t max, ReadStatus& status) noexcept;
+  std::uint32_t deliver_rescued(ReaderHandle& handle, View* views, std::uint32_t max) noexcept;
+  bool rescue_dead_consumer(ReaderHandle& handle) noexcept;
   void resync_to_tail(ReaderHandle& handle) noexcept;
+  void skip_queue_to_tail(ReaderHandle& handle, std::uint64_t first, std::uint64_t first_seq) noexcept;
+  void publish_cursor(ReaderHandle& handle) noexcept;
+
   void wake_readers() noexcept;
   void wake_writers() noexcept;
+  void sleep_on(std::atomic<std::uint32_t>& signal, std::uint32_t seen, std::atomic<std::uint32_t>& woken,
+                std::uint64_t timeout_ns) noexcept;
 
   RingControl* control_;
   std::byte* data_;

@@ -125,7 +125,8 @@ class Node {
                                                             const detail::ObjectSpec& spec);
   Result<std::shared_ptr<detail::ChannelState>> open_channel(std::string_view name, OpenMode mode, bool queue,
                                                              std::uint64_t capacity, std::uint32_t max_message,
-                                                             bool acks, std::uint32_t max_deliveries, std::uint32_t history);
+                                                             bool acks, std::uint32_t max_deliveries, std::uint32_t history,
+                                                             bool exclusive);
 
   NodeOptions options_;
   std::unique_ptr<detail::Registry> registry_;

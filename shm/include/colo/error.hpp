@@ -30,6 +30,7 @@ enum class Errc {
   creator_died,       // a segment's creator died before marking it ready
   timed_out,          // a bounded wait ran out
   capacity,           // a fixed-size table is full
+  busy,               // held exclusively by another live process
   not_supported,      // asked for something this build does not do yet
   system,             // an unexpected system call failure (errno in message)
 };
@@ -47,6 +48,7 @@ constexpr std::string_view errc_name(Errc code) noexcept {
     case Errc::creator_died: return "creator died";
     case Errc::timed_out: return "timed out";
     case Errc::capacity: return "capacity";
+    case Errc::busy: return "busy";
     case Errc::not_supported: return "not supported";
     case Errc::system: return "system error";
   }
