@@ -6,6 +6,7 @@
 #include "clock.hpp"
 #include "futex.hpp"
 #include "lock_record.hpp"
+#include "lock_table_view.hpp"
 #include "mapped_object.hpp"
 #include "process.hpp"
 
@@ -187,6 +188,13 @@ void LockGuard::stop_watch() noexcept {
 }
 
 void LockGuard::unlock() noexcept {
+  if (table_ != nullptr) {
+    stop_watch();
+    detail::release_table_key(*table_, table_entry_ & ((std::uint64_t{1} << 48) - 1),
+                              static_cast<std::uint32_t>(table_entry_ >> 48));
+    table_ = nullptr;
+    return;
+  }
   if (record_ == nullptr) return;
   auto& r = *record_;
   stop_watch();
@@ -204,12 +212,15 @@ void LockGuard::unlock() noexcept {
 
 LockGuard::LockGuard(LockGuard&& other) noexcept
     : record_(other.record_),
+      table_(other.table_),
+      table_entry_(other.table_entry_),
       token_(other.token_),
       sampled_ticks_(other.sampled_ticks_),
       owner_died_(other.owner_died_),
       cluster_(other.cluster_),
       watch_(other.watch_) {
   other.record_ = nullptr;
+  other.table_ = nullptr;
   other.watch_ = nullptr;
 }
 
@@ -217,12 +228,15 @@ LockGuard& LockGuard::operator=(LockGuard&& other) noexcept {
   if (this != &other) {
     unlock();
     record_ = other.record_;
+    table_ = other.table_;
+    table_entry_ = other.table_entry_;
     token_ = other.token_;
     sampled_ticks_ = other.sampled_ticks_;
     owner_died_ = other.owner_died_;
     cluster_ = other.cluster_;
     watch_ = other.watch_;
     other.record_ = nullptr;
+    other.table_ = nullptr;
     other.watch_ = nullptr;
   }
   return *this;

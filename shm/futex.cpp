@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <climits>
 #include <ctime>
 
@@ -13,7 +14,8 @@ namespace colo::shm {
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t), "a futex word is a plain 32-bit word");
 
-void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::int64_t timeout_ns) noexcept {
+namespace {
+void wait_at(void* address, std::uint32_t expected, std::int64_t timeout_ns) noexcept {
   timespec relative{};
   timespec* timeout = nullptr;
   if (timeout_ns >= 0) {
@@ -21,12 +23,20 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::i
     relative.tv_nsec = static_cast<long>(timeout_ns % 1'000'000'000);
     timeout = &relative;
   }
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, timeout, nullptr, 0);
+  ::syscall(SYS_futex, address, FUTEX_WAIT, expected, timeout, nullptr, 0);
 }
+void wake_all_at(void* address) noexcept { ::syscall(SYS_futex, address, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0); }
+static_assert(std::endian::native == std::endian::little, "the low half of a 64-bit word is at its first byte");
+}  // namespace
 
-void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::int64_t timeout_ns) noexcept {
+  wait_at(&word, expected, timeout_ns);
 }
+void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept { wake_all_at(&word); }
+void futex_wait_low_half(std::atomic<std::uint64_t>& word, std::uint32_t expected, std::int64_t timeout_ns) noexcept {
+  wait_at(&word, expected, timeout_ns);
+}
+void futex_wake_all_low_half(std::atomic<std::uint64_t>& word) noexcept { wake_all_at(&word); }
 
 }  // namespace colo::shm
 

@@ -52,6 +52,7 @@ enum class SegmentKind : std::uint32_t {
   lock = 2,
   queue = 3,  // reserved for the queue issue
   topic = 4,  // reserved for the topic issue
+  lock_table = 5,
 };
 const char* kind_name(SegmentKind kind) noexcept;
 

@@ -52,12 +52,15 @@ namespace detail {
 struct LockRecord;
 struct MappedObject;
 struct LeaseWatch;
+struct TableView;
+struct TableGrants;
 }  // namespace detail
 namespace internal {
 class ClusterLockKeeper;  // colod's side of a cluster-scope lock (not installed)
 }  // namespace internal
 
-// Holding the lock. Move-only; releases on destruction.
+// Holding the lock: a named Lock's, or one key of a LockTable's
+// (colo/lock_table.hpp). Move-only; releases on destruction.
 class [[nodiscard]] LockGuard {
  public:
   // Strictly greater than the token of every earlier grant of this lock.
@@ -65,7 +68,7 @@ class [[nodiscard]] LockGuard {
   // True if the previous holder died holding the lock: the protected state
   // may be half-updated.
   bool owner_died() const noexcept { return owner_died_; }
-  bool owns_lock() const noexcept { return record_ != nullptr; }
+  bool owns_lock() const noexcept { return record_ != nullptr || table_ != nullptr; }
 
   // Cluster scope: true once this host no longer holds the cluster lock
   // for this grant (colod lost its session or lease, was killed or paused
@@ -89,11 +92,18 @@ class [[nodiscard]] LockGuard {
 
  private:
   friend class Lock;
+  friend struct detail::TableGrants;
   LockGuard(detail::LockRecord* record, std::uint64_t token, bool owner_died, std::uint64_t sampled_ticks,
             bool cluster) noexcept
       : record_(record), token_(token), sampled_ticks_(sampled_ticks), owner_died_(owner_died), cluster_(cluster) {}
+  LockGuard(detail::TableView* table, std::uint64_t table_entry, std::uint64_t token, bool owner_died,
+            std::uint64_t sampled_ticks, bool cluster) noexcept
+      : record_(nullptr), table_(table), table_entry_(table_entry), token_(token), sampled_ticks_(sampled_ticks),
+        owner_died_(owner_died), cluster_(cluster) {}
   void stop_watch() noexcept;
-  detail::LockRecord* record_;
+  detail::LockRecord* record_;         // a named lock's record, or
+  detail::TableView* table_ = nullptr; // a lock table's key: the table and
+  std::uint64_t table_entry_ = 0;      // its entry (index | distance from the key's home << 48)
   std::uint64_t token_;
   std::uint64_t sampled_ticks_;  // acquire time if this grant is timed, else 0
   bool owner_died_;
