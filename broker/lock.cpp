@@ -210,38 +210,6 @@ void LockGuard::unlock() noexcept {
   record_ = nullptr;
 }
 
-LockGuard::LockGuard(LockGuard&& other) noexcept
-    : record_(other.record_),
-      table_(other.table_),
-      table_entry_(other.table_entry_),
-      token_(other.token_),
-      sampled_ticks_(other.sampled_ticks_),
-      owner_died_(other.owner_died_),
-      cluster_(other.cluster_),
-      watch_(other.watch_) {
-  other.record_ = nullptr;
-  other.table_ = nullptr;
-  other.watch_ = nullptr;
-}
-
-LockGuard& LockGuard::operator=(LockGuard&& other) noexcept {
-  if (this != &other) {
-    unlock();
-    record_ = other.record_;
-    table_ = other.table_;
-    table_entry_ = other.table_entry_;
-    token_ = other.token_;
-    sampled_ticks_ = other.sampled_ticks_;
-    owner_died_ = other.owner_died_;
-    cluster_ = other.cluster_;
-    watch_ = other.watch_;
-    other.record_ = nullptr;
-    other.table_ = nullptr;
-    other.watch_ = nullptr;
-  }
-  return *this;
-}
-
 // --------------------------------------------------------------------- Lock
 
 Lock::Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record) noexcept

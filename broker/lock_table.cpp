@@ -195,6 +195,19 @@ struct Slot {
   std::uint64_t word = 0;  // as seen
 };
 
+// A grant, before it becomes a LockGuard (made once, at the API's edge).
+struct Grant {
+  std::uint64_t index = 0;     // of the entry
+  std::uint32_t distance = 0;  // of its bucket from the key's home
+  std::uint64_t token = 0;
+  std::uint64_t ticks = 0;     // sampled acquire time, or 0
+  bool owner_died = false;
+};
+
+LockGuard guard_of(TableView& t, const Grant& g) noexcept {
+  return detail::TableGrants::make(&t, g.index, g.distance, g.token, g.owner_died, g.ticks);
+}
+
 // Under the key's home lock: the entry holding the key, if any. Entries of
 // the home bucket that fail validation are isolated on the way.
 std::optional<Slot> find_key(const TableView& t, const Key& k) noexcept {
@@ -205,8 +218,13 @@ std::optional<Slot> find_key(const TableView& t, const Key& k) noexcept {
   for (std::uint32_t d = 0; d <= reach && k.home + d < t.all_buckets; ++d) {
     const std::uint64_t b = k.home + d;
     BucketHeader& bucket = t.bucket(b);
-    for (std::uint32_t s = 0; s < kSlotsPerBucket; ++s) {
-      if (bucket.tags[s].load(relaxed) != tag) continue;
+    // The tags as one mask of the slots to look at (a vector compare).
+    std::uint32_t tags[kSlotsPerBucket];
+    for (std::uint32_t s = 0; s < kSlotsPerBucket; ++s) tags[s] = bucket.tags[s].load(relaxed);
+    unsigned candidates = 0;
+    for (std::uint32_t s = 0; s < kSlotsPerBucket; ++s) candidates |= (tags[s] == tag ? 1u : 0u) << s;
+    for (; candidates != 0; candidates &= candidates - 1) {
+      const auto s = static_cast<std::uint32_t>(__builtin_ctz(candidates));
       TableEntry& e = t.entry(b, s);
       const std::uint64_t w = e.word.load(std::memory_order_acquire);
       if (!shm::names_a_thread(w)) continue;
@@ -247,8 +265,8 @@ bool may_have_free_slot(const TableView& t, std::uint64_t b) noexcept {
 
 // Writes the key into a free entry and publishes it held by the caller.
 // Under the locks of the key's home and of the entry's bucket.
-LockGuard insert(TableView& t, const Key& k, std::uint64_t b, std::uint32_t s, std::uint32_t distance,
-                 std::uint64_t me, bool contended) noexcept {
+__attribute__((always_inline)) inline Grant insert(TableView& t, const Key& k, std::uint64_t b, std::uint32_t s,
+                                                   std::uint32_t distance, std::uint64_t me, bool contended) noexcept {
   BucketHeader& home = t.bucket(k.home);
   TableEntry& e = t.entry(b, s);
   e.hash.store(k.hash, relaxed);
@@ -257,7 +275,6 @@ LockGuard insert(TableView& t, const Key& k, std::uint64_t b, std::uint32_t s, s
   std::memcpy(t.key_of(e), k.data, k.len);
   const shm::ProcessRef self = shm::self();
   e.holder_pid.store(self.pid, relaxed);
-  e.holder_start_time.store(self.start_time, relaxed);
   const std::uint64_t token = home.epoch.load(relaxed) + 1;
   home.epoch.store(token, relaxed);
   e.token.store(token, relaxed);
@@ -273,12 +290,12 @@ LockGuard insert(TableView& t, const Key& k, std::uint64_t b, std::uint32_t s, s
   }
   e.word.store(me, std::memory_order_release);
   if (contended) t.header().counters.contended_grants.fetch_add(1, relaxed);
-  return detail::TableGrants::make(&t, t.entry_index(b, s), distance, token, false, ticks);
+  return Grant{t.entry_index(b, s), distance, token, ticks, false};
 }
 
 // The holder of `found` died: take the entry over. Under the home lock.
-std::optional<LockGuard> take_over(TableView& t, const Key& k, const Slot& found, std::uint64_t me,
-                                   bool contended) noexcept {
+std::optional<Grant> take_over(TableView& t, const Key& k, const Slot& found, std::uint64_t me,
+                               bool contended) noexcept {
   TableEntry& e = *found.entry;
   std::uint64_t seen = found.word;
   // Keep the flag: waiters sleeping on the word are woken by our release.
@@ -287,7 +304,6 @@ std::optional<LockGuard> take_over(TableView& t, const Key& k, const Slot& found
   BucketHeader& home = t.bucket(k.home);
   const shm::ProcessRef self = shm::self();
   e.holder_pid.store(self.pid, relaxed);
-  e.holder_start_time.store(self.start_time, relaxed);
   const std::uint64_t token = home.epoch.load(relaxed) + 1;
   home.epoch.store(token, relaxed);
   e.token.store(token, relaxed);
@@ -296,7 +312,7 @@ std::optional<LockGuard> take_over(TableView& t, const Key& k, const Slot& found
   auto& counters = t.header().counters;
   counters.recoveries.fetch_add(1, relaxed);
   if (contended) counters.contended_grants.fetch_add(1, relaxed);
-  return detail::TableGrants::make(&t, t.entry_index(found.bucket, found.slot), found.distance, token, true, ticks);
+  return Grant{t.entry_index(found.bucket, found.slot), found.distance, token, ticks, true};
 }
 
 // Records the calling thread as blocked on `hash`, for tools. Returns the
@@ -359,8 +375,54 @@ std::string capacity_text(const TableView& t, const Key& k) {
          " entries where the key may live are held): release keys, or recreate the table with a larger capacity";
 }
 
-// Every acquire form. nullopt: busy (Wait::none) or timed out (Wait::until).
-Result<std::optional<LockGuard>> acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadline) noexcept {
+// The common case, in one pass and inline: the home bucket's lock free at
+// once, no key of this home overflowed, the key absent from the home bucket
+// and a slot free there. Anything else (a tag that may be the key's, a word
+// to validate, a wait) goes the general way, which sees the same and more.
+// Picks the slot the key had last if it is free (for a hot key, a line in
+// cache), else the first free one: slot 0's line is the bucket header's
+// neighbour, which the CPU's adjacent-line prefetch brings along.
+__attribute__((always_inline)) inline bool insert_fast(TableView& t, const Key& k, Grant& grant) noexcept {
+  BucketHeader& home = t.bucket(k.home);
+  const std::uint64_t me = shm::self_owner_word();
+  std::uint64_t free = 0;
+  if (!home.lock.compare_exchange_strong(free, me, std::memory_order_acquire, relaxed)) [[unlikely]]
+    return false;
+  const std::uint32_t tag = detail::tag_of(k.hash);
+  int slot = -1;
+  for (std::uint32_t s = 0; s < kSlotsPerBucket; ++s) {
+    if (home.tags[s].load(relaxed) != tag) continue;
+    if (t.entry(k.home, s).word.load(std::memory_order_acquire) != 0) goto general;  // the key, perhaps
+    if (slot < 0) slot = static_cast<int>(s);
+  }
+  if (home.overflow.load(relaxed) != 0) [[unlikely]]
+    goto general;
+  for (std::uint32_t s = 0; slot < 0 && s < kSlotsPerBucket; ++s) {
+    TableEntry& e = t.entry(k.home, s);
+    const std::uint64_t w = e.word.load(std::memory_order_acquire);
+    if (w == 0) {
+      slot = static_cast<int>(s);
+    } else if (w != detail::kEntryDamaged &&
+               (!shm::names_a_thread(w) || !entry_valid(t, e, k.home) ||
+                home.tags[s].load(relaxed) != detail::tag_of(e.hash.load(relaxed)))) {
+      goto general;  // damaged or scribbled: the general way isolates it
+    }
+  }
+  if (slot < 0) goto general;
+  grant = insert(t, k, k.home, static_cast<std::uint32_t>(slot), 0, me, false);
+  shm::unlock_owner_word(home.lock);
+  return true;
+general:
+  shm::unlock_owner_word(home.lock);
+  return false;
+}
+
+enum class Outcome { granted, busy, failed };
+
+// Every acquire form: granted (`grant` set), busy (held elsewhere: Wait::none,
+// or Wait::until at the deadline), or failed (`error` set). Wait::forever is
+// never busy.
+Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadline, Grant& grant, Error& error) noexcept {
   const std::uint64_t me = shm::self_owner_word();
   bool contended = false;
   bool check_owner = wait == Wait::none;  // try_acquire takes a dead holder's key at once
@@ -380,30 +442,42 @@ Result<std::optional<LockGuard>> acquire_key(TableView& t, const Key& k, Wait wa
         wait == Wait::forever ? 0 : wait == Wait::until ? deadline : shm::monotonic_ns() + kTryBucketWaitNs;
     if (!home.lock(bucket_deadline)) {
       if (wait == Wait::until) t.header().counters.timeouts.fetch_add(1, relaxed);
-      return std::optional<LockGuard>{};
+      return Outcome::busy;
     }
     const std::optional<Slot> found = find_key(t, k);
-    if (!found) {
+    if (!found) [[likely]] {
       // Absent: insert it, held by us, in the home bucket or the first
       // later one of the window with room.
-      if (auto s = free_slot(t, k.home)) return std::optional<LockGuard>(insert(t, k, k.home, *s, 0, me, contended));
+      if (auto s = free_slot(t, k.home)) [[likely]] {
+        grant = insert(t, k, k.home, *s, 0, me, contended);
+        return Outcome::granted;
+      }
       for (std::uint32_t d = 1; d < kWindowBuckets && k.home + d < t.all_buckets; ++d) {
         const std::uint64_t b = k.home + d;
         if (!may_have_free_slot(t, b)) continue;
         BucketGuard neighbour(t, b);  // after the home lock: buckets are always locked in ascending order
         if (!neighbour.lock(bucket_deadline)) break;
-        if (auto s = free_slot(t, b)) return std::optional<LockGuard>(insert(t, k, b, *s, d, me, contended));
+        if (auto s = free_slot(t, b)) {
+          grant = insert(t, k, b, *s, d, me, contended);
+          return Outcome::granted;
+        }
       }
       t.header().counters.full_refusals.fetch_add(1, relaxed);
-      return Error{Errc::capacity, capacity_text(t, k)};
+      error = Error{Errc::capacity, capacity_text(t, k)};
+      return Outcome::failed;
     }
-    if (shm::owner_of(found->word) == me)
-      return Error{Errc::invalid_argument, "lock table '" + t.name + "': this thread already holds the key"};
+    if (shm::owner_of(found->word) == me) {
+      error = Error{Errc::invalid_argument, "lock table '" + t.name + "': this thread already holds the key"};
+      return Outcome::failed;
+    }
     if (check_owner && !shm::owner_alive(found->word)) {
-      if (auto guard = take_over(t, k, *found, me, contended)) return guard;
+      if (auto taken = take_over(t, k, *found, me, contended)) {
+        grant = *taken;
+        return Outcome::granted;
+      }
       continue;  // changed under us: look again
     }
-    if (wait == Wait::none) return std::optional<LockGuard>{};
+    if (wait == Wait::none) return Outcome::busy;
 
     // Held: set the flag that makes its release wake us, then sleep.
     std::uint64_t flagged = found->word | shm::kOwnerFlag;
@@ -422,7 +496,7 @@ Result<std::optional<LockGuard>> acquire_key(TableView& t, const Key& k, Wait wa
     if (wait == Wait::until) {
       if (now >= deadline) {
         t.header().counters.timeouts.fetch_add(1, relaxed);
-        return std::optional<LockGuard>{};
+        return Outcome::busy;
       }
       sleep = std::min(sleep, deadline - now);
     }
@@ -438,19 +512,46 @@ Result<std::optional<LockGuard>> acquire_key(TableView& t, const Key& k, Wait wa
   }
 }
 
-// A key handed in by the caller: 1 .. max_key bytes.
-Result<Key> checked_key(const TableView& t, std::string_view key) {
-  if (key.empty() || key.size() > t.max_key)
-    return Error{Errc::invalid_argument, "lock table '" + t.name + "': a key is 1 to " + std::to_string(t.max_key) +
-                                             " bytes; this one is " + std::to_string(key.size())};
-  const std::uint64_t hash = detail::key_hash(t, key.data(), key.size());
+// A key handed in by the caller must be 1 .. max_key bytes.
+bool key_fits(const TableView& t, std::string_view key) noexcept { return !key.empty() && key.size() <= t.max_key; }
+Error key_size_error(const TableView& t, std::string_view key) {
+  return Error{Errc::invalid_argument, "lock table '" + t.name + "': a key is 1 to " + std::to_string(t.max_key) +
+                                           " bytes; this one is " + std::to_string(key.size())};
+}
+Key key_of(const TableView& t, std::string_view key, std::uint64_t hash) noexcept {
   return Key{key.data(), static_cast<std::uint32_t>(key.size()), hash, t.home_of(hash)};
 }
+Key key_of(const TableView& t, std::string_view key) noexcept {
+  return key_of(t, key, detail::key_hash(t, key.data(), key.size()));
+}
 
-template <typename T>
-Result<T> unwrap_blocking(Result<std::optional<T>> got) {
-  if (!got) return std::move(got).error();
-  return std::move(*got.value());
+// The public forms, the guard made once.
+__attribute__((noinline)) Result<LockGuard> blocking_slow(TableView& t, const Key& k) noexcept {
+  Grant grant;
+  Error error;
+  if (acquire_key(t, k, Wait::forever, 0, grant, error) == Outcome::granted) return guard_of(t, grant);
+  return error;
+}
+Result<LockGuard> blocking(TableView& t, const Key& k) noexcept {
+  Grant grant;
+  if (insert_fast(t, k, grant)) [[likely]]
+    return guard_of(t, grant);
+  return blocking_slow(t, k);
+}
+Result<std::optional<LockGuard>> attempt(TableView& t, const Key& k, Wait wait, std::uint64_t deadline) noexcept {
+  Grant grant;
+  if (insert_fast(t, k, grant)) [[likely]]
+    return std::optional<LockGuard>(guard_of(t, grant));
+  Error error;
+  switch (acquire_key(t, k, wait, deadline, grant, error)) {
+    case Outcome::granted: return std::optional<LockGuard>(guard_of(t, grant));
+    case Outcome::busy: return std::optional<LockGuard>{};
+    case Outcome::failed: break;
+  }
+  return error;
+}
+std::uint64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {
+  return shm::monotonic_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
 }
 
 }  // namespace
@@ -483,21 +584,16 @@ void release_table_key(TableView& t, std::uint64_t index, std::uint32_t home_dis
 // ------------------------------------------------------------------ KeyLock
 
 // The key was checked by LockTable::lock(); its hash is kept.
-Key KeyLock::checked() const noexcept {
-  return Key{key_.data(), static_cast<std::uint32_t>(key_.size()), hash_, table_->home_of(hash_)};
-}
+Key KeyLock::checked() const noexcept { return key_of(*table_, key_, hash_); }
 
-Result<LockGuard> KeyLock::acquire() const noexcept {
-  return unwrap_blocking(acquire_key(*table_, checked(), Wait::forever, 0));
-}
+Result<LockGuard> KeyLock::acquire() const noexcept { return blocking(*table_, checked()); }
 
 Result<std::optional<LockGuard>> KeyLock::try_acquire() const noexcept {
-  return acquire_key(*table_, checked(), Wait::none, 0);
+  return attempt(*table_, checked(), Wait::none, 0);
 }
 
 Result<std::optional<LockGuard>> KeyLock::try_acquire_for(std::chrono::nanoseconds timeout) const noexcept {
-  const auto wait = static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
-  return acquire_key(*table_, checked(), Wait::until, shm::monotonic_ns() + wait);
+  return attempt(*table_, checked(), Wait::until, deadline_after(timeout));
 }
 
 KeyStats KeyLock::stats() const noexcept {
@@ -513,7 +609,6 @@ KeyStats KeyLock::stats() const noexcept {
       out.fencing_token = e.token.load(relaxed);
       out.holder.pid = e.holder_pid.load(relaxed);
       out.holder.tid = shm::owner_tid(found->word);
-      out.holder.start_time = e.holder_start_time.load(relaxed);
       const std::uint64_t since = e.acquired_ticks.load(relaxed);
       const std::uint64_t now = shm::ticks();
       out.holder.held_for_exact = since != 0;
@@ -541,29 +636,24 @@ const std::string& LockTable::name() const noexcept { return view_->name; }
 Scope LockTable::scope() const noexcept { return view_->scope; }
 
 Result<KeyLock> LockTable::lock(std::string_view key) const {
-  auto checked = checked_key(*view_, key);
-  if (!checked) return std::move(checked).error();
-  return KeyLock(view_.get(), std::string(key), checked->hash);
+  if (!key_fits(*view_, key)) return key_size_error(*view_, key);
+  return KeyLock(view_.get(), std::string(key), key_of(*view_, key).hash);
 }
 
 Result<LockGuard> LockTable::acquire(std::string_view key) const noexcept {
-  auto k = checked_key(*view_, key);
-  if (!k) return std::move(k).error();
-  return unwrap_blocking(acquire_key(*view_, *k, Wait::forever, 0));
+  if (!key_fits(*view_, key)) [[unlikely]] return key_size_error(*view_, key);
+  return blocking(*view_, key_of(*view_, key));
 }
 
 Result<std::optional<LockGuard>> LockTable::try_acquire(std::string_view key) const noexcept {
-  auto k = checked_key(*view_, key);
-  if (!k) return std::move(k).error();
-  return acquire_key(*view_, *k, Wait::none, 0);
+  if (!key_fits(*view_, key)) return key_size_error(*view_, key);
+  return attempt(*view_, key_of(*view_, key), Wait::none, 0);
 }
 
 Result<std::optional<LockGuard>> LockTable::try_acquire_for(std::string_view key,
                                                             std::chrono::nanoseconds timeout) const noexcept {
-  auto k = checked_key(*view_, key);
-  if (!k) return std::move(k).error();
-  const auto wait = static_cast<std::uint64_t>(std::max<std::int64_t>(0, timeout.count()));
-  return acquire_key(*view_, *k, Wait::until, shm::monotonic_ns() + wait);
+  if (!key_fits(*view_, key)) return key_size_error(*view_, key);
+  return attempt(*view_, key_of(*view_, key), Wait::until, deadline_after(timeout));
 }
 
 LockTableStats LockTable::stats() const noexcept {

@@ -41,26 +41,28 @@
 //             for a free slot; a freed entry keeps its stale tag (the next
 //             insert that looks at it finds the entry free and reuses it).
 //
-// ENTRY (entry_stride = 64 x (1 + cluster line + key lines))
+// ENTRY (entry_stride = 64 x ceil((40 + max_key) / 64), + 64 for cluster scope)
 //
-//   0        8        16       24       32   36  38 39 40       48      64
-//   +--------+--------+--------+--------+----+---+--+--+--------+-------+
-//   | word   | hash   | token  |acquired|pid |len|d |  | start  | rsvd  |  state line
-//   +--------+--------+--------+--------+----+---+--+--+--------+-------+
-//   | cluster line (cluster scope only, see ClusterLine)                |
-//   +--------------------------------------------------------------------+
-//   | key bytes (max_key rounded up to 64)                               |
-//   +--------------------------------------------------------------------+
+//   0        8        16       24       32   36  38 39 40                  64
+//   +--------+--------+--------+--------+----+---+--+--+-------------------+
+//   | word   | hash   | token  |acquired|pid |len|d |  | key bytes 0..23   |  state line
+//   +--------+--------+--------+--------+----+---+--+--+-------------------+
+//   | key bytes 24.. (max_key > 24 only)                                  |
+//   +----------------------------------------------------------------------+
+//   | cluster line (cluster scope only, see ClusterLine)                  |
+//   +----------------------------------------------------------------------+
 //
 //   word      0 free; an owner word (flag bit = "waiters sleep on me"):
 //             held by that thread; kEntryDamaged: isolated, never reused.
 //             The futex of blocked acquirers is its low half.
 //   hash      the key's 64-bit hash (XXH3 with the table's seed)
-//   token     the fencing token of the latest grant (for tools)
+//   token     the fencing token of the current grant (for tools)
 //   acquired  ticks at the grant if sampled (1 in 16, and every contended
 //             or recovering grant), else 0
-//   pid, start  the holder's process (the word names its thread)
+//   pid       the holder's process (the word names its thread)
 //   len, d    key length; distance of this bucket from the key's home
+//   A key of up to 24 bytes lives in the state line: an acquire and release
+//   of a new key then touch two cache lines, its bucket header and its entry.
 //
 // WHY THESE STATES ARE ENOUGH
 //   - An entry is live exactly while held: release is one CAS, word ->
@@ -207,10 +209,10 @@ struct TableEntry {
   std::atomic<std::uint16_t> key_len;
   std::atomic<std::uint8_t> home_distance;
   std::uint8_t reserved0;
-  std::atomic<std::uint64_t> holder_start_time;
-  std::uint64_t reserved1[2];
+  char key_start[24];  // the key's first bytes; the rest follows in the next lines
 };
 static_assert(sizeof(TableEntry) == 64, "an entry's state is one cache line");
+inline constexpr std::uint32_t kKeyOffset = offsetof(TableEntry, key_start);
 static_assert(offsetof(TableEntry, word) == 0, "the word (and its futex half) opens the line");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared words must be lock-free atomics");
 
@@ -222,7 +224,7 @@ static_assert(sizeof(ClusterLine) == 64, "the cluster line is one cache line");
 
 // Bytes of one entry for a table of this scope and key size.
 constexpr std::uint32_t entry_stride_for(bool cluster, std::uint32_t max_key) noexcept {
-  return 64 * (1 + (cluster ? 1 : 0) + (max_key + 63) / 64);
+  return 64 * ((kKeyOffset + max_key + 63) / 64 + (cluster ? 1 : 0));
 }
 // Home buckets for `capacity` live keys at kLoadPercentAtCapacity load.
 constexpr std::uint64_t home_buckets_for(std::uint64_t capacity) noexcept {

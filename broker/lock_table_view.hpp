@@ -40,8 +40,11 @@ struct TableView {
   TableEntry& entry_at(std::uint64_t index) const noexcept {
     return entry(index / kSlotsPerBucket, static_cast<std::uint32_t>(index % kSlotsPerBucket));
   }
-  char* key_of(TableEntry& e) const noexcept {
-    return reinterpret_cast<char*>(&e) + 64 * (scope == Scope::cluster ? 2 : 1);
+  // The key's bytes: max_key of them from the state line on.
+  char* key_of(TableEntry& e) const noexcept { return reinterpret_cast<char*>(&e) + kKeyOffset; }
+  // Cluster scope: the entry's last line.
+  std::byte* cluster_line_of(TableEntry& e) const noexcept {
+    return reinterpret_cast<std::byte*>(&e) + entry_stride - 64;
   }
   // hash x home_buckets / 2^64: the high bits of the hash pick the home
   // (the tag is made of its low bits), with no division.

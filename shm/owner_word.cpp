@@ -8,8 +8,6 @@
 namespace colo::shm {
 
 namespace detail {
-thread_local std::uint64_t t_owner_word __attribute__((tls_model("initial-exec"))) = 0;
-
 std::uint64_t self_owner_word_slow() noexcept {
   const std::uint32_t tid = self_tid();
   t_owner_word = std::uint64_t{thread_start_low(tid)} << 32 | std::uint64_t{tid} << 1;
@@ -27,7 +25,7 @@ bool owner_alive(std::uint64_t word) noexcept {
   return start && static_cast<std::uint32_t>(*start) == static_cast<std::uint32_t>(word >> 32);
 }
 
-OwnerLockResult lock_owner_word(std::atomic<std::uint64_t>& word, std::uint64_t deadline_ns) noexcept {
+OwnerLockResult lock_owner_word_slow(std::atomic<std::uint64_t>& word, std::uint64_t deadline_ns) noexcept {
   const std::uint64_t me = self_owner_word();
   std::uint64_t next_check = 0;
   for (int round = 0;; ++round) {

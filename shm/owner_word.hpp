@@ -46,15 +46,14 @@ inline std::uint64_t owner_of(std::uint64_t word) noexcept { return word & ~kOwn
 inline bool names_a_thread(std::uint64_t word) noexcept { return (word & kOwnerTidMask) != 0; }
 
 namespace detail {
-extern thread_local std::uint64_t t_owner_word __attribute__((tls_model("initial-exec")));
 std::uint64_t self_owner_word_slow() noexcept;
 }  // namespace detail
 
-// The calling thread's owner word (flag clear), cached per thread; a child
-// after fork() computes its own (the cache is keyed by the thread's tid).
+// The calling thread's owner word (flag clear), cached per thread
+// (detail::t_owner_word, process.hpp); a child after fork() computes its own.
 inline std::uint64_t self_owner_word() noexcept {
   const std::uint64_t word = detail::t_owner_word;
-  if (word != 0 && owner_tid(word) == self_tid()) [[likely]] return word;
+  if (word != 0) [[likely]] return word;
   return detail::self_owner_word_slow();
 }
 
@@ -78,13 +77,17 @@ enum class OwnerLockResult : std::uint8_t {
 // and takes the word over from a dead one. A word that already names the
 // caller (only a scribble can do that) counts as taken. `deadline_ns`:
 // CLOCK_MONOTONIC; 0 waits for ever.
-OwnerLockResult lock_owner_word(std::atomic<std::uint64_t>& word, std::uint64_t deadline_ns) noexcept;
-
-// Frees `word` if the caller owns it; a word someone scribbled over is left
-// alone (its waiters take it from a "dead" owner).
-inline void unlock_owner_word(std::atomic<std::uint64_t>& word) noexcept {
-  std::uint64_t me = self_owner_word();
-  word.compare_exchange_strong(me, 0, std::memory_order_release, std::memory_order_relaxed);
+OwnerLockResult lock_owner_word_slow(std::atomic<std::uint64_t>& word, std::uint64_t deadline_ns) noexcept;
+inline OwnerLockResult lock_owner_word(std::atomic<std::uint64_t>& word, std::uint64_t deadline_ns) noexcept {
+  std::uint64_t free = 0;  // the uncontended case inline: one CAS
+  if (word.compare_exchange_strong(free, self_owner_word(), std::memory_order_acquire, std::memory_order_relaxed))
+    [[likely]] return OwnerLockResult::acquired;
+  return lock_owner_word_slow(word, deadline_ns);
 }
+
+// Frees `word`; the caller owns it. A plain store, not a CAS: nobody else
+// writes a word whose owner lives (waiters take over only from the dead),
+// and a scribble over a held word is as well cleared as kept.
+inline void unlock_owner_word(std::atomic<std::uint64_t>& word) noexcept { word.store(0, std::memory_order_release); }
 
 }  // namespace colo::shm

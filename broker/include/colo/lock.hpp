@@ -84,11 +84,43 @@ class [[nodiscard]] LockGuard {
 
   void unlock() noexcept;
 
-  LockGuard(LockGuard&& other) noexcept;
-  LockGuard& operator=(LockGuard&& other) noexcept;
+  // Inline: a guard is moved through a Result on every acquire, and a call
+  // per move showed in the table's fast path.
+  LockGuard(LockGuard&& other) noexcept
+      : record_(other.record_),
+        table_(other.table_),
+        table_entry_(other.table_entry_),
+        token_(other.token_),
+        sampled_ticks_(other.sampled_ticks_),
+        owner_died_(other.owner_died_),
+        cluster_(other.cluster_),
+        watch_(other.watch_) {
+    other.record_ = nullptr;
+    other.table_ = nullptr;
+    other.watch_ = nullptr;
+  }
+  LockGuard& operator=(LockGuard&& other) noexcept {
+    if (this != &other) {
+      unlock();
+      record_ = other.record_;
+      table_ = other.table_;
+      table_entry_ = other.table_entry_;
+      token_ = other.token_;
+      sampled_ticks_ = other.sampled_ticks_;
+      owner_died_ = other.owner_died_;
+      cluster_ = other.cluster_;
+      watch_ = other.watch_;
+      other.record_ = nullptr;
+      other.table_ = nullptr;
+      other.watch_ = nullptr;
+    }
+    return *this;
+  }
   LockGuard(const LockGuard&) = delete;
   LockGuard& operator=(const LockGuard&) = delete;
-  ~LockGuard() { unlock(); }
+  ~LockGuard() {
+    if (owns_lock()) unlock();  // moved-from guards (every acquire makes some) make no call
+  }
 
  private:
   friend class Lock;

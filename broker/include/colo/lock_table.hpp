@@ -72,7 +72,7 @@ struct LockTableOptions {
 struct KeyStats {
   bool held = false;                  // in the table: held now (perhaps by a dead holder)
   std::uint64_t fencing_token = 0;    // of the current grant (0: not held)
-  LockHolder holder;                  // pid 0 if not held
+  LockHolder holder;                  // pid 0 if not held; start_time 0 (the entry names its thread)
   std::uint32_t waiters = 0;          // blocked acquirers of this key now (recorded ones)
 };
 
