@@ -27,6 +27,7 @@
 #include <xxhash.h>
 
 #include "clock.hpp"
+#include "colo/names.hpp"  // validate_cluster_key
 #include "futex.hpp"
 #include "lock_table_view.hpp"
 #include "owner_word.hpp"
@@ -40,7 +41,8 @@ namespace detail {
 struct TableGrants {
   static LockGuard make(TableView* table, std::uint64_t index, std::uint32_t distance, std::uint64_t token,
                         bool owner_died, std::uint64_t sampled_ticks) noexcept {
-    return LockGuard(table, index | std::uint64_t{distance} << 48, token, owner_died, sampled_ticks, false);
+    return LockGuard(table, index | std::uint64_t{distance} << 48, token, owner_died, sampled_ticks,
+                     table->scope == Scope::cluster);
   }
 };
 
@@ -141,7 +143,7 @@ constexpr std::uint64_t kLongestWaitSliceNs = 64'000'000;
 constexpr std::uint64_t kTryBucketWaitNs = 100'000'000;
 constexpr std::uint64_t kHotLockWaitNs = 2'000'000;
 
-enum class Wait { none, until, forever };
+using Wait = detail::TableWait;
 
 // An entry that holds a key of this table: its word names a thread, its
 // length fits, and it lies within reach of its key's home.
@@ -227,7 +229,7 @@ std::optional<Slot> find_key(const TableView& t, const Key& k) noexcept {
       const auto s = static_cast<std::uint32_t>(__builtin_ctz(candidates));
       TableEntry& e = t.entry(b, s);
       const std::uint64_t w = e.word.load(std::memory_order_acquire);
-      if (!shm::names_a_thread(w)) continue;
+      if (!detail::entry_live(w)) continue;
       if (d == 0 && !entry_valid(t, e, b)) {  // ours to check: we hold this bucket's lock
         isolate(t, e, w);
         continue;
@@ -250,7 +252,8 @@ std::optional<std::uint32_t> free_slot(const TableView& t, std::uint64_t b) noex
     const std::uint64_t w = e.word.load(std::memory_order_acquire);
     if (w == 0) return s;
     if (w == detail::kEntryDamaged) continue;
-    if (!shm::names_a_thread(w) || !entry_valid(t, e, b) || bucket.tags[s].load(relaxed) != detail::tag_of(e.hash.load(relaxed)))
+    if (!detail::entry_live(w) || !entry_valid(t, e, b) ||
+        bucket.tags[s].load(relaxed) != detail::tag_of(e.hash.load(relaxed)))
       isolate(t, e, w);
   }
   return std::nullopt;
@@ -282,6 +285,7 @@ __attribute__((always_inline)) inline Grant insert(TableView& t, const Key& k, s
   const std::uint64_t ticks = timed ? shm::ticks() | 1 : 0;
   e.acquired_ticks.store(ticks, relaxed);
   t.bucket(b).tags[s].store(detail::tag_of(k.hash), relaxed);
+  if (t.scope == Scope::cluster) detail::reset_cluster_line(t, e);
   if (distance != 0) {
     // Before the entry is published: a crash in between over-counts (safe).
     if (home.overflow.load(relaxed) == 0) home.reach.store(0, relaxed);
@@ -445,37 +449,66 @@ Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadlin
       return Outcome::busy;
     }
     const std::optional<Slot> found = find_key(t, k);
+    bool local = false;  // the entry is ours now (host scope: granted)
     if (!found) [[likely]] {
       // Absent: insert it, held by us, in the home bucket or the first
       // later one of the window with room.
       if (auto s = free_slot(t, k.home)) [[likely]] {
         grant = insert(t, k, k.home, *s, 0, me, contended);
-        return Outcome::granted;
+        local = true;
       }
-      for (std::uint32_t d = 1; d < kWindowBuckets && k.home + d < t.all_buckets; ++d) {
+      for (std::uint32_t d = 1; !local && d < kWindowBuckets && k.home + d < t.all_buckets; ++d) {
         const std::uint64_t b = k.home + d;
         if (!may_have_free_slot(t, b)) continue;
         BucketGuard neighbour(t, b);  // after the home lock: buckets are always locked in ascending order
         if (!neighbour.lock(bucket_deadline)) break;
         if (auto s = free_slot(t, b)) {
           grant = insert(t, k, b, *s, d, me, contended);
-          return Outcome::granted;
+          local = true;
         }
       }
-      t.header().counters.full_refusals.fetch_add(1, relaxed);
-      error = Error{Errc::capacity, capacity_text(t, k)};
-      return Outcome::failed;
+      if (!local) {
+        t.header().counters.full_refusals.fetch_add(1, relaxed);
+        error = Error{Errc::capacity, capacity_text(t, k)};
+        return Outcome::failed;
+      }
+    } else if (shm::owner_of(found->word) == detail::kEntryKept) {
+      // Cluster scope: kept by colod for this host, no local holder.
+      std::uint64_t seen = found->word;
+      if (!found->entry->word.compare_exchange_strong(seen, me | (seen & shm::kOwnerFlag), std::memory_order_acq_rel,
+                                                      relaxed))
+        continue;
+      grant = Grant{t.entry_index(found->bucket, found->slot), found->distance, 0, 0, false};
+      local = true;
+    }
+    if (local) {
+      if (t.scope != Scope::cluster) return Outcome::granted;
+      home.unlock();
+      switch (detail::admit_cluster_key(t, grant.index, wait, deadline, grant.owner_died, grant.token, error)) {
+        case detail::Admission::granted:
+          if (contended) t.header().counters.contended_grants.fetch_add(1, relaxed);
+          return Outcome::granted;
+        case detail::Admission::busy: return Outcome::busy;
+        case detail::Admission::failed: return Outcome::failed;
+        case detail::Admission::again: contended = true; continue;
+      }
     }
     if (shm::owner_of(found->word) == me) {
       error = Error{Errc::invalid_argument, "lock table '" + t.name + "': this thread already holds the key"};
       return Outcome::failed;
     }
     if (check_owner && !shm::owner_alive(found->word)) {
-      if (auto taken = take_over(t, k, *found, me, contended)) {
-        grant = *taken;
-        return Outcome::granted;
+      auto taken = take_over(t, k, *found, me, contended);
+      if (!taken) continue;  // changed under us: look again
+      grant = *taken;
+      if (t.scope != Scope::cluster) return Outcome::granted;
+      home.unlock();
+      switch (detail::admit_cluster_key(t, grant.index, wait, deadline, grant.owner_died, grant.token, error)) {
+        case detail::Admission::granted: return Outcome::granted;
+        case detail::Admission::busy: return Outcome::busy;
+        case detail::Admission::failed: return Outcome::failed;
+        case detail::Admission::again: continue;
       }
-      continue;  // changed under us: look again
     }
     if (wait == Wait::none) return Outcome::busy;
 
@@ -512,9 +545,14 @@ Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadlin
   }
 }
 
-// A key handed in by the caller must be 1 .. max_key bytes.
-bool key_fits(const TableView& t, std::string_view key) noexcept { return !key.empty() && key.size() <= t.max_key; }
+// A key handed in by the caller must be 1 .. max_key bytes (and for
+// cluster scope, fit in the backend lock's name).
+bool key_fits(const TableView& t, std::string_view key) noexcept {
+  return !key.empty() && key.size() <= t.max_key && (t.scope != Scope::cluster || validate_cluster_key(key));
+}
 Error key_size_error(const TableView& t, std::string_view key) {
+  if (!key.empty() && key.size() <= t.max_key)
+    return Error{Errc::invalid_argument, "lock table '" + t.name + "': " + validate_cluster_key(key).error().message};
   return Error{Errc::invalid_argument, "lock table '" + t.name + "': a key is 1 to " + std::to_string(t.max_key) +
                                            " bytes; this one is " + std::to_string(key.size())};
 }
@@ -534,13 +572,13 @@ __attribute__((noinline)) Result<LockGuard> blocking_slow(TableView& t, const Ke
 }
 Result<LockGuard> blocking(TableView& t, const Key& k) noexcept {
   Grant grant;
-  if (insert_fast(t, k, grant)) [[likely]]
+  if (t.scope != Scope::cluster && insert_fast(t, k, grant)) [[likely]]
     return guard_of(t, grant);
   return blocking_slow(t, k);
 }
 Result<std::optional<LockGuard>> attempt(TableView& t, const Key& k, Wait wait, std::uint64_t deadline) noexcept {
   Grant grant;
-  if (insert_fast(t, k, grant)) [[likely]]
+  if (t.scope != Scope::cluster && insert_fast(t, k, grant)) [[likely]]
     return std::optional<LockGuard>(guard_of(t, grant));
   Error error;
   switch (acquire_key(t, k, wait, deadline, grant, error)) {
@@ -569,8 +607,12 @@ void release_table_key(TableView& t, std::uint64_t index, std::uint32_t home_dis
       t.header().counters.damaged_entries.fetch_add(1, relaxed);
       return;
     }
-  } while (!e.word.compare_exchange_weak(w, 0, std::memory_order_release, relaxed));
-  if (w & shm::kOwnerFlag) shm::futex_wake_all_low_half(e.word);
+  } while (t.scope != Scope::cluster && !e.word.compare_exchange_weak(w, 0, std::memory_order_release, relaxed));
+  if (t.scope == Scope::cluster) {
+    if (!release_cluster_key(t, e, me, w)) return;  // kept: colod frees it with the cluster lock
+  } else if (w & shm::kOwnerFlag) {
+    shm::futex_wake_all_low_half(e.word);
+  }
   if (home_distance != 0) {
     BucketHeader& home = t.bucket(index / kSlotsPerBucket - home_distance);
     std::uint32_t n = home.overflow.load(relaxed);
@@ -677,8 +719,12 @@ LockTableStats LockTable::stats() const noexcept {
     for (std::uint32_t slot = 0; slot < kSlotsPerBucket; ++slot) {
       TableEntry& e = t.entry(b, slot);
       const std::uint64_t w = e.word.load(relaxed);
-      if (!shm::names_a_thread(w)) continue;
+      if (!detail::entry_live(w)) continue;
       ++s.live_keys;
+      if (!shm::names_a_thread(w)) {  // kept for the cluster, no local holder
+        ++s.kept_keys;
+        continue;
+      }
       if (e.home_distance.load(relaxed) != 0) ++s.overflowed_keys;
       auto [it, fresh] = alive.try_emplace(shm::owner_of(w), false);
       if (fresh) it->second = shm::owner_alive(w);

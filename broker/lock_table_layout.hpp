@@ -110,10 +110,16 @@ inline constexpr std::uint32_t kMaxKeyBytes = 256;
 inline constexpr std::uint64_t kMaxTableCapacity = std::uint64_t{1} << 26;
 inline constexpr std::size_t kTableWaiterSlots = 64;
 inline constexpr std::size_t kHotKeys = 16;
+inline constexpr std::size_t kRequestSlots = 64;
 inline constexpr std::uint64_t kTableHoldSampleEvery = 16;  // power of two
 
-// An isolated entry: its tid field is 0, so it names no thread.
+// Entry words that name no thread (tid field 0):
+// an isolated entry, never used again;
 inline constexpr std::uint64_t kEntryDamaged = 0xDA3A'6ED0'0000'0000;
+// cluster scope: a key no local process holds while the host holds (or
+// asked for) its cluster lock; colod frees it when it gives that up. An
+// acquirer takes it by CAS, as a free mutex. The flag bit may be set.
+inline constexpr std::uint64_t kEntryKept = 0x4B45'5054'0000'0000;
 
 struct TableGeometry {          // line 0
   std::uint32_t layout_version;
@@ -143,12 +149,13 @@ struct TableCounters {          // line 1: written on slow paths only (relaxed R
 };
 static_assert(sizeof(TableCounters) == 64, "the counters are one cache line");
 
-// Cluster scope: colod's side (see ClusterLine for the per-key protocol).
+// Cluster scope: the colod keeping the table (see ClusterLine for the
+// per-key protocol).
 struct TableClusterLine {       // line 2
-  std::atomic<std::uint32_t> keeper_pid;
-  std::atomic<std::uint32_t> doorbell;         // futex: bumped when a key wants colod's attention
+  std::atomic<std::uint32_t> keeper_pid;       // 0: none yet
+  std::uint32_t reserved0;
   std::atomic<std::uint64_t> keeper_start_time;
-  std::atomic<std::uint64_t> lease_losses;
+  std::atomic<std::uint64_t> lease_losses;     // holds lost, all keys
   std::uint8_t reserved[40];
 };
 static_assert(sizeof(TableClusterLine) == 64, "the cluster line is one cache line");
@@ -185,9 +192,17 @@ struct TableHeader {
   std::atomic<std::uint64_t> hot_lock;  // owner word
   std::uint8_t pad_hot[56];
   HotKey hot[kHotKeys];
+  // Cluster scope: an acquirer that asks colod for a key's cluster lock
+  // posts its entry's index + 1 in a free slot (CAS 0 ->) and rings the
+  // namespace's doorbell; colod takes the slots (exchange -> 0). A request
+  // lost to full slots or a colod restart is posted again: the acquirer
+  // re-posts every wait slice while its key is still requested.
+  std::atomic<std::uint64_t> requests[kRequestSlots];
 };
 static_assert(offsetof(TableHeader, waiters) == 192, "waiter slots start at line 3");
 static_assert(offsetof(TableHeader, hot) == 192 + 64 * 32 + 64, "hot keys follow the waiter slots and their lock");
+static_assert(offsetof(TableHeader, requests) == offsetof(TableHeader, hot) + kHotKeys * sizeof(HotKey),
+              "request slots follow the hot keys");
 inline constexpr std::uint64_t kBucketsOffset = (sizeof(TableHeader) + 4095) / 4096 * 4096;
 
 struct BucketHeader {
@@ -216,10 +231,35 @@ inline constexpr std::uint32_t kKeyOffset = offsetof(TableEntry, key_start);
 static_assert(offsetof(TableEntry, word) == 0, "the word (and its futex half) opens the line");
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared words must be lock-free atomics");
 
-// Cluster scope: the per-key protocol with colod, in the entry's second line.
+// Cluster scope: the per-key protocol with colod, in the entry's last line.
+// The same as a named cluster lock's (broker/lock_record.hpp, drawn there),
+// with the entry word as the local mutex and one more field: `state` holds
+// the key's incarnation (high 32 bits, + 1 at every insert of a key into
+// this entry) beside the LeaseState (low 32 bits), and both sides change
+// it by CAS with the incarnation they know. So colod, which keeps keys by
+// entry index, can never act on a key that has left the entry and been
+// replaced by another: its CAS fails.
+//
+//   none/lost --acquirer--> requested --colod--> held --colod--> yielding --colod--> none
+//                                                  \--colod--> lost
+//
+// The acquirer asks only while it holds the entry; colod moves held ->
+// yielding -> none holding the entry itself (its owner word in the word),
+// and so frees the entry: a key stays in the table while this host holds
+// its cluster lock, and no longer.
 struct ClusterLine {
-  std::uint8_t reserved[64];
+  std::atomic<std::uint64_t> state;           // incarnation << 32 | LeaseState
+  std::atomic<std::uint32_t> signal;          // futex: bumped on every state change
+  std::atomic<std::uint32_t> grant_limit;     // local grants allowed under this epoch
+  std::atomic<std::uint64_t> cluster_epoch;   // the backend's grant epoch while held
+  std::atomic<std::uint64_t> local_grants;    // grants under it (written by local holders)
+  std::atomic<std::uint64_t> valid_until_ns;  // CLOCK_MONOTONIC: held at least until then
+  std::atomic<std::uint32_t> flags;           // kKeyFlag*
+  std::uint32_t reserved0;
+  std::uint64_t reserved1[2];
 };
+// flags: colod took the entry from a dead holder: the next grant says owner_died.
+inline constexpr std::uint32_t kKeyFlagOwnerDiedPending = 1;
 static_assert(sizeof(ClusterLine) == 64, "the cluster line is one cache line");
 
 // Bytes of one entry for a table of this scope and key size.

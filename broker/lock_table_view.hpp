@@ -15,6 +15,8 @@
 
 namespace colo::detail {
 
+class Registry;
+
 struct TableView {
   std::string name;
   std::unique_ptr<MappedObject> mapping;
@@ -27,6 +29,7 @@ struct TableView {
   std::uint32_t entry_stride = 0;
   std::uint64_t bucket_stride = 0;
   std::uint64_t seed = 0;
+  std::shared_ptr<Registry> registry;  // cluster scope: its doorbell calls colod
 
   TableHeader& header() const noexcept { return *reinterpret_cast<TableHeader*>(body); }
   BucketHeader& bucket(std::uint64_t b) const noexcept {
@@ -43,8 +46,8 @@ struct TableView {
   // The key's bytes: max_key of them from the state line on.
   char* key_of(TableEntry& e) const noexcept { return reinterpret_cast<char*>(&e) + kKeyOffset; }
   // Cluster scope: the entry's last line.
-  std::byte* cluster_line_of(TableEntry& e) const noexcept {
-    return reinterpret_cast<std::byte*>(&e) + entry_stride - 64;
+  ClusterLine& cluster_line_of(TableEntry& e) const noexcept {
+    return *reinterpret_cast<ClusterLine*>(reinterpret_cast<std::byte*>(&e) + entry_stride - 64);
   }
   // hash x home_buckets / 2^64: the high bits of the hash pick the home
   // (the tag is made of its low bits), with no division.
@@ -60,6 +63,28 @@ Result<void> check_table_options(std::string_view name, const LockTableOptions& 
 Result<void> init_table(shm::Segment& segment, const LockTableOptions& options);
 // Reads and checks the geometry of an opened table; the view keeps the mapping.
 Result<std::unique_ptr<TableView>> open_table(std::string_view name, std::unique_ptr<MappedObject> mapping);
+
+// A word that holds a key: held by a thread, or kept (cluster scope).
+inline bool entry_live(std::uint64_t word) noexcept {
+  return (word & 0xffff'fffe) != 0 || (word & ~std::uint64_t{1}) == kEntryKept;
+}
+
+enum class TableWait { none, until, forever };
+
+// Cluster scope (lock_table_cluster.cpp). The acquirer holds entry `index`
+// locally (its word names the calling thread); admission waits until this
+// host holds the key's cluster lock and makes the grant's token, or gives
+// the entry back (kept, or freed) and says why not.
+enum class Admission { granted, busy, failed, again };
+Admission admit_cluster_key(TableView& t, std::uint64_t index, TableWait wait, std::uint64_t deadline,
+                            bool& owner_died, std::uint64_t& token, Error& error) noexcept;
+// A new key's cluster line (the inserter, before publishing the entry).
+void reset_cluster_line(TableView& t, TableEntry& e) noexcept;
+// Cluster scope release: kept while the host holds or wants the key's
+// cluster lock, else freed. True if the entry was freed.
+bool release_cluster_key(TableView& t, TableEntry& e, std::uint64_t me, std::uint64_t word) noexcept;
+// LockGuard::lease_lost() for a key.
+bool table_lease_lost(const TableView& t, std::uint64_t index, std::uint64_t token) noexcept;
 
 // The tag a slot holds for a key of this hash: never 0 (0 = never used).
 inline std::uint32_t tag_of(std::uint64_t hash) noexcept { return static_cast<std::uint32_t>(hash) | 1; }

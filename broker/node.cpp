@@ -188,7 +188,8 @@ Result<Lock> Node::lock(std::string_view name, OpenMode mode, LockOptions option
   auto object = open_object(name, mode, spec);
   if (!object) return std::move(object).error();
   auto* record = reinterpret_cast<LockRecord*>((*object)->segment.body());
-  return Lock(std::string(name), std::move(object).value(), record);
+  return Lock(std::string(name), std::move(object).value(), record,
+              record->scope == static_cast<std::uint32_t>(Scope::cluster) ? registry_ : nullptr);
 }
 
 Result<LockTable> Node::lock_table(std::string_view name, OpenMode mode, LockTableOptions options) {
@@ -220,6 +221,7 @@ Result<LockTable> Node::lock_table(std::string_view name, OpenMode mode, LockTab
   if (!object) return std::move(object).error();
   auto view = detail::open_table(name, std::move(object).value());
   if (!view) return std::move(view).error();
+  if ((*view)->scope == Scope::cluster) (*view)->registry = registry_;
   return LockTable(std::move(view).value());
 }
 

@@ -49,6 +49,7 @@
 namespace colo {
 
 namespace detail {
+class Registry;
 struct LockRecord;
 struct MappedObject;
 struct LeaseWatch;
@@ -223,7 +224,9 @@ class Lock {
  private:
   friend class Node;
   friend class internal::ClusterLockKeeper;
-  Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record) noexcept;
+  // `registry`: cluster scope, to ring the namespace's doorbell for colod.
+  Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record,
+       std::shared_ptr<detail::Registry> registry = nullptr) noexcept;
   enum class Wait { none, until, forever };
   enum class Admission { granted, timed_out, yield_first, no_keeper };
   // The shared path of every acquire form.
@@ -236,6 +239,7 @@ class Lock {
   std::string name_;
   std::unique_ptr<detail::MappedObject> mapping_;
   detail::LockRecord* record_;
+  std::shared_ptr<detail::Registry> registry_;  // cluster scope only
 };
 
 }  // namespace colo

@@ -51,6 +51,9 @@
 
 namespace colo {
 
+namespace internal {
+class ClusterTableKeeper;  // colod's side of a cluster-scope table (not installed)
+}
 namespace detail {
 struct TableView;
 // A checked key and where it lives (lock_table.cpp).
@@ -89,7 +92,8 @@ struct LockTableStats {
   std::uint64_t entries = 0;           // slots in all (capacity x 4/3, rounded up to buckets)
   std::uint32_t max_key_bytes = 0;
   std::uint32_t bytes_per_entry = 0;
-  std::uint64_t live_keys = 0;         // held now, dead holders included
+  std::uint64_t live_keys = 0;         // in the table: held now (dead holders included), or kept
+  std::uint64_t kept_keys = 0;         // cluster scope: kept for this host's cluster hold, no local holder
   std::uint64_t dead_holders = 0;      // live keys whose holder died: their next acquirer is told
   std::uint64_t overflowed_keys = 0;   // live keys outside their home bucket
   std::uint32_t waiters = 0;           // threads blocked in acquire now (dead ones not counted)
@@ -157,6 +161,7 @@ class LockTable {
 
  private:
   friend class Node;
+  friend class internal::ClusterTableKeeper;
   explicit LockTable(std::unique_ptr<detail::TableView> view) noexcept;
   std::unique_ptr<detail::TableView> view_;
 };

@@ -33,6 +33,7 @@ namespace colo {
 
 namespace detail {
 class Registry;
+struct NodeAccess;  // libcolo's own access to a Node's registry
 struct MappedObject;
 struct ObjectSpec;
 struct ChannelState;
@@ -125,6 +126,7 @@ class Node {
   ~Node();
 
  private:
+  friend struct detail::NodeAccess;
   Node(NodeOptions options, std::unique_ptr<detail::Registry> registry) noexcept;
   // `deep`: also the stats that scan the object (a lock table's entries).
   Result<ObjectInfo> describe(std::string_view name, bool registered, bool deep) const;
@@ -137,7 +139,7 @@ class Node {
                                                              bool exclusive);
 
   NodeOptions options_;
-  std::unique_ptr<detail::Registry> registry_;
+  std::shared_ptr<detail::Registry> registry_;  // shared with cluster-scope objects, which ring its doorbell
 };
 
 }  // namespace colo
