@@ -448,8 +448,15 @@ std::uint32_t doorbell(const Node& node) noexcept {
   return detail::NodeAccess::registry(node).doorbell().load(std::memory_order_acquire);
 }
 
-void wait_doorbell(const Node& node, std::uint32_t seen, std::uint64_t timeout_ns) noexcept {
-  shm::futex_wait(detail::NodeAccess::registry(node).doorbell(), seen, static_cast<std::int64_t>(timeout_ns));
+void wait_doorbell(const Node& node, std::uint32_t seen, std::atomic<std::uint32_t>& wake, std::uint32_t wake_seen,
+                   std::uint64_t timeout_ns) noexcept {
+  shm::futex_wait_either(detail::NodeAccess::registry(node).doorbell(), seen, wake, wake_seen,
+                         static_cast<std::int64_t>(timeout_ns));
+}
+
+void wake_word(std::atomic<std::uint32_t>& word) noexcept {
+  word.fetch_add(1, std::memory_order_acq_rel);
+  shm::futex_wake_all(word);
 }
 
 void ring_doorbell(const Node& node) noexcept { detail::NodeAccess::registry(node).ring(); }

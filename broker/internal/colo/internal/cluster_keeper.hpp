@@ -15,6 +15,7 @@
 // it when they ask for a cluster lock, the registry when it changes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -143,10 +144,14 @@ class ClusterTableKeeper {
   std::vector<std::uint64_t> adopted_requests_;
 };
 
-// The namespace's doorbell (see the file comment): its value, a sleep while
-// it still has it, and a ring (colod's own threads wake its sleeper so).
+// The namespace's doorbell (see the file comment): its value; a sleep while
+// it still has it and a process-local word `wake` (colod's own threads bump
+// and wake it) still has `wake_seen`, at most timeout_ns; a ring.
 std::uint32_t doorbell(const Node& node) noexcept;
-void wait_doorbell(const Node& node, std::uint32_t seen, std::uint64_t timeout_ns) noexcept;
+void wait_doorbell(const Node& node, std::uint32_t seen, std::atomic<std::uint32_t>& wake, std::uint32_t wake_seen,
+                   std::uint64_t timeout_ns) noexcept;
 void ring_doorbell(const Node& node) noexcept;
+// Bumps a process-local word and wakes its sleepers (wait_doorbell's `wake`).
+void wake_word(std::atomic<std::uint32_t>& word) noexcept;
 
 }  // namespace colo::internal
