@@ -49,8 +49,10 @@ void register_variant(CLI::App& bench_group, int& exit_code, const Variant& v) {
       "messages; latency cells send at a fixed rate with the intended send time in each message (stalls count). "
       "Ratios compare with --reference in the same cell; the goals at the end compare colo with ZeroMQ PUSH/PULL and "
       "a Unix socket. colo's objects live in a private namespace msgbench-<pid>, removed at the end (--ns is "
-      "ignored). Exit status 1 only if a cell failed; goals are reported, not enforced. Examples: colo bench " +
-      std::string(v.command) + " --quick; colo bench " + v.command + " --sizes 64 --measure latency --json");
+      "ignored). Exit status 1 only if a cell failed; goals are reported, not enforced.\n"
+      "Examples:\n"
+      "  colo bench " + std::string(v.command) + " --quick\n"
+      "  colo bench " + v.command + " --sizes 64 --measure latency --json");
   auto cli = std::make_shared<bench::MsgBenchCli>();
   cli->options.title = std::string("colo bench ") + v.command;
   cli->options.subject = v.subject;
