@@ -60,7 +60,7 @@ def grouped_bars(ax, cells, transports, value, subject):
         for c, cell in enumerate(cells):
             v = value(cell, name)
             if v is not None and v > 0:
-                xs.append(c - 0.4 + width * (i + 0.5))
+                xs.append(bar_x(c, i, len(transports)))
                 ys.append(v)
         ax.bar(xs, ys, width, label=name, edgecolor="black" if name == subject else None, linewidth=0.8)
     ax.set_xticks(range(len(cells)))
@@ -68,8 +68,20 @@ def grouped_bars(ax, cells, transports, value, subject):
     ax.grid(axis="y", which="major", alpha=0.4)
 
 
-def legend_below(ax, count):
-    ax.legend(fontsize=8, ncol=min(count, 4), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+def bar_x(cell, index, count):
+    """x of bar `index` (of `count`) in the group of cell number `cell`."""
+    return cell - 0.4 + 0.8 / count * (index + 0.5)
+
+
+def save(fig, ax, report, title, path):
+    """Title, the legend below the axes, and the PNG at `path`; returns `path`."""
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=min(len(report["transports"]), 4), loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def title_of(report, what, label):
@@ -91,19 +103,15 @@ def plot_throughput(report, label, out):
         return None
     transports = transports_of(report)
     cells = cells_of(rows, lambda r: (r["pattern_label"], r["size"]))
-    figures = {(r["pattern_label"], r["size"], r["transport"]): r.get("msgs_per_s") for r in rows if r["status"] == "ok"}
+    figures = {(r["pattern_label"], r["size"], r["transport"]): r.get("msgs_per_s")
+               for r in rows if r["status"] == "ok"}
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(cells)), 5.5))
     grouped_bars(ax, cells, transports, lambda cell, name: figures.get((*cell, name)), report.get("subject"))
     reader = report.get("options", {}).get("throughput_reader", "")
     ax.set_xticklabels([f"{p}\n{size_text(s)}" for p, s in cells])
     ax.set_ylabel(f"messages per second ({reader} readers; log scale)")
-    ax.set_title(title_of(report, "throughput", label), fontsize=10)
-    legend_below(ax, len(transports))
-    fig.tight_layout()
-    path = os.path.join(out, f"{report['subject']}-throughput.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, ax, report, title_of(report, "throughput", label),
+                os.path.join(out, f"{report['subject']}-throughput.png"))
 
 
 def plot_latency(report, label, out):
@@ -125,19 +133,14 @@ def plot_latency(report, label, out):
         for c, cell in enumerate(cells):
             p50, p99 = percentile(cell, name, "p50"), percentile(cell, name, "p99")
             if p50 and p99:
-                x = c - 0.4 + width * (i + 0.5)
+                x = bar_x(c, i, len(transports))
                 ax.vlines(x, p50, p99, color="black", linewidth=0.8, zorder=3)
                 ax.hlines(p99, x - width / 3, x + width / 3, color="black", linewidth=0.8, zorder=3)
     rate = report.get("options", {}).get("rate", 0)
     ax.set_xticklabels([f"{p} {size_text(s)}\n{reader} reader" for p, s, reader in cells])
     ax.set_ylabel("one-way latency, us (bar: p50, whisker: p99; log scale)")
-    ax.set_title(title_of(report, f"one-way latency at {rate:,.0f} msg/s", label), fontsize=10)
-    legend_below(ax, len(transports))
-    fig.tight_layout()
-    path = os.path.join(out, f"{report['subject']}-latency.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, ax, report, title_of(report, f"one-way latency at {rate:,.0f} msg/s", label),
+                os.path.join(out, f"{report['subject']}-latency.png"))
 
 
 def main():
