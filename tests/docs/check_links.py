@@ -77,8 +77,8 @@ def main():
                 elif not os.path.commonpath([root, linked]) == root:
                     problems.append(f"{where}:{number}: {target}: outside the repository")
                 elif anchor and linked.endswith(".md") and anchor not in anchors_of(linked):
-                    heading_of = os.path.relpath(linked, root)
-                    problems.append(f"{where}:{number}: {target}: no heading '{anchor}' in {heading_of}")
+                    linked_name = os.path.relpath(linked, root)
+                    problems.append(f"{where}:{number}: {target}: no heading '{anchor}' in {linked_name}")
     if problems:
         print("broken links:")
         for p in problems:
