@@ -43,12 +43,16 @@
 #include "lock_table_layout.hpp"
 #include "owner_word.hpp"
 #include "table_state.hpp"
+#include "worker_pauses.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using colo::test::KeyCell;
 using colo::test::TableState;
+using colo::test::pause_us;
+using colo::test::spin;
+using colo::test::wait_flag;
 constexpr auto relaxed = std::memory_order_relaxed;
 
 [[noreturn]] void die(int code, const std::string& message) {
@@ -76,17 +80,6 @@ colo::LockTable table_or_die(const std::string& ns, const std::string& name) {
   return std::move(table).value();
 }
 
-void pause_us(std::uint64_t us) {
-  if (us == 0) return;
-  timespec ts{static_cast<time_t>(us / 1'000'000), static_cast<long>(us % 1'000'000) * 1000};
-  ::nanosleep(&ts, nullptr);
-}
-
-// A pause with no system call, so that a kill can land between two stores.
-void spin(std::uint32_t n) {
-  for (std::uint32_t i = 0; i < n; ++i) asm volatile("" ::: "memory");
-}
-
 void random_pause(std::mt19937_64& rng) {
   switch (rng() % 4) {
     case 0: break;
@@ -94,15 +87,6 @@ void random_pause(std::mt19937_64& rng) {
     case 2: spin(static_cast<std::uint32_t>(rng() % 50000)); break;
     default: pause_us(rng() % 200); break;
   }
-}
-
-bool wait_flag(const std::atomic<std::uint32_t>& flag, std::chrono::seconds max) {
-  const auto deadline = std::chrono::steady_clock::now() + max;
-  while (flag.load(std::memory_order_acquire) == 0) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    pause_us(100);
-  }
-  return true;
 }
 
 int run_keys(const std::string& ns, const std::string& name, const std::string& path, std::size_t worker,
