@@ -463,11 +463,12 @@ void LockService::take_key_requests() {
       auto existing = keepers_.find(name);
       if (existing != keepers_.end()) {
         Keeper& k = *existing->second;
-        // The same key again (a new incarnation after its entry was freed):
-        // the idle keeper takes the new hold; a busy one sees it requested.
+        // The key again: asked anew after a loss (the same hold), or in a
+        // new incarnation after its entry was freed (the idle keeper takes
+        // the new hold). A busy keeper sees the request when its step ends.
         if (!k.busy.load(std::memory_order_acquire) && k.phase.load() == Keeper::Phase::idle &&
-            k.hold->state() != LeaseState::requested) {
-          k.hold = std::move(hold);
+            k.next_at.load(std::memory_order_relaxed) == 0) {
+          if (k.hold->state() != LeaseState::requested) k.hold = std::move(hold);
           k.next_at.store(1, std::memory_order_relaxed);  // due now
         }
         continue;

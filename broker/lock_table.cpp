@@ -15,6 +15,14 @@
 //            FUTEX_WAIT on the word's low half
 //            (slices of 1 ms doubling to 64 ms,
 //            then look again)
+//   kept (cluster scope, no local holder):
+//            CAS word -> me; unlock
+//   cluster scope, the entry ours: admission
+//            (lock_table_cluster.cpp)
+//
+// The common case (a free bucket lock, the key absent from its home bucket
+// with no overflow, a free slot there) runs as one inline pass,
+// insert_fast(); everything else goes the general way, acquire_key().
 #include "colo/lock_table.hpp"
 
 #include <sys/random.h>  // getrandom: the table's hash seed
@@ -485,9 +493,7 @@ Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadlin
       if (t.scope != Scope::cluster) return Outcome::granted;
       home.unlock();
       switch (detail::admit_cluster_key(t, grant.index, wait, deadline, grant.owner_died, grant.token, error)) {
-        case detail::Admission::granted:
-          if (contended) t.header().counters.contended_grants.fetch_add(1, relaxed);
-          return Outcome::granted;
+        case detail::Admission::granted: return Outcome::granted;  // counted contended by insert() if it was
         case detail::Admission::busy: return Outcome::busy;
         case detail::Admission::failed: return Outcome::failed;
         case detail::Admission::again: contended = true; continue;
