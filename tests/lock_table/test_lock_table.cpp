@@ -8,6 +8,8 @@
 #include <chrono>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "colo/node.hpp"
 #include "lock_table_view.hpp"
 #include "owner_word.hpp"
@@ -419,6 +421,42 @@ TEST_F(LockTableTest, listShowsOneObjectPerTableAndInfoScansIt) {
   ASSERT_TRUE(info->lock_table.has_value());
   EXPECT_EQ(info->lock_table->live_keys, 1u);
   EXPECT_EQ(info->lock_table->capacity, 1000u);
+}
+
+// `colo` on lock tables, as a real process.
+TEST_F(LockTableTest, coloCreatesATableLocksItsKeysAndShowsIt) {
+  const auto made = test::run_colo(ns, {"create", "lock-table", "orders", "--capacity", "100"});
+  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
+  EXPECT_EQ(made.out.rfind("created lock-table 'orders' in namespace '" + ns + "': 100 keys of up to 64 bytes, ", 0), 0u)
+      << made.out;
+  const auto first = test::run_colo(ns, {"lock", "--table", "orders", "order:42", "--", "sh", "-c", "echo $COLO_FENCING_TOKEN"});
+  const auto second = test::run_colo(ns, {"lock", "--table", "orders", "order:42", "--", "sh", "-c", "echo $COLO_FENCING_TOKEN"});
+  const auto missing = test::run_colo(ns, {"lock", "--table", "nope", "k", "--", "true"});
+  const auto stat = test::run_colo(ns, {"stat", "orders", "--json", "--interval", "0"});
+  const auto ls = test::run_colo(ns, {"ls"});
+
+  EXPECT_EQ(first.out, "1\n") << test::describe(first);
+  EXPECT_EQ(second.out, "2\n") << test::describe(second);
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.err, "colo: lock-table 'nope' in namespace '" + ns +
+                             "' does not exist; create it (`colo create lock-table nope`, or OpenMode::create_or_open)\n");
+  ASSERT_EQ(stat.exit_code, 0) << test::describe(stat);
+  const auto j = nlohmann::json::parse(stat.out);
+  EXPECT_EQ(j["kind"], "lock-table");
+  EXPECT_EQ(j["lock_table"]["grants"], 2);
+  EXPECT_EQ(j["lock_table"]["live_keys"], 0);
+  EXPECT_EQ(j["lock_table"]["capacity"], 100);
+  EXPECT_NE(ls.out.find("\nlock-table orders "), std::string::npos) << ls.out;
+}
+
+TEST_F(LockTableTest, coloLockOnATableKeyTimesOutNamingItsHolder) {
+  Process& holder = start_holder("k");
+
+  const auto timed = test::run_colo(ns, {"lock", "--table", "T", "--timeout", "0.2", "k", "--", "true"});
+
+  EXPECT_EQ(timed.exit_code, 75) << test::describe(timed);
+  EXPECT_EQ(timed.err, "colo: timed out after 0.2 s waiting for key 'k' of lock table 'T' (held by pid " +
+                           std::to_string(holder.pid()) + ")\n");
 }
 
 }  // namespace
