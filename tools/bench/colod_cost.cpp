@@ -1,11 +1,12 @@
 // `colo bench lock-table --cluster`: what colod costs for cluster-scope locks
 // and table keys, by how many exist and how many are in use.
 //
-// One colod on loopback (LocalCluster) with a Redis [[lock_backend]]
+// One colod on loopback (LocalCluster, colod's default heartbeat of 1 s)
+// with a Redis [[lock_backend]]
 // (--redis, $COLO_REDIS: the backend is only contacted by the cells that
 // use a key). Each cell lets colod settle for a second, then reads, over
 // --seconds, the CPU time of all its threads (/proc/<pid>/task/*/schedstat,
-// nanoseconds) and its thread count (/proc/<pid>/status):
+// nanoseconds, followed every 50 ms) and its thread count (/proc/<pid>/status):
 //   idle colod            no cluster object in the namespace
 //   1,000 kept locks      1,000 named cluster locks nobody uses
 //   + a used table        a cluster table whose 1,000 keys were each taken
@@ -28,6 +29,7 @@
 #include <fstream>
 #include <optional>
 #include <iostream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,21 +49,40 @@ constexpr double kGoalIdlePercent = 0.1;
 constexpr int kLocks = 1000;
 constexpr int kKeys = 1000;
 
-// CPU time of every thread of `pid` now, in nanoseconds (threads that ended
-// are not counted: colod's end only when idle, which costs nothing).
-std::uint64_t cpu_ns(pid_t pid) {
-  std::uint64_t total = 0;
+// CPU time of each thread of `pid` now, in nanoseconds, by tid.
+std::map<std::string, std::uint64_t> thread_cpu_ns(pid_t pid) {
+  std::map<std::string, std::uint64_t> out;
   const std::string dir = "/proc/" + std::to_string(pid) + "/task";
   DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return 0;
+  if (d == nullptr) return out;
   while (const dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
     std::ifstream f(dir + "/" + e->d_name + "/schedstat");
     std::uint64_t on_cpu = 0;
-    if (f >> on_cpu) total += on_cpu;
+    if (f >> on_cpu) out[e->d_name] = on_cpu;
   }
   ::closedir(d);
-  return total;
+  return out;
+}
+
+// CPU time all threads of `pid` use over `seconds`: each thread's time is
+// followed every 50 ms, so that a worker thread ending in the window loses
+// at most its last 50 ms (an idle one: nothing); a thread born in the
+// window counts from 0.
+std::uint64_t cpu_ns_over(pid_t pid, double seconds) {
+  std::map<std::string, std::uint64_t> last = thread_cpu_ns(pid);
+  std::uint64_t used = 0;
+  const auto end = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(seconds));
+  while (SteadyClock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (const auto& [tid, now] : thread_cpu_ns(pid)) {
+      auto it = last.find(tid);
+      const std::uint64_t before = it == last.end() ? 0 : it->second;
+      if (now > before) used += now - before;
+      last[tid] = now;
+    }
+  }
+  return used;
 }
 
 int threads_of(pid_t pid) {
@@ -83,11 +104,9 @@ Cell measure(const std::string& label, pid_t pid, double seconds) {
   Cell c;
   c.label = label;
   const auto t0 = SteadyClock::now();
-  const std::uint64_t before = cpu_ns(pid);
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  const std::uint64_t after = cpu_ns(pid);
+  const std::uint64_t used = cpu_ns_over(pid, seconds);
   const double wall = std::chrono::duration<double, std::nano>(SteadyClock::now() - t0).count();
-  c.cpu_percent = after >= before ? 100.0 * static_cast<double>(after - before) / wall : std::nan("");
+  c.cpu_percent = 100.0 * static_cast<double>(used) / wall;
   c.threads = threads_of(pid);
   return c;
 }
@@ -105,8 +124,11 @@ int run_colod_cost(const ColodCostOptions& opt) {
   Progress progress(true);
   progress.show("bench lock-table --cluster: starting colod");
   LocalCluster cluster;
-  const std::string config = "[[lock_backend]]\nkind = \"redis\"\nendpoints = \"" + redis + "\"\n";
-  if (auto started = cluster.start(colod, {"costhost"}, "costbench-", config, 20); !started)
+  LocalCluster::Settings settings;
+  settings.colod = colod;
+  settings.limits_toml = "heartbeat_ms = 1000\n";  // colod's default (the harness's is 100, for fast tests)
+  settings.extra_toml = "[[lock_backend]]\nkind = \"redis\"\nendpoints = \"" + redis + "\"\n";
+  if (auto started = cluster.start(settings, {{"costhost", "costbench-"}}); !started)
     return fail("colod: " + started.error().message);
   LocalCluster::Host& host = cluster.host(0);
   const pid_t pid = host.pid;
