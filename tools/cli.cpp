@@ -54,7 +54,7 @@ nlohmann::json to_json(const ObjectInfo& info) {
     j["lock_table"] = {
         {"capacity", s.capacity},         {"entries", s.entries},
         {"max_key_bytes", s.max_key_bytes}, {"bytes_per_entry", s.bytes_per_entry},
-        {"live_keys", s.live_keys},       {"occupancy", s.occupancy()},
+        {"live_keys", s.live_keys},       {"kept_keys", s.kept_keys}, {"occupancy", s.occupancy()},
         {"dead_holders", s.dead_holders}, {"overflowed_keys", s.overflowed_keys},
         {"waiters", s.waiters},           {"grants", s.grants},
         {"contended_grants", s.contended_grants}, {"recoveries", s.recoveries},

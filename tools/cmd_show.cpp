@@ -78,6 +78,8 @@ void print_lock_table(const LockTableStats& s) {
               s.max_key_bytes, u(s.entries).c_str(), s.bytes_per_entry);
   std::printf("live keys:        %s (%.1f%% of capacity), %s outside their home bucket\n", u(s.live_keys).c_str(),
               100.0 * s.occupancy(), u(s.overflowed_keys).c_str());
+  if (s.scope == Scope::cluster)
+    std::printf("kept keys:        %s (this host holds their cluster lock, no local holder)\n", u(s.kept_keys).c_str());
   std::printf("dead holders:     %s (their next acquirer is told owner_died)\n", u(s.dead_holders).c_str());
   std::printf("waiters:          %u\n", s.waiters);
   std::printf("grants:           %s\n", u(s.grants).c_str());
