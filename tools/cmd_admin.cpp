@@ -13,21 +13,23 @@ struct CreateOptions {
   bool acks = false;
   std::uint32_t max_deliveries = 5;
   std::uint32_t history = 0;
+  bool exclusive = false;
 };
 
 int run_create(const Context& ctx, const CreateOptions& o) {
   auto node = open_node(ctx);
   if (!node) return fail(node.error());
   if (o.kind == "lock") {
+    if (o.exclusive) return fail("--exclusive-publisher is for topics and queues, not locks");
     auto lock = node->lock(o.name, OpenMode::create);
     if (!lock) return fail(lock.error());
   } else if (o.kind == "topic") {
     if (o.acks) return fail("--acks is for queues, not topics");
-    auto topic = node->topic(o.name, OpenMode::create, TopicOptions{o.capacity, o.max_message, o.history});
+    auto topic = node->topic(o.name, OpenMode::create, TopicOptions{o.capacity, o.max_message, o.history, o.exclusive});
     if (!topic) return fail(topic.error());
   } else if (o.kind == "queue") {
     if (o.history != 0) return fail("--history is for topics, not queues");
-    auto queue = node->queue(o.name, OpenMode::create, QueueOptions{o.capacity, o.max_message, o.acks, o.max_deliveries});
+    auto queue = node->queue(o.name, OpenMode::create, QueueOptions{o.capacity, o.max_message, o.acks, o.max_deliveries, o.exclusive});
     if (!queue) return fail(queue.error());
   } else {
     return fail("unknown object kind '" + o.kind + "' (expected lock, topic or queue)");
@@ -67,7 +69,8 @@ void register_create(CLI::App& app, Context& ctx) {
       "Examples:\n"
       "  colo create lock jobs/cleanup\n"
       "  colo create topic prices --capacity 16777216 --history 100\n"
-      "  colo create queue jobs --acks --max-deliveries 5");
+      "  colo create queue jobs --acks --max-deliveries 5\n"
+      "  colo create topic ticks --exclusive-publisher   # one publisher at a time: no atomic step per message");
   auto o = std::make_shared<CreateOptions>();
   cmd->add_option("KIND", o->kind, "lock, topic or queue")->required()->check(CLI::IsMember({"lock", "topic", "queue"}));
   cmd->add_option("NAME", o->name, "object name: 1-200 bytes of A-Z a-z 0-9 . _ - /")->required();
@@ -79,6 +82,9 @@ void register_create(CLI::App& app, Context& ctx) {
   cmd->add_option("--history", o->history,
                   "topic: newest messages kept for new subscribers while there is room; they start that far back")
       ->capture_default_str();
+  cmd->add_flag("--exclusive-publisher", o->exclusive,
+                "topic/queue: one publisher at a time (a second one is refused while the first lives); publishing "
+                "then needs no atomic read-modify-write");
   cmd->add_flag("--acks", o->acks, "queue: consumers acknowledge; unacknowledged messages are redelivered");
   cmd->add_option("--max-deliveries", o->max_deliveries, "queue with --acks: deliveries before NAME.dlq")
       ->capture_default_str()

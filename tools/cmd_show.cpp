@@ -73,10 +73,11 @@ void print_lock(const LockStats& s) {
 
 void print_channel(const ChannelStats& c) {
   auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
-  std::printf("capacity:         %s, max message %s%s%s\n", human_bytes(c.capacity).c_str(),
+  std::printf("capacity:         %s, max message %s%s%s%s\n", human_bytes(c.capacity).c_str(),
               human_bytes(c.max_message).c_str(),
               c.acks ? (", acks, max deliveries " + std::to_string(c.max_deliveries)).c_str() : "",
-              c.history != 0 ? (", history " + std::to_string(c.history) + " messages").c_str() : "");
+              c.history != 0 ? (", history " + std::to_string(c.history) + " messages").c_str() : "",
+              c.exclusive_publisher ? ", exclusive publisher" : "");
   std::printf("published:        %llu messages\n", u(c.published));
   std::printf("retained:         %llu messages, %s of the ring\n", u(c.retained), human_bytes(c.used_bytes).c_str());
   if (c.kind == ObjectKind::queue) std::printf("depth:            %llu (not yet taken)\n", u(c.depth));
@@ -85,8 +86,9 @@ void print_channel(const ChannelStats& c) {
   if (c.kind == ObjectKind::queue && !c.acks) std::printf("dropped unacked:  %llu (taken by consumers that died)\n", u(c.dropped_unacked));
   std::printf("publishers:       %zu\n", c.publishers.size());
   for (const auto& p : c.publishers)
-    std::printf("  pid %-8u %-5s published %llu (%s), waits %llu, abandoned %llu\n", p.pid, p.alive ? "alive" : "dead",
-                u(p.published), human_bytes(p.bytes).c_str(), u(p.waits), u(p.abandoned));
+    std::printf("  pid %-8u %-5s published %llu (%s) in %llu publications, waits %llu, abandoned %llu\n", p.pid,
+                p.alive ? "alive" : "dead", u(p.published), human_bytes(p.bytes).c_str(), u(p.batches), u(p.waits),
+                u(p.abandoned));
   std::printf("%-18s%zu\n", c.kind == ObjectKind::queue ? "consumers:" : "subscribers:", c.readers.size());
   for (const auto& r : c.readers)
     std::printf("  pid %-8u %-5s %-8s delivered %llu (%s), lag %llu, missed %llu, skipped %llu, redelivered %llu, "
