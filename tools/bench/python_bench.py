@@ -164,9 +164,10 @@ def bench_locks(node, redis_endpoint, tmpdir, rounds, seconds):
 # ------------------------------------------------------------------ queues
 #
 # Each transport: setup() in the parent before the two processes fork, then
-# send(count, size) in one child and receive(count, size) in the other.
-# send returns its start time, receive its end time (time.perf_counter is
-# CLOCK_MONOTONIC: one clock for every process).
+# receive(count, size, ready) in one child (it sets `ready` once messages
+# can come) and send(count, size) in the other. send returns its start time,
+# receive its end time (time.perf_counter is CLOCK_MONOTONIC: one clock for
+# every process).
 
 
 def payload(i, filler):
@@ -203,8 +204,9 @@ class ColoQueue:
                 producer.publish(payload(i, filler))
         return start
 
-    def receive(self, count, size):
+    def receive(self, count, size, ready):
         consumer = colo.Node(self.ns).queue(self.queue_name, mode="open").consumer()
+        ready.set()
         i = 0
         if self.batch:
             while i < count:
@@ -234,7 +236,8 @@ class MultiprocessingQueue:
         self.queue.join_thread()  # its feeder thread has written everything
         return start
 
-    def receive(self, count, size):
+    def receive(self, count, size, ready):
+        ready.set()
         for i in range(count):
             check(i, self.queue.get())
         return time.perf_counter()
@@ -265,12 +268,12 @@ class ZeroMQ:
         push.close(linger=-1)
         return start
 
-    def receive(self, count, size):
+    def receive(self, count, size, ready):
         import zmq
 
         pull = zmq.Context().socket(zmq.PULL)
         pull.bind(self.endpoint)
-        _ready.set()
+        ready.set()
         for i in range(count):
             check(i, pull.recv())
         return time.perf_counter()
@@ -289,28 +292,31 @@ class UnixSocket:
             self.a.send(payload(i, filler))
         return start
 
-    def receive(self, count, size):
+    def receive(self, count, size, ready):
+        ready.set()
         for i in range(count):
             check(i, self.b.recv(size))
         return time.perf_counter()
 
 
-_ready = None  # set by the receiver once it can take messages (pyzmq binds first)
+class Started:
+    """The receiver's `ready`: tells the parent, then waits for its go."""
+
+    def __init__(self, ready, go):
+        self.ready, self.go = ready, go
+
+    def set(self):
+        self.ready.set()
+        self.go.wait()
 
 
 def run_child(role, transport, count, size, ready, go, results):
-    global _ready
-    _ready = ready
     try:
         if role == "send":
-            ready.wait()
             go.wait()
             results.put(("send", transport.send(count, size)))
         else:
-            if not isinstance(transport, ZeroMQ):
-                ready.set()
-            go.wait()
-            results.put(("receive", transport.receive(count, size)))
+            results.put(("receive", transport.receive(count, size, Started(ready, go))))
     except Exception as e:  # reported by the parent
         results.put(("error", f"{role}: {type(e).__name__}: {e}"))
 

@@ -1,6 +1,7 @@
 // colo.Publisher and colo.Reader (Subscriber, Consumer), and the methods of
 // Topic and Queue that open them. The messages and loans they return are
-// holds (holds.hpp).
+// holds (holds.hpp). Publisher and Reader are types of the CPython API
+// (cpython.hpp says why), their methods METH_FASTCALL.
 //
 // Every call tries once with the GIL held (no system call when a message
 // or space is there), then waits, if it may, in slices without the GIL
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "colo/internal/clock.hpp"
+#include "cpython.hpp"
 #include "errors.hpp"
 #include "handles.hpp"
 #include "holds.hpp"
@@ -20,6 +22,12 @@
 
 namespace colo::python {
 namespace {
+
+PyTypeObject* publisher_type = nullptr;  // created at import
+PyTypeObject* reader_type = nullptr;
+
+PublisherBox& publisher_box(py::handle self) { return capi::value_of<PublisherBox>(self.ptr()); }
+ReaderBox& reader_box(py::handle self) { return capi::value_of<ReaderBox>(self.ptr()); }
 
 constexpr std::size_t kDefaultBatch = 256;
 constexpr std::size_t kMaxBatch = 65536;  // libcolo's bound on a batch
@@ -111,7 +119,7 @@ std::uint32_t count_arg(std::int64_t count, const char* name, std::int64_t max) 
 // ---------------------------------------------------------------- Publisher
 
 void publish(py::handle self, py::handle data, std::optional<double> timeout) {
-  auto& box = self.cast<PublisherBox&>();
+  auto& box = publisher_box(self);
   Publisher& publisher = usable(box);
   end_current_hold(box.state);
   const Bytes bytes(data);
@@ -127,7 +135,8 @@ void publish(py::handle self, py::handle data, std::optional<double> timeout) {
   if (status != SendStatus::ok) throw_send_failure(box, status, bytes.span().size(), deadline);
 }
 
-bool try_publish(PublisherBox& box, py::handle data) {
+bool try_publish(py::handle self, py::handle data) {
+  auto& box = publisher_box(self);
   Publisher& publisher = usable(box);
   end_current_hold(box.state);
   const Bytes bytes(data);
@@ -138,12 +147,12 @@ bool try_publish(PublisherBox& box, py::handle data) {
 }
 
 std::size_t publish_batch(py::handle self, py::handle messages, std::optional<double> timeout) {
-  auto& box = self.cast<PublisherBox&>();
+  auto& box = publisher_box(self);
   Publisher& publisher = usable(box);
   end_current_hold(box.state);
-  py::sequence items = py::reinterpret_borrow<py::sequence>(messages);
   if (!PySequence_Check(messages.ptr()))
     throw py::type_error("publish_batch() takes a sequence of bytes-like objects");
+  py::sequence items = py::reinterpret_borrow<py::sequence>(messages);
   const std::size_t n = items.size();
   std::vector<std::unique_ptr<Bytes>> buffers;
   std::vector<std::span<const std::byte>> spans;
@@ -172,7 +181,7 @@ std::size_t publish_batch(py::handle self, py::handle messages, std::optional<do
 }
 
 py::object loan(py::handle self, std::int64_t size_in, std::optional<double> timeout, bool raise_on_timeout) {
-  auto& box = self.cast<PublisherBox&>();
+  auto& box = publisher_box(self);
   Publisher& publisher = usable(box);
   const std::uint32_t size = size_arg(size_in, box);
   end_current_hold(box.state);
@@ -192,7 +201,7 @@ py::object loan(py::handle self, std::int64_t size_in, std::optional<double> tim
 
 py::object loan_batch(py::handle self, std::int64_t count_in, std::int64_t size_in, std::optional<double> timeout,
                       bool raise_on_timeout) {
-  auto& box = self.cast<PublisherBox&>();
+  auto& box = publisher_box(self);
   Publisher& publisher = usable(box);
   const std::uint32_t count = count_arg(count_in, "count", kMaxBatch);
   const std::uint32_t size = size_arg(size_in, box);
@@ -211,7 +220,8 @@ py::object loan_batch(py::handle self, std::int64_t count_in, std::int64_t size_
   throw_send_failure(box, publisher.last_status(), size, deadline);
 }
 
-void close_publisher(PublisherBox& box) {
+void close_publisher(py::handle self) {
+  auto& box = publisher_box(self);
   if (!box.publisher) return;
   usable(box);
   end_current_hold(box.state);
@@ -221,7 +231,7 @@ void close_publisher(PublisherBox& box) {
 // ------------------------------------------------------------------- Reader
 
 py::object receive(py::handle self, std::optional<double> timeout) {
-  auto& box = self.cast<ReaderBox&>();
+  auto& box = reader_box(self);
   Reader& reader = usable(box);
   end_current_hold(box.state);
   std::optional<Message> got = reader.try_receive();
@@ -239,7 +249,7 @@ py::object receive(py::handle self, std::optional<double> timeout) {
 }
 
 py::object try_receive(py::handle self) {
-  auto& box = self.cast<ReaderBox&>();
+  auto& box = reader_box(self);
   Reader& reader = usable(box);
   end_current_hold(box.state);
   std::optional<Message> got = reader.try_receive();
@@ -248,7 +258,7 @@ py::object try_receive(py::handle self) {
 }
 
 py::object receive_batch(py::handle self, std::int64_t max_in, std::optional<double> timeout) {
-  auto& box = self.cast<ReaderBox&>();
+  auto& box = reader_box(self);
   Reader& reader = usable(box);
   const std::size_t max = count_arg(max_in, "max", kMaxBatch);
   end_current_hold(box.state);
@@ -266,7 +276,8 @@ py::object receive_batch(py::handle self, std::int64_t max_in, std::optional<dou
   return hold_message_batch(self, box.state, std::move(got));
 }
 
-void close_reader(ReaderBox& box) {
+void close_reader(py::handle self) {
+  auto& box = reader_box(self);
   if (!box.reader) return;
   usable(box);
   end_current_hold(box.state);
@@ -275,86 +286,227 @@ void close_reader(ReaderBox& box) {
 
 std::string describe(const std::string& kind, const std::string& name) { return kind + " '" + name + "'"; }
 
-std::uint32_t max_message_of(const ChannelStats& stats) { return stats.max_message; }
-
 Backpressure backpressure_from(std::string_view text) {
   if (text == "block") return Backpressure::block;
   if (text == "lossy") return Backpressure::lossy;
   throw_error(Errc::invalid_argument, "backpressure must be 'block' or 'lossy', not '" + std::string(text) + "'");
 }
 
+// ------------------------------------------------------ the methods, in C
+
+using Method = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+
+PyObject* none() { Py_RETURN_NONE; }
+
+PyObject* m_publish(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[2];
+    capi::parse_arguments("publish", args, nargs, kwnames, {"data", "timeout"}, 1, a);
+    publish(self, a[0], capi::timeout_argument(a[1]));
+    return none();
+  });
+}
+PyObject* m_try_publish(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[1];
+    capi::parse_arguments("try_publish", args, nargs, kwnames, {"data"}, 1, a);
+    return PyBool_FromLong(try_publish(self, a[0]));
+  });
+}
+PyObject* m_publish_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[2];
+    capi::parse_arguments("publish_batch", args, nargs, kwnames, {"messages", "timeout"}, 1, a);
+    return PyLong_FromSize_t(publish_batch(self, a[0], capi::timeout_argument(a[1])));
+  });
+}
+PyObject* m_loan(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[2];
+    capi::parse_arguments("loan", args, nargs, kwnames, {"size", "timeout"}, 1, a);
+    return loan(self, capi::int_argument(a[0], "size"), capi::timeout_argument(a[1]), true).release().ptr();
+  });
+}
+PyObject* m_try_loan(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[1];
+    capi::parse_arguments("try_loan", args, nargs, kwnames, {"size"}, 1, a);
+    return loan(self, capi::int_argument(a[0], "size"), 0.0, false).release().ptr();
+  });
+}
+PyObject* m_loan_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[3];
+    capi::parse_arguments("loan_batch", args, nargs, kwnames, {"count", "size", "timeout"}, 2, a);
+    return loan_batch(self, capi::int_argument(a[0], "count"), capi::int_argument(a[1], "size"),
+                      capi::timeout_argument(a[2]), true)
+        .release()
+        .ptr();
+  });
+}
+PyObject* m_try_loan_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[2];
+    capi::parse_arguments("try_loan_batch", args, nargs, kwnames, {"count", "size"}, 2, a);
+    return loan_batch(self, capi::int_argument(a[0], "count"), capi::int_argument(a[1], "size"), 0.0, false)
+        .release()
+        .ptr();
+  });
+}
+PyObject* m_close_publisher(PyObject* self, PyObject*) {
+  return capi::guarded([&] {
+    close_publisher(self);
+    return none();
+  });
+}
+PyObject* m_close_reader(PyObject* self, PyObject*) {
+  return capi::guarded([&] {
+    close_reader(self);
+    return none();
+  });
+}
+PyObject* m_enter(PyObject* self, PyObject*) { return Py_NewRef(self); }
+PyObject* m_exit_publisher(PyObject* self, PyObject*) { return m_close_publisher(self, nullptr); }
+PyObject* m_exit_reader(PyObject* self, PyObject*) { return m_close_reader(self, nullptr); }
+
+PyObject* m_receive(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[1];
+    capi::parse_arguments("receive", args, nargs, kwnames, {"timeout"}, 0, a);
+    return receive(self, capi::timeout_argument(a[0])).release().ptr();
+  });
+}
+PyObject* m_try_receive(PyObject* self, PyObject*) {
+  return capi::guarded([&] { return try_receive(self).release().ptr(); });
+}
+PyObject* m_receive_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[2];
+    capi::parse_arguments("receive_batch", args, nargs, kwnames, {"max", "timeout"}, 0, a);
+    const std::int64_t max = a[0] != nullptr ? capi::int_argument(a[0], "max") : kDefaultBatch;
+    return receive_batch(self, max, capi::timeout_argument(a[1])).release().ptr();
+  });
+}
+PyObject* m_try_receive_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[1];
+    capi::parse_arguments("try_receive_batch", args, nargs, kwnames, {"max"}, 0, a);
+    const std::int64_t max = a[0] != nullptr ? capi::int_argument(a[0], "max") : kDefaultBatch;
+    return receive_batch(self, max, 0.0).release().ptr();
+  });
+}
+PyObject* reader_next(PyObject* self) {
+  return capi::guarded([&] { return receive(self, std::nullopt).release().ptr(); });
+}
+PyObject* reader_missed(PyObject* self, void*) {
+  return capi::guarded([&] { return PyLong_FromUnsignedLongLong(usable(reader_box(self)).missed()); });
+}
+PyObject* publisher_closed(PyObject* self, void*) { return PyBool_FromLong(!publisher_box(self).publisher); }
+PyObject* reader_closed(PyObject* self, void*) { return PyBool_FromLong(!reader_box(self).reader); }
+PyObject* publisher_repr(PyObject* self) {
+  return PyUnicode_FromFormat("<colo.Publisher of %s%s>", publisher_box(self).state.what.c_str(),
+                              publisher_box(self).publisher ? "" : ", closed");
+}
+PyObject* reader_repr(PyObject* self) {
+  return PyUnicode_FromFormat("<colo.Reader of %s%s>", reader_box(self).state.what.c_str(),
+                              reader_box(self).reader ? "" : ", closed");
+}
+
+#define FASTCALL(f) reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(static_cast<Method>(f))), \
+                    METH_FASTCALL | METH_KEYWORDS
+
+PyMethodDef publisher_methods[] = {
+    {"publish", FASTCALL(m_publish),
+     "publish(data, timeout=None)\n\nCopies `data` (any bytes-like object) into the ring as one message, waiting "
+     "for space up to `timeout` seconds (None: for ever). colo.Timeout if there is none by then; "
+     "colo.InvalidArgument if larger than max_message."},
+    {"try_publish", FASTCALL(m_try_publish), "try_publish(data)\n\npublish() without waiting: False if there is no "
+                                             "space now."},
+    {"loan", FASTCALL(m_loan),
+     "loan(size, timeout=None)\n\nSpace for one message of `size` bytes, to write in place (zero copy): a "
+     "colo.Loan, committed by commit() or at the end of a `with` block. colo.Timeout if no space within "
+     "`timeout`."},
+    {"try_loan", FASTCALL(m_try_loan), "try_loan(size)\n\nloan() without waiting: None if there is no space now."},
+    {"loan_batch", FASTCALL(m_loan_batch),
+     "loan_batch(count, size, timeout=None)\n\nSpace for up to `count` (1..65536) messages of `size` bytes each: a "
+     "colo.LoanBatch, published together by commit(). It may hold fewer than asked (a batch never crosses the "
+     "ring's end, and takes at most about half the ring): loan again for the rest."},
+    {"try_loan_batch", FASTCALL(m_try_loan_batch),
+     "try_loan_batch(count, size)\n\nloan_batch() without waiting: None if there is no space now."},
+    {"publish_batch", FASTCALL(m_publish_batch),
+     "publish_batch(messages, timeout=None)\n\nCopies a sequence of bytes-like objects into the ring in order, in "
+     "as few publications as fit, waiting for space up to `timeout` in all. Returns how many were published: all "
+     "of them, or fewer if the timeout ran out."},
+    {"close", m_close_publisher, METH_NOARGS, "Gives the publisher's slot back (an open loan is abandoned)."},
+    {"__enter__", m_enter, METH_NOARGS, nullptr},
+    {"__exit__", m_exit_publisher, METH_VARARGS, "Closes the publisher."},
+    {nullptr, nullptr, 0, nullptr},
+};
+PyGetSetDef publisher_getset[] = {
+    {"closed", publisher_closed, nullptr, "True once closed.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyMethodDef reader_methods[] = {
+    {"receive", FASTCALL(m_receive),
+     "receive(timeout=None)\n\nThe next message (a colo.Message), waiting up to `timeout` seconds (None: for "
+     "ever); None if none came. Releases the message this reader held."},
+    {"try_receive", m_try_receive, METH_NOARGS, "The next message if one is there now, else None."},
+    {"receive_batch", FASTCALL(m_receive_batch),
+     "receive_batch(max=256, timeout=None)\n\nEvery message available, up to `max` (1..65536), waiting up to "
+     "`timeout` for the first: a colo.MessageBatch, empty if none came. A queue consumer takes them all in one "
+     "atomic step."},
+    {"try_receive_batch", FASTCALL(m_try_receive_batch), "try_receive_batch(max=256)\n\nreceive_batch() without "
+                                                         "waiting."},
+    {"close", m_close_reader, METH_NOARGS, "Releases what it holds and gives its slot back."},
+    {"__enter__", m_enter, METH_NOARGS, nullptr},
+    {"__exit__", m_exit_reader, METH_VARARGS, "Closes the reader."},
+    {nullptr, nullptr, 0, nullptr},
+};
+PyGetSetDef reader_getset[] = {
+    {"missed", reader_missed, nullptr, "Lossy subscriber: messages overwritten before it could read them.", nullptr},
+    {"closed", reader_closed, nullptr, "True once closed.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyObject* new_publisher(Publisher&& publisher, const std::string& what, std::uint32_t max_message) {
+  return capi::make<PublisherBox>(publisher_type, std::move(publisher), HandleState{nullptr, false, what}, max_message);
+}
+
+PyObject* new_reader(Reader&& reader, const std::string& what) {
+  return capi::make<ReaderBox>(reader_type, std::move(reader), HandleState{nullptr, false, what});
+}
+
 }  // namespace
 
 void bind_channel(py::module_& m) {
-  py::class_<PublisherBox>(m, "Publisher",
-                           "Writes to a topic (Topic.publisher()) or a queue (Queue.producer()). One thread at a time; "
-                           "a context manager that closes it. timeout: seconds, None to wait for ever; every wait "
-                           "releases the GIL and is interrupted by Ctrl-C.")
-      .def("publish", &publish, py::arg("data"), py::arg("timeout") = py::none(),
-           "Copies `data` (any bytes-like object) into the ring as one message, waiting for space up to "
-           "`timeout`. colo.Timeout if there is none by then; colo.InvalidArgument if larger than max_message.")
-      .def("try_publish", &try_publish, py::arg("data"),
-           "publish() without waiting: False if there is no space now.")
-      .def(
-          "loan", [](py::handle self, std::int64_t size, std::optional<double> timeout) {
-            return loan(self, size, timeout, true);
-          },
-          py::arg("size"), py::arg("timeout") = py::none(),
-          "Space for one message of `size` bytes, to write in place (zero copy): a colo.Loan, committed by "
-          "commit() or at the end of a `with` block. colo.Timeout if no space within `timeout`.")
-      .def(
-          "try_loan", [](py::handle self, std::int64_t size) { return loan(self, size, 0.0, false); },
-          py::arg("size"), "loan() without waiting: None if there is no space now.")
-      .def(
-          "loan_batch",
-          [](py::handle self, std::int64_t count, std::int64_t size, std::optional<double> timeout) {
-            return loan_batch(self, count, size, timeout, true);
-          },
-          py::arg("count"), py::arg("size"), py::arg("timeout") = py::none(),
-          "Space for up to `count` (1..65536) messages of `size` bytes each: a colo.LoanBatch, published together "
-          "by commit(). It may hold fewer than asked (a batch never crosses the ring's end, and takes at most "
-          "about half the ring): loan again for the rest.")
-      .def(
-          "try_loan_batch",
-          [](py::handle self, std::int64_t count, std::int64_t size) {
-            return loan_batch(self, count, size, 0.0, false);
-          },
-          py::arg("count"), py::arg("size"), "loan_batch() without waiting: None if there is no space now.")
-      .def("publish_batch", &publish_batch, py::arg("messages"), py::arg("timeout") = py::none(),
-           "Copies a sequence of bytes-like objects into the ring in order, in as few publications as fit, "
-           "waiting for space up to `timeout` in all. Returns how many were published: all of them, or fewer if "
-           "the timeout ran out.")
-      .def("close", &close_publisher, "Gives the publisher's slot back (an open loan is abandoned).")
-      .def_property_readonly("closed", [](PublisherBox& b) { return !b.publisher; })
-      .def("__enter__", [](py::handle self) { return py::reinterpret_borrow<py::object>(self); })
-      .def("__exit__", [](PublisherBox& b, py::args) { close_publisher(b); })
-      .def("__repr__", [](PublisherBox& b) { return "<colo.Publisher of " + b.state.what + ">"; });
-
-  py::class_<ReaderBox>(m, "Reader",
-                        "Reads a topic (Topic.subscribe(): a subscriber) or a queue (Queue.consumer(): a consumer). "
-                        "One thread at a time; one message or batch held at a time (the next receive releases it); "
-                        "iterating it receives for ever; a context manager that closes it. timeout: seconds, None to "
-                        "wait for ever; every wait releases the GIL and is interrupted by Ctrl-C.")
-      .def("receive", &receive, py::arg("timeout") = py::none(),
-           "The next message (a colo.Message), waiting up to `timeout`; None if none came.")
-      .def("try_receive", &try_receive, "The next message if one is there now, else None.")
-      .def("receive_batch", &receive_batch, py::arg("max") = kDefaultBatch, py::arg("timeout") = py::none(),
-           "Every message available, up to `max` (1..65536), waiting up to `timeout` for the first: a "
-           "colo.MessageBatch, empty if none came. A queue consumer takes them all in one atomic step.")
-      .def(
-          "try_receive_batch", [](py::handle self, std::int64_t max) { return receive_batch(self, max, 0.0); },
-          py::arg("max") = kDefaultBatch, "receive_batch() without waiting.")
-      .def_property_readonly(
-          "missed", [](ReaderBox& b) { return usable(b).missed(); },
-          "Lossy subscriber: messages overwritten before it could read them.")
-      .def("close", &close_reader, "Releases what it holds and gives its slot back.")
-      .def_property_readonly("closed", [](ReaderBox& b) { return !b.reader; })
-      .def("__enter__", [](py::handle self) { return py::reinterpret_borrow<py::object>(self); })
-      .def("__exit__", [](ReaderBox& b, py::args) { close_reader(b); })
-      .def("__iter__", [](py::handle self) { return py::reinterpret_borrow<py::object>(self); })
-      .def("__next__", [](py::handle self) { return receive(self, std::nullopt); },
-           "Receives the next message, waiting for ever.")
-      .def("__repr__", [](ReaderBox& b) { return "<colo.Reader of " + b.state.what + ">"; });
+  static PyType_Slot publisher_slots[] = {
+      {Py_tp_doc, const_cast<char*>(
+                      "Writes to a topic (Topic.publisher()) or a queue (Queue.producer()). One thread at a time; a "
+                      "context manager that closes it. Every wait releases the GIL and is interrupted by Ctrl-C.")},
+      {Py_tp_dealloc, reinterpret_cast<void*>(capi::dealloc<PublisherBox>)},
+      {Py_tp_methods, publisher_methods},
+      {Py_tp_getset, publisher_getset},
+      {Py_tp_repr, reinterpret_cast<void*>(publisher_repr)},
+      {0, nullptr},
+  };
+  static PyType_Slot reader_slots[] = {
+      {Py_tp_doc, const_cast<char*>(
+                      "Reads a topic (Topic.subscribe(): a subscriber) or a queue (Queue.consumer(): a consumer). "
+                      "One thread at a time; one message or batch held at a time (the next receive releases it); "
+                      "iterating it receives for ever; a context manager that closes it. Every wait releases the "
+                      "GIL and is interrupted by Ctrl-C.")},
+      {Py_tp_dealloc, reinterpret_cast<void*>(capi::dealloc<ReaderBox>)},
+      {Py_tp_methods, reader_methods},
+      {Py_tp_getset, reader_getset},
+      {Py_tp_repr, reinterpret_cast<void*>(reader_repr)},
+      {Py_tp_iter, reinterpret_cast<void*>(PyObject_SelfIter)},
+      {Py_tp_iternext, reinterpret_cast<void*>(reader_next)},
+      {0, nullptr},
+  };
+  constexpr unsigned flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION;
+  publisher_type = capi::add_type(m, "colo.Publisher", sizeof(capi::Object<PublisherBox>), flags, publisher_slots);
+  reader_type = capi::add_type(m, "colo.Reader", sizeof(capi::Object<ReaderBox>), flags, reader_slots);
   m.attr("Subscriber") = m.attr("Reader");
   m.attr("Consumer") = m.attr("Reader");
 
@@ -364,9 +516,8 @@ void bind_channel(py::module_& m) {
           "publisher",
           [](TopicBox& b) {
             auto publisher = value_or_throw(b.topic.publisher());
-            return std::unique_ptr<PublisherBox>(new PublisherBox{
-                std::move(publisher), {nullptr, false, describe("topic", b.topic.name())},
-                max_message_of(b.topic.stats())});
+            return py::reinterpret_steal<py::object>(
+                new_publisher(std::move(publisher), describe("topic", b.topic.name()), b.topic.stats().max_message));
           },
           "A colo.Publisher of this topic (colo.Busy if exclusive_publisher and another one lives).")
       .def(
@@ -375,8 +526,7 @@ void bind_channel(py::module_& m) {
              std::optional<std::uint64_t> from_sequence) {
             SubscribeOptions options{backpressure_from(backpressure), history, from_sequence};
             auto reader = value_or_throw(b.topic.subscribe(options));
-            return std::unique_ptr<ReaderBox>(
-                new ReaderBox{std::move(reader), {nullptr, false, describe("topic", b.topic.name())}});
+            return py::reinterpret_steal<py::object>(new_reader(std::move(reader), describe("topic", b.topic.name())));
           },
           py::kw_only(), py::arg("backpressure") = "block", py::arg("history") = py::none(),
           py::arg("from_sequence") = py::none(),
@@ -390,17 +540,15 @@ void bind_channel(py::module_& m) {
           "producer",
           [](QueueBox& b) {
             auto publisher = value_or_throw(b.queue.producer());
-            return std::unique_ptr<PublisherBox>(new PublisherBox{
-                std::move(publisher), {nullptr, false, describe("queue", b.queue.name())},
-                max_message_of(b.queue.stats())});
+            return py::reinterpret_steal<py::object>(
+                new_publisher(std::move(publisher), describe("queue", b.queue.name()), b.queue.stats().max_message));
           },
           "A colo.Publisher of this queue.")
       .def(
           "consumer",
           [](QueueBox& b) {
             auto reader = value_or_throw(b.queue.consumer());
-            return std::unique_ptr<ReaderBox>(
-                new ReaderBox{std::move(reader), {nullptr, false, describe("queue", b.queue.name())}});
+            return py::reinterpret_steal<py::object>(new_reader(std::move(reader), describe("queue", b.queue.name())));
           },
           "A consumer (a colo.Reader): each message goes to one consumer; with acks, releasing a message "
           "acknowledges it.");

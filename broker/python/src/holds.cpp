@@ -4,6 +4,8 @@
 // pybind11's per-instance bookkeeping would cost more than the ring does.
 #include "holds.hpp"
 
+#include "cpython.hpp"
+
 #include <memory>
 #include <new>
 #include <string>
@@ -41,6 +43,7 @@ struct HoldObject {
 };
 
 PyTypeObject* types[4] = {};  // by Kind, created at import
+PyObject* memoryview_release = nullptr;  // memoryview.release, looked up once
 
 Hold& hold_of(PyObject* self) { return reinterpret_cast<HoldObject*>(self)->hold; }
 
@@ -152,7 +155,7 @@ bool release_views(PyObject* self) {
     PyObject* view = PyWeakref_GetObject(ref);
     if (view != Py_None) {
       Py_INCREF(view);
-      PyObject* done = PyObject_CallMethod(view, "release", nullptr);
+      PyObject* done = PyObject_CallOneArg(memoryview_release, view);
       Py_DECREF(view);
       if (done == nullptr) {
         if (!PyErr_ExceptionMatches(PyExc_BufferError)) return false;
@@ -244,7 +247,7 @@ PyObject* message_release(PyObject* self, PyObject*) {
   Py_RETURN_NONE;
 }
 
-PyObject* message_exit(PyObject* self, PyObject*) {
+PyObject* message_exit(PyObject* self, PyObject* const*, Py_ssize_t) {
   if (!end_hold(self, Ending::release)) return nullptr;
   Py_RETURN_FALSE;
 }
@@ -309,7 +312,8 @@ PyMethodDef message_methods[] = {
      "Releases the message (for a queue with acks: acknowledges it). Its memoryviews raise ValueError from then "
      "on; BufferError (and the message stays held) if a buffer made from them is still alive. Idempotent."},
     {"__enter__", hold_enter, METH_NOARGS, nullptr},
-    {"__exit__", message_exit, METH_VARARGS, "Releases the message, as release()."},
+    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(message_exit)), METH_FASTCALL,
+     "Releases the message, as release()."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef message_getset[] = {
@@ -374,7 +378,8 @@ PyMethodDef message_batch_methods[] = {
     {"origin", batch_origin, METH_O, "origin(i): the host message i was published on (0: this host)."},
     {"origin_sequence", batch_origin_sequence, METH_O, "origin_sequence(i): its sequence there."},
     {"__enter__", hold_enter, METH_NOARGS, nullptr},
-    {"__exit__", message_exit, METH_VARARGS, "Releases the batch, as release()."},
+    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(message_exit)), METH_FASTCALL,
+     "Releases the batch, as release()."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef message_batch_getset[] = {
@@ -428,9 +433,8 @@ PyObject* loan_abandon(PyObject* self, PyObject*) {
 }
 
 // Leaving `with`: commit, or abandon if the block raised.
-PyObject* loan_exit(PyObject* self, PyObject* args) {
-  PyObject* exc_type = PyTuple_Size(args) > 0 ? PyTuple_GetItem(args, 0) : Py_None;
-  if (exc_type != Py_None) {
+PyObject* loan_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs > 0 && args[0] != Py_None) {
     if (!end_hold(self, Ending::abandon)) return nullptr;
     Py_RETURN_FALSE;
   }
@@ -471,7 +475,8 @@ PyMethodDef loan_methods[] = {
      "open) if a buffer made from it is still alive. Nothing after a commit; ValueError after abandon()."},
     {"abandon", loan_abandon, METH_NOARGS, "Gives the space up: nothing is published. Idempotent."},
     {"__enter__", hold_enter, METH_NOARGS, nullptr},
-    {"__exit__", loan_exit, METH_VARARGS, "Commits, or abandons if the block raised."},
+    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(loan_exit)), METH_FASTCALL,
+     "Commits, or abandons if the block raised."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef loan_getset[] = {
@@ -488,7 +493,8 @@ PyMethodDef loan_batch_methods[] = {
      "(the rest are given up). Views as for Loan.commit()."},
     {"abandon", loan_abandon, METH_NOARGS, "Gives every message up: nothing is published. Idempotent."},
     {"__enter__", hold_enter, METH_NOARGS, nullptr},
-    {"__exit__", loan_exit, METH_VARARGS, "Commits all, or abandons if the block raised."},
+    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(loan_exit)), METH_FASTCALL,
+     "Commits all, or abandons if the block raised."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef loan_batch_getset[] = {
@@ -518,18 +524,16 @@ PyTypeObject* make_type(py::module_& module, const char* qualified_name, const c
     slots.push_back({Py_sq_item, reinterpret_cast<void*>(batch_item)});
   }
   slots.push_back({0, nullptr});
-  PyType_Spec spec{qualified_name, static_cast<int>(sizeof(HoldObject)), 0, Py_TPFLAGS_DEFAULT, slots.data()};
-  // Not instantiable from Python: only libcolo's receive and loan calls make them.
-  spec.flags |= Py_TPFLAGS_DISALLOW_INSTANTIATION;
-  PyObject* type = PyType_FromSpec(&spec);
-  if (type == nullptr) throw py::error_already_set();
-  module.add_object(qualified_name + 5, py::handle(type));  // without "colo."
-  return reinterpret_cast<PyTypeObject*>(type);
+  // Not instantiable from Python: only receives and loans make them.
+  return capi::add_type(module, qualified_name, sizeof(HoldObject),
+                        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, slots.data());
 }
 
 }  // namespace
 
 void define_hold_types(py::module_& module) {
+  memoryview_release = PyObject_GetAttrString(reinterpret_cast<PyObject*>(&PyMemoryView_Type), "release");
+  if (memoryview_release == nullptr) throw py::error_already_set();
   types[static_cast<int>(Kind::message)] = make_type(
       module, "colo.Message",
       "A received message: `data` is a read-only memoryview into the ring (zero copy), valid until release(), the "

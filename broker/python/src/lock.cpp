@@ -1,21 +1,24 @@
-// colo.Lock and colo.LockGuard.
+// colo.Lock and colo.LockGuard, types of the CPython API (cpython.hpp says
+// why: a `with lock:` costs about what multiprocessing.Lock does).
 //
 // A Lock keeps the guard it granted until it is released (lock.release(),
 // guard.release(), the end of a `with` block), as threading.Lock stays held
 // until released; dropping the Lock releases it. Only the thread that
 // acquired it may release it (it is a mutex; libcolo's rule too).
-#include <pybind11/stl.h>
-
 #include <memory>
 #include <thread>
 
 #include "colo/internal/lock_wait.hpp"
+#include "cpython.hpp"
 #include "errors.hpp"
 #include "objects.hpp"
 #include "waiting.hpp"
 
 namespace colo::python {
 namespace {
+
+PyTypeObject* lock_type = nullptr;  // created at import
+PyTypeObject* guard_type = nullptr;
 
 struct LockBox;
 
@@ -31,16 +34,22 @@ struct GuardBox {
   ~GuardBox();
 };
 
+GuardBox& guard_box(PyObject* self) { return capi::value_of<GuardBox>(self); }
+
 struct LockBox {
   std::shared_ptr<Lock> lock;
   NodeRef node;
-  py::object current = py::none();  // the colo.LockGuard held through this Lock
+  PyObject* current = nullptr;  // the colo.LockGuard held through this Lock (a reference), or nullptr
 
-  GuardBox* current_guard() const { return current.is_none() ? nullptr : &current.cast<GuardBox&>(); }
+  GuardBox* current_guard() const { return current == nullptr ? nullptr : &guard_box(current); }
   ~LockBox() {
-    if (GuardBox* g = current_guard()) g->owner = nullptr;  // `current` goes next, and may outlive us
+    if (current == nullptr) return;
+    guard_box(current).owner = nullptr;  // the guard may outlive us (if its holder kept it)
+    Py_CLEAR(current);
   }
 };
+
+LockBox& lock_box(PyObject* self) { return capi::value_of<LockBox>(self); }
 
 std::string quoted(const Lock& lock) { return "lock '" + lock.name() + "'"; }
 
@@ -57,7 +66,7 @@ void unlock(GuardBox& g) {
   g.on_lost = py::none();
   if (LockBox* owner = g.owner) {
     g.owner = nullptr;
-    owner->current = py::none();  // the caller holds a reference to this guard's object
+    Py_CLEAR(owner->current);  // the caller holds a reference to this guard's object
   }
 }
 
@@ -94,16 +103,14 @@ void refuse_if_held_here(LockBox& box) {
     throw_error(Errc::invalid_argument, quoted(*box.lock) + " is already held by this thread");
 }
 
-py::object wrap(LockBox& box, LockGuard&& guard) {
-  auto g = std::make_unique<GuardBox>();
-  g->token = guard.fencing_token();
-  g->owner_died = guard.owner_died();
-  g->guard.emplace(std::move(guard));
-  g->lock = box.lock;
-  g->holder = std::this_thread::get_id();
-  g->owner = &box;
-  box.current = py::cast(std::move(g));
-  return box.current;
+// The guard object for a grant through `box` (a new reference).
+PyObject* wrap(LockBox& box, LockGuard&& guard) {
+  const std::uint64_t token = guard.fencing_token();
+  const bool owner_died = guard.owner_died();
+  PyObject* self = capi::make<GuardBox>(guard_type, std::move(guard), box.lock, std::this_thread::get_id(), token,
+                                        owner_died, py::none(), &box);
+  box.current = Py_NewRef(self);
+  return self;
 }
 
 std::string holder_text(const Lock& lock) {
@@ -112,7 +119,7 @@ std::string holder_text(const Lock& lock) {
   return " (held by pid " + std::to_string(holder.pid) + (holder.alive ? "" : ", which is dead") + ")";
 }
 
-py::object acquire(LockBox& box, std::optional<double> timeout) {
+PyObject* acquire(LockBox& box, std::optional<double> timeout) {
   refuse_if_held_here(box);
   Lock& lock = *box.lock;
   const Deadline deadline = Deadline::after(timeout);
@@ -150,10 +157,166 @@ py::object open_lock_box(py::handle node_object, NodeBox& node, std::string_view
   LockOptions options;
   options.scope = scope;
   auto lock = value_or_throw(with_node(node, [&](Node& n) { return n.lock(name, mode, options); }));
-  auto box = std::unique_ptr<LockBox>(new LockBox{std::make_shared<Lock>(std::move(lock)),
-                                                  NodeRef{py::reinterpret_borrow<py::object>(node_object), &node}});
-  return py::cast(std::move(box));
+  return py::reinterpret_steal<py::object>(
+      capi::make<LockBox>(lock_type, std::make_shared<Lock>(std::move(lock)),
+                          NodeRef{py::reinterpret_borrow<py::object>(node_object), &node}, nullptr));
 }
+
+// ------------------------------------------------------ the methods, in C
+
+using Method = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+
+PyObject* none() { Py_RETURN_NONE; }
+
+PyObject* m_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return capi::guarded([&] {
+    PyObject* a[1];
+    capi::parse_arguments("acquire", args, nargs, kwnames, {"timeout"}, 0, a);
+    return acquire(lock_box(self), capi::timeout_argument(a[0]));
+  });
+}
+PyObject* m_try_acquire(PyObject* self, PyObject*) {
+  return capi::guarded([&]() -> PyObject* {
+    LockBox& b = lock_box(self);
+    refuse_if_held_here(b);
+    std::optional<LockGuard> got = b.lock->try_acquire();
+    if (!got) return none();
+    return wrap(b, std::move(*got));
+  });
+}
+// The guard held through this Lock, released (by this thread).
+void release_current(LockBox& b, bool must_hold) {
+  if (b.current == nullptr) {
+    if (must_hold) throw std::runtime_error(quoted(*b.lock) + " is not held through this Lock");
+    return;
+  }
+  py::object keep = py::reinterpret_borrow<py::object>(b.current);  // release() drops the Lock's reference
+  release(guard_box(keep.ptr()));
+}
+PyObject* m_release_lock(PyObject* self, PyObject*) {
+  return capi::guarded([&] {
+    release_current(lock_box(self), true);
+    return none();
+  });
+}
+PyObject* m_lock_enter(PyObject* self, PyObject*) {
+  return capi::guarded([&] { return acquire(lock_box(self), std::nullopt); });
+}
+PyObject* m_lock_exit(PyObject* self, PyObject* const*, Py_ssize_t) {
+  return capi::guarded([&] {
+    release_current(lock_box(self), false);
+    return none();
+  });
+}
+PyObject* m_stats(PyObject* self, PyObject*) {
+  return capi::guarded([&] { return lock_box(self).node.info(lock_box(self).lock->name()).release().ptr(); });
+}
+PyObject* lock_name(PyObject* self, void*) {
+  return PyUnicode_FromStringAndSize(lock_box(self).lock->name().data(),
+                                     static_cast<Py_ssize_t>(lock_box(self).lock->name().size()));
+}
+PyObject* lock_scope(PyObject* self, void*) { return PyUnicode_FromString(scope_name(lock_box(self).lock->scope())); }
+PyObject* lock_guard(PyObject* self, void*) {
+  PyObject* current = lock_box(self).current;
+  return Py_NewRef(current != nullptr ? current : Py_None);
+}
+PyObject* lock_repr(PyObject* self) {
+  const Lock& lock = *lock_box(self).lock;
+  return PyUnicode_FromFormat("<colo.Lock '%s', %s scope>", lock.name().c_str(), scope_name(lock.scope()));
+}
+
+PyObject* guard_token(PyObject* self, void*) { return PyLong_FromUnsignedLongLong(guard_box(self).token); }
+PyObject* guard_owner_died(PyObject* self, void*) { return PyBool_FromLong(guard_box(self).owner_died); }
+PyObject* guard_lease_lost(PyObject* self, void*) {
+  const GuardBox& g = guard_box(self);
+  return PyBool_FromLong(g.guard && g.guard->lease_lost());
+}
+PyObject* guard_held(PyObject* self, void*) { return PyBool_FromLong(guard_box(self).guard.has_value()); }
+PyObject* m_on_lease_lost(PyObject* self, PyObject* callback) {
+  return capi::guarded([&] {
+    GuardBox& g = guard_box(self);
+    if (!PyCallable_Check(callback)) throw py::type_error("on_lease_lost() takes a callable");
+    if (!g.guard) throw py::value_error(quoted(*g.lock) + " is no longer held by this guard");
+    {
+      // Replacing a callback joins the earlier one's thread, which may be
+      // waiting for the GIL.
+      py::gil_scoped_release released;
+      g.guard->on_lease_lost([callback] {  // kept alive by g.on_lost
+        const PyGILState_STATE gil = PyGILState_Ensure();
+        PyObject* result = PyObject_CallNoArgs(callback);
+        if (result == nullptr) PyErr_WriteUnraisable(callback);
+        Py_XDECREF(result);
+        PyGILState_Release(gil);
+      });
+    }
+    g.on_lost = py::reinterpret_borrow<py::object>(callback);
+    return none();
+  });
+}
+PyObject* m_release_guard(PyObject* self, PyObject*) {
+  return capi::guarded([&] {
+    release(guard_box(self));
+    return none();
+  });
+}
+PyObject* m_guard_enter(PyObject* self, PyObject*) { return Py_NewRef(self); }
+PyObject* m_guard_exit(PyObject* self, PyObject* const*, Py_ssize_t) { return m_release_guard(self, nullptr); }
+PyObject* guard_repr(PyObject* self) {
+  const GuardBox& g = guard_box(self);
+  return PyUnicode_FromFormat("<colo.LockGuard of %s, token %llu%s>", quoted(*g.lock).c_str(),
+                              static_cast<unsigned long long>(g.token), g.guard ? "" : ", released");
+}
+
+#define FASTCALL_KW(f) \
+  reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(static_cast<Method>(f))), METH_FASTCALL | METH_KEYWORDS
+#define FASTCALL(f) reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(f)), METH_FASTCALL
+
+PyMethodDef lock_methods[] = {
+    {"acquire", FASTCALL_KW(m_acquire),
+     "acquire(timeout=None)\n\nWaits for the lock up to `timeout` seconds (None: for ever) and returns the "
+     "colo.LockGuard; colo.Timeout if it was not granted by then. colo.InvalidArgument if this thread holds it "
+     "already; cluster scope: colo.NotReady if no colod serves the namespace for 5 s."},
+    {"try_acquire", m_try_acquire, METH_NOARGS,
+     "The lock's guard if it is free now, else None. Cluster scope: granted only if this host holds the cluster "
+     "lock already (otherwise colod is asked for it, and a later try may succeed)."},
+    {"release", m_release_lock, METH_NOARGS,
+     "Releases the lock held through this Lock (by this thread). RuntimeError if it is not held."},
+    {"stats", m_stats, METH_NOARGS, "The lock as `colo stat NAME --json` shows it (a dict; counters under 'lock')."},
+    {"__enter__", m_lock_enter, METH_NOARGS, "Acquires (waiting for ever); returns the colo.LockGuard."},
+    {"__exit__", FASTCALL(m_lock_exit), "Releases."},
+    {nullptr, nullptr, 0, nullptr},
+};
+PyGetSetDef lock_getset[] = {
+    {"name", lock_name, nullptr, nullptr, nullptr},
+    {"scope", lock_scope, nullptr, "'host' or 'cluster'.", nullptr},
+    {"guard", lock_guard, nullptr, "The colo.LockGuard held through this Lock, or None.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyMethodDef guard_methods[] = {
+    {"on_lease_lost", m_on_lease_lost, METH_O,
+     "on_lease_lost(callback)\n\nCluster scope: calls `callback()` once, from a thread of its own, as soon as "
+     "lease_lost turns True while this guard holds the lock. Replaces an earlier callback. Host scope: never "
+     "called."},
+    {"release", m_release_guard, METH_NOARGS, "Releases the lock (only from the thread that acquired it). Idempotent."},
+    {"__enter__", m_guard_enter, METH_NOARGS, nullptr},
+    {"__exit__", FASTCALL(m_guard_exit), "Releases."},
+    {nullptr, nullptr, 0, nullptr},
+};
+PyGetSetDef guard_getset[] = {
+    {"fencing_token", guard_token, nullptr,
+     "Strictly greater than the token of every earlier grant of this lock (cluster scope: across hosts). Send it "
+     "with every write to what the lock protects, and have that refuse a token lower than the highest it has seen.",
+     nullptr},
+    {"owner_died", guard_owner_died, nullptr,
+     "True if the previous holder died holding the lock: what it protects may be half-updated.", nullptr},
+    {"lease_lost", guard_lease_lost, nullptr,
+     "Cluster scope: True once this host no longer holds the cluster lock for this grant (another host may hold it "
+     "now: stop writing). No system call. Always False for host scope.",
+     nullptr},
+    {"held", guard_held, nullptr, "True until released.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
 
 }  // namespace
 
@@ -171,101 +334,31 @@ py::object open_lock(py::handle node_object, NodeBox& node, std::string_view nam
 }
 
 void bind_lock(py::module_& m) {
-  py::class_<GuardBox>(m, "LockGuard",
-                       "Holding a lock: what Lock.acquire() returns. Released by release(), at the end of a `with` "
-                       "block, or by Lock.release(); only by the thread that acquired it.")
-      .def_property_readonly(
-          "fencing_token", [](GuardBox& g) { return g.token; },
-          "Strictly greater than the token of every earlier grant of this lock (cluster scope: across hosts). "
-          "Send it with every write to what the lock protects, and have that refuse a token lower than the "
-          "highest it has seen.")
-      .def_property_readonly(
-          "owner_died", [](GuardBox& g) { return g.owner_died; },
-          "True if the previous holder died holding the lock: what it protects may be half-updated.")
-      .def_property_readonly(
-          "lease_lost", [](GuardBox& g) { return g.guard && g.guard->lease_lost(); },
-          "Cluster scope: True once this host no longer holds the cluster lock for this grant (another host may "
-          "hold it now: stop writing). No system call. Always False for host scope.")
-      .def(
-          "on_lease_lost",
-          [](GuardBox& g, py::object callback) {
-            if (!PyCallable_Check(callback.ptr())) throw py::type_error("on_lease_lost() takes a callable");
-            if (!g.guard) throw py::value_error(quoted(*g.lock) + " is no longer held by this guard");
-            PyObject* function = callback.ptr();  // kept alive by g.on_lost
-            {
-              // Replacing a callback joins the earlier one's thread, which
-              // may be waiting for the GIL.
-              py::gil_scoped_release released;
-              g.guard->on_lease_lost([function] {
-                const PyGILState_STATE gil = PyGILState_Ensure();
-                PyObject* result = PyObject_CallNoArgs(function);
-                if (result == nullptr) PyErr_WriteUnraisable(function);
-                Py_XDECREF(result);
-                PyGILState_Release(gil);
-              });
-            }
-            g.on_lost = std::move(callback);
-          },
-          py::arg("callback"),
-          "Cluster scope: calls `callback()` once, from a thread of its own, as soon as lease_lost turns True "
-          "while this guard holds the lock. Replaces an earlier callback. Host scope: never called.")
-      .def_property_readonly(
-          "held", [](GuardBox& g) { return g.guard.has_value(); }, "True until released.")
-      .def("release", &release, "Releases the lock (only from the thread that acquired it). Idempotent.")
-      .def("__enter__", [](py::handle self) { return py::reinterpret_borrow<py::object>(self); })
-      .def("__exit__", [](GuardBox& g, py::args) { release(g); })
-      .def("__repr__", [](GuardBox& g) {
-        return "<colo.LockGuard of " + quoted(*g.lock) + ", token " + std::to_string(g.token) +
-               (g.guard ? "" : ", released") + ">";
-      });
-
-  py::class_<LockBox>(m, "Lock",
+  static PyType_Slot lock_slots[] = {
+      {Py_tp_doc, const_cast<char*>(
                       "A named lock shared by the processes of this host (or, cluster scope, of every host), robust "
                       "to holders that die, with fencing tokens. Open it with Node.lock(). `with lock as guard:` "
-                      "holds it for the block. Waits release the GIL and are interrupted by Ctrl-C (which leaves "
-                      "the lock not held).")
-      .def_property_readonly("name", [](LockBox& b) { return b.lock->name(); })
-      .def_property_readonly("scope", [](LockBox& b) { return std::string(scope_name(b.lock->scope())); },
-                             "'host' or 'cluster'.")
-      .def("acquire", &acquire, py::arg("timeout") = py::none(),
-           "Waits for the lock up to `timeout` seconds (None: for ever) and returns the colo.LockGuard; "
-           "colo.Timeout if it was not granted by then. colo.InvalidArgument if this thread holds it already; "
-           "cluster scope: colo.NotReady if no colod serves the namespace for 5 s.")
-      .def(
-          "try_acquire",
-          [](LockBox& b) -> py::object {
-            refuse_if_held_here(b);
-            std::optional<LockGuard> got = b.lock->try_acquire();
-            if (!got) return py::none();
-            return wrap(b, std::move(*got));
-          },
-          "The lock's guard if it is free now, else None. Cluster scope: granted only if this host holds the "
-          "cluster lock already (otherwise colod is asked for it, and a later try may succeed).")
-      .def(
-          "release",
-          [](LockBox& b) {
-            GuardBox* g = b.current_guard();
-            if (g == nullptr) throw std::runtime_error(quoted(*b.lock) + " is not held through this Lock");
-            py::object keep = b.current;  // release() drops the Lock's reference
-            release(*g);
-          },
-          "Releases the lock held through this Lock (by this thread). RuntimeError if it is not held.")
-      .def_property_readonly("guard", [](LockBox& b) { return b.current; },
-                             "The colo.LockGuard held through this Lock, or None.")
-      .def(
-          "stats", [](LockBox& b) { return b.node.info(b.lock->name()); },
-          "The lock as `colo stat NAME --json` shows it (a dict; counters under 'lock').")
-      .def("__enter__", [](LockBox& b) { return acquire(b, std::nullopt); })
-      .def("__exit__",
-           [](LockBox& b, py::args) {
-             if (GuardBox* g = b.current_guard()) {
-               py::object keep = b.current;
-               release(*g);
-             }
-           })
-      .def("__repr__", [](LockBox& b) {
-        return "<colo.Lock '" + b.lock->name() + "', " + scope_name(b.lock->scope()) + " scope>";
-      });
+                      "holds it for the block. Waits release the GIL and are interrupted by Ctrl-C (which leaves the "
+                      "lock not held).")},
+      {Py_tp_dealloc, reinterpret_cast<void*>(capi::dealloc<LockBox>)},
+      {Py_tp_methods, lock_methods},
+      {Py_tp_getset, lock_getset},
+      {Py_tp_repr, reinterpret_cast<void*>(lock_repr)},
+      {0, nullptr},
+  };
+  static PyType_Slot guard_slots[] = {
+      {Py_tp_doc, const_cast<char*>(
+                      "Holding a lock: what Lock.acquire() returns. Released by release(), at the end of a `with` "
+                      "block, or by Lock.release(); only by the thread that acquired it.")},
+      {Py_tp_dealloc, reinterpret_cast<void*>(capi::dealloc<GuardBox>)},
+      {Py_tp_methods, guard_methods},
+      {Py_tp_getset, guard_getset},
+      {Py_tp_repr, reinterpret_cast<void*>(guard_repr)},
+      {0, nullptr},
+  };
+  constexpr unsigned flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION;
+  lock_type = capi::add_type(m, "colo.Lock", sizeof(capi::Object<LockBox>), flags, lock_slots);
+  guard_type = capi::add_type(m, "colo.LockGuard", sizeof(capi::Object<GuardBox>), flags, guard_slots);
 }
 
 }  // namespace colo::python

@@ -21,4 +21,7 @@ PYBIND11_MODULE(_colo, m) {
   colo::python::bind_node(m);
   colo::python::bind_channel(m);
   colo::python::bind_lock(m);
+  // Users see them as colo.Node, not colo._colo.Node (the types written
+  // against the CPython API are named so already).
+  for (const char* name : {"Node", "Topic", "Queue"}) m.attr(name).attr("__module__") = "colo";
 }
