@@ -78,7 +78,17 @@ def test_wrong_types_raise_type_error(node):
         pub.loan(-1)
     with pytest.raises(TypeError):
         node.lock("l").acquire().on_lease_lost(5)
-    assert sub.try_receive() is None  # nothing was published by the failed calls
+    # Arguments are checked before anything happens: a message waiting is
+    # not taken, an open loan not given up.
+    pub.publish(b"m")
+    with pytest.raises(ValueError):
+        sub.receive(timeout=-1)
+    loan = pub.loan(1)
+    with pytest.raises(TypeError):
+        pub.publish(5)
+    loan.data[:] = b"n"
+    loan.commit()
+    assert [bytes(m) for m in iter(sub.try_receive, None)] == [b"m", b"n"]  # nothing else was published
 
 
 def test_publish_receive_in_order_with_metadata(node):

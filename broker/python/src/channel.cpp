@@ -121,8 +121,8 @@ std::uint32_t count_arg(std::int64_t count, const char* name, std::int64_t max) 
 void publish(py::handle self, py::handle data, std::optional<double> timeout) {
   auto& box = publisher_box(self);
   Publisher& publisher = usable(box);
+  const Bytes bytes(data);  // TypeError before anything changes
   end_current_hold(box.state);
-  const Bytes bytes(data);
   SendStatus status = publisher.try_publish(bytes.span());
   const Deadline deadline = Deadline::after(timeout);
   if (status == SendStatus::timed_out && !deadline.passed()) {
@@ -138,8 +138,8 @@ void publish(py::handle self, py::handle data, std::optional<double> timeout) {
 bool try_publish(py::handle self, py::handle data) {
   auto& box = publisher_box(self);
   Publisher& publisher = usable(box);
-  end_current_hold(box.state);
   const Bytes bytes(data);
+  end_current_hold(box.state);
   const SendStatus status = publisher.try_publish(bytes.span());
   if (status == SendStatus::timed_out) return false;
   if (status != SendStatus::ok) throw_send_failure(box, status, bytes.span().size(), {});
@@ -149,7 +149,6 @@ bool try_publish(py::handle self, py::handle data) {
 std::size_t publish_batch(py::handle self, py::handle messages, std::optional<double> timeout) {
   auto& box = publisher_box(self);
   Publisher& publisher = usable(box);
-  end_current_hold(box.state);
   if (!PySequence_Check(messages.ptr()))
     throw py::type_error("publish_batch() takes a sequence of bytes-like objects");
   py::sequence items = py::reinterpret_borrow<py::sequence>(messages);
@@ -165,6 +164,7 @@ std::size_t publish_batch(py::handle self, py::handle messages, std::optional<do
     if (spans.back().size() > box.max_message)
       throw_send_failure(box, SendStatus::too_large, spans.back().size(), {});
   }
+  end_current_hold(box.state);
   const std::span<const std::span<const std::byte>> all(spans);
   std::size_t done = publisher.publish_batch(all, std::chrono::nanoseconds(0));
   const Deadline deadline = Deadline::after(timeout);

@@ -34,15 +34,20 @@ void parse_arguments(const char* function, PyObject* const* args, Py_ssize_t nar
 
 std::optional<double> timeout_argument(PyObject* value) {
   if (value == nullptr || value == Py_None) return std::nullopt;
-  if (PyFloat_CheckExact(value)) return PyFloat_AS_DOUBLE(value);
-  if (PyLong_Check(value) && !PyBool_Check(value)) {
-    const double s = PyLong_AsDouble(value);
+  double s;
+  if (PyFloat_Check(value)) {
+    s = PyFloat_AsDouble(value);
+  } else if (PyLong_Check(value) && !PyBool_Check(value)) {
+    s = PyLong_AsDouble(value);
     if (s == -1.0 && PyErr_Occurred()) throw py::error_already_set();
-    return s;
+  } else {
+    throw py::type_error(std::string("timeout must be None or a number of seconds, not '") +
+                         Py_TYPE(value)->tp_name + "'");
   }
-  if (PyFloat_Check(value)) return PyFloat_AsDouble(value);
-  throw py::type_error(std::string("timeout must be None or a number of seconds, not '") + Py_TYPE(value)->tp_name +
-                       "'");
+  // Checked here, before anything happens (a receive that finds a message
+  // at once never looks at its timeout).
+  if (!(s >= 0)) throw py::value_error("timeout must be None or a number of seconds >= 0");
+  return s;
 }
 
 std::int64_t int_argument(PyObject* value, const char* name) {

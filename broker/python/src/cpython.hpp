@@ -78,7 +78,8 @@ void parse_arguments(const char* function, PyObject* const* args, Py_ssize_t nar
                      std::initializer_list<const char*> names, std::size_t required, PyObject** out);
 
 // A timeout argument: absent or None -> nullopt (wait for ever); an int or
-// a float -> seconds; anything else -> TypeError.
+// a float >= 0 -> seconds; negative or NaN -> ValueError; anything else ->
+// TypeError.
 std::optional<double> timeout_argument(PyObject* value);
 // An int argument (TypeError for anything else, a bool included).
 std::int64_t int_argument(PyObject* value, const char* name);
