@@ -237,6 +237,9 @@ PyObject* m_on_lease_lost(PyObject* self, PyObject* callback) {
     GuardBox& g = guard_box(self);
     if (!PyCallable_Check(callback)) throw py::type_error("on_lease_lost() takes a callable");
     if (!g.guard) throw py::value_error(quoted(*g.lock) + " is no longer held by this guard");
+    // The GIL is let go below: only the holder may touch its guard then.
+    if (std::this_thread::get_id() != g.holder)
+      throw std::runtime_error(quoted(*g.lock) + ": on_lease_lost() is for the thread that holds the lock");
     {
       // Replacing a callback joins the earlier one's thread, which may be
       // waiting for the GIL.
@@ -296,8 +299,8 @@ PyGetSetDef lock_getset[] = {
 PyMethodDef guard_methods[] = {
     {"on_lease_lost", m_on_lease_lost, METH_O,
      "on_lease_lost(callback)\n\nCluster scope: calls `callback()` once, from a thread of its own, as soon as "
-     "lease_lost turns True while this guard holds the lock. Replaces an earlier callback. Host scope: never "
-     "called."},
+     "lease_lost turns True while this guard holds the lock. Replaces an earlier callback. Called by the thread "
+     "that holds the lock. Host scope: never called."},
     {"release", m_release_guard, METH_NOARGS, "Releases the lock (only from the thread that acquired it). Idempotent."},
     {"__enter__", m_guard_enter, METH_NOARGS, nullptr},
     {"__exit__", FASTCALL(m_guard_exit), "Releases."},
