@@ -7,11 +7,14 @@ colo's Lock (`with lock:`), redis-py's Lock and a bare SET NX PX / DEL pair
 on a local Redis, fcntl.flock on a file, multiprocessing.Lock.
 
 Queues: messages per second from one Python process to another, at 64 B and
-1 KiB: colo's Queue one message per call (publish / receive) and in batches
-(publish_batch of 64 / receive_batch), multiprocessing.Queue, pyzmq ipc://
-PUSH/PULL, a Unix SOCK_SEQPACKET socket pair. Every message carries its
-index, and the receiver checks every one, in order. msg/s = messages / (the
-first send .. the last receive).
+1 KiB: colo's Queue one message per call (publish / `for msg in consumer`)
+and in batches (publish_batch of 64 / receive_batch), multiprocessing.Queue,
+pyzmq ipc:// PUSH/PULL, a Unix SOCK_SEQPACKET socket pair. Every message
+carries its index, and the receiver checks every one, in order. msg/s =
+messages / (the first send .. the last receive). Each cell runs --runs
+times, interleaved (run r of every cell, then run r+1, so that a noisy
+neighbour slows every transport alike); the median is shown, with the
+range.
 
 Goals: the colo lock pair at least 100x redis-py's Lock; the colo queue at
 least 5x multiprocessing.Queue and at least 2x pyzmq.
@@ -215,9 +218,11 @@ class ColoQueue:
                         check(i, view)
                         i += 1
         else:
-            while i < count:
-                check(i, consumer.receive().data)
+            for msg in consumer:  # each step releases the message before
+                check(i, msg.data)
                 i += 1
+                if i == count:
+                    break
         return time.perf_counter()
 
 
@@ -348,6 +353,17 @@ def bench_queue(transport, count, size):
     return count / (got["receive"] - got["send"])
 
 
+def bench_queues(transports, sizes, count, runs):
+    """{transport name: {size: {"median", "min", "max", "runs"}}}, runs interleaved."""
+    rates = {t.name: {s: [] for s in sizes} for t in transports}
+    for _ in range(runs):
+        for t in transports:
+            for s in sizes:
+                rates[t.name][s].append(bench_queue(t, count, s))
+    return {name: {s: {"median": statistics.median(r), "min": min(r), "max": max(r), "runs": r}
+                   for s, r in cells.items()} for name, cells in rates.items()}
+
+
 # -------------------------------------------------------------------- output
 
 
@@ -377,20 +393,25 @@ def report(locks, queues, sizes, args):
     print("Locks: acquire + release pairs in one Python process, uncontended (median of "
           f"{args.rounds} rounds of {args.lock_seconds} s)")
     colo_rate = locks[0].get("pairs_per_s")
-    print(f"  {'':28} {'ns/pair':>12} {'pairs/s':>14} {'colo is':>12}")
+    print(f"  {'':28} {'ns/pair':>12} {'pairs/s':>14} {'colo is':>14}")
     for row in locks:
         if "skipped" in row:
             print(f"  {row['name']:28} skipped: {row['skipped']}")
             continue
         speedup = ratio(colo_rate, row["pairs_per_s"])
         print(f"  {row['name']:28} {row['ns_per_pair']:>12,.0f} {row['pairs_per_s']:>14,.0f} "
-              f"{'' if row is locks[0] else fmt_ratio(speedup) + ' faster':>12}")
+              f"{'' if row is locks[0] else fmt_ratio(speedup) + ' faster':>14}")
     print()
-    print(f"Queues: messages/s from one Python process to another ({args.messages:,} messages per cell, each checked)")
-    header = "".join(f"{f'{s} B msg/s':>16}" for s in sizes)
+    print(f"Queues: messages/s from one Python process to another ({args.messages:,} messages per run, each "
+          f"checked; median of {args.runs} runs, min - max)")
+    header = "".join(f"{f'{s} B msg/s':>34}" for s in sizes)
     print(f"  {'':30}{header}")
     for name, cells in queues.items():
-        line = "".join(f"{(f'{cells[s]:,.0f}' if isinstance(cells[s], float) else 'skipped'):>16}" for s in sizes)
+        line = ""
+        for s in sizes:
+            c = cells[s]
+            text = "skipped" if isinstance(c, str) else f"{c['median']:,.0f} ({c['min']:,.0f} - {c['max']:,.0f})"
+            line += f"{text:>34}"
         print(f"  {name:30}{line}")
         for s in sizes:
             if isinstance(cells[s], str):
@@ -408,7 +429,10 @@ def goal_checks(locks, queues, sizes):
     by_name = {row["name"]: row.get("pairs_per_s") for row in locks}
     goals = [{"what": "lock pair vs redis-py Lock", "goal": GOAL_LOCK_VS_REDIS,
               "ratio": ratio(by_name["colo Lock (with lock:)"], by_name.get("redis-py Lock"))}]
-    rate = lambda name, s: queues.get(name, {}).get(s) if isinstance(queues.get(name, {}).get(s), float) else None  # noqa: E731
+    def rate(name, size):
+        cell = queues.get(name, {}).get(size)
+        return cell["median"] if isinstance(cell, dict) else None
+
     for form in ("per message", "batch"):
         for s in sizes:
             ours = rate(f"colo Queue ({form})", s)
@@ -430,7 +454,8 @@ def parse_args(argv):
                                 epilog="Exit codes: 0 measured (goals met or not), 1 a check failed, 2 usage.")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--quick", action="store_true", help="a few seconds: 20,000 messages, short lock rounds")
-    p.add_argument("--messages", type=int, default=200_000, help="messages per queue cell (default 200,000)")
+    p.add_argument("--messages", type=int, default=100_000, help="messages per queue run (default 100,000)")
+    p.add_argument("--runs", type=int, default=3, help="runs of each queue cell, the median is shown (default 3)")
     p.add_argument("--sizes", default="64,1024", help="message sizes in bytes, comma-separated (default 64,1024)")
     p.add_argument("--lock-seconds", type=float, default=0.5, help="seconds per lock round (default 0.5)")
     p.add_argument("--rounds", type=int, default=5, help="lock rounds, the median is shown (default 5)")
@@ -439,15 +464,15 @@ def parse_args(argv):
     p.add_argument("--ns", default=f"bench_py{os.getpid()}", help="the scratch namespace (removed at the end)")
     args = p.parse_args(argv)
     if args.quick:
-        args.messages, args.lock_seconds, args.rounds = 20_000, 0.1, 3
+        args.messages, args.runs, args.lock_seconds, args.rounds = 20_000, 1, 0.1, 3
     try:
         args.sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
         p.error(f"--sizes: '{args.sizes}' is not a comma-separated list of byte counts")
     if any(s < 8 or s > 1 << 20 for s in args.sizes):
         p.error("--sizes: each size must be 8 .. 1048576 bytes (a message carries its 8-byte index)")
-    if args.messages < 1 or args.rounds < 1 or not args.lock_seconds > 0:
-        p.error("--messages and --rounds must be >= 1, --lock-seconds > 0")
+    if args.messages < 1 or args.runs < 1 or args.rounds < 1 or not args.lock_seconds > 0:
+        p.error("--messages, --runs and --rounds must be >= 1, --lock-seconds > 0")
     return args
 
 
@@ -478,7 +503,7 @@ def main(argv):
         except Skipped as why:
             skipped[ZeroMQ.name] = str(why)
         transports.append(UnixSocket())
-        queues = {t.name: {s: bench_queue(t, args.messages, s) for s in args.sizes} for t in transports}
+        queues = bench_queues(transports, args.sizes, args.messages, args.runs)
         for name, why in skipped.items():
             queues[name] = {s: why for s in args.sizes}
         if args.json:
