@@ -83,8 +83,13 @@ def test_a_dropped_message_is_released_when_its_last_view_goes(channel):
     pub.publish(b"kept")
     view = sub.receive(timeout=1).data  # the Message object is gone at once
     assert bytes(view) == b"kept" and holding(topic) == [True]
+    pub.publish(b"next")
+    with pytest.raises(BufferError) as e:
+        sub.receive(timeout=0)  # the kept view still reads the previous message
+    assert "the previous message or loan of queue 'q' is still viewed" in str(e.value)
     del view
     assert holding(topic) == [False]
+    assert bytes(sub.receive(timeout=1).data) == b"next"
     pub.publish(b"x")
     assert bytes(sub.receive(timeout=1).data) == b"x"
     assert holding(topic) == [False]  # that Message went with the expression
@@ -96,8 +101,10 @@ def test_batch_views_are_released_together(channel):
     batch = sub.receive_batch(max=10, timeout=1)
     views = list(batch)
     assert [bytes(v) for v in views] == [b"a", b"bb", b"ccc"]
-    with pytest.raises(BufferError):
+    with pytest.raises(TypeError):
         memoryview(batch)  # a batch is not a buffer itself
+    with pytest.raises(BufferError):
+        memoryview(sub)  # nor is the reader, whose memoryviews these are
     kept = views[1][1:]
     with pytest.raises(BufferError):
         batch.release()

@@ -470,12 +470,26 @@ PyGetSetDef reader_getset[] = {
 };
 
 PyObject* new_publisher(Publisher&& publisher, const std::string& what, std::uint32_t max_message) {
-  return capi::make<PublisherBox>(publisher_type, std::move(publisher), HandleState{nullptr, false, what}, max_message);
+  PyObject* self = capi::make<PublisherBox>(publisher_type, std::move(publisher), HandleState{}, max_message);
+  publisher_box(self).state.what = what;
+  return self;
 }
 
 PyObject* new_reader(Reader&& reader, const std::string& what) {
-  return capi::make<ReaderBox>(reader_type, std::move(reader), HandleState{nullptr, false, what});
+  PyObject* self = capi::make<ReaderBox>(reader_type, std::move(reader), HandleState{});
+  reader_box(self).state.what = what;
+  return self;
 }
+
+// The handles export their hold's memory (holds.hpp).
+int publisher_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  return export_hold(self, publisher_box(self).state, view, flags);
+}
+void publisher_releasebuffer(PyObject* self, Py_buffer*) { release_hold_export(publisher_box(self).state); }
+int reader_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  return export_hold(self, reader_box(self).state, view, flags);
+}
+void reader_releasebuffer(PyObject* self, Py_buffer*) { release_hold_export(reader_box(self).state); }
 
 }  // namespace
 
@@ -488,6 +502,8 @@ void bind_channel(py::module_& m) {
       {Py_tp_methods, publisher_methods},
       {Py_tp_getset, publisher_getset},
       {Py_tp_repr, reinterpret_cast<void*>(publisher_repr)},
+      {Py_bf_getbuffer, reinterpret_cast<void*>(publisher_getbuffer)},
+      {Py_bf_releasebuffer, reinterpret_cast<void*>(publisher_releasebuffer)},
       {0, nullptr},
   };
   static PyType_Slot reader_slots[] = {
@@ -502,6 +518,8 @@ void bind_channel(py::module_& m) {
       {Py_tp_repr, reinterpret_cast<void*>(reader_repr)},
       {Py_tp_iter, reinterpret_cast<void*>(PyObject_SelfIter)},
       {Py_tp_iternext, reinterpret_cast<void*>(reader_next)},
+      {Py_bf_getbuffer, reinterpret_cast<void*>(reader_getbuffer)},
+      {Py_bf_releasebuffer, reinterpret_cast<void*>(reader_releasebuffer)},
       {0, nullptr},
   };
   constexpr unsigned flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION;
