@@ -25,6 +25,9 @@ def test_a_view_used_after_release_raises(channel):
     msg = sub.receive(timeout=1)
     view = msg.data
     assert view is msg.data and bytes(view) == b"abcdef"
+    view.release()  # released by its user: .data makes another
+    assert bytes(msg.data) == b"abcdef"
+    view = msg.data
     msg.release()
     assert msg.released
     for use in (lambda: view[0], lambda: bytes(view), lambda: len(view), lambda: view.tobytes(),

@@ -119,6 +119,12 @@ bool release_views(PyObject* self) {
   for (std::uint32_t i = 0; i < f.slots(); ++i) {
     PyObject*& view = f.view_slot(i);
     if (view == nullptr) continue;
+    if (Py_REFCNT(view) == 1) {
+      // No one else holds it (an export from it would): dropping it
+      // releases it, without the call.
+      Py_CLEAR(view);
+      continue;
+    }
     PyObject* done = PyObject_CallOneArg(memoryview_release, view);
     if (done == nullptr) {
       if (!PyErr_ExceptionMatches(PyExc_BufferError)) return false;
@@ -156,8 +162,8 @@ PyObject* view_of(PyObject* self, Py_ssize_t i) {
   Facade& f = facade_of(self);
   PyObject*& slot = f.view_slot(i);
   if (slot != nullptr) {
-    if (PyObject_Size(slot) >= 0) return Py_NewRef(slot);
-    PyErr_Clear();  // its user released it: make another
+    if (PyObject_Size(slot) >= 0) return Py_NewRef(slot);  // handed out before, not released by its user
+    PyErr_Clear();
     Py_CLEAR(slot);
   }
   f.handle->pending = i;
