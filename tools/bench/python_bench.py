@@ -416,14 +416,14 @@ def report(locks, queues, sizes, args):
     print("Locks: acquire + release pairs in one Python process, uncontended (median of "
           f"{args.rounds} rounds of {args.lock_seconds} s)")
     colo_rate = locks[0].get("pairs_per_s")
-    print(f"  {'':28} {'ns/pair':>12} {'pairs/s':>14} {'colo is':>14}")
+    print(f"  {'':28} {'ns/pair':>12} {'pairs/s':>14} {'colo / it':>12}")
     for row in locks:
         if "skipped" in row:
             print(f"  {row['name']:28} skipped: {row['skipped']}")
             continue
         speedup = ratio(colo_rate, row["pairs_per_s"])
         print(f"  {row['name']:28} {row['ns_per_pair']:>12,.0f} {row['pairs_per_s']:>14,.0f} "
-              f"{'' if row is locks[0] else fmt_ratio(speedup) + ' faster':>14}")
+              f"{'' if row is locks[0] else fmt_ratio(speedup):>12}")
     print()
     print(f"Queues: messages/s from one Python process to another ({args.messages:,} messages per run, each "
           f"checked; median of {args.runs} runs, min - max)")
