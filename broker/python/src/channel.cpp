@@ -294,8 +294,6 @@ Backpressure backpressure_from(std::string_view text) {
 
 // ------------------------------------------------------ the methods, in C
 
-using Method = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
-
 PyObject* none() { Py_RETURN_NONE; }
 
 PyObject* m_publish(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
@@ -412,28 +410,25 @@ PyObject* reader_repr(PyObject* self) {
                               reader_box(self).reader ? "" : ", closed");
 }
 
-#define FASTCALL(f) reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(static_cast<Method>(f))), \
-                    METH_FASTCALL | METH_KEYWORDS
-
 PyMethodDef publisher_methods[] = {
-    {"publish", FASTCALL(m_publish),
+    {"publish", capi::as_method(m_publish), capi::kFastWithKeywords,
      "publish(data, timeout=None)\n\nCopies `data` (any bytes-like object) into the ring as one message, waiting "
      "for space up to `timeout` seconds (None: for ever). colo.Timeout if there is none by then; "
      "colo.InvalidArgument if larger than max_message."},
-    {"try_publish", FASTCALL(m_try_publish), "try_publish(data)\n\npublish() without waiting: False if there is no "
+    {"try_publish", capi::as_method(m_try_publish), capi::kFastWithKeywords, "try_publish(data)\n\npublish() without waiting: False if there is no "
                                              "space now."},
-    {"loan", FASTCALL(m_loan),
+    {"loan", capi::as_method(m_loan), capi::kFastWithKeywords,
      "loan(size, timeout=None)\n\nSpace for one message of `size` bytes, to write in place (zero copy): a "
      "colo.Loan, committed by commit() or at the end of a `with` block. colo.Timeout if no space within "
      "`timeout`."},
-    {"try_loan", FASTCALL(m_try_loan), "try_loan(size)\n\nloan() without waiting: None if there is no space now."},
-    {"loan_batch", FASTCALL(m_loan_batch),
+    {"try_loan", capi::as_method(m_try_loan), capi::kFastWithKeywords, "try_loan(size)\n\nloan() without waiting: None if there is no space now."},
+    {"loan_batch", capi::as_method(m_loan_batch), capi::kFastWithKeywords,
      "loan_batch(count, size, timeout=None)\n\nSpace for up to `count` (1..65536) messages of `size` bytes each: a "
      "colo.LoanBatch, published together by commit(). It may hold fewer than asked (a batch never crosses the "
      "ring's end, and takes at most about half the ring): loan again for the rest."},
-    {"try_loan_batch", FASTCALL(m_try_loan_batch),
+    {"try_loan_batch", capi::as_method(m_try_loan_batch), capi::kFastWithKeywords,
      "try_loan_batch(count, size)\n\nloan_batch() without waiting: None if there is no space now."},
-    {"publish_batch", FASTCALL(m_publish_batch),
+    {"publish_batch", capi::as_method(m_publish_batch), capi::kFastWithKeywords,
      "publish_batch(messages, timeout=None)\n\nCopies a sequence of bytes-like objects into the ring in order, in "
      "as few publications as fit, waiting for space up to `timeout` in all. Returns how many were published: all "
      "of them, or fewer if the timeout ran out."},
@@ -448,15 +443,15 @@ PyGetSetDef publisher_getset[] = {
 };
 
 PyMethodDef reader_methods[] = {
-    {"receive", FASTCALL(m_receive),
+    {"receive", capi::as_method(m_receive), capi::kFastWithKeywords,
      "receive(timeout=None)\n\nThe next message (a colo.Message), waiting up to `timeout` seconds (None: for "
      "ever); None if none came. Releases the message this reader held."},
     {"try_receive", m_try_receive, METH_NOARGS, "The next message if one is there now, else None."},
-    {"receive_batch", FASTCALL(m_receive_batch),
+    {"receive_batch", capi::as_method(m_receive_batch), capi::kFastWithKeywords,
      "receive_batch(max=256, timeout=None)\n\nEvery message available, up to `max` (1..65536), waiting up to "
      "`timeout` for the first: a colo.MessageBatch, empty if none came. A queue consumer takes them all in one "
      "atomic step."},
-    {"try_receive_batch", FASTCALL(m_try_receive_batch), "try_receive_batch(max=256)\n\nreceive_batch() without "
+    {"try_receive_batch", capi::as_method(m_try_receive_batch), capi::kFastWithKeywords, "try_receive_batch(max=256)\n\nreceive_batch() without "
                                                          "waiting."},
     {"close", m_close_reader, METH_NOARGS, "Releases what it holds and gives its slot back."},
     {"__enter__", m_enter, METH_NOARGS, nullptr},

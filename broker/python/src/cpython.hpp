@@ -70,6 +70,16 @@ PyObject* guarded(Body&& body) noexcept {
   return nullptr;
 }
 
+// A METH_FASTCALL method (flags METH_FASTCALL) or a METH_FASTCALL |
+// METH_KEYWORDS one, as PyMethodDef stores it.
+using FastMethod = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t);
+using FastMethodWithKeywords = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+inline PyCFunction as_method(FastMethod f) { return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(f)); }
+inline PyCFunction as_method(FastMethodWithKeywords f) {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(f));
+}
+inline constexpr int kFastWithKeywords = METH_FASTCALL | METH_KEYWORDS;
+
 // The arguments of a METH_FASTCALL | METH_KEYWORDS method: `names` given by
 // position or keyword, the first `required` of them mandatory. out[i] is a
 // borrowed reference, or nullptr if not given. Throws py::type_error as

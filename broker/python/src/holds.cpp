@@ -271,14 +271,12 @@ PyObject* message_repr(PyObject* self) {
                               f.deliveries, f.live ? "" : ", released");
 }
 
-#define FASTCALL(f) reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(f)), METH_FASTCALL
-
 PyMethodDef message_methods[] = {
     {"release", m_release, METH_NOARGS,
      "Releases the message (for a queue with acks: acknowledges it). Its memoryviews raise ValueError from then "
      "on; BufferError (and the message stays held) if a buffer made from them is still alive. Idempotent."},
     {"__enter__", m_enter, METH_NOARGS, nullptr},
-    {"__exit__", FASTCALL(m_release_exit), "Releases the message, as release()."},
+    {"__exit__", capi::as_method(m_release_exit), METH_FASTCALL, "Releases the message, as release()."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef message_getset[] = {
@@ -343,7 +341,7 @@ PyMethodDef message_batch_methods[] = {
     {"origin", batch_origin, METH_O, "origin(i): the host message i was published on (0: this host)."},
     {"origin_sequence", batch_origin_sequence, METH_O, "origin_sequence(i): its sequence there."},
     {"__enter__", m_enter, METH_NOARGS, nullptr},
-    {"__exit__", FASTCALL(m_release_exit), "Releases the batch, as release()."},
+    {"__exit__", capi::as_method(m_release_exit), METH_FASTCALL, "Releases the batch, as release()."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef message_batch_getset[] = {
@@ -421,15 +419,13 @@ PyObject* loan_repr(PyObject* self) {
                               state);
 }
 
-using MethodKw = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
-
 PyMethodDef loan_methods[] = {
     {"commit", m_loan_commit, METH_NOARGS,
      "Publishes what was written. The memoryview raises ValueError from then on; BufferError (and the loan stays "
      "open) if a buffer made from it is still alive. Nothing after a commit; ValueError after abandon()."},
     {"abandon", m_abandon, METH_NOARGS, "Gives the space up: nothing is published. Idempotent."},
     {"__enter__", m_enter, METH_NOARGS, nullptr},
-    {"__exit__", FASTCALL(m_loan_exit), "Commits, or abandons if the block raised."},
+    {"__exit__", capi::as_method(m_loan_exit), METH_FASTCALL, "Commits, or abandons if the block raised."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef loan_getset[] = {
@@ -440,13 +436,12 @@ PyGetSetDef loan_getset[] = {
 };
 
 PyMethodDef loan_batch_methods[] = {
-    {"commit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(static_cast<MethodKw>(m_loan_batch_commit))),
-     METH_FASTCALL | METH_KEYWORDS,
+    {"commit", capi::as_method(m_loan_batch_commit), capi::kFastWithKeywords,
      "commit(count=None): publishes messages 0..count-1 (all by default) in one publication and ends the batch "
      "(the rest are given up). Views as for Loan.commit()."},
     {"abandon", m_abandon, METH_NOARGS, "Gives every message up: nothing is published. Idempotent."},
     {"__enter__", m_enter, METH_NOARGS, nullptr},
-    {"__exit__", FASTCALL(m_loan_exit), "Commits all, or abandons if the block raised."},
+    {"__exit__", capi::as_method(m_loan_exit), METH_FASTCALL, "Commits all, or abandons if the block raised."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef loan_batch_getset[] = {

@@ -164,8 +164,6 @@ py::object open_lock_box(py::handle node_object, NodeBox& node, std::string_view
 
 // ------------------------------------------------------ the methods, in C
 
-using Method = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
-
 PyObject* none() { Py_RETURN_NONE; }
 
 PyObject* m_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
@@ -270,12 +268,9 @@ PyObject* guard_repr(PyObject* self) {
                               static_cast<unsigned long long>(g.token), g.guard ? "" : ", released");
 }
 
-#define FASTCALL_KW(f) \
-  reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(static_cast<Method>(f))), METH_FASTCALL | METH_KEYWORDS
-#define FASTCALL(f) reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(f)), METH_FASTCALL
 
 PyMethodDef lock_methods[] = {
-    {"acquire", FASTCALL_KW(m_acquire),
+    {"acquire", capi::as_method(m_acquire), capi::kFastWithKeywords,
      "acquire(timeout=None)\n\nWaits for the lock up to `timeout` seconds (None: for ever) and returns the "
      "colo.LockGuard; colo.Timeout if it was not granted by then. colo.InvalidArgument if this thread holds it "
      "already; cluster scope: colo.NotReady if no colod serves the namespace for 5 s."},
@@ -286,7 +281,7 @@ PyMethodDef lock_methods[] = {
      "Releases the lock held through this Lock (by this thread). RuntimeError if it is not held."},
     {"stats", m_stats, METH_NOARGS, "The lock as `colo stat NAME --json` shows it (a dict; counters under 'lock')."},
     {"__enter__", m_lock_enter, METH_NOARGS, "Acquires (waiting for ever); returns the colo.LockGuard."},
-    {"__exit__", FASTCALL(m_lock_exit), "Releases."},
+    {"__exit__", capi::as_method(m_lock_exit), METH_FASTCALL, "Releases."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef lock_getset[] = {
@@ -303,7 +298,7 @@ PyMethodDef guard_methods[] = {
      "that holds the lock. Host scope: never called."},
     {"release", m_release_guard, METH_NOARGS, "Releases the lock (only from the thread that acquired it). Idempotent."},
     {"__enter__", m_guard_enter, METH_NOARGS, nullptr},
-    {"__exit__", FASTCALL(m_guard_exit), "Releases."},
+    {"__exit__", capi::as_method(m_guard_exit), METH_FASTCALL, "Releases."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef guard_getset[] = {
