@@ -44,6 +44,7 @@ def test_queue_with_acks_and_a_killed_python_worker(node, ns, spawn, tmp_path):
     assert producer.line(timeout=120) == f"published {jobs}"
     for w in workers:
         assert w.line(timeout=120) == "done"
+        assert w.wait()[0] == 0
     # A worker appends "ID DELIVERIES" and then releases (acknowledges): one
     # line per acknowledgement.
     records = [tuple(map(int, line.split())) for line in out.read_text().splitlines()]
