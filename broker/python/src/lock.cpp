@@ -1,5 +1,5 @@
 // colo.Lock and colo.LockGuard, types of the CPython API (cpython.hpp says
-// why: a `with lock:` costs about what multiprocessing.Lock does).
+// why: a `with lock:` costs about two multiprocessing.Lock pairs).
 //
 // A Lock keeps the guard it granted until it is released (lock.release(),
 // guard.release(), the end of a `with` block), as threading.Lock stays held
@@ -79,11 +79,14 @@ GuardBox::~GuardBox() {
   // Dropped by another thread than its holder: a mutex cannot be released
   // from there. It stays held (the lock mapped) until the holder's process
   // ends; then the next acquirer is told owner_died.
-  PyErr_WarnFormat(PyExc_ResourceWarning, 1,
-                   "%s was dropped by another thread than the one that holds it: it stays held until that "
-                   "process exits; release locks in the thread that acquired them",
-                   quoted(*lock).c_str());
-  if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
+  PyObject *type, *value, *traceback;  // an exception on its way (dealloc during unwinding) is kept
+  PyErr_Fetch(&type, &value, &traceback);
+  if (PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                       "%s was dropped by another thread than the one that holds it: it stays held until that "
+                       "process exits; release locks in the thread that acquired them",
+                       quoted(*lock).c_str()) != 0)
+    PyErr_WriteUnraisable(nullptr);
+  PyErr_Restore(type, value, traceback);
   new LockGuard(std::move(*guard));        // never unlocked here
   new std::shared_ptr<Lock>(std::move(lock));  // the record it points into stays mapped
   guard.reset();
