@@ -24,6 +24,9 @@ packages=(
   help2man                           # the man pages colo(1), colod(8) ... made from the programs' --help
   util-linux procps                  # setpriv, ps: used by tests
   iproute2                           # ip: network namespaces and a veth pair for the bridge-netns test
+  python3-dev pybind11-dev           # the Python module colo (broker/python/)
+  python3-pytest python3-venv        # its tests: pytest, and `pip install .` into a fresh venv
+  python3-zmq python3-redis          # the baselines of `colo bench python` (pyzmq, redis-py)
 )
 # Only to redraw the plots of docs/benchmarks.md: large (numpy, scipy), and
 # neither the build nor the tests need it.

@@ -2,8 +2,9 @@
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
 #   1. release build: suites unit, multiproc, stress, bridge (colod processes on
 #      loopback, and in two network namespaces joined by a veth pair),
-#      install (meson install into a DESTDIR, programs built against it only)
-#      and services: cluster-scope locks against real ZooKeeper, etcd and Redis
+#      install (meson install into a DESTDIR, programs built against it only;
+#      `pip install .` into a fresh venv), python (the Python module under
+#      pytest, with C++ peers) and services: cluster-scope locks against real ZooKeeper, etcd and Redis
 #      servers, installed (tests/services/install.sh) and started on loopback
 #      by tests/services/services.sh, stopped at the end (those this script
 #      started; a developer's running ones stay up)
@@ -30,9 +31,10 @@ PY
 }
 
 status=0
-tools/dev/setup.sh
+# -Dpython=enabled: the python suite must not pass by having nothing to test.
+tools/dev/setup.sh -Dpython=enabled
 meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge \
-  --suite install || status=1
+  --suite install --suite python || status=1
 
 # The services suite: its servers, then its tests (one at a time: some stop
 # and restart a server). COLO_REQUIRE_SERVICES=1: a test whose server is
