@@ -81,7 +81,7 @@ struct KafkaClusterConfig {
   std::string name;       // unique among [[kafka]] tables; as node names
   std::string bootstrap;  // librdkafka's bootstrap.servers: "HOST:PORT[,HOST:PORT...]"
   // Any other librdkafka property (security.protocol, sasl.*, ssl.*,
-  // client.id, ...), in file order, values as strings; each was accepted by
+  // client.id, ...), by name, values as strings; each was accepted by
   // librdkafka when the file was loaded. Properties a link's guarantees rest
   // on (bootstrap.servers, enable.idempotence, acks, group.id, the commit
   // settings) are colod's and refused here.
