@@ -86,9 +86,9 @@ void Link::run() {
     set_state(LinkState::starting);
     auto opened = open();
     if (!opened) {
+      close();  // first: what the client reports while it closes is not why it failed
       report_error(opened.error().message);
       set_state(LinkState::failed);
-      close();
       const std::uint64_t retry_at =
           monotonic_ns() + static_cast<std::uint64_t>(std::chrono::nanoseconds(kRetryAfter).count());
       while (!stopping() && monotonic_ns() < retry_at) std::this_thread::sleep_for(std::chrono::milliseconds(20));

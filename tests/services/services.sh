@@ -5,7 +5,8 @@
 #
 #   tests/services/services.sh start  [zookeeper|etcd|redis|kafka|all]   # default: all
 #   tests/services/services.sh stop   [...]
-#   tests/services/services.sh restart [...]    # stop, then start KEEPING the data (a server restart)
+#   tests/services/services.sh restart [...] [SECONDS]  # stop, wait SECONDS (default 0), then start
+#                                               KEEPING the data (a server restart, or an outage)
 #   tests/services/services.sh status [...]     # exit 3 if one asked for is down
 #   tests/services/services.sh env    [...]     # eval "$(tests/services/services.sh env)"
 #
@@ -60,7 +61,8 @@ zk_classpath=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
 
 die() { echo "services: $*" >&2; exit 2; }
 usage() {
-  echo "usage: $0 start|stop|restart|status|env [zookeeper|etcd|redis|kafka|all]" >&2
+  echo "usage: $0 start|stop|status|env [zookeeper|etcd|redis|kafka|all]" >&2
+  echo "       $0 restart [zookeeper|etcd|redis|kafka|all] [SECONDS]" >&2
   exit 2
 }
 
@@ -435,9 +437,12 @@ cmd_env() {
   done
 }
 
-(($# >= 1 && $# <= 2)) || usage
+(($# >= 1 && $# <= 3)) || usage
 action="$1"
 which="${2:-all}"
+pause="${3:-0}"
+(($# < 3)) || [ "$action" = restart ] || usage
+[[ "$pause" =~ ^[0-9]+$ ]] || usage
 case $which in
   all) services=("${all_services[@]}") ;;
   zookeeper | etcd | redis | kafka) services=("$which") ;;
@@ -448,6 +453,7 @@ case $action in
   stop) cmd_stop "${services[@]}" ;;
   restart)
     cmd_stop "${services[@]}"
+    sleep "$pause"
     keep_data=1 cmd_start "${services[@]}"
     ;;
   status) cmd_status "${services[@]}" ;;

@@ -16,6 +16,7 @@ constexpr std::pair<std::string_view, std::string_view> kReserved[] = {
     {"request.required.acks", "records count as stored only when every in-sync replica has them (acks=all)"},
     {"transactional.id", "colod's producers are idempotent, not transactional (docs/kafka.md)"},
     {"group.id", "a link names its group in [link.kafka] group"},
+    {"group.instance.id", "each link is a static member of its group, under a name of its own"},
     {"enable.auto.commit", "a source commits an offset only once the object has the record"},
     {"enable.auto.offset.store", "a source commits an offset only once the object has the record"},
     {"message.timeout.ms", "set per link by its backpressure class"},

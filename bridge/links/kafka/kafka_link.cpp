@@ -21,8 +21,9 @@ void KafkaLink::watch_errors(rd_kafka_conf_t* conf) {
   // librdkafka's own log lines (from its threads) into colod's log.
   rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t* rk, int level, const char* facility, const char* text) {
     const auto* self = static_cast<const KafkaLink*>(rd_kafka_opaque(rk));
-    const LogLevel ours = level <= 3 ? LogLevel::error : level == 4 ? LogLevel::warn : level <= 6 ? LogLevel::info
-                                                                                                    : LogLevel::debug;
+    // Its errors (a broker unreachable ...) reach the link through the error
+    // callback too, which counts and rate-limits them: here they are warnings.
+    const LogLevel ours = level <= 4 ? LogLevel::warn : level <= 6 ? LogLevel::info : LogLevel::debug;
     if (self->log_.enabled(ours))
       self->log_.write(ours, "link %s: librdkafka %s: %s", self->config_.name.c_str(), facility, text);
   });

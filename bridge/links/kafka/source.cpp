@@ -35,6 +35,10 @@ Result<void> Source::open() {
   publisher_.emplace(std::move(publisher).value());
   const Properties own = {
       {"group.id", config_.kafka.group},
+      // Static membership: a colod that restarts (after a crash too) takes
+      // its partitions back at once, without waiting for the group to
+      // notice the old process is gone (session.timeout.ms).
+      {"group.instance.id", config_.kafka.group + "." + node_name_ + "." + config_.name},
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
       {"auto.offset.reset", config_.kafka.from_earliest ? "earliest" : "latest"},

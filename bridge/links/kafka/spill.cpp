@@ -87,40 +87,24 @@ Result<void> Spill::open_producer() {
   return Ok{};
 }
 
+// The spill topic is this link's own (its group is per node and object):
+// the refill consumer assigns itself every partition, with the group only
+// for its commits (no membership, no rebalances). Each partition starts
+// after the newest of its records the ring already has back (a restart),
+// else at the group's commit, else at the beginning.
 Result<void> Spill::open_refill() {
   auto conf = make_conf(cluster_, {{"group.id", config_.kafka.group},
                                    {"enable.auto.commit", "false"},
                                    {"enable.auto.offset.store", "false"},
-                                   {"auto.offset.reset", "earliest"},
                                    {"queued.max.messages.kbytes", "16384"}});
   if (!conf) return std::move(conf).error();
   watch_errors(conf->get());
-  rd_kafka_conf_set_rebalance_cb(conf->get(), [](rd_kafka_t*, rd_kafka_resp_err_t err,
-                                                 rd_kafka_topic_partition_list_t* partitions, void* opaque) {
-    static_cast<Spill*>(static_cast<KafkaLink*>(opaque))->on_rebalance(err, partitions);
-  });
   auto client = make_client(RD_KAFKA_CONSUMER, std::move(conf).value());
   if (!client) return std::move(client).error();
   consumer_ = std::move(client).value();
   rd_kafka_poll_set_consumer(consumer_.get());
   queue_ = rd_kafka_queue_get_consumer(consumer_.get());
-  Partitions topics(rd_kafka_topic_partition_list_new(1));
-  rd_kafka_topic_partition_list_add(topics.get(), config_.kafka.topic.c_str(), RD_KAFKA_PARTITION_UA);
-  if (const auto err = rd_kafka_subscribe(consumer_.get(), topics.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    return Error{Errc::system, "kafka: subscribing to " + config_.kafka.topic + ": " + error_text(err)};
-  return Ok{};
-}
 
-// Partitions of the spill topic to bring back: each starts after the newest
-// of its records the ring already has back (a restart), else at the commit.
-void Spill::on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* list) {
-  if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    commit(true);
-    for (int i = 0; i < list->cnt; ++i) refill_partitions_.erase(list->elems[i].partition);
-    std::erase_if(pending_, [&](const MessagePtr& m) { return refill_partitions_.count(m->partition) == 0; });
-    (void)rd_kafka_assign(consumer_.get(), nullptr);
-    return;
-  }
   std::map<std::int32_t, std::int64_t> in_ring;
   internal::for_each_metadata(*object_.queue, [&](std::uint32_t origin, std::uint64_t, std::span<const std::byte> m) {
     if (origin != origin_) return;
@@ -129,11 +113,14 @@ void Spill::on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_
     auto [it, fresh] = in_ring.emplace(kafka->partition, kafka->offset);
     if (!fresh) it->second = std::max(it->second, kafka->offset);
   });
-  (void)rd_kafka_committed(consumer_.get(), list, kCommittedTimeoutMs);
+  Partitions list(rd_kafka_topic_partition_list_new(partitions_));
+  for (std::int32_t p = 0; p < partitions_; ++p) rd_kafka_topic_partition_list_add(list.get(), config_.kafka.topic.c_str(), p);
+  if (const auto err = rd_kafka_committed(consumer_.get(), list.get(), kCommittedTimeoutMs); err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return Error{Errc::timed_out, "kafka: committed offsets of group " + config_.kafka.group + ": " + error_text(err)};
   for (int i = 0; i < list->cnt; ++i) {
     auto& tp = list->elems[i];
     PartitionState st;
-    st.committed = tp.err == RD_KAFKA_RESP_ERR_NO_ERROR ? tp.offset : -1;
+    st.committed = tp.err == RD_KAFKA_RESP_ERR_NO_ERROR && tp.offset >= 0 ? tp.offset : -1;
     if (auto it = in_ring.find(tp.partition); it != in_ring.end() && it->second + 1 > st.committed) {
       st.in_ring = it->second;
       tp.offset = it->second + 1;
@@ -143,8 +130,9 @@ void Spill::on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_
     }
     refill_partitions_[tp.partition] = st;
   }
-  (void)rd_kafka_assign(consumer_.get(), list);
-  refill_paused_ = false;
+  if (const auto err = rd_kafka_assign(consumer_.get(), list.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return Error{Errc::system, "kafka: reading " + config_.kafka.topic + ": " + error_text(err)};
+  return Ok{};
 }
 
 // ------------------------------------------------------------------ steps
@@ -167,7 +155,6 @@ void Spill::step() {
 void Spill::idle() {
   rd_kafka_poll(producer_.get(), 20);
   finish_batches();
-  (void)rd_kafka_consume_batch_queue(queue_, 20, nullptr, 0);  // serves the group's events
   commit(false);
   update_gauges();
 }
@@ -271,46 +258,35 @@ void Spill::put_back(Taker& taker) {
   taker.refused.clear();
 }
 
-// Brings spilled records back while the queue is below its low watermark,
-// up to halfway to the high one.
+// Brings spilled records back once the queue is below its low watermark,
+// until it is halfway to the high one. The consumer is never paused (a
+// resumed partition costs a fetch round trip, per refill): librdkafka
+// prefetches at most queued.max.messages.kbytes, and we take at most
+// kPollBatch records beyond what we publish.
 void Spill::refill() {
   const std::uint64_t target = (low_bytes_ + high_bytes_) / 2;
-  const bool wanted = queued() < low_bytes_ || (!pending_.empty() && queued() < target);
-  if (wanted && refill_paused_) {
-    rd_kafka_topic_partition_list_t* list = nullptr;
-    if (rd_kafka_assignment(consumer_.get(), &list) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      rd_kafka_resume_partitions(consumer_.get(), list);
-      rd_kafka_topic_partition_list_destroy(list);
-      refill_paused_ = false;
+  refilling_ = queued() < low_bytes_ || (refilling_ && queued() < target);
+  if (pending_.size() < kPollBatch) {
+    rd_kafka_message_t* records[kPollBatch];
+    const ssize_t n = rd_kafka_consume_batch_queue(queue_, 0, records, kPollBatch - pending_.size());
+    for (ssize_t i = 0; i < n; ++i) {
+      MessagePtr record(records[i]);
+      if (record->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (record->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+          report_error("kafka: " + error_text(record->err) + ": " + std::string(rd_kafka_message_errstr(record.get())));
+        continue;
+      }
+      auto it = refill_partitions_.find(record->partition);
+      if (it == refill_partitions_.end()) continue;
+      it->second.position = record->offset + 1;
+      if (it->second.in_ring && record->offset <= *it->second.in_ring) {
+        add(counters_.duplicates);
+        continue;
+      }
+      pending_.push_back(std::move(record));
     }
   }
-  if (!wanted && !refill_paused_) {
-    rd_kafka_topic_partition_list_t* list = nullptr;
-    if (rd_kafka_assignment(consumer_.get(), &list) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      rd_kafka_pause_partitions(consumer_.get(), list);
-      rd_kafka_topic_partition_list_destroy(list);
-      refill_paused_ = true;
-    }
-  }
-  rd_kafka_message_t* records[kPollBatch];
-  const ssize_t n = rd_kafka_consume_batch_queue(queue_, 0, records, wanted ? kPollBatch : 0);
-  for (ssize_t i = 0; i < n; ++i) {
-    MessagePtr record(records[i]);
-    if (record->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (record->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-        report_error("kafka: " + error_text(record->err) + ": " + std::string(rd_kafka_message_errstr(record.get())));
-      continue;
-    }
-    auto it = refill_partitions_.find(record->partition);
-    if (it == refill_partitions_.end()) continue;
-    it->second.position = record->offset + 1;
-    if (it->second.in_ring && record->offset <= *it->second.in_ring) {
-      add(counters_.duplicates);
-      continue;
-    }
-    pending_.push_back(std::move(record));
-  }
-  while (!pending_.empty() && queued() < target) {
+  while (refilling_ && !pending_.empty() && queued() < target) {
     const auto& r = *pending_.front();
     internal::MetadataWriter meta;
     meta.add(MetadataType::system, std::string_view("kafka"));
@@ -403,7 +379,7 @@ void Spill::close() {
   // which open() produces again.
   if (consumer_) {
     commit(true);
-    (void)rd_kafka_consumer_close(consumer_.get());
+    (void)rd_kafka_consumer_close(consumer_.get());  // assigned, not a member: it only stops fetching
   }
   if (queue_ != nullptr) rd_kafka_queue_destroy(queue_);
   queue_ = nullptr;

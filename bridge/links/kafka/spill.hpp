@@ -6,8 +6,10 @@
 //                   them to the spill topic (idempotent producer, one
 //                   partition unless configured), and acknowledges them in
 //                   the ring only once Kafka has them.
-//   queued bytes  < low_watermark x capacity: colod consumes the spill topic
-//                   (group [link.kafka] group) and publishes the records back
+//   queued bytes  < low_watermark x capacity: colod reads the spill topic
+//                   (every partition, assigned: the topic is this link's own;
+//                   its group [link.kafka] group keeps the commits) and
+//                   publishes the records back
 //                   into the queue, tagged (origin: the id of
 //                   "spill/<node>/<object>", origin sequence: the offset) with
 //                   their Kafka metadata, committing an offset once its record
@@ -72,7 +74,6 @@ class Spill final : public KafkaLink {
   void finish_batches();
   void put_back(Taker& taker);
   void on_delivery(const rd_kafka_message_t& m);
-  void on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* partitions);
   void refill();
   void commit(bool sync);
   void update_gauges();
@@ -98,7 +99,7 @@ class Spill final : public KafkaLink {
   };
   std::map<std::int32_t, PartitionState> refill_partitions_;
   std::deque<MessagePtr> pending_;  // consumed, not yet back in the ring
-  bool refill_paused_ = false;
+  bool refilling_ = false;  // below the low watermark, not yet back to halfway
   std::uint64_t next_commit_ns_ = 0;
 };
 
