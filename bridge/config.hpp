@@ -1,7 +1,8 @@
 // bridge/config.hpp — colod's configuration: one TOML file per daemon.
 //
-// Every key is documented in the README ("colod configuration"); the sample
-// bridge/colod.example.toml shows them all. load_config() checks everything
+// Every key is documented in docs/configuration.md; the sample
+// bridge/colod.example.toml shows them all (the config-reference test keeps
+// the two and this loader in agreement). load_config() checks everything
 // it can without touching the network: a bad file gets one error naming the
 // file, the line and the key ("colod.toml:12: peer[1].endpoint: ...";
 // [[peer]], [[topic]], [[queue]], [[lock_backend]], [[kafka]] and [[link]]
@@ -46,7 +47,7 @@ struct QueueConfig {
   std::uint32_t max_deliveries = 5;  // with acks: then dead-lettered to NAME.dlq
 };
 
-// [[lock_backend]]: where cluster-scope locks are taken (DESIGN.md section 6).
+// [[lock_backend]]: where cluster-scope locks are taken (docs/cluster-locks.md).
 struct LockBackendConfig {
   std::string kind;        // "zookeeper", "etcd" or "redis"
   std::string endpoints;   // zookeeper "HOST:PORT[,HOST:PORT...]", etcd "http://HOST:PORT", redis "HOST:PORT"

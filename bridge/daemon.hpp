@@ -70,7 +70,7 @@
 //   lost or delivered twice. A clean stop of the sender puts its unconfirmed
 //   messages back into its own ring (at least once, like a consumer that
 //   dies before its ack); a SIGKILLed sender loses them (at most `credit`
-//   per peer and queue): known limitation, see the README.
+//   per peer and queue): known limitation, see docs/colod.md.
 #pragma once
 
 #include <atomic>

@@ -1,5 +1,4 @@
-// bridge/lock_service.hpp — colod's cluster-scope locks (DESIGN.md sections
-// 4 and 6, docs/cluster-locks.md).
+// bridge/lock_service.hpp — colod's cluster-scope locks (docs/cluster-locks.md).
 //
 // THREADS
 //   scanner    every 100 ms: if the namespace's registry changed, lists it

@@ -1,5 +1,5 @@
 // colod: the per-host bridge daemon. See daemon.hpp for what it does and
-// README "colod" for how to run it.
+// docs/colod.md for how to run it.
 //
 //   colod --config FILE            run in the foreground (logs on stderr)
 //   colod --check-config FILE      validate a config and exit (0: valid)

@@ -1,6 +1,6 @@
 // shm/process.hpp — who is this process, and is that one still alive?
 //
-// Liveness in colo is pid + process start time (DESIGN.md section 3, point 6):
+// Liveness in colo is pid + process start time, never pid alone:
 // pids are reused, the pair (pid, start time in clock ticks since boot, field
 // 22 of /proc/<pid>/stat) is not. Segments also record the boot id, so that a
 // segment that outlived a reboot (a tmpfs kept across it) is never mistaken

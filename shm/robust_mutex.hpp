@@ -1,8 +1,8 @@
 // shm/robust_mutex.hpp — a process-shared, robust pthread mutex in shared memory.
 //
-// The only kind of lock colo puts in shared memory (DESIGN.md 3.5): when a
-// holder dies, the kernel's robust-futex list hands the mutex to the next
-// acquirer with EOWNERDEAD instead of leaving it locked forever. The result
+// The mutex of colo's locks and of each namespace's registry: when a holder
+// dies, the kernel's robust-futex list hands the mutex to the next acquirer
+// with EOWNERDEAD instead of leaving it locked forever. The result
 // names that case ("acquired, but the previous owner died") and the caller
 // must call make_consistent() before unlocking, after repairing what the
 // mutex protects; otherwise the mutex becomes unrecoverable.

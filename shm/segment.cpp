@@ -67,7 +67,7 @@ Error access_error(const std::string& shm_name, const struct stat& st) {
                    "; run as that user, or recreate it with a group this user is in (--group)"};
 }
 
-// Owner, mode and size checks made before mapping (DESIGN.md 3.3).
+// Owner, mode and size checks made before mapping (opening protocol, step 1).
 std::optional<Error> check_file(const std::string& shm_name, const struct stat& st) {
   if ((st.st_mode & 0007) != 0)
     return Error{Errc::permission_denied, "segment /" + shm_name + " has mode " + mode_string(st.st_mode) +
@@ -89,7 +89,7 @@ std::optional<Error> check_file(const std::string& shm_name, const struct stat& 
 }
 
 // Validates the header fields that never change after creation. Each field
-// is read once into a local (DESIGN.md 3.4).
+// is read once into a local: shared memory is untrusted.
 std::optional<Error> check_header(const std::string& shm_name, const SegmentHeader& h, std::uint64_t file_size) {
   const std::uint32_t version = h.layout_version;
   const std::uint64_t total = h.total_size;

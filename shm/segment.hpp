@@ -4,7 +4,7 @@
 // (/dev/shm/colo.<ns>.…). This layer creates them exclusively and atomically,
 // opens them only after checking owner, mode and size, waits a bounded time
 // for a creator to finish, and reclaims segments whose creator died before
-// finishing. DESIGN.md section 3 is the contract; every point of it is here.
+// finishing. docs/design.md ("Shared-memory invariants") gives the reasons.
 //
 // Creation protocol (creator):
 //   1. shm_open(O_CREAT|O_EXCL, mode)      -- exclusive: one creator wins
@@ -34,7 +34,7 @@
 #include <string>
 #include <string_view>
 
-#include <boost/interprocess/mapped_region.hpp>  // the mapping (DESIGN.md 3.5)
+#include <boost/interprocess/mapped_region.hpp>  // the mapping only: Boost 1.74 has no robust mutex
 
 #include "colo/error.hpp"
 #include "process.hpp"
@@ -50,8 +50,8 @@ inline constexpr std::size_t kObjectNameCapacity = 256;  // 200-byte names + NUL
 enum class SegmentKind : std::uint32_t {
   registry = 1,
   lock = 2,
-  queue = 3,  // reserved for the queue issue
-  topic = 4,  // reserved for the topic issue
+  queue = 3,  // a queue's ring (shm/ring.hpp)
+  topic = 4,  // a topic's ring
 };
 const char* kind_name(SegmentKind kind) noexcept;
 

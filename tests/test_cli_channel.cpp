@@ -180,28 +180,42 @@ TEST_F(ColoChannelCli, statOfAMissingObjectNamesIt) {
   EXPECT_TRUE(contains(r.err, "nothing-here")) << r.err;
 }
 
-// The benchmark harness end to end, tiny: every message sent arrives, intact.
+// The benchmark harness end to end, tiny: every message sent arrives, intact,
+// through the per-message and the batch API and the floor, with a busy
+// process alongside.
 TEST_F(ColoChannelCli, benchQueueAndTopicDeliverEveryMessageIntact) {
   for (const std::string kind : {"queue", "topic"}) {
-    const auto r = run_colo(ns, {"bench", kind, "--transports", "colo-" + kind + ",unix-stream", "--sizes", "64,1K",
-                                 "--patterns", "1-1,1-n", "--fan", "2", "--messages", "2000", "--latency-seconds",
-                                 "0.05", "--min-samples", "200", "--json"},
-                            120s);
+    const std::string single = "colo-" + kind, batch = single + "-batch";
+    const auto r = run_colo(ns, {"bench", kind, "--transports", single + "," + batch + ",floor-spsc,unix-stream",
+                                 "--sizes", "64,1K", "--patterns", "1-1,1-n,n-n", "--fan", "2", "--messages", "2000",
+                                 "--batch", "16", "--load", "1", "--latency-seconds", "0.05", "--min-samples", "200",
+                                 "--json"},
+                            180s);
     ASSERT_EQ(r.exit_code, 0) << describe(r);
     const json j = json::parse(r.out);
-    EXPECT_EQ(j["subject"], "colo-" + kind);
-    int colo_cells = 0;
+    EXPECT_EQ(j["subject"], single);
+    EXPECT_EQ(j["options"]["batch"], 16);
+    EXPECT_EQ(j["options"]["load_processes"], 1);
+    EXPECT_GT(j["pingpong"]["one_way_p50_ns"].get<std::uint64_t>(), 0u);
+    int colo_cells = 0, floor_cells = 0;
     for (const char* measure : {"throughput", "latency"})
       for (const auto& cell : j[measure]) {
+        if (cell["status"] == "skipped") {  // the floor is 1->1 only, a Unix socket has no n->n
+          EXPECT_TRUE(cell["transport"] == "floor-spsc" || cell["transport"] == "unix-stream") << cell.dump();
+          continue;
+        }
         EXPECT_EQ(cell["status"], "ok") << cell.dump();
         EXPECT_EQ(cell["lost"], 0) << cell.dump();
         EXPECT_EQ(cell["corrupt"], 0) << cell.dump();
         EXPECT_EQ(cell["out_of_order"], 0) << cell.dump();
         EXPECT_EQ(cell["delivered"], cell["expected_deliveries"]) << cell.dump();
-        colo_cells += cell["transport"] == "colo-" + kind;
+        colo_cells += cell["transport"] == single || cell["transport"] == batch;
+        floor_cells += cell["transport"] == "floor-spsc";
       }
-    EXPECT_EQ(colo_cells, 2 * 2 + 2 * 2) << kind;  // throughput: 2 patterns x 2 sizes; latency: 2 readers x 2 sizes
-    EXPECT_EQ(j["goals"].size(), 4u);
+    // throughput: 3 patterns x 2 sizes x 2 APIs; latency: 2 readers x 2 sizes x 2 APIs
+    EXPECT_EQ(colo_cells, 3 * 2 * 2 + 2 * 2 * 2) << kind;
+    EXPECT_EQ(floor_cells, 2 + 2 * 2) << kind;  // 1->1 only
+    EXPECT_EQ(j["goals"].size(), 6u);
   }
 }
 

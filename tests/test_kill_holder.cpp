@@ -1,5 +1,5 @@
 // Lock holders SIGKILLed at random points while updating the state the lock
-// protects (DESIGN.md section 4), COLO_KILLS times (200 in the multiproc
+// protects, COLO_KILLS times (200 in the multiproc
 // suite, 10,000 in the stress suite).
 //
 // Processes (all fork/exec'd colo-test-worker):

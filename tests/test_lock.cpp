@@ -1,4 +1,4 @@
-// Lock (DESIGN.md section 4) seen from one test process, with a helper
+// Lock seen from one test process, with a helper
 // process where "another process" is the point: busy/timeout while held
 // elsewhere, fencing tokens, relocking, owner death, and every counter.
 #include <gtest/gtest.h>

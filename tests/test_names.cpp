@@ -1,4 +1,4 @@
-// Names and namespaces (DESIGN.md section 2): what is refused, with which
+// Names and namespaces: what is refused, with which
 // error and message, and what is accepted. Also that Node refuses a bad name
 // before touching shared memory.
 #include <gtest/gtest.h>

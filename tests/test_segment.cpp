@@ -1,4 +1,4 @@
-// shm::Segment (DESIGN.md section 3): exclusive atomic creation, permissions,
+// shm::Segment: exclusive atomic creation, permissions,
 // the header, the opener's fstat checks and bounded wait, reclaiming segments
 // whose creator died before `ready`, and refusing damaged segments with a
 // clear error (never a crash, never a hang).
@@ -333,7 +333,7 @@ TEST_F(SegmentTest, headerlessSegmentIsNotReadyAfterTheTimeoutSayingNoHeader) {
 TEST_F(SegmentTest, unpublishedSegmentOfDeadCreatorIsCreatorDied) {
   auto created = Segment::create(name, "seg", SegmentKind::lock, kBody, {});
   ASSERT_TRUE(created) << created.error().message;
-  // Same pid, other start time: the creator's pid was reused by us (DESIGN.md 3.6).
+  // Same pid, other start time: the creator's pid was reused by us (liveness is pid + start time).
   created->header().creator_start_time += 1;
   const auto start = std::chrono::steady_clock::now();
 

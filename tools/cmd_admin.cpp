@@ -88,6 +88,10 @@ void register_create(CLI::App& app, Context& ctx) {
 
 void register_rm(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("rm", "Remove an object: its segment and registry entry");
+  cmd->footer(
+      "Processes that have the object open keep using their mapping; new opens no longer find it.\n"
+      "Example:\n"
+      "  colo rm prices");
   auto name = std::make_shared<std::string>();
   cmd->add_option("NAME", *name, "object name")->required();
   cmd->callback([&ctx, name] { ctx.exit_code = run_rm(ctx, *name); });
@@ -97,7 +101,9 @@ void register_gc(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("gc", "Remove what crashed creators left: unready segments, stale registry entries");
   cmd->footer(
       "Removes the segments whose creator died before they were ready, and the registry entries whose segment is "
-      "gone. Objects in use are never touched.");
+      "gone. Objects in use are never touched.\n"
+      "Example:\n"
+      "  colo gc --dry-run");
   auto dry = std::make_shared<bool>(false);
   cmd->add_flag("--dry-run", *dry, "print what would be removed, remove nothing");
   cmd->callback([&ctx, dry] { ctx.exit_code = run_gc(ctx, *dry); });

@@ -174,8 +174,9 @@ int run_sub(const Context& ctx, const SubOptions& o) {
 void register_pub(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("pub", "Publish to a topic or queue: each line of stdin is one message");
   cmd->footer(
-      "Or --file F as one message, or --count N generated payloads of --size bytes. Waits up to --timeout for "
-      "room in the ring for each message.\n"
+      "Each line of stdin is one message (without its newline). --file F publishes a whole file as one message; "
+      "--size N --count K publishes K generated payloads of N bytes. Waits up to --timeout for room in the ring "
+      "for each message.\n"
       "Examples:\n"
       "  echo hello | colo pub prices\n"
       "  colo pub --file order.json jobs\n"
@@ -207,7 +208,8 @@ void register_sub(CLI::App& app, Context& ctx) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--history", o->history, "topic: start up to N retained messages back (default: the topic's --history)");
   cmd->add_flag("--lossy", o->lossy, "topic: never hold publishers back; count what is missed");
-  cmd->add_option("--format", o->format, "text, hex or json")
+  cmd->add_option("--format", o->format,
+                  "text: the bytes as they are; hex; json: {seq, size, deliveries, hex} per message")
       ->capture_default_str()
       ->check(CLI::IsMember({"text", "hex", "json"}));
   cmd->callback([&ctx, o] { ctx.exit_code = run_sub(ctx, *o); });

@@ -99,7 +99,10 @@ void register_peers(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("peers", "Show the local colod's peers, their traffic, and what it rejected");
   cmd->footer(
       "For each peer: connected or not and since when, messages and bytes each way, gaps filled, messages lost; "
-      "then the frames and peers colod refused.");
+      "then each cluster topic and queue with its traffic; then the frames and peers colod refused.\n"
+      "Examples:\n"
+      "  colo peers\n"
+      "  colo --ns prod peers --json");
   auto socket = std::make_shared<std::string>();
   auto timeout = std::make_shared<double>(2.0);
   auto json = std::make_shared<bool>(false);
@@ -114,7 +117,9 @@ void register_peers(CLI::App& app, Context& ctx) {
 void register_federate(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("federate", "Make a topic cluster-scoped now, through the local colod");
   cmd->footer(
-      "Every host must do it. The colod config ([[topic]]) keeps it across restarts of colod; this does not.");
+      "Every host must do it. The colod config ([[topic]]) keeps it across restarts of colod; this does not.\n"
+      "Example:\n"
+      "  colo federate prices");
   auto name = std::make_shared<std::string>();
   auto socket = std::make_shared<std::string>();
   auto timeout = std::make_shared<double>(2.0);

@@ -249,6 +249,13 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
 
 void register_ls(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("ls", "List the objects of the namespace: kind, name, scope, size, creator, state");
+  cmd->footer(
+      "States: ready; creating (its creator is initialising it); abandoned (its creator died first: `colo gc` "
+      "removes it); missing (registered, segment gone); unregistered (a segment with no registry entry); "
+      "unreadable (this user may not open it); corrupt (with the reason).\n"
+      "Examples:\n"
+      "  colo ls\n"
+      "  colo --ns prod ls --json");
   auto json = std::make_shared<bool>(false);
   cmd->add_flag("--json", *json, "print JSON instead of a table");
   cmd->callback([&ctx, json] { ctx.exit_code = run_ls(ctx, *json); });

@@ -143,6 +143,13 @@ int run_top(const Context& ctx, std::uint64_t iterations, double interval_s, con
 
 void register_top(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("top", "Live view of every object: rates, depth, lag, lock holders (q quits)");
+  cmd->footer(
+      "One row per object: its total and rate (messages or grants per second), a queue's depth or the slowest "
+      "subscriber's lag, a lock's holder. With the namespace's colod answering, also each object's traffic with "
+      "other hosts and a table of colod's peers.\n"
+      "Examples:\n"
+      "  colo top\n"
+      "  colo top --iterations 1    # one frame, then exit (for scripts)");
   auto iterations = std::make_shared<std::uint64_t>(0);
   auto interval = std::make_shared<double>(1.0);
   cmd->add_option("--iterations", *iterations, "refresh this many times, then exit (0: until q)")->capture_default_str();

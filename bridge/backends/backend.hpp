@@ -22,7 +22,7 @@
 // greater than the epoch of every earlier grant of the same lock by any colo
 // session, 1 <= epoch < 2^44 (colod builds tokens as epoch << 20 | local
 // grant count). It survives a server restart as long as the server keeps its
-// data (ZooKeeper and etcd always; Redis only with persistence, see README).
+// data (ZooKeeper and etcd always; Redis only with persistence, see docs/cluster-locks.md).
 //
 // Time: every instant here is CLOCK_MONOTONIC nanoseconds (colo/internal/clock.hpp),
 // the clock all processes of the host share: colod copies valid_until_ns into

@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "colo/node.hpp"
 #include "proc.hpp"
@@ -32,7 +33,7 @@ void remove_namespace(const std::string& ns) {
 }
 
 class ChannelMultiproc : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     ns_ = unique_ns("cm");
     NodeOptions options;
@@ -151,17 +152,19 @@ TEST_F(ChannelMultiproc, eachQueueMessageGoesToExactlyOneConsumer) {
   EXPECT_EQ(seen.size(), 3 * kPerProducer);  // nothing else (no corrupt id) was received
 }
 
-TEST_F(ChannelMultiproc, ackedQueueLosesNothingWhenConsumersAreKilled) {
-  // Consumers SIGKILLed at random 100 times while 3 producers publish.
+// Consumers SIGKILLed at random 100 times while 3 producers publish: with
+// `batches`, producers use the batch API and consumers take up to 64
+// messages at once and acknowledge them together.
+void acked_queue_survives_kills(ChannelMultiproc& t, bool batches) {
   constexpr std::uint64_t kPerProducer = 20'000;
   constexpr int kKills = 100;
-  ASSERT_TRUE(node_->queue("q", OpenMode::create, {1 << 18, 128, true, 255}));
+  ASSERT_TRUE(t.node_->queue("q", OpenMode::create, {1 << 18, 128, true, 255}));
   std::vector<std::string> logs;
   std::vector<std::unique_ptr<Process>> consumers;
   auto start_consumer = [&] {
-    logs.push_back("/tmp/colo-test-" + ns_ + "-c" + std::to_string(logs.size()));
+    logs.push_back("/tmp/colo-test-" + t.ns_ + "-c" + std::to_string(logs.size()));
     ::unlink(logs.back().c_str());
-    consumers.push_back(std::make_unique<Process>(worker({"consume", "q", logs.back(), "3000", "ack"})));
+    consumers.push_back(std::make_unique<Process>(batches ? t.worker({"consume", "q", logs.back(), "3000", "ack", "batch"}) : t.worker({"consume", "q", logs.back(), "3000", "ack"})));
     return consumers.back()->read_line(10s) == std::optional<std::string>("ready");
   };
   std::vector<std::size_t> live;
@@ -172,7 +175,10 @@ TEST_F(ChannelMultiproc, ackedQueueLosesNothingWhenConsumersAreKilled) {
   std::vector<std::unique_ptr<Process>> producers;
   for (int i = 0; i < 3; ++i)
     producers.push_back(std::make_unique<Process>(
-        worker({"publish", "q", std::to_string(i), std::to_string(kPerProducer), std::to_string(7 + i), "128"})));
+        batches ? t.worker({"publish-batch", "q", std::to_string(i), std::to_string(kPerProducer), std::to_string(7 + i),
+                            "128", "32"})
+                : t.worker({"publish", "q", std::to_string(i), std::to_string(kPerProducer), std::to_string(7 + i),
+                            "128"})));
   std::mt19937 rng(12345);
   std::set<std::size_t> killed;
   for (int k = 0; k < kKills; ++k) {
@@ -208,9 +214,13 @@ TEST_F(ChannelMultiproc, ackedQueueLosesNothingWhenConsumersAreKilled) {
   EXPECT_EQ(lost, 0u);              // no message lost at all (acked or not)
   EXPECT_EQ(bad_duplicates, 0u);    // duplicates only where a consumer died before acking
   EXPECT_EQ(received.size(), 3 * kPerProducer);
-  auto q = node_->queue("q", OpenMode::open).value();
+  auto q = t.node_->queue("q", OpenMode::open).value();
   EXPECT_EQ(q.stats().depth, 0u);
 }
+
+TEST_F(ChannelMultiproc, ackedQueueLosesNothingWhenConsumersAreKilled) { acked_queue_survives_kills(*this, false); }
+
+TEST_F(ChannelMultiproc, ackedQueueLosesNothingWhenBatchConsumersAreKilled) { acked_queue_survives_kills(*this, true); }
 
 TEST_F(ChannelMultiproc, messageGoesToDeadLetterQueueAfterMaxDeliveries) {
   ASSERT_TRUE(node_->queue("jobs", OpenMode::create, {1 << 16, 128, true, 3}));
@@ -263,6 +273,85 @@ TEST_F(ChannelMultiproc, writerKilledBetweenClaimAndCommitIsSkippedWithinBound) 
     EXPECT_EQ(got, value);
   }
   EXPECT_EQ(topic.stats().dead_claims, 100u);
+}
+
+TEST_F(ChannelMultiproc, batchPublishersAndBatchSubscribersDeliverEveryMessageOnceInOrder) {
+  // 2 batch publishers (publish_batch and LoanBatch in turn) x 3 subscribers
+  // (two taking batches, one a message at a time), 400,000 messages.
+  constexpr std::uint64_t kPerPublisher = 200'000;
+  ASSERT_TRUE(node_->topic("t", OpenMode::create, {1 << 20, 512}));
+  std::vector<std::unique_ptr<Process>> subs;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> args{"subscribe", "t", std::to_string(2 * kPerPublisher), "20000"};
+    if (i < 2) args.push_back("batch");
+    subs.push_back(std::make_unique<Process>(worker(args)));
+    ASSERT_EQ(subs.back()->read_line(10s), "ready");
+  }
+  Process p0(worker({"publish-batch", "t", "0", std::to_string(kPerPublisher), "11", "512", "64"}));
+  Process p1(worker({"publish-batch", "t", "1", std::to_string(kPerPublisher), "22", "512", "7"}));
+  EXPECT_EQ(p0.wait(120s), 0);
+  EXPECT_EQ(p1.wait(120s), 0);
+  for (auto& sub : subs) {
+    auto line = sub->read_line(60s);
+    ASSERT_TRUE(line.has_value());
+    const auto s = parse_summary(*line);
+    EXPECT_EQ(s.at("received"), 2 * kPerPublisher) << *line;
+    EXPECT_EQ(s.at("bad"), 0u) << *line;
+    EXPECT_EQ(s.at("order"), 0u) << *line;
+    EXPECT_EQ(s.at("missed"), 0u) << *line;
+    EXPECT_EQ(sub->wait(10s), 0);
+  }
+  auto topic = node_->topic("t", OpenMode::open).value();
+  EXPECT_EQ(topic.stats().published, 2 * kPerPublisher);
+}
+
+// A writer killed halfway through a batch: the published part is delivered,
+// the rest skipped and counted; the next message follows.
+void writer_killed_mid_batch(ChannelMultiproc& t, bool exclusive) {
+  ASSERT_TRUE(t.node_->topic("t", OpenMode::create, {.capacity = 1 << 16, .max_message = 256,
+                                                     .exclusive_publisher = exclusive}));
+  auto topic = t.node_->topic("t", OpenMode::open).value();
+  auto sub = topic.subscribe().value();
+  for (int round = 0; round < 20; ++round) {
+    Process hanger(t.worker({"batch-and-hang", "t", "10", "64", "4"}));
+    ASSERT_EQ(hanger.read_line(10s), "claimed");
+    auto got = sub.receive_batch_for(64, 2s);
+    std::size_t taken = got.size();
+    got.release();
+    while (taken < 4) {  // the four may come in more than one batch
+      auto more = sub.receive_batch_for(64, 2s);
+      ASSERT_FALSE(more.empty()) << "round " << round << ": " << taken << " of 4";
+      taken += more.size();
+    }
+    ASSERT_EQ(taken, 4u) << "round " << round;
+    if (exclusive) {
+      auto refused = topic.publisher();
+      ASSERT_FALSE(refused) << "a second live publisher of an exclusive topic";
+      EXPECT_EQ(refused.error().code, Errc::busy);
+      EXPECT_NE(refused.error().message.find("exclusive publisher"), std::string::npos) << refused.error().message;
+    }
+    hanger.kill();
+    hanger.wait(5s);
+    auto pub = topic.publisher().value();  // exclusive: free again once its holder died
+    const std::uint32_t value = static_cast<std::uint32_t>(round);
+    ASSERT_EQ(pub.publish(std::as_bytes(std::span(&value, 1)), 1s), SendStatus::ok);
+    auto m = sub.receive_for(2s);
+    ASSERT_TRUE(m.has_value()) << "round " << round;
+    ASSERT_EQ(m->data().size(), 4u) << "an unpublished message was delivered";
+    std::uint32_t v = 0;
+    std::memcpy(&v, m->data().data(), 4);
+    EXPECT_EQ(v, value);
+    EXPECT_FALSE(sub.try_receive().has_value());
+  }
+  EXPECT_EQ(topic.stats().dead_claims, 20u * 6);
+}
+
+TEST_F(ChannelMultiproc, sharedWriterKilledHalfwayThroughABatchDeliversThePublishedPart) {
+  writer_killed_mid_batch(*this, false);
+}
+
+TEST_F(ChannelMultiproc, exclusiveWriterKilledHalfwayThroughABatchDeliversThePublishedPart) {
+  writer_killed_mid_batch(*this, true);
 }
 
 TEST_F(ChannelMultiproc, hostileWritesNeverCrashReaders) {

@@ -294,7 +294,7 @@ TEST(EtcdBackend, InteropWithEtcdctl) {
   }
   {
     // While colo holds it, etcdctl cannot get it (its timeout starts 1 s
-    // after launch, see the README).
+    // after launch, see tests/services/README.md).
     Child taker({script, "--backend", "etcd", "--name", name, "--try-acquire", "1", "--endpoint", env("COLO_ETCD")});
     ASSERT_TRUE(taker.started());
     EXPECT_EQ(taker.read_line(in_ms(10'000)), "busy");

@@ -922,8 +922,10 @@ void register_bench_cluster_lock(CLI::App& bench, int& exit_code) {
       "$COLO_ZOOKEEPER, $COLO_ETCD, $COLO_REDIS (tests/services/services.sh env); a backend without one, or whose "
       "session does not open, is skipped with the reason. Every grant is checked for exclusion and increasing "
       "fencing tokens. Goals: contended, colod at least 20x direct; uncontended, colod p50 at most 1.2x direct; "
-      "reported, not enforced. Exit status 1 if a check or a measurement failed, or anything was left behind. "
-      "Examples: colo bench cluster-lock --backends redis; colo bench cluster-lock --quick --json");
+      "reported, not enforced. Exit status 1 if a check or a measurement failed, or anything was left behind.\n"
+      "Examples:\n"
+      "  colo bench cluster-lock --backends redis\n"
+      "  colo bench cluster-lock --quick --json");
   auto opt = std::make_shared<Options>();
   cmd->add_option("--backends", opt->backends, "backends to measure, comma-separated")
       ->delimiter(',')

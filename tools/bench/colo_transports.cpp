@@ -2,8 +2,12 @@
 // the message benchmark, so that they run through the very same cells as the
 // IPC baselines of transports.cpp.
 //
-//   colo-queue   a colo Queue (no acks)        1->N: share (competing consumers)
-//   colo-topic   a colo Topic, block readers   1->N: broadcast (every subscriber)
+//   colo-queue        a colo Queue (acks)            1->N: share (competing consumers)
+//   colo-topic        a colo Topic, block readers    1->N: broadcast (every subscriber)
+//   colo-*-batch      the same through the batch API: senders loan up to
+//                     --batch messages and publish them together, readers
+//                     take every available message up to 4 x --batch
+//   A cell with one sender makes its object with exclusive_publisher.
 //   (RemoteTopic) a colo Topic published in one namespace and read in
 //                another, carried by colod     1->N: broadcast (`colo bench bridge`)
 //
@@ -42,7 +46,8 @@ std::uint64_t ring_capacity_for(const Config& config) {
 
 class ColoSender final : public Sender {
  public:
-  explicit ColoSender(Publisher publisher) : publisher_(std::move(publisher)) {}
+  explicit ColoSender(Publisher publisher, bool batches = false)
+      : publisher_(std::move(publisher)), batches_(batches) {}
 
   bool send(std::span<const std::byte> message, Nanos timeout) override {
     const SendStatus status =
@@ -72,6 +77,31 @@ class ColoSender final : public Sender {
     return true;
   }
 
+  bool batches() const noexcept override { return batches_; }
+
+  std::size_t loan_batch(std::size_t count, std::size_t size, Nanos timeout) override {
+    batch_.reset();
+    loan_.reset();
+    if (size > UINT32_MAX) throw TransportError("message larger than 4 GiB");
+    const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(count, 65536));
+    const auto bytes = static_cast<std::uint32_t>(size);
+    auto batch = timeout == kNoWait ? publisher_.try_loan_batch(n, bytes) : publisher_.loan_batch_for(n, bytes, timeout);
+    if (!batch) {
+      (void)check(publisher_.last_status());
+      return 0;
+    }
+    batch_.emplace(std::move(*batch));
+    return batch_->size();
+  }
+
+  std::span<std::byte> batch_slot(std::size_t i) override { return (*batch_)[static_cast<std::uint32_t>(i)]; }
+
+  void commit_batch() override {
+    if (!batch_) throw TransportError("commit_batch() without a batch");
+    batch_->commit();
+    batch_.reset();
+  }
+
  private:
   // ok -> true; no space in time -> false; anything else is a real failure.
   static bool check(SendStatus status) {
@@ -85,12 +115,14 @@ class ColoSender final : public Sender {
   }
 
   Publisher publisher_;
+  bool batches_;
   std::optional<Loan> loan_;
+  std::optional<LoanBatch> batch_;
 };
 
 class ColoReceiver final : public Receiver {
  public:
-  explicit ColoReceiver(Reader reader) : reader_(std::move(reader)) {}
+  explicit ColoReceiver(Reader reader, bool batches = false) : reader_(std::move(reader)), batches_(batches) {}
 
   std::optional<std::size_t> receive(std::span<std::byte> buffer, Nanos timeout) override {
     auto message = next(timeout);
@@ -111,25 +143,47 @@ class ColoReceiver final : public Receiver {
 
   void release() noexcept override { held_.reset(); }
 
+  bool batches() const noexcept override { return batches_; }
+
+  std::size_t view_batch(std::size_t max, Nanos timeout) override {
+    held_.reset();
+    batch_.release();
+    batch_ = timeout == kNoWait ? reader_.try_receive_batch(max) : reader_.receive_batch_for(max, timeout);
+    return batch_.size();
+  }
+
+  std::span<const std::byte> batch_message(std::size_t i) override { return batch_[i].data(); }
+
+  void release_batch() noexcept override { batch_.release(); }
+
  private:
   std::optional<Message> next(Nanos timeout) {
     held_.reset();
+    batch_.release();
     return timeout == kNoWait ? reader_.try_receive() : reader_.receive_for(timeout);
   }
 
   Reader reader_;
+  bool batches_;
   std::optional<Message> held_;
+  MessageBatch batch_;
 };
 
 // Queue and Topic differ only in how an object is made and how its ends open.
 class ColoFactory : public TransportFactory {
  public:
-  explicit ColoFactory(bool queue) : queue_(queue) {}
+  ColoFactory(bool queue, std::size_t batch) : queue_(queue), batch_(batch) {}
 
-  std::string name() const override { return queue_ ? "colo-queue" : "colo-topic"; }
+  std::string name() const override {
+    return std::string(queue_ ? "colo-queue" : "colo-topic") + (batch_ > 1 ? "-batch" : "");
+  }
   std::string description() const override {
-    return queue_ ? "colo Queue (shared-memory ring, competing consumers, no acks), loan/commit + in-place views"
-                  : "colo Topic (shared-memory ring, 'block' subscribers), loan/commit + in-place views";
+    std::string kind = queue_ ? "colo Queue (shared-memory ring, competing consumers, acks)"
+                              : "colo Topic (shared-memory ring, 'block' subscribers)";
+    if (batch_ > 1)
+      return kind + ", batch API: LoanBatch of up to " + std::to_string(batch_) +
+             " messages, receive_batch_for; exclusive publisher when one sender";
+    return kind + ", loan/commit + in-place views; exclusive publisher when one sender";
   }
   bool supports(Pattern) const override { return true; }
   Fanout fanout() const override { return queue_ ? Fanout::share : Fanout::broadcast; }
@@ -148,14 +202,19 @@ class ColoFactory : public TransportFactory {
     const auto max_message = static_cast<std::uint32_t>(std::max<std::size_t>(config.message_size, 16));
     auto& node = scratch_->node();
     scratch_->track(object_);
+    const bool exclusive = config.senders == 1;
     if (queue_) {
-      auto made = node.queue(object_, OpenMode::create, QueueOptions{.capacity = capacity, .max_message = max_message});
+      auto made = node.queue(object_, OpenMode::create,
+                             QueueOptions{.capacity = capacity, .max_message = max_message, .acks = true,
+                                          .exclusive_publisher = exclusive});
       if (!made) fail("create queue", made.error());
     } else {
-      auto made = node.topic(object_, OpenMode::create, TopicOptions{.capacity = capacity, .max_message = max_message});
+      auto made = node.topic(object_, OpenMode::create,
+                             TopicOptions{.capacity = capacity, .max_message = max_message,
+                                          .exclusive_publisher = exclusive});
       if (!made) fail("create topic", made.error());
     }
-    return "ring " + cli::human_bytes(capacity);
+    return "ring " + cli::human_bytes(capacity) + (exclusive ? ", exclusive publisher" : "");
   }
 
   std::unique_ptr<Sender> open_sender(int) override {
@@ -165,13 +224,13 @@ class ColoFactory : public TransportFactory {
       if (!queue) fail("open queue", queue.error());
       auto producer = queue->producer();
       if (!producer) fail("producer", producer.error());
-      return std::make_unique<ColoSender>(std::move(producer).value());
+      return std::make_unique<ColoSender>(std::move(producer).value(), batch_ > 1);
     }
     auto topic = node.topic(object_, OpenMode::open);
     if (!topic) fail("open topic", topic.error());
     auto publisher = topic->publisher();
     if (!publisher) fail("publisher", publisher.error());
-    return std::make_unique<ColoSender>(std::move(publisher).value());
+    return std::make_unique<ColoSender>(std::move(publisher).value(), batch_ > 1);
   }
 
   std::unique_ptr<Receiver> open_receiver(int) override {
@@ -181,13 +240,13 @@ class ColoFactory : public TransportFactory {
       if (!queue) fail("open queue", queue.error());
       auto consumer = queue->consumer();
       if (!consumer) fail("consumer", consumer.error());
-      return std::make_unique<ColoReceiver>(std::move(consumer).value());
+      return std::make_unique<ColoReceiver>(std::move(consumer).value(), batch_ > 1);
     }
     auto topic = node.topic(object_, OpenMode::open);
     if (!topic) fail("open topic", topic.error());
     auto subscriber = topic->subscribe(SubscribeOptions{});  // block, history 0: only what is published from now
     if (!subscriber) fail("subscribe", subscriber.error());
-    return std::make_unique<ColoReceiver>(std::move(subscriber).value());
+    return std::make_unique<ColoReceiver>(std::move(subscriber).value(), batch_ > 1);
   }
 
   void teardown() noexcept override {
@@ -209,6 +268,7 @@ class ColoFactory : public TransportFactory {
   }
 
   bool queue_;
+  std::size_t batch_;
   std::optional<cli::ScratchNamespace> scratch_;
   std::string object_;
   Config config_;
@@ -267,8 +327,12 @@ class RemoteTopicFactory final : public TransportFactory {
 
 }  // namespace
 
-std::unique_ptr<TransportFactory> colo_queue_transport() { return std::make_unique<ColoFactory>(true); }
-std::unique_ptr<TransportFactory> colo_topic_transport() { return std::make_unique<ColoFactory>(false); }
+std::unique_ptr<TransportFactory> colo_queue_transport(std::size_t batch) {
+  return std::make_unique<ColoFactory>(true, batch);
+}
+std::unique_ptr<TransportFactory> colo_topic_transport(std::size_t batch) {
+  return std::make_unique<ColoFactory>(false, batch);
+}
 std::unique_ptr<TransportFactory> colo_remote_topic_transport(RemoteTopic topic) {
   return std::make_unique<RemoteTopicFactory>(std::move(topic));
 }

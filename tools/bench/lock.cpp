@@ -739,7 +739,10 @@ void register_bench_lock(CLI::App& bench, int& exit_code) {
       "Measures every lock in one run, interleaved, and prints the medians with min and max, the ratios to colo and "
       "the goals (colo within 1.3x of the bare robust mutex, 10x faster than flock). Runs in a private namespace "
       "bench<pid>, removed at the end (--ns is ignored). Goals are reported, not enforced: the exit status is 1 "
-      "only if a measurement failed.");
+      "only if a measurement failed.\n"
+      "Examples:\n"
+      "  colo bench lock\n"
+      "  colo bench lock --pin --json");
   auto opt = std::make_shared<Options>();
   cmd->add_option("--runs", opt->runs, "runs of each measurement; the median is reported")
       ->capture_default_str()

@@ -298,6 +298,8 @@ struct CellSpec {
   double run_s = 0;              // how long the senders send (0: as long as --messages takes)
   bool broadcast = false;        // every receiver gets every message
   bool zero_copy = true;         // use the transport's zero-copy path if it has one
+  std::size_t batch = 1;         // > 1: use the transport's batch path if it has one
+  int load = 0;                  // busy-looping processes alongside the cell
   std::vector<int> cpus;         // --pin: CPU of process k (senders, then receivers)
   double cell_timeout = 30;
 };
@@ -409,9 +411,27 @@ int sender_body(TransportFactory& factory, const CellSpec& spec, CellShared& sh,
       if (spec.messages > 0)
         quota = spec.messages / static_cast<std::uint64_t>(spec.senders) +
                 (me == 0 ? spec.messages % static_cast<std::uint64_t>(spec.senders) : 0);
+      const bool batching = spec.batch > 1 && tx->batches();
       while (sent < quota && sh.stop_sending.load(relaxed) == 0) {
-        if (!send_blocking(word0(Kind::data, me, sent))) break;
-        if ((++sent & 63) == 0) slot.sent.store(sent, relaxed);  // progress, for a watchdog report
+        if (!batching) {
+          if (!send_blocking(word0(Kind::data, me, sent))) break;
+          if ((++sent & 63) == 0) slot.sent.store(sent, relaxed);  // progress, for a watchdog report
+          continue;
+        }
+        // Up to `batch` messages loaned at once, written in place, published together.
+        const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(spec.batch, quota - sent));
+        std::size_t n = 0;
+        while ((n = tx->loan_batch(want, spec.size, kRetryStep)) == 0 && !aborted()) {
+        }
+        if (n == 0) break;
+        for (std::size_t i = 0; i < n; ++i) {
+          const std::span<std::byte> region = tx->batch_slot(i);
+          if (region.size() < spec.size) throw TransportError("batch_slot() gave fewer bytes than asked for");
+          fill_message(region.data(), spec.size, word0(Kind::data, me, sent + i));
+        }
+        tx->commit_batch();
+        sent += n;
+        slot.sent.store(sent, relaxed);
       }
     } else {
       // The global schedule: message i at t0 + i/rate; sender `me` sends
@@ -472,51 +492,69 @@ int receiver_body(TransportFactory& factory, const CellSpec& spec, CellShared& s
     std::int64_t last_progress = now_ns();
     const std::int64_t give_up = now_ns() + child_limit_ns(spec);
 
-    for (;;) {
-      std::optional<std::span<const std::byte>> msg;
-      if (view) {
-        msg = rx->view(timeout);
-      } else if (auto n = rx->receive({buffer.data, buffer.size}, timeout)) {
-        msg = std::span<const std::byte>(buffer.data, *n);
+    // One message, in place or copied; false once the run is aborted.
+    auto take = [&](std::span<const std::byte> msg, std::int64_t at) {
+      std::uint64_t w0 = 0;
+      if (msg.size() >= sizeof w0) std::memcpy(&w0, msg.data(), sizeof w0);
+      const auto kind = static_cast<Kind>(w0 >> 62);
+      const int sender = static_cast<int>((w0 >> 56) & 63);
+      if (msg.size() >= sizeof w0 && kind == Kind::warmup) {
+        if (sender < kMaxEnds) slot.warm_from[sender].store(1, relaxed);
+        slot.last_warm_ns.store(now_ns(), relaxed);
+        return true;
       }
-      if (msg) {
-        const std::int64_t at = clock_every_message ? now_ns() : 0;
-        std::uint64_t w0 = 0;
-        if (msg->size() >= sizeof w0) std::memcpy(&w0, msg->data(), sizeof w0);
-        const auto kind = static_cast<Kind>(w0 >> 62);
-        const int sender = static_cast<int>((w0 >> 56) & 63);
-        if (msg->size() >= sizeof w0 && kind == Kind::warmup) {
-          if (sender < kMaxEnds) slot.warm_from[sender].store(1, relaxed);
-          slot.last_warm_ns.store(now_ns(), relaxed);
-          if (view) rx->release();
+      const bool ok = msg.size() == spec.size && kind == Kind::data && sender < spec.senders &&
+                      check_message(msg.data(), msg.size(), w0);
+      ++received;
+      slot.received.store(received, relaxed);
+      if (!ok) slot.corrupt.store(++corrupt, relaxed);
+      if (ok) {
+        const std::uint64_t value = w0 & kValueMask;
+        if (heard[sender] && value <= last_value[sender]) slot.out_of_order.store(++out_of_order, relaxed);
+        heard[sender] = true;
+        last_value[sender] = value;
+      }
+      if (latency) {
+        if (t0 == 0)
+          while ((t0 = sh.t0_ns.load(acquire)) == 0) {
+          }
+        const std::int64_t intended = t0 + static_cast<std::int64_t>(w0 & kValueMask);
+        if (ok) slot.histogram.record(static_cast<std::uint64_t>(std::max<std::int64_t>(0, at - intended)));
+        slot.last_data_ns.store(at, relaxed);
+      } else if (clock_every_message) {
+        slot.last_data_ns.store(at, relaxed);
+      } else if ((received & 15) == 0) {
+        slot.last_data_ns.store(now_ns(), relaxed);
+      }
+      return (received & 1023) != 0 || sh.phase.load(relaxed) != kAbort;
+    };
+    const bool batch = spec.batch > 1 && rx->batches();
+    bool aborted = false;
+    for (;;) {
+      if (batch) {
+        // Every available message up to 4 batches at once; one clock read per batch.
+        const std::size_t n = rx->view_batch(4 * spec.batch, timeout);
+        if (n > 0) {
+          const std::int64_t at = clock_every_message ? now_ns() : 0;
+          for (std::size_t i = 0; i < n && !aborted; ++i) aborted = !take(rx->batch_message(i), at);
+          rx->release_batch();
+          if (aborted) break;
           continue;
         }
-        const bool ok = msg->size() == spec.size && kind == Kind::data && sender < spec.senders &&
-                        check_message(msg->data(), msg->size(), w0);
-        if (view) rx->release();
-        ++received;
-        slot.received.store(received, relaxed);
-        if (!ok) slot.corrupt.store(++corrupt, relaxed);
-        if (ok) {
-          const std::uint64_t value = w0 & kValueMask;
-          if (heard[sender] && value <= last_value[sender]) slot.out_of_order.store(++out_of_order, relaxed);
-          heard[sender] = true;
-          last_value[sender] = value;
+      } else {
+        std::optional<std::span<const std::byte>> msg;
+        if (view) {
+          msg = rx->view(timeout);
+        } else if (auto n = rx->receive({buffer.data, buffer.size}, timeout)) {
+          msg = std::span<const std::byte>(buffer.data, *n);
         }
-        if (latency) {
-          if (t0 == 0)
-            while ((t0 = sh.t0_ns.load(acquire)) == 0) {
-            }
-          const std::int64_t intended = t0 + static_cast<std::int64_t>(w0 & kValueMask);
-          if (ok) slot.histogram.record(static_cast<std::uint64_t>(std::max<std::int64_t>(0, at - intended)));
-          slot.last_data_ns.store(at, relaxed);
-        } else if (clock_every_message) {
-          slot.last_data_ns.store(at, relaxed);
-        } else if ((received & 15) == 0) {
-          slot.last_data_ns.store(now_ns(), relaxed);
+        if (msg) {
+          const std::int64_t at = clock_every_message ? now_ns() : 0;
+          aborted = !take(*msg, at);
+          if (view) rx->release();
+          if (aborted) break;
+          continue;
         }
-        if ((received & 1023) == 0 && sh.phase.load(relaxed) == kAbort) break;
-        continue;
       }
       // Nothing arrived within the timeout: is there more to come?
       const std::int64_t now = now_ns();
@@ -825,6 +863,20 @@ CellResult run_cell(TransportFactory& factory, const CellSpec& spec, int cell_nu
     return finish();
   }
   {
+    // --load: busy-looping processes alongside the cell (an oversubscribed
+    // host), killed with the cell.
+    Children load;
+    for (int i = 0; i < spec.load; ++i)
+      if (load.spawn([] {
+            std::uint64_t spin = 0;
+            for (;;) asm volatile("" : "+r"(spin));  // an empty loop the compiler keeps
+            return 0;
+          }) < 0) {
+        r.status = Status::failed;
+        r.error = errno_text("fork (load)");
+        factory.teardown();
+        return finish();
+      }
     SharedBlock<CellShared> shared;
     if (!shared) {
       r.status = Status::failed;
@@ -851,6 +903,7 @@ std::string pattern_label(Pattern p, int fan) {
     case Pattern::one_to_one: return "1->1";
     case Pattern::many_to_one: return std::to_string(fan) + "->1";
     case Pattern::one_to_many: return "1->" + std::to_string(fan);
+    case Pattern::many_to_many: return std::to_string(fan) + "->" + std::to_string(fan);
   }
   return "?";
 }
@@ -896,6 +949,33 @@ const CellResult* reference_of(const std::vector<CellResult>& results, const Cel
 
 double ratio(double it, double ref) { return ref > 0 && it > 0 ? it / ref : std::nan(""); }
 
+// The baselines every figure is also compared with, in the same cell: the
+// floor (floor-spsc), ZeroMQ of the transport's fan-out (PUB/SUB for a
+// broadcast to several readers, PUSH/PULL otherwise) and a Unix socket.
+struct Ratios {
+  double floor = NAN, zmq = NAN, unix_socket = NAN, pingpong = NAN;
+};
+Ratios ratios_of(const std::vector<CellResult>& results, const CellResult& r, const PingPong& pp) {
+  Ratios out;
+  const bool broadcast = r.fanout == Fanout::broadcast && r.spec.receivers > 1;
+  const CellResult* floor = reference_of(results, r, "floor-spsc");
+  const CellResult* zmq = reference_of(results, r, broadcast ? "zmq-ipc-pubsub" : "zmq-ipc-pushpull");
+  const CellResult* unix_socket = reference_of(results, r, "unix-stream");
+  if (r.status != Status::ok) return out;
+  if (r.spec.measure == Measure::throughput) {
+    if (floor) out.floor = ratio(r.msgs_per_s, floor->msgs_per_s);
+    if (zmq) out.zmq = ratio(r.msgs_per_s, zmq->msgs_per_s);
+    if (unix_socket) out.unix_socket = ratio(r.msgs_per_s, unix_socket->msgs_per_s);
+  } else {
+    const auto p50 = static_cast<double>(r.p50);
+    if (floor) out.floor = ratio(p50, static_cast<double>(floor->p50));
+    if (zmq) out.zmq = ratio(p50, static_cast<double>(zmq->p50));
+    if (unix_socket) out.unix_socket = ratio(p50, static_cast<double>(unix_socket->p50));
+    if (pp.one_way_p50_ns > 0) out.pingpong = ratio(p50, static_cast<double>(pp.one_way_p50_ns));
+  }
+  return out;
+}
+
 // The goals of the subject (options.goals) as ratios from the same run. A
 // goal whose cells did not run is reported as not measured.
 struct Goal {
@@ -908,27 +988,33 @@ struct Goal {
   bool met() const { return measured() && (at_least ? value >= target : value <= target); }
 };
 
-std::vector<Goal> goals_of(const std::vector<CellResult>& results, const std::string& subject,
-                           const std::vector<GoalSpec>& specs) {
+std::vector<Goal> goals_of(const std::vector<CellResult>& results, const std::string& run_subject,
+                           const std::vector<GoalSpec>& specs, const PingPong& pingpong) {
   auto find = [&](const std::string& transport, const GoalSpec& spec) -> const CellResult* {
     for (const auto& r : results)
       if (r.transport == transport && r.status == Status::ok && r.spec.measure == spec.measure &&
-          r.spec.pattern == Pattern::one_to_one && r.spec.size == spec.size &&
+          r.spec.pattern == spec.pattern && r.spec.size == spec.size &&
           (spec.measure == Measure::throughput || r.spec.reader == spec.reader))
         return &r;
     return nullptr;
   };
   std::vector<Goal> goals;
   for (const auto& spec : specs) {
+    const std::string subject = spec.subject.empty() ? run_subject : spec.subject;
     const bool throughput = spec.measure == Measure::throughput;
+    const bool floor = spec.baseline == "pingpong";
     Goal g{spec.text,
-           throughput ? subject + " msg/s / " + spec.baseline + " msg/s" : subject + " p50 / " + spec.baseline + " p50",
+           throughput ? subject + " msg/s / " + spec.baseline + " msg/s"
+                      : subject + " p50 / " + (floor ? std::string("ping-pong one-way p50") : spec.baseline + " p50"),
            NAN, spec.target, spec.at_least};
     const auto* a = find(subject, spec);
-    const auto* b = find(spec.baseline, spec);
-    if (a && b)
+    if (floor) {
+      if (a && pingpong.one_way_p50_ns > 0)
+        g.value = ratio(static_cast<double>(a->p50), static_cast<double>(pingpong.one_way_p50_ns));
+    } else if (const auto* b = find(spec.baseline, spec); a && b) {
       g.value = throughput ? ratio(a->msgs_per_s, b->msgs_per_s)
                            : ratio(static_cast<double>(a->p50), static_cast<double>(b->p50));
+    }
     goals.push_back(g);
   }
   return goals;
@@ -974,6 +1060,7 @@ std::optional<Pattern> parse_pattern(const std::string& text) {
   if (text == "1-1") return Pattern::one_to_one;
   if (text == "n-1") return Pattern::many_to_one;
   if (text == "1-n") return Pattern::one_to_many;
+  if (text == "n-n") return Pattern::many_to_many;
   return std::nullopt;
 }
 
@@ -1015,7 +1102,7 @@ void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
   app.add_option("--measure", cli.measures, "what to measure: throughput, latency [throughput,latency]");
   app.add_option("--fan", o.fan, "the 'many' of n->1 and 1->n")->capture_default_str()->check(CLI::Range(2, kMaxEnds));
   cli.patterns_opt = app.add_option("--patterns", cli.patterns,
-                                    "throughput patterns: 1-1, n-1, 1-n [" + patterns_text(o.patterns) + "]");
+                                    "throughput patterns: 1-1, n-1, 1-n, n-n [" + patterns_text(o.patterns) + "]");
   cli.seconds_opt = app.add_option("--seconds", o.seconds, "length of a throughput cell, seconds")
                         ->capture_default_str()
                         ->check(CLI::Range(0.01, 60.0));
@@ -1027,7 +1114,7 @@ void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
                  "reader mode of throughput cells: busy, blocking [" + std::string(reader_name(o.throughput_reader)) +
                      "]");
   app.add_option("--latency-patterns", cli.latency_patterns,
-                 "latency patterns: 1-1, n-1, 1-n [" + patterns_text(o.latency_patterns) + "]");
+                 "latency patterns: 1-1, n-1, 1-n, n-n [" + patterns_text(o.latency_patterns) + "]");
   app.add_option("--readers", cli.readers,
                  "latency reader modes: busy, blocking [" + list_text(o.readers, reader_name) + "]");
   cli.latency_seconds_opt = app.add_option("--latency-seconds", o.latency_seconds, "length of a latency cell, seconds")
@@ -1047,6 +1134,14 @@ void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
                  "watchdog: a cell still running this long after its run is killed, s")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 3600.0));
+  app.add_option("--batch", o.batch, "messages per loan of the batch transports (colo-*-batch); their readers take "
+                                     "up to 4x this at once")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{2}, std::size_t{4096}));
+  app.add_option("--load", o.load, "busy-looping processes running alongside every cell (an oversubscribed host)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  app.add_flag("--no-pingpong", cli.no_pingpong, "skip the cache-line ping-pong floor measured before the cells");
   app.add_flag("--pin", o.pin, "pin a cell's processes to CPUs round-robin (senders first); default: not pinned");
   app.add_flag("--copy", o.copy_only, "never use a transport's zero-copy path (loan/commit, view/release)");
   std::vector<std::string> quick;
@@ -1067,6 +1162,7 @@ void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
 std::string resolve_msg_bench_options(MsgBenchCli& cli,
                                       const std::vector<std::unique_ptr<TransportFactory>>& transports) {
   MsgBenchOptions& o = cli.options;
+  if (cli.no_pingpong) o.pingpong = false;
   if (cli.quick) {
     const MsgBenchCli::Quick& q = cli.quick_profile;
     auto given = [](const CLI::Option* opt) { return opt != nullptr && opt->count() > 0; };
@@ -1130,7 +1226,7 @@ std::string resolve_msg_bench_options(MsgBenchCli& cli,
     out.clear();
     for (const auto& p : split(text)) {
       const auto v = parse_pattern(p);
-      if (!v) return std::string(opt) + ": '" + p + "' is not one of 1-1, n-1, 1-n";
+      if (!v) return std::string(opt) + ": '" + p + "' is not one of 1-1, n-1, 1-n, n-n";
       out.push_back(*v);
     }
     if (out.empty()) return std::string(opt) + ": empty list";
@@ -1215,8 +1311,8 @@ std::vector<Planned> plan_cells(const MsgBenchOptions& opt, const std::vector<Tr
     CellSpec s;
     s.measure = m;
     s.pattern = p;
-    s.senders = p == Pattern::many_to_one ? opt.fan : 1;
-    s.receivers = p == Pattern::one_to_many ? opt.fan : 1;
+    s.senders = p == Pattern::many_to_one || p == Pattern::many_to_many ? opt.fan : 1;
+    s.receivers = p == Pattern::one_to_many || p == Pattern::many_to_many ? opt.fan : 1;
     s.size = size;
     s.depth = std::clamp<std::size_t>(opt.buffer_bytes / size, kMinDepth, kMaxDepth);
     s.reader = reader;
@@ -1227,6 +1323,8 @@ std::vector<Planned> plan_cells(const MsgBenchOptions& opt, const std::vector<Tr
     s.run_s = m == Measure::throughput ? (s.messages > 0 ? 0 : s.seconds) : static_cast<double>(s.count) / s.rate;
     s.broadcast = s.receivers > 1 && fanout == Fanout::broadcast;
     s.zero_copy = !opt.copy_only;
+    s.batch = opt.batch;
+    s.load = opt.load;
     s.cpus = cpus;
     s.cell_timeout = opt.cell_timeout;
     return s;
@@ -1290,6 +1388,7 @@ struct RunReport {
   const std::vector<CellResult>& results;
   const std::vector<Goal>& goals;
   const ReportContext& context;
+  const PingPong& pingpong;
   double load_before, load_after, elapsed;
   bool any_failed;
 };
@@ -1327,6 +1426,10 @@ nlohmann::json cell_json(const RunReport& rep, const CellResult& r) {
       j["bytes_per_s"] = r.bytes_per_s;
       j["gb_per_s"] = r.bytes_per_s / 1e9;
       j["ratio_to_reference"] = number_or_null(ref ? ratio(r.msgs_per_s, ref->msgs_per_s) : std::nan(""));
+      const Ratios q = ratios_of(rep.results, r, rep.pingpong);
+      j["ratios"] = {{"floor_spsc", number_or_null(q.floor)},
+                     {"zmq", number_or_null(q.zmq)},
+                     {"unix_stream", number_or_null(q.unix_socket)}};
     }
   } else {
     j["reader"] = reader_name(r.spec.reader);
@@ -1340,6 +1443,11 @@ nlohmann::json cell_json(const RunReport& rep, const CellResult& r) {
           {"p50", number_or_null(ref ? ratio(static_cast<double>(r.p50), static_cast<double>(ref->p50)) : NAN)},
           {"p99", number_or_null(ref ? ratio(static_cast<double>(r.p99), static_cast<double>(ref->p99)) : NAN)},
       };
+      const Ratios q = ratios_of(rep.results, r, rep.pingpong);
+      j["ratios_p50"] = {{"pingpong", number_or_null(q.pingpong)},
+                         {"floor_spsc", number_or_null(q.floor)},
+                         {"zmq", number_or_null(q.zmq)},
+                         {"unix_stream", number_or_null(q.unix_socket)}};
     }
   }
   return j;
@@ -1374,7 +1482,15 @@ nlohmann::json report_json(const RunReport& rep) {
         {"buffer_bytes", opt.buffer_bytes},
         {"pinned_cpus", cpus},
         {"zero_copy", !opt.copy_only},
+        {"batch", opt.batch},
+        {"load_processes", opt.load},
         {"clock", "CLOCK_MONOTONIC"}}},
+      {"pingpong",
+       rep.pingpong.round_trips == 0
+           ? nlohmann::json(nullptr)
+           : nlohmann::json{{"round_trips", rep.pingpong.round_trips},
+                            {"one_way_p50_ns", rep.pingpong.one_way_p50_ns},
+                            {"one_way_p99_ns", rep.pingpong.one_way_p99_ns}}},
       {"transports", jt},
       {"throughput", thr},
       {"latency", lat},
@@ -1428,11 +1544,11 @@ void print_throughput(const RunReport& rep, Notes& notes) {
               "from start to the last one\n",
               run_length.c_str(),
               reader_name(opt.throughput_reader));
-  std::printf("ratio = msg/s / %s's msg/s for the same pattern and size (above 1: faster than it)\n\n",
-              opt.reference.c_str());
-  std::printf("%-7s %-8s %-17s %-9s %5s %11s %9s %8s  %s\n", "pattern", "size", "transport", "fan-out", "depth",
-              "msg/s", "GB/s", "ratio", "");
-  std::printf("%s\n", std::string(90, '-').c_str());
+  std::printf("x floor / x zmq / x unix = msg/s over floor-spsc's, ZeroMQ's (PUB/SUB for a broadcast to several "
+              "readers, else PUSH/PULL) and unix-stream's, same pattern and size (above 1: faster)\n\n");
+  std::printf("%-7s %-8s %-17s %-9s %5s %11s %9s %8s %8s %8s  %s\n", "pattern", "size", "transport", "fan-out",
+              "depth", "msg/s", "GB/s", "x floor", "x zmq", "x unix", "");
+  std::printf("%s\n", std::string(108, '-').c_str());
   Pattern last_p = Pattern::one_to_one;
   std::size_t last_size = 0;
   bool first = true;
@@ -1449,9 +1565,10 @@ void print_throughput(const RunReport& rep, Notes& notes) {
       std::printf("%s\n", status_cell(r).c_str());
       continue;
     }
-    const CellResult* ref = reference_of(results, r, opt.reference);
-    std::printf("%11s %9s %8s  %s\n", cli::human_rate(r.msgs_per_s).c_str(), gb_text(r.bytes_per_s).c_str(),
-                ratio_text(ref ? ratio(r.msgs_per_s, ref->msgs_per_s) : NAN).c_str(), notes.cite(r).c_str());
+    const Ratios q = ratios_of(results, r, rep.pingpong);
+    std::printf("%11s %9s %8s %8s %8s  %s\n", cli::human_rate(r.msgs_per_s).c_str(), gb_text(r.bytes_per_s).c_str(),
+                ratio_text(q.floor).c_str(), ratio_text(q.zmq).c_str(), ratio_text(q.unix_socket).c_str(),
+                notes.cite(r).c_str());
   }
 }
 
@@ -1467,13 +1584,13 @@ void print_latency(const RunReport& rep, Notes& notes) {
               cli::human_bytes(static_cast<std::uint64_t>(opt.rate_bytes)).c_str(),
               cli::with_commas(opt.min_samples).c_str(), opt.latency_seconds);
   std::printf("busy = non-blocking receive in a spin loop; blocking = receive waits in the kernel/library; "
-              "ratio = p50 / %s's p50 (above 1: slower than it)\n",
-              opt.reference.c_str());
+              "x pp / x zmq / x unix = p50 over the ping-pong one-way floor's, ZeroMQ's and unix-stream's (above 1: "
+              "slower)\n");
   std::printf("behind = the sender's worst lateness against its schedule (large: the rate saturated the channel, "
               "or the sender lost its CPU)\n\n");
-  std::printf("%-7s %-8s %-17s %-8s %8s %8s %9s %9s %9s %9s %7s %9s  %s\n", "pattern", "size", "transport", "reader",
-              "rate/s", "samples", "p50", "p99", "p99.9", "max", "ratio", "behind", "");
-  std::printf("%s\n", std::string(124, '-').c_str());
+  std::printf("%-7s %-8s %-17s %-8s %8s %8s %9s %9s %9s %9s %7s %7s %7s %9s  %s\n", "pattern", "size", "transport",
+              "reader", "rate/s", "samples", "p50", "p99", "p99.9", "max", "x pp", "x zmq", "x unix", "behind", "");
+  std::printf("%s\n", std::string(140, '-').c_str());
   std::string last_group;
   for (const auto& r : results) {
     if (r.spec.measure != Measure::latency) continue;
@@ -1488,27 +1605,31 @@ void print_latency(const RunReport& rep, Notes& notes) {
       std::printf("%s\n", status_cell(r).c_str());
       continue;
     }
-    const CellResult* ref = reference_of(results, r, opt.reference);
-    std::printf("%8s %9s %9s %9s %9s %7s %9s  %s\n", cli::with_commas(r.samples).c_str(),
+    const Ratios q = ratios_of(results, r, rep.pingpong);
+    std::printf("%8s %9s %9s %9s %9s %7s %7s %7s %9s  %s\n", cli::with_commas(r.samples).c_str(),
                 ns_text(static_cast<double>(r.p50)).c_str(), ns_text(static_cast<double>(r.p99)).c_str(),
                 ns_text(static_cast<double>(r.p999)).c_str(), ns_text(static_cast<double>(r.max)).c_str(),
-                ratio_text(ref ? ratio(static_cast<double>(r.p50), static_cast<double>(ref->p50)) : NAN).c_str(),
-                ns_text(static_cast<double>(r.max_behind_ns)).c_str(), notes.cite(r).c_str());
+                ratio_text(r.spec.reader == ReaderMode::busy ? q.pingpong : NAN).c_str(), ratio_text(q.zmq).c_str(),
+                ratio_text(q.unix_socket).c_str(), ns_text(static_cast<double>(r.max_behind_ns)).c_str(),
+                notes.cite(r).c_str());
   }
 }
 
 void print_goals(const RunReport& rep) {
   const MsgBenchOptions& opt = rep.opt;
-  std::printf("\ngoals for %s (ratios from this run):\n", opt.subject.c_str());
+  std::printf("\ngoals (ratios from this run%s):\n",
+              opt.load > 0 ? (", with " + std::to_string(opt.load) + " busy process" + (opt.load == 1 ? "" : "es") +
+                              " alongside")
+                                 .c_str()
+                           : "");
   for (const auto& g : rep.goals) {
     if (!g.measured()) {
-      std::printf("  %-72s not measured (its 1-1 cells of %s and the baseline did not both run)\n",
-                  g.text.c_str(), opt.subject.c_str());
+      std::printf("  %-78s not measured (its cells did not both run)\n", g.text.c_str());
       continue;
     }
     char value[32];
     std::snprintf(value, sizeof value, "%.3f", g.value);
-    std::printf("  %-72s %s = %s  %s\n", g.text.c_str(), g.ratio.c_str(),
+    std::printf("  %-78s %s = %s  %s\n", g.text.c_str(), g.ratio.c_str(),
                 g.at_least ? ratio_text(g.value).c_str() : value, g.met() ? "met" : "NOT met");
   }
 }
@@ -1519,9 +1640,17 @@ void print_report(const RunReport& rep) {
   std::printf("load average (1 min): %.2f before, %.2f after the run (above 0: other processes competed for the "
               "CPUs)\n",
               rep.load_before, rep.load_after);
-  std::printf("pinning: %s; zero-copy paths: %s; reference for ratios: %s\n\n",
+  std::printf("pinning: %s; zero-copy paths: %s; batch transports: %zu messages per loan; load: %d busy-looping "
+              "process%s alongside every cell\n",
               rep.cpus.empty() ? "none" : "round-robin over the allowed CPUs",
-              opt.copy_only ? "off" : "used where offered", opt.reference.c_str());
+              opt.copy_only ? "off" : "used where offered", opt.batch, opt.load, opt.load == 1 ? "" : "es");
+  if (rep.pingpong.round_trips > 0)
+    std::printf("floor: a cache line ping-pong between two processes, %s round trips: one-way p50 %s, p99 %s\n\n",
+                cli::with_commas(rep.pingpong.round_trips).c_str(),
+                ns_text(static_cast<double>(rep.pingpong.one_way_p50_ns)).c_str(),
+                ns_text(static_cast<double>(rep.pingpong.one_way_p99_ns)).c_str());
+  else
+    std::printf("\n");
   for (const auto& line : rep.context.lines) std::printf("%s\n", line.c_str());
   if (!rep.context.lines.empty()) std::printf("\n");
   std::printf("transports (1->n fan-out: share = each message to one reader, broadcast = to every reader):\n");
@@ -1546,11 +1675,53 @@ void print_report(const RunReport& rep) {
 
 }  // namespace
 
+PingPong measure_pingpong(std::uint64_t round_trips) {
+  // Two cache lines in shared memory: the parent writes i into one, the
+  // child answers i in the other; a round trip moves each line once each way.
+  struct Lines {
+    alignas(64) std::atomic<std::uint64_t> ping{0};
+    alignas(64) std::atomic<std::uint64_t> pong{0};
+  };
+  PingPong out;
+  SharedBlock<Lines> lines;
+  if (!lines) return out;
+  Children child;
+  Lines& l = *lines;
+  const std::uint64_t n = round_trips;
+  const pid_t pid = child.spawn([&l, n] {
+    for (std::uint64_t i = 1; i <= n; ++i) {
+      const std::int64_t give_up = now_ns() + 1'000'000'000;
+      for (std::uint32_t k = 0; l.ping.load(acquire) != i; ++k)
+        if ((k & 0xffff) == 0 && now_ns() > give_up) return 1;  // the parent went away
+      l.pong.store(i, release);
+    }
+    return 0;
+  });
+  if (pid < 0) return out;
+  std::vector<std::uint64_t> rt;
+  rt.reserve(n);
+  for (std::uint64_t i = 1; i <= n; ++i) {
+    const std::int64_t start = now_ns();
+    l.ping.store(i, release);
+    for (std::uint32_t k = 0; l.pong.load(acquire) != i; ++k)
+      if ((k & 0xffff) == 0 && now_ns() - start > 1'000'000'000) return out;  // the child died: no floor
+    rt.push_back(static_cast<std::uint64_t>(now_ns() - start));
+  }
+  (void)child.wait(pid, SteadyClock::now() + std::chrono::seconds(2));
+  std::sort(rt.begin(), rt.end());
+  out.round_trips = n;
+  out.one_way_p50_ns = rt[rt.size() / 2] / 2;
+  out.one_way_p99_ns = rt[rt.size() * 99 / 100] / 2;
+  return out;
+}
+
 int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<TransportFactory>>& all) {
   const auto run_start = SteadyClock::now();
   const double load_before = cli::load_average();  // other work skews every figure: shown before and after
   const std::vector<TransportFactory*> transports = selected_transports(opt, all);
   const std::vector<int> cpus = pinning_cpus(opt);
+  // The floor first, on the same machine in the same state as the cells.
+  const PingPong pingpong = opt.pingpong ? measure_pingpong() : PingPong{};
   std::vector<Planned> plan = plan_cells(opt, transports, cpus);
   const std::vector<CellResult> results = run_cells(opt, plan);
   const double elapsed = std::chrono::duration<double>(SteadyClock::now() - run_start).count();
@@ -1561,8 +1732,8 @@ int run_msg_bench(const MsgBenchOptions& opt, std::vector<std::unique_ptr<Transp
   ReportContext context;
   if (opt.context) context = opt.context();
   any_failed |= context.failed;
-  const std::vector<Goal> goals = goals_of(results, opt.subject, opt.goals);
-  RunReport rep{opt, transports, cpus, results, goals, context, load_before, load_after, elapsed, any_failed};
+  const std::vector<Goal> goals = goals_of(results, opt.subject, opt.goals, pingpong);
+  RunReport rep{opt, transports, cpus, results, goals, context, pingpong, load_before, load_after, elapsed, any_failed};
 
   if (opt.json || !opt.json_out.empty()) {
     const nlohmann::json out = report_json(rep);

@@ -58,18 +58,31 @@ enum class ReaderMode {
 
 enum class Measure { throughput, latency };
 
-// A goal of the subject against a baseline, as a ratio of their figures in
-// the same 1->1 cell of `size` bytes: msg/s (throughput) or p50 (latency, with
-// that reader). Not measured when either cell did not run or failed.
+// A goal: a ratio of two figures of the same run. `subject` (a transport;
+// "" = MsgBenchOptions::subject) against `baseline` (a transport, or
+// "pingpong" for the cache-line ping-pong floor of busy-reader latency),
+// both in the cell of `pattern` and `size`: msg/s (throughput) or p50
+// (latency, with that reader). Not measured when a cell did not run or failed.
 struct GoalSpec {
   std::string text;      // how the report states it: "64 B 1->1 throughput at least 10x zmq-ipc-pushpull's"
   Measure measure = Measure::throughput;
   std::size_t size = 64;
   ReaderMode reader = ReaderMode::blocking;  // latency goals only
-  std::string baseline;  // transport compared with
+  std::string baseline;  // transport compared with, or "pingpong"
   double target = 1;     // subject / baseline
   bool at_least = true;  // met if the ratio >= target (else <= target)
+  std::string subject;   // "": the run's subject
+  Pattern pattern = Pattern::one_to_one;
 };
+
+// The cache-line ping-pong between two processes of this machine: a round
+// trip of one 64-byte line and back; half of it is the one-way floor of a
+// busy-polling reader.
+struct PingPong {
+  std::uint64_t round_trips = 0;
+  std::uint64_t one_way_p50_ns = 0, one_way_p99_ns = 0;
+};
+PingPong measure_pingpong(std::uint64_t round_trips = 200'000);
 
 // What the caller adds to the report, gathered after the cells ran (the
 // bridge bench: its daemons, their counters and exit statuses).
@@ -96,7 +109,8 @@ struct MsgBenchOptions {
   int fan = 4;  // "many" in n->1 and 1->n
 
   // throughput
-  std::vector<Pattern> patterns = {Pattern::one_to_one, Pattern::many_to_one, Pattern::one_to_many};
+  std::vector<Pattern> patterns = {Pattern::one_to_one, Pattern::many_to_one, Pattern::one_to_many,
+                                   Pattern::many_to_many};
   double seconds = 0.3;        // per cell
   std::uint64_t messages = 0;  // > 0: this many per cell instead of --seconds
   ReaderMode throughput_reader = ReaderMode::blocking;
@@ -110,6 +124,9 @@ struct MsgBenchOptions {
   double rate_bytes = 500e6;        // ... but at most this many bytes/s (big messages go slower)
 
   std::size_t buffer_bytes = 4 << 20;  // depth = clamp(buffer_bytes / size, 16, 4096) messages
+  std::size_t batch = 64;              // batch transports: messages per loan, and readers take up to 4x
+  int load = 0;                        // busy-looping processes running alongside every cell
+  bool pingpong = true;                // measure the ping-pong floor first
   double cell_timeout = 30;            // watchdog, seconds, on top of the cell's run time
   bool pin = false;                    // pin the processes of a cell to CPUs, round-robin
   bool copy_only = false;              // never use the zero-copy paths
@@ -124,6 +141,7 @@ struct MsgBenchCli {
   std::string transports, sizes, measures, patterns, latency_patterns, readers, throughput_reader;
   std::string rate_bytes, buffer_bytes;
   bool quick = false;
+  bool no_pingpong = false;
   // What --quick sets, for each option not given explicitly (0 or "": left
   // as it is). Set before add_msg_bench_options, which describes it in --help.
   struct Quick {

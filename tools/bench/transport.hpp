@@ -41,9 +41,10 @@ inline constexpr Nanos kNoWait{0};
 
 // Who talks to whom. `fan` in Config says how many are "many" (default 4).
 enum class Pattern {
-  one_to_one,   // 1 sender  -> 1 receiver
-  many_to_one,  // N senders -> 1 receiver (every message reaches it)
-  one_to_many,  // 1 sender  -> N receivers: see Fanout
+  one_to_one,    // 1 sender  -> 1 receiver
+  many_to_one,   // N senders -> 1 receiver (every message reaches it)
+  one_to_many,   // 1 sender  -> N receivers: see Fanout
+  many_to_many,  // N senders -> N receivers: see Fanout
 };
 
 // What one_to_many means for a transport.
@@ -58,6 +59,7 @@ inline const char* pattern_key(Pattern p) noexcept {
     case Pattern::one_to_one: return "1-1";
     case Pattern::many_to_one: return "n-1";
     case Pattern::one_to_many: return "1-n";
+    case Pattern::many_to_many: return "n-n";
   }
   return "?";
 }
@@ -108,6 +110,16 @@ class Sender {
   virtual bool zero_copy() const noexcept { return false; }
   virtual std::span<std::byte> loan(std::size_t /*size*/, Nanos /*timeout*/) { return {}; }
   [[nodiscard]] virtual bool commit(Nanos /*timeout*/) { return false; }
+
+  // Optional batch path (throughput cells). If batches(), the harness loans
+  // up to `count` messages of `size` bytes at once: loan_batch returns how
+  // many it got (0: no space within `timeout`), batch_slot(i) gives each one's
+  // bytes, and commit_batch() publishes them all together. One batch at a
+  // time; the single-message calls above still work (warm-up, latency).
+  virtual bool batches() const noexcept { return false; }
+  virtual std::size_t loan_batch(std::size_t /*count*/, std::size_t /*size*/, Nanos /*timeout*/) { return 0; }
+  virtual std::span<std::byte> batch_slot(std::size_t /*i*/) { return {}; }
+  virtual void commit_batch() {}
 };
 
 // The receiving end, owned by one process (and one thread) at a time.
@@ -128,6 +140,15 @@ class Receiver {
   virtual bool zero_copy() const noexcept { return false; }
   virtual std::optional<std::span<const std::byte>> view(Nanos /*timeout*/) { return std::nullopt; }
   virtual void release() noexcept {}
+
+  // Optional batch path. If batches(), view_batch(max, timeout) makes up to
+  // `max` available messages readable in place (0: none within `timeout`),
+  // batch_message(i) gives each, and release_batch() releases them all,
+  // before the next view_batch().
+  virtual bool batches() const noexcept { return false; }
+  virtual std::size_t view_batch(std::size_t /*max*/, Nanos /*timeout*/) { return 0; }
+  virtual std::span<const std::byte> batch_message(std::size_t /*i*/) { return {}; }
+  virtual void release_batch() noexcept {}
 };
 
 // One kind of channel ("zmq-ipc-pushpull"). The parent calls setup, then the
@@ -159,16 +180,26 @@ class TransportFactory {
 };
 
 // The IPC baselines (transports.cpp), in the order the tables list them:
-// zmq-ipc-pushpull, zmq-ipc-pubsub, unix-stream, pipe, posix-mq, boost-mq.
+// floor-spsc, zmq-ipc-pushpull, zmq-ipc-pubsub, unix-stream, pipe, posix-mq,
+// boost-mq.
 std::vector<std::unique_ptr<TransportFactory>> baseline_transports();
+
+// The hardware floor (transports.cpp): fixed 64-byte aligned slots in shared
+// memory, one writer, one reader, cached indices, one release store per
+// message and nothing else; 1->1 only. What a shared-memory channel could do
+// on this machine at best.
+std::unique_ptr<TransportFactory> floor_spsc_transport();
 
 // ZeroMQ PUSH (connect) -> PULL (bind) over tcp://127.0.0.1 on a free port
 // (transports.cpp): the baseline of `colo bench bridge`, not in the list above.
 std::unique_ptr<TransportFactory> zmq_tcp_transport();
 
-// colo's own (colo_transports.cpp): a Queue (share) and a Topic (broadcast).
-std::unique_ptr<TransportFactory> colo_queue_transport();
-std::unique_ptr<TransportFactory> colo_topic_transport();
+// colo's own (colo_transports.cpp): a Queue (share, with acks) and a Topic
+// (broadcast), through the per-message API; with `batch` > 1, through the
+// batch API (LoanBatch of up to `batch` messages, receive_batch_for), named
+// "...-batch". One sender: the object is made with exclusive_publisher.
+std::unique_ptr<TransportFactory> colo_queue_transport(std::size_t batch = 1);
+std::unique_ptr<TransportFactory> colo_topic_transport(std::size_t batch = 1);
 
 // A colo Topic that exists in two namespaces, carried between them by
 // something else (`colo bench bridge`: two colod daemons). Senders publish in

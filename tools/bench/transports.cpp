@@ -1,5 +1,8 @@
 // tools/bench/transports.cpp — the IPC baselines of the message benchmark.
 //
+//   floor-spsc        the hardware floor: 64-byte slots in shared 1->1 only
+//                     memory, one writer, one reader, cached
+//                     indices, one release store per message
 //   zmq-ipc-pushpull  ZeroMQ PUSH -> PULL over ipc://          1->N: share (round-robin)
 //   zmq-ipc-pubsub    ZeroMQ PUB -> SUB over ipc://, no drops   1->N: broadcast
 //   zmq-tcp-pushpull  ZeroMQ PUSH -> PULL over tcp://127.0.0.1  1->N: share; only in `colo bench bridge`
@@ -28,6 +31,7 @@
 #include "transport.hpp"
 
 #include <fcntl.h>         // O_* flags
+#include <sys/mman.h>      // floor-spsc's shared slots
 #include <mqueue.h>        // mq_open
 #include <poll.h>          // ppoll
 #include <sys/resource.h>  // RLIMIT_MSGQUEUE
@@ -42,6 +46,8 @@
 #include <boost/interprocess/permissions.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -290,7 +296,8 @@ class UnixStreamFactory final : public TransportFactory {
     return "AF_UNIX SOCK_STREAM, 4-byte length prefix, one writev per message (per reader for 1->n), 64 KiB "
            "read-ahead; kernel default socket buffers";
   }
-  bool supports(Pattern) const override { return true; }
+  // One listening side: n->n would need a socket per pair.
+  bool supports(Pattern p) const override { return p != Pattern::many_to_many; }
   Fanout fanout() const override { return Fanout::broadcast; }
 
   std::string setup(const Config& config) override {
@@ -387,7 +394,7 @@ class PipeFactory final : public TransportFactory {
     return "pipe(2) per sender/receiver pair, 4-byte length prefix, one writev per message (per reader for 1->n); "
            "default 64 KiB pipe buffer";
   }
-  bool supports(Pattern) const override { return true; }
+  bool supports(Pattern p) const override { return p != Pattern::many_to_many; }
   Fanout fanout() const override { return Fanout::broadcast; }
 
   std::string setup(const Config& config) override {
@@ -445,7 +452,8 @@ class PipeFactory final : public TransportFactory {
 // context does not survive fork). The single side binds, the others connect.
 class ZmqEnd {
  public:
-  ZmqEnd(int type, const std::string& endpoint, bool bind, std::size_t depth) {
+  // Binds `endpoints[0]`, or connects to every one of `endpoints`.
+  ZmqEnd(int type, const std::vector<std::string>& endpoints, bool bind, std::size_t depth) {
     ctx_ = ::zmq_ctx_new();
     if (ctx_ == nullptr) throw_errno("zmq_ctx_new");
     socket_ = ::zmq_socket(ctx_, type);
@@ -459,8 +467,11 @@ class ZmqEnd {
     set(ZMQ_RECONNECT_IVL, reconnect_ms);
     if (type == ZMQ_PUB) set(ZMQ_XPUB_NODROP, 1);  // block at the high-water mark instead of dropping
     if (type == ZMQ_SUB && ::zmq_setsockopt(socket_, ZMQ_SUBSCRIBE, "", 0) != 0) throw_zmq("ZMQ_SUBSCRIBE");
-    if ((bind ? ::zmq_bind(socket_, endpoint.c_str()) : ::zmq_connect(socket_, endpoint.c_str())) != 0)
-      throw_zmq(std::string(bind ? "zmq_bind " : "zmq_connect ") + endpoint);
+    for (const auto& endpoint : endpoints) {
+      if ((bind ? ::zmq_bind(socket_, endpoint.c_str()) : ::zmq_connect(socket_, endpoint.c_str())) != 0)
+        throw_zmq(std::string(bind ? "zmq_bind " : "zmq_connect ") + endpoint);
+      if (bind) break;
+    }
   }
   ~ZmqEnd() {
     if (socket_ != nullptr) ::zmq_close(socket_);
@@ -497,7 +508,8 @@ class ZmqEnd {
 
 class ZmqSender final : public Sender {
  public:
-  ZmqSender(int type, const std::string& endpoint, bool bind, std::size_t depth) : end_(type, endpoint, bind, depth) {}
+  ZmqSender(int type, const std::vector<std::string>& endpoints, bool bind, std::size_t depth)
+      : end_(type, endpoints, bind, depth) {}
   ~ZmqSender() override {
     if (loaned_) ::zmq_msg_close(&loan_);
   }
@@ -543,7 +555,8 @@ class ZmqSender final : public Sender {
 
 class ZmqReceiver final : public Receiver {
  public:
-  ZmqReceiver(int type, const std::string& endpoint, bool bind, std::size_t depth) : end_(type, endpoint, bind, depth) {
+  ZmqReceiver(int type, const std::vector<std::string>& endpoints, bool bind, std::size_t depth)
+      : end_(type, endpoints, bind, depth) {
     ::zmq_msg_init(&in_);
   }
   ~ZmqReceiver() override { ::zmq_msg_close(&in_); }
@@ -615,47 +628,194 @@ class ZmqFactory final : public TransportFactory {
   bool supports(Pattern) const override { return true; }
   Fanout fanout() const override { return kind_ == Kind::ipc_pubsub ? Fanout::broadcast : Fanout::share; }
 
+  // n->n: every receiver binds an endpoint of its own and every sender
+  // connects to all of them (PUSH round-robins over its connections).
   std::string setup(const Config& config) override {
     config_ = config;
+    endpoints_.clear();
+    paths_.clear();
     if (kind_ == Kind::tcp_pushpull) {
-      const int port = cli::free_loopback_port();
-      if (port < 0) throw_errno("a free port on 127.0.0.1");
-      endpoint_ = "tcp://127.0.0.1:" + std::to_string(port);
-      receiver_binds_ = config.receivers == 1;
+      const int n = config.pattern == Pattern::many_to_many ? config.receivers : 1;
+      for (int i = 0; i < n; ++i) {
+        const int port = cli::free_loopback_port();
+        if (port < 0) throw_errno("a free port on 127.0.0.1");
+        endpoints_.push_back("tcp://127.0.0.1:" + std::to_string(port));
+      }
+      receiver_binds_ = config.receivers == 1 || config.pattern == Pattern::many_to_many;
       return {};
     }
-    path_ = config.tmp_dir + "/" + config.tag + ".zmq";
-    endpoint_ = "ipc://" + path_;
+    const int n = config.pattern == Pattern::many_to_many ? config.receivers : 1;
+    for (int i = 0; i < n; ++i) {
+      const std::string path = config.tmp_dir + "/" + config.tag + ".zmq" + (n > 1 ? "." + std::to_string(i) : "");
+      paths_.push_back(path);
+      endpoints_.push_back("ipc://" + path);
+      unlink_on_interrupt(path);
+      ::unlink(path.c_str());
+    }
     receiver_binds_ = config.senders > 1;
-    unlink_on_interrupt(path_);
-    ::unlink(path_.c_str());
     return {};
   }
   std::unique_ptr<Sender> open_sender(int) override {
-    return std::make_unique<ZmqSender>(kind_ == Kind::ipc_pubsub ? ZMQ_PUB : ZMQ_PUSH, endpoint_, !receiver_binds_,
+    return std::make_unique<ZmqSender>(kind_ == Kind::ipc_pubsub ? ZMQ_PUB : ZMQ_PUSH, endpoints_, !receiver_binds_,
                                        config_.depth);
   }
-  std::unique_ptr<Receiver> open_receiver(int) override {
-    return std::make_unique<ZmqReceiver>(kind_ == Kind::ipc_pubsub ? ZMQ_SUB : ZMQ_PULL, endpoint_, receiver_binds_,
+  std::unique_ptr<Receiver> open_receiver(int index) override {
+    const bool own = config_.pattern == Pattern::many_to_many;
+    std::vector<std::string> mine = own ? std::vector<std::string>{endpoints_[static_cast<std::size_t>(index)]}
+                                        : endpoints_;
+    return std::make_unique<ZmqReceiver>(kind_ == Kind::ipc_pubsub ? ZMQ_SUB : ZMQ_PULL, mine, receiver_binds_,
                                          config_.depth);
   }
   void connected() override {
-    if (!path_.empty()) ::unlink(path_.c_str());
+    for (const auto& path : paths_) ::unlink(path.c_str());
   }
   void teardown() noexcept override {
-    endpoint_.clear();
-    if (path_.empty()) return;
-    ::unlink(path_.c_str());
-    forget_on_interrupt(path_);
-    path_.clear();
+    endpoints_.clear();
+    for (const auto& path : paths_) {
+      ::unlink(path.c_str());
+      forget_on_interrupt(path);
+    }
+    paths_.clear();
   }
 
  private:
   Kind kind_;
   Config config_;
-  std::string path_;      // ipc: the socket file
-  std::string endpoint_;  // what the ends bind or connect to
+  std::vector<std::string> paths_;      // ipc: the socket files
+  std::vector<std::string> endpoints_;  // what the ends bind or connect to
   bool receiver_binds_ = false;
+};
+
+// -------------------------------------------------------------- floor-spsc
+
+// The floor: what one writer and one reader in two processes can do over
+// shared memory on this machine with nothing of a real channel (no
+// variable sizes, no crash safety, no waiting). The writer fills the next
+// 64-byte aligned slot in place and publishes it with one release store of
+// its index; the reader reads the slot in place and hands it back with one
+// release store of its own index; each side reloads the other's index only
+// when its cached copy says "full" or "empty" (cached indices).
+//
+//   line 0: writer index (written by the writer only)
+//   line 1: reader index (written by the reader only)
+//   then depth slots of align64(size) bytes
+class FloorSpsc final : public TransportFactory {
+ public:
+  std::string name() const override { return "floor-spsc"; }
+  std::string description() const override {
+    return "the floor: fixed 64-byte aligned slots in shared memory, one writer, one reader, cached indices, one "
+           "release store per message, nothing else (always spins)";
+  }
+  bool supports(Pattern p) const override { return p == Pattern::one_to_one; }
+  Fanout fanout() const override { return Fanout::share; }
+
+  std::string setup(const Config& config) override {
+    size_ = config.message_size;
+    slot_ = (config.message_size + 63) & ~std::size_t{63};
+    depth_ = std::bit_ceil(std::max<std::size_t>(config.depth, 2));
+    bytes_ = 128 + slot_ * depth_;
+    memory_ = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (memory_ == MAP_FAILED) {
+      memory_ = nullptr;
+      throw_errno("mmap");
+    }
+    return "depth " + std::to_string(depth_) + " slots of " + std::to_string(slot_) + " B";
+  }
+  std::unique_ptr<Sender> open_sender(int) override { return std::make_unique<Writer>(*this); }
+  std::unique_ptr<Receiver> open_receiver(int) override { return std::make_unique<Reader>(*this); }
+  void teardown() noexcept override {
+    if (memory_ != nullptr) ::munmap(memory_, bytes_);
+    memory_ = nullptr;
+  }
+
+ private:
+  std::atomic<std::uint64_t>& writer_index() const { return *static_cast<std::atomic<std::uint64_t>*>(memory_); }
+  std::atomic<std::uint64_t>& reader_index() const {
+    return *reinterpret_cast<std::atomic<std::uint64_t>*>(static_cast<std::byte*>(memory_) + 64);
+  }
+  std::byte* slot(std::uint64_t index) const {
+    return static_cast<std::byte*>(memory_) + 128 + (index & (depth_ - 1)) * slot_;
+  }
+  // Spins until `ready` holds or `timeout` passes (kNoWait: one look).
+  template <typename Ready>
+  static bool spin(Ready ready, Nanos timeout) {
+    if (ready()) return true;
+    if (timeout == kNoWait) return false;
+    const std::uint64_t until = internal::monotonic_ns() + static_cast<std::uint64_t>(timeout.count());
+    for (int i = 0;; ++i) {
+      __builtin_ia32_pause();
+      if (ready()) return true;
+      if ((i & 255) == 0 && internal::monotonic_ns() >= until) return false;
+    }
+  }
+
+  class Writer final : public Sender {
+   public:
+    explicit Writer(const FloorSpsc& f) : f_(f) {}
+    bool send(std::span<const std::byte> message, Nanos timeout) override {
+      auto region = loan(message.size(), timeout);
+      if (region.empty()) return false;
+      std::memcpy(region.data(), message.data(), message.size());
+      return commit(timeout);
+    }
+    bool zero_copy() const noexcept override { return true; }
+    std::span<std::byte> loan(std::size_t size, Nanos timeout) override {
+      const bool room = spin(
+          [&] {
+            if (next_ - cached_reader_ < f_.depth_) return true;
+            cached_reader_ = f_.reader_index().load(std::memory_order_acquire);
+            return next_ - cached_reader_ < f_.depth_;
+          },
+          timeout);
+      if (!room) return {};
+      return {f_.slot(next_), size};
+    }
+    bool commit(Nanos) override {
+      f_.writer_index().store(++next_, std::memory_order_release);  // the one store per message
+      return true;
+    }
+
+   private:
+    const FloorSpsc& f_;
+    std::uint64_t next_ = 0;
+    std::uint64_t cached_reader_ = 0;
+  };
+
+  class Reader final : public Receiver {
+   public:
+    explicit Reader(const FloorSpsc& f) : f_(f) {}
+    std::optional<std::size_t> receive(std::span<std::byte> buffer, Nanos timeout) override {
+      auto message = view(timeout);
+      if (!message) return std::nullopt;
+      std::memcpy(buffer.data(), message->data(), std::min(buffer.size(), message->size()));
+      release();
+      return message->size();
+    }
+    bool zero_copy() const noexcept override { return true; }
+    std::optional<std::span<const std::byte>> view(Nanos timeout) override {
+      const bool some = spin(
+          [&] {
+            if (cached_writer_ > next_) return true;
+            cached_writer_ = f_.writer_index().load(std::memory_order_acquire);
+            return cached_writer_ > next_;
+          },
+          timeout);
+      if (!some) return std::nullopt;
+      return std::span<const std::byte>(f_.slot(next_), f_.size_);
+    }
+    void release() noexcept override { f_.reader_index().store(++next_, std::memory_order_release); }
+
+   private:
+    const FloorSpsc& f_;
+    std::uint64_t next_ = 0;
+    std::uint64_t cached_writer_ = 0;
+  };
+
+  void* memory_ = nullptr;
+  std::size_t bytes_ = 0;
+  std::size_t size_ = 64;  // message bytes
+  std::size_t slot_ = 64;
+  std::size_t depth_ = 2;
 };
 
 // ------------------------------------------------------- POSIX message queue
@@ -929,6 +1089,7 @@ class BoostMqFactory final : public TransportFactory {
 
 std::vector<std::unique_ptr<TransportFactory>> baseline_transports() {
   std::vector<std::unique_ptr<TransportFactory>> out;
+  out.push_back(std::make_unique<FloorSpsc>());
   out.push_back(std::make_unique<ZmqFactory>(ZmqFactory::Kind::ipc_pushpull));
   out.push_back(std::make_unique<ZmqFactory>(ZmqFactory::Kind::ipc_pubsub));
   out.push_back(std::make_unique<UnixStreamFactory>());
@@ -937,6 +1098,8 @@ std::vector<std::unique_ptr<TransportFactory>> baseline_transports() {
   out.push_back(std::make_unique<BoostMqFactory>());
   return out;
 }
+
+std::unique_ptr<TransportFactory> floor_spsc_transport() { return std::make_unique<FloorSpsc>(); }
 
 std::unique_ptr<TransportFactory> zmq_tcp_transport() {
   return std::make_unique<ZmqFactory>(ZmqFactory::Kind::tcp_pushpull);

@@ -4,10 +4,11 @@
 #
 #   tools/dev/setup.sh            # install packages, configure, build
 #   COLO_BUILD_DIR=b tools/dev/setup.sh -Dbuildtype=debug   # extra meson options
+#   COLO_PLOTS=1 tools/dev/setup.sh   # also matplotlib, for tools/bench/plot.py
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# Debian packages, each for one reason (README "Dependencies" says more).
+# Debian packages, each for one reason (README.md, "Dependencies", says more).
 packages=(
   g++ meson ninja-build pkg-config   # C++20 compiler and the build
   libboost-dev                       # Boost.Interprocess (mapping) and Boost.Lockfree
@@ -25,6 +26,11 @@ packages=(
   util-linux procps                  # setpriv, ps: used by tests
   iproute2                           # ip: network namespaces and a veth pair for the bridge-netns test
 )
+# Only to redraw the plots of docs/benchmarks.md: large (numpy, scipy), and
+# neither the build nor the tests need it.
+if [ "${COLO_PLOTS:-0}" = 1 ]; then
+  packages+=(python3-matplotlib)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,4 @@
-// colo/names.hpp — validation of namespace and object names (DESIGN.md section 2).
+// colo/names.hpp — validation of namespace and object names.
 #pragma once
 
 #include <string>
