@@ -66,14 +66,10 @@ void register_variant(CLI::App& bench_group, int& exit_code, const Variant& v) {
       "busy-reader latency also with a cache-line ping-pong measured first. --load N runs N busy processes alongside "
       "every cell. The goals at the end are ratios from the same run. colo's objects live in a private namespace "
       "msgbench-<pid>, removed at the end (--ns is ignored). Exit status 1 only if a cell failed; goals are "
-      "reported, not enforced.
-"
-      "Examples:
-"
-      "  colo bench " + std::string(v.command) + " --quick
-"
-      "  colo bench " + v.command + " --sizes 64 --patterns 1-1 --load 1
-"
+      "reported, not enforced.\n"
+      "Examples:\n"
+      "  colo bench " + std::string(v.command) + " --quick\n"
+      "  colo bench " + v.command + " --sizes 64 --patterns 1-1 --load 1\n"
       "  colo bench " + v.command + " --sizes 64 --measure latency --json");
   auto cli = std::make_shared<bench::MsgBenchCli>();
   cli->options.title = std::string("colo bench ") + v.command;
