@@ -14,7 +14,10 @@
 //   cluster-lock  a cluster-scope lock through colod's cohorting vs each
 //           process taking the ZooKeeper, etcd or Redis lock directly with
 //           the same client: contended grants/s with 8 processes and
-//           uncontended latency, with the goals (cluster_lock.cpp).
+//           uncontended latency, with the goals (cluster_lock.cpp);
+//   kafka   colod's Kafka mirror and source vs librdkafka's own producer and
+//           consumer on the same broker, and the local publish call with the
+//           mirror on and off (kafka.cpp).
 #include "app.hpp"
 #include "commands.hpp"
 
@@ -22,7 +25,7 @@ int main(int argc, char** argv) {
   using namespace colo::cli;
   int exit_code = kExitOk;
   const std::string name = shown_name(argv[0], "colo bench");
-  CLI::App app{"Benchmark colo against baselines on this machine (lock, queue, topic, bridge, cluster-lock)", name};
+  CLI::App app{"Benchmark colo against baselines on this machine (lock, queue, topic, bridge, cluster-lock, kafka)", name};
   app.require_subcommand(1);
   app.set_version_flag("--version", name + " (colo) " + kVersion);
   app.footer("Exit codes: 0 ok, 1 a measurement or a check failed, 2 usage error. Run `" + name +
@@ -31,5 +34,6 @@ int main(int argc, char** argv) {
   register_bench_msg(app, exit_code);
   register_bench_bridge(app, exit_code);
   register_bench_cluster_lock(app, exit_code);
+  register_bench_kafka(app, exit_code);
   return parse_and_run(app, argc, argv, exit_code, name);
 }

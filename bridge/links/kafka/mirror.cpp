@@ -15,6 +15,7 @@ constexpr std::size_t kRetainBatch = 4096;
 constexpr auto kReadBackTimeout = std::chrono::seconds(60);  // per partition, at open
 constexpr auto kMetadataTimeout = std::chrono::seconds(15);
 constexpr std::uint64_t kProbeEveryNs = 1'000'000'000;  // while down: is a broker back?
+constexpr std::uint32_t kBusyPolls = 200;  // empty polls 1 ms apart before they go 5 ms apart
 
 // colo.* header names: what tells our records from others' when reading back.
 constexpr const char* kOriginHeader = "colo.origin";
@@ -156,8 +157,18 @@ Result<void> Mirror::open_ahead() {
 void Mirror::step() {
   rd_kafka_poll(producer_.get(), 0);  // delivery reports
   if (ahead_batch_.empty()) {
-    ahead_batch_ = ahead_->receive_batch_for(kReadBatch, std::chrono::milliseconds(in_flight_.empty() ? 20 : 1));
+    // Polled, never waited for: a reader asleep on the ring would make
+    // every local publish pay a futex wake (about a microsecond, ten times
+    // the publish itself). Idle, the link looks every millisecond, then
+    // every 5 (Kafka's linger is 5 ms anyway).
+    ahead_batch_ = ahead_->try_receive_batch(kReadBatch);
     next_in_batch_ = 0;
+    if (ahead_batch_.empty()) {
+      idle_polls_ = std::min<std::uint32_t>(idle_polls_ + 1, kBusyPolls + 1);
+      rd_kafka_poll(producer_.get(), idle_polls_ > kBusyPolls ? 5 : 1);  // delivery reports, or a nap
+    } else {
+      idle_polls_ = 0;
+    }
     const std::uint64_t missed = ahead_->missed();
     if (missed != missed_seen_ && !ahead_batch_.empty()) {
       // Lossy: lapped; the messages just before this batch are gone.
@@ -254,6 +265,7 @@ Mirror::Produced Mirror::produce(const MessageView& m) {
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     in_flight_.push_back({m.sequence(), static_cast<std::uint32_t>(data.size()), false});
     in_flight_bytes_ += data.size();
+    ++pending_;
     add(counters_.produced);
     return Produced::ok;
   }
@@ -288,6 +300,7 @@ void Mirror::on_delivery(const rd_kafka_message_t& m) {
                  " bytes) not stored: " + error_text(m.err) + (lossy_ ? ": lost" : ": skipped"));
   }
   it->done = true;
+  --pending_;
   while (!in_flight_.empty() && in_flight_.front().done) {
     in_flight_bytes_ -= in_flight_.front().bytes;
     in_flight_.pop_front();
@@ -320,14 +333,12 @@ void Mirror::note_lost(std::uint64_t from, std::uint64_t count, const char* why)
 }
 
 void Mirror::update_gauges() {
-  std::uint64_t pending = 0;
-  for (const auto& f : in_flight_) pending += f.done ? 0 : 1;
-  set(counters_.in_flight, pending);
+  set(counters_.in_flight, pending_);
   // Block: everything retain holds (unread, in flight, or acknowledged but
   // held in its last batch); lossy: unread, and in flight.
   internal::Backlog lag = retain_ ? internal::backlog(*retain_) : internal::backlog(*ahead_);
   if (!retain_) {
-    lag.messages += pending;
+    lag.messages += pending_;
     lag.bytes += in_flight_bytes_;
   }
   set(counters_.lag_messages, lag.messages);
@@ -350,6 +361,7 @@ void Mirror::close() {
   ahead_.reset();
   in_flight_.clear();
   in_flight_bytes_ = 0;
+  pending_ = 0;
   topic_.reset();
   producer_.reset();
   if (stopping()) {

@@ -108,8 +108,10 @@ class Mirror final : public KafkaLink {
   std::uint64_t retain_next_ = 0;    // sequence retain reads next
 
   std::deque<InFlight> in_flight_;
-  std::uint64_t in_flight_bytes_ = 0;
+  std::uint64_t in_flight_bytes_ = 0;  // of those in in_flight_
+  std::uint64_t pending_ = 0;          // in in_flight_ and not done
   std::uint64_t next_metadata_check_ns_ = 0;
+  std::uint32_t idle_polls_ = 0;  // empty reads in a row
 };
 
 }  // namespace colo::bridge::kafka

@@ -13,6 +13,8 @@ constexpr std::size_t kPollBatch = 512;         // records taken from the consum
 constexpr std::size_t kPublishBatch = 256;      // records published into the ring at once
 constexpr std::uint64_t kCommitEveryNs = 50'000'000;
 constexpr int kCommittedTimeoutMs = 10'000;     // at assignment: the group's committed offsets
+constexpr std::uint64_t kPauseAfterNs = 1'000'000'000;  // the ring full this long: stop fetching
+constexpr std::size_t kMaxPending = 4 * kPollBatch;     // records polled ahead of the ring, at most (not paused)
 
 std::span<const std::byte> bytes_of(const void* p, std::size_t n) { return {static_cast<const std::byte*>(p), n}; }
 
@@ -45,6 +47,9 @@ Result<void> Source::open() {
       // What librdkafka fetches ahead of us is memory colod holds while
       // the ring is full: a bound on it.
       {"queued.max.messages.kbytes", "16384"},
+      // A resumed partition (after a pause) fetches again after this back-off;
+      // librdkafka's default of 500 ms would idle every resume that long.
+      {"fetch.error.backoff.ms", "10"},
   };
   auto conf = make_conf(cluster_, own);
   if (!conf) return std::move(conf).error();
@@ -133,9 +138,17 @@ void Source::on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list
 
 void Source::step() {
   if (!pending_.empty()) publish_pending();
-  poll_records(pending_.empty() ? 20 : 2);
+  // A full ring for a moment is normal (a slow subscriber catching up):
+  // records wait in pending_. Full for longer, the partitions are paused so
+  // that librdkafka stops fetching (a resume costs a fetch round trip).
+  const std::uint64_t now = monotonic_ns();
+  if (pending_.empty()) blocked_since_ns_ = 0;
+  else if (blocked_since_ns_ == 0) blocked_since_ns_ = now;
+  const bool hold = (blocked_since_ns_ != 0 && now - blocked_since_ns_ > kPauseAfterNs) ||
+                    uncommitted_total() >= kRedeliveryWindow;
+  pause_consuming(hold);
+  if (hold || pending_.size() < kMaxPending) poll_records(pending_.empty() ? 20 : 2);
   publish_pending();
-  pause_consuming(!pending_.empty() || uncommitted_total() >= kRedeliveryWindow);
   advance_commits();
   if (monotonic_ns() >= next_commit_ns_) {
     next_commit_ns_ = monotonic_ns() + kCommitEveryNs;
@@ -173,6 +186,7 @@ void Source::poll_records(int timeout_ms) {
     }
     // Its metadata (colo/metadata.hpp), in the documented order.
     internal::MetadataWriter meta;
+    meta.reserve(128 + record->key_len);  // one allocation for most records (headers may add more)
     meta.add(MetadataType::system, std::string_view("kafka"));
     meta.add(MetadataType::topic, std::string_view(config_.kafka.topic));
     meta.add_i32(MetadataType::partition, record->partition);
@@ -191,8 +205,7 @@ void Source::poll_records(int timeout_ms) {
       }
     }
     if (st.mark_below && record->offset < *st.mark_below) meta.add_u32(MetadataType::redelivery, 1);
-    const auto bytes = meta.bytes();
-    pending_.push_back({std::move(record), std::vector<std::byte>(bytes.begin(), bytes.end())});
+    pending_.push_back({std::move(record), meta.take()});
   }
 }
 

@@ -25,8 +25,9 @@
 // published and uncommitted).
 //
 // BACK-PRESSURE: when the ring is full (slow subscribers, unacknowledged
-// queue messages), the link stops consuming (pauses the partitions) and
-// keeps polling, so the group keeps it; nothing is dropped.
+// queue messages), records wait in memory (a few batches); full for longer
+// than a second, the link pauses its partitions (librdkafka stops
+// fetching) and keeps polling, so the group keeps it. Nothing is dropped.
 #pragma once
 
 #include <deque>
@@ -93,6 +94,7 @@ class Source final : public KafkaLink {
   };
   std::deque<Pending> pending_;
   bool consuming_paused_ = false;
+  std::uint64_t blocked_since_ns_ = 0;  // the ring has had no room for pending_ since then; 0: it has
   std::uint64_t next_commit_ns_ = 0;
 };
 

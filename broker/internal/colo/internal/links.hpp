@@ -86,8 +86,10 @@ class MetadataWriter {
   void add_u32(MetadataType type, std::uint32_t value);
   // A Kafka header: name and value (nullopt: a header whose value is null).
   void add_header(std::string_view name, std::optional<std::span<const std::byte>> value);
+  void reserve(std::size_t bytes) { bytes_.reserve(bytes); }
   void clear() noexcept { bytes_.clear(); }
   std::span<const std::byte> bytes() const noexcept { return bytes_; }
+  std::vector<std::byte> take() noexcept { return std::move(bytes_); }  // the encoding; the writer is empty after
 
  private:
   std::vector<std::byte> bytes_;
