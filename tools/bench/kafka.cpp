@@ -13,14 +13,16 @@
 //            colo's five headers); this process publishes N messages into the
 //            ring (publish_batch); msg/s from the first publish to the moment
 //            colod's link reports N acknowledged (its control socket, polled
-//            every 2 ms).
+//            every 5 ms).
 //   consume  raw: a librdkafka consumer of a new group reads the raw
-//            topic's N records; msg/s from the first record to the last.
+//            topic's N records, with a source link's prefetch bound
+//            (queued.max.messages.kbytes 16 MiB); msg/s from the first
+//            record to the last.
 //            source: a colod's source link (another group), assigned the
 //            topic while it was empty and paused until then, is resumed; it
 //            reads the N records into a topic of its namespace; msg/s from
 //            its first published record to its N-th (its `produced`
-//            counter, polled every 2 ms), as for the raw consumer. (A
+//            counter, polled every 5 ms), as for the raw consumer. (A
 //            resumed partition starts fetching about half a second after
 //            the resume: not counted.)
 // Then the local publisher's cost with the mirror on and off: one thread
@@ -65,7 +67,7 @@ using internal::monotonic_ns;
 
 constexpr double kGoalMirrorRatio = 0.8;
 constexpr double kGoalPublishP50Ratio = 1.1;
-constexpr auto kPoll = 2ms;
+constexpr auto kPoll = 5ms;  // colod's counters, over its control socket (each ask costs colod a little)
 constexpr std::uint32_t kLatencyChunk = 1000;
 
 struct Options {
@@ -211,7 +213,8 @@ double raw_consume(const Options& o, const std::string& topic, std::string& erro
   Rd c;
   error = make_client(c, RD_KAFKA_CONSUMER,
                       {{"bootstrap.servers", o.bootstrap}, {"group.id", topic + ".raw-consumer"},
-                       {"auto.offset.reset", "earliest"}, {"enable.auto.commit", "true"}});
+                       {"auto.offset.reset", "earliest"}, {"enable.auto.commit", "true"},
+                       {"queued.max.messages.kbytes", "16384"}});  // as a source link's prefetch
   if (!error.empty()) return 0;
   rd_kafka_poll_set_consumer(c.rk);
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
@@ -566,7 +569,10 @@ void register_bench_kafka(CLI::App& bench, int& exit_code) {
       "  colo bench kafka --sizes 64 --messages 500000 --json");
   auto o = std::make_shared<Options>();
   cmd->add_option("--bootstrap", o->bootstrap, "the broker (default: $COLO_KAFKA)");
-  cmd->add_option("--sizes", o->sizes, "message sizes in bytes")->capture_default_str()->check(CLI::Range(1u, 1u << 20));
+  cmd->add_option("--sizes", o->sizes, "message sizes in bytes (64,1024 or 64 1024)")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
   cmd->add_option("--messages", o->messages, "messages per cell")->capture_default_str()->check(CLI::Range(1000u, 100'000'000u));
   cmd->add_option("--latency-messages", o->latency_messages, "publishes timed, mirror on and off together")
       ->capture_default_str()

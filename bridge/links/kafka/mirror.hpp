@@ -112,6 +112,7 @@ class Mirror final : public KafkaLink {
   std::uint64_t pending_ = 0;          // in in_flight_ and not done
   std::uint64_t next_metadata_check_ns_ = 0;
   std::uint32_t idle_polls_ = 0;  // empty reads in a row
+  std::uint32_t produced_since_poll_ = 0;
 };
 
 }  // namespace colo::bridge::kafka
