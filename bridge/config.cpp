@@ -504,6 +504,7 @@ void read_link_kafka(const Source& src, const Section& link, const Config& c, Li
   }
   if (auto p = kafka.integer("partitions", 1, 10'000)) {
     if (l.mode == LinkMode::source) kafka.fail("partitions", "a source reads the topic as it is");
+    if (l.mode == LinkMode::spill) kafka.fail("partitions", "a spill's topic has one partition (its order)");
     l.kafka.partitions = static_cast<std::int32_t>(*p);
   }
 }

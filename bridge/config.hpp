@@ -110,7 +110,7 @@ struct KafkaLinkConfig {
   KafkaKey key;             // mirror
   std::string group;        // source, spill: consumer group; default "colo.<node>.<object>[.spill]"
   bool from_earliest = true;  // source: a group without committed offsets starts at the earliest record (else latest)
-  std::int32_t partitions = 1;  // mirror, spill: partitions if colod creates the topic
+  std::int32_t partitions = 1;  // mirror: partitions if colod creates the topic (a spill's has one)
 };
 
 // [[link]]: one object of this namespace linked to another system. The
