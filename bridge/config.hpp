@@ -113,9 +113,13 @@ struct KafkaLinkConfig {
   std::int32_t partitions = 1;  // mirror: partitions if colod creates the topic (a spill's has one)
 };
 
+// The system a link joins its object to: which sub-table of [[link]] it has.
+enum class LinkSystem { kafka };
+
 // [[link]]: one object of this namespace linked to another system. The
 // keys of the link layer (bridge/links/link.hpp) are the table's own; the
-// other system's are in its sub-table (`kafka` today).
+// other system's are in its sub-table (`kafka` today; a second system adds
+// its own sub-table, its settings struct below and a LinkSystem value).
 struct LinkConfig {
   std::string name;     // unique among links; default "<mode>:<object>"
   LinkMode mode = LinkMode::mirror;
@@ -131,7 +135,8 @@ struct LinkConfig {
   bool lossy = false;                // mirror: backpressure = "block" | "lossy"
   double high_watermark = 0.5;       // spill: of the ring's bytes queued, when to move messages out
   double low_watermark = 0.25;       // spill: and when to bring them back
-  KafkaLinkConfig kafka;
+  LinkSystem system = LinkSystem::kafka;
+  KafkaLinkConfig kafka;             // system kafka
 };
 
 struct Config {

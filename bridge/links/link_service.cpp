@@ -6,11 +6,15 @@ namespace colo::bridge {
 namespace {
 
 // The link of one [[link]] table, by the system it links to. Another
-// system adds its sub-table to LinkConfig and its branch here.
+// system adds its LinkSystem value, its sub-table and its branch here.
 Result<std::unique_ptr<Link>> make_link(const Config& config, const LinkConfig& link, const Log& log) {
-  for (const auto& cluster : config.kafka_clusters)
-    if (cluster.name == link.kafka.cluster) return kafka::make_link(config, cluster, link, log);
-  return Error{Errc::invalid_argument, "link " + link.name + ": no [[kafka]] cluster named " + link.kafka.cluster};
+  switch (link.system) {
+    case LinkSystem::kafka:
+      for (const auto& cluster : config.kafka_clusters)
+        if (cluster.name == link.kafka.cluster) return kafka::make_link(config, cluster, link, log);
+      return Error{Errc::invalid_argument, "link " + link.name + ": no [[kafka]] cluster named " + link.kafka.cluster};
+  }
+  return Error{Errc::invalid_argument, "link " + link.name + ": unknown system"};
 }
 
 // A label value of the Prometheus text format: \ " and newlines escaped.

@@ -85,7 +85,8 @@ Result<std::int32_t> topic_partitions(rd_kafka_t* rk, const std::string& topic, 
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (std::chrono::steady_clock::now() >= deadline)
         return Error{Errc::timed_out, "kafka: metadata of topic " + topic + ": " + error_text(err)};
-      continue;  // not reachable yet: librdkafka retries the connection
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // not reachable yet: librdkafka reconnects
+      continue;
     }
     const auto& t = metadata->topics[0];
     const auto topic_err = metadata->topic_cnt == 1 ? t.err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;

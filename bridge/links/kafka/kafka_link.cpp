@@ -1,10 +1,15 @@
 #include "kafka_link.hpp"
 
+#include "colo/internal/links.hpp"
+#include "colo/metadata.hpp"
 #include "mirror.hpp"
 #include "source.hpp"
 #include "spill.hpp"
 
 namespace colo::bridge::kafka {
+namespace {
+constexpr std::chrono::milliseconds kMetadataTimeout{15'000};  // finding the topic at open
+}  // namespace
 
 KafkaLink::KafkaLink(const Config& config, KafkaClusterConfig cluster, LinkConfig link, const Log& log)
     : Link(std::move(link), log),
@@ -42,6 +47,44 @@ void KafkaLink::on_client_error(rd_kafka_t* rk, int err, const char* reason) {
     return;
   }
   report_error(what);
+}
+
+Result<KafkaLink::Producer> KafkaLink::open_producer(int linger_ms, std::int32_t create_partitions) {
+  auto conf = make_conf(cluster_, {{"enable.idempotence", "true"},
+                                   {"acks", "all"},
+                                   {"message.timeout.ms", "0"},
+                                   {"linger.ms", std::to_string(linger_ms)},
+                                   {"batch.num.messages", "10000"},
+                                   {"allow.auto.create.topics", "false"}});
+  if (!conf) return std::move(conf).error();
+  watch_errors(conf->get());
+  rd_kafka_conf_set_dr_msg_cb(conf->get(), [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    static_cast<KafkaLink*>(opaque)->on_delivery(*m);
+  });
+  auto client = make_client(RD_KAFKA_PRODUCER, std::move(conf).value());
+  if (!client) return std::move(client).error();
+  Producer p;
+  p.client = std::move(client).value();
+  auto partitions = topic_partitions(p.client.get(), config_.kafka.topic, create_partitions, kMetadataTimeout);
+  if (!partitions) return std::move(partitions).error();
+  p.partitions = *partitions;
+  p.topic.reset(rd_kafka_topic_new(p.client.get(), config_.kafka.topic.c_str(), nullptr));
+  return p;
+}
+
+std::map<std::int32_t, std::int64_t> KafkaLink::offsets_in_ring(const LinkObject& object, std::uint32_t origin,
+                                                                 const std::string& topic) {
+  std::map<std::int32_t, std::int64_t> newest;
+  auto visit = [&](std::uint32_t tag, std::uint64_t, std::span<const std::byte> metadata) {
+    if (tag != origin) return;
+    const auto kafka = kafka_metadata(metadata);
+    if (!kafka || kafka->topic != topic) return;
+    auto [it, fresh] = newest.emplace(kafka->partition, kafka->offset);
+    if (!fresh) it->second = std::max(it->second, kafka->offset);
+  };
+  if (object.topic) internal::for_each_metadata(*object.topic, visit);
+  else internal::for_each_metadata(*object.queue, visit);
+  return newest;
 }
 
 Result<std::unique_ptr<Link>> make_link(const Config& config, const KafkaClusterConfig& cluster,

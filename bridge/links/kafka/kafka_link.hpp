@@ -11,6 +11,7 @@
 //   spill.cpp   a queue's bursts out to a Kafka topic and back
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,27 @@ class KafkaLink : public Link {
 
   // Sets the error callback (and this link as the opaque of every callback).
   void watch_errors(rd_kafka_conf_t* conf);
+
+  // The producer of a mirror or a spill: idempotent, acks=all, no message
+  // timeout (a Kafka down for an hour is a backlog, not a loss), lingering
+  // `linger_ms`; its delivery reports go to on_delivery(). The link's topic
+  // is found, or created with `create_partitions` (never by the broker's
+  // auto-creation, with its default).
+  struct Producer {
+    Client client;
+    TopicHandle topic;
+    std::int32_t partitions = 0;
+  };
+  Result<Producer> open_producer(int linger_ms, std::int32_t create_partitions);
+  // A delivery report of open_producer()'s producer (served by rd_kafka_poll
+  // in the link's thread).
+  virtual void on_delivery(const rd_kafka_message_t&) {}
+
+  // Per partition of `topic`, the newest offset among the records tagged
+  // `origin` the object still holds (from their metadata): where a restart
+  // resumes without publishing any of them twice.
+  static std::map<std::int32_t, std::int64_t> offsets_in_ring(const LinkObject& object, std::uint32_t origin,
+                                                                const std::string& topic);
   // librdkafka's error callback: the link is down while no broker answers;
   // a fatal error fails it (it is opened again).
   void on_client_error(rd_kafka_t* rk, int err, const char* reason);

@@ -13,7 +13,6 @@ using internal::monotonic_ns;
 constexpr std::size_t kReadBatch = 1024;        // messages read from the ring at once
 constexpr std::size_t kRetainBatch = 4096;
 constexpr auto kReadBackTimeout = std::chrono::seconds(60);  // per partition, at open
-constexpr auto kMetadataTimeout = std::chrono::seconds(15);
 constexpr std::uint64_t kProbeEveryNs = 1'000'000'000;  // while down: is a broker back?
 constexpr std::uint32_t kBusyPolls = 200;  // empty polls 1 ms apart before they go 5 ms apart
 constexpr std::uint32_t kPollEvery = 16;   // messages produced between two servings of delivery reports
@@ -52,35 +51,17 @@ Result<void> Mirror::open() {
     retain_.emplace(std::move(retain).value());
     retain_next_ = 0;
   }
-  if (auto ok = open_producer(); !ok) return ok;
+  if (auto ok = open_kafka(); !ok) return ok;
   if (auto ok = find_resume_points(); !ok) return ok;
   return open_ahead();
 }
 
-Result<void> Mirror::open_producer() {
-  const Properties own = {
-      {"enable.idempotence", "true"},
-      {"acks", "all"},
-      // Never give a message up for time: Kafka down for an hour is a
-      // backlog (block: held in the ring), not a loss.
-      {"message.timeout.ms", "0"},
-      {"linger.ms", "5"},
-      {"batch.num.messages", "10000"},
-  };
-  auto conf = make_conf(cluster_, own);
-  if (!conf) return std::move(conf).error();
-  watch_errors(conf->get());
-  rd_kafka_conf_set_dr_msg_cb(conf->get(), [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
-    static_cast<Mirror*>(static_cast<KafkaLink*>(opaque))->on_delivery(*m);
-  });
-  auto client = make_client(RD_KAFKA_PRODUCER, std::move(conf).value());
-  if (!client) return std::move(client).error();
-  producer_ = std::move(client).value();
-  auto partitions = topic_partitions(producer_.get(), config_.kafka.topic, config_.kafka.partitions,
-                                     std::chrono::duration_cast<std::chrono::milliseconds>(kMetadataTimeout));
-  if (!partitions) return std::move(partitions).error();
-  partitions_ = *partitions;
-  topic_.reset(rd_kafka_topic_new(producer_.get(), config_.kafka.topic.c_str(), nullptr));
+Result<void> Mirror::open_kafka() {
+  auto producer = open_producer(5, config_.kafka.partitions);
+  if (!producer) return std::move(producer).error();
+  producer_ = std::move(producer->client);
+  topic_ = std::move(producer->topic);
+  partitions_ = producer->partitions;
   own_partition_ = partition_of(bytes_of(node_name_));
   return Ok{};
 }

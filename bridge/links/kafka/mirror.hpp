@@ -72,7 +72,7 @@ class Mirror final : public KafkaLink {
     std::uint32_t bytes;
     bool done;
   };
-  Result<void> open_producer();
+  Result<void> open_kafka();
   Result<void> find_resume_points();
   Result<void> open_ahead();
   // Produces the held batch's messages from `next_in_batch_` on; false
@@ -80,7 +80,7 @@ class Mirror final : public KafkaLink {
   bool produce_batch();
   enum class Produced { ok, queue_full, refused };
   Produced produce(const MessageView& m);
-  void on_delivery(const rd_kafka_message_t& m);
+  void on_delivery(const rd_kafka_message_t& m) override;
   void advance_retain();
   void update_gauges();
   void note_lost(std::uint64_t from, std::uint64_t count, const char* why);

@@ -79,18 +79,7 @@ Result<void> Source::open() {
 }
 
 // What the ring holds of the topic: the newest offset per partition.
-void Source::scan_ring() {
-  ring_offsets_.clear();
-  auto visit = [&](std::uint32_t origin, std::uint64_t, std::span<const std::byte> metadata) {
-    if (origin != origin_) return;
-    const auto kafka = kafka_metadata(metadata);
-    if (!kafka || kafka->topic != config_.kafka.topic) return;
-    auto [it, fresh] = ring_offsets_.emplace(kafka->partition, kafka->offset);
-    if (!fresh) it->second = std::max(it->second, kafka->offset);
-  };
-  if (object_.topic) internal::for_each_metadata(*object_.topic, visit);
-  else internal::for_each_metadata(*object_.queue, visit);
-}
+void Source::scan_ring() { ring_offsets_ = offsets_in_ring(object_, origin_, config_.kafka.topic); }
 
 // The group gives us partitions (or takes them). A partition starts after
 // the newest of its records the ring holds, else at the group's commit.

@@ -15,7 +15,6 @@ constexpr std::size_t kPollBatch = 512;
 constexpr std::uint64_t kCommitEveryNs = 50'000'000;
 constexpr std::uint64_t kWatermarkEveryNs = 1'000'000'000;
 constexpr int kCommittedTimeoutMs = 10'000;
-constexpr auto kMetadataTimeout = std::chrono::seconds(15);
 
 // A delivery report's opaque: which taker, which of its batches, which message.
 std::uint64_t pack(int taker, std::uint64_t generation, std::size_t index) {
@@ -54,7 +53,7 @@ Result<void> Spill::open() {
     if (!consumer) return std::move(consumer).error();
     taker->consumer.emplace(std::move(consumer).value());
   }
-  if (auto ok = open_producer(); !ok) return ok;
+  if (auto ok = open_kafka(); !ok) return ok;
   if (auto ok = open_refill(); !ok) return ok;
   // Batches still taken from before a failure: into Kafka again.
   for (int t = 0; t < kTakers; ++t)
@@ -65,25 +64,12 @@ Result<void> Spill::open() {
   return Ok{};
 }
 
-Result<void> Spill::open_producer() {
-  auto conf = make_conf(cluster_, {{"enable.idempotence", "true"},
-                                   {"acks", "all"},
-                                   {"message.timeout.ms", "0"},
-                                   {"linger.ms", "2"},
-                                   {"batch.num.messages", "10000"}});
-  if (!conf) return std::move(conf).error();
-  watch_errors(conf->get());
-  rd_kafka_conf_set_dr_msg_cb(conf->get(), [](rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
-    static_cast<Spill*>(static_cast<KafkaLink*>(opaque))->on_delivery(*m);
-  });
-  auto client = make_client(RD_KAFKA_PRODUCER, std::move(conf).value());
-  if (!client) return std::move(client).error();
-  producer_ = std::move(client).value();
-  auto partitions = topic_partitions(producer_.get(), config_.kafka.topic, 1,
-                                     std::chrono::duration_cast<std::chrono::milliseconds>(kMetadataTimeout));
-  if (!partitions) return std::move(partitions).error();
-  partitions_ = *partitions;
-  topic_.reset(rd_kafka_topic_new(producer_.get(), config_.kafka.topic.c_str(), nullptr));
+Result<void> Spill::open_kafka() {
+  auto producer = open_producer(2, 1);  // one partition: the spilled order
+  if (!producer) return std::move(producer).error();
+  producer_ = std::move(producer->client);
+  topic_ = std::move(producer->topic);
+  partitions_ = producer->partitions;
   return Ok{};
 }
 
@@ -105,14 +91,7 @@ Result<void> Spill::open_refill() {
   rd_kafka_poll_set_consumer(consumer_.get());
   queue_ = rd_kafka_queue_get_consumer(consumer_.get());
 
-  std::map<std::int32_t, std::int64_t> in_ring;
-  internal::for_each_metadata(*object_.queue, [&](std::uint32_t origin, std::uint64_t, std::span<const std::byte> m) {
-    if (origin != origin_) return;
-    const auto kafka = kafka_metadata(m);
-    if (!kafka || kafka->topic != config_.kafka.topic) return;
-    auto [it, fresh] = in_ring.emplace(kafka->partition, kafka->offset);
-    if (!fresh) it->second = std::max(it->second, kafka->offset);
-  });
+  const auto in_ring = offsets_in_ring(object_, origin_, config_.kafka.topic);
   Partitions list(rd_kafka_topic_partition_list_new(partitions_));
   for (std::int32_t p = 0; p < partitions_; ++p) rd_kafka_topic_partition_list_add(list.get(), config_.kafka.topic.c_str(), p);
   if (const auto err = rd_kafka_committed(consumer_.get(), list.get(), kCommittedTimeoutMs); err != RD_KAFKA_RESP_ERR_NO_ERROR)

@@ -67,13 +67,13 @@ class Spill final : public KafkaLink {
     std::uint64_t generation = 0;  // which batch the delivery reports are about
   };
 
-  Result<void> open_producer();
+  Result<void> open_kafka();
   Result<void> open_refill();
   void spill_out();
   void produce_batch(int taker);
   void finish_batches();
   void put_back(Taker& taker);
-  void on_delivery(const rd_kafka_message_t& m);
+  void on_delivery(const rd_kafka_message_t& m) override;
   void refill();
   void commit(bool sync);
   void update_gauges();
