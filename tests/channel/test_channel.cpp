@@ -231,10 +231,10 @@ TEST_F(ChannelTest, annotatedMessagesCarryTheirMetadataToSubscribersAndBatches) 
   auto pub = sut.publisher().value();
   const auto m0 = kafka_record_metadata(2, 41, true);
   const auto m1 = kafka_record_metadata(0, 7, false);
-  const std::string plain = "no metadata";
+  const std::string first = "first", empty, plain = "no metadata";  // the spans below point into these
   const internal::AnnotatedMessage batch[] = {
-      {5, 41, m0, bytes_of("first")},
-      {5, 7, m1, bytes_of("")},
+      {5, 41, m0, bytes_of(first)},
+      {5, 7, m1, bytes_of(empty)},
       {0, 0, {}, bytes_of(plain)},
   };
   std::uint64_t sequences[3] = {};
@@ -272,7 +272,8 @@ TEST_F(ChannelTest, annotatedMessagesCarryTheirMetadataToSubscribersAndBatches) 
   got.release();
   // The same through a single Message, and the ring read back for a restart.
   auto pub2 = sut.publisher().value();
-  const internal::AnnotatedMessage one[] = {{5, 42, m0, bytes_of("again")}};
+  const std::string again = "again";
+  const internal::AnnotatedMessage one[] = {{5, 42, m0, bytes_of(again)}};
   ASSERT_EQ(internal::publish_annotated(pub2, one, 1s), 1u);
   auto message = sub.receive_for(1s);
   ASSERT_TRUE(message.has_value());
@@ -290,8 +291,9 @@ TEST_F(ChannelTest, annotatedMessageLargerThanTheMaximumWithItsMetadataIsRefused
   auto sut = node_->topic("t", OpenMode::create, {1 << 16, 100, 0}).value();
   auto pub = sut.publisher().value();
   const auto meta = kafka_record_metadata(0, 1, true);  // more than 100 bytes by itself
-  const internal::AnnotatedMessage batch[] = {{5, 1, {}, bytes_of("fits")}, {5, 2, meta, bytes_of("x")},
-                                              {5, 3, {}, bytes_of("after")}};
+  const std::string fits = "fits", x = "x", after = "after";
+  const internal::AnnotatedMessage batch[] = {{5, 1, {}, bytes_of(fits)}, {5, 2, meta, bytes_of(x)},
+                                              {5, 3, {}, bytes_of(after)}};
   EXPECT_EQ(internal::publish_annotated(pub, batch, 1s), 1u);
   EXPECT_EQ(pub.last_status(), SendStatus::too_large);
   EXPECT_GT(internal::annotated_size(meta.size(), 1), 100u);
