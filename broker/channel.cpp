@@ -677,11 +677,11 @@ std::uint64_t published(const Queue& queue) noexcept {
 
 Backlog backlog(const Reader& reader) noexcept { return detail::ChannelAccess::backlog(reader); }
 
-std::uint64_t queued_bytes(const Queue& queue) noexcept {
+Backlog queued(const Queue& queue) noexcept {
   const auto& ring = detail::ChannelAccess::state(queue)->ring;
-  const std::uint64_t take = ring.take_cursor().first;
-  const std::uint64_t tail = ring.tail().first;
-  return tail > take ? tail - take : 0;
+  const auto [take_pos, take_seq] = ring.take_cursor();
+  const auto [tail_pos, tail_seq] = ring.tail();
+  return {tail_seq > take_seq ? tail_seq - take_seq : 0, tail_pos > take_pos ? tail_pos - take_pos : 0};
 }
 
 }  // namespace internal

@@ -326,11 +326,13 @@ TEST_F(ChannelTest, queueTapSeesEveryMessageAndReleasedBelowFollowsTheConsumers)
   for (int i = 0; i < 6; ++i) ASSERT_EQ(producer.publish(bytes_of("m" + std::to_string(i)), 1s), SendStatus::ok);
   EXPECT_EQ(internal::published(sut), 6u);
   EXPECT_EQ(internal::released_below(sut), 0u);
-  EXPECT_EQ(internal::queued_bytes(sut), 6u * 64);  // 2-byte messages take 32 bytes, in 64-byte claims
+  EXPECT_EQ(internal::queued(sut).bytes, 6u * 64);  // 2-byte messages take 32 bytes, in 64-byte claims
+  EXPECT_EQ(internal::queued(sut).messages, 6u);
   auto taken = consumer.receive_batch_for(4, 1s);
   ASSERT_EQ(taken.size(), 4u);
   EXPECT_EQ(internal::released_below(sut), 0u) << "taken, not acknowledged";
-  EXPECT_EQ(internal::queued_bytes(sut), 2u * 64 + 32) << "two claims, and the filler after the fourth message";
+  EXPECT_EQ(internal::queued(sut).bytes, 2u * 64 + 32) << "two claims, and the filler after the fourth message";
+  EXPECT_EQ(internal::queued(sut).messages, 2u);
   taken.release();
   EXPECT_EQ(internal::released_below(sut), 4u);
   auto seen = tap.receive_batch_for(16, 1s);

@@ -204,7 +204,7 @@ RunResult KafkaLinks::services(const std::vector<std::string>& args, std::chrono
 std::thread text_publisher(const std::string& ns, const std::string& topic, std::uint32_t id, std::uint32_t count,
                            std::size_t max_size, std::chrono::microseconds pause, std::uint32_t every,
                            std::chrono::milliseconds timeout, std::atomic<std::uint64_t>& timeouts,
-                           const std::atomic<bool>& stop) {
+                           const std::atomic<bool>& stop, std::atomic<std::uint32_t>* progress) {
   return std::thread([=, &timeouts, &stop] {
     auto node = Node::open(node_options(ns)).value();
     auto t = node.topic(topic, OpenMode::open).value();
@@ -217,6 +217,7 @@ std::thread text_publisher(const std::string& ns, const std::string& topic, std:
         ++timeouts;
         if (stop.load()) return;
       }
+      if (progress != nullptr) progress->store(i + 1);
       if (every != 0 && pause.count() > 0 && (i + 1) % every == 0) std::this_thread::sleep_for(pause);
     }
   });

@@ -76,10 +76,11 @@ class KafkaLinks : public Federation {
 // A thread publishing `count` text messages on h's topic `topic` as
 // publisher `id`, sizes 20..`max_size` bytes, pausing `pause` after every
 // `every` messages; a publish that times out (`timeout`: writers held back)
-// is counted in `timeouts` and tried again. Returns the thread.
+// is counted in `timeouts` and tried again. `progress`, if given, counts
+// the messages published. Returns the thread.
 std::thread text_publisher(const std::string& ns, const std::string& topic, std::uint32_t id, std::uint32_t count,
                            std::size_t max_size, std::chrono::microseconds pause, std::uint32_t every,
                            std::chrono::milliseconds timeout, std::atomic<std::uint64_t>& timeouts,
-                           const std::atomic<bool>& stop);
+                           const std::atomic<bool>& stop, std::atomic<std::uint32_t>* progress = nullptr);
 
 }  // namespace colo::test

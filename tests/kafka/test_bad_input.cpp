@@ -3,6 +3,8 @@
 // takes. Clear errors, counted and logged; never a crash or a stall.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <fstream>
 
 #include "colo/metadata.hpp"
@@ -89,6 +91,45 @@ TEST_F(BadInput, recordLargerThanMaxMessageIsSkippedCountedLoggedAndThePartition
   EXPECT_EQ(l["produced"], 2);
   EXPECT_NE(h.colod->err().find("offset 1 (3000 bytes and"), std::string::npos) << h.colod->err();
   EXPECT_EQ(committed("g-" + topic, topic).at(0), 3) << "its offset committed with its neighbours: no stall";
+}
+
+// A clean stop with a link of each mode busy: colod ends by itself, exit 0,
+// each link closed (a client's last references released before it is
+// destroyed: rd_kafka_destroy waits for them, forever if one is kept).
+TEST_F(BadInput, sigtermStopsColodCleanlyWithALinkOfEveryModeBusy) {
+  auto& h = add_host("alpha");
+  write_configs({}, false);
+  const std::string source_topic = topic_name("in");
+  create_topic(source_topic, 2);
+  append_config(h, kafka_toml() + "[[link]]\nobject = \"out\"\nkind = \"queue\"\nmode = \"mirror\"\n"
+                                  "kafka = { cluster = \"local\", topic = \"" + topic_name("out") + "\" }\n"
+                                  "[[link]]\nobject = \"in\"\nkind = \"topic\"\nmode = \"source\"\n"
+                                  "kafka = { cluster = \"local\", topic = \"" + source_topic + "\" }\n"
+                                  "[[link]]\nobject = \"work\"\nkind = \"queue\"\nmode = \"spill\"\nacks = true\n"
+                                  "capacity = 65536\nmax_message = 1024\n"
+                                  "kafka = { cluster = \"local\", topic = \"" + topic_name("work") + "\" }\n");
+  start(h);
+  for (const char* name : {"mirror:out", "source:in", "spill:work"})
+    ASSERT_TRUE(wait_link(h, name, [](const json& l) { return l["state"] == "running"; }, 60s)) << name;
+  auto node = Node::open(test::node_options(h.ns)).value();
+  auto out = node.queue("out", OpenMode::open).value().producer().value();
+  auto work = node.queue("work", OpenMode::open).value().producer().value();
+  for (int i = 0; i < 3000; ++i) {
+    const std::string m = "message " + std::to_string(i);
+    const auto bytes = std::as_bytes(std::span(m.data(), m.size()));
+    ASSERT_EQ(out.publish(bytes, 1s), SendStatus::ok);
+    ASSERT_EQ(work.publish(bytes, 5s), SendStatus::ok);
+  }
+  std::vector<std::string> records;
+  for (int i = 0; i < 500; ++i) records.push_back("k\tr" + std::to_string(i));
+  produce(source_topic, records);
+  ASSERT_TRUE(wait_link(h, "spill:work", [](const json& l) { return l["acknowledged"] > 0; }, 30s));
+  h.colod->kill(SIGTERM);
+  const auto status = h.colod->wait_for(30s);
+  ASSERT_TRUE(status.has_value()) << "colod still running 30 s after SIGTERM:\n" << h.colod->err();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << h.colod->err();
+  for (const char* name : {"mirror:out", "source:in", "spill:work"})
+    EXPECT_NE(h.colod->err().find(std::string("link ") + name + ": stopped"), std::string::npos) << name;
 }
 
 }  // namespace

@@ -72,15 +72,19 @@ class Mirror : public KafkaLinks {
           << h.name << ": " << link(h, "mirror:prices").dump() << "\n" << h.colod->err();
   }
 
-  // Publishes 100,000 on alpha (1) and beta (2), with `during` run
-  // meanwhile; then checks Kafka.
-  void publish_and_check(const std::string& topic, const std::function<void()>& during) {
+  // Publishes 100,000 on alpha (1) and beta (2), pausing `pause` every 100
+  // messages, with `during` run meanwhile (it sees alpha's progress); then
+  // checks Kafka.
+  void publish_and_check(const std::string& topic, std::chrono::microseconds pause,
+                         const std::function<void(const std::atomic<std::uint32_t>&)>& during) {
     constexpr std::uint32_t kPerHost = 100'000;
     std::atomic<std::uint64_t> timeouts{0};
     std::atomic<bool> stop{false};
-    auto p1 = test::text_publisher(hosts_[0].ns, "prices", 1, kPerHost, 120, 200us, 100, 100ms, timeouts, stop);
-    auto p2 = test::text_publisher(hosts_[1].ns, "prices", 2, kPerHost, 120, 200us, 100, 100ms, timeouts, stop);
-    during();
+    std::atomic<std::uint32_t> alpha_progress{0};
+    auto p1 = test::text_publisher(hosts_[0].ns, "prices", 1, kPerHost, 120, pause, 100, 100ms, timeouts, stop,
+                                   &alpha_progress);
+    auto p2 = test::text_publisher(hosts_[1].ns, "prices", 2, kPerHost, 120, pause, 100, 100ms, timeouts, stop);
+    during(alpha_progress);
     p1.join();
     p2.join();
     const auto records = read_topic(topic, 2 * kPerHost, 120s);
@@ -107,7 +111,7 @@ TEST_F(Mirror, threeHostsPutEachLocalMessageInKafkaOnceInOrderPerOrigin) {
   const std::string topic = topic_name("prices");
   three_hosts(topic);
   if (HasFatalFailure()) return;
-  publish_and_check(topic, [] {});
+  publish_and_check(topic, 200us, [](const std::atomic<std::uint32_t>&) {});
   // Every message published here was produced once, none twice.
   EXPECT_EQ(link(hosts_[0], "mirror:prices")["produced"], 100'000);
   EXPECT_EQ(link(hosts_[1], "mirror:prices")["produced"], 100'000);
@@ -118,12 +122,12 @@ TEST_F(Mirror, threeHostsStillExactlyOnceWithAColodKilledThreeTimesMidRun) {
   const std::string topic = topic_name("prices");
   three_hosts(topic);
   if (HasFatalFailure()) return;
-  publish_and_check(topic, [&] {
-    for (int kill = 0; kill < 3; ++kill) {
-      // Mid-run: alpha's mirror has produced some of its messages.
-      const std::int64_t before = link(hosts_[0], "mirror:prices").value("acknowledged", 0);
-      ASSERT_TRUE(wait_link(hosts_[0], "mirror:prices",
-                            [&](const json& l) { return l["acknowledged"].get<std::int64_t>() >= before + 5000; }, 60s));
+  // At least 8 s of publishing (8 ms every 100 messages): the kills, at a
+  // quarter, half and three quarters of alpha's messages, are mid-run.
+  publish_and_check(topic, 8ms, [&](const std::atomic<std::uint32_t>& alpha_progress) {
+    for (std::uint32_t kill = 1; kill <= 3; ++kill) {
+      ASSERT_TRUE(test::wait_until([&] { return alpha_progress.load() >= kill * 25'000; }, 120s, 10ms));
+      ASSERT_LT(alpha_progress.load(), 100'000u) << "the publisher ended before kill " << kill;
       kill_and_restart(hosts_[0]);
       json l;
       ASSERT_TRUE(wait_link(hosts_[0], "mirror:prices", [](const json& j) { return j["state"] == "running"; }, 60s, &l))

@@ -316,9 +316,11 @@ void Source::close() {
     // Leaves the group (its revoke commits once more, and forgets).
     (void)rd_kafka_consumer_close(consumer_.get());
   }
+  // Its records and its queue first: rd_kafka_destroy waits for every
+  // reference to the client to go.
+  pending_.clear();
   if (queue_ != nullptr) rd_kafka_queue_destroy(queue_);
   queue_ = nullptr;
-  pending_.clear();
   partitions_.clear();
   consumer_.reset();
   consuming_paused_ = false;

@@ -31,7 +31,7 @@ Spill::Spill(const Config& config, const KafkaClusterConfig& cluster, const Link
       low_bytes_(static_cast<std::uint64_t>(link.low_watermark * static_cast<double>(link.capacity))),
       origin_(internal::origin_id("spill/" + config.node_name + "/" + link.object)) {}
 
-std::uint64_t Spill::queued() const { return internal::queued_bytes(*object_.queue); }
+std::uint64_t Spill::queued() const { return internal::queued(*object_.queue).bytes; }
 
 // ------------------------------------------------------------------ open
 
@@ -139,12 +139,18 @@ void Spill::idle() {
 }
 
 // Takes from the front of the queue into Kafka while the queue is above
-// its high watermark; each taker holds its batch until Kafka acknowledged it.
+// its high watermark, down to halfway between the watermarks (so that what
+// comes back never sends the queue above the high one again); each taker
+// holds its batch until Kafka acknowledged it.
 void Spill::spill_out() {
   for (int t = 0; t < kTakers; ++t) {
     auto& taker = *takers_[t];
-    if (!taker.batch.empty() || queued() <= high_bytes_) continue;
-    taker.batch = taker.consumer->try_receive_batch(kTakeBatch);
+    const auto q = internal::queued(*object_.queue);
+    if (!taker.batch.empty() || q.bytes <= high_bytes_ || q.messages == 0) continue;
+    const std::uint64_t mid = (low_bytes_ + high_bytes_) / 2;
+    const std::uint64_t per_message = std::max<std::uint64_t>(1, q.bytes / q.messages);
+    const std::uint64_t want = std::clamp<std::uint64_t>((q.bytes - mid + per_message - 1) / per_message, 1, kTakeBatch);
+    taker.batch = taker.consumer->try_receive_batch(want);
     if (taker.batch.empty()) return;
     produce_batch(t);
   }
@@ -360,10 +366,12 @@ void Spill::close() {
     commit(true);
     (void)rd_kafka_consumer_close(consumer_.get());  // assigned, not a member: it only stops fetching
   }
+  // Its records and its queue first: rd_kafka_destroy waits for every
+  // reference to the client to go.
+  pending_.clear();
   if (queue_ != nullptr) rd_kafka_queue_destroy(queue_);
   queue_ = nullptr;
   consumer_.reset();
-  pending_.clear();
   refill_partitions_.clear();
   topic_.reset();
   producer_.reset();

@@ -2,7 +2,8 @@
 // back (docs/kafka.md, "Spill").
 //
 //   queued bytes  > high_watermark x capacity: colod takes messages from the
-//                   front of the queue (as a consumer with acks), produces
+//                   front of the queue (as a consumer with acks), down to
+//                   halfway between the watermarks, produces
 //                   them to the spill topic (idempotent producer, one
 //                   partition unless configured), and acknowledges them in
 //                   the ring only once Kafka has them.

@@ -63,18 +63,18 @@ void for_each_metadata(const Queue& queue, const MetadataVisitor& fn);
 // are not taken yet, or taken and held. A consumer that died holding
 // messages holds them until they are delivered again and released.
 std::uint64_t released_below(const Queue& queue) noexcept;
-// Queue: bytes of ring its messages not yet taken occupy.
-std::uint64_t queued_bytes(const Queue& queue) noexcept;
 // Queue: messages enqueued so far (the next message's sequence), as
 // Topic::published(); one atomic load.
 std::uint64_t published(const Queue& queue) noexcept;
 
-// What a subscriber or tap has not read yet (a batch it holds included):
-// messages (sequences) and bytes of ring.
+// Messages (sequences) and bytes of ring still to go.
 struct Backlog {
   std::uint64_t messages = 0, bytes = 0;
 };
+// What a subscriber or tap has not read yet (a batch it holds included).
 Backlog backlog(const Reader& reader) noexcept;
+// Queue: what is enqueued and not taken yet.
+Backlog queued(const Queue& queue) noexcept;
 
 // Builds metadata in the encoding colo/metadata.hpp reads.
 class MetadataWriter {
