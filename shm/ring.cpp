@@ -305,11 +305,13 @@ std::uint64_t Ring::record_size(std::uint64_t pos, std::uint64_t state) const no
       const std::uint64_t size = align_up(kRecordHeaderSize + length, kRecordAlign);
       return size <= to_end ? size : 0;
     }
-    case RecordType::pad:  // always reaches the ring's end
-      return !state_tagged(state) && !state_metadata(state) && length == to_end && length % kRecordAlign == 0 ? length
-                                                                                                            : 0;
+    case RecordType::pad:  // always reaches the ring's end; no tag, no metadata
+      return !state_tagged(state) && !state_metadata(state) && length == to_end && length % kRecordAlign == 0
+                 ? length
+                 : 0;
     case RecordType::skip:
-      return !state_tagged(state) && !state_metadata(state) && length >= kRecordHeaderSize && length % kRecordAlign == 0 && length <= to_end &&
+      return !state_tagged(state) && !state_metadata(state) && length >= kRecordHeaderSize &&
+                     length % kRecordAlign == 0 && length <= to_end &&
                      length <= std::min(kMaxClaimBytes, config_.capacity / 2)
                  ? length
                  : 0;
@@ -590,8 +592,8 @@ std::byte* Ring::next_record(Claim& claim, std::uint32_t size, const OriginRef* 
   const std::uint64_t fp = footprint(size, claim.tagged);
   if (size > config_.max_message || pos + fp > claim.end) return nullptr;
   const bool has_metadata = !metadata.empty();
-  if (has_metadata && (metadata.size() > size || metadata_block_size(static_cast<std::uint32_t>(metadata.size())) > size))
-    return nullptr;
+  if (has_metadata && (metadata.size() >= size || metadata_block_size(static_cast<std::uint32_t>(metadata.size())) > size))
+    return nullptr;  // (the first test keeps the cast from truncating)
   auto& header = header_at(pos);
   const std::uint64_t length = size + (claim.tagged ? kOriginTagSize : 0);
   const std::uint64_t word = make_state(lap_of(pos), RecordType::data, claim.tagged, length, has_metadata);
