@@ -18,6 +18,9 @@
 //   python  colo from Python (the colo module) vs redis-py, flock,
 //           multiprocessing, pyzmq, a Unix socket: lock pairs and queue
 //           msg/s between Python processes (python.cpp runs python_bench.py).
+//   kafka   colod's Kafka mirror and source vs librdkafka's own producer and
+//           consumer on the same broker, and the local publish call with the
+//           mirror on and off (kafka.cpp).
 #include "app.hpp"
 #include "commands.hpp"
 
@@ -25,7 +28,8 @@ int main(int argc, char** argv) {
   using namespace colo::cli;
   int exit_code = kExitOk;
   const std::string name = shown_name(argv[0], "colo bench");
-  CLI::App app{"Benchmark colo against baselines on this machine (lock, queue, topic, bridge, cluster-lock, python)",
+  CLI::App app{"Benchmark colo against baselines on this machine (lock, queue, topic, bridge, cluster-lock, "
+               "kafka, python)",
                name};
   app.require_subcommand(1);
   app.set_version_flag("--version", name + " (colo) " + kVersion);
@@ -36,5 +40,6 @@ int main(int argc, char** argv) {
   register_bench_bridge(app, exit_code);
   register_bench_cluster_lock(app, exit_code);
   register_bench_python(app, exit_code);
+  register_bench_kafka(app, exit_code);
   return parse_and_run(app, argc, argv, exit_code, name);
 }

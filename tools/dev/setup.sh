@@ -21,6 +21,7 @@ packages=(
   libcpp-httplib-dev                 # colod's Prometheus metrics endpoint and etcd's HTTP/JSON gateway
   libhiredis-dev                     # colod's Redis lock backend
   libzookeeper-mt-dev                # colod's ZooKeeper lock backend (the C client, threaded)
+  librdkafka-dev                     # colod's Kafka links (librdkafka's C API)
   help2man                           # the man pages colo(1), colod(8) ... made from the programs' --help
   util-linux procps                  # setpriv, ps: used by tests
   iproute2                           # ip: network namespaces and a veth pair for the bridge-netns test
