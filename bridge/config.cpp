@@ -2,7 +2,8 @@
 //
 // The document is parsed by toml++, then walked once, table by table, in a
 // fixed order ([node], [security], [control], [metrics], [limits], [log],
-// [[peer]], [[topic]], [[queue]], [locks], [[lock_backend]]). The first problem found is thrown as a
+// [[peer]], [[topic]], [[queue]], [locks], [[lock_backend]], [[kafka]],
+// [[link]]). The first problem found is thrown as a
 // ConfigError that already holds the finished "PATH:LINE: KEY: what" text,
 // and load_config() turns it into the one Error it returns: the checks then
 // read top to bottom without an error path after every call.
@@ -22,6 +23,7 @@
 #include <cerrno>            // errno after open/read
 #include <cstdint>           // UINT32_MAX
 #include <charconv>          // std::from_chars: endpoint ports
+#include <cstdio>            // std::sscanf: a mirror's key
 #include <cstring>           // std::strerror
 #include <initializer_list>  // the known keys of a table
 #include <map>               // names declared so far
@@ -32,6 +34,7 @@
 #include "colo/internal/ring_limits.hpp"  // the ring's own rules, so that a config that loads can be created
 #include "colo/internal/text.hpp"         // escaped: values from the file in messages
 #include "colo/names.hpp"                 // validate_namespace, validate_object_name, default_control_socket
+#include "links/kafka/kafka_client.hpp"   // librdkafka's own check of a property
 
 namespace colo::bridge {
 namespace {
@@ -329,6 +332,234 @@ std::string directory_of(const std::string& path) {
   return slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
 }
 
+// A table-valued key of a table (`[link.kafka]` or `kafka = { ... }`):
+// absent, or a table.
+const toml::table* sub_table_of(const Section& s, std::string_view key) {
+  const toml::node* n = s.node(key);
+  if (n == nullptr) return nullptr;
+  if (!n->is_table()) s.fail(key, std::string("expected a table, found ") + type_name(*n));
+  return n->as_table();
+}
+
+// A property value as librdkafka takes it: text.
+std::string property_text(const Section& s, std::string_view key, const toml::node& value) {
+  if (const auto* text = value.as_string()) return text->get();
+  if (const auto* integer = value.as_integer()) return std::to_string(integer->get());
+  if (const auto* boolean = value.as_boolean()) return boolean->get() ? "true" : "false";
+  if (value.is_table())  // security.protocol = "SSL" unquoted is a table `security` in TOML
+    s.fail(key, "a table: quote a property name that has dots (\"" + std::string(key) + ".name\" = \"value\")");
+  s.fail(key, std::string("expected a string, an integer or a boolean, found ") + type_name(value));
+}
+
+// Kafka's own rule for topic names (kafka.common.internals.Topic).
+bool is_kafka_topic(std::string_view name) {
+  if (name.empty() || name.size() > 249 || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) != 0 || c == '.' || c == '_' || c == '-';
+  });
+}
+
+// [[kafka]]: clusters, by name. Every property is set on a librdkafka
+// configuration now, so that one it refuses (a misspelt name, a bad value)
+// fails --check-config, not the link at run time.
+void read_kafka_clusters(const Source& src, const Section& root, Config& c) {
+  std::map<std::string, Declared> names;
+  std::size_t index = 0;
+  for (const toml::table* t : table_array(root, "kafka")) {
+    const Section kafka(src, *t, "kafka[" + std::to_string(index++) + "]", "[[kafka]]");
+    kafka.only({"name", "bootstrap", "properties"});
+    KafkaClusterConfig k;
+    k.name = kafka.required_string("name");
+    if (!is_node_name(k.name)) kafka.fail("name", quoted(k.name) + " is not 1-64 bytes of A-Z a-z 0-9 _ - .");
+    const Declared here{kafka.key("name"), line_of(kafka.node("name"))};
+    if (auto [it, fresh] = names.emplace(k.name, here); !fresh)
+      kafka.fail("name", quoted(k.name) + " is already the name of " + where(it->second));
+    k.bootstrap = kafka.required_string("bootstrap");
+    if (k.bootstrap.empty() || k.bootstrap.size() > 4096 ||
+        std::any_of(k.bootstrap.begin(), k.bootstrap.end(), [](unsigned char ch) { return ch <= 0x20 || ch >= 0x7f; }))
+      kafka.fail("bootstrap", quoted(k.bootstrap) + " is not HOST:PORT[,HOST:PORT...] (1-4096 bytes, no spaces)");
+    if (auto problem = kafka::property_problem("bootstrap.servers", k.bootstrap))
+      kafka.fail("bootstrap", *problem);
+    if (const toml::table* properties = sub_table_of(kafka, "properties")) {
+      const Section props(src, *properties, kafka.key("properties"), "[kafka.properties]");
+      for (const auto& [key, value] : *properties) {
+        const std::string name(key.str());
+        if (auto reason = kafka::reserved_property(name))
+          props.fail(name, quoted(name) + " is set by colod: " + *reason);
+        const std::string text = property_text(props, name, value);
+        if (auto problem = kafka::property_problem(name, text)) props.fail(name, *problem);
+        k.properties.emplace_back(name, text);
+      }
+    }
+    c.kafka_clusters.push_back(std::move(k));
+  }
+}
+
+// The object a link serves, checked against [[topic]] and [[queue]]: kind,
+// and ring parameters (the link's own only if no table declares the object).
+void read_link_object(const Section& link, const Config& c, LinkConfig& l) {
+  l.object = link.required_string("object");
+  if (auto ok = validate_object_name(l.object); !ok) link.fail("object", ok.error().message);
+  if (auto kind = link.string("kind")) {
+    if (*kind != "topic" && *kind != "queue") link.fail("kind", quoted(*kind) + " is not topic or queue");
+    l.kind = *kind == "queue" ? ObjectKind::queue : ObjectKind::topic;
+  } else {
+    link.missing("kind", " (topic or queue: the kind of object '" + l.object + "')");
+  }
+  const TopicConfig* topic = nullptr;
+  const QueueConfig* queue = nullptr;
+  for (const auto& t : c.topics)
+    if (t.name == l.object) topic = &t;
+  for (const auto& q : c.queues)
+    if (q.name == l.object) queue = &q;
+  if ((topic != nullptr && l.kind != ObjectKind::topic) || (queue != nullptr && l.kind != ObjectKind::queue))
+    link.fail("kind", "'" + l.object + "' is declared as a " + (topic != nullptr ? "[[topic]]" : "[[queue]]"));
+  if (topic != nullptr || queue != nullptr) {
+    for (std::string_view k : {"capacity", "max_message", "history", "acks", "max_deliveries"})
+      if (link.node(k) != nullptr)
+        link.fail(k, "'" + l.object + "' is declared in a [[" + (topic != nullptr ? "topic" : "queue") +
+                         "]] table: set its ring there");
+    if (topic != nullptr) {
+      l.capacity = topic->capacity;
+      l.max_message = topic->max_message;
+      l.history = topic->history;
+    } else {
+      l.capacity = queue->capacity;
+      l.max_message = queue->max_message;
+      l.acks = queue->acks;
+      l.max_deliveries = queue->max_deliveries;
+    }
+    return;
+  }
+  read_ring(link, l.capacity, l.max_message);
+  if (auto h = link.integer("history", 0, UINT32_MAX)) {
+    if (l.kind != ObjectKind::topic) link.fail("history", "only a topic has history");
+    l.history = static_cast<std::uint32_t>(*h);
+  }
+  if (auto acks = link.boolean("acks")) {
+    if (l.kind != ObjectKind::queue) link.fail("acks", "only a queue has acknowledgements");
+    l.acks = *acks;
+  }
+  if (auto m = link.integer("max_deliveries", 1, 255)) {
+    if (l.kind != ObjectKind::queue) link.fail("max_deliveries", "only a queue has deliveries");
+    l.max_deliveries = static_cast<std::uint32_t>(*m);
+  }
+}
+
+// A link's Kafka side: its sub-table `kafka`.
+void read_link_kafka(const Source& src, const Section& link, const Config& c, LinkConfig& l) {
+  const toml::table* t = sub_table_of(link, "kafka");
+  if (t == nullptr)
+    link.missing("kafka", " (the system it links to: kafka = { cluster = \"NAME\", topic = \"TOPIC\" })");
+  const Section kafka(src, *t, link.key("kafka"), "[link.kafka]");
+  kafka.only({"cluster", "topic", "key", "group", "start", "partitions"});
+  l.kafka.cluster = kafka.required_string("cluster");
+  if (std::none_of(c.kafka_clusters.begin(), c.kafka_clusters.end(),
+                   [&](const KafkaClusterConfig& k) { return k.name == l.kafka.cluster; })) {
+    std::string names;
+    for (const auto& k : c.kafka_clusters) names += (names.empty() ? "" : ", ") + quoted(k.name);
+    kafka.fail("cluster", quoted(l.kafka.cluster) + " is not the name of a [[kafka]] table (" +
+                              (names.empty() ? std::string("there is none") : "known: " + names) + ")");
+  }
+  l.kafka.topic = kafka.string("topic").value_or("");
+  if (l.kafka.topic.empty()) {
+    l.kafka.topic = l.object;
+    std::replace(l.kafka.topic.begin(), l.kafka.topic.end(), '/', '.');
+    if (l.mode == LinkMode::spill) l.kafka.topic += ".spill";
+  }
+  if (!is_kafka_topic(l.kafka.topic))
+    kafka.fail("topic", quoted(l.kafka.topic) + " is not a Kafka topic name (1-249 bytes of A-Z a-z 0-9 . _ -)");
+  if (auto key = kafka.string("key")) {
+    if (l.mode != LinkMode::mirror) kafka.fail("key", "only a mirror keys the records it produces");
+    if (*key == "none") {
+      l.kafka.key.kind = KafkaKey::Kind::none;
+    } else if (*key == "origin") {
+      l.kafka.key.kind = KafkaKey::Kind::origin;
+    } else {
+      // payload:OFFSET:LENGTH
+      unsigned offset = 0, length = 0;
+      char tail = 0;
+      if (std::sscanf(key->c_str(), "payload:%u:%u%c", &offset, &length, &tail) != 2 || length == 0 ||
+          !key->starts_with("payload:"))
+        kafka.fail("key", quoted(*key) + " is not none, origin or payload:OFFSET:LENGTH");
+      if (std::uint64_t{offset} + length > l.max_message)
+        kafka.fail("key", "bytes " + std::to_string(offset) + ".." + std::to_string(std::uint64_t{offset} + length) +
+                              " lie beyond the object's max_message of " + std::to_string(l.max_message));
+      l.kafka.key = {KafkaKey::Kind::payload, offset, length};
+    }
+  }
+  if (auto group = kafka.string("group")) {
+    if (l.mode == LinkMode::mirror) kafka.fail("group", "a mirror only produces: it has no consumer group");
+    if (group->empty() || group->size() > 255 ||
+        std::any_of(group->begin(), group->end(), [](unsigned char ch) { return ch < 0x20 || ch >= 0x7f; }))
+      kafka.fail("group", quoted(*group) + " is not 1-255 printable ASCII bytes");
+    l.kafka.group = *group;
+  } else {
+    l.kafka.group = "colo." + c.node_name + "." + l.object + (l.mode == LinkMode::spill ? ".spill" : "");
+  }
+  if (auto start = kafka.string("start")) {
+    if (l.mode != LinkMode::source) kafka.fail("start", "only a source starts somewhere in a topic");
+    if (*start != "earliest" && *start != "latest") kafka.fail("start", quoted(*start) + " is not earliest or latest");
+    l.kafka.from_earliest = *start == "earliest";
+  }
+  if (auto p = kafka.integer("partitions", 1, 10'000)) {
+    if (l.mode == LinkMode::source) kafka.fail("partitions", "a source reads the topic as it is");
+    if (l.mode == LinkMode::spill) kafka.fail("partitions", "a spill's topic has one partition (its order)");
+    l.kafka.partitions = static_cast<std::int32_t>(*p);
+  }
+}
+
+// [[link]]: objects linked to other systems. Checks what can be checked
+// without the network: names, the object's kind and ring, the mode's keys,
+// the cluster's name.
+void read_links(const Source& src, const Section& root, Config& c) {
+  std::map<std::string, Declared> names;
+  std::size_t index = 0;
+  for (const toml::table* t : table_array(root, "link")) {
+    const Section link(src, *t, "link[" + std::to_string(index++) + "]", "[[link]]");
+    link.only({"name", "object", "kind", "mode", "backpressure", "capacity", "max_message", "history", "acks",
+               "max_deliveries", "high_watermark", "low_watermark", "kafka"});
+    LinkConfig l;
+    const std::string mode = link.required_string("mode");
+    if (mode == "mirror") l.mode = LinkMode::mirror;
+    else if (mode == "source") l.mode = LinkMode::source;
+    else if (mode == "spill") l.mode = LinkMode::spill;
+    else link.fail("mode", quoted(mode) + " is not mirror, source or spill");
+    read_link_object(link, c, l);
+    l.name = link.string("name").value_or(mode + ":" + l.object);
+    if (l.name.empty() || l.name.size() > 200 || std::any_of(l.name.begin(), l.name.end(), [](unsigned char ch) {
+          return std::isalnum(ch) == 0 && ch != '.' && ch != '_' && ch != '-' && ch != ':' && ch != '/';
+        }))
+      link.fail("name", quoted(l.name) + " is not 1-200 bytes of A-Z a-z 0-9 . _ - : /");
+    const Declared here{link.key("name"), line_of(link.node("name") ? link.node("name") : link.node("mode"))};
+    if (auto [it, fresh] = names.emplace(l.name, here); !fresh)
+      link.fail("name", quoted(l.name) + " is already the name of " + where(it->second) +
+                            (link.node("name") ? "" : " (two links of one object and mode need a name each)"));
+    if (auto bp = link.string("backpressure")) {
+      if (l.mode != LinkMode::mirror) link.fail("backpressure", "only a mirror has a backpressure class");
+      if (*bp != "block" && *bp != "lossy") link.fail("backpressure", quoted(*bp) + " is not block or lossy");
+      l.lossy = *bp == "lossy";
+    }
+    for (std::string_view k : {"high_watermark", "low_watermark"}) {
+      const toml::node* n = link.node(k);
+      if (n == nullptr) continue;
+      if (l.mode != LinkMode::spill) link.fail(k, "only a spill has watermarks");
+      const auto v = n->value<double>();
+      if (!v || *v <= 0 || *v >= 1) link.fail(k, "expected a fraction of the ring between 0 and 1 (exclusive)");
+      (k == "high_watermark" ? l.high_watermark : l.low_watermark) = *v;
+    }
+    if (l.mode == LinkMode::spill) {
+      if (l.kind != ObjectKind::queue) link.fail("mode", "only a queue spills (its bursts go out and come back)");
+      if (!l.acks)
+        link.fail("mode", "a spill needs a queue with acks (what colod takes out must come back if it dies)");
+      if (l.low_watermark >= l.high_watermark)
+        link.fail("low_watermark", "must be below high_watermark (" + std::to_string(l.high_watermark) + ")");
+    }
+    read_link_kafka(src, link, c, l);
+    c.links.push_back(std::move(l));
+  }
+}
+
 Config read_config(const Source& src, const toml::table& doc) {
   Config c;
   c.path = src.path();
@@ -336,9 +567,10 @@ Config read_config(const Source& src, const toml::table& doc) {
   {
     // Unknown top-level names: a table is named as one, a stray key (written
     // before the first [table]) as a key.
-    const std::initializer_list<std::string_view> known = {"node", "security", "control", "metrics",      "limits",
-                                                           "log",  "peer",     "topic",   "queue",        "locks",
-                                                           "lock_backend"};
+    const std::initializer_list<std::string_view> known = {"node",  "security", "control", "metrics",
+                                                           "limits", "log",    "peer",    "topic",
+                                                           "queue",  "locks",  "lock_backend", "kafka",
+                                                           "link"};
     for (const auto& [k, value] : doc) {
       if (std::find(known.begin(), known.end(), k.str()) != known.end()) continue;
       if (value.is_table()) src.fail(&value, std::string(k.str()), "unknown table [" + std::string(k.str()) + "]");
@@ -558,6 +790,9 @@ Config read_config(const Source& src, const toml::table& doc) {
     }
     c.lock_backends.push_back(std::move(b));
   }
+
+  read_kafka_clusters(src, root, c);
+  read_links(src, root, c);
   return c;
 }
 
@@ -590,6 +825,15 @@ Result<Config> load_config(const std::string& path) {
 }
 
 std::string default_control_socket(const std::string& ns) { return colo::default_control_socket(ns); }
+
+const char* to_string(LinkMode mode) noexcept {
+  switch (mode) {
+    case LinkMode::mirror: return "mirror";
+    case LinkMode::source: return "source";
+    case LinkMode::spill: return "spill";
+  }
+  return "unknown";
+}
 
 const char* log_level_name(LogLevel level) noexcept {
   switch (level) {

@@ -5,7 +5,8 @@
 // the two and this loader in agreement). load_config() checks everything
 // it can without touching the network: a bad file gets one error naming the
 // file, the line and the key ("colod.toml:12: peer[1].endpoint: ...";
-// [[peer]], [[topic]], [[queue]] and [[lock_backend]] tables are counted from 0).
+// [[peer]], [[topic]], [[queue]], [[lock_backend]], [[kafka]] and [[link]]
+// tables are counted from 0). librdkafka checks the Kafka properties.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "colo/error.hpp"
+#include "colo/object.hpp"  // ObjectKind
 
 namespace colo::bridge {
 
@@ -75,6 +77,68 @@ struct LockPolicy {
   std::int32_t requeue_pause_ms = -1;
 };
 
+// [[kafka]]: a Kafka cluster, which links name (docs/kafka.md).
+struct KafkaClusterConfig {
+  std::string name;       // unique among [[kafka]] tables; as node names
+  std::string bootstrap;  // librdkafka's bootstrap.servers: "HOST:PORT[,HOST:PORT...]"
+  // Any other librdkafka property (security.protocol, sasl.*, ssl.*,
+  // client.id, ...), by name, values as strings; each was accepted by
+  // librdkafka when the file was loaded. Properties a link's guarantees rest
+  // on (bootstrap.servers, enable.idempotence, acks, group.id, the commit
+  // settings) are colod's and refused here.
+  std::vector<std::pair<std::string, std::string>> properties;
+};
+
+// What a link does with its object.
+enum class LinkMode {
+  mirror,  // object -> the other system: every message published on this host
+  source,  // the other system -> object
+  spill,   // a queue's bursts out to the other system and back
+};
+const char* to_string(LinkMode mode) noexcept;  // "mirror", "source", "spill"
+
+// How a Kafka mirror keys its records.
+struct KafkaKey {
+  enum class Kind { none, origin, payload } kind = Kind::none;
+  std::uint32_t offset = 0, length = 0;  // payload: the key is bytes [offset, offset + length) of the message
+};
+
+// A link's Kafka side: [link.kafka] (or kafka = { ... } in the [[link]]).
+struct KafkaLinkConfig {
+  std::string cluster;      // a [[kafka]] name
+  std::string topic;        // the Kafka topic; default: the object's name with '/' as '.'
+  KafkaKey key;             // mirror
+  std::string group;        // source, spill: consumer group; default "colo.<node>.<object>[.spill]"
+  bool from_earliest = true;  // source: a group without committed offsets starts at the earliest record (else latest)
+  std::int32_t partitions = 1;  // mirror: partitions if colod creates the topic (a spill's has one)
+};
+
+// The system a link joins its object to: which sub-table of [[link]] it has.
+enum class LinkSystem { kafka };
+
+// [[link]]: one object of this namespace linked to another system. The
+// keys of the link layer (bridge/links/link.hpp) are the table's own; the
+// other system's are in its sub-table (`kafka` today; a second system adds
+// its own sub-table, its settings struct below and a LinkSystem value).
+struct LinkConfig {
+  std::string name;     // unique among links; default "<mode>:<object>"
+  LinkMode mode = LinkMode::mirror;
+  std::string object;   // a valid object name
+  ObjectKind kind = ObjectKind::topic;  // topic or queue
+  // The object's ring, if colod creates it. An object declared in
+  // [[topic]]/[[queue]] takes that table's values (the link may not set them).
+  std::uint64_t capacity = 1 << 20;
+  std::uint32_t max_message = 64 * 1024;
+  std::uint32_t history = 0;         // topic
+  bool acks = false;                 // queue
+  std::uint32_t max_deliveries = 5;  // queue with acks
+  bool lossy = false;                // mirror: backpressure = "block" | "lossy"
+  double high_watermark = 0.5;       // spill: of the ring's bytes queued, when to move messages out
+  double low_watermark = 0.25;       // spill: and when to bring them back
+  LinkSystem system = LinkSystem::kafka;
+  KafkaLinkConfig kafka;             // system kafka
+};
+
 struct Config {
   std::string path;  // the file it came from
 
@@ -109,6 +173,8 @@ struct Config {
   std::vector<QueueConfig> queues;  // [[queue]]
   std::vector<LockBackendConfig> lock_backends;  // [[lock_backend]]
   LockPolicy locks;                              // [locks]
+  std::vector<KafkaClusterConfig> kafka_clusters;  // [[kafka]]
+  std::vector<LinkConfig> links;                   // [[link]]
 };
 
 // Reads and checks the file. Errors are Errc::invalid_argument (or

@@ -1,5 +1,6 @@
 #include "daemon.hpp"
 
+#include "links/link_service.hpp"
 #include "lock_service.hpp"
 
 #include <capnp/message.h>
@@ -343,6 +344,7 @@ struct Daemon::Impl {
   std::mutex metrics_mutex;
   std::string metrics_text;
   std::unique_ptr<LockService> locks;  // cluster-scope locks ([[lock_backend]]); null without backends
+  std::unique_ptr<LinkService> links;  // links to other systems ([[link]]); null without links
   std::unique_ptr<httplib::Server> http;
   std::thread http_thread;
 
@@ -510,11 +512,15 @@ Result<void> Daemon::Impl::start() {
     locks = std::make_unique<LockService>(config, log);
     if (auto started = locks->start(); !started) return started;
   }
+  if (!config.links.empty()) {
+    links = std::make_unique<LinkService>(config, log);
+    if (auto started = links->start(); !started) return started;
+  }
   log.write(LogLevel::info,
             "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), %zu cluster queue(s), "
-            "%zu lock backend(s), CURVE %s",
+            "%zu lock backend(s), %zu link(s), CURVE %s",
             config.ns.c_str(), config.listen.c_str(), peers.size(), objects.size() - config.queues.size(),
-            config.queues.size(), config.lock_backends.size(), secret_key.empty() ? "off" : "on");
+            config.queues.size(), config.lock_backends.size(), config.links.size(), secret_key.empty() ? "off" : "on");
   return Ok{};
 }
 
@@ -688,6 +694,7 @@ void Daemon::Impl::render_metrics() {
   family("colod_early_frames_total", "counter", "data on a reconnected link before its hello (dropped, sent again)");
   sample("colod_early_frames_total", "", counters.early_frames);
   if (locks) locks->render_metrics(out);
+  if (links) links->render_metrics(out);
   std::lock_guard<std::mutex> lock(metrics_mutex);
   metrics_text = std::move(out);
 }
@@ -707,6 +714,7 @@ int Daemon::run(const std::atomic<bool>& stop_requested) {
   }
   d.log.write(LogLevel::info, "stopping: closing sockets");
   if (d.locks) d.locks->stop();  // hands back or marks lost every cluster lock it holds
+  if (d.links) d.links->stop();  // each link finishes or leaves what it has in flight (bounded)
   d.requeue_unconfirmed();
   if (d.http) {
     d.http->stop();
@@ -1516,10 +1524,45 @@ void Daemon::Impl::on_control() {
         for (const auto& p : peers) in_flight += p.out[i].unconfirmed.size();
         os.setInFlight(in_flight);
       }
+      const auto link_status = links ? links->status() : std::vector<LinkStatus>();
+      auto list_links = status.initLinks(static_cast<unsigned>(link_status.size()));
+      for (std::size_t i = 0; i < link_status.size(); ++i) {
+        const auto& l = link_status[i];
+        auto ls = list_links[static_cast<unsigned>(i)];
+        ls.setName(l.name);
+        ls.setSystem(l.system);
+        ls.setMode(l.mode);
+        ls.setObject(l.object);
+        ls.setObjectKind(l.object_kind);
+        ls.setRemote(l.remote);
+        ls.setState(to_string(l.state));
+        ls.setStateMs(l.state_ms);
+        ls.setLastError(l.last_error);
+        ls.setLastErrorMs(l.last_error_ms);
+        const auto& c = l.counters;
+        ls.setProduced(c.produced);
+        ls.setAcknowledged(c.acknowledged);
+        ls.setReturned(c.returned);
+        ls.setInFlight(c.in_flight);
+        ls.setLagMessages(c.lag_messages);
+        ls.setLagBytes(c.lag_bytes);
+        ls.setErrors(c.errors);
+        ls.setLost(c.lost);
+        ls.setSkipped(c.skipped);
+        ls.setDuplicates(c.duplicates);
+        ls.setRedelivered(c.redelivered);
+      }
     } else if (req.which() == wire::ControlRequest::DECLARE_TOPIC) {
       auto declared = declare_topic(text_of(req.getDeclareTopic()));
       reply.setOk(declared.has_value());
       if (!declared) reply.setError(declared.error().message);
+    } else if (req.which() == wire::ControlRequest::PAUSE_LINK || req.which() == wire::ControlRequest::RESUME_LINK) {
+      const bool pause = req.which() == wire::ControlRequest::PAUSE_LINK;
+      const std::string name = text_of(pause ? req.getPauseLink() : req.getResumeLink());
+      Result<void> done = Error{Errc::not_found, "this colod has no links ([[link]] in its config)"};
+      if (links) done = pause ? links->pause(name) : links->resume(name);
+      reply.setOk(done.has_value());
+      if (!done) reply.setError(done.error().message);
     } else {
       reply.setOk(false);
       reply.setError("unknown request");

@@ -1,5 +1,8 @@
 // bridge/daemon.hpp — colod's event loop: federation of cluster topics and
 // queues between hosts over ZeroMQ, with CURVE, and the local control socket.
+// Beside the loop, in threads of their own: cluster-scope locks
+// (lock_service.hpp) and links to other systems such as Kafka
+// (links/link_service.hpp); the loop serves their status and metrics.
 //
 // SOCKETS (one thread, one zmq_poll loop; every send is non-blocking)
 //   router   ROUTER bound on [node].listen: peers' DEALERs connect here and

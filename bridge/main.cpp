@@ -98,7 +98,11 @@ int main(int argc, char** argv) {
     }
     std::cout << check_path << ": valid (node " << config->node_name << ", namespace " << config->ns << ", "
               << config->peers.size() << " peer(s), " << config->topics.size() << " topic(s), "
-              << config->queues.size() << " queue(s))\n";
+              << config->queues.size() << " queue(s)"
+              << (config->links.empty() ? std::string()
+                                        : ", " + std::to_string(config->kafka_clusters.size()) + " kafka cluster(s), " +
+                                              std::to_string(config->links.size()) + " link(s)")
+              << ")\n";
     return 0;
   }
   if (config_path.empty()) {

@@ -6,6 +6,7 @@
 #include "channel_state.hpp"
 #include "clock.hpp"
 #include "colo/internal/federation.hpp"
+#include "colo/internal/links.hpp"
 #include "process.hpp"
 
 namespace colo {
@@ -27,7 +28,8 @@ std::uint64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {
 }
 
 MessageView to_message_view(const shm::View& view) noexcept {
-  return MessageView{view.data, view.size, view.seq, view.deliveries, view.origin, view.origin_seq};
+  return MessageView{view.data,   view.size,       view.seq,     view.deliveries,
+                     view.origin, view.origin_seq, view.metadata, view.metadata_size};
 }
 
 }  // namespace
@@ -124,6 +126,52 @@ struct detail::ChannelAccess {
     ring.commit(h.ring, h.claim);
     ring.finish(h.ring, h.claim);
     return SendStatus::ok;
+  }
+  // colo/internal/links.hpp: runs of messages of one kind (tagged or not)
+  // in one claim each, of up to 64 messages (their sizes on the stack).
+  static std::size_t publish_annotated(Publisher& publisher, std::span<const internal::AnnotatedMessage> messages,
+                                       std::chrono::nanoseconds timeout, std::uint64_t* sequences) noexcept {
+    constexpr std::size_t kChunk = 64;
+    auto& ring = publisher.state_->ring;
+    auto& h = *publisher.handle_;
+    const std::uint64_t max_message = ring.config().max_message;
+    std::optional<std::uint64_t> deadline;
+    std::size_t done = 0;
+    publisher.last_ = SendStatus::ok;
+    while (done < messages.size()) {
+      std::uint32_t sizes[kChunk];
+      const bool tagged = messages[done].origin != 0;
+      std::size_t n = 0;
+      while (n < kChunk && done + n < messages.size() && (messages[done + n].origin != 0) == tagged) {
+        const auto& m = messages[done + n];
+        const std::uint64_t size = internal::annotated_size(m.metadata.size(), m.payload.size());
+        if (size > max_message) break;
+        sizes[n++] = static_cast<std::uint32_t>(size);
+      }
+      if (n == 0) return (publisher.last_ = SendStatus::too_large, done);
+      bool claimed = claim(publisher, static_cast<std::uint32_t>(n), 0, sizes, tagged, std::nullopt);
+      if (!claimed && publisher.last_ == SendStatus::timed_out) {
+        if (!deadline) deadline = deadline_after(timeout);
+        claimed = claim(publisher, static_cast<std::uint32_t>(n), 0, sizes, tagged, deadline);
+      }
+      if (!claimed) return done;
+      for (std::uint32_t i = 0; i < h.claim.count; ++i) {
+        const auto& m = messages[done + i];
+        const shm::OriginRef tag{m.origin, m.origin_seq};
+        std::byte* data = ring.next_record(h.claim, sizes[i], tagged ? &tag : nullptr, m.metadata);
+        if (!m.payload.empty()) std::memcpy(data, m.payload.data(), m.payload.size());
+        if (sequences != nullptr) sequences[done + i] = h.claim.seq + i;
+      }
+      ring.commit(h.ring, h.claim);
+      done += h.claim.count;
+      ring.finish(h.ring, h.claim);
+    }
+    return done;
+  }
+  static internal::Backlog backlog(const Reader& reader) noexcept {
+    const auto [tail_pos, tail_seq] = reader.state_->ring.tail();
+    const auto& h = reader.handle_->ring;
+    return {tail_seq > h.seq ? tail_seq - h.seq : 0, tail_pos > h.pos ? tail_pos - h.pos : 0};
   }
   static bool wait_published(Reader& reader, std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
     return reader.state_->ring.wait_published(reader.handle_->ring, count, deadline_after(timeout));
@@ -374,7 +422,8 @@ MessageBatch& MessageBatch::operator=(MessageBatch&& other) noexcept {
 
 Message::Message(Message&& other) noexcept
     : reader_(other.reader_), data_(other.data_), size_(other.size_), seq_(other.seq_),
-      deliveries_(other.deliveries_), origin_(other.origin_), origin_seq_(other.origin_seq_) {
+      deliveries_(other.deliveries_), origin_(other.origin_), origin_seq_(other.origin_seq_), meta_(other.meta_),
+      meta_size_(other.meta_size_) {
   other.reader_ = nullptr;
 }
 
@@ -388,6 +437,8 @@ Message& Message::operator=(Message&& other) noexcept {
     deliveries_ = other.deliveries_;
     origin_ = other.origin_;
     origin_seq_ = other.origin_seq_;
+    meta_ = other.meta_;
+    meta_size_ = other.meta_size_;
     other.reader_ = nullptr;
   }
   return *this;
@@ -455,6 +506,7 @@ const char* to_string(ReaderMode mode) noexcept {
     case ReaderMode::lossy: return "lossy";
     case ReaderMode::bridge: return "bridge";
     case ReaderMode::consumer: return "consumer";
+    case ReaderMode::tap: return "tap";
   }
   return "unknown";
 }
@@ -499,10 +551,11 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
     rs.pid = pid;
     rs.alive = shm::liveness({pid, r.start_time.load(relaxed)}) == shm::Liveness::alive;
     const auto mode = static_cast<shm::ReaderMode>(r.mode.load(relaxed));
-    rs.mode = mode == shm::ReaderMode::block    ? ReaderMode::block
-              : mode == shm::ReaderMode::lossy  ? ReaderMode::lossy
+    const bool queue = config.kind == shm::RingKind::queue;  // a cursor reader of a queue is a tap
+    rs.mode = mode == shm::ReaderMode::block            ? (queue ? ReaderMode::tap : ReaderMode::block)
+              : mode == shm::ReaderMode::lossy          ? ReaderMode::lossy
               : mode == shm::ReaderMode::block_untagged ? ReaderMode::bridge
-                                                : ReaderMode::consumer;
+                                                        : ReaderMode::consumer;
     rs.delivered = r.delivered.load(relaxed);
     rs.bytes = r.bytes.load(relaxed);
     rs.missed = r.missed.load(relaxed);
@@ -565,6 +618,70 @@ Result<Subscriber> subscribe_bridge(Topic& topic, std::optional<std::uint64_t> f
 
 bool wait_published(Reader& reader, std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
   return detail::ChannelAccess::wait_published(reader, count, timeout);
+}
+
+// ------------------------------------------------ links (colo/internal/links.hpp)
+
+Result<Reader> subscribe_tap(Queue& queue, std::optional<std::uint64_t> from_sequence) {
+  const auto& state = detail::ChannelAccess::state(queue);
+  auto handle = state->ring.open_reader(shm::ReaderMode::block, 0, from_sequence);
+  if (!handle) return Error{handle.error().code, "queue '" + state->name + "': " + handle.error().message};
+  return detail::ChannelAccess::reader(state, *handle);
+}
+
+std::uint64_t annotated_size(std::size_t metadata_bytes, std::size_t payload_bytes) noexcept {
+  if (metadata_bytes > UINT32_MAX - 64) return UINT64_MAX;
+  return (metadata_bytes == 0 ? 0 : shm::metadata_block_size(static_cast<std::uint32_t>(metadata_bytes))) +
+         std::uint64_t{payload_bytes};
+}
+
+std::size_t publish_annotated(Publisher& publisher, std::span<const AnnotatedMessage> messages,
+                              std::chrono::nanoseconds timeout, std::uint64_t* sequences) noexcept {
+  return detail::ChannelAccess::publish_annotated(publisher, messages, timeout, sequences);
+}
+
+namespace {
+void for_each_metadata_of(const detail::ChannelState& state, const MetadataVisitor& fn) {
+  state.ring.for_each_metadata(
+      [&](std::uint32_t origin, std::uint64_t origin_seq, std::span<const std::byte> metadata) {
+        fn(origin, origin_seq, metadata);
+      });
+}
+}  // namespace
+
+void for_each_metadata(const Topic& topic, const MetadataVisitor& fn) {
+  for_each_metadata_of(*detail::ChannelAccess::state(topic), fn);
+}
+void for_each_metadata(const Queue& queue, const MetadataVisitor& fn) {
+  for_each_metadata_of(*detail::ChannelAccess::state(queue), fn);
+}
+
+std::uint64_t released_below(const Queue& queue) noexcept {
+  const auto& ring = detail::ChannelAccess::state(queue)->ring;
+  // take first, then the holds: a consumer holds before it moves take, so
+  // a range it is taking is seen either way (as in the ring's reclaim).
+  std::uint64_t below = ring.take_cursor().second;
+  for (const auto& r : ring.control().readers) {
+    if (r.pid.load(std::memory_order_seq_cst) == 0 || r.mode.load(std::memory_order_relaxed) !=
+                                                           static_cast<std::uint32_t>(shm::ReaderMode::consumer))
+      continue;
+    if (r.hold_pos.load(std::memory_order_seq_cst) == shm::kNoPosition) continue;
+    below = std::min(below, r.hold_seq.load(std::memory_order_relaxed));
+  }
+  return below;
+}
+
+std::uint64_t published(const Queue& queue) noexcept {
+  return detail::ChannelAccess::state(queue)->ring.tail().second;
+}
+
+Backlog backlog(const Reader& reader) noexcept { return detail::ChannelAccess::backlog(reader); }
+
+Backlog queued(const Queue& queue) noexcept {
+  const auto& ring = detail::ChannelAccess::state(queue)->ring;
+  const auto [take_pos, take_seq] = ring.take_cursor();
+  const auto [tail_pos, tail_seq] = ring.tail();
+  return {tail_seq > take_seq ? tail_seq - take_seq : 0, tail_pos > take_pos ? tail_pos - take_pos : 0};
 }
 
 }  // namespace internal

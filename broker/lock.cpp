@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "clock.hpp"
+#include "colo/internal/lock_wait.hpp"
 #include "futex.hpp"
 #include "lock_record.hpp"
 #include "lock_table_view.hpp"
@@ -277,9 +278,9 @@ __attribute__((always_inline)) inline LockGuard Lock::grant(bool contended, bool
   return LockGuard(record_, token, owner_died, now, cluster_epoch != 0);
 }
 
-Lock::Admission Lock::admit_cluster(Wait wait, std::uint64_t deadline, std::uint64_t& epoch) noexcept {
+Lock::Admission Lock::admit_cluster(Wait wait, std::uint64_t deadline, std::uint64_t& epoch,
+                                    std::uint64_t& keeper_missing_since) noexcept {
   auto& r = *record_;
-  std::uint64_t keeper_missing_since = 0;
   for (;;) {
     const std::uint32_t seen = r.state_signal.load(std::memory_order_acquire);
     const auto state = static_cast<LeaseState>(r.lease_state.load(std::memory_order_acquire));
@@ -331,18 +332,24 @@ Lock::Admission Lock::admit_cluster(Wait wait, std::uint64_t deadline, std::uint
   }
 }
 
-Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t deadline) noexcept {
+Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t deadline, Progress* sliced) noexcept {
   auto& r = *record_;
   const bool cluster = r.scope == static_cast<std::uint32_t>(Scope::cluster);
-  bool contended = false;
+  Progress whole;  // an acquire in one call
+  Progress& progress = sliced != nullptr ? *sliced : whole;
+  // The end of a slice is not the end of the acquire: the caller counts
+  // its own timeout (LockWait::timed_out).
+  auto count_timeout = [&] {
+    if (sliced == nullptr) r.timeouts.fetch_add(1, relaxed);
+  };
   for (;;) {
     shm::MutexResult rc = r.mutex.try_lock();
     if (rc == shm::MutexResult::busy) {
       if (wait == Wait::none) return std::optional<LockGuard>{};
-      contended = true;
+      progress.contended = true;
       rc = wait_for_mutex(r, wait == Wait::forever, deadline);
       if (rc == shm::MutexResult::timed_out) {
-        r.timeouts.fetch_add(1, relaxed);
+        count_timeout();
         return std::optional<LockGuard>{};
       }
     }
@@ -359,7 +366,7 @@ Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t de
         return Error{Errc::corrupt, "lock '" + name_ + "' has a corrupt mutex; remove and recreate it"};
     }
     bool owner_died = rc == shm::MutexResult::acquired_owner_died;
-    if (!cluster) return std::optional<LockGuard>(grant(contended, owner_died, owner_died, 0));
+    if (!cluster) return std::optional<LockGuard>(grant(progress.contended, owner_died, owner_died, 0));
 
     // Cluster scope. The mutex is made consistent at once: the paths below
     // may unlock it without a grant, and a death reported to nobody is
@@ -375,10 +382,10 @@ Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t de
       owner_died = true;
     }
     std::uint64_t epoch = 0;
-    const Admission admission = admit_cluster(wait, deadline, epoch);
+    const Admission admission = admit_cluster(wait, deadline, epoch, progress.keeper_missing_since);
     if (admission == Admission::granted) {
       r.cluster_flags.fetch_and(~detail::kClusterFlagOwnerDiedPending, relaxed);
-      return std::optional<LockGuard>(grant(contended, owner_died, false, epoch));
+      return std::optional<LockGuard>(grant(progress.contended, owner_died, false, epoch));
     }
     if (owner_died) r.cluster_flags.fetch_or(detail::kClusterFlagOwnerDiedPending, relaxed);
     r.mutex.unlock();
@@ -389,21 +396,21 @@ Result<std::optional<LockGuard>> Lock::acquire_until(Wait wait, std::uint64_t de
                          "': no colod serves this namespace (start colod with a [[lock_backend]] for it, or check "
                          "that it runs)"};
       case Admission::timed_out:
-        if (wait == Wait::until) r.timeouts.fetch_add(1, relaxed);
+        if (wait == Wait::until) count_timeout();
         return std::optional<LockGuard>{};
       default:
         break;
     }
     // Yielding: colod is giving the cluster lock up and needs the mutex.
     // Wait for it to finish, then queue again.
-    contended = true;
+    progress.contended = true;
     for (;;) {
       const std::uint32_t seen = r.state_signal.load(std::memory_order_acquire);
       if (r.lease_state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(LeaseState::yielding))
         break;
       const std::uint64_t now = shm::monotonic_ns();
       if (wait == Wait::until && now >= deadline) {
-        r.timeouts.fetch_add(1, relaxed);
+        count_timeout();
         return std::optional<LockGuard>{};
       }
       std::uint64_t slice = kClusterWaitSliceNs;
@@ -501,3 +508,15 @@ LockStats Lock::stats() const noexcept {
 }
 
 }  // namespace colo
+
+// ------------------------------------------------ internal::LockWait (lock_wait.hpp)
+
+namespace colo::internal {
+
+Result<std::optional<LockGuard>> LockWait::slice(std::uint64_t slice_end_ns) noexcept {
+  return lock_.acquire_until(Lock::Wait::until, slice_end_ns, &progress_);
+}
+
+void LockWait::timed_out() noexcept { lock_.record_->timeouts.fetch_add(1, relaxed); }
+
+}  // namespace colo::internal

@@ -10,6 +10,8 @@ struct ControlRequest {
   union {
     status @0 :Void;          # the daemon's node, uptime, peers and counters
     declareTopic @1 :Text;    # make a topic cluster-scoped from now on (it must exist or be creatable)
+    pauseLink @2 :Text;       # a link (by name) stops moving messages until resumed
+    resumeLink @3 :Text;
   }
 }
 
@@ -31,6 +33,33 @@ struct Status {
   droppedConnections @8 :UInt64;  # connections closed, including for a frame over max_frame
   objects @9 :List(ObjectStatus);  # every cluster topic and queue, with its traffic
   earlyFrames @10 :UInt64;    # data on a reconnected link before its hello: dropped, sent again after it
+  links @11 :List(LinkStatus);  # links to other systems ([[link]]; bridge/links/link.hpp)
+}
+
+# A link of colod to another messaging system (Kafka), as bridge/links/link.hpp
+# counts it; docs/kafka.md says what each counter means in each mode.
+struct LinkStatus {
+  name @0 :Text;
+  system @1 :Text;            # "kafka"
+  mode @2 :Text;              # "mirror", "source", "spill"
+  object @3 :Text;
+  objectKind @4 :Text;        # "topic" or "queue"
+  remote @5 :Text;            # the other side: "kafka cluster NAME, topic T"
+  state @6 :Text;             # starting, running, down, paused, failed, stopped
+  stateMs @7 :UInt64;         # in that state for so long
+  lastError @8 :Text;         # "" if none yet
+  lastErrorMs @9 :UInt64;     # so long ago
+  produced @10 :UInt64;
+  acknowledged @11 :UInt64;
+  returned @12 :UInt64;
+  inFlight @13 :UInt64;
+  lagMessages @14 :UInt64;
+  lagBytes @15 :UInt64;
+  errors @16 :UInt64;
+  lost @17 :UInt64;
+  skipped @18 :UInt64;
+  duplicates @19 :UInt64;
+  redelivered @20 :UInt64;
 }
 
 struct ObjectStatus {

@@ -50,14 +50,16 @@ constexpr std::uint32_t kCheckedStates = 64;       // a take re-checks its first
 constexpr std::uint64_t align_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) & ~(to - 1); }
 constexpr std::uint64_t align_down(std::uint64_t n, std::uint64_t to) { return n & ~(to - 1); }
 
-constexpr std::uint64_t make_state(std::uint64_t lap, RecordType type, bool tagged, std::uint64_t length) {
+constexpr std::uint64_t make_state(std::uint64_t lap, RecordType type, bool tagged, std::uint64_t length,
+                                   bool metadata = false) {
   return (lap & kLapMask) << 42 | static_cast<std::uint64_t>(type) << 40 | (tagged ? std::uint64_t{1} << 39 : 0) |
-         (length & 0xffff'ffff);
+         (metadata ? std::uint64_t{1} << 38 : 0) | (length & 0xffff'ffff);
 }
 constexpr std::uint64_t state_lap(std::uint64_t s) { return s >> 42; }
 constexpr RecordType state_type(std::uint64_t s) { return static_cast<RecordType>((s >> 40) & 3); }
 constexpr bool state_tagged(std::uint64_t s) { return ((s >> 39) & 1) != 0; }
-constexpr std::uint32_t state_reserved(std::uint64_t s) { return static_cast<std::uint32_t>((s >> 32) & 0x7f); }
+constexpr bool state_metadata(std::uint64_t s) { return ((s >> 38) & 1) != 0; }
+constexpr std::uint32_t state_reserved(std::uint64_t s) { return static_cast<std::uint32_t>((s >> 32) & 0x3f); }
 constexpr std::uint32_t state_length(std::uint64_t s) { return static_cast<std::uint32_t>(s); }
 
 #if defined(__SANITIZE_THREAD__)
@@ -296,16 +298,21 @@ std::uint64_t Ring::record_size(std::uint64_t pos, std::uint64_t state) const no
   switch (state_type(state)) {
     case RecordType::free: return 0;
     case RecordType::data: {
-      const bool tagged = state_tagged(state);
-      if (tagged ? length < kOriginTagSize || length > config_.max_message + kOriginTagSize : length > config_.max_message)
-        return 0;
+      const std::uint64_t tag = state_tagged(state) ? kOriginTagSize : 0;
+      // A metadata block is at least 16 bytes; its own length is checked
+      // when it is read (fill_view).
+      const std::uint64_t least = tag + (state_metadata(state) ? metadata_block_size(0) : 0);
+      if (length < least || length > config_.max_message + tag) return 0;
       const std::uint64_t size = align_up(kRecordHeaderSize + length, kRecordAlign);
       return size <= to_end ? size : 0;
     }
-    case RecordType::pad:  // always reaches the ring's end
-      return !state_tagged(state) && length == to_end && length % kRecordAlign == 0 ? length : 0;
+    case RecordType::pad:  // always reaches the ring's end; no tag, no metadata
+      return !state_tagged(state) && !state_metadata(state) && length == to_end && length % kRecordAlign == 0
+                 ? length
+                 : 0;
     case RecordType::skip:
-      return !state_tagged(state) && length >= kRecordHeaderSize && length % kRecordAlign == 0 && length <= to_end &&
+      return !state_tagged(state) && !state_metadata(state) && length >= kRecordHeaderSize &&
+                     length % kRecordAlign == 0 && length <= to_end &&
                      length <= std::min(kMaxClaimBytes, config_.capacity / 2)
                  ? length
                  : 0;
@@ -579,14 +586,18 @@ ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t count, std:
   }
 }
 
-std::byte* Ring::next_record(Claim& claim, std::uint32_t size, const OriginRef* origin) noexcept {
+std::byte* Ring::next_record(Claim& claim, std::uint32_t size, const OriginRef* origin,
+                             std::span<const std::byte> metadata) noexcept {
   if (claim.filled >= claim.count) return nullptr;
   const std::uint64_t pos = claim.fill_pos;
   const std::uint64_t fp = footprint(size, claim.tagged);
   if (size > config_.max_message || pos + fp > claim.end) return nullptr;
+  const bool has_metadata = !metadata.empty();
+  if (has_metadata && (metadata.size() >= size || metadata_block_size(static_cast<std::uint32_t>(metadata.size())) > size))
+    return nullptr;  // (the first test keeps the cast from truncating)
   auto& header = header_at(pos);
   const std::uint64_t length = size + (claim.tagged ? kOriginTagSize : 0);
-  const std::uint64_t word = make_state(lap_of(pos), RecordType::data, claim.tagged, length);
+  const std::uint64_t word = make_state(lap_of(pos), RecordType::data, claim.tagged, length, has_metadata);
   header.seq_word.store((claim.seq + claim.filled) & kSeqMask, relaxed);
   // Every header but the first unpublished one is written now; that one is
   // the publication (commit), and until then it keeps its FREE marker.
@@ -597,6 +608,15 @@ std::byte* Ring::next_record(Claim& claim, std::uint32_t size, const OriginRef* 
     const OriginTag tag{origin != nullptr ? origin->origin_seq : 0, origin != nullptr ? origin->origin : 0, 0};
     std::memcpy(payload, &tag, sizeof tag);
     payload += kOriginTagSize;
+  }
+  if (has_metadata) {
+    const auto n = static_cast<std::uint32_t>(metadata.size());
+    const std::uint32_t block = metadata_block_size(n);
+    const std::uint32_t words[2] = {n, 0};
+    std::memcpy(payload, words, sizeof words);
+    std::memcpy(payload + kMetadataHeaderSize, metadata.data(), n);
+    std::memset(payload + kMetadataHeaderSize + n, 0, block - kMetadataHeaderSize - n);
+    payload += block;
   }
   claim.fill_pos = pos + fp;
   claim.bytes += size;
@@ -1002,9 +1022,13 @@ bool Ring::make_room(std::uint64_t target, bool untagged) noexcept {
 // ---------------------------------------------------------------- readers
 
 Result<ReaderHandle> Ring::open_reader(ReaderMode mode, std::uint64_t history, std::optional<std::uint64_t> from_seq) {
-  if ((mode == ReaderMode::consumer) != (config_.kind == RingKind::queue))
-    return Error{Errc::invalid_argument, config_.kind == RingKind::queue ? "a queue has consumers, not subscribers"
-                                                                         : "a topic has subscribers, not consumers"};
+  if (mode == ReaderMode::consumer && config_.kind != RingKind::queue)
+    return Error{Errc::invalid_argument, "a topic has subscribers, not consumers"};
+  // A queue's readers hold records only as consumers (a hold there is a
+  // taken range, which rescue redelivers): its cursor readers are taps,
+  // blocking ones.
+  if (config_.kind == RingKind::queue && mode != ReaderMode::consumer && mode != ReaderMode::block)
+    return Error{Errc::invalid_argument, "a queue has consumers and taps, not lossy subscribers"};
   const ProcessRef me = self();
   join_barrier(*control_);
   // Under the reclaim lock: a blocking subscriber's cursor must be in place
@@ -1119,20 +1143,36 @@ void Ring::skip_queue_to_tail(ReaderHandle& handle, std::uint64_t first, std::ui
     bump(control_->readers[handle.slot].skipped_bad, tseq > first_seq ? tseq - first_seq : 1);
 }
 
+// The parts of a DATA record's payload, checked: false if the tag or the
+// metadata block is invalid (the record is then skipped and counted).
 bool Ring::fill_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
                      std::uint64_t pos, bool dead_letter, View& view) const noexcept {
   const std::uint32_t length = state_length(state);
   const std::byte* payload = reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize;
-  view = View{payload, length, seq, deliveries, pos, dead_letter, 0, 0};
-  if (!state_tagged(state)) return true;
-  if (length < kOriginTagSize) return false;
-  OriginTag tag;
-  std::memcpy(&tag, payload, sizeof tag);
-  if (tag.origin == 0) return false;
-  view.data = payload + kOriginTagSize;
-  view.size = length - kOriginTagSize;
-  view.origin = tag.origin;
-  view.origin_seq = tag.origin_seq;
+  view = View{payload, length, seq, deliveries, pos, dead_letter, 0, 0, nullptr, 0};
+  if (state_tagged(state)) {
+    if (view.size < kOriginTagSize) return false;
+    OriginTag tag;
+    std::memcpy(&tag, view.data, sizeof tag);
+    if (tag.origin == 0) return false;
+    view.data += kOriginTagSize;
+    view.size -= kOriginTagSize;
+    view.origin = tag.origin;
+    view.origin_seq = tag.origin_seq;
+  }
+  if (state_metadata(state)) {
+    // Read once into locals: a writer of shared memory may change them.
+    std::uint32_t words[2];
+    if (view.size < kMetadataHeaderSize) return false;
+    std::memcpy(words, view.data, sizeof words);
+    if (words[1] != 0 || words[0] == 0 || words[0] > view.size - kMetadataHeaderSize) return false;
+    const std::uint32_t block = metadata_block_size(words[0]);
+    if (block > view.size) return false;
+    view.metadata = view.data + kMetadataHeaderSize;
+    view.metadata_size = words[0];
+    view.data += block;
+    view.size -= block;
+  }
   return true;
 }
 
@@ -1144,6 +1184,29 @@ std::uint64_t Ring::tagged_at(std::uint64_t pos, OriginTag& tag) const noexcept 
   if (size == 0) return 0;
   if (state_type(state) == RecordType::data && state_tagged(state))
     peek_bytes(reinterpret_cast<const std::byte*>(&header_at(pos)) + kRecordHeaderSize, &tag, sizeof tag);
+  return size;
+}
+
+std::uint64_t Ring::metadata_at(std::uint64_t pos, OriginTag& tag, std::vector<std::byte>& metadata) const {
+  tag.origin = 0;
+  tag.origin_seq = 0;
+  metadata.clear();
+  const std::uint64_t state = peek_state(header_at(pos));
+  if (state_lap(state) != lap_of(pos)) return 0;
+  const std::uint64_t size = record_size(pos, state);
+  if (size == 0 || state_type(state) != RecordType::data || !state_metadata(state)) return size;
+  const std::byte* payload = reinterpret_cast<const std::byte*>(&header_at(pos)) + kRecordHeaderSize;
+  std::uint32_t length = state_length(state);
+  if (state_tagged(state)) {
+    peek_bytes(payload, &tag, sizeof tag);
+    payload += kOriginTagSize;
+    length -= kOriginTagSize;
+  }
+  std::uint32_t words[2];
+  peek_bytes(payload, words, sizeof words);
+  if (words[1] != 0 || words[0] == 0 || words[0] > length - kMetadataHeaderSize) return size;  // invalid: none
+  metadata.resize(words[0]);
+  peek_bytes(payload + kMetadataHeaderSize, metadata.data(), words[0]);
   return size;
 }
 
@@ -1223,7 +1286,7 @@ std::uint32_t Ring::try_read_topic(ReaderHandle& handle, View* views, std::uint3
         break;
       }
       if (!fill_view(header, state, seq, 1, pos, false, views[n])) {
-        bump(slot.skipped_bad);  // marked tagged but without a valid tag: skipped, counted
+        bump(slot.skipped_bad);  // an invalid origin tag or metadata block: skipped, counted
       } else {
         ++n;
       }
@@ -1545,7 +1608,7 @@ std::uint32_t Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, 
     // its writer (busy readers do it every few hundred polls).
     if (handle.mode != ReaderMode::consumer) check_stuck(handle, handle.pos);
     else check_stuck(handle, control_->take.pos.load(acquire));
-    if (config_.acks && now >= handle.next_rescue_ns) {
+    if (config_.acks && handle.mode == ReaderMode::consumer && now >= handle.next_rescue_ns) {
       handle.next_rescue_ns = now + kRescueIntervalNs;
       if (rescue_dead_consumer(handle)) {
         n = try_read(handle, views, max, status);

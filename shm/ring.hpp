@@ -53,7 +53,9 @@
 //   Topic readers keep a cursor {pos, seq}, published (release store) once
 //   per batch they release. Queue consumers take a batch of records with one
 //   16-byte CAS on the shared `take` cursor and hold the range in their slot
-//   until they release (acknowledge) it.
+//   until they release (acknowledge) it. A queue may also have taps: cursor
+//   readers in block mode (colod's mirror of a queue) that see every record
+//   enqueued, take nothing, and hold reclaim back like a blocking subscriber.
 //
 // COST PER MESSAGE (64-byte payload, writers and readers keeping up)
 //   exclusive writer: payload, header stores, a 16-byte tail store, no
@@ -105,7 +107,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "colo/error.hpp"
 #include "segment.hpp"
@@ -123,6 +127,8 @@ inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 inline constexpr std::uint32_t kRingLayoutVersion = 3;
 
 enum class RingKind : std::uint32_t { topic = 1, queue = 2 };
+// Readers of a queue ring are consumers, or taps (block: a cursor that
+// takes nothing). Topic rings have block, lossy and block_untagged readers.
 // `block_untagged`: holds back writers of untagged records like `block`, but
 // a writer of an origin-tagged record may lap it like `lossy`. A forwarder
 // that reads a ring to carry its untagged (locally published) records
@@ -139,16 +145,20 @@ constexpr bool may_be_lapped(ReaderMode mode) noexcept {
 // Record header, at every record's 16-byte aligned start.
 //
 //   word 0 (atomic; its release store publishes the record):
-//    63             42 41  40 39 38        32 31                             0
-//   +-----------------+------+--+------------+-------------------------------+
-//   | lap (22 bits)   | type |O | 0 (7 bits) | length                        |
-//   +-----------------+------+--+------------+-------------------------------+
+//    63             42 41  40 39 38 37      32 31                             0
+//   +-----------------+------+--+--+----------+-------------------------------+
+//   | lap (22 bits)   | type |O |M | 0 (6)    | length                        |
+//   +-----------------+------+--+--+----------+-------------------------------+
 //     type: 0 FREE (nothing here yet, for `lap`; length 0), 1 DATA,
 //           2 PAD (fills to the ring's end), 3 SKIP (given up, or filler)
-//     length: DATA: payload bytes (with the origin tag, if O);
-//             PAD, SKIP: bytes the record covers, header included
+//     length: DATA: payload bytes (with the origin tag if O, and the
+//             metadata block if M); PAD, SKIP: bytes the record covers,
+//             header included
 //     O (origin tag): the payload starts with an OriginTag, which readers
 //       strip and report as the message's origin.
+//     M (metadata): a metadata block follows (after the tag, if O); readers
+//       strip it and report its bytes as the message's metadata.
+//     PAD, SKIP and FREE have neither O nor M.
 //   word 1:
 //     DATA:  | deliveries - 1 (8 bits) | sequence (low 56 bits)      |
 //            (deliveries: a queue's earlier deliveries of it that were
@@ -174,6 +184,21 @@ struct OriginTag {
 };
 inline constexpr std::uint32_t kOriginTagSize = 16;
 static_assert(sizeof(OriginTag) == kOriginTagSize, "an origin tag is 16 bytes");
+
+// A DATA record's payload, in order (each part 16-byte aligned, so the
+// message's own bytes are too):
+//   [OriginTag, if O][metadata block, if M][the message's bytes]
+// The metadata block: its byte count n, 0, n bytes, zero padding to 16.
+//    0        4        8                    8+n       align16(8+n)
+//   +--------+--------+--------------------+---------+
+//   | n      | 0      | n bytes (metadata) | padding |
+//   +--------+--------+--------------------+---------+
+// The bytes are opaque to the ring (colo/metadata.hpp gives them a meaning).
+// The block counts against max_message: it travels in the same record.
+inline constexpr std::uint32_t kMetadataHeaderSize = 8;
+constexpr std::uint32_t metadata_block_size(std::uint32_t metadata_bytes) noexcept {
+  return (kMetadataHeaderSize + metadata_bytes + 15u) & ~15u;
+}
 
 struct alignas(16) RecordHeader {
   std::atomic<std::uint64_t> state;
@@ -364,7 +389,7 @@ struct Claim {
 
 // A committed message, readable until released.
 struct View {
-  const std::byte* data = nullptr;
+  const std::byte* data = nullptr;  // the message's bytes (after tag and metadata)
   std::uint32_t size = 0;
   std::uint64_t seq = 0;
   std::uint32_t deliveries = 1;  // queue: 1 on first delivery
@@ -372,6 +397,8 @@ struct View {
   bool dead_letter = false;      // queue: delivered max_deliveries times already
   std::uint32_t origin = 0;      // tagged: the origin's id; 0: untagged
   std::uint64_t origin_seq = 0;  // tagged: its sequence at the origin
+  const std::byte* metadata = nullptr;  // M: the metadata block's bytes
+  std::uint32_t metadata_size = 0;
 };
 
 enum class ClaimStatus { ok, full, too_large, corrupt };
@@ -446,8 +473,13 @@ class Ring {
   ClaimStatus claim_until(PublisherHandle& handle, std::uint32_t count, std::uint32_t size, std::uint64_t deadline_ns,
                           Claim& claim, const std::uint32_t* sizes = nullptr, bool tagged = false) noexcept;
   // The payload of the claim's next record (`size` bytes, as claimed), after
-  // its origin tag if tagged. Null when every record is begun.
-  std::byte* next_record(Claim& claim, std::uint32_t size, const OriginRef* origin = nullptr) noexcept;
+  // its origin tag if tagged. Null when every record is begun. With
+  // `metadata` (non-empty), the record carries a metadata block (M) of those
+  // bytes, written here: `size` as claimed includes the block
+  // (metadata_block_size), and the pointer returned is past it, to
+  // size - block bytes of the message. Null if the block does not fit.
+  std::byte* next_record(Claim& claim, std::uint32_t size, const OriginRef* origin = nullptr,
+                         std::span<const std::byte> metadata = {}) noexcept;
   // Payload of record `index` of a claim whose records all have `size`
   // bytes (begun or not): for writing a batch in any order.
   std::byte* payload_at(const Claim& claim, std::uint32_t index, std::uint32_t size) const noexcept {
@@ -460,9 +492,12 @@ class Ring {
   // the claim. A claim whose records are all published just ends.
   void finish(PublisherHandle& handle, Claim& claim) noexcept;
 
-  // ---- readers: topic subscribers (block, lossy, block_untagged) and queue consumers
-  // `history`: topic only, start at most that many retained messages back.
-  // `from_seq` (topic only, instead of history): start at the message with
+  // ---- readers: topic subscribers (block, lossy, block_untagged), queue
+  // consumers, and queue taps (block on a queue ring: a cursor over every
+  // record enqueued, taking nothing; writers wait for it like for a blocking
+  // subscriber; it never rescues a dead consumer's messages).
+  // `history`: cursor readers only, start at most that many retained messages back.
+  // `from_seq` (cursor readers only, instead of history): start at the message with
   // that sequence, or the oldest retained one if it is gone (what was gone
   // is counted in the slot's `missed`); past tail: at tail.
   Result<ReaderHandle> open_reader(ReaderMode mode, std::uint64_t history = 0,
@@ -495,6 +530,25 @@ class Ring {
       const std::uint64_t size = tagged_at(pos, tag);
       if (size == 0) return;
       if (tag.origin != 0 && control_->head.pos.load(std::memory_order_acquire) <= pos) fn(tag.origin, tag.origin_seq);
+      pos += size;
+    }
+  }
+  // Calls fn(origin, origin_seq, metadata) for each retained published
+  // record with a metadata block, oldest first (origin 0: untagged). The
+  // metadata is a copy (a record may be reclaimed while it is read), valid
+  // during the call; reported only if head had not passed the record after
+  // it was copied. For a restart that resumes from what the ring holds.
+  template <typename Fn>
+  void for_each_metadata(Fn&& fn) const {
+    std::vector<std::byte> copy;
+    std::uint64_t pos = control_->head.pos.load(std::memory_order_acquire);
+    const std::uint64_t tail_pos = control_->tail.pos.load(std::memory_order_acquire);
+    for (std::uint64_t step = 0; step < config_.capacity / kRecordAlign && pos < tail_pos; ++step) {
+      OriginTag tag{};
+      const std::uint64_t size = metadata_at(pos, tag, copy);
+      if (size == 0) return;
+      if (!copy.empty() && control_->head.pos.load(std::memory_order_acquire) <= pos)
+        fn(tag.origin, tag.origin_seq, std::span<const std::byte>(copy));
       pos += size;
     }
   }
@@ -555,6 +609,8 @@ class Ring {
   bool check_stuck(ReaderHandle& handle, std::uint64_t pos) noexcept;
 
   std::uint64_t tagged_at(std::uint64_t pos, OriginTag& tag) const noexcept;
+  // As tagged_at, and the record's metadata copied into `metadata` (empty if none).
+  std::uint64_t metadata_at(std::uint64_t pos, OriginTag& tag, std::vector<std::byte>& metadata) const;
   bool fill_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
                  std::uint64_t pos, bool dead_letter, View& view) const noexcept;
   std::uint32_t try_read_topic(ReaderHandle& handle, View* views, std::uint32_t max, ReadStatus& status) noexcept;

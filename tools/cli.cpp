@@ -68,16 +68,18 @@ nlohmann::json to_json(const ObjectInfo& info) {
     nlohmann::json publishers = nlohmann::json::array();
     for (const auto& p : c.publishers)
       publishers.push_back({{"pid", p.pid}, {"alive", p.alive}, {"published", p.published}, {"bytes", p.bytes},
-                            {"waits", p.waits}, {"abandoned", p.abandoned}});
+                            {"waits", p.waits}, {"abandoned", p.abandoned},
+                            {"batches", p.batches}});
     nlohmann::json readers = nlohmann::json::array();
     for (const auto& r : c.readers)
       readers.push_back({{"pid", r.pid}, {"alive", r.alive}, {"mode", to_string(r.mode)}, {"delivered", r.delivered},
                          {"bytes", r.bytes}, {"lag", r.lag}, {"missed", r.missed}, {"skipped_bad", r.skipped_bad},
                          {"redelivered", r.redelivered}, {"dead_lettered", r.dead_lettered}, {"waits", r.waits},
-                         {"holding", r.holding}});
+                         {"batches", r.batches}, {"holding", r.holding}});
     j[to_string(c.kind)] = {
         {"capacity", c.capacity},     {"max_message", c.max_message},   {"acks", c.acks},
         {"max_deliveries", c.max_deliveries}, {"history", c.history},
+        {"exclusive_publisher", c.exclusive_publisher},
         {"published", c.published},   {"retained", c.retained},         {"depth", c.depth},
         {"used_bytes", c.used_bytes}, {"dead_claims", c.dead_claims},   {"bad_records", c.bad_records},
         {"dead_readers", c.dead_readers}, {"dropped_unacked", c.dropped_unacked},

@@ -42,5 +42,6 @@ void register_demo(CLI::App& app, Context& ctx);
 void register_bench(CLI::App& app, Context& ctx);
 void register_peers(CLI::App& app, Context& ctx);
 void register_federate(CLI::App& app, Context& ctx);
+void register_links(CLI::App& app, Context& ctx);
 
 }  // namespace colo::cli

@@ -13,6 +13,7 @@ struct CreateOptions {
   bool acks = false;
   std::uint32_t max_deliveries = 5;
   std::uint32_t history = 0;
+  bool exclusive = false;
   std::uint32_t max_key = 64;  // lock-table
   bool cluster = false;        // lock, lock-table
   bool capacity_given = false;
@@ -23,9 +24,11 @@ int run_create(const Context& ctx, const CreateOptions& o) {
   if (!node) return fail(node.error());
   if (o.cluster && o.kind != "lock" && o.kind != "lock-table") return fail("--cluster is for locks and lock tables");
   if (o.kind == "lock") {
+    if (o.exclusive) return fail("--exclusive-publisher is for topics and queues, not locks");
     auto lock = node->lock(o.name, OpenMode::create, {.scope = o.cluster ? Scope::cluster : Scope::host});
     if (!lock) return fail(lock.error());
   } else if (o.kind == "lock-table") {
+    if (o.exclusive) return fail("--exclusive-publisher is for topics and queues, not lock tables");
     const std::uint64_t capacity = o.capacity_given ? o.capacity : LockTableOptions{}.capacity;
     auto table = node->lock_table(o.name, OpenMode::create,
                                   {.scope = o.cluster ? Scope::cluster : Scope::host, .capacity = capacity,
@@ -39,11 +42,11 @@ int run_create(const Context& ctx, const CreateOptions& o) {
     return kExitOk;
   } else if (o.kind == "topic") {
     if (o.acks) return fail("--acks is for queues, not topics");
-    auto topic = node->topic(o.name, OpenMode::create, TopicOptions{o.capacity, o.max_message, o.history});
+    auto topic = node->topic(o.name, OpenMode::create, TopicOptions{o.capacity, o.max_message, o.history, o.exclusive});
     if (!topic) return fail(topic.error());
   } else if (o.kind == "queue") {
     if (o.history != 0) return fail("--history is for topics, not queues");
-    auto queue = node->queue(o.name, OpenMode::create, QueueOptions{o.capacity, o.max_message, o.acks, o.max_deliveries});
+    auto queue = node->queue(o.name, OpenMode::create, QueueOptions{o.capacity, o.max_message, o.acks, o.max_deliveries, o.exclusive});
     if (!queue) return fail(queue.error());
   } else {
     return fail("unknown object kind '" + o.kind + "' (expected lock, lock-table, topic or queue)");
@@ -86,7 +89,8 @@ void register_create(CLI::App& app, Context& ctx) {
       "  colo create lock jobs/cleanup\n"
       "  colo create lock-table orders --capacity 1000000\n"
       "  colo create topic prices --capacity 16777216 --history 100\n"
-      "  colo create queue jobs --acks --max-deliveries 5");
+      "  colo create queue jobs --acks --max-deliveries 5\n"
+      "  colo create topic ticks --exclusive-publisher   # one publisher at a time: no atomic step per message");
   auto o = std::make_shared<CreateOptions>();
   cmd->add_option("KIND", o->kind, "lock, lock-table, topic or queue")
       ->required()
@@ -105,6 +109,9 @@ void register_create(CLI::App& app, Context& ctx) {
   cmd->add_option("--history", o->history,
                   "topic: newest messages kept for new subscribers while there is room; they start that far back")
       ->capture_default_str();
+  cmd->add_flag("--exclusive-publisher", o->exclusive,
+                "topic/queue: one publisher at a time (a second one is refused while the first lives); publishing "
+                "then needs no atomic read-modify-write");
   cmd->add_flag("--acks", o->acks, "queue: consumers acknowledge; unacknowledged messages are redelivered");
   cmd->add_option("--max-deliveries", o->max_deliveries, "queue with --acks: deliveries before NAME.dlq")
       ->capture_default_str()

@@ -70,7 +70,8 @@ void register_demo(CLI::App& app, Context& ctx) {
 void register_bench(CLI::App& app, Context& ctx) {
   register_forwarded(app, ctx,
                      {"bench", "colo-bench", "bench/",
-                      "Benchmark colo against baselines on this machine (lock, queue, topic, bridge, cluster-lock)"});
+                      "Benchmark colo against baselines on this machine (lock, queue, topic, bridge, cluster-lock, "
+                      "kafka, python)"});
 }
 
 }  // namespace colo::cli

@@ -1,4 +1,4 @@
-// `colo peers` (the local colod's view of its peers and cluster objects) and
+// `colo peers` (the local colod's view of its peers, cluster objects and links) and
 // `colo federate NAME` (make a topic cluster-scoped now): requests over
 // colod's control socket (colod_client.hpp).
 #include <cstdio>
@@ -46,6 +46,9 @@ int print_status(const ColodStatus& status, bool json) {
                         {"failed_handshakes", status.failed_handshakes},
                         {"dropped_connections", status.dropped_connections},
                         {"early_frames", status.early_frames}};
+    nlohmann::json links = nlohmann::json::array();
+    for (const auto& l : status.links) links.push_back(link_json(l));
+    j["links"] = links;
     std::cout << j.dump(2) << '\n';
     return kExitOk;
   }
@@ -70,6 +73,11 @@ int print_status(const ColodStatus& status, bool json) {
                   human_bytes(o.bytes_out).c_str(), static_cast<unsigned long long>(o.in_flight),
                   static_cast<unsigned long long>(o.lost), static_cast<unsigned long long>(o.duplicates));
   }
+  for (const auto& l : status.links)
+    std::printf("link %-24s %s %s of %s %s: %s for %s, %s produced, %s acknowledged, lag %s%s\n", l.name.c_str(),
+                l.system.c_str(), l.mode.c_str(), l.object_kind.c_str(), l.object.c_str(), l.state.c_str(),
+                since_text(l.state_ms).c_str(), with_commas(l.produced).c_str(), with_commas(l.acknowledged).c_str(),
+                with_commas(l.lag_messages).c_str(), l.last_error.empty() ? "" : (" (last error: " + l.last_error + ")").c_str());
   std::printf("rejected from the network: %llu bad frame(s), %llu unknown key(s), %llu failed handshake(s); "
               "%llu connection(s) dropped; %llu frame(s) before a reconnected link's hello (sent again)\n",
               static_cast<unsigned long long>(status.bad_frames), static_cast<unsigned long long>(status.rejected_peers),

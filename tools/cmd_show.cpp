@@ -100,10 +100,11 @@ void print_lock_table(const LockTableStats& s) {
 
 void print_channel(const ChannelStats& c) {
   auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
-  std::printf("capacity:         %s, max message %s%s%s\n", human_bytes(c.capacity).c_str(),
+  std::printf("capacity:         %s, max message %s%s%s%s\n", human_bytes(c.capacity).c_str(),
               human_bytes(c.max_message).c_str(),
               c.acks ? (", acks, max deliveries " + std::to_string(c.max_deliveries)).c_str() : "",
-              c.history != 0 ? (", history " + std::to_string(c.history) + " messages").c_str() : "");
+              c.history != 0 ? (", history " + std::to_string(c.history) + " messages").c_str() : "",
+              c.exclusive_publisher ? ", exclusive publisher" : "");
   std::printf("published:        %llu messages\n", u(c.published));
   std::printf("retained:         %llu messages, %s of the ring\n", u(c.retained), human_bytes(c.used_bytes).c_str());
   if (c.kind == ObjectKind::queue) std::printf("depth:            %llu (not yet taken)\n", u(c.depth));
@@ -112,8 +113,9 @@ void print_channel(const ChannelStats& c) {
   if (c.kind == ObjectKind::queue && !c.acks) std::printf("dropped unacked:  %llu (taken by consumers that died)\n", u(c.dropped_unacked));
   std::printf("publishers:       %zu\n", c.publishers.size());
   for (const auto& p : c.publishers)
-    std::printf("  pid %-8u %-5s published %llu (%s), waits %llu, abandoned %llu\n", p.pid, p.alive ? "alive" : "dead",
-                u(p.published), human_bytes(p.bytes).c_str(), u(p.waits), u(p.abandoned));
+    std::printf("  pid %-8u %-5s published %llu (%s) in %llu publications, waits %llu, abandoned %llu\n", p.pid,
+                p.alive ? "alive" : "dead", u(p.published), human_bytes(p.bytes).c_str(), u(p.batches), u(p.waits),
+                u(p.abandoned));
   std::printf("%-18s%zu\n", c.kind == ObjectKind::queue ? "consumers:" : "subscribers:", c.readers.size());
   for (const auto& r : c.readers)
     std::printf("  pid %-8u %-5s %-8s delivered %llu (%s), lag %llu, missed %llu, skipped %llu, redelivered %llu, "
@@ -155,19 +157,23 @@ Rates rates_between(const ObjectInfo& a, const ObjectInfo& b, double seconds) {
   return r;
 }
 
-// A cluster topic or queue as the namespace's colod sees it: its traffic
-// with other hosts. Nothing if no colod answers (the object is then only
-// this host's) or colod does not federate it.
+// A topic or queue as the namespace's colod sees it: its traffic with other
+// hosts (a cluster object) and its links to Kafka. Nothing if no colod
+// answers, or colod neither federates nor links it.
 struct Remote {
   std::string node;  // the colod's node name
-  ColodObject object;
+  std::optional<ColodObject> object;
+  std::vector<ColodLink> links;
 };
 std::optional<Remote> remote_of(const Context& ctx, const std::string& socket, const std::string& name) {
   auto status = colod_status(ctx.ns, socket, 0.3);
   if (!status) return std::nullopt;
-  const ColodObject* object = status->object(name);
-  if (object == nullptr) return std::nullopt;
-  return Remote{status->node, *object};
+  Remote r{status->node, std::nullopt, {}};
+  if (const ColodObject* object = status->object(name)) r.object = *object;
+  for (const auto& l : status->links)
+    if (l.object == name) r.links.push_back(l);
+  if (!r.object && r.links.empty()) return std::nullopt;
+  return r;
 }
 
 int run_stat(const Context& ctx, const std::string& name, bool json, double interval_s, const std::string& socket) {
@@ -188,10 +194,10 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
     info = std::move(later);
     if (remote) {
       auto remote_later = remote_of(ctx, socket, name);
-      if (remote_later) {
+      if (remote_later && remote->object && remote_later->object) {
         auto per_s = [&](std::uint64_t a, std::uint64_t b) { return b >= a ? static_cast<double>(b - a) / seconds : 0.0; };
-        remote_in_per_s = per_s(remote->object.messages_in, remote_later->object.messages_in);
-        remote_out_per_s = per_s(remote->object.messages_out, remote_later->object.messages_out);
+        remote_in_per_s = per_s(remote->object->messages_in, remote_later->object->messages_in);
+        remote_out_per_s = per_s(remote->object->messages_out, remote_later->object->messages_out);
       }
       remote = std::move(remote_later);
     }
@@ -207,13 +213,17 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
         j["rates"]["delivered_per_s"] = rates->delivered;  // in the order of channel.readers
       }
     }
-    if (remote) {
-      j["cluster"] = object_json(remote->object);
+    if (remote && remote->object) {
+      j["cluster"] = object_json(*remote->object);
       j["cluster"]["colod_node"] = remote->node;
       if (rates) {
         j["rates"]["remote_in_per_s"] = remote_in_per_s;
         j["rates"]["remote_out_per_s"] = remote_out_per_s;
       }
+    }
+    if (remote && !remote->links.empty()) {
+      j["links"] = nlohmann::json::array();
+      for (const auto& l : remote->links) j["links"].push_back(link_json(l));
     }
     std::cout << j.dump(2) << '\n';
     return kExitOk;
@@ -228,8 +238,8 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
   if (o.lock) print_lock(*o.lock);
   if (o.lock_table) print_lock_table(*o.lock_table);
   if (o.channel) print_channel(*o.channel);
-  if (remote) {
-    const auto& r = remote->object;
+  if (remote && remote->object) {
+    const auto& r = *remote->object;
     std::printf("cluster:          federated by colod node %s%s\n", remote->node.c_str(),
                 r.home.empty() ? "" : (", home " + r.home + (r.home == remote->node ? " (this host)" : "")).c_str());
     std::printf("  from peers:     %llu messages (%s)%s\n", static_cast<unsigned long long>(r.messages_in),
@@ -241,6 +251,15 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
     std::printf("  lost %llu, duplicates dropped %llu%s\n", static_cast<unsigned long long>(r.lost),
                 static_cast<unsigned long long>(r.duplicates),
                 r.kind == "queue" ? (", in flight " + std::to_string(r.in_flight)).c_str() : "");
+  }
+  for (const auto& l : remote ? remote->links : std::vector<ColodLink>()) {
+    std::printf("link:             %s, %s %s (%s), %s for %s\n", l.name.c_str(), l.system.c_str(), l.mode.c_str(),
+                l.remote.c_str(), l.state.c_str(), human_duration_ns(static_cast<double>(l.state_ms) * 1e6).c_str());
+    std::printf("  produced %s, acknowledged %s, in flight %s, lag %s (%s), lost %s, skipped %s, errors %s\n",
+                with_commas(l.produced).c_str(), with_commas(l.acknowledged).c_str(), with_commas(l.in_flight).c_str(),
+                with_commas(l.lag_messages).c_str(), human_bytes(l.lag_bytes).c_str(), with_commas(l.lost).c_str(),
+                with_commas(l.skipped).c_str(), with_commas(l.errors).c_str());
+    if (!l.last_error.empty()) std::printf("  last error:     %s\n", l.last_error.c_str());
   }
   if (rates) {
     std::printf("rates:            over the last %.2f s:", rates->seconds);

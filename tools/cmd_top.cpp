@@ -2,8 +2,8 @@
 //
 // Refreshes every --interval seconds: rates (messages/s and grants/s since
 // the previous refresh), depth, lag and lock holders; and when the
-// namespace's colod answers, each cluster object's traffic with other hosts
-// and a table of its peers. Quits on `q` (when
+// namespace's colod answers, each cluster object's traffic with other hosts,
+// a table of its peers and one of its links (Kafka). Quits on `q` (when
 // stdin is a terminal) or after --iterations refreshes.
 #include <poll.h>
 #include <termios.h>
@@ -123,6 +123,14 @@ int run_top(const Context& ctx, std::uint64_t iterations, double interval_s, con
                     static_cast<unsigned long long>(p.messages_in), static_cast<unsigned long long>(p.messages_out),
                     remote_rate("peer/" + p.name + "/in", p.messages_in),
                     remote_rate("peer/" + p.name + "/out", p.messages_out), static_cast<unsigned long long>(p.lost));
+      if (!colod->links.empty())
+        std::printf("\n%-24s %-7s %-20s %-9s %12s %10s %10s %8s %8s\n", "LINK", "MODE", "OBJECT", "STATE", "PRODUCED",
+                    "RATE/s", "LAG", "LOST", "ERRORS");
+      for (const auto& l : colod->links)
+        std::printf("%-24.24s %-7s %-20.20s %-9s %12llu %10.0f %10llu %8llu %8llu\n", l.name.c_str(), l.mode.c_str(),
+                    l.object.c_str(), l.state.c_str(), static_cast<unsigned long long>(l.produced),
+                    remote_rate("link/" + l.name, l.produced), static_cast<unsigned long long>(l.lag_messages),
+                    static_cast<unsigned long long>(l.lost), static_cast<unsigned long long>(l.errors));
     }
     std::fflush(stdout);
     if (iterations != 0 && i + 1 == iterations) break;

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   register_bench(app, ctx);
   register_peers(app, ctx);
   register_federate(app, ctx);
+  register_links(app, ctx);
 
   return parse_and_run(app, argc, argv, ctx.exit_code, "colo");
 }

@@ -211,6 +211,12 @@ TEST_F(LoadConfig, loadsTheExampleShippedInBridge) {
   EXPECT_EQ(sut->lock_backends[1].prefix, "payments/");
   EXPECT_EQ(sut->locks.max_handoffs, 1000u);
   EXPECT_EQ(sut->locks.requeue_pause_ms, -1);
+  ASSERT_EQ(sut->kafka_clusters.size(), 1u);
+  EXPECT_EQ(sut->kafka_clusters[0].name, "dc1");
+  ASSERT_EQ(sut->links.size(), 3u);
+  EXPECT_EQ(sut->links[0].mode, LinkMode::mirror);
+  EXPECT_EQ(sut->links[1].mode, LinkMode::source);
+  EXPECT_EQ(sut->links[2].mode, LinkMode::spill);
 }
 
 TEST_F(LoadConfig, readsLockBackendsAndThePolicy) {
@@ -252,6 +258,133 @@ TEST_F(LoadConfig, refusesBadLockBackends) {
             at(7) + "lock_backend[1].prefix: '' is already served by lock_backend[0].prefix (line 5)");
   EXPECT_EQ(error(node_and({"[locks]", "max_handoffs = 2000000"})),
             at(5) + "locks.max_handoffs: 2000000 is outside 1..1000000");
+}
+
+TEST_F(LoadConfig, readsKafkaClustersAndLinksOfEveryMode) {
+  auto sut = load(node_and({"[[queue]]", "name = \"jobs\"", "home = \"alpha\"", "acks = true",  //
+                            "[[kafka]]", "name = \"dc1\"", "bootstrap = \"k1:9092,k2:9092\"",
+                            "[kafka.properties]", "\"security.protocol\" = \"plaintext\"", "\"socket.timeout.ms\" = 5000",
+                            "\"socket.keepalive.enable\" = true",  //
+                            "[[link]]", "object = \"prices/eu\"", "kind = \"topic\"", "mode = \"mirror\"",
+                            "backpressure = \"lossy\"", "capacity = 4194304",
+                            "kafka = { cluster = \"dc1\", key = \"payload:4:8\", partitions = 3 }",  //
+                            "[[link]]", "name = \"in\"", "object = \"orders\"", "kind = \"queue\"", "mode = \"source\"",
+                            "acks = true", "[link.kafka]", "cluster = \"dc1\"", "topic = \"orders.v1\"",
+                            "group = \"g1\"", "start = \"latest\"",  //
+                            "[[link]]", "object = \"jobs\"", "kind = \"queue\"", "mode = \"spill\"",
+                            "high_watermark = 0.6", "low_watermark = 0.2", "kafka = { cluster = \"dc1\" }"}));
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  ASSERT_EQ(sut->kafka_clusters.size(), 1u);
+  const auto& k = sut->kafka_clusters[0];
+  EXPECT_EQ(k.name, "dc1");
+  EXPECT_EQ(k.bootstrap, "k1:9092,k2:9092");
+  EXPECT_EQ(k.properties, (std::vector<std::pair<std::string, std::string>>{
+                              {"security.protocol", "plaintext"}, {"socket.keepalive.enable", "true"},
+                              {"socket.timeout.ms", "5000"}}));  // by name
+  ASSERT_EQ(sut->links.size(), 3u);
+  const auto& mirror = sut->links[0];
+  EXPECT_EQ(mirror.name, "mirror:prices/eu");
+  EXPECT_EQ(mirror.mode, LinkMode::mirror);
+  EXPECT_EQ(mirror.kind, ObjectKind::topic);
+  EXPECT_TRUE(mirror.lossy);
+  EXPECT_EQ(mirror.capacity, 4194304u);
+  EXPECT_EQ(mirror.kafka.cluster, "dc1");
+  EXPECT_EQ(mirror.kafka.topic, "prices.eu");  // the object's name, '/' as '.'
+  EXPECT_EQ(mirror.kafka.key.kind, KafkaKey::Kind::payload);
+  EXPECT_EQ(mirror.kafka.key.offset, 4u);
+  EXPECT_EQ(mirror.kafka.key.length, 8u);
+  EXPECT_EQ(mirror.kafka.partitions, 3);
+  const auto& source = sut->links[1];
+  EXPECT_EQ(source.name, "in");
+  EXPECT_EQ(source.mode, LinkMode::source);
+  EXPECT_TRUE(source.acks);
+  EXPECT_EQ(source.kafka.topic, "orders.v1");
+  EXPECT_EQ(source.kafka.group, "g1");
+  EXPECT_FALSE(source.kafka.from_earliest);
+  const auto& spill = sut->links[2];
+  EXPECT_EQ(spill.name, "spill:jobs");
+  EXPECT_TRUE(spill.acks) << "from the [[queue]] table";
+  EXPECT_DOUBLE_EQ(spill.high_watermark, 0.6);
+  EXPECT_DOUBLE_EQ(spill.low_watermark, 0.2);
+  EXPECT_EQ(spill.kafka.topic, "jobs.spill");
+  EXPECT_EQ(spill.kafka.group, "colo.alpha.jobs.spill");
+  EXPECT_STREQ(to_string(LinkMode::spill), "spill");
+}
+
+TEST_F(LoadConfig, refusesBadKafkaClustersWithLibrdkafkasOwnWords) {
+  const Lines cluster = {"[[kafka]]", "name = \"dc1\"", "bootstrap = \"k:9092\""};
+  auto with = [&](const Lines& more) {
+    Lines l = node_and(cluster);
+    l.insert(l.end(), more.begin(), more.end());
+    return l;
+  };
+  EXPECT_EQ(error(with({"[kafka.properties]", "\"no.such.property\" = \"1\""})),
+            at(8) + "kafka[0].properties.no.such.property: librdkafka: No such configuration property: "
+                    "\"no.such.property\"");
+  EXPECT_EQ(error(with({"[kafka.properties]", "\"socket.timeout.ms\" = \"soon\""})),
+            at(8) + "kafka[0].properties.socket.timeout.ms: librdkafka: Invalid value for configuration property "
+                    "\"socket.timeout.ms\"");
+  EXPECT_EQ(error(with({"[kafka.properties]", "\"enable.idempotence\" = false"})),
+            at(8) + "kafka[0].properties.enable.idempotence: 'enable.idempotence' is set by colod: a mirror's "
+                    "exactly-once needs the idempotent producer");
+  EXPECT_EQ(error(with({"[kafka.properties]", "\"group.id\" = \"x\""})),
+            at(8) + "kafka[0].properties.group.id: 'group.id' is set by colod: a link names its group in [link.kafka] "
+                    "group");
+  EXPECT_EQ(error(with({"[kafka.properties]", "security.protocol = \"ssl\""})),
+            at(8) + "kafka[0].properties.security: a table: quote a property name that has dots "
+                    "(\"security.name\" = \"value\")");
+  EXPECT_EQ(error(node_and({"[[kafka]]", "name = \"dc1\"", "bootstrap = \"a b:1\""})),
+            at(6) + "kafka[0].bootstrap: 'a b:1' is not HOST:PORT[,HOST:PORT...] (1-4096 bytes, no spaces)");
+  EXPECT_EQ(error(node_and({"[[kafka]]", "name = \"dc1\""})), at(4) + "kafka[0].bootstrap: missing");
+  EXPECT_EQ(error(with({"[[kafka]]", "name = \"dc1\"", "bootstrap = \"x:1\""})),
+            at(8) + "kafka[1].name: 'dc1' is already the name of kafka[0].name (line 5)");
+}
+
+TEST_F(LoadConfig, refusesLinksThatCannotWork) {
+  const Lines cluster = {"[[kafka]]", "name = \"dc1\"", "bootstrap = \"k:9092\""};  // lines 4-6
+  auto link = [&](const Lines& keys) {
+    Lines l = node_and(cluster);
+    l.push_back("[[link]]");  // line 7
+    l.insert(l.end(), keys.begin(), keys.end());
+    return l;
+  };
+  const std::string topic = "object = \"t\"", kind = "kind = \"topic\"", to_dc1 = "kafka = { cluster = \"dc1\" }";
+  EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", "kafka = { cluster = \"dc2\" }"})),
+            at(11) + "link[0].kafka.cluster: 'dc2' is not the name of a [[kafka]] table (known: 'dc1')");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\""})),
+            at(7) + "link[0].kafka: missing (the system it links to: kafka = { cluster = \"NAME\", topic = \"TOPIC\" })");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"copy\"", to_dc1})),
+            at(10) + "link[0].mode: 'copy' is not mirror, source or spill");
+  EXPECT_EQ(error(link({topic, "mode = \"mirror\"", to_dc1})),
+            at(7) + "link[0].kind: missing (topic or queue: the kind of object 't')");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"spill\"", to_dc1})),
+            at(10) + "link[0].mode: only a queue spills (its bursts go out and come back)");
+  EXPECT_EQ(error(link({topic, "kind = \"queue\"", "mode = \"spill\"", to_dc1})),
+            at(10) + "link[0].mode: a spill needs a queue with acks (what colod takes out must come back if it dies)");
+  EXPECT_EQ(error(link({topic, "kind = \"queue\"", "acks = true", "mode = \"spill\"", "low_watermark = 0.9", to_dc1})),
+            at(12) + "link[0].low_watermark: must be below high_watermark (0.500000)");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"source\"", "backpressure = \"lossy\"", to_dc1})),
+            at(11) + "link[0].backpressure: only a mirror has a backpressure class");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", "kafka = { cluster = \"dc1\", key = \"payload:8\" }"})),
+            at(11) + "link[0].kafka.key: 'payload:8' is not none, origin or payload:OFFSET:LENGTH");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", "max_message = 100",
+                        "kafka = { cluster = \"dc1\", key = \"payload:90:20\" }"})),
+            at(12) + "link[0].kafka.key: bytes 90..110 lie beyond the object's max_message of 100");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"source\"", "kafka = { cluster = \"dc1\", key = \"origin\" }"})),
+            at(11) + "link[0].kafka.key: only a mirror keys the records it produces");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", "kafka = { cluster = \"dc1\", topic = \"a/b\" }"})),
+            at(11) + "link[0].kafka.topic: 'a/b' is not a Kafka topic name (1-249 bytes of A-Z a-z 0-9 . _ -)");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", "kafka = { cluster = \"dc1\", group = \"g\" }"})),
+            at(11) + "link[0].kafka.group: a mirror only produces: it has no consumer group");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", to_dc1, "[[link]]", topic, kind, "mode = \"mirror\"", to_dc1})),
+            at(12) + "link[1].name: 'mirror:t' is already the name of link[0].name (line 10) (two links of one "
+                     "object and mode need a name each)");
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"t\"", "[[kafka]]", "name = \"dc1\"", "bootstrap = \"k:1\"",
+                            "[[link]]", topic, "kind = \"queue\"", "mode = \"mirror\"", to_dc1})),
+            at(11) + "link[0].kind: 't' is declared as a [[topic]]");
+  EXPECT_EQ(error(node_and({"[[topic]]", "name = \"t\"", "[[kafka]]", "name = \"dc1\"", "bootstrap = \"k:1\"",
+                            "[[link]]", topic, kind, "mode = \"mirror\"", "capacity = 8192", to_dc1})),
+            at(13) + "link[0].capacity: 't' is declared in a [[topic]] table: set its ring there");
 }
 
 TEST_F(LoadConfig, acceptsEndpointsOfEveryForm) {
@@ -324,7 +457,7 @@ TEST_F(LoadConfig, namesAnUnknownTable) {
 TEST_F(LoadConfig, namesAKeyOutsideAnyTable) {
   EXPECT_EQ(error({"name = \"alpha\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
             at(1) + "name: unknown key 'name' in the top level, before any [table] (known: node, security, "
-                    "control, metrics, limits, log, peer, topic, queue, locks, lock_backend)");
+                    "control, metrics, limits, log, peer, topic, queue, locks, lock_backend, kafka, link)");
 }
 
 TEST_F(LoadConfig, refusesASingleBracketPeerTable) {

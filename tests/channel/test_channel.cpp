@@ -8,6 +8,8 @@
 #include <string>
 
 #include "colo/internal/federation.hpp"
+#include "colo/internal/links.hpp"
+#include "colo/metadata.hpp"
 #include "colo/node.hpp"
 
 namespace colo {
@@ -204,6 +206,149 @@ TEST_F(ChannelTest, relayedMessageCarriesItsOriginAndLocalOnesDoNot) {
   const auto high = internal::relayed_high_water(sut);
   ASSERT_EQ(high.size(), 1u);
   EXPECT_EQ(high.at(7), 43u);
+}
+
+// The metadata of a Kafka record, as colod's source writes it.
+std::vector<std::byte> kafka_record_metadata(std::int32_t partition, std::int64_t offset, bool with_key) {
+  internal::MetadataWriter w;
+  w.add(MetadataType::system, std::string_view("kafka"));
+  w.add(MetadataType::topic, std::string_view("orders"));
+  w.add_i32(MetadataType::partition, partition);
+  w.add_i64(MetadataType::offset, offset);
+  w.add_i64(MetadataType::timestamp_ms, 1700000000123);
+  if (with_key) w.add(MetadataType::key, bytes_of("k-" + std::to_string(offset)));
+  w.add_header("trace", bytes_of("abc"));
+  w.add_header("empty", bytes_of(""));
+  w.add_header("nothing", std::nullopt);
+  w.add(static_cast<MetadataType>(999), std::string_view("a field of a later colod"));
+  const auto bytes = w.bytes();
+  return {bytes.begin(), bytes.end()};
+}
+
+TEST_F(ChannelTest, annotatedMessagesCarryTheirMetadataToSubscribersAndBatches) {
+  auto sut = node_->topic("t", OpenMode::create, {1 << 16, 1000, 0}).value();
+  auto sub = sut.subscribe().value();
+  auto pub = sut.publisher().value();
+  const auto m0 = kafka_record_metadata(2, 41, true);
+  const auto m1 = kafka_record_metadata(0, 7, false);
+  const std::string first = "first", empty, plain = "no metadata";  // the spans below point into these
+  const internal::AnnotatedMessage batch[] = {
+      {5, 41, m0, bytes_of(first)},
+      {5, 7, m1, bytes_of(empty)},
+      {0, 0, {}, bytes_of(plain)},
+  };
+  std::uint64_t sequences[3] = {};
+  ASSERT_EQ(internal::publish_annotated(pub, batch, 1s, sequences), 3u);
+  EXPECT_EQ(sequences[0], 0u);
+  EXPECT_EQ(sequences[2], 2u);
+  auto got = sub.receive_batch_for(8, 1s);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].origin(), 5u);
+  EXPECT_EQ(got[0].origin_sequence(), 41u);
+  auto kafka = kafka_metadata(got[0].metadata());
+  ASSERT_TRUE(kafka.has_value());
+  EXPECT_EQ(kafka->topic, "orders");
+  EXPECT_EQ(kafka->partition, 2);
+  EXPECT_EQ(kafka->offset, 41);
+  EXPECT_EQ(kafka->timestamp_ms, 1700000000123);
+  ASSERT_TRUE(kafka->key.has_value());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(kafka->key->data()), kafka->key->size()), "k-41");
+  ASSERT_EQ(kafka->headers.size(), 3u);
+  EXPECT_EQ(kafka->headers[0].name, "trace");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(kafka->headers[0].value->data()), kafka->headers[0].value->size()),
+            "abc");
+  EXPECT_EQ(kafka->headers[1].name, "empty");
+  EXPECT_EQ(kafka->headers[1].value->size(), 0u);
+  EXPECT_EQ(kafka->headers[2].name, "nothing");
+  EXPECT_FALSE(kafka->headers[2].value.has_value());
+  EXPECT_EQ(kafka->redelivery, 0u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(got[0].data().data()), got[0].data().size()), "first");
+  auto second = kafka_metadata(got[1].metadata());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_FALSE(second->key.has_value()) << "a null key has no field";
+  EXPECT_EQ(got[1].data().size(), 0u);
+  EXPECT_TRUE(got[2].metadata().empty());
+  EXPECT_EQ(got[2].origin(), 0u);
+  got.release();
+  // The same through a single Message, and the ring read back for a restart.
+  auto pub2 = sut.publisher().value();
+  const std::string again = "again";
+  const internal::AnnotatedMessage one[] = {{5, 42, m0, bytes_of(again)}};
+  ASSERT_EQ(internal::publish_annotated(pub2, one, 1s), 1u);
+  auto message = sub.receive_for(1s);
+  ASSERT_TRUE(message.has_value());
+  EXPECT_EQ(kafka_metadata(message->metadata())->offset, 41);
+  message->release();
+  std::vector<std::int64_t> offsets;
+  internal::for_each_metadata(sut, [&](std::uint32_t origin, std::uint64_t, std::span<const std::byte> m) {
+    EXPECT_EQ(origin, 5u);
+    offsets.push_back(kafka_metadata(m)->offset);
+  });
+  EXPECT_EQ(offsets, (std::vector<std::int64_t>{41, 7, 41}));
+}
+
+TEST_F(ChannelTest, annotatedMessageLargerThanTheMaximumWithItsMetadataIsRefusedAndTheRestWaits) {
+  auto sut = node_->topic("t", OpenMode::create, {1 << 16, 100, 0}).value();
+  auto pub = sut.publisher().value();
+  const auto meta = kafka_record_metadata(0, 1, true);  // more than 100 bytes by itself
+  const std::string fits = "fits", x = "x", after = "after";
+  const internal::AnnotatedMessage batch[] = {{5, 1, {}, bytes_of(fits)}, {5, 2, meta, bytes_of(x)},
+                                              {5, 3, {}, bytes_of(after)}};
+  EXPECT_EQ(internal::publish_annotated(pub, batch, 1s), 1u);
+  EXPECT_EQ(pub.last_status(), SendStatus::too_large);
+  EXPECT_GT(internal::annotated_size(meta.size(), 1), 100u);
+  EXPECT_EQ(internal::annotated_size(0, 100), 100u);
+}
+
+TEST_F(ChannelTest, metadataDecoderRefusesWhatIsNotAWellFormedKafkaRecord) {
+  EXPECT_FALSE(kafka_metadata({}).has_value());
+  internal::MetadataWriter other;
+  other.add(MetadataType::system, std::string_view("amqp"));
+  EXPECT_FALSE(kafka_metadata(other.bytes()).has_value()) << "another system's metadata";
+  auto truncated = kafka_record_metadata(1, 2, true);
+  truncated.pop_back();
+  EXPECT_FALSE(kafka_metadata(truncated).has_value());
+  MetadataReader reader(truncated);
+  while (reader.next()) {
+  }
+  EXPECT_FALSE(reader.ok());
+  internal::MetadataWriter bad_width;
+  bad_width.add(MetadataType::system, std::string_view("kafka"));
+  bad_width.add(MetadataType::partition, std::string_view("xy"));  // not 4 bytes
+  EXPECT_FALSE(kafka_metadata(bad_width.bytes()).has_value());
+}
+
+TEST_F(ChannelTest, queueTapSeesEveryMessageAndReleasedBelowFollowsTheConsumers) {
+  auto sut = node_->queue("q", OpenMode::create, {1 << 16, 100, true, 5}).value();
+  auto tap = internal::subscribe_tap(sut, std::nullopt).value();
+  auto consumer = sut.consumer().value();
+  auto producer = sut.producer().value();
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(producer.publish(bytes_of("m" + std::to_string(i)), 1s), SendStatus::ok);
+  EXPECT_EQ(internal::published(sut), 6u);
+  EXPECT_EQ(internal::released_below(sut), 0u);
+  EXPECT_EQ(internal::queued(sut).bytes, 6u * 64);  // 2-byte messages take 32 bytes, in 64-byte claims
+  EXPECT_EQ(internal::queued(sut).messages, 6u);
+  auto taken = consumer.receive_batch_for(4, 1s);
+  ASSERT_EQ(taken.size(), 4u);
+  EXPECT_EQ(internal::released_below(sut), 0u) << "taken, not acknowledged";
+  EXPECT_EQ(internal::queued(sut).bytes, 2u * 64 + 32) << "two claims, and the filler after the fourth message";
+  EXPECT_EQ(internal::queued(sut).messages, 2u);
+  taken.release();
+  EXPECT_EQ(internal::released_below(sut), 4u);
+  auto seen = tap.receive_batch_for(16, 1s);
+  ASSERT_EQ(seen.size(), 6u);
+  for (std::size_t i = 0; i < 6; ++i) EXPECT_EQ(seen[i].sequence(), i);
+  EXPECT_EQ(internal::backlog(tap).messages, 6u) << "a held batch is not read yet";
+  seen.release();
+  EXPECT_EQ(internal::backlog(tap).messages, 0u);
+  const auto stats = sut.stats();
+  ASSERT_EQ(stats.readers.size(), 2u);
+  int taps = 0;
+  for (const auto& r : stats.readers) taps += r.mode == ReaderMode::tap ? 1 : 0;
+  EXPECT_EQ(taps, 1);
+  EXPECT_STREQ(to_string(ReaderMode::tap), "tap");
+  auto rest = consumer.receive_batch_for(16, 1s);
+  EXPECT_EQ(rest.size(), 2u) << "the tap took nothing from the consumers";
 }
 
 TEST_F(ChannelTest, subscriberFromASequenceStartsThereOrCountsWhatIsGone) {

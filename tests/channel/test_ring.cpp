@@ -369,6 +369,165 @@ TEST_F(RingProtocol, untaggedWritersLeaveAQuarterToTaggedOnesWhileABlockUntagged
   }
 }
 
+// Publishes one message of `text` with `metadata` (M), tagged if `origin`.
+void publish_annotated(Ring& ring, PublisherHandle& handle, const std::string& text, const std::string& metadata,
+                       const OriginRef* origin = nullptr) {
+  const auto block = metadata_block_size(static_cast<std::uint32_t>(metadata.size()));
+  const auto size = static_cast<std::uint32_t>(block + text.size());
+  Claim claim;
+  ASSERT_EQ(ring.try_claim(handle, 1, size, claim, nullptr, origin != nullptr), ClaimStatus::ok);
+  std::byte* payload = ring.next_record(claim, size, origin, std::as_bytes(std::span(metadata.data(), metadata.size())));
+  ASSERT_NE(payload, nullptr);
+  std::memcpy(payload, text.data(), text.size());
+  ring.commit(handle, claim);
+  ring.finish(handle, claim);
+}
+std::string text(const std::byte* p, std::size_t n) { return {reinterpret_cast<const char*>(p), n}; }
+
+TEST_F(RingProtocol, metadataBlockFollowsTheOriginTagAndReadersStripBoth) {
+  Ring sut = make(RingKind::topic);
+  auto reader = sut.open_reader(ReaderMode::block).value();
+  auto writer = sut.open_publisher().value();
+  const OriginRef origin{9, 77};
+  publish_annotated(sut, writer, "tagged body", "meta-1", &origin);
+  publish_annotated(sut, writer, "plain body", "m");
+  publish(sut, writer, 5);  // neither
+  publish_annotated(sut, writer, "", std::string(300, 'x'));  // no bytes of its own
+  View views[8];
+  ReadStatus status;
+  ASSERT_EQ(sut.try_read(reader, views, 8, status), 4u);
+  EXPECT_EQ(text(views[0].data, views[0].size), "tagged body");
+  EXPECT_EQ(views[0].origin, 9u);
+  EXPECT_EQ(views[0].origin_seq, 77u);
+  EXPECT_EQ(text(views[0].metadata, views[0].metadata_size), "meta-1");
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(views[0].data) % 16, 0u) << "the message's bytes stay 16-byte aligned";
+  EXPECT_EQ(text(views[1].data, views[1].size), "plain body");
+  EXPECT_EQ(views[1].origin, 0u);
+  EXPECT_EQ(text(views[1].metadata, views[1].metadata_size), "m");
+  EXPECT_EQ(value_of(views[2]), 5u);
+  EXPECT_EQ(views[2].metadata_size, 0u);
+  EXPECT_EQ(views[2].metadata, nullptr);
+  EXPECT_EQ(views[3].size, 0u);
+  EXPECT_EQ(text(views[3].metadata, views[3].metadata_size), std::string(300, 'x'));
+  EXPECT_EQ(views[3].seq, 3u);
+  sut.release(reader);
+}
+
+TEST_F(RingProtocol, metadataCountsAgainstTheMaximumMessage) {
+  Ring sut = make(RingKind::topic);  // max_message 1000
+  auto writer = sut.open_publisher().value();
+  Claim claim;
+  // 984 bytes and 8 of metadata take 16 + 984 = 1000: fits; one more byte does not.
+  EXPECT_EQ(sut.try_claim(writer, 1, metadata_block_size(8) + 984, claim), ClaimStatus::ok);
+  sut.finish(writer, claim);
+  EXPECT_EQ(sut.try_claim(writer, 1, metadata_block_size(8) + 985, claim), ClaimStatus::too_large);
+  // A claimed size too small for the metadata block is refused by next_record.
+  ASSERT_EQ(sut.try_claim(writer, 1, 10, claim), ClaimStatus::ok);
+  const std::string meta = "abc";
+  EXPECT_EQ(sut.next_record(claim, 10, nullptr, std::as_bytes(std::span(meta.data(), meta.size()))), nullptr);
+  sut.finish(writer, claim);
+}
+
+TEST_F(RingProtocol, damagedMetadataBlockIsSkippedAndCountedAndReadingGoesOn) {
+  Ring sut = make(RingKind::topic);
+  auto reader = sut.open_reader(ReaderMode::block).value();
+  auto writer = sut.open_publisher().value();
+  publish_annotated(sut, writer, "one", "meta");
+  publish_annotated(sut, writer, "two", "meta");
+  publish_annotated(sut, writer, "three", "meta");
+  publish(sut, writer, 4);
+  // Scribble: record 0's reserved word, record 1's length past its record.
+  const std::uint64_t first = sut.head().first;
+  std::byte* data = reinterpret_cast<std::byte*>(&sut.control()) + sizeof(RingControl);
+  const std::uint64_t record = kUnit;  // each publication is a shared claim of one 64-byte unit here
+  const std::uint32_t reserved = 1, too_long = 1000;
+  std::memcpy(data + first + kRecordHeaderSize + 4, &reserved, 4);
+  std::memcpy(data + first + record + kRecordHeaderSize, &too_long, 4);
+  View views[8];
+  ReadStatus status;
+  ASSERT_EQ(sut.try_read(reader, views, 8, status), 2u);
+  EXPECT_EQ(text(views[0].data, views[0].size), "three");
+  EXPECT_EQ(views[0].seq, 2u);
+  EXPECT_EQ(value_of(views[1]), 4u);
+  EXPECT_EQ(sut.control().readers[reader.slot].skipped_bad.load(), 2u);
+  sut.release(reader);
+}
+
+TEST_F(RingProtocol, forEachMetadataVisitsRetainedAnnotatedRecordsOldestFirst) {
+  Ring sut = make(RingKind::topic);
+  auto writer = sut.open_publisher().value();
+  const OriginRef origin{3, 1000};
+  publish_annotated(sut, writer, "a", "first", &origin);
+  publish(sut, writer, 1);
+  publish_annotated(sut, writer, "b", "second");
+  std::vector<std::string> seen;
+  sut.for_each_metadata([&](std::uint32_t o, std::uint64_t o_seq, std::span<const std::byte> m) {
+    seen.push_back(std::to_string(o) + "/" + std::to_string(o_seq) + "/" + text(m.data(), m.size()));
+  });
+  EXPECT_EQ(seen, (std::vector<std::string>{"3/1000/first", "0/0/second"}));
+}
+
+TEST_F(RingProtocol, queueTapSeesEveryMessageTakesNoneAndHoldsWritersBack) {
+  Ring sut = make(RingKind::queue, 4096);
+  EXPECT_EQ(sut.open_reader(ReaderMode::lossy).error().code, Errc::invalid_argument);
+  EXPECT_EQ(sut.open_reader(ReaderMode::block_untagged).error().code, Errc::invalid_argument);
+  auto tap = sut.open_reader(ReaderMode::block).value();
+  auto consumer = sut.open_reader(ReaderMode::consumer).value();
+  auto writer = sut.open_publisher().value();
+  for (std::uint64_t i = 0; i < 10; ++i) publish(sut, writer, i);
+  View views[16];
+  ReadStatus status;
+  ASSERT_EQ(sut.try_read(consumer, views, 16, status), 10u);  // the consumer gets all of them...
+  for (std::uint64_t i = 0; i < 10; ++i) EXPECT_EQ(value_of(views[i]), i);
+  sut.release(consumer);
+  ASSERT_EQ(sut.try_read(tap, views, 16, status), 10u);  // ...and the tap sees all of them too
+  for (std::uint64_t i = 0; i < 10; ++i) EXPECT_EQ(value_of(views[i]), i);
+  sut.release(tap);
+  // Consumed, but unread by the tap: writers wait for it (64-byte records, 4 KiB).
+  int published = 0;
+  for (; published < 100; ++published) {
+    Claim claim;
+    if (sut.try_claim(writer, 1, 8, claim) != ClaimStatus::ok) break;
+    sut.next_record(claim, 8);
+    sut.commit(writer, claim);
+    sut.finish(writer, claim);
+    while (sut.try_read(consumer, views, 16, status) > 0) sut.release(consumer);
+  }
+  EXPECT_EQ(published, 4096 / 64);
+  EXPECT_GT(sut.try_read(tap, views, 16, status), 0u);
+  sut.release(tap);
+  Claim claim;
+  EXPECT_EQ(sut.try_claim(writer, 1, 8, claim), ClaimStatus::ok) << "the tap moved: room again";
+  sut.finish(writer, claim);
+}
+
+TEST_F(RingProtocol, queueTapNeverTakesOverADeadConsumersMessages) {
+  Ring sut = make(RingKind::queue, 1 << 14, false, true, 5);
+  auto writer = sut.open_publisher().value();
+  for (std::uint64_t i = 0; i < 4; ++i) publish(sut, writer, i);
+  auto tap = sut.open_reader(ReaderMode::block).value();
+  in_child_then_die([&] {
+    auto consumer = sut.open_reader(ReaderMode::consumer).value();
+    View views[4];
+    ReadStatus status;
+    if (sut.try_read(consumer, views, 4, status) != 4) _exit(3);
+  });
+  View views[8];
+  ReadStatus status;
+  // Long enough for a rescue (every 10 ms) had the tap been a consumer.
+  EXPECT_EQ(sut.read_until(tap, monotonic_ns() + 100'000'000, views, 8, status), 0u)
+      << "the tap started after these messages";
+  EXPECT_EQ(sut.control().readers[tap.slot].hold_pos.load(), kNoPosition);
+  EXPECT_EQ(sut.control().readers[tap.slot].redelivered.load(), 0u);
+  auto consumer = sut.open_reader(ReaderMode::consumer).value();
+  std::uint32_t n = 0;
+  const std::uint64_t deadline = monotonic_ns() + 5 * kSecond;
+  while (n == 0 && monotonic_ns() < deadline) n = sut.read_until(consumer, monotonic_ns() + 100'000'000, views, 8, status);
+  ASSERT_EQ(n, 4u);
+  for (std::uint32_t i = 0; i < n; ++i) EXPECT_EQ(views[i].deliveries, 2u);
+  sut.release(consumer);
+}
+
 TEST_F(RingProtocol, scribbledRingNeverCrashesOrHangsAndCountsDamage) {
   Ring sut = make(RingKind::topic, 1 << 14);
   auto reader = sut.open_reader(ReaderMode::lossy).value();

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that tests/services/ needs: ZooKeeper, etcd and
-# Redis servers (started by services.sh, never as system services) and the
-# clients that the interop scripts use. Run as root (or with sudo).
-# Idempotent and quiet: installs only what is missing, prints one line.
+# Installs what tests/services/ needs: the Debian packages of the ZooKeeper,
+# etcd and Redis servers (started by services.sh, never as system services)
+# and of the clients the interop scripts use; and Apache Kafka's jars, which
+# Debian does not package, fetched with Maven from Maven Central into a cache
+# ($COLO_KAFKA_HOME, default ~/.cache/colo/kafka-<version>). Run as root (or
+# with sudo) for the packages. Idempotent and quiet: installs only what is
+# missing, prints a line for each part.
 #
 #   tests/services/install.sh
 #
@@ -27,6 +30,8 @@ packages=(
   etcd-server etcd-client       # etcd and etcdctl (3.4)
   redis-server redis-tools      # redis-server and redis-cli (7.0)
   python3-kazoo python3-redis   # the ZooKeeper and Redis clients of interop/hold_lock.py
+  maven                         # fetches Kafka's jars from Maven Central (below)
+  kcat python3-confluent-kafka  # Kafka clients: services.sh's readiness check, the Kafka tests' interop
 )
 # Packages whose postinst starts a system service, and that service's name.
 declare -A system_service=([redis-server]=redis-server [etcd-server]=etcd)
@@ -35,9 +40,62 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Apache Kafka (broker and controller) and the log4j binding of its slf4j
+# 1.x API (without it the broker logs nothing): versions as services.sh runs
+# them. A pom that only lists them; Maven copies them and their runtime
+# dependencies (45 jars, 43 MB) into lib/.
+kafka_version=4.4.0
+log4j_binding_version=2.25.5
+kafka_home="${COLO_KAFKA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/colo/kafka-$kafka_version}"
+fetch_kafka() {
+  if compgen -G "$kafka_home/lib/kafka_2.13-$kafka_version.jar" >/dev/null; then
+    echo "services/install: Kafka $kafka_version present in $kafka_home"
+    return 0
+  fi
+  local start=$SECONDS log
+  log="$(mktemp -t colo-kafka-fetch.XXXXXX)"
+  mkdir -p "$kafka_home"
+  cat >"$kafka_home/pom.xml" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<!-- Written by colo's tests/services/install.sh: the jars of a Kafka broker. -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>colo.tests</groupId>
+  <artifactId>kafka-broker</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$kafka_version</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>$log4j_binding_version</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+  # Into lib.partial first: an interrupted fetch leaves no half-filled lib/.
+  rm -rf "$kafka_home/lib.partial"
+  if ! (cd "$kafka_home" && mvn -B -q dependency:copy-dependencies -DoutputDirectory=lib.partial \
+          -DincludeScope=runtime) >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "services/install: fetching Kafka's jars with Maven failed (whole log: $log)" >&2
+    return 1
+  fi
+  rm -rf "$kafka_home/lib"
+  mv "$kafka_home/lib.partial" "$kafka_home/lib"
+  rm -f "$log"
+  echo "services/install: Kafka $kafka_version fetched into $kafka_home in $((SECONDS - start)) s"
+}
+
 if ((${#missing[@]} == 0)); then
   echo "services/install: all ${#packages[@]} packages present"
-  exit 0
+  fetch_kafka
+  exit
 fi
 
 SUDO=""
@@ -84,3 +142,4 @@ done
 command -v java >/dev/null || { echo "services/install: no java after installing (log: $log)" >&2; exit 1; }
 rm -f "$log"
 echo "services/install: done in $((SECONDS - start)) s"
+fetch_kafka

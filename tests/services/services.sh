@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Starts, stops and reports the ZooKeeper, etcd and Redis servers that colo's
-# cluster-lock tests talk to: plain background processes (no systemd), bound to
-# 127.0.0.1 only, on fixed ports away from the defaults.
+# cluster-lock tests talk to, and the Kafka broker of its Kafka links: plain
+# background processes (no systemd), bound to 127.0.0.1 only.
 #
-#   tests/services/services.sh start  [zookeeper|etcd|redis|all]   # default: all
+#   tests/services/services.sh start  [zookeeper|etcd|redis|kafka|all]   # default: all
 #   tests/services/services.sh stop   [...]
-#   tests/services/services.sh restart [...]    # stop, then start KEEPING the data (a server restart)
+#   tests/services/services.sh restart [...] [SECONDS]  # stop, wait SECONDS (default 0), then start
+#                                               KEEPING the data (a server restart, or an outage)
 #   tests/services/services.sh status [...]     # exit 3 if one asked for is down
 #   tests/services/services.sh env    [...]     # eval "$(tests/services/services.sh env)"
 #
@@ -13,11 +14,14 @@
 #   zookeeper  21810 client (standalone mode)     COLO_ZOOKEEPER=127.0.0.1:21810
 #   etcd       23790 client, 23800 peer           COLO_ETCD=http://127.0.0.1:23790
 #   redis      63790                              COLO_REDIS=127.0.0.1:63790
+#   kafka      two free ports picked when it is   COLO_KAFKA=127.0.0.1:<port>
+#              launched (broker, controller); restart keeps them
 #
 # Everything lives under $COLO_SERVICES_DIR (default /tmp/colo-services):
 #   <service>/<service>.conf|zoo.cfg   the configuration written at each start
 #   <service>/<service>.log            stdout and stderr (truncated at each start)
 #   <service>/<service>.pid            the server's pid while it runs
+#   kafka/ports                        "<broker port> <controller port>"
 #   <service>/data/                    emptied at each start: these are test fixtures,
 #                                      and a lock left by an earlier run must not block
 #                                      (restart keeps it: ZooKeeper's sequence counters, etcd's
@@ -28,7 +32,8 @@
 # others are launched together, then each is waited for (at most
 # $COLO_SERVICES_TIMEOUT s, default 60) until it answers over its own protocol:
 # ZooKeeper `ruok` -> `imok` and `srvr` -> a Mode line (four-letter words,
-# whitelisted in zoo.cfg), `etcdctl endpoint health`, `redis-cli ping` -> PONG.
+# whitelisted in zoo.cfg), `etcdctl endpoint health`, `redis-cli ping` -> PONG,
+# Kafka: a record produced with kcat is acknowledged (topic colo.ready).
 # One line per service; on failure the line names the log (and its tail
 # follows) and the exit status is 1.
 # stop: SIGTERM, SIGKILL after 15 s; stopping a stopped service is fine.
@@ -42,7 +47,13 @@ zk_port=21810
 etcd_port=23790
 etcd_peer_port=23800
 redis_port=63790
-all_services=(zookeeper etcd redis)
+all_services=(zookeeper etcd redis kafka)
+
+# Kafka: Apache Kafka's jars from Maven Central (tests/services/install.sh
+# fetches them with Maven into this cache), run with the machine's Java 17
+# in KRaft mode, broker and controller in one process.
+kafka_version=4.4.0
+kafka_home="${COLO_KAFKA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/colo/kafka-$kafka_version}"
 
 # ZooKeeper's classpath: the Debian jar names its dependencies in its
 # manifest, except an SLF4J binding; slf4j-simple logs to stderr (our log).
@@ -50,7 +61,8 @@ zk_classpath=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
 
 die() { echo "services: $*" >&2; exit 2; }
 usage() {
-  echo "usage: $0 start|stop|restart|status|env [zookeeper|etcd|redis|all]" >&2
+  echo "usage: $0 start|stop|status|env [zookeeper|etcd|redis|kafka|all]" >&2
+  echo "       $0 restart [zookeeper|etcd|redis|kafka|all] [SECONDS]" >&2
   exit 2
 }
 
@@ -62,6 +74,7 @@ addr_of() {
     zookeeper) echo "127.0.0.1:$zk_port" ;;
     etcd) echo "http://127.0.0.1:$etcd_port" ;;
     redis) echo "127.0.0.1:$redis_port" ;;
+    kafka) echo "127.0.0.1:$(kafka_port broker)" ;;
   esac
 }
 ports_of() {
@@ -69,7 +82,28 @@ ports_of() {
     zookeeper) echo $zk_port ;;
     etcd) echo $etcd_port $etcd_peer_port ;;
     redis) echo $redis_port ;;
+    kafka) ;;  # free ones are picked at launch
   esac
+}
+
+# The Kafka broker's (`broker`) or controller's (`controller`) port, from
+# kafka/ports, written when it is launched; 0 if none yet.
+kafka_port() {
+  local ports
+  ports="$(cat "$state/kafka/ports" 2>/dev/null)" || { echo 0; return; }
+  if [ "$1" = broker ]; then echo "${ports%% *}"; else echo "${ports##* }"; fi
+}
+
+# A TCP port of 127.0.0.1 that nothing listens on, in 20000-59999, other
+# than $1 (if given). Random tries: good enough on a test machine.
+free_port() {
+  local port try
+  for try in $(seq 1 200); do
+    port=$((20000 + RANDOM % 40000))
+    [ "$port" != "${1:-}" ] || continue
+    port_open "$port" || { echo "$port"; return 0; }
+  done
+  die "kafka: no free port found on 127.0.0.1"
 }
 # The executable a live pid must be running, so that a pid file left from a
 # crash, its pid since reused, is not taken for our server.
@@ -78,6 +112,7 @@ exe_of() {
     zookeeper) echo java ;;
     etcd) echo etcd ;;
     redis) echo redis-server ;;
+    kafka) echo java ;;
   esac
 }
 
@@ -122,6 +157,11 @@ ready() {
         endpoint health >/dev/null 2>&1 ;;
     redis)
       [ "$(timeout 3 redis-cli -h 127.0.0.1 -p $redis_port ping 2>/dev/null)" = PONG ] ;;
+    kafka)
+      # One record produced and acknowledged (the topic is auto-created);
+      # kcat exits non-zero when the delivery fails within message.timeout.ms.
+      echo ready | timeout 10 kcat -P -b "$(addr_of kafka)" -t colo.ready -X message.timeout.ms=3000 \
+        -X log_level=0 >/dev/null 2>&1 ;;
   esac
 }
 
@@ -164,6 +204,48 @@ appendfsync always
 logfile ""
 EOF
       ;;
+    kafka)
+      local broker controller
+      broker="$(kafka_port broker)"
+      controller="$(kafka_port controller)"
+      cat >"$dir/server.properties" <<EOF
+# Written by tests/services/services.sh; rewritten at each start.
+# KRaft: broker and controller in one process, on loopback only.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$broker,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$broker,CONTROLLER://127.0.0.1:$controller
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data/log
+# One broker: the internal topics have one replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Consumer groups start at once (no wait for more members).
+group.initial.rebalance.delay.ms=0
+# Two cores: few threads. The log cleaner's buffer must fit a 128 MB heap
+# (its default takes all of it, and the broker dies at start).
+num.io.threads=2
+num.network.threads=2
+background.threads=2
+log.cleaner.dedupe.buffer.size=8388608
+EOF
+      cat >"$dir/log4j2.properties" <<EOF
+# Written by tests/services/services.sh: warnings, and the start and stop lines.
+appender.out.type=Console
+appender.out.name=out
+appender.out.layout.type=PatternLayout
+appender.out.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=WARN
+rootLogger.appenderRef.out.ref=out
+logger.server.name=kafka.server.KafkaRaftServer
+logger.server.level=INFO
+EOF
+      ;;
     etcd) ;;  # command-line flags only (launch below)
   esac
 }
@@ -176,6 +258,11 @@ launch() {
   mkdir -p "$dir"
   [ "${keep_data:-0}" = 1 ] || rm -rf "$dir/data"
   mkdir -p "$dir/data"
+  if [ "$svc" = kafka ] && { [ "${keep_data:-0}" != 1 ] || [ ! -f "$dir/ports" ]; }; then
+    local broker_port
+    broker_port="$(free_port)"
+    echo "$broker_port $(free_port "$broker_port")" >"$dir/ports"
+  fi
   write_config "$svc"
   local cmd
   case $svc in
@@ -206,6 +293,30 @@ launch() {
     redis)
       command -v redis-server >/dev/null || die "redis: no redis-server (run tests/services/install.sh)"
       cmd=(redis-server "$dir/redis.conf")
+      ;;
+    kafka)
+      command -v java >/dev/null || die "kafka: no java (run tests/services/install.sh)"
+      command -v kcat >/dev/null || die "kafka: no kcat for the readiness check (run tests/services/install.sh)"
+      compgen -G "$kafka_home/lib/kafka_2.13-*.jar" >/dev/null ||
+        die "kafka: no jars in $kafka_home/lib (run tests/services/install.sh)"
+      # A small heap, serial GC and the client compiler: ready about 3 s
+      # after start with about 160 MB of RSS (-Xmx512m: 5.5 s, 350 MB).
+      local jvm=(java -Xmx128m -Xms32m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=48m
+                 -Xss512k -Djava.net.preferIPv4Stack=true -Dlog4j2.configurationFile="$dir/log4j2.properties"
+                 -cp "$kafka_home/lib/*")
+      if [ ! -f "$dir/data/log/meta.properties" ]; then
+        # KRaft storage is formatted once per data directory, with a new
+        # cluster id: 16 random bytes in URL-safe base64, unpadded.
+        local id
+        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+        if ! "${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" --standalone \
+          >"$log" 2>&1; then
+          echo "kafka: FAILED: formatting its storage failed; log: $log" >&2
+          tail -n 15 "$log" | sed 's/^/  | /' >&2
+          return 1
+        fi
+      fi
+      cmd=("${jvm[@]}" kafka.Kafka "$dir/server.properties")
       ;;
   esac
   # setsid: a session of its own, so that a terminal's ^C or a runner killing
@@ -255,7 +366,7 @@ cmd_start() {
       status=1
       continue
     fi
-    launch "$svc"
+    launch "$svc" || { status=1; continue; }
     launched+=("$svc")
   done
   for svc in "$@"; do
@@ -321,16 +432,20 @@ cmd_env() {
       zookeeper) echo "export COLO_ZOOKEEPER=$(addr_of zookeeper)" ;;
       etcd) echo "export COLO_ETCD=$(addr_of etcd)" ;;
       redis) echo "export COLO_REDIS=$(addr_of redis)" ;;
+      kafka) echo "export COLO_KAFKA=$(addr_of kafka)" ;;
     esac
   done
 }
 
-(($# >= 1 && $# <= 2)) || usage
+(($# >= 1 && $# <= 3)) || usage
 action="$1"
 which="${2:-all}"
+pause="${3:-0}"
+(($# < 3)) || [ "$action" = restart ] || usage
+[[ "$pause" =~ ^[0-9]+$ ]] || usage
 case $which in
   all) services=("${all_services[@]}") ;;
-  zookeeper | etcd | redis) services=("$which") ;;
+  zookeeper | etcd | redis | kafka) services=("$which") ;;
   *) usage ;;
 esac
 case $action in
@@ -338,6 +453,7 @@ case $action in
   stop) cmd_stop "${services[@]}" ;;
   restart)
     cmd_stop "${services[@]}"
+    sleep "$pause"
     keep_data=1 cmd_start "${services[@]}"
     ;;
   status) cmd_status "${services[@]}" ;;

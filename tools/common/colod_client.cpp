@@ -65,6 +65,30 @@ nlohmann::json object_json(const ColodObject& o) {
           {"in_flight", o.in_flight}};
 }
 
+nlohmann::json link_json(const ColodLink& l) {
+  return {{"name", l.name},
+          {"system", l.system},
+          {"mode", l.mode},
+          {"object", l.object},
+          {"object_kind", l.object_kind},
+          {"remote", l.remote},
+          {"state", l.state},
+          {"state_ms", l.state_ms},
+          {"last_error", l.last_error},
+          {"last_error_ms", l.last_error_ms},
+          {"produced", l.produced},
+          {"acknowledged", l.acknowledged},
+          {"returned", l.returned},
+          {"in_flight", l.in_flight},
+          {"lag_messages", l.lag_messages},
+          {"lag_bytes", l.lag_bytes},
+          {"errors", l.errors},
+          {"lost", l.lost},
+          {"skipped", l.skipped},
+          {"duplicates", l.duplicates},
+          {"redelivered", l.redelivered}};
+}
+
 Result<ColodStatus> colod_status(const std::string& ns, const std::string& socket_path, double timeout_s) {
   ColodStatus out;
   auto asked = ask(
@@ -88,6 +112,31 @@ Result<ColodStatus> colod_status(const std::string& ns, const std::string& socke
           out.objects.push_back({text(o.getName()), text(o.getKind()), text(o.getHome()), o.getMessagesIn(),
                                  o.getMessagesOut(), o.getBytesIn(), o.getBytesOut(), o.getLost(), o.getDuplicates(),
                                  o.getInFlight()});
+        for (auto l : s.getLinks()) {
+          ColodLink link;
+          link.name = text(l.getName());
+          link.system = text(l.getSystem());
+          link.mode = text(l.getMode());
+          link.object = text(l.getObject());
+          link.object_kind = text(l.getObjectKind());
+          link.remote = text(l.getRemote());
+          link.state = text(l.getState());
+          link.state_ms = l.getStateMs();
+          link.last_error = text(l.getLastError());
+          link.last_error_ms = l.getLastErrorMs();
+          link.produced = l.getProduced();
+          link.acknowledged = l.getAcknowledged();
+          link.returned = l.getReturned();
+          link.in_flight = l.getInFlight();
+          link.lag_messages = l.getLagMessages();
+          link.lag_bytes = l.getLagBytes();
+          link.errors = l.getErrors();
+          link.lost = l.getLost();
+          link.skipped = l.getSkipped();
+          link.duplicates = l.getDuplicates();
+          link.redelivered = l.getRedelivered();
+          out.links.push_back(std::move(link));
+        }
       });
   if (!asked) return std::move(asked).error();
   return out;
@@ -97,6 +146,17 @@ Result<void> colod_declare_topic(const std::string& ns, const std::string& socke
                                  const std::string& topic) {
   return ask(
       ns, socket_path, timeout_s, [&](wire::ControlRequest::Builder request) { request.setDeclareTopic(topic); },
+      [](wire::ControlReply::Reader) {});
+}
+
+Result<void> colod_pause_link(const std::string& ns, const std::string& socket_path, double timeout_s,
+                              const std::string& link, bool pause) {
+  return ask(
+      ns, socket_path, timeout_s,
+      [&](wire::ControlRequest::Builder request) {
+        if (pause) request.setPauseLink(link);
+        else request.setResumeLink(link);
+      },
       [](wire::ControlReply::Reader) {});
 }
 

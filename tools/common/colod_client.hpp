@@ -1,6 +1,6 @@
 // tools/common/colod_client.hpp — the tools' side of colod's control socket
 // (schemas/control.capnp): one request, one reply, read with limits.
-// Used by `colo peers`, `colo federate`, `colo stat` and `colo top`, and by
+// Used by `colo peers`, `colo federate`, `colo links`, `colo stat` and `colo top`, and by
 // the harness and benchmarks to watch the colod they start.
 #pragma once
 
@@ -29,6 +29,14 @@ struct ColodObject {
   std::uint64_t lost = 0, duplicates = 0, in_flight = 0;
 };
 
+// A link of colod to another system ([[link]]: Kafka), as `colo links` shows it.
+struct ColodLink {
+  std::string name, system, mode, object, object_kind, remote, state, last_error;
+  std::uint64_t state_ms = 0, last_error_ms = 0;
+  std::uint64_t produced = 0, acknowledged = 0, returned = 0, in_flight = 0, lag_messages = 0, lag_bytes = 0;
+  std::uint64_t errors = 0, lost = 0, skipped = 0, duplicates = 0, redelivered = 0;
+};
+
 struct ColodStatus {
   std::string node, ns;
   std::uint64_t uptime_ms = 0;
@@ -37,6 +45,7 @@ struct ColodStatus {
   std::vector<ColodObject> objects;
   std::uint64_t bad_frames = 0, rejected_peers = 0, failed_handshakes = 0, dropped_connections = 0;
   std::uint64_t early_frames = 0;  // data before a reconnected link's hello: dropped, sent again
+  std::vector<ColodLink> links;
   const ColodObject* object(const std::string& name) const {
     for (const auto& o : objects)
       if (o.name == name) return &o;
@@ -45,11 +54,15 @@ struct ColodStatus {
 };
 
 nlohmann::json object_json(const ColodObject& object);  // as `colo peers --json` and `colo stat --json` show it
+nlohmann::json link_json(const ColodLink& link);        // as `colo links --json` shows it
 
 // `socket_path` "" means the namespace's default. Errors say what to do
 // (Errc::timed_out when nothing answers: colod is probably not running).
 Result<ColodStatus> colod_status(const std::string& ns, const std::string& socket_path, double timeout_s);
 Result<void> colod_declare_topic(const std::string& ns, const std::string& socket_path, double timeout_s,
                                  const std::string& topic);
+// `colo links pause|resume NAME`. Errors as colod words them (an unknown name).
+Result<void> colod_pause_link(const std::string& ns, const std::string& socket_path, double timeout_s,
+                              const std::string& link, bool pause);
 
 }  // namespace colo::cli

@@ -22,9 +22,13 @@ packages=(
   libcpp-httplib-dev                 # colod's Prometheus metrics endpoint and etcd's HTTP/JSON gateway
   libhiredis-dev                     # colod's Redis lock backend
   libzookeeper-mt-dev                # colod's ZooKeeper lock backend (the C client, threaded)
+  librdkafka-dev                     # colod's Kafka links (librdkafka's C API)
   help2man                           # the man pages colo(1), colod(8) ... made from the programs' --help
   util-linux procps                  # setpriv, ps: used by tests
   iproute2                           # ip: network namespaces and a veth pair for the bridge-netns test
+  python3-dev pybind11-dev           # the Python module colo (broker/python/)
+  python3-pytest python3-venv        # its tests: pytest, and `pip install .` into a fresh venv
+  python3-zmq python3-redis          # the baselines of `colo bench python` (pyzmq, redis-py)
 )
 # Only to redraw the plots of docs/benchmarks.md: large (numpy, scipy), and
 # neither the build nor the tests need it.

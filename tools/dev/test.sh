@@ -2,10 +2,13 @@
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
 #   1. release build: suites unit, multiproc, stress, bridge (colod processes on
 #      loopback, and in two network namespaces joined by a veth pair),
-#      install (meson install into a DESTDIR, programs built against it only)
-#      and services: cluster-scope locks against real ZooKeeper, etcd and Redis
-#      servers, installed (tests/services/install.sh) and started on loopback
-#      by tests/services/services.sh, stopped at the end (those this script
+#      install (meson install into a DESTDIR, programs built against it only;
+#      `pip install .` into a fresh venv), python (the Python module under
+#      pytest, with C++ peers), services (cluster-scope locks against real
+#      ZooKeeper, etcd and Redis servers) and kafka (colod's Kafka links
+#      against a real Kafka 4 broker): the servers installed
+#      (tests/services/install.sh) and started on loopback by
+#      tests/services/services.sh, stopped at the end (those this script
 #      started; a developer's running ones stay up)
 #   2. AddressSanitizer + UBSan build: suites unit, multiproc, bridge (colod too)
 #   3. ThreadSanitizer build: suite tsan (the ring with threads)
@@ -30,18 +33,19 @@ PY
 }
 
 status=0
-tools/dev/setup.sh
+# -Dpython=enabled: the python suite must not pass by having nothing to test.
+tools/dev/setup.sh -Dpython=enabled
 meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge \
-  --suite install || status=1
+  --suite install --suite python || status=1
 
-# The services suite: its servers, then its tests (one at a time: some stop
-# and restart a server). COLO_REQUIRE_SERVICES=1: a test whose server is
-# missing fails instead of skipping.
+# The services and kafka suites: their servers, then their tests (one at a
+# time: some stop and restart a server). COLO_REQUIRE_SERVICES=1: a test
+# whose server is missing fails instead of skipping.
 services=tests/services/services.sh
 rm -f build/meson-logs/serviceslog.json  # counted at the end only if it ran this time
 tests/services/install.sh
 started_services=()
-for svc in zookeeper etcd redis; do
+for svc in zookeeper etcd redis kafka; do
   "$services" status "$svc" >/dev/null 2>&1 || started_services+=("$svc")
 done
 stop_services() {
@@ -52,9 +56,9 @@ if "$services" start all; then
   eval "$("$services" env all)"
   # Its own log name: a second `meson test` in build/ would overwrite testlog.json.
   COLO_REQUIRE_SERVICES=1 meson test -C build --num-processes 1 --print-errorlogs --logbase serviceslog \
-    --suite services || status=1
+    --suite services --suite kafka || status=1
 else
-  echo "colo: the services suite's servers did not start (logs under /tmp/colo-services)" >&2
+  echo "colo: the services and kafka suites' servers did not start (logs under /tmp/colo-services)" >&2
   status=1
 fi
 stop_services

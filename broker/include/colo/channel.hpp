@@ -191,12 +191,15 @@ struct MessageView {
   std::uint32_t delivery_count = 1;
   std::uint32_t origin_host = 0;
   std::uint64_t origin_seq = 0;
+  const std::byte* meta_bytes = nullptr;
+  std::uint32_t meta_size = 0;
 
   std::span<const std::byte> data() const noexcept { return {bytes, size}; }
   std::uint64_t sequence() const noexcept { return seq; }
   std::uint32_t deliveries() const noexcept { return delivery_count; }  // queue: 1 the first time
   std::uint32_t origin() const noexcept { return origin_host; }         // as Message::origin()
   std::uint64_t origin_sequence() const noexcept { return origin_seq; }
+  std::span<const std::byte> metadata() const noexcept { return {meta_bytes, meta_size}; }  // as Message::metadata()
 };
 
 // Every message that was available, up to the asked maximum, in order:
@@ -241,6 +244,11 @@ class Message {
   // sequence there.
   std::uint32_t origin() const noexcept { return origin_; }
   std::uint64_t origin_sequence() const noexcept { return origin_seq_; }
+  // What colod recorded about where the message came from, beside its
+  // bytes: for a message from a Kafka topic, its key, headers, partition and
+  // offset (colo/metadata.hpp decodes it). Empty for messages published
+  // with this API. Valid, like data(), until the message is released.
+  std::span<const std::byte> metadata() const noexcept { return {meta_, meta_size_}; }
   void release() noexcept;
   Message(Message&& other) noexcept;
   Message& operator=(Message&& other) noexcept;  // releases the message it held
@@ -252,7 +260,7 @@ class Message {
   friend class Reader;
   Message(Reader* reader, const MessageView& view) noexcept
       : reader_(reader), data_(view.bytes), size_(view.size), seq_(view.seq), deliveries_(view.delivery_count),
-        origin_(view.origin_host), origin_seq_(view.origin_seq) {}
+        origin_(view.origin_host), origin_seq_(view.origin_seq), meta_(view.meta_bytes), meta_size_(view.meta_size) {}
   Reader* reader_;
   const std::byte* data_;
   std::uint32_t size_;
@@ -260,6 +268,8 @@ class Message {
   std::uint32_t deliveries_;
   std::uint32_t origin_;
   std::uint64_t origin_seq_;
+  const std::byte* meta_;
+  std::uint32_t meta_size_;
 };
 
 // Writes to a topic or a queue.
@@ -333,9 +343,12 @@ using Consumer = Reader;
 
 // What a reader of a ring is. `bridge`: colod's cursor for a peer host (it
 // holds back local writers like `block`, and is lapped by messages from
-// other hosts like `lossy`, so that federation cannot deadlock).
-enum class ReaderMode : std::uint32_t { block, lossy, bridge, consumer };
-// "block", "lossy", "bridge", "consumer" (a static string).
+// other hosts like `lossy`, so that federation cannot deadlock). `tap`: a
+// cursor over a queue that sees every message enqueued and takes none
+// (colod's mirror of a queue into Kafka); writers wait for it like for a
+// `block` subscriber.
+enum class ReaderMode : std::uint32_t { block, lossy, bridge, consumer, tap };
+// "block", "lossy", "bridge", "consumer", "tap" (a static string).
 const char* to_string(ReaderMode mode) noexcept;
 
 struct ReaderStats {
@@ -344,7 +357,7 @@ struct ReaderStats {
   ReaderMode mode = ReaderMode::block;
   std::uint64_t delivered = 0, bytes = 0, missed = 0, skipped_bad = 0, redelivered = 0, dead_lettered = 0, waits = 0;
   std::uint64_t batches = 0;  // receives that returned messages (a single message is one)
-  std::uint64_t lag = 0;  // topic: messages published and not yet read
+  std::uint64_t lag = 0;  // subscriber or tap: messages published and not yet read
   bool holding = false;   // queue: has a message taken and not released
 };
 

@@ -58,6 +58,7 @@ struct TableGrants;
 }  // namespace detail
 namespace internal {
 class ClusterLockKeeper;  // colod's side of a cluster-scope lock (not installed)
+class LockWait;           // a blocking acquire in slices, for bindings (not installed)
 }  // namespace internal
 
 // Holding the lock: a named Lock's, or one key of a LockTable's
@@ -224,16 +225,27 @@ class Lock {
  private:
   friend class Node;
   friend class internal::ClusterLockKeeper;
+  friend class internal::LockWait;
   // `registry`: cluster scope, to ring the namespace's doorbell for colod.
   Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record,
        std::shared_ptr<detail::Registry> registry = nullptr) noexcept;
   enum class Wait { none, until, forever };
   enum class Admission { granted, timed_out, yield_first, no_keeper };
-  // The shared path of every acquire form.
-  Result<std::optional<LockGuard>> acquire_until(Wait wait, std::uint64_t deadline_ns) noexcept;
+  // What one acquire carries from slice to slice when internal::LockWait
+  // cuts it into several calls.
+  struct Progress {
+    bool contended = false;                  // some slice had to wait
+    std::uint64_t keeper_missing_since = 0;  // cluster scope: no live colod seen since (0: seen)
+  };
+  // The shared path of every acquire form. With `sliced`, the deadline ends
+  // one slice of a longer acquire: reaching it counts no timeout, and
+  // `sliced` carries the acquire's progress across slices.
+  Result<std::optional<LockGuard>> acquire_until(Wait wait, std::uint64_t deadline_ns,
+                                                 Progress* sliced = nullptr) noexcept;
   // Under the local mutex, cluster scope: waits until this host holds the
   // cluster lock; returns its epoch in `epoch`.
-  Admission admit_cluster(Wait wait, std::uint64_t deadline_ns, std::uint64_t& epoch) noexcept;
+  Admission admit_cluster(Wait wait, std::uint64_t deadline_ns, std::uint64_t& epoch,
+                          std::uint64_t& keeper_missing_since) noexcept;
   LockGuard grant(bool contended, bool owner_died, bool make_consistent, std::uint64_t cluster_epoch) noexcept;
 
   std::string name_;

@@ -1,0 +1,226 @@
+// tests/kafka/kafka_support.cpp — see kafka_support.hpp.
+#include "kafka_support.hpp"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "colo/node.hpp"
+
+namespace colo::test {
+
+using nlohmann::json;
+
+std::string text_message(std::uint32_t publisher, std::uint32_t index, std::size_t size) {
+  std::string m = "p" + std::to_string(publisher) + " i" + std::to_string(index) + " ";
+  if (m.size() < size) m.append(size - m.size(), '.');
+  return m;
+}
+
+bool parse_text_message(const std::string& text, std::uint32_t& publisher, std::uint32_t& index) {
+  unsigned p = 0, i = 0;
+  if (std::sscanf(text.c_str(), "p%u i%u ", &p, &i) != 2) return false;
+  publisher = p;
+  index = i;
+  return true;
+}
+
+void KafkaLinks::SetUp() {
+  Federation::SetUp();
+  const char* broker = std::getenv("COLO_KAFKA");
+  if (broker == nullptr || *broker == '\0') {
+    const char* require = std::getenv("COLO_REQUIRE_SERVICES");
+    if (require != nullptr && std::string(require) == "1") FAIL() << "COLO_KAFKA is not set (services.sh env kafka)";
+    GTEST_SKIP() << "no Kafka broker: start one with tests/services/services.sh start kafka and "
+                    "eval \"$(tests/services/services.sh env kafka)\"";
+  }
+  bootstrap_ = broker;
+}
+
+std::string KafkaLinks::topic_name(const std::string& stem) {
+  static int counter = 0;
+  return "colo.test." + std::to_string(::getpid()) + "." + std::to_string(counter++) + "." + stem;
+}
+
+namespace {
+// A program on $PATH, by name (processes are started with execve).
+std::string program(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
+  for (std::size_t start = 0; start <= dirs.size();) {
+    const auto colon = dirs.find(':', start);
+    const std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (!dir.empty() && ::access((dir + "/" + name).c_str(), X_OK) == 0) return dir + "/" + name;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return name;
+}
+std::string admin_script() {
+  const char* p = std::getenv("COLO_KAFKA_ADMIN");
+  return p != nullptr ? p : "kafka_admin.py";
+}
+}  // namespace
+
+void KafkaLinks::create_topic(const std::string& topic, int partitions) {
+  const auto r = run({"/usr/bin/python3", admin_script(), bootstrap_, "create", topic, std::to_string(partitions)}, 60s);
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << describe(r);
+}
+
+std::map<int, std::int64_t> KafkaLinks::committed(const std::string& group, const std::string& topic) {
+  std::map<int, std::int64_t> out;
+  const auto r = run({"/usr/bin/python3", admin_script(), bootstrap_, "committed", group, topic}, 60s);
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << describe(r);
+  std::istringstream lines(r.out);
+  int p = 0;
+  std::int64_t offset = 0;
+  while (lines >> p >> offset) out[p] = offset;
+  return out;
+}
+
+// kcat -C prints one line per record: partition, offset, key, headers
+// (name=value,...) and value, tab-separated (our values have no tab or
+// newline).
+std::vector<KafkaRecord> KafkaLinks::read_topic(const std::string& topic, std::size_t expected, std::chrono::seconds timeout) {
+  std::vector<KafkaRecord> records;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  do {
+    records.clear();
+    const auto r = run({program("kcat"), "-C", "-b", bootstrap_, "-t", topic, "-e", "-q", "-X", "log_level=0", "-f",
+                        "%p\t%o\t%k\t%h\t%s\n"},
+                       120s);
+    EXPECT_TRUE(r.exited) << describe(r);
+    std::istringstream lines(r.out);
+    std::string line;
+    while (std::getline(lines, line)) {
+      std::vector<std::string> fields;
+      std::size_t start = 0;
+      for (int i = 0; i < 4; ++i) {
+        const auto tab = line.find('\t', start);
+        if (tab == std::string::npos) break;
+        fields.push_back(line.substr(start, tab - start));
+        start = tab + 1;
+      }
+      if (fields.size() != 4) continue;
+      KafkaRecord rec;
+      rec.partition = std::stoi(fields[0]);
+      rec.offset = std::stoll(fields[1]);
+      rec.key = fields[2];
+      std::istringstream headers(fields[3]);
+      std::string header;
+      while (std::getline(headers, header, ',')) {
+        const auto eq = header.find('=');
+        if (eq != std::string::npos) rec.headers[header.substr(0, eq)] = header.substr(eq + 1);
+      }
+      rec.value = line.substr(start);
+      records.push_back(std::move(rec));
+    }
+    if (records.size() >= expected) break;
+    std::this_thread::sleep_for(500ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  std::stable_sort(records.begin(), records.end(), [](const KafkaRecord& a, const KafkaRecord& b) {
+    return a.partition != b.partition ? a.partition < b.partition : a.offset < b.offset;
+  });
+  return records;
+}
+
+void KafkaLinks::produce(const std::string& topic, const std::vector<std::string>& lines, const std::string& header) {
+  const std::string file = dir_ + "/produce-" + topic + ".txt";
+  {
+    std::ofstream out(file);
+    for (const auto& l : lines) out << l << '\n';
+  }
+  std::vector<std::string> argv = {program("kcat"), "-P", "-b", bootstrap_, "-t", topic, "-K", "\t", "-l", file,
+                                   "-X", "log_level=0", "-X", "linger.ms=20"};
+  if (!header.empty()) {
+    argv.push_back("-H");
+    argv.push_back(header);
+  }
+  const auto r = run(argv, 120s);
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << describe(r);
+}
+
+std::string KafkaLinks::kafka_toml(const std::string& properties) const {
+  std::string t = "[[kafka]]\nname = \"local\"\nbootstrap = \"" + bootstrap_ + "\"\n";
+  if (!properties.empty()) t += "[kafka.properties]\n" + properties;
+  return t;
+}
+
+void KafkaLinks::append_config(const Host& h, const std::string& toml) {
+  std::ofstream(h.config_path, std::ios::app) << toml;
+}
+
+json KafkaLinks::links(const Host& h) {
+  const auto r = run({colo_path(), "--ns", h.ns, "links", "--json", "--socket", h.control, "--timeout", "1"});
+  if (!r.exited || r.exit_code != 0) return json();
+  try {
+    return json::parse(r.out);
+  } catch (const json::exception&) {
+    return json();
+  }
+}
+
+json KafkaLinks::link(const Host& h, const std::string& name) {
+  const json j = links(h);
+  if (!j.is_object()) return json();
+  for (const auto& l : j["links"])
+    if (l["name"] == name) return l;
+  return json();
+}
+
+bool KafkaLinks::wait_link(const Host& h, const std::string& name, const std::function<bool(const json&)>& ok,
+                           std::chrono::seconds timeout, json* last) {
+  json seen;
+  const bool done = wait_until(
+      [&] {
+        seen = link(h, name);
+        return seen.is_object() && ok(seen);
+      },
+      timeout, 100ms);
+  if (last != nullptr) *last = seen;
+  return done;
+}
+
+void KafkaLinks::kill_and_restart(Host& h) {
+  ASSERT_TRUE(h.colod.has_value());
+  h.colod->kill(SIGKILL);
+  h.colod->wait_for(5s);
+  const std::string log = h.colod->err();  // kept: the new process's file starts empty
+  std::ofstream(dir_ + "/" + h.name + ".killed.log", std::ios::app) << log;
+  h.colod.reset();
+  start(h);
+}
+
+RunResult KafkaLinks::services(const std::vector<std::string>& args, std::chrono::seconds timeout) {
+  const char* script = std::getenv("COLO_SERVICES_SH");
+  std::vector<std::string> argv{script != nullptr ? script : "services.sh"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, timeout);
+}
+
+std::thread text_publisher(const std::string& ns, const std::string& topic, std::uint32_t id, std::uint32_t count,
+                           std::size_t max_size, std::chrono::microseconds pause, std::uint32_t every,
+                           std::chrono::milliseconds timeout, std::atomic<std::uint64_t>& timeouts,
+                           const std::atomic<bool>& stop, std::atomic<std::uint32_t>* progress) {
+  return std::thread([=, &timeouts, &stop] {
+    auto node = Node::open(node_options(ns)).value();
+    auto t = node.topic(topic, OpenMode::open).value();
+    auto pub = t.publisher().value();
+    std::mt19937 rng(id);
+    for (std::uint32_t i = 0; i < count && !stop.load(); ++i) {
+      const std::string m = text_message(id, i, 20 + rng() % (max_size - 19));
+      const auto bytes = std::as_bytes(std::span(m.data(), m.size()));
+      while (pub.publish(bytes, timeout) != SendStatus::ok) {
+        ++timeouts;
+        if (stop.load()) return;
+      }
+      if (progress != nullptr) progress->store(i + 1);
+      if (every != 0 && pause.count() > 0 && (i + 1) % every == 0) std::this_thread::sleep_for(pause);
+    }
+  });
+}
+
+}  // namespace colo::test
