@@ -160,6 +160,12 @@ bool process_alive(std::uint32_t pid, std::uint64_t start) noexcept {
   return liveness(ProcessRef{pid, start}) == Liveness::alive;
 }
 
+std::uint64_t payload_bytes(const View* views, std::uint32_t n) noexcept {
+  std::uint64_t bytes = 0;
+  for (std::uint32_t i = 0; i < n; ++i) bytes += views[i].size;
+  return bytes;
+}
+
 inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t by = 1) noexcept {
   counter.store(counter.load(relaxed) + by, relaxed);  // owner-only counter
 }
@@ -1297,6 +1303,7 @@ std::uint32_t Ring::try_read_topic(ReaderHandle& handle, View* views, std::uint3
       handle.batch_end_pos = pos;
       handle.batch_end_seq = seq;
       handle.batch_count = n;
+      handle.batch_bytes = payload_bytes(views, n);
       handle.holding = true;
       handle.stuck_pos = kNoPosition;
       status = ReadStatus::ok;
@@ -1425,6 +1432,7 @@ std::uint32_t Ring::try_take(ReaderHandle& handle, View* views, std::uint32_t ma
     }
     handle.holding = true;
     handle.batch_count = kept;
+    handle.batch_bytes = payload_bytes(views, kept);
     handle.stuck_pos = kNoPosition;
     status = ReadStatus::ok;
     return kept;
@@ -1513,6 +1521,7 @@ std::uint32_t Ring::deliver_rescued(ReaderHandle& handle, View* views, std::uint
   slot.hold_pos.store(handle.rescue_pos, seq_cst);
   handle.batch_end_pos = pos;
   handle.batch_count = n;
+  handle.batch_bytes = payload_bytes(views, n);
   if (n == 0) {
     handle.rescue_pos = kNoPosition;
     slot.hold_pos.store(kNoPosition, release_order);
@@ -1527,6 +1536,8 @@ void Ring::release(ReaderHandle& handle) noexcept {
   auto& slot = control_->readers[handle.slot];
   handle.holding = false;
   bump(slot.batches);
+  bump(slot.delivered, handle.batch_count);
+  bump(slot.bytes, handle.batch_bytes);
   if (handle.mode == ReaderMode::consumer) {
     if (handle.rescue_pos != kNoPosition) {
       handle.rescue_pos = handle.batch_end_pos;

@@ -424,6 +424,7 @@ struct ReaderHandle {
   std::uint64_t batch_end_pos = 0;
   std::uint64_t batch_end_seq = 0;
   std::uint32_t batch_count = 0;
+  std::uint64_t batch_bytes = 0;   // payload bytes of the batch (counters, on release)
   bool holding = false;
   // queue: a range taken over from a dead consumer, delivered in order
   std::uint64_t rescue_pos = kNoPosition;

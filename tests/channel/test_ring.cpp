@@ -98,6 +98,9 @@ TEST_F(RingProtocol, batchPublishedInPartsIsReadInOrderWithConsecutiveSequences)
   sut.release(reader);
   EXPECT_EQ(sut.control().publishers[writer.slot].published.load(), 10u);
   EXPECT_EQ(sut.control().publishers[writer.slot].batches.load(), 2u);
+  EXPECT_EQ(sut.control().readers[reader.slot].delivered.load(), 10u);
+  EXPECT_EQ(sut.control().readers[reader.slot].bytes.load(), 80u);
+  EXPECT_EQ(sut.control().readers[reader.slot].batches.load(), 3u);
 }
 
 TEST_F(RingProtocol, recordsGivenUpBecomeOneSkipThatReadersStepOverCountingTheirSequences) {
