@@ -466,6 +466,11 @@ ClaimStatus Ring::claim_shared(PublisherHandle& handle, const ClaimShape& shape,
       handle.known_reclaimed = control_->reclaimed.load(acquire);
       if ((pos & (kUnit - 1)) != 0 || pos < handle.known_reclaimed ||
           pos - handle.known_reclaimed > config_.capacity) {
+        // Our snapshot may be stale: preempted after reading it, the tail
+        // moved on and `reclaimed` passed our old position. Only a tail that
+        // still reads the same after `reclaimed` was loaded proves damage.
+        const auto [again_pos, again_seq] = snapshot(control_->tail);
+        if (again_pos != pos || again_seq != seq) continue;
         control_->bad_records.fetch_add(1, relaxed);
         return ClaimStatus::corrupt;
       }
