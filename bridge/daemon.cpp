@@ -362,7 +362,7 @@ struct Daemon::Impl {
     std::uint64_t until_ns = 0;            // poll without sleeping until then
     std::uint64_t last_move_ns = 0;
     std::uint64_t gap_ns = 0;              // average gap between moves (EWMA, 1/8)
-    std::uint64_t last_poll_ns = 0;
+    std::uint64_t last_poll_end_ns = 0;    // when the last lingering pass ended (0: it did not linger)
     std::uint64_t contended_until_ns = 0;  // no lingering until then
   } linger;
   std::uint64_t moved() const;  // messages relayed in and out so far, all peers
@@ -787,12 +787,11 @@ void Daemon::Impl::poll_once(int timeout_ms) {
   if (!busy && now < linger.until_ns && now >= linger.contended_until_ns) {
     constexpr std::uint64_t kDescheduledNs = 20'000;
     constexpr std::uint64_t kContendedNs = 50'000'000;
-    if (linger.last_poll_ns != 0 && now - linger.last_poll_ns > kDescheduledNs)
+    if (linger.last_poll_end_ns != 0 && now - linger.last_poll_end_ns > kDescheduledNs)
       linger.contended_until_ns = now + kContendedNs;
     else
       lingering = true;
   }
-  linger.last_poll_ns = lingering ? now : 0;
   // Topics: a stream with credit waits for a publish through its Waker,
   // armed at the first message its cursor has not read.
   if (!busy && !lingering)
@@ -841,6 +840,9 @@ void Daemon::Impl::poll_once(int timeout_ms) {
                                 : kMinLingerNs);
   }
   if (monotonic_ns() >= next_heartbeat_ns) heartbeat();
+  // A hole between this pass's end and the next one's start is time the
+  // loop was not running: descheduled (its own work does not count).
+  linger.last_poll_end_ns = lingering ? monotonic_ns() : 0;
 }
 
 std::uint64_t Daemon::Impl::moved() const {
