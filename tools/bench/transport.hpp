@@ -190,6 +190,11 @@ std::vector<std::unique_ptr<TransportFactory>> baseline_transports();
 // on this machine at best.
 std::unique_ptr<TransportFactory> floor_spsc_transport();
 
+// iceoryx2 (transport_iceoryx2.cpp), loaded from the library that
+// COLO_BENCH_ICEORYX2 names (built by tools/bench/iceoryx2/build.sh); null
+// when the variable is unset. Throws TransportError if it cannot be loaded.
+std::unique_ptr<TransportFactory> iceoryx2_transport();
+
 // ZeroMQ PUSH (connect) -> PULL (bind) over tcp://127.0.0.1 on a free port
 // (transports.cpp): the baseline of `colo bench bridge`, not in the list above.
 std::unique_ptr<TransportFactory> zmq_tcp_transport();
