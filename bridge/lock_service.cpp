@@ -377,9 +377,13 @@ void LockService::reactor() {
 // cluster scope there now; those of removed or recreated ones end.
 void LockService::rescan() {
   auto& unserved_reported = unserved_reported_;
+  // The generation before the listing: an object created while we list
+  // moves it again, so the next ring lists again (read after, it would be
+  // taken as seen and that object never kept).
+  const std::uint64_t generation = node_->generation();
   auto objects = node_->list();
   if (!objects) return;
-  seen_generation_ = node_->generation();
+  seen_generation_ = generation;
   std::map<std::string, std::uint64_t> named, tables;  // name -> created
   for (const auto& o : *objects) {
     if (o.scope != Scope::cluster || o.state != ObjectState::ready) continue;
