@@ -8,7 +8,9 @@
 // --seconds, the CPU time of all its threads (/proc/<pid>/task/*/schedstat,
 // nanoseconds, followed every 50 ms) and its thread count (/proc/<pid>/status):
 //   idle colod            no cluster object in the namespace
-//   1,000 kept locks      1,000 named cluster locks nobody uses
+//   1,000 kept locks      1,000 named cluster locks, each taken once
+//                         (through the backend), then unused: colod keeps
+//                         each, idle
 //   + a used table        a cluster table whose 1,000 keys were each taken
 //                         once (through the backend), all released and let
 //                         go by colod (idle release)
@@ -16,8 +18,10 @@
 //                         table in a loop (the host keeps its cluster lock:
 //                         colod renews and watches it), grants/s shown
 // Goals (reported, not enforced): 1,000 kept-but-unused locks under 2% of
-// a core with no more threads than the idle colod; the idle colod under
-// 0.1%.
+// a core, with no more threads than colod has with one key in use (the
+// threads must not grow with the locks kept; a colod that has served one
+// lock keeps one pool worker, so the never-used idle colod has one fewer);
+// the idle colod under 0.1%.
 #include <dirent.h>
 #include <unistd.h>
 
@@ -146,8 +150,20 @@ int run_colod_cost(const ColodCostOptions& opt) {
     if (!lock) return fail("lock " + name + ": " + lock.error().message);
     locks.push_back(std::move(lock).value());
   }
+  // Each taken once through the backend, so that every keeper has been
+  // through acquire, hold and idle release, and now keeps an idle lock.
+  progress.show("bench lock-table --cluster: taking the 1,000 cluster locks once");
+  const auto lock_start = SteadyClock::now();
+  for (auto& lock : locks) {
+    auto g = lock.acquire();
+    if (!g) return fail("lock " + lock.name() + ": " + g.error().message);
+  }
+  const double lock_s = std::chrono::duration<double>(SteadyClock::now() - lock_start).count();
   progress.show("bench lock-table --cluster: 1,000 kept locks");
-  cells.push_back(measure("1,000 kept cluster locks, unused", pid, opt.seconds));
+  Cell kept = measure("1,000 kept cluster locks, unused", pid, opt.seconds);
+  kept.note = "each taken once before (" + human_duration_ns(lock_s * 1e9 / kLocks) +
+              " each, a backend round trip), then let go by colod (idle release)";
+  cells.push_back(kept);
 
   progress.show("bench lock-table --cluster: taking 1,000 table keys once");
   host.scratch->track("cost/table");
@@ -199,11 +215,12 @@ int run_colod_cost(const ColodCostOptions& opt) {
     std::printf("%-36s | %16.3f%% | %d\n", c.label.c_str(), c.cpu_percent, c.threads);
     if (!c.note.empty()) std::printf("%-36s   %s\n", "", c.note.c_str());
   }
-  const bool kept_met = cells[1].cpu_percent < kGoalKeptPercent && cells[1].threads <= cells[0].threads;
+  const bool kept_met = cells[1].cpu_percent < kGoalKeptPercent && cells[1].threads <= cells[3].threads;
   const bool idle_met = cells[0].cpu_percent < kGoalIdlePercent;
   std::printf("\ngoals:\n");
-  std::printf("  1,000 kept-but-unused locks under %.0f%% of a core, no more threads than idle: %.3f%%, %d threads  %s\n",
-              kGoalKeptPercent, cells[1].cpu_percent, cells[1].threads, kept_met ? "met" : "NOT MET");
+  std::printf("  1,000 kept-but-unused locks under %.0f%% of a core, no more threads than with 1 key in use: %.3f%%, "
+              "%d threads (%d)  %s\n",
+              kGoalKeptPercent, cells[1].cpu_percent, cells[1].threads, cells[3].threads, kept_met ? "met" : "NOT MET");
   std::printf("  an idle colod under %.1f%% of a core:                                       %.3f%%  %s\n",
               kGoalIdlePercent, cells[0].cpu_percent, idle_met ? "met" : "NOT MET");
   if (!leftovers.empty()) {

@@ -27,7 +27,7 @@
 // equal to the pairs counted.
 // Goals (reported, not enforced): random-key pair within 2x of the named
 // lock's pair; Redis at least 100x slower per key; pairs/s on distinct keys
-// growing from 1 to 2 processes.
+// growing from 1 to 2 processes (by at least 1.2x).
 // --cluster measures colod instead (colod_cost.cpp).
 #include "commands.hpp"
 
@@ -70,6 +70,9 @@ using internal::errno_text;
 constexpr auto relaxed = std::memory_order_relaxed;
 constexpr double kGoalVsNamed = 2.0;
 constexpr double kGoalVsRedis = 100.0;
+// "Grows": by more than the few percent that runs of one process differ by
+// (on 2 cores the ideal is 2x).
+constexpr double kGoalScaling = 1.2;
 constexpr std::size_t kStripes = 4096;
 constexpr int kMaxProcesses = 4;
 constexpr std::uint32_t kCachedKeys = 1000;  // a key space whose table stays in the CPU's caches
@@ -466,7 +469,7 @@ void print_json(const Report& rep) {
         {"random_key_pair_within_2x_of_named_lock_1000_keys",
          {{"ratio", number_or_null(cached)}, {"met", met_json(cached, cached <= kGoalVsNamed)}}},
         {"redis_per_key_100x_slower", {{"ratio", number_or_null(redis)}, {"met", met_json(redis, redis >= kGoalVsRedis)}}},
-        {"distinct_keys_scale_1_to_2_processes", {{"ratio", number_or_null(grow)}, {"met", met_json(grow, grow > 1.0)}}}}},
+        {"distinct_keys_scale_1_to_2_processes", {{"ratio", number_or_null(grow)}, {"met", met_json(grow, grow >= kGoalScaling)}}}}},
       {"leftovers", rep.leftovers},
   };
   if (!rep.scaling_error.empty()) out["scaling_error"] = rep.scaling_error;
@@ -522,8 +525,8 @@ void print_table(const Report& rep) {
               goal_text(cached, cached <= kGoalVsNamed).c_str());
   std::printf("  Redis SET NX PX + DEL per key at least %.0fx slower:  %s  %s\n", kGoalVsRedis, ratio_text(vs_redis).c_str(),
               goal_text(vs_redis, vs_redis >= kGoalVsRedis).c_str());
-  std::printf("  pairs/s on distinct keys grow from 1 to 2 processes:  %s  %s\n", ratio_text(grow).c_str(),
-              goal_text(grow, grow > 1.0).c_str());
+  std::printf("  pairs/s on distinct keys grow (%.1fx) from 1 to 2 processes: %s  %s\n", kGoalScaling, ratio_text(grow).c_str(),
+              goal_text(grow, grow >= kGoalScaling).c_str());
   if (!rep.leftovers.empty()) {
     std::printf("\nleft in /dev/shm (a bug of colo bench; remove by hand):");
     for (const auto& s : rep.leftovers) std::printf(" %s", s.c_str());
@@ -630,8 +633,8 @@ void register_bench_lock_table(CLI::App& bench, int& exit_code) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{100'000'000}));
   cmd->add_flag("--json", opt->json, "print JSON instead of a table");
   cmd->add_flag("--cluster", opt->cluster,
-                "measure colod instead: its CPU and threads idle, with 1,000 kept cluster locks, after 1,000 table "
-                "keys used once, with one key in use (needs --redis or $COLO_REDIS)");
+                "measure colod instead: its CPU and threads idle, with 1,000 cluster locks each taken once, after "
+                "1,000 table keys used once, with one key in use (needs --redis or $COLO_REDIS)");
   cmd->callback([opt, &exit_code] {
     exit_code = opt->cluster ? run_colod_cost({opt->seconds == 1.0 ? 5.0 : opt->seconds, opt->redis})
                              : run_bench_lock_table(*opt);
