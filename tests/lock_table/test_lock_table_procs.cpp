@@ -97,6 +97,26 @@ class LockTableProcsTest : public test::NamespaceTest {
     return drawn;
   }
 
+  // The table still works after what a test did to it: `n` fresh workers x
+  // `count` random keys (seeds seed + 0 .. n - 1) add exactly their draws to
+  // every key's counter, with no violation and nothing half-done.
+  void expect_exact_counts_again(std::size_t n, std::uint64_t seed, std::uint64_t count) {
+    std::vector<std::uint64_t> before((*state)->keys);
+    for (std::uint64_t k = 0; k < (*state)->keys; ++k) before[k] = state->cell(k).a.load();
+    (*state)->go.store(0);
+    (*state)->ready.store(0);
+    (*state)->stop.store(0);
+    std::vector<Process*> again;
+    for (std::size_t w = 0; w < n; ++w) again.push_back(&spawn_keys(w, seed + w, count, "plain"));
+    start(static_cast<std::uint32_t>(n));
+    for (auto* w : again) expect_done(*w, count, 120s);
+    const auto drawn = replay(0, n, seed, count);
+    std::uint64_t wrong = 0;
+    for (std::uint64_t k = 0; k < (*state)->keys; ++k) wrong += state->cell(k).a.load() - before[k] != drawn[k];
+    EXPECT_EQ(wrong, 0u);
+    expect_cells_consistent();
+  }
+
   // Every key's cell: no violation, and a == b (nothing left half-done).
   void expect_cells_consistent() {
     std::uint64_t violations = 0, half_done = 0;
@@ -227,22 +247,7 @@ TEST_F(LockTableProcsTest, processesKilledInsideInsertAndFreeLeaveTheTableConsis
   EXPECT_EQ(after_churn.damaged_entries, 0u);
   expect_cells_consistent();
 
-  // Reusable: exact counts from here on.
-  std::vector<std::uint64_t> before(kKeys);
-  for (std::uint64_t k = 0; k < kKeys; ++k) before[k] = state->cell(k).a.load();
-  (*state)->go.store(0);
-  (*state)->ready.store(0);
-  (*state)->stop.store(0);
-  constexpr std::uint64_t kCount = 20'000;
-  std::vector<Process*> again;
-  for (std::size_t w = 0; w < 4; ++w) again.push_back(&spawn_keys(w, seed + 5000 + w, kCount, "plain"));
-  start(4);
-  for (auto* w : again) expect_done(*w, kCount, 120s);
-  const auto drawn = replay(0, 4, seed + 5000, kCount);
-  std::uint64_t wrong = 0;
-  for (std::uint64_t k = 0; k < kKeys; ++k) wrong += state->cell(k).a.load() - before[k] != drawn[k];
-  EXPECT_EQ(wrong, 0u);
-  expect_cells_consistent();
+  expect_exact_counts_again(4, seed + 5000, 20'000);
   EXPECT_EQ(table->stats().live_keys, 0u);
 }
 
@@ -272,7 +277,7 @@ TEST_F(LockTableProcsTest, aScribblerCannotCrashTheTablesUsersItsDamageIsCounted
             << scribbled.bucket_recoveries << "\n";
   EXPECT_GE(scribbled.damaged_entries, 1u);
 
-  // Usable: fresh cells, exact counts.
+  // Usable: fresh cells (the scribbled keys' may show violations), exact counts.
   for (std::uint64_t k = 0; k < kKeys; ++k) {
     auto& c = state->cell(k);
     c.a.store(0);
@@ -280,22 +285,7 @@ TEST_F(LockTableProcsTest, aScribblerCannotCrashTheTablesUsersItsDamageIsCounted
     c.violations.store(0);
     c.last_token.store(0);
   }
-  (*state)->go.store(0);
-  (*state)->ready.store(0);
-  (*state)->stop.store(0);
-  constexpr std::uint64_t kCount = 10'000;
-  std::vector<Process*> again;
-  for (std::size_t w = 0; w < 2; ++w) again.push_back(&spawn_keys(w, seed + 100 + w, kCount, "plain"));
-  start(2);
-  for (auto* w : again) expect_done(*w, kCount, 120s);
-  const auto drawn = replay(0, 2, seed + 100, kCount);
-  std::uint64_t wrong = 0, violations = 0;
-  for (std::uint64_t k = 0; k < kKeys; ++k) {
-    wrong += state->cell(k).a.load() != drawn[k];
-    violations += state->cell(k).violations.load();
-  }
-  EXPECT_EQ(wrong, 0u);
-  EXPECT_EQ(violations, 0u);
+  expect_exact_counts_again(2, seed + 100, 10'000);
 }
 
 }  // namespace
