@@ -12,7 +12,6 @@
 #include <cstring>
 #include <string>
 
-#include "colo/internal/clock.hpp"
 #include "transport.hpp"
 
 namespace colo::bench {
@@ -53,19 +52,6 @@ Iceoryx2Api load_api(const std::string& path) {
   return api;
 }
 
-// Retries `attempt` (true: done) until `timeout` passes; kNoWait: once.
-template <typename Attempt>
-bool poll_until(Attempt attempt, Nanos timeout) {
-  if (attempt()) return true;
-  if (timeout == kNoWait) return false;
-  const std::uint64_t until = internal::monotonic_ns() + static_cast<std::uint64_t>(timeout.count());
-  for (int i = 0;; ++i) {
-    __builtin_ia32_pause();
-    if (attempt()) return true;
-    if ((i & 255) == 0 && internal::monotonic_ns() >= until) return false;
-  }
-}
-
 class Iceoryx2Factory final : public TransportFactory {
  public:
   explicit Iceoryx2Factory(const std::string& path) : api_(load_api(path)) {}
@@ -104,7 +90,7 @@ class Iceoryx2Factory final : public TransportFactory {
     bool zero_copy() const noexcept override { return true; }
     std::span<std::byte> loan(std::size_t size, Nanos timeout) override {
       std::uint8_t* data = nullptr;
-      if (!poll_until([&] { return (data = f_.api_.loan(port_, size)) != nullptr; }, timeout)) return {};
+      if (!spin_until_ready([&] { return (data = f_.api_.loan(port_, size)) != nullptr; }, timeout)) return {};
       return {reinterpret_cast<std::byte*>(data), size};
     }
     bool commit(Nanos) override {
@@ -135,7 +121,7 @@ class Iceoryx2Factory final : public TransportFactory {
     std::optional<std::span<const std::byte>> view(Nanos timeout) override {
       const std::uint8_t* data = nullptr;
       std::size_t size = 0;
-      const bool got = poll_until(
+      const bool got = spin_until_ready(
           [&] {
             const int status = f_.api_.receive(port_, &data, &size);
             if (status < 0) f_.fail("iceoryx2 receive");
