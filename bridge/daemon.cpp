@@ -46,6 +46,8 @@ constexpr std::size_t kMaxRelayedRuns = 1 << 16;  // per topic: 1 MiB of memory 
 constexpr std::size_t kMaxBatchEntries = 512;
 constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 constexpr std::size_t kMaxBatchedMessage = 16 * 1024;
+// The event loop's longest sleep with nothing federated (see poll_once).
+constexpr std::uint64_t kIdlePollMs = 200;
 
 // Wakes colod's event loop when a cluster topic gets a message while the
 // loop sleeps in zmq_poll, which cannot wait on the ring's futex: one thread
@@ -805,6 +807,13 @@ void Daemon::Impl::poll_once(int timeout_ms) {
       if (count != Waker::kDisarmed) objects[t].waker->arm(count);
     }
   items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
+  // With no cluster topic or queue nothing needs a look between socket
+  // events but the heartbeat: sleep until it (at most kIdlePollMs, to see a
+  // stop request soon), so that an idle colod costs next to nothing.
+  if (objects.empty()) {
+    const std::uint64_t until_heartbeat = next_heartbeat_ns > now ? (next_heartbeat_ns - now) / 1'000'000 : 0;
+    timeout_ms = static_cast<int>(std::clamp<std::uint64_t>(until_heartbeat, 1, kIdlePollMs));
+  }
   zmq::poll(items.data(), items.size(), std::chrono::milliseconds(lingering ? 0 : busy ? 1 : timeout_ms));
   const std::uint64_t moved_before = moved();
   for (auto& object : objects)

@@ -40,7 +40,7 @@ void ClusterLockKeeper::set_state(LeaseState state) noexcept {
   shm::futex_wake_all(r.state_signal);
 }
 
-void ClusterLockKeeper::grant_cluster(std::uint64_t epoch, std::uint64_t valid_until_ns,
+bool ClusterLockKeeper::grant_cluster(std::uint64_t epoch, std::uint64_t valid_until_ns,
                                       std::uint32_t grant_limit) noexcept {
   auto& r = record();
   // Published before the state: an acquirer that sees held reads these.
@@ -49,6 +49,7 @@ void ClusterLockKeeper::grant_cluster(std::uint64_t epoch, std::uint64_t valid_u
   r.valid_until_ns.store(valid_until_ns, std::memory_order_release);
   r.cluster_epoch.store(epoch, std::memory_order_release);
   set_state(LeaseState::held);
+  return true;
 }
 
 void ClusterLockKeeper::extend(std::uint64_t valid_until_ns) noexcept {

@@ -7,8 +7,10 @@
 #include "colo/internal/lock_wait.hpp"
 #include "futex.hpp"
 #include "lock_record.hpp"
+#include "lock_table_view.hpp"
 #include "mapped_object.hpp"
 #include "process.hpp"
+#include "registry.hpp"
 
 namespace colo {
 namespace {
@@ -115,6 +117,26 @@ LeaseState lease_state_of(std::uint32_t stored) noexcept {
   return LeaseState::invalid;
 }
 
+// A cluster grant's lease, as on_lease_lost()'s watcher reads it: a named
+// lock's record, or a table key's cluster line.
+struct LeaseView {
+  detail::LockRecord* record;
+  detail::TableView* table;
+  std::uint64_t table_entry;  // as in LockGuard
+  std::uint64_t token;
+  std::uint64_t index() const noexcept { return table_entry & ((std::uint64_t{1} << 48) - 1); }
+  std::atomic<std::uint32_t>& signal() const noexcept {
+    return table != nullptr ? table->cluster_line_of(table->entry_at(index())).signal : record->state_signal;
+  }
+  std::uint64_t valid_until() const noexcept {
+    return (table != nullptr ? table->cluster_line_of(table->entry_at(index())).valid_until_ns : record->valid_until_ns)
+        .load(std::memory_order_acquire);
+  }
+  bool lost() const noexcept {
+    return table != nullptr ? detail::table_lease_lost(*table, index(), token) : cluster_hold_lost(*record, token);
+  }
+};
+
 }  // namespace
 
 namespace detail {
@@ -143,28 +165,32 @@ const char* to_string(LeaseState state) noexcept {
 // ---------------------------------------------------------------- LockGuard
 
 bool LockGuard::lease_lost() const noexcept {
-  if (!cluster_ || record_ == nullptr) return false;
+  if (!cluster_) return false;
+  if (table_ != nullptr) return detail::table_lease_lost(*table_, table_entry_ & ((std::uint64_t{1} << 48) - 1), token_);
+  if (record_ == nullptr) return false;
   return cluster_hold_lost(*record_, token_);
 }
 
 void LockGuard::on_lease_lost(std::function<void()> callback) {
-  if (!cluster_ || record_ == nullptr) return;
+  if (!cluster_ || !owns_lock()) return;
   stop_watch();
   auto* watch = new detail::LeaseWatch;
-  watch->thread = std::thread([record = record_, token = token_, stop = &watch->stop, callback = std::move(callback)] {
-    auto& r = *record;
+  // The watcher keeps a copy of what it reads: the guard may be moved.
+  watch->thread = std::thread([view = LeaseView{record_, table_, table_entry_, token_}, stop = &watch->stop,
+                               callback = std::move(callback)] {
+    std::atomic<std::uint32_t>& signal = view.signal();
     while (!stop->load(std::memory_order_acquire)) {
-      const std::uint32_t seen = r.state_signal.load(std::memory_order_acquire);
-      if (cluster_hold_lost(r, token)) {
+      const std::uint32_t seen = signal.load(std::memory_order_acquire);
+      if (view.lost()) {
         if (!stop->load(std::memory_order_acquire)) callback();
         return;
       }
       // Until just past the lease's end (colod extends it without a
       // signal, so this wakes to find it extended), at most a second.
       const std::uint64_t now = shm::monotonic_ns();
-      const std::uint64_t until = r.valid_until_ns.load(std::memory_order_acquire);
+      const std::uint64_t until = view.valid_until();
       const std::uint64_t left = until > now ? until - now : 0;
-      shm::futex_wait(r.state_signal, seen, static_cast<std::int64_t>(std::clamp<std::uint64_t>(left + 1'000'000, 1'000'000, 1'000'000'000)));
+      shm::futex_wait(signal, seen, static_cast<std::int64_t>(std::clamp<std::uint64_t>(left + 1'000'000, 1'000'000, 1'000'000'000)));
     }
   });
   watch_ = watch;
@@ -181,13 +207,20 @@ void LockGuard::stop_watch() noexcept {
     watch_ = nullptr;
     return;
   }
-  shm::futex_wake_all(record_->state_signal);  // spurious for others; they re-check
+  shm::futex_wake_all(LeaseView{record_, table_, table_entry_, token_}.signal());  // spurious for others; they re-check
   watch_->thread.join();
   delete watch_;
   watch_ = nullptr;
 }
 
 void LockGuard::unlock() noexcept {
+  if (table_ != nullptr) {
+    stop_watch();
+    detail::release_table_key(*table_, table_entry_ & ((std::uint64_t{1} << 48) - 1),
+                              static_cast<std::uint32_t>(table_entry_ >> 48));
+    table_ = nullptr;
+    return;
+  }
   if (record_ == nullptr) return;
   auto& r = *record_;
   stop_watch();
@@ -203,36 +236,11 @@ void LockGuard::unlock() noexcept {
   record_ = nullptr;
 }
 
-LockGuard::LockGuard(LockGuard&& other) noexcept
-    : record_(other.record_),
-      token_(other.token_),
-      sampled_ticks_(other.sampled_ticks_),
-      owner_died_(other.owner_died_),
-      cluster_(other.cluster_),
-      watch_(other.watch_) {
-  other.record_ = nullptr;
-  other.watch_ = nullptr;
-}
-
-LockGuard& LockGuard::operator=(LockGuard&& other) noexcept {
-  if (this != &other) {
-    unlock();
-    record_ = other.record_;
-    token_ = other.token_;
-    sampled_ticks_ = other.sampled_ticks_;
-    owner_died_ = other.owner_died_;
-    cluster_ = other.cluster_;
-    watch_ = other.watch_;
-    other.record_ = nullptr;
-    other.watch_ = nullptr;
-  }
-  return *this;
-}
-
 // --------------------------------------------------------------------- Lock
 
-Lock::Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record) noexcept
-    : name_(std::move(name)), mapping_(std::move(mapping)), record_(record) {}
+Lock::Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record,
+           std::shared_ptr<detail::Registry> registry) noexcept
+    : name_(std::move(name)), mapping_(std::move(mapping)), record_(record), registry_(std::move(registry)) {}
 Lock::Lock(Lock&&) noexcept = default;
 Lock& Lock::operator=(Lock&&) noexcept = default;
 Lock::~Lock() = default;
@@ -296,8 +304,10 @@ Lock::Admission Lock::admit_cluster(Wait wait, std::uint64_t deadline, std::uint
         // CAS against colod's concurrent writes (it never writes these two).
         std::uint32_t expected = static_cast<std::uint32_t>(state);
         if (r.lease_state.compare_exchange_strong(expected, static_cast<std::uint32_t>(LeaseState::requested),
-                                                  std::memory_order_acq_rel))
+                                                  std::memory_order_acq_rel)) {
           bump_signal(r);
+          if (registry_) registry_->ring();  // colod sleeps on the namespace's doorbell
+        }
         continue;
       }
       case LeaseState::requested:
@@ -305,6 +315,7 @@ Lock::Admission Lock::admit_cluster(Wait wait, std::uint64_t deadline, std::uint
       default:  // not a state: someone wrote the record; ask colod to sort it out
         r.lease_state.store(static_cast<std::uint32_t>(LeaseState::requested), std::memory_order_release);
         bump_signal(r);
+        if (registry_) registry_->ring();
         continue;
     }
     if (wait == Wait::none || (wait == Wait::until && now >= deadline)) return Admission::timed_out;

@@ -20,16 +20,22 @@ bool is_name_char(unsigned char c) {
 
 }  // namespace
 
-Result<void> validate_object_name(std::string_view name) {
+namespace {
+
+// A '/'-separated name of bytes from one set: not empty, not too long, no
+// leading or trailing '/', no empty, "." or ".." component.
+Result<void> validate_path(std::string_view name, const char* what, const char* rule, bool colon, bool slash,
+                           std::size_t max_bytes) {
   auto bad = [&](const std::string& why) {
-    return Error{Errc::invalid_argument, "invalid object name '" + printable(name) + "': " + why +
-                                             " (names are 1-200 bytes of A-Z a-z 0-9 . _ - /)"};
+    return Error{Errc::invalid_argument, std::string("invalid ") + what + " '" + printable(name) + "': " + why + " (" +
+                                             rule + ")"};
   };
   if (name.empty()) return bad("it is empty");
-  if (name.size() > kMaxObjectNameBytes) return bad("it is " + std::to_string(name.size()) + " bytes long");
+  if (name.size() > max_bytes) return bad("it is " + std::to_string(name.size()) + " bytes long");
   for (std::size_t i = 0; i < name.size(); ++i) {
     const auto c = static_cast<unsigned char>(name[i]);
-    if (!is_name_char(c)) {
+    const bool allowed = (is_name_char(c) && (slash || c != '/')) || (colon && c == ':');
+    if (!allowed) {
       char buf[64];
       std::snprintf(buf, sizeof buf, "byte 0x%02x at offset %zu is not allowed", c, i);
       return bad(buf);
@@ -46,6 +52,23 @@ Result<void> validate_object_name(std::string_view name) {
     start = end + 1;
   }
   return Ok{};
+}
+
+}  // namespace
+
+Result<void> validate_object_name(std::string_view name) {
+  return validate_path(name, "object name", "names are 1-200 bytes of A-Z a-z 0-9 . _ - /", false, true,
+                       kMaxObjectNameBytes);
+}
+
+Result<void> validate_cluster_key(std::string_view key) {
+  return validate_path(key, "cluster key", "cluster keys are 1-200 bytes of A-Z a-z 0-9 . _ - :", true, false,
+                       kMaxObjectNameBytes);
+}
+
+Result<void> validate_backend_lock_name(std::string_view name) {
+  return validate_path(name, "lock name", "lock names are 1-401 bytes of A-Z a-z 0-9 . _ - : /", true, true,
+                       2 * kMaxObjectNameBytes + 1);
 }
 
 Result<void> validate_namespace(std::string_view ns) {

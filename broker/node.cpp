@@ -6,6 +6,7 @@
 
 #include "channel_state.hpp"
 #include "lock_record.hpp"
+#include "lock_table_view.hpp"
 #include "mapped_object.hpp"
 #include "registry.hpp"
 
@@ -187,7 +188,41 @@ Result<Lock> Node::lock(std::string_view name, OpenMode mode, LockOptions option
   auto object = open_object(name, mode, spec);
   if (!object) return std::move(object).error();
   auto* record = reinterpret_cast<LockRecord*>((*object)->segment.body());
-  return Lock(std::string(name), std::move(object).value(), record);
+  return Lock(std::string(name), std::move(object).value(), record,
+              record->scope == static_cast<std::uint32_t>(Scope::cluster) ? registry_ : nullptr);
+}
+
+Result<LockTable> Node::lock_table(std::string_view name, OpenMode mode, LockTableOptions options) {
+  if (mode != OpenMode::open)
+    if (auto ok = detail::check_table_options(name, options); !ok) return std::move(ok).error();
+  const bool cluster = options.scope == Scope::cluster;
+  detail::ObjectSpec spec{shm::SegmentKind::lock_table,
+                          static_cast<std::uint32_t>(options.scope),
+                          {options.capacity, options.max_key_bytes, 0, 0},
+                          detail::table_body_bytes(options.capacity, cluster, options.max_key_bytes),
+                          nullptr, nullptr, nullptr};
+  spec.init = [&](shm::Segment& segment) { return detail::init_table(segment, options); };
+  spec.check = [&](shm::Segment& segment, bool compare) -> Result<void> {
+    if (segment.body_size() < sizeof(detail::TableGeometry))
+      return Error{Errc::corrupt, "lock table '" + std::string(name) + "': segment too small"};
+    const auto& g = reinterpret_cast<const detail::TableHeader*>(segment.body())->geometry;
+    if (compare && (g.scope != static_cast<std::uint32_t>(options.scope) || g.capacity != options.capacity ||
+                    g.max_key != options.max_key_bytes))
+      return Error{Errc::parameter_mismatch, "lock table '" + std::string(name) + "' exists with " +
+                                                 spec.describe({g.capacity, g.max_key, 0, 0}, g.scope) + ", not " +
+                                                 spec.describe(spec.params, spec.scope)};
+    return Ok{};
+  };
+  spec.describe = [](const std::uint64_t (&p)[4], std::uint32_t scope) {
+    return std::string("scope ") + scope_name(static_cast<Scope>(scope)) + ", capacity " + std::to_string(p[0]) +
+           ", max key " + std::to_string(p[1]) + " bytes";
+  };
+  auto object = open_object(name, mode, spec);
+  if (!object) return std::move(object).error();
+  auto view = detail::open_table(name, std::move(object).value());
+  if (!view) return std::move(view).error();
+  if ((*view)->scope == Scope::cluster) (*view)->registry = registry_;
+  return LockTable(std::move(view).value());
 }
 
 Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_view name, OpenMode mode, bool queue,

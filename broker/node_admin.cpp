@@ -8,6 +8,7 @@
 #include "colo/node.hpp"
 #include "channel_state.hpp"
 #include "lock_record.hpp"
+#include "lock_table_view.hpp"
 #include "mapped_object.hpp"
 #include "registry.hpp"
 
@@ -22,6 +23,7 @@ std::optional<ObjectKind> object_kind(shm::SegmentKind kind) {
     case shm::SegmentKind::lock: return ObjectKind::lock;
     case shm::SegmentKind::topic: return ObjectKind::topic;
     case shm::SegmentKind::queue: return ObjectKind::queue;
+    case shm::SegmentKind::lock_table: return ObjectKind::lock_table;
     case shm::SegmentKind::registry: break;
   }
   return std::nullopt;
@@ -81,7 +83,7 @@ std::string state_text(const ObjectInfo& info) {
   return text;
 }
 
-Result<ObjectInfo> Node::describe(std::string_view name, bool registered) const {
+Result<ObjectInfo> Node::describe(std::string_view name, bool registered, bool deep) const {
   ObjectInfo info;
   info.name = std::string(name);
   info.shm_name = shm_name_of(name);
@@ -122,6 +124,20 @@ Result<ObjectInfo> Node::describe(std::string_view name, bool registered) const 
     Lock view(info.name, std::make_unique<detail::MappedObject>(detail::MappedObject{std::move(segment).value()}),
               record);
     info.lock = view.stats();
+  } else if (seg->kind == shm::SegmentKind::lock_table) {
+    auto segment = shm::Segment::open(info.shm_name, seg->kind, std::chrono::milliseconds(0));
+    if (!segment) {
+      set_unopenable(info, segment.error());
+      return info;
+    }
+    auto view = detail::open_table(info.name, std::make_unique<detail::MappedObject>(
+                                                  detail::MappedObject{std::move(segment).value()}));
+    if (!view) {
+      set_corrupt(info, view.error().message);
+      return info;
+    }
+    info.scope = (*view)->scope;
+    if (deep) info.lock_table = LockTable(std::move(view).value()).stats();
   } else if (seg->kind == shm::SegmentKind::topic || seg->kind == shm::SegmentKind::queue) {
     auto segment = shm::Segment::open(info.shm_name, seg->kind, std::chrono::milliseconds(0));
     if (!segment) {
@@ -152,7 +168,7 @@ Result<std::vector<ObjectInfo>> Node::list() const {
   std::vector<ObjectInfo> out;
   std::set<std::string> seen;
   for (const auto& e : entries) {
-    auto info = describe(e.name, true);
+    auto info = describe(e.name, true, false);
     if (!info) return std::move(info).error();
     if (!info->kind) info->kind = object_kind(e.kind);
     info->scope = static_cast<Scope>(e.scope);
@@ -165,7 +181,7 @@ Result<std::vector<ObjectInfo>> Node::list() const {
   }
   for (const auto& name : segment_objects(options_.ns)) {
     if (seen.count(name) != 0) continue;
-    auto info = describe(name, false);
+    auto info = describe(name, false, false);
     if (info) out.push_back(std::move(info).value());
   }
   std::sort(out.begin(), out.end(), [](const ObjectInfo& a, const ObjectInfo& b) { return a.name < b.name; });
@@ -184,7 +200,7 @@ Result<ObjectInfo> Node::info(std::string_view name) const {
       scope = static_cast<Scope>(entry->scope);
     }
   }
-  auto info = describe(name, registered);
+  auto info = describe(name, registered, true);
   if (!info) return info;
   if (!registered && info->state == ObjectState::missing)
     return Error{Errc::not_found, "no object '" + std::string(name) + "' in namespace '" + options_.ns + "'"};

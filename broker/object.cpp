@@ -15,6 +15,7 @@ const char* to_string(ObjectKind kind) noexcept {
     case ObjectKind::lock: return "lock";
     case ObjectKind::topic: return "topic";
     case ObjectKind::queue: return "queue";
+    case ObjectKind::lock_table: return "lock-table";
   }
   return "unknown";
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "clock.hpp"
+#include "futex.hpp"
 
 namespace colo::detail {
 namespace {
@@ -28,6 +29,11 @@ void repair(RegistryRecord& r) noexcept {
   }
   r.count.store(used, relaxed);
   r.generation.fetch_add(1, relaxed);
+}
+
+void ring_doorbell(RegistryRecord& r) noexcept {
+  r.doorbell.fetch_add(1, std::memory_order_acq_rel);
+  shm::futex_wake_all(r.doorbell);
 }
 
 }  // namespace
@@ -105,8 +111,13 @@ Result<Registry::Locked> Registry::lock() {
 }
 
 Registry::Locked::~Locked() {
-  if (record_ != nullptr) record_->mutex.unlock();
+  if (record_ == nullptr) return;
+  const bool changed = record_->generation.load(relaxed) != generation_at_lock_;
+  record_->mutex.unlock();
+  if (changed) ring_doorbell(*record_);
 }
+
+void Registry::ring() noexcept { ring_doorbell(record()); }
 
 RegistryEntry* Registry::Locked::find(std::string_view name) noexcept {
   for (auto& e : record_->entries)

@@ -7,7 +7,7 @@
 //   +---------------------------------------------------------------+
 //   | robust mutex (serialises create/remove/gc) | padding          |
 //   +---------------------------------------------------------------+ 64
-//   | layout version | capacity | count | reserved | generation | … |
+//   | layout version | capacity | count | doorbell | generation | … |
 //   +---------------------------------------------------------------+ 128
 //   | entry 0 (384 B): state | kind | scope | creator pid |         |
 //   |   creator start | created ns | params[4] | name[256] | rsvd  |
@@ -19,6 +19,12 @@
 // state = used (release). A writer that dies mid-entry leaves `writing`,
 // which the next mutex holder (told by EOWNERDEAD) clears. Readers that do not
 // take the mutex (tools) skip anything not `used`.
+//
+// The doorbell is the namespace's colod's one futex: bumped (and woken) when
+// the registry changes and when a cluster-scope lock or table key wants
+// colod's attention (a first request). colod sleeps on it between timers, so
+// that its cost follows the locks in use, not every lock there is. It was
+// `reserved` (zero) before, so the layout version did not change.
 #pragma once
 
 #include <atomic>
@@ -58,7 +64,7 @@ struct RegistryRecord {
   std::uint32_t layout_version;
   std::uint32_t capacity;
   std::atomic<std::uint32_t> count;
-  std::uint32_t reserved0;
+  std::atomic<std::uint32_t> doorbell;    // futex: see above
   std::atomic<std::uint64_t> generation;  // bumped on every change
   std::uint8_t reserved1[40];
   RegistryEntry entries[kRegistryCapacity];
@@ -88,15 +94,19 @@ class Registry {
     Result<void> add(std::string_view name, shm::SegmentKind kind, std::uint32_t scope, const std::uint64_t (&params)[4]);
     void erase(RegistryEntry* entry) noexcept;
     std::vector<EntrySnapshot> snapshot() const;
-    Locked(Locked&& other) noexcept : record_(other.record_) { other.record_ = nullptr; }
+    Locked(Locked&& other) noexcept : record_(other.record_), generation_at_lock_(other.generation_at_lock_) {
+      other.record_ = nullptr;
+    }
     Locked(const Locked&) = delete;
     Locked& operator=(const Locked&) = delete;
     ~Locked();
 
    private:
     friend class Registry;
-    explicit Locked(RegistryRecord* record) noexcept : record_(record) {}
+    explicit Locked(RegistryRecord* record) noexcept
+        : record_(record), generation_at_lock_(record->generation.load(std::memory_order_relaxed)) {}
     RegistryRecord* record_;
+    std::uint64_t generation_at_lock_;  // a change rings the doorbell at unlock
   };
   Result<Locked> lock();
 
@@ -105,6 +115,9 @@ class Registry {
   std::uint64_t generation() const noexcept {
     return reinterpret_cast<const RegistryRecord*>(segment_.body())->generation.load(std::memory_order_acquire);
   }
+  // The doorbell (see the layout): ring() bumps it and wakes its sleepers.
+  std::atomic<std::uint32_t>& doorbell() noexcept { return record().doorbell; }
+  void ring() noexcept;
 
  private:
   explicit Registry(shm::Segment segment) : segment_(std::move(segment)) {}

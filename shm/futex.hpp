@@ -26,6 +26,18 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::i
 // Wakes every process sleeping on `word`.
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
 
+// Sleeps while `a` holds `a_seen` and `b` holds `b_seen` (FUTEX_WAITV,
+// Linux 5.16), at most `timeout_ns`; returns on a change of either, a wake,
+// a signal or the timeout. On an older kernel it sleeps on `a` alone, in
+// 1 ms slices, looking at `b` between them.
+void futex_wait_either(std::atomic<std::uint32_t>& a, std::uint32_t a_seen, std::atomic<std::uint32_t>& b,
+                       std::uint32_t b_seen, std::int64_t timeout_ns) noexcept;
+
+// The same on the low 32 bits of a 64-bit word (its first 4 bytes: x86-64
+// is little-endian), for locks whose word holds more than a futex does.
+void futex_wait_low_half(std::atomic<std::uint64_t>& word, std::uint32_t expected, std::int64_t timeout_ns) noexcept;
+void futex_wake_all_low_half(std::atomic<std::uint64_t>& word) noexcept;
+
 // Registers this process for asymmetric barriers (once; later calls are
 // free). False if the kernel refuses (old kernel, seccomp): the caller then
 // fences on its fast path instead.

@@ -57,6 +57,7 @@ void reset_after_fork() noexcept {
   // The child has a new pid and its only thread a new tid.
   g_self_pid.store(0, std::memory_order_relaxed);
   t_tid = 0;
+  detail::t_owner_word = 0;
 }
 
 struct ForkHandlerInstaller {
@@ -69,7 +70,8 @@ namespace detail {
 
 std::atomic<std::uint32_t> g_self_pid{0};
 std::atomic<std::uint64_t> g_self_start{0};
-thread_local std::uint32_t t_tid __attribute__((tls_model("initial-exec"))) = 0;
+thread_local constinit std::uint32_t t_tid __attribute__((tls_model("initial-exec"))) = 0;
+thread_local constinit std::uint64_t t_owner_word __attribute__((tls_model("initial-exec"))) = 0;
 
 ProcessRef self_slow() noexcept {
   const pid_t real = ::getpid();

@@ -30,7 +30,10 @@ namespace detail {
 // call __tls_get_addr from a shared library.
 extern std::atomic<std::uint32_t> g_self_pid;
 extern std::atomic<std::uint64_t> g_self_start;
-extern thread_local std::uint32_t t_tid __attribute__((tls_model("initial-exec")));
+// constinit: no dynamic initialisation, so no TLS wrapper call on each use.
+extern thread_local constinit std::uint32_t t_tid __attribute__((tls_model("initial-exec")));
+// The thread's owner word (owner_word.hpp), 0 until computed.
+extern thread_local constinit std::uint64_t t_owner_word __attribute__((tls_model("initial-exec")));
 ProcessRef self_slow() noexcept;
 std::uint32_t self_tid_slow() noexcept;
 }  // namespace detail

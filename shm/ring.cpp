@@ -12,6 +12,7 @@
 
 #include "clock.hpp"
 #include "futex.hpp"
+#include "owner_word.hpp"
 #include "process.hpp"
 
 #if !defined(__x86_64__)
@@ -925,24 +926,16 @@ void Ring::evict_dead_readers() noexcept {
 }
 
 namespace {
-// This thread's lock word: its tid and the low bits of its start time
-// (/proc/<tid>/stat), so that a tid reused by a later thread is not taken
-// for the owner. Computed once per thread.
+// This thread's lock word: its tid (high 32 bits) and the low bits of its
+// start time, so that a tid reused by a later thread is not taken for the
+// owner. The same facts as its owner word (owner_word.hpp), in the order
+// this lock word has had since layout 3.
 std::uint64_t my_lock_word() noexcept {
-  static thread_local std::uint64_t word = 0;
-  static thread_local std::uint32_t for_tid = 0;
-  const std::uint32_t tid = self_tid();
-  if (word == 0 || for_tid != tid) {  // first use, or a fork gave us a new tid
-    const std::uint64_t start = start_time_of(static_cast<pid_t>(tid)).value_or(0);
-    word = std::uint64_t{tid} << 32 | (start & 0xffff'ffff);
-    for_tid = tid;
-  }
-  return word;
+  const std::uint64_t owner = self_owner_word();
+  return std::uint64_t{owner_tid(owner)} << 32 | owner >> 32;
 }
 bool lock_owner_alive(std::uint64_t word) noexcept {
-  const auto tid = static_cast<pid_t>(word >> 32);
-  const auto start = start_time_of(tid);
-  return start && (*start & 0xffff'ffff) == (word & 0xffff'ffff);
+  return owner_alive((word & 0xffff'ffff) << 32 | (word >> 32 & 0x7fff'ffff) << 1);
 }
 }  // namespace
 

@@ -156,6 +156,7 @@ const char* kind_name(SegmentKind kind) noexcept {
     case SegmentKind::lock: return "lock";
     case SegmentKind::queue: return "queue";
     case SegmentKind::topic: return "topic";
+    case SegmentKind::lock_table: return "lock-table";
   }
   return "unknown";
 }

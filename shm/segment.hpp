@@ -50,8 +50,9 @@ inline constexpr std::size_t kObjectNameCapacity = 256;  // 200-byte names + NUL
 enum class SegmentKind : std::uint32_t {
   registry = 1,
   lock = 2,
-  queue = 3,  // a queue's ring (shm/ring.hpp)
-  topic = 4,  // a topic's ring
+  queue = 3,       // a queue's ring (shm/ring.hpp)
+  topic = 4,       // a topic's ring
+  lock_table = 5,  // a lock table (broker/lock_table_layout.hpp)
 };
 const char* kind_name(SegmentKind kind) noexcept;
 

@@ -43,11 +43,15 @@
 #include "registry.hpp"
 #include "segment.hpp"
 #include "shared_state.hpp"
+#include "worker_pauses.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using colo::test::SharedState;
+using colo::test::pause_us;
+using colo::test::spin;
+using colo::test::wait_flag;
 constexpr auto relaxed = std::memory_order_relaxed;
 
 [[noreturn]] void die(int code, const std::string& message) {
@@ -82,18 +86,6 @@ colo::Lock lock_or_die(colo::Node& node, const std::string& name, colo::OpenMode
   return std::move(lock).value();
 }
 
-void pause_us(std::uint64_t us) {
-  if (us == 0) return;
-  timespec ts{static_cast<time_t>(us / 1'000'000), static_cast<long>(us % 1'000'000) * 1000};
-  ::nanosleep(&ts, nullptr);
-}
-
-// Busy for about `n` loop iterations: a pause that makes no system call, so a
-// kill can land between two plain stores.
-void spin(std::uint32_t n) {
-  for (std::uint32_t i = 0; i < n; ++i) asm volatile("" ::: "memory");
-}
-
 // A pause of a random kind and length: none, a busy spin, or a sleep.
 void random_pause(std::mt19937_64& rng) {
   switch (rng() % 3) {
@@ -101,16 +93,6 @@ void random_pause(std::mt19937_64& rng) {
     case 1: spin(static_cast<std::uint32_t>(rng() % 20000)); break;
     default: pause_us(rng() % 300); break;
   }
-}
-
-// Waits (bounded) for a control flag.
-bool wait_flag(const std::atomic<std::uint32_t>& flag, std::chrono::seconds max) {
-  const auto deadline = std::chrono::steady_clock::now() + max;
-  while (flag.load(std::memory_order_acquire) == 0) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    pause_us(100);
-  }
-  return true;
 }
 
 // Everything a grant does first, under the lock: check the token, repair if

@@ -47,6 +47,22 @@ nlohmann::json to_json(const ObjectInfo& info) {
                               {"lease_losses", c.lease_losses}};
     }
   }
+  if (info.lock_table) {
+    const LockTableStats& s = *info.lock_table;
+    nlohmann::json hot = nlohmann::json::array();
+    for (const auto& k : s.most_contended) hot.push_back({{"key", k.key}, {"waits", k.waits}});
+    j["lock_table"] = {
+        {"capacity", s.capacity},         {"entries", s.entries},
+        {"max_key_bytes", s.max_key_bytes}, {"bytes_per_entry", s.bytes_per_entry},
+        {"live_keys", s.live_keys},       {"kept_keys", s.kept_keys}, {"occupancy", s.occupancy()},
+        {"dead_holders", s.dead_holders}, {"overflowed_keys", s.overflowed_keys},
+        {"waiters", s.waiters},           {"grants", s.grants},
+        {"contended_grants", s.contended_grants}, {"recoveries", s.recoveries},
+        {"timeouts", s.timeouts},         {"full_refusals", s.full_refusals},
+        {"damaged_entries", s.damaged_entries}, {"bucket_recoveries", s.bucket_recoveries},
+        {"most_contended", hot},
+    };
+  }
   if (info.channel) {
     const ChannelStats& c = *info.channel;
     nlohmann::json publishers = nlohmann::json::array();

@@ -14,15 +14,32 @@ struct CreateOptions {
   std::uint32_t max_deliveries = 5;
   std::uint32_t history = 0;
   bool exclusive = false;
+  std::uint32_t max_key = 64;  // lock-table
+  bool cluster = false;        // lock, lock-table
+  bool capacity_given = false;
 };
 
 int run_create(const Context& ctx, const CreateOptions& o) {
   auto node = open_node(ctx);
   if (!node) return fail(node.error());
+  if (o.cluster && o.kind != "lock" && o.kind != "lock-table") return fail("--cluster is for locks and lock tables");
   if (o.kind == "lock") {
     if (o.exclusive) return fail("--exclusive-publisher is for topics and queues, not locks");
-    auto lock = node->lock(o.name, OpenMode::create);
+    auto lock = node->lock(o.name, OpenMode::create, {.scope = o.cluster ? Scope::cluster : Scope::host});
     if (!lock) return fail(lock.error());
+  } else if (o.kind == "lock-table") {
+    if (o.exclusive) return fail("--exclusive-publisher is for topics and queues, not lock tables");
+    const std::uint64_t capacity = o.capacity_given ? o.capacity : LockTableOptions{}.capacity;
+    auto table = node->lock_table(o.name, OpenMode::create,
+                                  {.scope = o.cluster ? Scope::cluster : Scope::host, .capacity = capacity,
+                                   .max_key_bytes = o.max_key});
+    if (!table) return fail(table.error());
+    const LockTableStats s = table->stats();
+    auto info = node->info(o.name);
+    std::cout << "created lock-table '" << o.name << "' in namespace '" << ctx.ns << "': " << with_commas(s.capacity)
+              << " keys of up to " << s.max_key_bytes << " bytes, " << with_commas(s.entries) << " entries of "
+              << s.bytes_per_entry << " bytes (" << human_bytes(info ? info->size_bytes : 0) << " of shared memory)\n";
+    return kExitOk;
   } else if (o.kind == "topic") {
     if (o.acks) return fail("--acks is for queues, not topics");
     auto topic = node->topic(o.name, OpenMode::create, TopicOptions{o.capacity, o.max_message, o.history, o.exclusive});
@@ -32,7 +49,7 @@ int run_create(const Context& ctx, const CreateOptions& o) {
     auto queue = node->queue(o.name, OpenMode::create, QueueOptions{o.capacity, o.max_message, o.acks, o.max_deliveries, o.exclusive});
     if (!queue) return fail(queue.error());
   } else {
-    return fail("unknown object kind '" + o.kind + "' (expected lock, topic or queue)");
+    return fail("unknown object kind '" + o.kind + "' (expected lock, lock-table, topic or queue)");
   }
   std::cout << "created " << o.kind << " '" << o.name << "' in namespace '" << ctx.ns << "'\n";
   return kExitOk;
@@ -64,19 +81,29 @@ int run_gc(const Context& ctx, bool dry_run) {
 }  // namespace
 
 void register_create(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("create", "Create a lock, topic or queue (fails if it exists)");
+  auto* cmd = app.add_subcommand("create", "Create a lock, lock table, topic or queue (fails if it exists)");
   cmd->footer(
+      "A lock table holds one lock per key (colo lock --table TABLE KEY); --capacity is then the number of keys "
+      "held at once (default 65536, up to 67108864).\n"
       "Examples:\n"
       "  colo create lock jobs/cleanup\n"
+      "  colo create lock-table orders --capacity 1000000\n"
       "  colo create topic prices --capacity 16777216 --history 100\n"
       "  colo create queue jobs --acks --max-deliveries 5\n"
       "  colo create topic ticks --exclusive-publisher   # one publisher at a time: no atomic step per message");
   auto o = std::make_shared<CreateOptions>();
-  cmd->add_option("KIND", o->kind, "lock, topic or queue")->required()->check(CLI::IsMember({"lock", "topic", "queue"}));
+  cmd->add_option("KIND", o->kind, "lock, lock-table, topic or queue")
+      ->required()
+      ->check(CLI::IsMember({"lock", "lock-table", "topic", "queue"}));
   cmd->add_option("NAME", o->name, "object name: 1-200 bytes of A-Z a-z 0-9 . _ - /")->required();
-  cmd->add_option("--capacity", o->capacity, "topic/queue: ring bytes, a power of two from 4096")
+  auto* capacity = cmd->add_option("--capacity", o->capacity,
+                                   "topic/queue: ring bytes, a power of two from 4096 (default 1048576); lock-table: "
+                                   "keys held at once, 1 to 67108864 (default 65536)")
+                       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 34));
+  cmd->add_option("--max-key", o->max_key, "lock-table: longest key in bytes, 1 to 256 (sets the entry size)")
       ->capture_default_str()
-      ->check(CLI::Range(std::uint64_t{4096}, std::uint64_t{1} << 34));
+      ->check(CLI::Range(1, 256));
+  cmd->add_flag("--cluster", o->cluster, "lock, lock-table: cluster scope (excludes holders on every host, through colod)");
   cmd->add_option("--max-message", o->max_message, "topic/queue: largest message in bytes (at most about capacity/2)")
       ->capture_default_str();
   cmd->add_option("--history", o->history,
@@ -89,7 +116,10 @@ void register_create(CLI::App& app, Context& ctx) {
   cmd->add_option("--max-deliveries", o->max_deliveries, "queue with --acks: deliveries before NAME.dlq")
       ->capture_default_str()
       ->check(CLI::Range(1, 255));
-  cmd->callback([&ctx, o] { ctx.exit_code = run_create(ctx, *o); });
+  cmd->callback([&ctx, o, capacity] {
+    o->capacity_given = capacity->count() != 0;
+    ctx.exit_code = run_create(ctx, *o);
+  });
 }
 
 void register_rm(CLI::App& app, Context& ctx) {

@@ -1,4 +1,6 @@
 // `colo lock NAME [--timeout S] -- CMD [ARG...]`: flock(1), with a colo lock.
+// `colo lock --table TABLE KEY ... -- CMD`: the same with one key of a lock
+// table (which must exist: `colo create lock-table`).
 //
 // Runs CMD while holding the lock and exits with CMD's status (128+N if a
 // signal N ended it). CMD's environment gets COLO_FENCING_TOKEN (decimal) and,
@@ -22,6 +24,8 @@
 #include <csignal>
 #include <cstring>
 #include <iostream>
+#include <optional>
+#include <sstream>
 
 #include "cli.hpp"
 #include "colo/internal/text.hpp"  // errno_text
@@ -37,12 +41,23 @@ void forward_signal(int sig) {
 }
 
 struct LockCommand {
-  std::string name;
+  std::string name;   // the lock, or the key with --table
+  std::string table;
   double timeout_s = -1;
   bool cluster = false;
   std::string on_lease_loss = "TERM";
   std::vector<std::string> command;
+  bool cluster_table = false;           // --table names a cluster-scope table
+  std::optional<Lock> open_lock;        // kept open while held: guards point into their mapping
+  std::optional<LockTable> open_table;
 };
+
+// As the timeout was given: "5", "0.5".
+std::string format_seconds(double seconds) {
+  std::ostringstream out;
+  out << seconds;
+  return out.str();
+}
 
 // "TERM", "SIGTERM", "15" -> 15; "none" -> 0; else -1.
 int parse_signal(const std::string& text) {
@@ -60,7 +75,40 @@ int parse_signal(const std::string& text) {
   return -1;
 }
 
-int run_lock(const Context& ctx, const LockCommand& o) {
+// The named lock NAME (created if missing), acquired.
+// A negative timeout waits for ever.
+Result<LockGuard> acquire_named(Node& node, LockCommand& o, std::chrono::nanoseconds timeout) {
+  auto opened = node.lock(o.name, OpenMode::create_or_open, {.scope = o.cluster ? Scope::cluster : Scope::host});
+  if (!opened) return std::move(opened).error();
+  auto& lock = o.open_lock.emplace(std::move(opened).value());
+  if (timeout.count() < 0) return lock.acquire();
+  if (auto guard = lock.try_acquire_for(timeout)) return std::move(*guard);
+  const LockStats s = lock.stats();
+  std::string holder = s.holder.pid != 0 ? " (held by pid " + std::to_string(s.holder.pid) + ")" : "";
+  if (s.cluster && !s.cluster->keeper_alive) holder += " (no colod serves this namespace's cluster locks)";
+  return Error{Errc::timed_out, "timed out after " + format_seconds(o.timeout_s) + " s waiting for lock '" + o.name +
+                                    "'" + holder};
+}
+
+// Key NAME of the existing table TABLE, acquired.
+Result<LockGuard> acquire_key(Node& node, LockCommand& o, std::chrono::nanoseconds timeout) {
+  auto opened = node.lock_table(o.table, OpenMode::open);
+  if (!opened) return std::move(opened).error();
+  auto& table = o.open_table.emplace(std::move(opened).value());
+  o.cluster_table = table.scope() == Scope::cluster;
+  auto key = table.lock(o.name);
+  if (!key) return std::move(key).error();
+  if (timeout.count() < 0) return key->acquire();
+  auto got = key->try_acquire_for(timeout);
+  if (!got) return std::move(got).error();
+  if (*got) return std::move(**got);
+  const KeyStats s = key->stats();
+  const std::string holder = s.holder.pid != 0 ? " (held by pid " + std::to_string(s.holder.pid) + ")" : "";
+  return Error{Errc::timed_out, "timed out after " + format_seconds(o.timeout_s) + " s waiting for key '" + o.name +
+                                    "' of lock table '" + o.table + "'" + holder};
+}
+
+int run_lock(const Context& ctx, LockCommand& o) {
   const std::string& name = o.name;
   const double timeout_s = o.timeout_s;
   const std::vector<std::string>& command = o.command;
@@ -68,27 +116,18 @@ int run_lock(const Context& ctx, const LockCommand& o) {
   const int loss_signal = parse_signal(o.on_lease_loss);
   if (loss_signal < 0)
     return fail("colo lock: --on-lease-loss " + o.on_lease_loss + ": not a signal (TERM, INT, KILL, USR1, a number, or none)");
+  if (o.cluster && !o.table.empty())
+    return fail("colo lock: --cluster is for named locks; a lock table's scope is set when it is created "
+                "(colo create lock-table --cluster)");
   auto node = open_node(ctx);
   if (!node) return fail(node.error());
-  auto lock = node->lock(name, OpenMode::create_or_open, {.scope = o.cluster ? Scope::cluster : Scope::host});
-  if (!lock) return fail(lock.error());
-
-  std::optional<LockGuard> guard;
-  if (timeout_s >= 0) {
-    guard = lock->try_acquire_for(std::chrono::nanoseconds(static_cast<std::int64_t>(timeout_s * 1e9)));
-    if (!guard) {
-      const LockStats s = lock->stats();
-      std::string holder = s.holder.pid != 0 ? " (held by pid " + std::to_string(s.holder.pid) + ")" : "";
-      if (s.cluster && !s.cluster->keeper_alive) holder += " (no colod serves this namespace's cluster locks)";
-      std::cerr << "colo: timed out after " << timeout_s << " s waiting for lock '" << name << "'" << holder << '\n';
-      return kExitTimeout;
-    }
-  } else {
-    auto acquired = lock->acquire();
-    if (!acquired) return fail(acquired.error());
-    guard.emplace(std::move(acquired).value());
-  }
-
+  // Negative: wait for ever.
+  const std::chrono::nanoseconds timeout(timeout_s >= 0 ? static_cast<std::int64_t>(timeout_s * 1e9) : -1);
+  auto got = o.table.empty() ? acquire_named(*node, o, timeout) : acquire_key(*node, o, timeout);
+  if (!got) return got.error().code == Errc::timed_out ? (std::cerr << "colo: " << got.error().message << '\n', kExitTimeout)
+                                                       : fail(got.error());
+  std::optional<LockGuard> guard = std::move(got).value();
+  const bool cluster = o.cluster || o.cluster_table;
   const std::string token = std::to_string(guard->fencing_token());
   const pid_t parent = ::getpid();
   const pid_t child = ::fork();
@@ -108,9 +147,11 @@ int run_lock(const Context& ctx, const LockCommand& o) {
     ::_exit(err == ENOENT ? 127 : 126);
   }
   g_child_pid = child;
-  if (o.cluster) {
-    guard->on_lease_lost([child, loss_signal, name] {
-      std::cerr << "colo: lease of cluster lock '" << name << "' lost"
+  if (cluster) {
+    const std::string what = o.table.empty() ? "cluster lock '" + name + "'"
+                                             : "key '" + name + "' of cluster lock table '" + o.table + "'";
+    guard->on_lease_lost([child, loss_signal, what] {
+      std::cerr << "colo: lease of " << what << " lost"
                 << (loss_signal != 0 ? std::string("; sending SIG") + ::sigabbrev_np(loss_signal) + " to the command" : "")
                 << '\n';
       if (loss_signal != 0) ::kill(child, loss_signal);
@@ -139,22 +180,25 @@ int run_lock(const Context& ctx, const LockCommand& o) {
 void register_lock(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("lock", "Run a command while holding a colo lock, like flock(1)");
   cmd->footer(
-      "The lock is created if missing. The command gets COLO_FENCING_TOKEN (greater than every earlier holder's) "
-      "and, if the previous holder died holding the lock, COLO_OWNER_DIED=1. Exits with the command's status, or "
-      "75 if --timeout ran out first.\n"
+      "The lock is created if missing. With --table, NAME is a key (any bytes, up to the table's max key) of a lock "
+      "table, which must exist (colo create lock-table). The command gets COLO_FENCING_TOKEN (greater than every "
+      "earlier holder's) and, if the previous holder died holding the lock, COLO_OWNER_DIED=1. Exits with the "
+      "command's status, or 75 if --timeout ran out first.\n"
       "Examples:\n"
       "  colo lock nightly-report -- ./make-report.sh\n"
       "  colo lock --timeout 5 db-migrate -- ./migrate.sh\n"
-      "  colo lock --cluster deploy -- ./deploy.sh");
+      "  colo lock --cluster deploy -- ./deploy.sh\n"
+      "  colo lock --table orders order:42 -- ./ship.sh 42");
   auto o = std::make_shared<LockCommand>();
-  cmd->add_option("NAME", o->name, "lock name")->required();
+  cmd->add_option("NAME", o->name, "lock name, or with --table the key")->required();
+  cmd->add_option("--table", o->table, "lock the key NAME of this lock table (per-resource locking)");
   cmd->add_option("--timeout", o->timeout_s, "give up after SECONDS (exit 75); default: wait forever")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--cluster", o->cluster,
                 "a cluster-scope lock: excludes holders on every host (needs the namespace's colod "
                 "with a [[lock_backend]])");
   cmd->add_option("--on-lease-loss", o->on_lease_loss,
-                  "--cluster: signal sent to CMD if the cluster hold is lost while it runs (TERM, INT, KILL, USR1, "
+                  "--cluster, or a cluster-scope table: signal sent to CMD if the cluster hold is lost while it runs (TERM, INT, KILL, USR1, "
                   "a number, or none)")
       ->default_str("TERM");
   cmd->add_option("CMD", o->command, "command and arguments, after --")->required();

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "cli.hpp"
+#include "colo/internal/text.hpp"  // escaped: keys are any bytes
 #include "colod_client.hpp"
 
 namespace colo::cli {
@@ -31,9 +32,9 @@ int run_ls(const Context& ctx, bool json) {
     std::cout << "namespace '" << ctx.ns << "' has no objects\n";
     return kExitOk;
   }
-  std::printf("%-8s %-32s %-8s %10s %-16s %s\n", "KIND", "NAME", "SCOPE", "SIZE", "CREATOR", "STATE");
+  std::printf("%-10s %-32s %-8s %10s %-16s %s\n", "KIND", "NAME", "SCOPE", "SIZE", "CREATOR", "STATE");
   for (const auto& o : *objects)
-    std::printf("%-8s %-32s %-8s %10s %-16s %s\n", o.kind ? to_string(*o.kind) : "?", o.name.c_str(),
+    std::printf("%-10s %-32s %-8s %10s %-16s %s\n", o.kind ? to_string(*o.kind) : "?", o.name.c_str(),
                 scope_name(o.scope), human_bytes(o.size_bytes).c_str(), creator_text(o).c_str(), state_text(o).c_str());
   return kExitOk;
 }
@@ -69,6 +70,32 @@ void print_lock(const LockStats& s) {
       std::printf("kept by:          colod pid %u%s\n", c.keeper_pid, c.keeper_alive ? "" : " (DEAD: start colod again)");
     std::printf("lease losses:     %llu\n", static_cast<unsigned long long>(c.lease_losses));
   }
+}
+
+void print_lock_table(const LockTableStats& s) {
+  auto u = [](std::uint64_t v) { return with_commas(v); };
+  std::printf("capacity:         %s keys of up to %u bytes (%s entries of %u bytes)\n", u(s.capacity).c_str(),
+              s.max_key_bytes, u(s.entries).c_str(), s.bytes_per_entry);
+  std::printf("live keys:        %s (%.1f%% of capacity), %s outside their home bucket\n", u(s.live_keys).c_str(),
+              100.0 * s.occupancy(), u(s.overflowed_keys).c_str());
+  if (s.scope == Scope::cluster)
+    std::printf("kept keys:        %s (this host holds their cluster lock, no local holder)\n", u(s.kept_keys).c_str());
+  std::printf("dead holders:     %s (their next acquirer is told owner_died)\n", u(s.dead_holders).c_str());
+  std::printf("waiters:          %u\n", s.waiters);
+  std::printf("grants:           %s\n", u(s.grants).c_str());
+  std::printf("contended grants: %s\n", u(s.contended_grants).c_str());
+  std::printf("recoveries:       %s (grants that found the holder dead)\n", u(s.recoveries).c_str());
+  std::printf("timeouts:         %s\n", u(s.timeouts).c_str());
+  std::printf("full refusals:    %s (acquires refused: no free entry for the key)\n", u(s.full_refusals).c_str());
+  std::printf("damaged entries:  %s (isolated), %s bucket locks taken from dead processes\n",
+              u(s.damaged_entries).c_str(), u(s.bucket_recoveries).c_str());
+  if (s.most_contended.empty()) {
+    std::printf("most contended:   none (no acquire has waited)\n");
+    return;
+  }
+  std::printf("most contended:   (waits, approximate)\n");
+  for (const auto& k : s.most_contended)
+    std::printf("  %-12s %s\n", u(k.waits).c_str(), internal::escaped(k.key, 80).c_str());
 }
 
 void print_channel(const ChannelStats& c) {
@@ -113,6 +140,7 @@ Rates rates_between(const ObjectInfo& a, const ObjectInfo& b, double seconds) {
     return after >= before ? static_cast<double>(after - before) / seconds : 0.0;
   };
   if (a.lock && b.lock) r.grants = per_s(a.lock->grants, b.lock->grants);
+  if (a.lock_table && b.lock_table) r.grants = per_s(a.lock_table->grants, b.lock_table->grants);
   if (a.channel && b.channel) {
     r.published = per_s(a.channel->published, b.channel->published);
     std::uint64_t bytes_a = 0, bytes_b = 0;
@@ -156,7 +184,7 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
   std::optional<Remote> remote = info->channel ? remote_of(ctx, socket, name) : std::nullopt;
   std::optional<Rates> rates;
   double remote_in_per_s = 0, remote_out_per_s = 0;
-  if (interval_s > 0 && (info->lock || info->channel)) {
+  if (interval_s > 0 && (info->lock || info->lock_table || info->channel)) {
     const auto start = std::chrono::steady_clock::now();
     std::this_thread::sleep_for(std::chrono::duration<double>(interval_s));
     auto later = node->info(name);
@@ -178,7 +206,7 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
     auto j = to_json(*info);
     if (rates) {
       j["rates"] = {{"interval_s", rates->seconds}};
-      if (info->lock) j["rates"]["grants_per_s"] = rates->grants;
+      if (info->lock || info->lock_table) j["rates"]["grants_per_s"] = rates->grants;
       if (info->channel) {
         j["rates"]["published_per_s"] = rates->published;
         j["rates"]["published_bytes_per_s"] = rates->bytes;
@@ -208,6 +236,7 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
   std::printf("segment:          /dev/shm/%s (%s)\n", o.shm_name.c_str(), human_bytes(o.size_bytes).c_str());
   std::printf("creator:          %s, created %s\n", creator_text(o).c_str(), format_realtime(o.created_realtime_ns).c_str());
   if (o.lock) print_lock(*o.lock);
+  if (o.lock_table) print_lock_table(*o.lock_table);
   if (o.channel) print_channel(*o.channel);
   if (remote && remote->object) {
     const auto& r = *remote->object;
@@ -234,7 +263,7 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
   }
   if (rates) {
     std::printf("rates:            over the last %.2f s:", rates->seconds);
-    if (o.lock) std::printf(" %s grants/s\n", human_rate(rates->grants).c_str());
+    if (o.lock || o.lock_table) std::printf(" %s grants/s\n", human_rate(rates->grants).c_str());
     if (o.channel) {
       std::printf(" published %s msg/s (%s/s)", human_rate(rates->published).c_str(),
                   human_bytes(static_cast<std::uint64_t>(rates->bytes)).c_str());
@@ -266,7 +295,8 @@ void register_ls(CLI::App& app, Context& ctx) {
 void register_stat(CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("stat", "Show one object's counters and rates");
   cmd->footer(
-      "A lock: its holder (pid, held for), waiters, grants, recoveries, fencing epoch. A topic or queue: depth, "
+      "A lock: its holder (pid, held for), waiters, grants, recoveries, fencing epoch. A lock table: live keys and "
+      "occupancy, dead holders, waiters, the most contended keys, recoveries, refusals, damage. A topic or queue: depth, "
       "publishers, and each reader's lag and counters; with colod running, a cluster object's traffic with other "
       "hosts.\n"
       "Examples:\n"

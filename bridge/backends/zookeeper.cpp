@@ -816,7 +816,7 @@ struct Core {
 class ZkLock final : public BackendLock {
  public:
   ZkLock(std::shared_ptr<Core> core, const std::string& name) : core_(std::move(core)), dir_(core_->root + "/" + name) {
-    if (auto ok = validate_object_name(name); !ok) {
+    if (auto ok = validate_backend_lock_name(name); !ok) {
       invalid_ = ok.error().message;
     } else {
       // A component that looks like a lock node would be taken for one

@@ -13,6 +13,11 @@
 //       print "released".
 //   try --timeout-ms MS
 //       print "acquired TOKEN" (and release) or "busy".
+//   table-increment --keys K1,K2,... --count N --counter-dir DIR --log FILE [--offset I]
+//       with the cluster-scope lock table LOCK (created if missing, capacity
+//       64): N times, key K[(i + I) mod number of keys]: acquire it; read
+//       DIR/KEY's number, write it + 1; append "KEY TOKEN HOST PID" to the
+//       log; release. A grant whose lease is already lost is retried.
 //   fenced --resource FILE --for-ms MS [--unchecked-after-loss]
 //       for MS: acquire, then every 5 ms while !lease_lost(): fenced write
 //       of the token to FILE; on loss print "lease-lost" and, with
@@ -33,6 +38,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
+#include <algorithm>
 #include <thread>
 
 #include "colo/node.hpp"
@@ -43,8 +50,8 @@ std::atomic<bool> g_stop{false};
 void on_term(int) { g_stop = true; }
 
 struct Options {
-  std::string mode, ns, name, host, counter, log, resource;
-  long count = 0, hold_ms = -1, timeout_ms = 0, for_ms = 0;
+  std::string mode, ns, name, host, counter, log, resource, keys, counter_dir;
+  long count = 0, hold_ms = -1, timeout_ms = 0, for_ms = 0, offset = 0;
   bool unchecked_after_loss = false;
 };
 
@@ -100,11 +107,35 @@ colo::LockGuard acquire(colo::Lock& lock) {
   return std::move(guard).value();
 }
 
+int run_table_increment(colo::Node& node, const Options& o) {
+  auto table = node.lock_table(o.name, colo::OpenMode::create_or_open, {.scope = colo::Scope::cluster, .capacity = 64});
+  if (!table) die(table.error().message);
+  std::vector<std::string> keys;
+  for (std::size_t start = 0; start <= o.keys.size();) {
+    const std::size_t end = std::min(o.keys.find(',', start), o.keys.size());
+    keys.push_back(o.keys.substr(start, end - start));
+    start = end + 1;
+  }
+  for (long done = 0; done < o.count;) {
+    const std::string& key = keys[static_cast<std::size_t>(done + o.offset) % keys.size()];
+    auto guard = table->acquire(key);
+    if (!guard) die("acquire " + key + ": " + guard.error().message);
+    if (guard->lease_lost()) continue;  // granted on a hold that is already gone: not ours to use
+    const std::string counter = o.counter_dir + "/" + key;
+    write_number(counter, read_number(counter) + 1);
+    append_line(o.log, key + " " + std::to_string(guard->fencing_token()) + " " + o.host + " " + std::to_string(::getpid()));
+    ++done;
+  }
+  say("done " + std::to_string(o.count));
+  return 0;
+}
+
 int run(const Options& o) {
   colo::NodeOptions node_options;
   node_options.ns = o.ns;
   auto node = colo::Node::open(node_options);
   if (!node) die(node.error().message);
+  if (o.mode == "table-increment") return run_table_increment(*node, o);
   auto lock = node->lock(o.name, colo::OpenMode::create_or_open, {.scope = colo::Scope::cluster});
   if (!lock) die(lock.error().message);
 
@@ -188,6 +219,9 @@ int main(int argc, char** argv) {
     else if (a == "--timeout-ms") o.timeout_ms = std::stol(value());
     else if (a == "--for-ms") o.for_ms = std::stol(value());
     else if (a == "--unchecked-after-loss") o.unchecked_after_loss = true;
+    else if (a == "--keys") o.keys = value();
+    else if (a == "--counter-dir") o.counter_dir = value();
+    else if (a == "--offset") o.offset = std::stol(value());
     else die("unknown option " + a);
   }
   return run(o);

@@ -11,6 +11,7 @@ void register_bench_lock(CLI::App& bench, int& exit_code);          // lock.cpp
 void register_bench_msg(CLI::App& bench, int& exit_code);           // queue_topic.cpp: queue and topic
 void register_bench_bridge(CLI::App& bench, int& exit_code);        // bridge.cpp
 void register_bench_cluster_lock(CLI::App& bench, int& exit_code);  // cluster_lock.cpp
+void register_bench_lock_table(CLI::App& bench, int& exit_code);    // lock_table.cpp
 void register_bench_python(CLI::App& bench, int& exit_code);        // python.cpp: runs python_bench.py
 void register_bench_kafka(CLI::App& bench, int& exit_code);         // kafka.cpp
 

@@ -15,6 +15,10 @@
 //           process taking the ZooKeeper, etcd or Redis lock directly with
 //           the same client: contended grants/s with 8 processes and
 //           uncontended latency, with the goals (cluster_lock.cpp);
+//   lock-table  per-key locking: a lock table's random-key pair vs a named
+//           lock, striped mutexes, flock per key, Redis per key; scaling
+//           over processes on distinct keys; --cluster: colod's cost by
+//           locks kept and in use (lock_table.cpp, colod_cost.cpp);
 //   python  colo from Python (the colo module) vs redis-py, flock,
 //           multiprocessing, pyzmq, a Unix socket: lock pairs and queue
 //           msg/s between Python processes (python.cpp runs python_bench.py).
@@ -28,8 +32,8 @@ int main(int argc, char** argv) {
   using namespace colo::cli;
   int exit_code = kExitOk;
   const std::string name = shown_name(argv[0], "colo bench");
-  CLI::App app{"Benchmark colo against baselines on this machine (lock, queue, topic, bridge, cluster-lock, "
-               "kafka, python)",
+  CLI::App app{"Benchmark colo against baselines on this machine (lock, lock-table, queue, topic, bridge, "
+               "cluster-lock, kafka, python)",
                name};
   app.require_subcommand(1);
   app.set_version_flag("--version", name + " (colo) " + kVersion);
@@ -39,6 +43,7 @@ int main(int argc, char** argv) {
   register_bench_msg(app, exit_code);
   register_bench_bridge(app, exit_code);
   register_bench_cluster_lock(app, exit_code);
+  register_bench_lock_table(app, exit_code);
   register_bench_python(app, exit_code);
   register_bench_kafka(app, exit_code);
   return parse_and_run(app, argc, argv, exit_code, name);

@@ -13,6 +13,7 @@ packages=(
   g++ meson ninja-build pkg-config   # C++20 compiler and the build
   libboost-dev                       # Boost.Interprocess (mapping) and Boost.Lockfree
   libgtest-dev libgmock-dev          # the test suites
+  libxxhash-dev                      # xxHash (XXH3): lock table keys, hashed inline
   libcli11-dev                       # colo's command line
   nlohmann-json3-dev                 # colo's --json output
   libzmq3-dev cppzmq-dev             # ZeroMQ: the bridge (colod), colod's control socket, the baselines of colo-bench

@@ -49,16 +49,20 @@
 namespace colo {
 
 namespace detail {
+class Registry;
 struct LockRecord;
 struct MappedObject;
 struct LeaseWatch;
+struct TableView;
+struct TableGrants;
 }  // namespace detail
 namespace internal {
 class ClusterLockKeeper;  // colod's side of a cluster-scope lock (not installed)
 class LockWait;           // a blocking acquire in slices, for bindings (not installed)
 }  // namespace internal
 
-// Holding the lock. Move-only; releases on destruction.
+// Holding the lock: a named Lock's, or one key of a LockTable's
+// (colo/lock_table.hpp). Move-only; releases on destruction.
 class [[nodiscard]] LockGuard {
  public:
   // Strictly greater than the token of every earlier grant of this lock.
@@ -66,7 +70,7 @@ class [[nodiscard]] LockGuard {
   // True if the previous holder died holding the lock: the protected state
   // may be half-updated.
   bool owner_died() const noexcept { return owner_died_; }
-  bool owns_lock() const noexcept { return record_ != nullptr; }
+  bool owns_lock() const noexcept { return record_ != nullptr || table_ != nullptr; }
 
   // Cluster scope: true once this host no longer holds the cluster lock
   // for this grant (colod lost its session or lease, was killed or paused
@@ -82,19 +86,58 @@ class [[nodiscard]] LockGuard {
 
   void unlock() noexcept;
 
-  LockGuard(LockGuard&& other) noexcept;
-  LockGuard& operator=(LockGuard&& other) noexcept;
+  // Inline: a guard is moved through a Result on every acquire, and a call
+  // per move showed in the table's fast path.
+  LockGuard(LockGuard&& other) noexcept
+      : record_(other.record_),
+        table_(other.table_),
+        table_entry_(other.table_entry_),
+        token_(other.token_),
+        sampled_ticks_(other.sampled_ticks_),
+        owner_died_(other.owner_died_),
+        cluster_(other.cluster_),
+        watch_(other.watch_) {
+    other.record_ = nullptr;
+    other.table_ = nullptr;
+    other.watch_ = nullptr;
+  }
+  LockGuard& operator=(LockGuard&& other) noexcept {
+    if (this != &other) {
+      unlock();
+      record_ = other.record_;
+      table_ = other.table_;
+      table_entry_ = other.table_entry_;
+      token_ = other.token_;
+      sampled_ticks_ = other.sampled_ticks_;
+      owner_died_ = other.owner_died_;
+      cluster_ = other.cluster_;
+      watch_ = other.watch_;
+      other.record_ = nullptr;
+      other.table_ = nullptr;
+      other.watch_ = nullptr;
+    }
+    return *this;
+  }
   LockGuard(const LockGuard&) = delete;
   LockGuard& operator=(const LockGuard&) = delete;
-  ~LockGuard() { unlock(); }
+  ~LockGuard() {
+    if (owns_lock()) unlock();  // moved-from guards (every acquire makes some) make no call
+  }
 
  private:
   friend class Lock;
+  friend struct detail::TableGrants;
   LockGuard(detail::LockRecord* record, std::uint64_t token, bool owner_died, std::uint64_t sampled_ticks,
             bool cluster) noexcept
       : record_(record), token_(token), sampled_ticks_(sampled_ticks), owner_died_(owner_died), cluster_(cluster) {}
+  LockGuard(detail::TableView* table, std::uint64_t table_entry, std::uint64_t token, bool owner_died,
+            std::uint64_t sampled_ticks, bool cluster) noexcept
+      : record_(nullptr), table_(table), table_entry_(table_entry), token_(token), sampled_ticks_(sampled_ticks),
+        owner_died_(owner_died), cluster_(cluster) {}
   void stop_watch() noexcept;
-  detail::LockRecord* record_;
+  detail::LockRecord* record_;         // a named lock's record, or
+  detail::TableView* table_ = nullptr; // a lock table's key: the table and
+  std::uint64_t table_entry_ = 0;      // its entry (index | distance from the key's home << 48)
   std::uint64_t token_;
   std::uint64_t sampled_ticks_;  // acquire time if this grant is timed, else 0
   bool owner_died_;
@@ -183,7 +226,9 @@ class Lock {
   friend class Node;
   friend class internal::ClusterLockKeeper;
   friend class internal::LockWait;
-  Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record) noexcept;
+  // `registry`: cluster scope, to ring the namespace's doorbell for colod.
+  Lock(std::string name, std::unique_ptr<detail::MappedObject> mapping, detail::LockRecord* record,
+       std::shared_ptr<detail::Registry> registry = nullptr) noexcept;
   enum class Wait { none, until, forever };
   enum class Admission { granted, timed_out, yield_first, no_keeper };
   // What one acquire carries from slice to slice when internal::LockWait
@@ -206,6 +251,7 @@ class Lock {
   std::string name_;
   std::unique_ptr<detail::MappedObject> mapping_;
   detail::LockRecord* record_;
+  std::shared_ptr<detail::Registry> registry_;  // cluster scope only
 };
 
 }  // namespace colo

@@ -16,6 +16,14 @@ inline constexpr std::size_t kMaxNamespaceBytes = 32;
 // valid name is valid UTF-8; any non-ASCII byte is refused.)
 Result<void> validate_object_name(std::string_view name);
 
+// A key of a cluster-scope lock table: 1..200 bytes of [A-Za-z0-9._:-], not
+// "." or "..". colod names its backend lock TABLE/KEY ("orders/order:42"),
+// so that other clients can lock the same key by that name.
+Result<void> validate_cluster_key(std::string_view key);
+// A name a backend lock may have: an object name whose components may also
+// hold ':' (a named cluster lock's name, or TABLE/KEY).
+Result<void> validate_backend_lock_name(std::string_view name);
+
 // Namespaces: 1..32 bytes of [A-Za-z0-9_-] (no '.', which separates the
 // parts of a segment name).
 Result<void> validate_namespace(std::string_view ns);

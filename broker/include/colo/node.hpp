@@ -25,6 +25,7 @@
 #include "colo/channel.hpp"
 #include "colo/error.hpp"
 #include "colo/lock.hpp"
+#include "colo/lock_table.hpp"
 #include "colo/names.hpp"
 #include "colo/object.hpp"
 
@@ -32,6 +33,7 @@ namespace colo {
 
 namespace detail {
 class Registry;
+struct NodeAccess;  // libcolo's own access to a Node's registry
 struct MappedObject;
 struct ObjectSpec;
 struct ChannelState;
@@ -79,6 +81,7 @@ struct ObjectInfo {
   ObjectState state = ObjectState::ready;
   std::string problem;  // unreadable or corrupt: why (a sentence fragment)
   std::optional<LockStats> lock;        // for ready locks
+  std::optional<LockTableStats> lock_table;  // for ready lock tables, from info() only (list() does not scan them)
   std::optional<ChannelStats> channel;  // for ready topics and queues
 };
 
@@ -95,6 +98,11 @@ class Node {
   static Result<Node> open(NodeOptions options = {});
 
   Result<Lock> lock(std::string_view name, OpenMode mode = OpenMode::create_or_open, LockOptions options = {});
+  // A table of locks keyed by byte strings (colo/lock_table.hpp). Opening
+  // an existing table with create_or_open checks scope, capacity and key
+  // size against `options`; OpenMode::open takes the table as it is.
+  Result<LockTable> lock_table(std::string_view name, OpenMode mode = OpenMode::create_or_open,
+                               LockTableOptions options = {});
   Result<Topic> topic(std::string_view name, OpenMode mode = OpenMode::create_or_open, TopicOptions options = {});
   // With acks, also creates or opens the dead-letter queue NAME.dlq.
   Result<Queue> queue(std::string_view name, OpenMode mode = OpenMode::create_or_open, QueueOptions options = {});
@@ -118,8 +126,10 @@ class Node {
   ~Node();
 
  private:
+  friend struct detail::NodeAccess;
   Node(NodeOptions options, std::unique_ptr<detail::Registry> registry) noexcept;
-  Result<ObjectInfo> describe(std::string_view name, bool registered) const;
+  // `deep`: also the stats that scan the object (a lock table's entries).
+  Result<ObjectInfo> describe(std::string_view name, bool registered, bool deep) const;
   // Creates or opens an object's segment, kept consistent with the registry.
   Result<std::unique_ptr<detail::MappedObject>> open_object(std::string_view name, OpenMode mode,
                                                             const detail::ObjectSpec& spec);
@@ -129,7 +139,7 @@ class Node {
                                                              bool exclusive);
 
   NodeOptions options_;
-  std::unique_ptr<detail::Registry> registry_;
+  std::shared_ptr<detail::Registry> registry_;  // shared with cluster-scope objects, which ring its doorbell
 };
 
 }  // namespace colo

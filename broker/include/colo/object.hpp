@@ -14,8 +14,8 @@ enum class Scope : std::uint32_t {
 // "host", "cluster" (a static string).
 const char* scope_name(Scope scope) noexcept;
 
-enum class ObjectKind : std::uint32_t { lock, topic, queue };
-// "lock", "topic", "queue" (a static string).
+enum class ObjectKind : std::uint32_t { lock, topic, queue, lock_table };
+// "lock", "topic", "queue", "lock-table" (a static string).
 const char* to_string(ObjectKind kind) noexcept;
 
 }  // namespace colo
