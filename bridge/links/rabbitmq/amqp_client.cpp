@@ -72,7 +72,7 @@ Result<std::unique_ptr<Connection>> Connection::open(const RabbitmqServerConfig&
       amqp_login(c->conn_, server.vhost.c_str(), 0, kFrameMax, static_cast<int>(server.heartbeat_s),
                  AMQP_SASL_METHOD_PLAIN, server.user.c_str(), server.password.c_str());
   if (login.reply_type != AMQP_RESPONSE_NORMAL)
-    return c->failed_rpc("login as " + server.user + " to vhost " + server.vhost + " refused");
+    return c->failed_rpc("login as " + server.user + " to vhost " + server.vhost + " refused", login);
   amqp_channel_open(c->conn_, kChannel);
   if (amqp_get_rpc_reply(c->conn_).reply_type != AMQP_RESPONSE_NORMAL) return c->failed_rpc("opening a channel");
   c->usable_ = true;
@@ -106,9 +106,10 @@ Error Connection::failed(const std::string& what, int status) {
 
 // The last RPC's failure. A server's refusal closes the channel or the
 // connection: it is answered (close-ok), and the connection is given up.
-Error Connection::failed_rpc(const std::string& what) {
+Error Connection::failed_rpc(const std::string& what) { return failed_rpc(what, amqp_get_rpc_reply(conn_)); }
+
+Error Connection::failed_rpc(const std::string& what, const amqp_rpc_reply_t& r) {
   usable_ = false;
-  const amqp_rpc_reply_t r = amqp_get_rpc_reply(conn_);
   switch (r.reply_type) {
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
       return Error{r.library_error == AMQP_STATUS_TIMEOUT ? Errc::timed_out : Errc::system,

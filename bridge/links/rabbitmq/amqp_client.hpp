@@ -94,6 +94,7 @@ class Connection {
   Connection() = default;
   Error failed(const std::string& what, int status);     // a rabbitmq-c status
   Error failed_rpc(const std::string& what);             // amqp_get_rpc_reply
+  Error failed_rpc(const std::string& what, const amqp_rpc_reply_t& r);
   Result<void> read_content(Incoming& in, std::chrono::microseconds timeout);
 
   amqp_connection_state_t conn_ = nullptr;

@@ -58,6 +58,7 @@ def publish(ch, queue, count, size):
 def drain(ch, queue, out, expected, idle_s):
     ch.basic_qos(prefetch_count=1000)
     n = 0
+    unacked = None  # the last delivery not yet acknowledged
     with open(out, "w", encoding="utf-8") as f:
         for method, props, body in ch.consume(queue, inactivity_timeout=idle_s):
             if method is None:
@@ -69,10 +70,15 @@ def drain(ch, queue, out, expected, idle_s):
                 fields[0] = fields[0].decode()
             f.write("\t".join(str(x) for x in fields) + "\t" + body.decode("utf-8", "replace") + "\n")
             n += 1
+            unacked = method.delivery_tag
             if n % 500 == 0 or n >= expected:
-                ch.basic_ack(method.delivery_tag, multiple=True)
+                ch.basic_ack(unacked, multiple=True)
+                unacked = None
             if n >= expected:
                 break
+        # What was read is taken (written out), also when the wait ran out.
+        if unacked is not None:
+            ch.basic_ack(unacked, multiple=True)
         ch.cancel()
     print(n)
 
