@@ -418,11 +418,12 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
                 "kafka starts one on loopback)");
   if (o.colod.empty()) o.colod = find_colod();
   Run r;
-  r.load_before = load_average();
+  const double load_before = load_average();  // r is replaced by run()'s result
   {
     Progress progress(!o.json);
     r = run(o, progress);
   }
+  r.load_before = load_before;
   r.load_after = load_average();
   bool correct = r.error.empty();
   for (const auto& s : r.sizes) correct = correct && s.error.empty();

@@ -439,11 +439,12 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
   }
   if (o.colod.empty()) o.colod = find_colod();
   Run r;
-  r.load_before = load_average();
+  const double load_before = load_average();  // r is replaced by run()'s result
   {
     Progress progress(!o.json);
     r = run(o, password, progress);
   }
+  r.load_before = load_before;
   r.load_after = load_average();
   bool correct = r.error.empty();
   for (const auto& s : r.sizes) correct = correct && s.error.empty();
