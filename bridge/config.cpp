@@ -3,7 +3,7 @@
 // The document is parsed by toml++, then walked once, table by table, in a
 // fixed order ([node], [security], [control], [metrics], [limits], [log],
 // [[peer]], [[topic]], [[queue]], [locks], [[lock_backend]], [[kafka]],
-// [[link]]). The first problem found is thrown as a
+// [[rabbitmq]], [[link]]). The first problem found is thrown as a
 // ConfigError that already holds the finished "PATH:LINE: KEY: what" text,
 // and load_config() turns it into the one Error it returns: the checks then
 // read top to bottom without an error path after every call.
@@ -450,7 +450,8 @@ void read_link_object(const Section& link, const Config& c, LinkConfig& l) {
 void read_link_kafka(const Source& src, const Section& link, const Config& c, LinkConfig& l) {
   const toml::table* t = sub_table_of(link, "kafka");
   if (t == nullptr)
-    link.missing("kafka", " (the system it links to: kafka = { cluster = \"NAME\", topic = \"TOPIC\" })");
+    link.missing("kafka", " (the system it links to: kafka = { cluster = \"NAME\", topic = \"TOPIC\" }, or "
+                          "rabbitmq = { server = \"NAME\", queue = \"QUEUE\" })");
   const Section kafka(src, *t, link.key("kafka"), "[link.kafka]");
   kafka.only({"cluster", "topic", "key", "group", "start", "partitions"});
   l.kafka.cluster = kafka.required_string("cluster");
@@ -509,6 +510,142 @@ void read_link_kafka(const Source& src, const Section& link, const Config& c, Li
   }
 }
 
+// An AMQP short string that colod sends as a name (exchange, queue,
+// routing key, vhost, user): 1-255 bytes (0-255 if `empty_ok`) without
+// control characters.
+bool is_amqp_name(std::string_view name, bool empty_ok) {
+  if (name.size() > 255 || (name.empty() && !empty_ok)) return false;
+  return std::none_of(name.begin(), name.end(), [](unsigned char ch) { return ch < 0x20 || ch == 0x7f; });
+}
+
+// A file named by a [[rabbitmq]] key, relative to the config's directory;
+// it must be a readable regular file when the config is loaded.
+std::string rabbitmq_file(const Section& s, const Source& src, std::string_view key, std::size_t limit,
+                          std::string* text = nullptr) {
+  const std::string file = s.required_string(key);
+  if (file.empty()) s.fail(key, "empty (a file's path)");
+  const std::string path = file.front() == '/' ? file : directory_of(src.path()) + file;
+  const FileText content = read_small_file(path, limit);
+  if (content.error != 0) s.fail(key, "cannot read " + quoted(path) + ": " + std::strerror(content.error));
+  if (!content.regular) s.fail(key, quoted(path) + " is not a regular file");
+  if (content.too_large) s.fail(key, quoted(path) + " is larger than " + std::to_string(limit) + " bytes");
+  if (text != nullptr) *text = content.text;
+  return path;
+}
+
+// [[rabbitmq]]: servers, by name. The password file is read now: a missing
+// or empty one fails --check-config, not the link at run time.
+void read_rabbitmq_servers(const Source& src, const Section& root, Config& c) {
+  std::map<std::string, Declared> names;
+  std::size_t index = 0;
+  for (const toml::table* t : table_array(root, "rabbitmq")) {
+    const Section server(src, *t, "rabbitmq[" + std::to_string(index++) + "]", "[[rabbitmq]]");
+    server.only({"name", "host", "port", "vhost", "user", "password_file", "heartbeat_s", "tls", "tls_ca_file",
+                 "tls_cert_file", "tls_key_file", "tls_verify"});
+    RabbitmqServerConfig r;
+    r.name = server.required_string("name");
+    if (!is_node_name(r.name)) server.fail("name", quoted(r.name) + " is not 1-64 bytes of A-Z a-z 0-9 _ - .");
+    const Declared here{server.key("name"), line_of(server.node("name"))};
+    if (auto [it, fresh] = names.emplace(r.name, here); !fresh)
+      server.fail("name", quoted(r.name) + " is already the name of " + where(it->second));
+    r.host = server.required_string("host");
+    if (r.host.empty() || r.host.size() > 253 ||
+        std::any_of(r.host.begin(), r.host.end(), [](unsigned char ch) { return ch <= 0x20 || ch >= 0x7f || ch == '/'; }))
+      server.fail("host", quoted(r.host) + " is not a host name or address (1-253 bytes, no spaces or '/')");
+    if (auto p = server.integer("port", 1, 65535)) r.port = static_cast<std::uint16_t>(*p);
+    if (auto v = server.string("vhost")) {
+      if (!is_amqp_name(*v, false)) server.fail("vhost", quoted(*v) + " is not 1-255 bytes without control characters");
+      r.vhost = *v;
+    }
+    r.user = server.required_string("user");
+    if (!is_amqp_name(r.user, false)) server.fail("user", quoted(r.user) + " is not 1-255 bytes without control characters");
+    std::string password;
+    r.password_file = rabbitmq_file(server, src, "password_file", 4096, &password);
+    // The first line, without its line end: `echo secret > file` works.
+    password = password.substr(0, password.find('\n'));
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+    if (password.empty()) server.fail("password_file", quoted(r.password_file) + " holds no password (its first line is empty)");
+    r.password = std::move(password);
+    if (auto h = server.integer("heartbeat_s", 0, 3600)) r.heartbeat_s = static_cast<std::uint32_t>(*h);
+    r.tls = server.boolean("tls").value_or(false);
+    for (std::string_view key : {"tls_ca_file", "tls_cert_file", "tls_key_file", "tls_verify"})
+      if (server.node(key) != nullptr && !r.tls) server.fail(key, "only with tls = true");
+    if (server.node("tls_ca_file") != nullptr) r.tls_ca_file = rabbitmq_file(server, src, "tls_ca_file", 1 << 20);
+    if (server.node("tls_cert_file") != nullptr) r.tls_cert_file = rabbitmq_file(server, src, "tls_cert_file", 1 << 20);
+    if (server.node("tls_key_file") != nullptr) r.tls_key_file = rabbitmq_file(server, src, "tls_key_file", 1 << 20);
+    if (r.tls_cert_file.empty() != r.tls_key_file.empty())
+      server.fail(r.tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",
+                  "missing: a client certificate needs both tls_cert_file and tls_key_file");
+    r.tls_verify = server.boolean("tls_verify").value_or(true);
+    c.rabbitmq_servers.push_back(std::move(r));
+  }
+}
+
+// A link's RabbitMQ side: its sub-table `rabbitmq`.
+void read_link_rabbitmq(const Source& src, const Section& link, const Config& c, LinkConfig& l) {
+  const toml::table* t = sub_table_of(link, "rabbitmq");
+  const Section rmq(src, *t, link.key("rabbitmq"), "[link.rabbitmq]");
+  rmq.only({"server", "exchange", "exchange_type", "queue", "routing_key", "passive", "dead_letter_exchange", "window",
+            "prefetch"});
+  l.system = LinkSystem::rabbitmq;
+  if (l.mode == LinkMode::spill) link.fail("mode", "a spill goes to Kafka (a RabbitMQ link mirrors or sources)");
+  auto& r = l.rabbitmq;
+  r.server = rmq.required_string("server");
+  if (std::none_of(c.rabbitmq_servers.begin(), c.rabbitmq_servers.end(),
+                   [&](const RabbitmqServerConfig& s) { return s.name == r.server; })) {
+    std::string names;
+    for (const auto& s : c.rabbitmq_servers) names += (names.empty() ? "" : ", ") + quoted(s.name);
+    rmq.fail("server", quoted(r.server) + " is not the name of a [[rabbitmq]] table (" +
+                           (names.empty() ? std::string("there is none") : "known: " + names) + ")");
+  }
+  auto name = [&](std::string_view key, bool empty_ok) -> std::optional<std::string> {
+    auto v = rmq.string(key);
+    if (v && !is_amqp_name(*v, empty_ok))
+      rmq.fail(key, quoted(*v) + " is not " + (empty_ok ? "0" : "1") + "-255 bytes without control characters");
+    return v;
+  };
+  r.passive = rmq.boolean("passive").value_or(false);
+  // RabbitMQ refuses to declare names that start with "amq." (its own).
+  auto declarable = [&](std::string_view key, const std::string& value) {
+    if (!r.passive && value.starts_with("amq."))
+      rmq.fail(key, quoted(value) + ": names that start with 'amq.' are RabbitMQ's; use passive = true to use one");
+  };
+  std::string object_dotted = l.object;
+  std::replace(object_dotted.begin(), object_dotted.end(), '/', '.');
+  r.exchange = name("exchange", true).value_or("");
+  declarable("exchange", r.exchange);
+  if (auto type = rmq.string("exchange_type")) {
+    if (*type != "direct" && *type != "fanout" && *type != "topic" && *type != "headers")
+      rmq.fail("exchange_type", quoted(*type) + " is not direct, fanout, topic or headers");
+    if (r.exchange.empty()) rmq.fail("exchange_type", "the default exchange has its own type (set exchange)");
+    r.exchange_type = *type;
+  }
+  r.queue = name("queue", false).value_or(l.mode == LinkMode::source || r.exchange.empty() ? object_dotted : "");
+  if (!r.queue.empty()) declarable("queue", r.queue);
+  if (auto key = name("routing_key", true)) {
+    if (l.mode == LinkMode::source && r.exchange.empty())
+      rmq.fail("routing_key", "a source binds its queue with it: set exchange too");
+    if (l.mode == LinkMode::mirror && r.exchange.empty())
+      rmq.fail("routing_key", "the default exchange routes by queue name: set queue instead");
+    r.routing_key = *key;
+  } else {
+    r.routing_key = r.queue.empty() ? object_dotted : r.queue;
+  }
+  if (auto dlx = name("dead_letter_exchange", true)) {
+    if (r.passive) rmq.fail("dead_letter_exchange", "set when colod declares the queue (passive = false)");
+    if (r.queue.empty()) rmq.fail("dead_letter_exchange", "a queue's setting: set queue too");
+    r.dead_letter_exchange = *dlx;
+  }
+  if (auto w = rmq.integer("window", 1, 65535)) {
+    if (l.mode != LinkMode::mirror) rmq.fail("window", "only a mirror publishes (a source has prefetch)");
+    r.window = static_cast<std::uint32_t>(*w);
+  }
+  if (auto p = rmq.integer("prefetch", 1, 65535)) {
+    if (l.mode != LinkMode::source) rmq.fail("prefetch", "only a source consumes (a mirror has window)");
+    r.prefetch = static_cast<std::uint32_t>(*p);
+  }
+}
+
 // [[link]]: objects linked to other systems. Checks what can be checked
 // without the network: names, the object's kind and ring, the mode's keys,
 // the cluster's name.
@@ -518,7 +655,7 @@ void read_links(const Source& src, const Section& root, Config& c) {
   for (const toml::table* t : table_array(root, "link")) {
     const Section link(src, *t, "link[" + std::to_string(index++) + "]", "[[link]]");
     link.only({"name", "object", "kind", "mode", "backpressure", "capacity", "max_message", "history", "acks",
-               "max_deliveries", "high_watermark", "low_watermark", "kafka"});
+               "max_deliveries", "high_watermark", "low_watermark", "kafka", "rabbitmq"});
     LinkConfig l;
     const std::string mode = link.required_string("mode");
     if (mode == "mirror") l.mode = LinkMode::mirror;
@@ -555,7 +692,11 @@ void read_links(const Source& src, const Section& root, Config& c) {
       if (l.low_watermark >= l.high_watermark)
         link.fail("low_watermark", "must be below high_watermark (" + std::to_string(l.high_watermark) + ")");
     }
-    read_link_kafka(src, link, c, l);
+    // The other system: exactly one sub-table.
+    if (link.node("kafka") != nullptr && link.node("rabbitmq") != nullptr)
+      link.fail("rabbitmq", "a link joins one system: kafka or rabbitmq, not both");
+    if (link.node("rabbitmq") != nullptr) read_link_rabbitmq(src, link, c, l);
+    else read_link_kafka(src, link, c, l);
     c.links.push_back(std::move(l));
   }
 }
@@ -570,7 +711,7 @@ Config read_config(const Source& src, const toml::table& doc) {
     const std::initializer_list<std::string_view> known = {"node",  "security", "control", "metrics",
                                                            "limits", "log",    "peer",    "topic",
                                                            "queue",  "locks",  "lock_backend", "kafka",
-                                                           "link"};
+                                                           "rabbitmq", "link"};
     for (const auto& [k, value] : doc) {
       if (std::find(known.begin(), known.end(), k.str()) != known.end()) continue;
       if (value.is_table()) src.fail(&value, std::string(k.str()), "unknown table [" + std::string(k.str()) + "]");
@@ -792,6 +933,7 @@ Config read_config(const Source& src, const toml::table& doc) {
   }
 
   read_kafka_clusters(src, root, c);
+  read_rabbitmq_servers(src, root, c);
   read_links(src, root, c);
   return c;
 }

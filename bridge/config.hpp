@@ -5,8 +5,9 @@
 // the two and this loader in agreement). load_config() checks everything
 // it can without touching the network: a bad file gets one error naming the
 // file, the line and the key ("colod.toml:12: peer[1].endpoint: ...";
-// [[peer]], [[topic]], [[queue]], [[lock_backend]], [[kafka]] and [[link]]
-// tables are counted from 0). librdkafka checks the Kafka properties.
+// [[peer]], [[topic]], [[queue]], [[lock_backend]], [[kafka]], [[rabbitmq]]
+// and [[link]] tables are counted from 0). librdkafka checks the Kafka
+// properties.
 #pragma once
 
 #include <cstdint>
@@ -89,6 +90,22 @@ struct KafkaClusterConfig {
   std::vector<std::pair<std::string, std::string>> properties;
 };
 
+// [[rabbitmq]]: a RabbitMQ server (AMQP 0-9-1), which links name
+// (docs/rabbitmq.md).
+struct RabbitmqServerConfig {
+  std::string name;            // unique among [[rabbitmq]] tables; as node names
+  std::string host;            // a host name or address
+  std::uint16_t port = 5672;   // AMQP's (5671 is the usual one for TLS: set it)
+  std::string vhost = "/";
+  std::string user;
+  std::string password_file;   // resolved against the config's directory
+  std::string password;        // the file's first line, read when the config is loaded
+  std::uint32_t heartbeat_s = 10;  // AMQP heartbeat: a silent connection is dead after about twice this; 0: off
+  bool tls = false;            // AMQPS (OpenSSL, through rabbitmq-c)
+  std::string tls_ca_file, tls_cert_file, tls_key_file;  // PEM files, resolved like password_file; "" = none
+  bool tls_verify = true;      // check the server's certificate and host name
+};
+
 // What a link does with its object.
 enum class LinkMode {
   mirror,  // object -> the other system: every message published on this host
@@ -113,13 +130,30 @@ struct KafkaLinkConfig {
   std::int32_t partitions = 1;  // mirror: partitions if colod creates the topic (a spill's has one)
 };
 
+// A link's RabbitMQ side: [link.rabbitmq] (or rabbitmq = { ... }).
+//   mirror: publishes to `exchange` ("" = the default exchange) with
+//           `routing_key`; a `queue`, if given, is declared and bound.
+//   source: consumes `queue`; bound to `exchange` with `routing_key` if an
+//           exchange is given.
+struct RabbitmqLinkConfig {
+  std::string server;          // a [[rabbitmq]] name
+  std::string exchange;        // "" = the default exchange (routes by queue name)
+  std::string exchange_type = "direct";  // when colod declares the exchange: direct, fanout, topic, headers
+  std::string queue;           // mirror: optional; source: default the object's name with '/' as '.'
+  std::string routing_key;     // default: the queue's name (mirror without queue: the object's name, '/' as '.')
+  bool passive = false;        // check that the exchange and queue exist instead of declaring them
+  std::string dead_letter_exchange;  // declared queue's x-dead-letter-exchange; "" = none
+  std::uint32_t window = 1000;       // mirror: messages published and not yet confirmed, at most
+  std::uint32_t prefetch = 1000;     // source: deliveries not yet acknowledged, at most (basic.qos)
+};
+
 // The system a link joins its object to: which sub-table of [[link]] it has.
-enum class LinkSystem { kafka };
+enum class LinkSystem { kafka, rabbitmq };
 
 // [[link]]: one object of this namespace linked to another system. The
 // keys of the link layer (bridge/links/link.hpp) are the table's own; the
-// other system's are in its sub-table (`kafka` today; a second system adds
-// its own sub-table, its settings struct below and a LinkSystem value).
+// other system's are in its sub-table (`kafka` or `rabbitmq`; another
+// system adds its own sub-table, its settings struct and a LinkSystem value).
 struct LinkConfig {
   std::string name;     // unique among links; default "<mode>:<object>"
   LinkMode mode = LinkMode::mirror;
@@ -137,6 +171,7 @@ struct LinkConfig {
   double low_watermark = 0.25;       // spill: and when to bring them back
   LinkSystem system = LinkSystem::kafka;
   KafkaLinkConfig kafka;             // system kafka
+  RabbitmqLinkConfig rabbitmq;       // system rabbitmq
 };
 
 struct Config {
@@ -174,6 +209,7 @@ struct Config {
   std::vector<LockBackendConfig> lock_backends;  // [[lock_backend]]
   LockPolicy locks;                              // [locks]
   std::vector<KafkaClusterConfig> kafka_clusters;  // [[kafka]]
+  std::vector<RabbitmqServerConfig> rabbitmq_servers;  // [[rabbitmq]]
   std::vector<LinkConfig> links;                   // [[link]]
 };
 

@@ -1652,6 +1652,7 @@ void Daemon::Impl::on_control() {
         ls.setSkipped(c.skipped);
         ls.setDuplicates(c.duplicates);
         ls.setRedelivered(c.redelivered);
+        ls.setOutages(c.outages);
       }
     } else if (req.which() == wire::ControlRequest::DECLARE_TOPIC) {
       auto declared = declare_topic(text_of(req.getDeclareTopic()));

@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
               << config->queues.size() << " queue(s)"
               << (config->links.empty() ? std::string()
                                         : ", " + std::to_string(config->kafka_clusters.size()) + " kafka cluster(s), " +
+                                              std::to_string(config->rabbitmq_servers.size()) + " rabbitmq server(s), " +
                                               std::to_string(config->links.size()) + " link(s)")
               << ")\n";
     return 0;

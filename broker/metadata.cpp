@@ -82,6 +82,42 @@ std::optional<KafkaMetadata> kafka_metadata(std::span<const std::byte> metadata)
   return out;
 }
 
+std::optional<RabbitmqMetadata> rabbitmq_metadata(std::span<const std::byte> metadata) {
+  RabbitmqMetadata out;
+  bool rabbitmq = false;
+  MetadataReader reader(metadata);
+  while (auto field = reader.next()) {
+    const auto v = field->value;
+    switch (field->type) {
+      case MetadataType::system: rabbitmq = text_of(v) == "rabbitmq"; break;
+      case MetadataType::queue: out.queue = text_of(v); break;
+      case MetadataType::exchange: out.exchange = text_of(v); break;
+      case MetadataType::routing_key: out.routing_key = text_of(v); break;
+      case MetadataType::message_id: out.message_id = text_of(v); break;
+      case MetadataType::content_type: out.content_type = text_of(v); break;
+      case MetadataType::timestamp_ms:
+        if (v.size() != 8) return std::nullopt;
+        out.timestamp_ms = read_le<std::int64_t>(v.data());
+        break;
+      case MetadataType::header: {
+        if (v.size() < 2) return std::nullopt;
+        const auto name_length = read_le<std::uint16_t>(v.data());
+        if (name_length > v.size() - 2) return std::nullopt;
+        out.headers.push_back({text_of(v.subspan(2, name_length)), v.subspan(2 + name_length)});
+        break;
+      }
+      case MetadataType::null_header: out.headers.push_back({text_of(v), std::nullopt}); break;
+      case MetadataType::redelivery:
+        if (v.size() != 4) return std::nullopt;
+        out.redelivered = read_le<std::uint32_t>(v.data()) != 0;
+        break;
+      default: break;  // a field of another system, or of a later colod
+    }
+  }
+  if (!reader.ok() || !rabbitmq) return std::nullopt;
+  return out;
+}
+
 namespace internal {
 
 void MetadataWriter::add(MetadataType type, std::span<const std::byte> value) {
@@ -113,7 +149,8 @@ void MetadataWriter::add_header(std::string_view name, std::optional<std::span<c
     add(MetadataType::null_header, name);
     return;
   }
-  // Kafka header names are strings of at most 32767 bytes (a Java short).
+  // Kafka header names are strings of at most 32767 bytes (a Java short),
+  // AMQP's of at most 255.
   const auto name_length = static_cast<std::uint16_t>(std::min<std::size_t>(name.size(), 0xffff));
   std::vector<std::byte> v(2 + name_length + value->size());
   std::memcpy(v.data(), &name_length, 2);

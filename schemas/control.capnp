@@ -36,15 +36,16 @@ struct Status {
   links @11 :List(LinkStatus);  # links to other systems ([[link]]; bridge/links/link.hpp)
 }
 
-# A link of colod to another messaging system (Kafka), as bridge/links/link.hpp
-# counts it; docs/kafka.md says what each counter means in each mode.
+# A link of colod to another messaging system (Kafka, RabbitMQ), as
+# bridge/links/link.hpp counts it; docs/kafka.md and docs/rabbitmq.md say what
+# each counter means in each mode.
 struct LinkStatus {
   name @0 :Text;
-  system @1 :Text;            # "kafka"
+  system @1 :Text;            # "kafka", "rabbitmq"
   mode @2 :Text;              # "mirror", "source", "spill"
   object @3 :Text;
   objectKind @4 :Text;        # "topic" or "queue"
-  remote @5 :Text;            # the other side: "kafka cluster NAME, topic T"
+  remote @5 :Text;            # the other side: "kafka cluster NAME, topic T", "rabbitmq server NAME, queue Q"
   state @6 :Text;             # starting, running, down, paused, failed, stopped
   stateMs @7 :UInt64;         # in that state for so long
   lastError @8 :Text;         # "" if none yet
@@ -60,6 +61,7 @@ struct LinkStatus {
   skipped @18 :UInt64;
   duplicates @19 :UInt64;
   redelivered @20 :UInt64;
+  outages @21 :UInt64;        # times the other side became unreachable
 }
 
 struct ObjectStatus {

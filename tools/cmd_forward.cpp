@@ -71,7 +71,7 @@ void register_bench(CLI::App& app, Context& ctx) {
   register_forwarded(app, ctx,
                      {"bench", "colo-bench", "bench/",
                       "Benchmark colo against baselines on this machine (lock, queue, topic, bridge, cluster-lock, "
-                      "kafka, python)"});
+                      "kafka, rabbitmq, python)"});
 }
 
 }  // namespace colo::cli

@@ -1,5 +1,6 @@
 // `colo links` (the local colod's links to other systems: Kafka mirrors,
-// sources and spills, with their state, traffic and lag) and `colo links
+// sources and spills, RabbitMQ mirrors and sources, with their state,
+// traffic and lag) and `colo links
 // pause|resume NAME`: requests over colod's control socket (colod_client.hpp).
 #include <cstdio>
 #include <iostream>
@@ -15,11 +16,11 @@ std::string age_text(std::uint64_t ms) { return human_duration_ns(static_cast<do
 
 // One table row per link, then its remote side and its last error.
 void print_links(const std::vector<ColodLink>& links) {
-  std::printf("%-24s %-6s %-7s %-6s %-20s %-18s %12s %12s %9s %10s %9s %7s %7s %6s\n", "link", "system", "mode",
+  std::printf("%-24s %-8s %-7s %-6s %-20s %-18s %12s %12s %9s %10s %9s %7s %7s %6s\n", "link", "system", "mode",
               "kind", "object", "state", "produced", "acknowledged", "in flight", "lag msgs", "lag bytes", "lost",
               "skipped", "errors");
   for (const auto& l : links) {
-    std::printf("%-24s %-6s %-7s %-6s %-20s %-18s %12s %12s %9s %10s %9s %7llu %7llu %6llu\n", l.name.c_str(),
+    std::printf("%-24s %-8s %-7s %-6s %-20s %-18s %12s %12s %9s %10s %9s %7llu %7llu %6llu\n", l.name.c_str(),
                 l.system.c_str(), l.mode.c_str(), l.object_kind.c_str(), l.object.c_str(),
                 (l.state + " " + age_text(l.state_ms)).c_str(), with_commas(l.produced).c_str(),
                 with_commas(l.acknowledged).c_str(), with_commas(l.in_flight).c_str(),
@@ -32,6 +33,7 @@ void print_links(const std::vector<ColodLink>& links) {
     if (l.returned != 0 || l.mode == "spill") std::printf("; returned %s", with_commas(l.returned).c_str());
     if (l.duplicates != 0) std::printf("; %s already there at a restart", with_commas(l.duplicates).c_str());
     if (l.redelivered != 0) std::printf("; %s marked redelivered", with_commas(l.redelivered).c_str());
+    if (l.outages != 0) std::printf("; %s outage(s)", with_commas(l.outages).c_str());
     if (!l.last_error.empty()) std::printf("; last error %s ago: %s", age_text(l.last_error_ms).c_str(), l.last_error.c_str());
     std::printf("\n");
   }
@@ -58,11 +60,11 @@ int run_links(const Context& ctx, const std::string& socket_path, double timeout
 }  // namespace
 
 void register_links(CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("links", "Show the local colod's links to Kafka (mirror, source, spill); pause or resume one");
+  auto* cmd = app.add_subcommand("links", "Show the local colod's links to Kafka and RabbitMQ (mirror, source, spill); pause or resume one");
   cmd->footer(
       "For each link: its mode, object and state (starting, running, down, paused, failed), messages produced and "
       "acknowledged, in flight, lag, losses and errors; then where it goes and its last error. "
-      "docs/kafka.md says what each counter means per mode.\n"
+      "docs/kafka.md and docs/rabbitmq.md say what each counter means per mode.\n"
       "Examples:\n"
       "  colo links\n"
       "  colo links pause mirror:prices\n"

@@ -3,7 +3,7 @@
 // Refreshes every --interval seconds: rates (messages/s and grants/s since
 // the previous refresh), depth, lag and lock holders; and when the
 // namespace's colod answers, each cluster object's traffic with other hosts,
-// a table of its peers and one of its links (Kafka). Quits on `q` (when
+// a table of its peers and one of its links (Kafka, RabbitMQ). Quits on `q` (when
 // stdin is a terminal) or after --iterations refreshes.
 #include <poll.h>
 #include <termios.h>

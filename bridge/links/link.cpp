@@ -41,7 +41,21 @@ void Link::start() {
 
 void Link::stop() {
   stop_.store(true);
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  const std::uint64_t interrupt_at =
+      monotonic_ns() + static_cast<std::uint64_t>(std::chrono::nanoseconds(kInterruptAfter).count());
+  bool interrupted = false;
+  while (!ended_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (monotonic_ns() < interrupt_at) continue;
+    if (!interrupted)
+      log_.write(LogLevel::warn, "link %s: still busy %llu s after stop: interrupting its client",
+                 config_.name.c_str(), static_cast<unsigned long long>(kInterruptAfter.count()));
+    interrupted = true;
+    interrupt();
+    std::this_thread::sleep_for(std::chrono::milliseconds(90));
+  }
+  thread_.join();
 }
 
 void Link::set_state(LinkState state) {
@@ -54,7 +68,10 @@ void Link::set_state(LinkState state) {
 
 void Link::report_down(const std::string& why) {
   report_error(why);
-  if (state_.load() == LinkState::running) set_state(LinkState::down);
+  if (state_.load() == LinkState::running) {
+    add(counters_.outages);
+    set_state(LinkState::down);
+  }
 }
 
 void Link::report_failed(const std::string& why) {
@@ -110,6 +127,7 @@ void Link::run() {
     if (failed) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   set_state(LinkState::stopped);
+  ended_.store(true);
 }
 
 Result<Link::LinkObject> Link::open_object(const std::string& ns) const {
@@ -169,6 +187,7 @@ LinkStatus Link::status() const {
   c.skipped = counters_.skipped.load(relaxed);
   c.duplicates = counters_.duplicates.load(relaxed);
   c.redelivered = counters_.redelivered.load(relaxed);
+  c.outages = counters_.outages.load(relaxed);
   return s;
 }
 

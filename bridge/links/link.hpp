@@ -1,5 +1,6 @@
 // bridge/links/link.hpp — colod's links to other messaging systems: what
-// every kind of link shares (Kafka's mirror, source and spill today).
+// every kind of link shares (Kafka's mirror, source and spill; RabbitMQ's
+// mirror and source).
 //
 // A LINK joins one object of colod's namespace (a topic or a queue) to a
 // destination or origin outside colo (a Kafka topic), in one mode
@@ -70,6 +71,7 @@ struct LinkCounters {
   std::uint64_t skipped = 0;     // messages the other side cannot take (too large ...), logged
   std::uint64_t duplicates = 0;  // found already moved at a restart, not moved again
   std::uint64_t redelivered = 0;  // moved again after a restart, and marked so
+  std::uint64_t outages = 0;      // times the other side became unreachable (running -> down)
 };
 
 struct LinkStatus {
@@ -94,8 +96,11 @@ class Link {
   const LinkConfig& config() const noexcept { return config_; }
   // Starts the link's thread. Once.
   void start();
-  // Asks the thread to stop and joins it (close() bounds how long).
+  // Asks the thread to stop and joins it (close() bounds how long). A
+  // thread still running after kInterruptAfter gets interrupt() every
+  // 100 ms until it ends.
   void stop();
+  static constexpr std::chrono::seconds kInterruptAfter{10};
   void pause() noexcept { paused_.store(true); }
   void resume() noexcept { paused_.store(false); }
   LinkStatus status() const;
@@ -119,11 +124,16 @@ class Link {
   // "kafka cluster NAME, topic T", for status().remote.
   virtual std::string describe() const = 0;
   virtual const char* system() const noexcept = 0;
+  // From stop()'s thread, when the link's thread has not ended in
+  // kInterruptAfter: break it out of a call into the other system's client
+  // that waits on the network (a send to a server that stopped reading).
+  virtual void interrupt() noexcept {}
 
   // open() or step() found the client unusable (a fatal error of the other
   // system's client): the link closes, waits a moment and opens again.
   void report_failed(const std::string& why);
-  // The other side became unreachable (down) or reachable again.
+  // The other side became unreachable (down: counted as an outage) or
+  // reachable again.
   void report_down(const std::string& why);
   void report_up();
   // An error: counted, kept as last_error, logged (the first ten of a kind,
@@ -149,7 +159,7 @@ class Link {
   // read may mix counters a few messages apart).
   struct AtomicCounters {
     std::atomic<std::uint64_t> produced{0}, acknowledged{0}, returned{0}, in_flight{0}, lag_messages{0},
-        lag_bytes{0}, errors{0}, lost{0}, skipped{0}, duplicates{0}, redelivered{0};
+        lag_bytes{0}, errors{0}, lost{0}, skipped{0}, duplicates{0}, redelivered{0}, outages{0};
   };
   AtomicCounters counters_;
   static void add(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexcept {
@@ -166,7 +176,7 @@ class Link {
   void run();
   void set_state(LinkState state);
 
-  std::atomic<bool> stop_{false}, paused_{false};
+  std::atomic<bool> stop_{false}, paused_{false}, ended_{false};
   std::atomic<LinkState> state_{LinkState::starting};
   std::atomic<std::uint64_t> state_since_ns_{0};
   mutable std::mutex error_mutex_;

@@ -1,6 +1,7 @@
 #include "link_service.hpp"
 
 #include "kafka/kafka_link.hpp"
+#include "rabbitmq/rabbitmq_link.hpp"
 
 namespace colo::bridge {
 namespace {
@@ -13,6 +14,11 @@ Result<std::unique_ptr<Link>> make_link(const Config& config, const LinkConfig& 
       for (const auto& cluster : config.kafka_clusters)
         if (cluster.name == link.kafka.cluster) return kafka::make_link(config, cluster, link, log);
       return Error{Errc::invalid_argument, "link " + link.name + ": no [[kafka]] cluster named " + link.kafka.cluster};
+    case LinkSystem::rabbitmq:
+      for (const auto& server : config.rabbitmq_servers)
+        if (server.name == link.rabbitmq.server) return rabbitmq::make_link(config, server, link, log);
+      return Error{Errc::invalid_argument,
+                   "link " + link.name + ": no [[rabbitmq]] server named " + link.rabbitmq.server};
   }
   return Error{Errc::invalid_argument, "link " + link.name + ": unknown system"};
 }
@@ -114,6 +120,8 @@ void LinkService::render_metrics(std::string& out) const {
   each("colod_link_lag_messages", [](const LinkStatus& s) { return s.counters.lag_messages; });
   family("colod_link_lag_bytes", "gauge", "bytes still to move (mirror and spill)");
   each("colod_link_lag_bytes", [](const LinkStatus& s) { return s.counters.lag_bytes; });
+  family("colod_link_outages_total", "counter", "times the other side became unreachable (the link went down)");
+  each("colod_link_outages_total", [](const LinkStatus& s) { return s.counters.outages; });
   family("colod_link_errors_total", "counter", "errors met by the link (the last one is in colod_link_info)");
   each("colod_link_errors_total", [](const LinkStatus& s) { return s.counters.errors; });
   family("colod_link_last_error_age_seconds", "gauge", "seconds since the link's last error (absent: none yet)");

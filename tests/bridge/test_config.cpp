@@ -213,10 +213,18 @@ TEST_F(LoadConfig, loadsTheExampleShippedInBridge) {
   EXPECT_EQ(sut->locks.requeue_pause_ms, -1);
   ASSERT_EQ(sut->kafka_clusters.size(), 1u);
   EXPECT_EQ(sut->kafka_clusters[0].name, "dc1");
-  ASSERT_EQ(sut->links.size(), 3u);
+  ASSERT_GE(sut->links.size(), 3u);
   EXPECT_EQ(sut->links[0].mode, LinkMode::mirror);
   EXPECT_EQ(sut->links[1].mode, LinkMode::source);
   EXPECT_EQ(sut->links[2].mode, LinkMode::spill);
+  ASSERT_EQ(sut->rabbitmq_servers.size(), 1u);
+  EXPECT_EQ(sut->rabbitmq_servers[0].name, "mq1");
+  EXPECT_EQ(sut->rabbitmq_servers[0].password, "change-me");  // bridge/colod.example.password, beside it
+  ASSERT_EQ(sut->links.size(), 5u);
+  EXPECT_EQ(sut->links[3].system, LinkSystem::rabbitmq);
+  EXPECT_EQ(sut->links[3].rabbitmq.exchange, "events");
+  EXPECT_EQ(sut->links[4].mode, LinkMode::source);
+  EXPECT_EQ(sut->links[4].rabbitmq.queue, "tasks");
 }
 
 TEST_F(LoadConfig, readsLockBackendsAndThePolicy) {
@@ -352,7 +360,8 @@ TEST_F(LoadConfig, refusesLinksThatCannotWork) {
   EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", "kafka = { cluster = \"dc2\" }"})),
             at(11) + "link[0].kafka.cluster: 'dc2' is not the name of a [[kafka]] table (known: 'dc1')");
   EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\""})),
-            at(7) + "link[0].kafka: missing (the system it links to: kafka = { cluster = \"NAME\", topic = \"TOPIC\" })");
+            at(7) + "link[0].kafka: missing (the system it links to: kafka = { cluster = \"NAME\", topic = \"TOPIC\" }, "
+                    "or rabbitmq = { server = \"NAME\", queue = \"QUEUE\" })");
   EXPECT_EQ(error(link({topic, kind, "mode = \"copy\"", to_dc1})),
             at(10) + "link[0].mode: 'copy' is not mirror, source or spill");
   EXPECT_EQ(error(link({topic, "mode = \"mirror\"", to_dc1})),
@@ -385,6 +394,77 @@ TEST_F(LoadConfig, refusesLinksThatCannotWork) {
   EXPECT_EQ(error(node_and({"[[topic]]", "name = \"t\"", "[[kafka]]", "name = \"dc1\"", "bootstrap = \"k:1\"",
                             "[[link]]", topic, kind, "mode = \"mirror\"", "capacity = 8192", to_dc1})),
             at(13) + "link[0].capacity: 't' is declared in a [[topic]] table: set its ring there");
+}
+
+TEST_F(LoadConfig, readsRabbitmqServersAndLinksWithTheirDefaults) {
+  write("mq.password", "s3cret\r\nsecond line ignored\n");
+  auto sut = load(node_and({"[[rabbitmq]]", "name = \"mq1\"", "host = \"rabbit-1\"", "user = \"colo\"",
+                            "password_file = \"mq.password\"",  //
+                            "[[link]]", "object = \"prices/eu\"", "kind = \"topic\"", "mode = \"mirror\"",
+                            "rabbitmq = { server = \"mq1\" }",  //
+                            "[[link]]", "object = \"orders/in\"", "kind = \"queue\"", "mode = \"source\"",
+                            "rabbitmq = { server = \"mq1\", prefetch = 50, dead_letter_exchange = \"dead\" }",  //
+                            "[[link]]", "object = \"events\"", "kind = \"topic\"", "mode = \"mirror\"",
+                            "rabbitmq = { server = \"mq1\", exchange = \"x\", exchange_type = \"fanout\", window = 7 }"}));
+  ASSERT_TRUE(sut.has_value()) << sut.error().message;
+  ASSERT_EQ(sut->rabbitmq_servers.size(), 1u);
+  const auto& s = sut->rabbitmq_servers[0];
+  EXPECT_EQ(s.port, 5672);
+  EXPECT_EQ(s.vhost, "/");
+  EXPECT_EQ(s.password, "s3cret");  // the first line, without its CR LF
+  EXPECT_EQ(s.password_file, dir_ + "/mq.password");
+  EXPECT_EQ(s.heartbeat_s, 10u);
+  EXPECT_FALSE(s.tls);
+  ASSERT_EQ(sut->links.size(), 3u);
+  const auto& mirror = sut->links[0].rabbitmq;
+  EXPECT_EQ(sut->links[0].system, LinkSystem::rabbitmq);
+  EXPECT_EQ(mirror.exchange, "");
+  EXPECT_EQ(mirror.queue, "prices.eu");
+  EXPECT_EQ(mirror.routing_key, "prices.eu");
+  EXPECT_EQ(mirror.window, 1000u);
+  const auto& source = sut->links[1].rabbitmq;
+  EXPECT_EQ(source.queue, "orders.in");
+  EXPECT_EQ(source.prefetch, 50u);
+  EXPECT_EQ(source.dead_letter_exchange, "dead");
+  EXPECT_FALSE(source.passive);
+  const auto& fanout = sut->links[2].rabbitmq;
+  EXPECT_EQ(fanout.exchange, "x");
+  EXPECT_EQ(fanout.exchange_type, "fanout");
+  EXPECT_EQ(fanout.queue, "") << "with an exchange, no queue unless one is named";
+  EXPECT_EQ(fanout.routing_key, "events");
+  EXPECT_EQ(fanout.window, 7u);
+}
+
+TEST_F(LoadConfig, refusesRabbitmqTablesThatCannotWork) {
+  write("pw", "secret\n");
+  const Lines server = {"[[rabbitmq]]", "name = \"mq\"", "host = \"h\"", "user = \"u\"",
+                        "password_file = \"pw\""};  // lines 4-8
+  auto link = [&](const std::string& table) {
+    Lines l = node_and(server);
+    l.insert(l.end(), {"[[link]]", "object = \"t\"", "kind = \"topic\"", "mode = \"mirror\"", table});  // 9-13
+    return l;
+  };
+  write("empty", "\nsecret on line 2\n");
+  EXPECT_EQ(error(node_and({"[[rabbitmq]]", "name = \"mq\"", "host = \"h\"", "user = \"u\"",
+                            "password_file = \"empty\""})),
+            at(8) + "rabbitmq[0].password_file: '" + dir_ + "/empty' holds no password (its first line is empty)");
+  EXPECT_EQ(error(node_and({"[[rabbitmq]]", "name = \"mq\"", "host = \"h\"", "user = \"u\"",
+                            "password_file = \"pw\"", "tls_verify = false"})),
+            at(9) + "rabbitmq[0].tls_verify: only with tls = true");
+  EXPECT_EQ(error(link("rabbitmq = { server = \"mq\", queue = \"amq.gen\" }")),
+            at(13) + "link[0].rabbitmq.queue: 'amq.gen': names that start with 'amq.' are RabbitMQ's; use passive = "
+                     "true to use one");
+  EXPECT_EQ(error(link("rabbitmq = { server = \"mq\", exchange = \"x\", exchange_type = \"round\" }")),
+            at(13) + "link[0].rabbitmq.exchange_type: 'round' is not direct, fanout, topic or headers");
+  EXPECT_EQ(error(link("rabbitmq = { server = \"mq\", routing_key = \"k\" }")),
+            at(13) + "link[0].rabbitmq.routing_key: the default exchange routes by queue name: set queue instead");
+  EXPECT_EQ(error(link("rabbitmq = { server = \"mq\", passive = true, dead_letter_exchange = \"d\" }")),
+            at(13) + "link[0].rabbitmq.dead_letter_exchange: set when colod declares the queue (passive = false)");
+  EXPECT_EQ(error(link("rabbitmq = { server = \"mq\", window = 0 }")).rfind(at(13) + "link[0].rabbitmq.window: ", 0),
+            0u);
+  Lines both = link("rabbitmq = { server = \"mq\" }");
+  both.push_back("kafka = { cluster = \"dc1\" }");
+  EXPECT_EQ(error(both), at(13) + "link[0].rabbitmq: a link joins one system: kafka or rabbitmq, not both");
 }
 
 TEST_F(LoadConfig, acceptsEndpointsOfEveryForm) {
@@ -457,7 +537,7 @@ TEST_F(LoadConfig, namesAnUnknownTable) {
 TEST_F(LoadConfig, namesAKeyOutsideAnyTable) {
   EXPECT_EQ(error({"name = \"alpha\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
             at(1) + "name: unknown key 'name' in the top level, before any [table] (known: node, security, "
-                    "control, metrics, limits, log, peer, topic, queue, locks, lock_backend, kafka, link)");
+                    "control, metrics, limits, log, peer, topic, queue, locks, lock_backend, kafka, rabbitmq, link)");
 }
 
 TEST_F(LoadConfig, refusesASingleBracketPeerTable) {

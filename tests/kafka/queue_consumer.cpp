@@ -1,5 +1,6 @@
-// colo-test-kafka-consumer: a consumer process of a queue fed by a Kafka
-// source link, for the kafka suite's tests, which kill it at random.
+// colo-test-kafka-consumer: a consumer process of a queue fed by a Kafka or
+// RabbitMQ source link, for the kafka and rabbitmq suites' tests, which kill
+// it at random.
 //
 //   colo-test-kafka-consumer NS QUEUE OUT_FILE WORK_US
 //
@@ -7,8 +8,9 @@
 // SIGKILL loses no line already written), then the acknowledgement:
 //   "<partition> <offset> <deliveries> <redelivery> <value>\n"
 // (partition and offset from the message's Kafka metadata; -1 -1 if it has
-// none). WORK_US: microseconds of "work" per message, between the line and
-// the acknowledgement. Runs until SIGTERM (exit 0) or SIGKILL.
+// none; redelivery from its Kafka metadata, or RabbitMQ's redelivered flag).
+// WORK_US: microseconds of "work" per message, between the line and the
+// acknowledgement. Runs until SIGTERM (exit 0) or SIGKILL.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -60,8 +62,10 @@ int main(int argc, char** argv) {
     auto message = consumer->receive_for(std::chrono::milliseconds(50));
     if (!message) continue;
     const auto kafka = colo::kafka_metadata(message->metadata());
+    const auto rabbitmq = colo::rabbitmq_metadata(message->metadata());
+    const unsigned redelivery = kafka ? kafka->redelivery : rabbitmq && rabbitmq->redelivered ? 1 : 0;
     std::string line = std::to_string(kafka ? kafka->partition : -1) + " " + std::to_string(kafka ? kafka->offset : -1) +
-                       " " + std::to_string(message->deliveries()) + " " + std::to_string(kafka ? kafka->redelivery : 0) +
+                       " " + std::to_string(message->deliveries()) + " " + std::to_string(redelivery) +
                        " " + std::string(reinterpret_cast<const char*>(message->data().data()), message->data().size()) +
                        "\n";
     if (::write(out, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return 1;

@@ -9,9 +9,9 @@
 #
 #   tests/services/install.sh
 #
-# Debian's packages start system services from their postinst (redis-server
-# and etcd-server through invoke-rc.d / deb-systemd-invoke, each on its
-# default port: 6379, 2379). Our own instances listen on other ports, but a
+# Debian's packages start system services from their postinst (redis-server,
+# etcd-server and rabbitmq-server through invoke-rc.d / deb-systemd-invoke,
+# each on its default port: 6379, 2379, 5672). Our own instances listen on other ports, but a
 # test machine should run only what its tests start, so:
 #   - while apt-get runs, a policy-rc.d that denies every start is in place
 #     (unless the machine already has one: Docker-style images ship one that
@@ -32,9 +32,13 @@ packages=(
   python3-kazoo python3-redis   # the ZooKeeper and Redis clients of interop/hold_lock.py
   maven                         # fetches Kafka's jars from Maven Central (below)
   kcat python3-confluent-kafka  # Kafka clients: services.sh's readiness check, the Kafka tests' interop
+  rabbitmq-server               # RabbitMQ 3.10 (Erlang) for the rabbitmq suite; run from /usr/lib/rabbitmq/bin
+  python3-pika                  # the RabbitMQ tests' interop client
 )
-# Packages whose postinst starts a system service, and that service's name.
-declare -A system_service=([redis-server]=redis-server [etcd-server]=etcd)
+# Packages whose postinst starts system services, and those services' names
+# (RabbitMQ's Erlang brings epmd, socket-activated).
+declare -A system_service=([redis-server]=redis-server [etcd-server]=etcd
+                           [rabbitmq-server]="rabbitmq-server epmd.socket epmd")
 
 missing=()
 for p in "${packages[@]}"; do
@@ -128,15 +132,15 @@ fi
 
 # Stop and disable the system services of the packages installed just now.
 for p in "${missing[@]}"; do
-  svc="${system_service[$p]:-}"
-  [ -n "$svc" ] || continue
-  if [ -d /run/systemd/system ]; then
-    $SUDO systemctl disable --now "$svc" >>"$log" 2>&1 || true
-  else
-    $SUDO update-rc.d "$svc" disable >>"$log" 2>&1 || true
-    # Only if a start got through a policy-rc.d that was not ours.
-    if [ -x "/etc/init.d/$svc" ]; then $SUDO "/etc/init.d/$svc" stop >>"$log" 2>&1 || true; fi
-  fi
+  for svc in ${system_service[$p]:-}; do
+    if [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now "$svc" >>"$log" 2>&1 || true
+    else
+      $SUDO update-rc.d "$svc" disable >>"$log" 2>&1 || true
+      # Only if a start got through a policy-rc.d that was not ours.
+      if [ -x "/etc/init.d/$svc" ]; then $SUDO "/etc/init.d/$svc" stop >>"$log" 2>&1 || true; fi
+    fi
+  done
 done
 
 command -v java >/dev/null || { echo "services/install: no java after installing (log: $log)" >&2; exit 1; }

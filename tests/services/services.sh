@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Starts, stops and reports the ZooKeeper, etcd and Redis servers that colo's
-# cluster-lock tests talk to, and the Kafka broker of its Kafka links: plain
-# background processes (no systemd), bound to 127.0.0.1 only.
+# cluster-lock tests talk to, and the Kafka broker and RabbitMQ node of its
+# links: plain background processes (no systemd), bound to 127.0.0.1 only.
 #
-#   tests/services/services.sh start  [zookeeper|etcd|redis|kafka|all]   # default: all
+#   tests/services/services.sh start  [zookeeper|etcd|redis|kafka|rabbitmq|all]   # default: all
 #   tests/services/services.sh stop   [...]
 #   tests/services/services.sh restart [...] [SECONDS]  # stop, wait SECONDS (default 0), then start
 #                                               KEEPING the data (a server restart, or an outage)
@@ -16,12 +16,17 @@
 #   redis      63790                              COLO_REDIS=127.0.0.1:63790
 #   kafka      two free ports picked when it is   COLO_KAFKA=127.0.0.1:<port>
 #              launched (broker, controller); restart keeps them
+#   rabbitmq   25720 AMQP, 25721 Erlang           COLO_RABBITMQ=127.0.0.1:25720
+#              distribution, 25722 its own epmd,  (user guest, password guest)
+#              25723-25733 rabbitmqctl's distribution
 #
 # Everything lives under $COLO_SERVICES_DIR (default /tmp/colo-services):
 #   <service>/<service>.conf|zoo.cfg   the configuration written at each start
 #   <service>/<service>.log            stdout and stderr (truncated at each start)
 #   <service>/<service>.pid            the server's pid while it runs
 #   kafka/ports                        "<broker port> <controller port>"
+#   rabbitmq/epmd.pid                  the Erlang port mapper the node registers with
+#   rabbitmq/home/                     HOME of the node and of rabbitmqctl (its Erlang cookie)
 #   <service>/data/                    emptied at each start: these are test fixtures,
 #                                      and a lock left by an earlier run must not block
 #                                      (restart keeps it: ZooKeeper's sequence counters, etcd's
@@ -33,10 +38,13 @@
 # $COLO_SERVICES_TIMEOUT s, default 60) until it answers over its own protocol:
 # ZooKeeper `ruok` -> `imok` and `srvr` -> a Mode line (four-letter words,
 # whitelisted in zoo.cfg), `etcdctl endpoint health`, `redis-cli ping` -> PONG,
-# Kafka: a record produced with kcat is acknowledged (topic colo.ready).
+# Kafka: a record produced with kcat is acknowledged (topic colo.ready);
+# RabbitMQ: `rabbitmqctl wait` on its pid file, then an AMQP handshake.
 # One line per service; on failure the line names the log (and its tail
 # follows) and the exit status is 1.
 # stop: SIGTERM, SIGKILL after 15 s; stopping a stopped service is fine.
+# RabbitMQ's node is a shell wrapper with the Erlang VM as its child: the
+# signals go to its process group, and its epmd is stopped after it.
 set -euo pipefail
 
 state="${COLO_SERVICES_DIR:-/tmp/colo-services}"
@@ -47,7 +55,8 @@ zk_port=21810
 etcd_port=23790
 etcd_peer_port=23800
 redis_port=63790
-all_services=(zookeeper etcd redis kafka)
+rabbitmq_port=25720  # AMQP; +1 Erlang distribution, +2 epmd, +3..+13 rabbitmqctl
+all_services=(zookeeper etcd redis kafka rabbitmq)
 
 # Kafka: Apache Kafka's jars from Maven Central (tests/services/install.sh
 # fetches them with Maven into this cache), run with the machine's Java 17
@@ -61,8 +70,8 @@ zk_classpath=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
 
 die() { echo "services: $*" >&2; exit 2; }
 usage() {
-  echo "usage: $0 start|stop|status|env [zookeeper|etcd|redis|kafka|all]" >&2
-  echo "       $0 restart [zookeeper|etcd|redis|kafka|all] [SECONDS]" >&2
+  echo "usage: $0 start|stop|status|env [zookeeper|etcd|redis|kafka|rabbitmq|all]" >&2
+  echo "       $0 restart [zookeeper|etcd|redis|kafka|rabbitmq|all] [SECONDS]" >&2
   exit 2
 }
 
@@ -75,6 +84,7 @@ addr_of() {
     etcd) echo "http://127.0.0.1:$etcd_port" ;;
     redis) echo "127.0.0.1:$redis_port" ;;
     kafka) echo "127.0.0.1:$(kafka_port broker)" ;;
+    rabbitmq) echo "127.0.0.1:$rabbitmq_port" ;;
   esac
 }
 ports_of() {
@@ -83,6 +93,7 @@ ports_of() {
     etcd) echo $etcd_port $etcd_peer_port ;;
     redis) echo $redis_port ;;
     kafka) ;;  # free ones are picked at launch
+    rabbitmq) echo $rabbitmq_port $((rabbitmq_port + 1)) $((rabbitmq_port + 2)) ;;
   esac
 }
 
@@ -113,6 +124,7 @@ exe_of() {
     etcd) echo etcd ;;
     redis) echo redis-server ;;
     kafka) echo java ;;
+    rabbitmq) echo rabbitmq-server ;;  # the wrapper script (the VM is its child)
   esac
 }
 
@@ -162,7 +174,40 @@ ready() {
       # kcat exits non-zero when the delivery fails within message.timeout.ms.
       echo ready | timeout 10 kcat -P -b "$(addr_of kafka)" -t colo.ready -X message.timeout.ms=3000 \
         -X log_level=0 >/dev/null 2>&1 ;;
+    rabbitmq)
+      # The AMQP 0-9-1 protocol header; a broker answers with a frame of
+      # type 1 (method: connection.start). Its listener opens last at boot.
+      [ "$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "AMQP\0\0\011\001" >&3 &&
+           head -c 1 <&3 | od -An -tu1' _ "$rabbitmq_port" 2>/dev/null | tr -d ' ')" = 1 ] ;;
   esac
+}
+
+# RabbitMQ's environment, for the node and for rabbitmqctl alike (the same
+# HOME: the same Erlang cookie), into the array rabbitmq_env. The programs
+# of /usr/lib/rabbitmq/bin, not the /usr/sbin wrappers (those switch to the
+# rabbitmq user and its HOME). Node name @localhost: the short host name
+# may not resolve. Erlang distribution on loopback only (else 0.0.0.0).
+rabbitmq_vars() {
+  local dir erl_args="-kernel inet_dist_use_interface {127,0,0,1}"
+  dir="$(dir_of rabbitmq)"
+  rabbitmq_env=(HOME="$dir/home" RABBITMQ_NODENAME=colo-test@localhost
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$rabbitmq_port
+    RABBITMQ_DIST_PORT=$((rabbitmq_port + 1)) ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT=$((rabbitmq_port + 2))
+    RABBITMQ_CTL_DIST_PORT_MIN=$((rabbitmq_port + 3)) RABBITMQ_CTL_DIST_PORT_MAX=$((rabbitmq_port + 13))
+    RABBITMQ_MNESIA_BASE="$dir/data/mnesia" RABBITMQ_LOG_BASE="$dir/data/log"
+    RABBITMQ_PID_FILE="$dir/server.pid" RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf"
+    RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf"
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$erl_args" RABBITMQ_CTL_ERL_ARGS="$erl_args")
+}
+rabbitmqctl_() {  # rabbitmqctl ARGS... for our node (never once its epmd is stopped: it would start another)
+  rabbitmq_vars
+  env "${rabbitmq_env[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl "$@"
+}
+
+# Processes of process group $1 that are not zombies.
+group_alive() {
+  ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
 }
 
 write_config() {
@@ -246,6 +291,17 @@ logger.server.name=kafka.server.KafkaRaftServer
 logger.server.level=INFO
 EOF
       ;;
+    rabbitmq)
+      # The listener and the node name come from the environment
+      # (rabbitmq_vars); no plugins (no management listener on another port).
+      cat >"$dir/rabbitmq.conf" <<EOF
+# Written by tests/services/services.sh; rewritten at each start.
+log.file.level = info
+EOF
+      echo '[].' >"$dir/advanced.config"
+      echo '[].' >"$dir/enabled_plugins"
+      : >"$dir/rabbitmq-env.conf"
+      ;;
     etcd) ;;  # command-line flags only (launch below)
   esac
 }
@@ -318,6 +374,21 @@ launch() {
       fi
       cmd=("${jvm[@]}" kafka.Kafka "$dir/server.properties")
       ;;
+    rabbitmq)
+      [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] ||
+        die "rabbitmq: no /usr/lib/rabbitmq/bin/rabbitmq-server (run tests/services/install.sh)"
+      command -v epmd >/dev/null || die "rabbitmq: no epmd (run tests/services/install.sh)"
+      mkdir -p "$dir/home" "$dir/data/log"
+      rm -f "$dir/server.pid"  # `rabbitmqctl wait` must not read the pid of an earlier run
+      # Its own epmd first, so that we hold its pid: the node (and every
+      # rabbitmqctl) would otherwise start one that outlives them.
+      if ! { [ -f "$dir/epmd.pid" ] && alive "$(<"$dir/epmd.pid")"; }; then
+        setsid epmd -port $((rabbitmq_port + 2)) -address 127.0.0.1 </dev/null >"$dir/epmd.log" 2>&1 &
+        echo $! >"$dir/epmd.pid"
+      fi
+      rabbitmq_vars
+      cmd=(env "${rabbitmq_env[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server)
+      ;;
   esac
   # setsid: a session of its own, so that a terminal's ^C or a runner killing
   # the caller's process group does not take the server down half-way. The
@@ -333,6 +404,12 @@ await() {
   local svc="$1" log deadline
   log="$(log_of "$svc")"
   deadline=$((SECONDS + ready_timeout))
+  if [ "$svc" = rabbitmq ]; then
+    # Until the node has started its application (fails at once if the
+    # process whose pid is in the file dies); the loop below then checks
+    # its AMQP listener.
+    rabbitmqctl_ wait --timeout "$ready_timeout" "$(dir_of rabbitmq)/server.pid" >>"$(dir_of rabbitmq)/wait.log" 2>&1 || true
+  fi
   while ! ready "$svc"; do
     if ! running_pid "$svc" >/dev/null; then
       echo "$svc: FAILED: the server exited during start; log: $log" >&2
@@ -393,18 +470,52 @@ cmd_stop() {
       echo "$svc: not running"
       continue
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + stop_timeout))
-    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-    if alive "$pid"; then
-      kill -KILL "$pid" 2>/dev/null || true
-      while alive "$pid"; do sleep 0.1; done
-      echo "$svc: killed (pid $pid did not end ${stop_timeout} s after SIGTERM)"
+    if [ "$svc" = rabbitmq ]; then
+      stop_group "$pid"
     else
-      echo "$svc: stopped (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + stop_timeout))
+      while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+      if alive "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        while alive "$pid"; do sleep 0.1; done
+        echo "$svc: killed (pid $pid did not end ${stop_timeout} s after SIGTERM)"
+      else
+        echo "$svc: stopped (pid $pid)"
+      fi
     fi
     rm -f "$(pidfile_of "$svc")"
   done
+  [[ " $* " != *" rabbitmq "* ]] || stop_epmd
+}
+
+# RabbitMQ: SIGTERM to the wrapper's process group (a SIGKILL of the wrapper
+# alone would leave the VM, beam.smp, running), SIGKILL after stop_timeout.
+stop_group() {
+  local pid="$1" deadline
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  deadline=$((SECONDS + stop_timeout))
+  while group_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  if group_alive "$pid"; then
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    while group_alive "$pid"; do sleep 0.1; done
+    echo "rabbitmq: killed (process group $pid did not end ${stop_timeout} s after SIGTERM)"
+  else
+    echo "rabbitmq: stopped (pid $pid)"
+  fi
+}
+
+# The node's epmd, last (after the node and any rabbitmqctl).
+stop_epmd() {
+  local file pid
+  file="$(dir_of rabbitmq)/epmd.pid"
+  [ -f "$file" ] || return 0
+  pid="$(<"$file")"
+  if [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = epmd ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    while alive "$pid"; do sleep 0.1; done
+  fi
+  rm -f "$file"
 }
 
 cmd_status() {
@@ -433,6 +544,7 @@ cmd_env() {
       etcd) echo "export COLO_ETCD=$(addr_of etcd)" ;;
       redis) echo "export COLO_REDIS=$(addr_of redis)" ;;
       kafka) echo "export COLO_KAFKA=$(addr_of kafka)" ;;
+      rabbitmq) echo "export COLO_RABBITMQ=$(addr_of rabbitmq)" ;;
     esac
   done
 }
@@ -445,7 +557,7 @@ pause="${3:-0}"
 [[ "$pause" =~ ^[0-9]+$ ]] || usage
 case $which in
   all) services=("${all_services[@]}") ;;
-  zookeeper | etcd | redis | kafka) services=("$which") ;;
+  zookeeper | etcd | redis | kafka | rabbitmq) services=("$which") ;;
   *) usage ;;
 esac
 case $action in

@@ -14,5 +14,6 @@ void register_bench_cluster_lock(CLI::App& bench, int& exit_code);  // cluster_l
 void register_bench_lock_table(CLI::App& bench, int& exit_code);    // lock_table.cpp
 void register_bench_python(CLI::App& bench, int& exit_code);        // python.cpp: runs python_bench.py
 void register_bench_kafka(CLI::App& bench, int& exit_code);         // kafka.cpp
+void register_bench_rabbitmq(CLI::App& bench, int& exit_code);      // rabbitmq.cpp
 
 }  // namespace colo::cli

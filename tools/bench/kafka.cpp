@@ -57,6 +57,7 @@
 #include "colo/node.hpp"
 #include "colod_client.hpp"
 #include "format.hpp"
+#include "link_bench.hpp"
 #include "local_cluster.hpp"
 
 namespace colo::cli {
@@ -67,7 +68,6 @@ using internal::monotonic_ns;
 
 constexpr double kGoalMirrorRatio = 0.8;
 constexpr double kGoalPublishP50Ratio = 1.1;
-constexpr auto kPoll = 5ms;  // colod's counters, over its control socket (each ask costs colod a little)
 constexpr std::uint32_t kLatencyChunk = 1000;
 
 struct Options {
@@ -246,73 +246,11 @@ double raw_consume(const Options& o, const std::string& topic, std::string& erro
 
 // ------------------------------------------------------------------ colod side
 
-// A link's counter, from colod's control socket; -1 if it did not answer.
-std::int64_t link_counter(const LocalCluster::Host& h, const std::string& link, bool produced) {
-  auto status = colod_status(h.ns(), h.control, 0.5);
-  if (!status) return -1;
-  for (const auto& l : status->links)
-    if (l.name == link) {
-      if (l.lost != 0 || l.skipped != 0) return -2;
-      return static_cast<std::int64_t>(produced ? l.produced : l.acknowledged);
-    }
-  return -1;
-}
-
-// Polls until the counter reaches n: the times it first was above 0 and reached n.
-bool wait_counter(const LocalCluster::Host& h, const std::string& link, bool produced, std::uint64_t n,
-                  std::uint64_t& first_ns, std::uint64_t& done_ns, std::string& error, std::uint64_t* at_first = nullptr) {
-  const std::uint64_t deadline = monotonic_ns() + 300'000'000'000ull;
-  first_ns = 0;
-  while (monotonic_ns() < deadline) {
-    const std::int64_t v = link_counter(h, link, produced);
-    const std::uint64_t now = monotonic_ns();
-    if (v == -2) {
-      error = "link " + link + " lost or skipped messages";
-      return false;
-    }
-    if (v > 0 && first_ns == 0) {
-      first_ns = now;
-      if (at_first != nullptr) *at_first = static_cast<std::uint64_t>(v);
-    }
-    if (v >= static_cast<std::int64_t>(n)) {
-      done_ns = now;
-      return true;
-    }
-    std::this_thread::sleep_for(kPoll);
-  }
-  error = "link " + link + " did not reach " + std::to_string(n) + " in 300 s";
-  return false;
-}
-
 std::string link_toml(const std::string& mode, const std::string& object, const std::string& topic,
                       std::uint64_t capacity, std::uint32_t max_message, const std::string& extra) {
   return "[[link]]\nmode = \"" + mode + "\"\nobject = \"" + object + "\"\nkind = \"topic\"\ncapacity = " +
          std::to_string(capacity) + "\nmax_message = " + std::to_string(max_message) +
          "\nkafka = { cluster = \"bench\", topic = \"" + topic + "\"" + extra + " }\n";
-}
-
-std::uint64_t ring_for(std::uint32_t messages, std::uint32_t size) {
-  std::uint64_t need = std::uint64_t{messages} * ((size + 16 + 15) / 16 * 16) * 2;
-  std::uint64_t capacity = 1 << 20;
-  while (capacity < need && capacity < (1ull << 30)) capacity <<= 1;
-  return capacity;
-}
-
-// Publishes N messages into `object` as fast as the ring takes them.
-std::string publish_all(Node& node, const std::string& object, std::uint32_t n, std::uint32_t size) {
-  auto topic = node.topic(object, OpenMode::open);
-  if (!topic) return topic.error().message;
-  auto pub = topic->publisher();
-  if (!pub) return pub.error().message;
-  const std::string payload(size, 'm');
-  std::vector<std::span<const std::byte>> batch(256, std::as_bytes(std::span(payload.data(), payload.size())));
-  for (std::uint32_t done = 0; done < n;) {
-    const std::size_t k = std::min<std::size_t>(batch.size(), n - done);
-    const std::size_t published = pub->publish_batch(std::span(batch.data(), k), 10s);
-    if (published == 0) return "publish: the ring stayed full for 10 s";
-    done += static_cast<std::uint32_t>(published);
-  }
-  return {};
 }
 
 Percentiles percentiles(std::vector<double>& v) {
@@ -389,7 +327,7 @@ Run run(const Options& o, Progress& progress) {
     return r.error = started.error().message, r;
   auto& source_host = sources.host(0);
   for (const auto& s : r.sizes) {
-    for (int i = 0; i < 15000 && link_counter(source_host, source_link(s), true) < 0; ++i) std::this_thread::sleep_for(kPoll);
+    for (int i = 0; i < 15000 && link_counter(source_host, source_link(s), true) < 0; ++i) std::this_thread::sleep_for(kLinkPoll);
     if (auto paused = colod_pause_link(source_host.ns(), source_host.control, 1.0, source_link(s), true); !paused)
       return r.error = paused.error().message, r;
   }
@@ -438,7 +376,7 @@ Run run(const Options& o, Progress& progress) {
   // Each link running (it has read its partition back) before it is timed.
   for (const auto& s : r.sizes) {
     const std::string link = "mirror:bench/mirror-" + std::to_string(s.size);
-    for (int i = 0; i < 15000 && link_counter(host, link, false) < 0; ++i) std::this_thread::sleep_for(kPoll);
+    for (int i = 0; i < 15000 && link_counter(host, link, false) < 0; ++i) std::this_thread::sleep_for(kLinkPoll);
   }
   std::this_thread::sleep_for(1s);
   NodeOptions node_options;
@@ -480,11 +418,12 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
                 "kafka starts one on loopback)");
   if (o.colod.empty()) o.colod = find_colod();
   Run r;
-  r.load_before = load_average();
+  const double load_before = load_average();  // r is replaced by run()'s result
   {
     Progress progress(!o.json);
     r = run(o, progress);
   }
+  r.load_before = load_before;
   r.load_after = load_average();
   bool correct = r.error.empty();
   for (const auto& s : r.sizes) correct = correct && s.error.empty();

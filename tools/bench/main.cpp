@@ -25,6 +25,9 @@
 //   kafka   colod's Kafka mirror and source vs librdkafka's own producer and
 //           consumer on the same broker, and the local publish call with the
 //           mirror on and off (kafka.cpp).
+//   rabbitmq  colod's RabbitMQ mirror and source vs rabbitmq-c's own
+//           publisher (same confirm window) and consumer (same prefetch) on
+//           the same server (rabbitmq.cpp).
 #include "app.hpp"
 #include "commands.hpp"
 
@@ -33,7 +36,7 @@ int main(int argc, char** argv) {
   int exit_code = kExitOk;
   const std::string name = shown_name(argv[0], "colo bench");
   CLI::App app{"Benchmark colo against baselines on this machine (lock, lock-table, queue, topic, bridge, "
-               "cluster-lock, kafka, python)",
+               "cluster-lock, kafka, rabbitmq, python)",
                name};
   app.require_subcommand(1);
   app.set_version_flag("--version", name + " (colo) " + kVersion);
@@ -46,5 +49,6 @@ int main(int argc, char** argv) {
   register_bench_lock_table(app, exit_code);
   register_bench_python(app, exit_code);
   register_bench_kafka(app, exit_code);
+  register_bench_rabbitmq(app, exit_code);
   return parse_and_run(app, argc, argv, exit_code, name);
 }

@@ -86,7 +86,8 @@ nlohmann::json link_json(const ColodLink& l) {
           {"lost", l.lost},
           {"skipped", l.skipped},
           {"duplicates", l.duplicates},
-          {"redelivered", l.redelivered}};
+          {"redelivered", l.redelivered},
+          {"outages", l.outages}};
 }
 
 Result<ColodStatus> colod_status(const std::string& ns, const std::string& socket_path, double timeout_s) {
@@ -135,6 +136,7 @@ Result<ColodStatus> colod_status(const std::string& ns, const std::string& socke
           link.skipped = l.getSkipped();
           link.duplicates = l.getDuplicates();
           link.redelivered = l.getRedelivered();
+          link.outages = l.getOutages();
           out.links.push_back(std::move(link));
         }
       });

@@ -29,12 +29,12 @@ struct ColodObject {
   std::uint64_t lost = 0, duplicates = 0, in_flight = 0;
 };
 
-// A link of colod to another system ([[link]]: Kafka), as `colo links` shows it.
+// A link of colod to another system ([[link]]: Kafka, RabbitMQ), as `colo links` shows it.
 struct ColodLink {
   std::string name, system, mode, object, object_kind, remote, state, last_error;
   std::uint64_t state_ms = 0, last_error_ms = 0;
   std::uint64_t produced = 0, acknowledged = 0, returned = 0, in_flight = 0, lag_messages = 0, lag_bytes = 0;
-  std::uint64_t errors = 0, lost = 0, skipped = 0, duplicates = 0, redelivered = 0;
+  std::uint64_t errors = 0, lost = 0, skipped = 0, duplicates = 0, redelivered = 0, outages = 0;
 };
 
 struct ColodStatus {

@@ -23,6 +23,7 @@ packages=(
   libhiredis-dev                     # colod's Redis lock backend
   libzookeeper-mt-dev                # colod's ZooKeeper lock backend (the C client, threaded)
   librdkafka-dev                     # colod's Kafka links (librdkafka's C API)
+  librabbitmq-dev libssl-dev         # colod's RabbitMQ links (rabbitmq-c, AMQP 0-9-1; OpenSSL for TLS and the system's CAs)
   help2man                           # the man pages colo(1), colod(8) ... made from the programs' --help
   util-linux procps                  # setpriv, ps: used by tests
   iproute2                           # ip: network namespaces and a veth pair for the bridge-netns test

@@ -5,8 +5,9 @@
 #      install (meson install into a DESTDIR, programs built against it only;
 #      `pip install .` into a fresh venv), python (the Python module under
 #      pytest, with C++ peers), services (cluster-scope locks against real
-#      ZooKeeper, etcd and Redis servers) and kafka (colod's Kafka links
-#      against a real Kafka 4 broker): the servers installed
+#      ZooKeeper, etcd and Redis servers), kafka (colod's Kafka links
+#      against a real Kafka 4 broker) and rabbitmq (colod's RabbitMQ links
+#      against a real RabbitMQ 3.10 node): the servers installed
 #      (tests/services/install.sh) and started on loopback by
 #      tests/services/services.sh, stopped at the end (those this script
 #      started; a developer's running ones stay up)
@@ -38,14 +39,14 @@ tools/dev/setup.sh -Dpython=enabled
 meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge \
   --suite install --suite python || status=1
 
-# The services and kafka suites: their servers, then their tests (one at a
+# The services, kafka and rabbitmq suites: their servers, then their tests (one at a
 # time: some stop and restart a server). COLO_REQUIRE_SERVICES=1: a test
 # whose server is missing fails instead of skipping.
 services=tests/services/services.sh
 rm -f build/meson-logs/serviceslog.json  # counted at the end only if it ran this time
 tests/services/install.sh
 started_services=()
-for svc in zookeeper etcd redis kafka; do
+for svc in zookeeper etcd redis kafka rabbitmq; do
   "$services" status "$svc" >/dev/null 2>&1 || started_services+=("$svc")
 done
 stop_services() {
@@ -56,9 +57,9 @@ if "$services" start all; then
   eval "$("$services" env all)"
   # Its own log name: a second `meson test` in build/ would overwrite testlog.json.
   COLO_REQUIRE_SERVICES=1 meson test -C build --num-processes 1 --print-errorlogs --logbase serviceslog \
-    --suite services --suite kafka || status=1
+    --suite services --suite kafka --suite rabbitmq || status=1
 else
-  echo "colo: the services and kafka suites' servers did not start (logs under /tmp/colo-services)" >&2
+  echo "colo: the services, kafka and rabbitmq suites' servers did not start (logs under /tmp/colo-services)" >&2
   status=1
 fi
 stop_services

@@ -1,0 +1,285 @@
+#include "amqp_client.hpp"
+
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>  // the system's CA store for TLS without tls_ca_file
+#include <sys/socket.h>
+
+namespace colo::bridge::rabbitmq {
+namespace {
+
+constexpr int kFrameMax = 131072;  // rabbitmq-c's default (AMQP_DEFAULT_FRAME_SIZE)
+constexpr std::chrono::seconds kContentTimeout{10};  // a content's frames follow its method at once
+
+timeval to_timeval(std::chrono::microseconds t) {
+  const auto us = std::max<std::int64_t>(0, t.count());
+  return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+}
+
+// The server's reason, from a connection.close or channel.close.
+template <typename Close>
+std::string close_reason(const Close& c) {
+  return std::to_string(c.reply_code) + " " + std::string(text_of(c.reply_text));
+}
+
+// What a server's refusal means, as colo's error codes.
+Errc code_of(std::uint16_t reply_code) {
+  switch (reply_code) {
+    case AMQP_NOT_FOUND: return Errc::not_found;
+    case AMQP_ACCESS_REFUSED: return Errc::permission_denied;
+    case AMQP_PRECONDITION_FAILED: return Errc::parameter_mismatch;
+    case AMQP_RESOURCE_LOCKED: return Errc::busy;
+    default: return Errc::system;
+  }
+}
+
+}  // namespace
+
+std::string status_text(int status) { return amqp_error_string2(status); }
+
+Result<std::unique_ptr<Connection>> Connection::open(const RabbitmqServerConfig& server,
+                                                     std::chrono::milliseconds timeout) {
+  std::unique_ptr<Connection> c(new Connection());
+  c->where_ = "rabbitmq server " + server.name + " (" + server.host + ":" + std::to_string(server.port) + ")";
+  c->conn_ = amqp_new_connection();
+  if (c->conn_ == nullptr) return Error{Errc::system, c->where_ + ": out of memory"};
+  amqp_socket_t* socket = server.tls ? amqp_ssl_socket_new(c->conn_) : amqp_tcp_socket_new(c->conn_);
+  if (socket == nullptr) return Error{Errc::system, c->where_ + ": cannot make a socket"};
+  if (server.tls) {
+    int status = AMQP_STATUS_OK;
+    if (!server.tls_ca_file.empty()) status = amqp_ssl_socket_set_cacert(socket, server.tls_ca_file.c_str());
+    else if (SSL_CTX_set_default_verify_paths(static_cast<SSL_CTX*>(amqp_ssl_socket_get_context(socket))) != 1)
+      status = AMQP_STATUS_SSL_ERROR;
+    if (status != AMQP_STATUS_OK) return c->failed("TLS: loading the CA certificates", status);
+    if (!server.tls_cert_file.empty()) {
+      status = amqp_ssl_socket_set_key(socket, server.tls_cert_file.c_str(), server.tls_key_file.c_str());
+      if (status != AMQP_STATUS_OK) return c->failed("TLS: loading the client certificate and key", status);
+    }
+    amqp_ssl_socket_set_verify_peer(socket, server.tls_verify ? 1 : 0);
+    amqp_ssl_socket_set_verify_hostname(socket, server.tls_verify ? 1 : 0);
+  }
+  timeval tv = to_timeval(timeout);
+  if (const int status = amqp_socket_open_noblock(socket, server.host.c_str(), server.port, &tv);
+      status != AMQP_STATUS_OK)
+    return c->failed("connect", status);
+  (void)amqp_set_handshake_timeout(c->conn_, &tv);
+  (void)amqp_set_rpc_timeout(c->conn_, &tv);
+  {
+    std::lock_guard<std::mutex> lock(c->fd_mutex_);
+    c->fd_ = amqp_get_sockfd(c->conn_);
+  }
+  const amqp_rpc_reply_t login =
+      amqp_login(c->conn_, server.vhost.c_str(), 0, kFrameMax, static_cast<int>(server.heartbeat_s),
+                 AMQP_SASL_METHOD_PLAIN, server.user.c_str(), server.password.c_str());
+  if (login.reply_type != AMQP_RESPONSE_NORMAL)
+    return c->failed_rpc("login as " + server.user + " to vhost " + server.vhost + " refused", login);
+  amqp_channel_open(c->conn_, kChannel);
+  if (amqp_get_rpc_reply(c->conn_).reply_type != AMQP_RESPONSE_NORMAL) return c->failed_rpc("opening a channel");
+  c->usable_ = true;
+  return c;
+}
+
+Connection::~Connection() {
+  {
+    std::lock_guard<std::mutex> lock(fd_mutex_);
+    fd_ = -1;
+  }
+  if (conn_ == nullptr) return;
+  if (usable_) {
+    // Bounded by the RPC timeout set at open.
+    (void)amqp_channel_close(conn_, kChannel, AMQP_REPLY_SUCCESS);
+    (void)amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
+  }
+  amqp_destroy_connection(conn_);
+}
+
+void Connection::interrupt() noexcept {
+  std::lock_guard<std::mutex> lock(fd_mutex_);
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+Error Connection::failed(const std::string& what, int status) {
+  usable_ = false;
+  const Errc code = status == AMQP_STATUS_TIMEOUT ? Errc::timed_out : Errc::system;
+  return Error{code, where_ + ": " + what + ": " + status_text(status)};
+}
+
+// The last RPC's failure. A server's refusal closes the channel or the
+// connection: it is answered (close-ok), and the connection is given up.
+Error Connection::failed_rpc(const std::string& what) { return failed_rpc(what, amqp_get_rpc_reply(conn_)); }
+
+Error Connection::failed_rpc(const std::string& what, const amqp_rpc_reply_t& r) {
+  usable_ = false;
+  switch (r.reply_type) {
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+      return Error{r.library_error == AMQP_STATUS_TIMEOUT ? Errc::timed_out : Errc::system,
+                   where_ + ": " + what + ": " + status_text(r.library_error)};
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+      if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        const auto& close = *static_cast<amqp_connection_close_t*>(r.reply.decoded);
+        const std::string reason = close_reason(close);
+        amqp_connection_close_ok_t ok{};
+        (void)amqp_send_method(conn_, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        return Error{code_of(close.reply_code), where_ + ": " + what + ": the server closed the connection: " + reason};
+      }
+      if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        const auto& close = *static_cast<amqp_channel_close_t*>(r.reply.decoded);
+        const std::string reason = close_reason(close);
+        amqp_channel_close_ok_t ok{};
+        (void)amqp_send_method(conn_, kChannel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        return Error{code_of(close.reply_code), where_ + ": " + what + ": " + reason};
+      }
+      return Error{Errc::system, where_ + ": " + what + ": the server answered with " + amqp_method_name(r.reply.id)};
+    case AMQP_RESPONSE_NONE:
+    case AMQP_RESPONSE_NORMAL: break;
+  }
+  return Error{Errc::system, where_ + ": " + what + ": no answer"};
+}
+
+Result<void> Connection::declare(const RabbitmqLinkConfig& link) {
+  const char* how = link.passive ? "checking" : "declaring";
+  if (!link.exchange.empty()) {
+    amqp_exchange_declare(conn_, kChannel, amqp_text(link.exchange), amqp_text(link.exchange_type), link.passive,
+                          /*durable*/ 1, /*auto_delete*/ 0, /*internal*/ 0, amqp_empty_table);
+    if (amqp_get_rpc_reply(conn_).reply_type != AMQP_RESPONSE_NORMAL)
+      return failed_rpc(std::string(how) + " exchange '" + link.exchange + "'" +
+                        (link.passive ? "" : " (durable, " + link.exchange_type + ")"));
+  }
+  if (link.queue.empty()) return Ok{};
+  amqp_table_entry_t dlx{amqp_text("x-dead-letter-exchange"), {}};
+  dlx.value.kind = AMQP_FIELD_KIND_UTF8;
+  dlx.value.value.bytes = amqp_text(link.dead_letter_exchange);
+  const amqp_table_t arguments =
+      link.dead_letter_exchange.empty() ? amqp_empty_table : amqp_table_t{1, &dlx};
+  amqp_queue_declare(conn_, kChannel, amqp_text(link.queue), link.passive, /*durable*/ 1, /*exclusive*/ 0,
+                     /*auto_delete*/ 0, arguments);
+  if (amqp_get_rpc_reply(conn_).reply_type != AMQP_RESPONSE_NORMAL)
+    return failed_rpc(std::string(how) + " queue '" + link.queue + "'" + (link.passive ? "" : " (durable)"));
+  if (link.passive || link.exchange.empty()) return Ok{};
+  amqp_queue_bind(conn_, kChannel, amqp_text(link.queue), amqp_text(link.exchange), amqp_text(link.routing_key),
+                  amqp_empty_table);
+  if (amqp_get_rpc_reply(conn_).reply_type != AMQP_RESPONSE_NORMAL)
+    return failed_rpc("binding queue '" + link.queue + "' to exchange '" + link.exchange + "' with key '" +
+                      link.routing_key + "'");
+  return Ok{};
+}
+
+Result<void> Connection::confirm_select() {
+  amqp_confirm_select(conn_, kChannel);
+  if (amqp_get_rpc_reply(conn_).reply_type != AMQP_RESPONSE_NORMAL) return failed_rpc("confirm.select");
+  return Ok{};
+}
+
+Result<void> Connection::qos(std::uint16_t prefetch) {
+  amqp_basic_qos(conn_, kChannel, 0, prefetch, 0);
+  if (amqp_get_rpc_reply(conn_).reply_type != AMQP_RESPONSE_NORMAL) return failed_rpc("basic.qos");
+  return Ok{};
+}
+
+Result<void> Connection::consume(const std::string& queue) {
+  amqp_basic_consume(conn_, kChannel, amqp_text(queue), amqp_empty_bytes, /*no_local*/ 0, /*no_ack*/ 0,
+                     /*exclusive*/ 0, amqp_empty_table);
+  if (amqp_get_rpc_reply(conn_).reply_type != AMQP_RESPONSE_NORMAL)
+    return failed_rpc("consuming queue '" + queue + "'");
+  return Ok{};
+}
+
+Result<std::optional<Incoming>> Connection::next(std::chrono::microseconds timeout) {
+  amqp_maybe_release_buffers(conn_);  // what the previous Incoming pointed at
+  amqp_frame_t frame{};
+  timeval tv = to_timeval(timeout);
+  const int status = amqp_simple_wait_frame_noblock(conn_, &frame, &tv);
+  if (status == AMQP_STATUS_TIMEOUT) return std::optional<Incoming>();
+  if (status != AMQP_STATUS_OK) return failed("reading", status);
+  if (frame.frame_type != AMQP_FRAME_METHOD) {
+    usable_ = false;
+    return Error{Errc::corrupt, where_ + ": a frame of type " + std::to_string(frame.frame_type) +
+                                    " outside a message's content"};
+  }
+  Incoming in;
+  in.method = frame.payload.method.id;
+  in.decoded = frame.payload.method.decoded;
+  switch (in.method) {
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+      const auto& close = *static_cast<amqp_connection_close_t*>(in.decoded);
+      const std::string reason = close_reason(close);
+      amqp_connection_close_ok_t ok{};
+      (void)amqp_send_method(conn_, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+      usable_ = false;
+      return Error{code_of(close.reply_code), where_ + ": the server closed the connection: " + reason};
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+      const auto& close = *static_cast<amqp_channel_close_t*>(in.decoded);
+      const std::string reason = close_reason(close);
+      amqp_channel_close_ok_t ok{};
+      (void)amqp_send_method(conn_, kChannel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+      usable_ = false;
+      return Error{code_of(close.reply_code), where_ + ": the server closed the channel: " + reason};
+    }
+    case AMQP_BASIC_DELIVER_METHOD:
+    case AMQP_BASIC_RETURN_METHOD:
+      if (auto ok = read_content(in, kContentTimeout); !ok) return std::move(ok).error();
+      break;
+    default: break;
+  }
+  return std::optional<Incoming>(in);
+}
+
+// A content header frame, then body frames up to its size. One body frame
+// (the usual case up to the frame size) is pointed at where rabbitmq-c
+// decoded it; several are copied together.
+Result<void> Connection::read_content(Incoming& in, std::chrono::microseconds timeout) {
+  amqp_frame_t frame{};
+  timeval tv = to_timeval(timeout);
+  int status = amqp_simple_wait_frame_noblock(conn_, &frame, &tv);
+  if (status != AMQP_STATUS_OK) return failed("reading a message's header", status);
+  if (frame.frame_type != AMQP_FRAME_HEADER) {
+    usable_ = false;
+    return Error{Errc::corrupt, where_ + ": a message's method without its header frame"};
+  }
+  in.properties = static_cast<const amqp_basic_properties_t*>(frame.payload.properties.decoded);
+  const std::uint64_t size = frame.payload.properties.body_size;
+  std::uint64_t got = 0;
+  body_.clear();
+  while (got < size) {
+    tv = to_timeval(timeout);
+    status = amqp_simple_wait_frame_noblock(conn_, &frame, &tv);
+    if (status != AMQP_STATUS_OK) return failed("reading a message's body", status);
+    if (frame.frame_type != AMQP_FRAME_BODY || frame.payload.body_fragment.len > size - got) {
+      usable_ = false;
+      return Error{Errc::corrupt, where_ + ": a message's body frames do not add up to its header's size"};
+    }
+    const auto& fragment = frame.payload.body_fragment;
+    if (got == 0 && fragment.len == size) {
+      in.body = {static_cast<const std::byte*>(fragment.bytes), fragment.len};
+      return Ok{};
+    }
+    body_.append(static_cast<const char*>(fragment.bytes), fragment.len);
+    got += fragment.len;
+  }
+  in.body = std::as_bytes(std::span(body_.data(), body_.size()));
+  return Ok{};
+}
+
+Result<void> Connection::publish(std::string_view exchange, std::string_view routing_key, bool mandatory,
+                                 const amqp_basic_properties_t& properties, std::span<const std::byte> body) {
+  const amqp_bytes_t bytes{body.size(), const_cast<std::byte*>(body.data())};
+  const int status = amqp_basic_publish(conn_, kChannel, amqp_text(exchange), amqp_text(routing_key),
+                                        mandatory ? 1 : 0, 0, &properties, bytes);
+  if (status != AMQP_STATUS_OK) return failed("publishing", status);
+  return Ok{};
+}
+
+Result<void> Connection::ack(std::uint64_t delivery_tag, bool multiple) {
+  const int status = amqp_basic_ack(conn_, kChannel, delivery_tag, multiple ? 1 : 0);
+  if (status != AMQP_STATUS_OK) return failed("acknowledging", status);
+  return Ok{};
+}
+
+Result<void> Connection::reject(std::uint64_t delivery_tag, bool requeue) {
+  const int status = amqp_basic_reject(conn_, kChannel, delivery_tag, requeue ? 1 : 0);
+  if (status != AMQP_STATUS_OK) return failed("rejecting", status);
+  return Ok{};
+}
+
+}  // namespace colo::bridge::rabbitmq

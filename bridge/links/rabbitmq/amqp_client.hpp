@@ -1,0 +1,111 @@
+// bridge/links/rabbitmq/amqp_client.hpp — what colod's RabbitMQ links need
+// of rabbitmq-c (Debian's librabbitmq-dev, 0.11, its C API), made safe to
+// hold: one connection with one channel that closes itself, the
+// declarations a [link.rabbitmq] table asks for, frames read with a
+// timeout (a method with its content, assembled), and rabbitmq-c's and the
+// server's errors as text.
+//
+// rabbitmq-c 0.11 has no helper that waits for publisher confirms or reads
+// a delivery without blocking: the links read the frames themselves
+// (next()) and act on basic.ack / basic.nack / basic.return /
+// basic.deliver. Heartbeats are answered inside rabbitmq-c's frame reads
+// and publishes: a link reads frames at least every heartbeat_s / 2.
+//
+// THREADS: a Connection is used by its link's thread only, except
+// interrupt(), which any thread may call.
+#pragma once
+
+#include <amqp.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "../../config.hpp"
+#include "colo/error.hpp"
+
+namespace colo::bridge::rabbitmq {
+
+// A method frame read by next(); for basic.deliver and basic.return, with
+// its content (properties and body). Views point into the connection's
+// buffers: valid until the next call to next() or ack()/publish().
+struct Incoming {
+  amqp_method_number_t method = 0;  // AMQP_BASIC_ACK_METHOD, AMQP_BASIC_DELIVER_METHOD, ...
+  void* decoded = nullptr;          // the method's fields (amqp_basic_ack_t* ...)
+  const amqp_basic_properties_t* properties = nullptr;  // content only
+  std::span<const std::byte> body;                      // content only
+};
+
+// AMQP's text for a short string (exchange, queue, routing key).
+inline amqp_bytes_t amqp_text(std::string_view s) noexcept {
+  return amqp_bytes_t{s.size(), const_cast<char*>(s.data())};
+}
+inline std::string_view text_of(amqp_bytes_t b) noexcept { return {static_cast<const char*>(b.bytes), b.len}; }
+
+class Connection {
+ public:
+  static constexpr amqp_channel_t kChannel = 1;
+
+  // Connects (TCP, or TLS with the server's settings), logs in with the
+  // user and password, opens channel 1. `timeout` bounds the connect, the
+  // handshake and each later RPC. Errors name the server and what refused:
+  // "rabbitmq server local (127.0.0.1:5672): login refused: ...".
+  static Result<std::unique_ptr<Connection>> open(const RabbitmqServerConfig& server, std::chrono::milliseconds timeout);
+  ~Connection();  // closes the channel and the connection politely if it is usable, then frees everything
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // The declarations of `link` (config.hpp): the exchange (if any) and the
+  // queue (if any), durable, declared or (passive) only checked; the queue
+  // bound to the exchange with the routing key unless passive. A refusal
+  // ("NOT_FOUND - no queue 'q' in vhost '/'", "PRECONDITION_FAILED -
+  // inequivalent arg 'durable' ...") is the error; the connection is then
+  // unusable.
+  Result<void> declare(const RabbitmqLinkConfig& link);
+  Result<void> confirm_select();            // publisher confirms on channel 1
+  Result<void> qos(std::uint16_t prefetch);  // deliveries unacknowledged at most
+  Result<void> consume(const std::string& queue);  // manual acks
+
+  // The next method frame, waiting up to `timeout`: nullopt if none came.
+  // An error when the connection is gone (the socket closed, a missed
+  // heartbeat, or the server closed the channel or the connection: its
+  // reply code and text); the connection is then unusable.
+  Result<std::optional<Incoming>> next(std::chrono::microseconds timeout);
+
+  // basic.publish on channel 1 (no wait). An error: the connection is gone.
+  Result<void> publish(std::string_view exchange, std::string_view routing_key, bool mandatory,
+                       const amqp_basic_properties_t& properties, std::span<const std::byte> body);
+  Result<void> ack(std::uint64_t delivery_tag, bool multiple);
+  Result<void> reject(std::uint64_t delivery_tag, bool requeue);
+
+  bool usable() const noexcept { return usable_; }
+  // From another thread: breaks the link's thread out of a send or read
+  // that waits on the socket (colod stopping while the server stopped
+  // reading). The connection is unusable after.
+  void interrupt() noexcept;
+  const std::string& where() const noexcept { return where_; }  // "rabbitmq server NAME (HOST:PORT)"
+
+ private:
+  Connection() = default;
+  Error failed(const std::string& what, int status);     // a rabbitmq-c status
+  Error failed_rpc(const std::string& what);             // amqp_get_rpc_reply
+  Error failed_rpc(const std::string& what, const amqp_rpc_reply_t& r);
+  Result<void> read_content(Incoming& in, std::chrono::microseconds timeout);
+
+  amqp_connection_state_t conn_ = nullptr;
+  bool usable_ = false;
+  std::string where_;
+  std::string body_;  // a content's body that came in several frames
+  mutable std::mutex fd_mutex_;  // interrupt() against the end of the connection
+  int fd_ = -1;
+};
+
+// rabbitmq-c's text for a status ("a socket error occurred", ...).
+std::string status_text(int status);
+
+}  // namespace colo::bridge::rabbitmq

@@ -1,0 +1,39 @@
+// tools/bench/link_bench.hpp — what the benchmarks of colod's links to other
+// systems (`colo bench kafka`, `colo bench rabbitmq`) share: a ring sized
+// for a run, a local publisher as fast as the ring takes messages, and a
+// link's counters read over colod's control socket.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "colo/node.hpp"
+#include "local_cluster.hpp"
+
+namespace colo::cli {
+
+// How often a link's counters are read (each ask costs colod a little).
+constexpr std::chrono::milliseconds kLinkPoll{5};
+
+// A ring's capacity that holds `messages` of `size` bytes twice over: a
+// power of two from 1 MiB to 1 GiB.
+std::uint64_t ring_for(std::uint32_t messages, std::uint32_t size);
+
+// Publishes `n` messages of `size` bytes into topic `object` of `node`, in
+// batches of 256, as fast as the ring takes them: "" or what failed.
+std::string publish_all(Node& node, const std::string& object, std::uint32_t n, std::uint32_t size);
+
+// Link `link`'s counter `produced` (else `acknowledged`), from colod's
+// control socket: -1 if colod did not answer or has no such link, -2 if the
+// link lost or skipped messages.
+std::int64_t link_counter(const LocalCluster::Host& h, const std::string& link, bool produced);
+
+// Polls the counter (every kLinkPoll, up to 300 s) until it reaches n: the
+// times it first was above 0 (and, in *at_first, its value then) and
+// reached n. false with `error` set if it did not, or the link lost or
+// skipped messages.
+bool wait_counter(const LocalCluster::Host& h, const std::string& link, bool produced, std::uint64_t n,
+                  std::uint64_t& first_ns, std::uint64_t& done_ns, std::string& error, std::uint64_t* at_first = nullptr);
+
+}  // namespace colo::cli
