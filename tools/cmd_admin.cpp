@@ -1,4 +1,7 @@
 // `colo create`, `colo rm`, `colo gc`: creating and removing objects.
+#include <grp.h>  // getgrnam: --group NAME
+
+#include <charconv>
 #include <iostream>
 
 #include "cli.hpp"
@@ -14,10 +17,26 @@ struct CreateOptions {
   std::uint32_t max_deliveries = 5;
   std::uint32_t history = 0;
   bool exclusive = false;
+  std::string group;  // share with this group (name or gid): mode 0660
 };
 
+// A group by name, or by number.
+std::optional<gid_t> group_id(const std::string& text) {
+  if (const group* gr = ::getgrnam(text.c_str())) return gr->gr_gid;
+  gid_t gid = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), gid);
+  if (!text.empty() && ec == std::errc() && end == text.data() + text.size()) return gid;
+  return std::nullopt;
+}
+
 int run_create(const Context& ctx, const CreateOptions& o) {
-  auto node = open_node(ctx);
+  NodeOptions options;
+  options.ns = ctx.ns;
+  if (!o.group.empty()) {
+    options.group = group_id(o.group);
+    if (!options.group) return fail("--group '" + o.group + "': no such group");
+  }
+  auto node = Node::open(options);
   if (!node) return fail(node.error());
   if (o.kind == "lock") {
     if (o.exclusive) return fail("--exclusive-publisher is for topics and queues, not locks");
@@ -70,7 +89,8 @@ void register_create(CLI::App& app, Context& ctx) {
       "  colo create lock jobs/cleanup\n"
       "  colo create topic prices --capacity 16777216 --history 100\n"
       "  colo create queue jobs --acks --max-deliveries 5\n"
-      "  colo create topic ticks --exclusive-publisher   # one publisher at a time: no atomic step per message");
+      "  colo create topic ticks --exclusive-publisher   # one publisher at a time: no atomic step per message\n"
+      "  colo create --group render lock frames          # users of group render may use it too (mode 0660)");
   auto o = std::make_shared<CreateOptions>();
   cmd->add_option("KIND", o->kind, "lock, topic or queue")->required()->check(CLI::IsMember({"lock", "topic", "queue"}));
   cmd->add_option("NAME", o->name, "object name: 1-200 bytes of A-Z a-z 0-9 . _ - /")->required();
@@ -85,6 +105,9 @@ void register_create(CLI::App& app, Context& ctx) {
   cmd->add_flag("--exclusive-publisher", o->exclusive,
                 "topic/queue: one publisher at a time (a second one is refused while the first lives); publishing "
                 "then needs no atomic read-modify-write");
+  cmd->add_option("--group", o->group,
+                  "share the object (and the namespace's registry, if this creates it) with the users of this "
+                  "group, by name or number: mode 0660 instead of 0600");
   cmd->add_flag("--acks", o->acks, "queue: consumers acknowledge; unacknowledged messages are redelivered");
   cmd->add_option("--max-deliveries", o->max_deliveries, "queue with --acks: deliveries before NAME.dlq")
       ->capture_default_str()

@@ -80,7 +80,7 @@ int run_lock(const Context& ctx, const LockCommand& o) {
       const LockStats s = lock->stats();
       std::string holder = s.holder.pid != 0 ? " (held by pid " + std::to_string(s.holder.pid) + ")" : "";
       if (s.cluster && !s.cluster->keeper_alive) holder += " (no colod serves this namespace's cluster locks)";
-      std::cerr << "colo: timed out after " << timeout_s << " s waiting for lock '" << name << "'" << holder << '\n';
+      std::cerr << "colo: timed out after " << seconds_text(timeout_s) << " waiting for lock '" << name << "'" << holder << '\n';
       return kExitTimeout;
     }
   } else {
@@ -149,7 +149,7 @@ void register_lock(CLI::App& app, Context& ctx) {
   auto o = std::make_shared<LockCommand>();
   cmd->add_option("NAME", o->name, "lock name")->required();
   cmd->add_option("--timeout", o->timeout_s, "give up after SECONDS (exit 75); default: wait forever")
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_in(0, kMaxSeconds, "seconds"));
   cmd->add_flag("--cluster", o->cluster,
                 "a cluster-scope lock: excludes holders on every host (needs the namespace's colod "
                 "with a [[lock_backend]])");

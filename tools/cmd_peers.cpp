@@ -109,7 +109,7 @@ void register_peers(CLI::App& app, Context& ctx) {
   cmd->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
   cmd->add_option("--timeout", *timeout, "seconds to wait for colod's answer")
       ->capture_default_str()
-      ->check(CLI::Range(0.01, 60.0));
+      ->check(number_in(0.01, 60, "seconds"));
   cmd->add_flag("--json", *json, "print JSON");
   cmd->callback([&ctx, socket, timeout, json] { ctx.exit_code = run_peers(ctx, *socket, *timeout, *json); });
 }
@@ -127,7 +127,7 @@ void register_federate(CLI::App& app, Context& ctx) {
   cmd->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
   cmd->add_option("--timeout", *timeout, "seconds to wait for colod's answer")
       ->capture_default_str()
-      ->check(CLI::Range(0.01, 60.0));
+      ->check(number_in(0.01, 60, "seconds"));
   cmd->callback([&ctx, name, socket, timeout] { ctx.exit_code = run_federate(ctx, *socket, *timeout, *name); });
 }
 

@@ -7,7 +7,9 @@
 #include <functional>
 #include <zmq.hpp>
 
+#include "colo/internal/trusted_dir.hpp"  // check_trusted_directory
 #include "colo/names.hpp"  // default_control_socket
+#include "format.hpp"          // seconds_text
 #include "control.capnp.h"
 
 namespace colo::cli {
@@ -35,8 +37,8 @@ Result<void> ask(const std::string& ns, const std::string& socket_path, double t
     zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)));
     if ((item.revents & ZMQ_POLLIN) == 0)
-      return Error{Errc::timed_out, "no answer from colod on " + path + " within " + std::to_string(timeout_s) +
-                                        " s: is colod running for namespace '" + ns +
+      return Error{Errc::timed_out, "no answer from colod on " + path + " within " + seconds_text(timeout_s) +
+                                        ": is colod running for namespace '" + ns +
                                         "'? (start it with colod --config FILE)"};
     zmq::message_t reply;
     (void)socket.recv(reply);
