@@ -152,9 +152,14 @@ struct Config {
                                 // (a relative path in the file is resolved against the file's
                                 // directory; this holds the result)
                                 // (then no peer may have a public_key, and the reverse)
+  // Without CURVE, colod listens only on loopback or ipc:// unless this is
+  // set: then a warning at every start says anyone who reaches the endpoint
+  // can join as a peer (docs/security.md).
+  bool insecure = false;
 
   // [control]
-  std::string control_socket;  // path of the ipc:// control socket; default: default_control_socket(ns)
+  std::string control_socket;  // path of the ipc:// control socket; default: default_control_socket(ns).
+                               // Its directory must be colod's own, mode 0700 (checked at start).
 
   // [metrics]
   std::uint16_t metrics_port = 0;        // Prometheus text over HTTP; 0 = off
