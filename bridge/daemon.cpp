@@ -1,6 +1,8 @@
 #include "daemon.hpp"
 
+#include "instance.hpp"
 #include "links/link_service.hpp"
+#include "metrics_server.hpp"
 #include "lock_service.hpp"
 
 #include <capnp/message.h>
@@ -16,7 +18,6 @@
 #include <deque>
 #include <fstream>
 #include <random>
-#include <httplib.h>  // the metrics endpoint (cpp-httplib)
 #include <zmq.hpp>
 
 #include <mutex>
@@ -38,6 +39,10 @@ constexpr std::uint16_t kProtocol = 2;  // 2: batch frames
 // max_frame bytes, so its traversal is bounded by its own size in words;
 // nesting is shallow in our schemas.
 constexpr int kNestingLimit = 8;
+// No ring publishes 2^62 messages (146 years at a billion a second): a
+// sequence or a lost count beyond it is not one a colod sent, and taking it
+// would make every later real message look like a duplicate.
+constexpr std::uint64_t kMaxWireSequence = std::uint64_t{1} << 62;
 constexpr std::uint64_t kLogEvery = 1000;  // after the first 10, log 1 bad frame in this many
 constexpr std::size_t kMaxRelayedRuns = 1 << 16;  // per topic: 1 MiB of memory at most
 // Batches: what the origin has ready within credit goes out in one frame of
@@ -343,11 +348,15 @@ struct Daemon::Impl {
   std::string metrics_text;
   std::unique_ptr<LockService> locks;  // cluster-scope locks ([[lock_backend]]); null without backends
   std::unique_ptr<LinkService> links;  // links to other systems ([[link]]); null without links
-  std::unique_ptr<httplib::Server> http;
-  std::thread http_thread;
+  std::unique_ptr<MetricsServer> http;  // null without [metrics] port
+  std::optional<NamespaceLock> instance_lock;  // held for our life: one colod per namespace
 
   zmq::context_t context;
   zmq::socket_t router, zap, monitor, control;
+  bool control_bound = false;  // the socket file is ours to remove at the end
+  std::string control_path() const {
+    return config.control_socket.empty() ? default_control_socket(config.ns) : config.control_socket;
+  }
   int wake_fd = -1;  // eventfd the topics' Wakers write to
   std::uint64_t next_heartbeat_ns = 0;
   std::uint64_t next_queue_refresh_ns = 0;
@@ -355,8 +364,7 @@ struct Daemon::Impl {
 
   explicit Impl(Config c) : config(std::move(c)) {}
   ~Impl() {
-    if (http) http->stop();
-    if (http_thread.joinable()) http_thread.join();
+    http.reset();
     for (auto& object : objects) object.waker.reset();  // joins the threads before the eventfd closes
     if (wake_fd >= 0) ::close(wake_fd);
   }
@@ -386,6 +394,11 @@ struct Daemon::Impl {
     if (counters.early_frames <= 3 || counters.early_frames % kLogEvery == 0)
       log.write(LogLevel::info, "frame #%llu before its connection's hello dropped (it will be sent again)",
                 static_cast<unsigned long long>(counters.early_frames));
+  }
+
+  // A hello (or any frame) from it on our ROUTER within 3 heartbeat intervals.
+  bool session_alive(const Peer& peer, std::uint64_t now) const {
+    return peer.last_hello_in_ns != 0 && now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000;
   }
 
   void bad_frame(const char* where, const std::string& why) {
@@ -444,8 +457,14 @@ Result<void> Daemon::Impl::start() {
     if (!pub) return Error{Errc::invalid_argument, config.secret_key_file + ": " + pub.error().message};
     public_key = *pub;
   }
+  // One colod per namespace, and a control socket that is ours: both before
+  // anything is opened, so that a second colod changes nothing.
   NodeOptions node_options;
   node_options.ns = config.ns;
+  auto lock = NamespaceLock::take(node_options.shm_dir, config.ns);
+  if (!lock) return std::move(lock).error();
+  instance_lock.emplace(std::move(lock).value());
+  if (auto prepared = prepare_control_socket(control_path()); !prepared) return prepared;
   auto opened = Node::open(node_options);
   if (!opened) return std::move(opened).error();
   node.emplace(std::move(opened).value());
@@ -514,6 +533,11 @@ Result<void> Daemon::Impl::start() {
     links = std::make_unique<LinkService>(config, log);
     if (auto started = links->start(); !started) return started;
   }
+  if (secret_key.empty() && config.insecure)
+    log.write(LogLevel::warn,
+              "CURVE is off and [security] insecure = true: anyone who reaches %s can claim to be a peer and send "
+              "or receive its messages (docs/security.md)",
+              config.listen.c_str());
   log.write(LogLevel::info,
             "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), %zu cluster queue(s), "
             "%zu lock backend(s), %zu link(s), CURVE %s",
@@ -566,15 +590,13 @@ void Daemon::Impl::open_sockets() {
     peer.dealer.connect(peer.config.endpoint);
   }
 
-  // Control socket: a file in a directory only we (and root) may enter.
-  const std::string path = config.control_socket.empty() ? default_control_socket(config.ns) : config.control_socket;
-  for (std::size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
-    ::mkdir(path.substr(0, slash).c_str(), 0700);
-  ::unlink(path.c_str());  // a socket file left by a colod that died
+  // Control socket: its directory is ours and closed to others
+  // (prepare_control_socket checked it in start()).
   control = zmq::socket_t(context, zmq::socket_type::router);
   set_int(control, ZMQ_LINGER, 0);
   set_int64(control, ZMQ_MAXMSGSIZE, 64 * 1024);
-  control.bind("ipc://" + path);
+  control.bind("ipc://" + control_path());
+  control_bound = true;
 }
 
 // A topic made cluster-scoped at run time (`colo federate NAME`): from now
@@ -615,17 +637,14 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
 
 Result<void> Daemon::Impl::start_metrics() {
   if (config.metrics_port == 0) return Ok{};
-  http = std::make_unique<httplib::Server>();
-  http->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    std::lock_guard<std::mutex> lock(metrics_mutex);
-    res.set_content(metrics_text, "text/plain; version=0.0.4");
-  });
-  http->Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
-  if (!http->bind_to_port(config.metrics_address.c_str(), config.metrics_port))
-    return Error{Errc::system, "metrics: cannot listen on " + config.metrics_address + ":" +
-                                   std::to_string(config.metrics_port) + " (in use? see [metrics] in " + config.path + ")"};
   render_metrics();
-  http_thread = std::thread([this] { http->listen_after_bind(); });
+  auto server = MetricsServer::start(config.metrics_address, config.metrics_port, MetricsServer::Limits{}, [this] {
+    std::lock_guard<std::mutex> lock(metrics_mutex);
+    return metrics_text;
+  });
+  if (!server)
+    return Error{server.error().code, server.error().message + " (in use? see [metrics] in " + config.path + ")"};
+  http = std::move(server).value();
   return Ok{};
 }
 
@@ -691,6 +710,8 @@ void Daemon::Impl::render_metrics() {
   sample("colod_dropped_connections_total", "", counters.dropped_connections);
   family("colod_early_frames_total", "counter", "data on a reconnected link before its hello (dropped, sent again)");
   sample("colod_early_frames_total", "", counters.early_frames);
+  family("colod_refused_sessions_total", "counter", "hellos naming a peer whose session is alive, from another connection");
+  sample("colod_refused_sessions_total", "", counters.refused_sessions);
   if (locks) locks->render_metrics(out);
   if (links) links->render_metrics(out);
   std::lock_guard<std::mutex> lock(metrics_mutex);
@@ -714,18 +735,13 @@ int Daemon::run(const std::atomic<bool>& stop_requested) {
   if (d.locks) d.locks->stop();  // hands back or marks lost every cluster lock it holds
   if (d.links) d.links->stop();  // each link finishes or leaves what it has in flight (bounded)
   d.requeue_unconfirmed();
-  if (d.http) {
-    d.http->stop();
-    if (d.http_thread.joinable()) d.http_thread.join();
-  }
+  d.http.reset();
   for (auto& peer : d.peers) peer.dealer.close();
   d.router.close();
   d.control.close();
   d.monitor.close();
   if (d.zap) d.zap.close();
-  const std::string path =
-      d.config.control_socket.empty() ? default_control_socket(d.config.ns) : d.config.control_socket;
-  ::unlink(path.c_str());
+  if (d.control_bound) ::unlink(d.control_path().c_str());
   d.log.write(LogLevel::info, "stopped");
   return 0;
 }
@@ -808,7 +824,7 @@ void Daemon::Impl::heartbeat() {
     hello.setNamespace(config.ns);
     auto frame = to_frame(builder);
     (void)peer.dealer.send(frame, zmq::send_flags::dontwait);  // not connected: nothing to say
-    const bool alive = peer.last_hello_in_ns != 0 && now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000;
+    const bool alive = session_alive(peer, now);
     if (alive != peer.connected) {
       peer.connected = alive;
       peer.state_since_ns = now;
@@ -882,7 +898,21 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "hello claims node '" + name + "' with the key of '" + user + "'");
         if (hello.getProtocol() != kProtocol)
           return bad_frame("listen socket", "node '" + name + "' speaks protocol " + std::to_string(hello.getProtocol()));
-        peer->last_hello_in_ns = monotonic_ns();
+        const std::uint64_t now = monotonic_ns();
+        // A second connection naming a peer whose session is alive does not
+        // replace it: without CURVE, anyone may claim a name. (A peer that
+        // really reconnected gets its new session once the old one is
+        // silent for 3 heartbeat intervals.)
+        if (peer->routing_id != routing_id && !peer->routing_id.empty() && session_alive(*peer, now)) {
+          ++counters.refused_sessions;
+          if (counters.refused_sessions <= 10 || counters.refused_sessions % kLogEvery == 0)
+            log.write(LogLevel::warn,
+                      "hello #%llu naming peer %s from a second connection while its session is alive: refused "
+                      "(a reconnecting peer is taken once its old session has been silent for 3 heartbeats)",
+                      static_cast<unsigned long long>(counters.refused_sessions), name.c_str());
+          return;
+        }
+        peer->last_hello_in_ns = now;
         const bool fresh = peer->routing_id != routing_id || peer->peer_incarnation != hello.getIncarnation();
         if (!fresh) return;
         // A new connection (or a restarted peer): answer, then resume every topic.
@@ -915,6 +945,9 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (t < 0)
           return bad_frame("listen socket",
                            "data for '" + text_of(data.getObject()) + "', not a cluster topic or queue");
+        if (data.getSequence() == 0 || data.getSequence() > kMaxWireSequence)
+          return bad_frame("listen socket", "data from " + peer->config.name + " with sequence " +
+                                                std::to_string(data.getSequence()) + ", not 1 to 2^62");
         const auto payload = data.getPayload();
         deliver(*peer, t, data.getSequence(), as_bytes(payload));
         acknowledge(*peer, t, false);
@@ -932,6 +965,10 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (t < 0)
           return bad_frame("listen socket",
                            "batch for '" + text_of(batch.getObject()) + "', not a cluster topic or queue");
+        for (auto entry : batch.getEntries())
+          if (entry.getSequence() == 0 || entry.getSequence() > kMaxWireSequence)
+            return bad_frame("listen socket", "batch from " + peer->config.name + " with sequence " +
+                                                  std::to_string(entry.getSequence()) + ", not 1 to 2^62");
         for (auto entry : batch.getEntries()) deliver(*peer, t, entry.getSequence(), as_bytes(entry.getPayload()));
         acknowledge(*peer, t, false);
         return;
@@ -943,6 +980,11 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         auto lost = root.getLost();
         const int t = object_index(text_of(lost.getObject()));
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
+        if (lost.getFromSequence() == 0 || lost.getCount() == 0 ||
+            lost.getFromSequence() > kMaxWireSequence || lost.getCount() > kMaxWireSequence - lost.getFromSequence())
+          return bad_frame("listen socket", "lost from " + peer->config.name + " of " + std::to_string(lost.getCount()) +
+                                                " from sequence " + std::to_string(lost.getFromSequence()) +
+                                                ": beyond sequence 2^62");
         peer->counters.lost += lost.getCount();
         objects[t].lost += lost.getCount();
         auto& in = peer->in[t];
@@ -1476,6 +1518,7 @@ void Daemon::Impl::on_control() {
       status.setFailedHandshakes(counters.failed_handshakes);
       status.setDroppedConnections(counters.dropped_connections);
       status.setEarlyFrames(counters.early_frames);
+      status.setRefusedSessions(counters.refused_sessions);
       auto list = status.initPeers(static_cast<unsigned>(peers.size()));
       for (std::size_t i = 0; i < peers.size(); ++i) {
         const auto& p = peers[i];

@@ -22,6 +22,13 @@ Result<void> ask(const std::string& ns, const std::string& socket_path, double t
                  const std::function<void(wire::ControlRequest::Builder)>& fill,
                  const std::function<void(wire::ControlReply::Reader)>& on_reply) {
   const std::string path = socket_path.empty() ? default_control_socket(ns) : socket_path;
+  // A socket in a directory another user may change could be theirs,
+  // answering in colod's name (or taking what `colo federate` says).
+  const std::string dir = path.rfind('/') == 0 ? "/" : path.substr(0, path.rfind('/'));
+  if (auto trusted = internal::check_trusted_directory(dir, internal::DirectoryRule::owner_or_group,
+                                                       "colod's control socket directory");
+      !trusted && trusted.error().code != Errc::not_found)
+    return Error{trusted.error().code, trusted.error().message + "; not asking colod there"};
   zmq::context_t context;
   zmq::socket_t socket(context, zmq::socket_type::req);
   const int linger = 0;
@@ -105,6 +112,7 @@ Result<ColodStatus> colod_status(const std::string& ns, const std::string& socke
         out.failed_handshakes = s.getFailedHandshakes();
         out.dropped_connections = s.getDroppedConnections();
         out.early_frames = s.getEarlyFrames();
+        out.refused_sessions = s.getRefusedSessions();
         for (auto p : s.getPeers())
           out.peers.push_back({text(p.getName()), text(p.getEndpoint()), p.getConnected(), p.getSinceMs(),
                                p.getMessagesIn(), p.getMessagesOut(), p.getBytesIn(), p.getBytesOut(),
