@@ -26,6 +26,7 @@
 #include "colo/channel.hpp"
 #include "colo/internal/clock.hpp"
 #include "colo/internal/federation.hpp"
+#include "colo/internal/links.hpp"  // publish_annotated: relayed messages in batches
 #include "colo/internal/text.hpp"
 #include "colo/names.hpp"
 #include "control.capnp.h"
@@ -358,6 +359,22 @@ struct Daemon::Impl {
     return config.control_socket.empty() ? default_control_socket(config.ns) : config.control_socket;
   }
   int wake_fd = -1;  // eventfd the topics' Wakers write to
+  // While messages flow, the loop polls the rings itself for a short while
+  // after each move instead of sleeping behind a Waker: a publish is then
+  // picked up without the waker thread's wake-up and the eventfd (one
+  // thread hop less on the hot path). The window follows the gaps seen
+  // between moves (about twice their average, 2 to 50 us) and is
+  // closed for kContendedNs once the loop sees itself descheduled: on a
+  // host whose CPUs are wanted elsewhere it sleeps at once, as a blocking
+  // reader of the ring does.
+  struct Linger {
+    std::uint64_t until_ns = 0;            // poll without sleeping until then
+    std::uint64_t last_move_ns = 0;
+    std::uint64_t gap_ns = 0;              // average gap between moves (EWMA, 1/8)
+    std::uint64_t last_poll_end_ns = 0;    // when the last lingering pass ended (0: it did not linger)
+    std::uint64_t contended_until_ns = 0;  // no lingering until then
+  } linger;
+  std::uint64_t moved() const;  // messages relayed in and out so far, all peers
   std::uint64_t next_heartbeat_ns = 0;
   std::uint64_t next_queue_refresh_ns = 0;
   std::uint64_t heartbeats = 0;
@@ -431,8 +448,17 @@ struct Daemon::Impl {
     return queue.at_home || queue.home == peer.config.name;  // a queue's messages go through its home only
   }
   std::uint64_t push_backlog() const { return 4ull * config.credit; }
-  void deliver(Peer& peer, int object, std::uint64_t seq, std::span<const std::byte> payload);
-  bool publish_from(Peer& peer, int object, std::uint64_t seq, std::span<const std::byte> payload);
+  // A message that came from a peer, still in its frame (or in `waiting`).
+  struct Incoming {
+    std::uint64_t seq;  // at the origin
+    std::span<const std::byte> payload;
+  };
+  void deliver(Peer& peer, int object, std::span<const Incoming> messages);
+  std::size_t publish_from(Peer& peer, int object, std::span<const Incoming> messages);
+  // Scratch vectors of deliver/publish_from/drain, kept to avoid allocating per frame.
+  std::vector<Incoming> incoming_, fresh_, waiting_view_;
+  std::vector<internal::AnnotatedMessage> annotated_;
+  std::vector<std::uint64_t> ring_seqs_;
   void drain(Peer& peer, int topic);
   void acknowledge(Peer& peer, int topic, bool force);
   void advance_retain(OutStream& out);
@@ -771,9 +797,20 @@ void Daemon::Impl::poll_once(int timeout_ms) {
       busy |= !peer.in[t].waiting.empty();
     }
   }
+  // Lingering after a move (see Linger): poll without sleeping, no waker.
+  const std::uint64_t now = monotonic_ns();
+  bool lingering = false;
+  if (!busy && now < linger.until_ns && now >= linger.contended_until_ns) {
+    constexpr std::uint64_t kDescheduledNs = 20'000;
+    constexpr std::uint64_t kContendedNs = 50'000'000;
+    if (linger.last_poll_end_ns != 0 && now - linger.last_poll_end_ns > kDescheduledNs)
+      linger.contended_until_ns = now + kContendedNs;
+    else
+      lingering = true;
+  }
   // Topics: a stream with credit waits for a publish through its Waker,
   // armed at the first message its cursor has not read.
-  if (!busy)
+  if (!busy && !lingering)
     for (std::size_t t = 0; t < objects.size(); ++t) {
       if (!objects[t].waker) continue;
       std::uint64_t count = Waker::kDisarmed;
@@ -784,7 +821,8 @@ void Daemon::Impl::poll_once(int timeout_ms) {
       if (count != Waker::kDisarmed) objects[t].waker->arm(count);
     }
   items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
-  zmq::poll(items.data(), items.size(), std::chrono::milliseconds(busy ? 1 : timeout_ms));
+  zmq::poll(items.data(), items.size(), std::chrono::milliseconds(lingering ? 0 : busy ? 1 : timeout_ms));
+  const std::uint64_t moved_before = moved();
   for (auto& object : objects)
     if (object.waker) object.waker->disarm();
   if (items.back().revents & ZMQ_POLLIN) {
@@ -804,7 +842,29 @@ void Daemon::Impl::poll_once(int timeout_ms) {
       if (peer.in[t].demand) grant_demand(peer, static_cast<int>(t));
     pump(peer);
   }
+  if (moved() != moved_before) {
+    constexpr std::uint64_t kMinLingerNs = 2'000, kMaxLingerNs = 50'000;
+    constexpr std::uint64_t kLingerWorthNs = 40'000;  // longer gaps: lingering does not pay
+    const std::uint64_t at = monotonic_ns();
+    if (linger.last_move_ns != 0) {
+      const std::uint64_t gap = at - linger.last_move_ns;
+      linger.gap_ns = linger.gap_ns - linger.gap_ns / 8 + gap / 8;
+    }
+    linger.last_move_ns = at;
+    linger.until_ns = at + (linger.gap_ns <= kLingerWorthNs
+                                ? std::clamp<std::uint64_t>(2 * linger.gap_ns, kMinLingerNs, kMaxLingerNs)
+                                : kMinLingerNs);
+  }
   if (monotonic_ns() >= next_heartbeat_ns) heartbeat();
+  // A hole between this pass's end and the next one's start is time the
+  // loop was not running: descheduled (its own work does not count).
+  linger.last_poll_end_ns = lingering ? monotonic_ns() : 0;
+}
+
+std::uint64_t Daemon::Impl::moved() const {
+  std::uint64_t n = 0;
+  for (const auto& peer : peers) n += peer.counters.messages_in + peer.counters.messages_out;
+  return n;
 }
 
 // Every interval: a hello to each peer (it doubles as our heartbeat and lets
@@ -949,7 +1009,8 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "data from " + peer->config.name + " with sequence " +
                                                 std::to_string(data.getSequence()) + ", not 1 to 2^62");
         const auto payload = data.getPayload();
-        deliver(*peer, t, data.getSequence(), as_bytes(payload));
+        const Incoming one{data.getSequence(), as_bytes(payload)};
+        deliver(*peer, t, std::span(&one, 1));
         acknowledge(*peer, t, false);
         return;
       }
@@ -965,11 +1026,14 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (t < 0)
           return bad_frame("listen socket",
                            "batch for '" + text_of(batch.getObject()) + "', not a cluster topic or queue");
-        for (auto entry : batch.getEntries())
+        incoming_.clear();
+        for (auto entry : batch.getEntries()) {
           if (entry.getSequence() == 0 || entry.getSequence() > kMaxWireSequence)
             return bad_frame("listen socket", "batch from " + peer->config.name + " with sequence " +
                                                   std::to_string(entry.getSequence()) + ", not 1 to 2^62");
-        for (auto entry : batch.getEntries()) deliver(*peer, t, entry.getSequence(), as_bytes(entry.getPayload()));
+          incoming_.push_back({entry.getSequence(), as_bytes(entry.getPayload())});
+        }
+        deliver(*peer, t, incoming_);
         acknowledge(*peer, t, false);
         return;
       }
@@ -1005,44 +1069,72 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
   }
 }
 
-// One message from `peer`: published into our ring at once when nothing is
-// waiting before it, else queued behind what waits (drain publishes it).
-void Daemon::Impl::deliver(Peer& peer, int t, std::uint64_t seq, std::span<const std::byte> payload) {
+// Messages from `peer` (one data frame, or a batch frame's entries): those
+// not seen before are published into our ring at once, in one claim per run
+// that fits, when nothing is waiting before them; the rest wait in order
+// behind what waits (drain publishes them).
+void Daemon::Impl::deliver(Peer& peer, int t, std::span<const Incoming> messages) {
   auto& in = peer.in[t];
-  if (in.outstanding > 0) --in.outstanding;  // a message the home sent on our demand credit
-  if (seq <= in.newest()) {
-    ++peer.counters.duplicates;
-    ++objects[t].duplicates;
-    return;
+  fresh_.clear();
+  for (const auto& m : messages) {
+    if (in.outstanding > 0) --in.outstanding;  // a message the home sent on our demand credit
+    const std::uint64_t newest = fresh_.empty() ? in.newest() : std::max(in.newest(), fresh_.back().seq);
+    if (m.seq <= newest) {
+      ++peer.counters.duplicates;
+      ++objects[t].duplicates;
+      continue;
+    }
+    fresh_.push_back(m);
   }
-  if (in.waiting.empty() && publish_from(peer, t, seq, payload)) return;
-  in.waiting.emplace_back(seq, std::string(reinterpret_cast<const char*>(payload.data()), payload.size()));
+  std::size_t done = in.waiting.empty() ? publish_from(peer, t, fresh_) : 0;
+  for (; done < fresh_.size(); ++done)
+    in.waiting.emplace_back(fresh_[done].seq, std::string(reinterpret_cast<const char*>(fresh_[done].payload.data()),
+                                                          fresh_[done].payload.size()));
 }
 
-// Publishes one message from `peer` into object t's ring, relayed (origin,
-// origin sequence); false if the ring has no room now.
-bool Daemon::Impl::publish_from(Peer& peer, int t, std::uint64_t seq, std::span<const std::byte> payload) {
+// Publishes messages from `peer` into object t's ring, relayed (origin,
+// origin sequence), in order, as batches; returns how many are done
+// (published, or skipped if impossible), stopping where the ring has no
+// room now.
+std::size_t Daemon::Impl::publish_from(Peer& peer, int t, std::span<const Incoming> messages) {
   auto& in = peer.in[t];
-  std::uint64_t ring_seq = 0;
-  const auto status =
-      internal::publish_relayed(*objects[t].relay, peer.id, seq, payload, std::chrono::nanoseconds(0), &ring_seq);
-  if (status == SendStatus::timed_out) return false;
-  if (status != SendStatus::ok) {
-    bad_frame("listen socket", "cannot publish into '" + objects[t].name + "' (message of " +
-                                   std::to_string(payload.size()) + " bytes): skipped");
-  } else {
-    ++peer.counters.messages_in;
-    peer.counters.bytes_in += payload.size();
-    ++objects[t].messages_in;
-    objects[t].bytes_in += payload.size();
-    if (objects[t].is_queue())
-      ++objects[t].depth;  // until the next refresh: else grant_demand would ask again for what just came
-    else
-      objects[t].note_relayed(ring_seq);
+  auto& object = objects[t];
+  std::size_t done = 0;
+  while (done < messages.size()) {
+    const std::size_t n = std::min(messages.size() - done, kMaxBatchEntries);
+    annotated_.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& m = messages[done + i];
+      annotated_.push_back({peer.id, m.seq, {}, m.payload});
+    }
+    ring_seqs_.resize(n);
+    const std::size_t published =
+        internal::publish_annotated(*object.relay, annotated_, std::chrono::nanoseconds(0), ring_seqs_.data());
+    for (std::size_t i = 0; i < published; ++i) {
+      const auto& m = messages[done + i];
+      ++peer.counters.messages_in;
+      peer.counters.bytes_in += m.payload.size();
+      ++object.messages_in;
+      object.bytes_in += m.payload.size();
+      if (object.is_queue())
+        ++object.depth;  // until the next refresh: else grant_demand would ask again for what just came
+      else
+        object.note_relayed(ring_seqs_[i]);
+      in.last_delivered = std::max(in.last_delivered, m.seq);  // a lost range may already be past it
+      if (!in.demand) ++in.uncredited;
+    }
+    done += published;
+    if (published == n) continue;
+    if (object.relay->last_status() == SendStatus::timed_out) break;  // no room yet: the rest waits
+    // An impossible message (larger than the ring takes): skipped, logged.
+    const auto& bad = messages[done];
+    bad_frame("listen socket", "cannot publish into '" + object.name + "' (message of " +
+                                   std::to_string(bad.payload.size()) + " bytes): skipped");
+    in.last_delivered = std::max(in.last_delivered, bad.seq);
+    if (!in.demand) ++in.uncredited;
+    ++done;
   }
-  in.last_delivered = std::max(in.last_delivered, seq);  // a lost range may already be past it
-  if (!in.demand) ++in.uncredited;
-  return true;
+  return done;
 }
 
 // Tells the origin what we have received (so it may stop retaining it for
@@ -1072,9 +1164,12 @@ void Daemon::Impl::acknowledge(Peer& peer, int t, bool force) {
 void Daemon::Impl::drain(Peer& peer, int t) {
   auto& in = peer.in[t];
   while (!in.waiting.empty()) {
-    const auto& [seq, payload] = in.waiting.front();
-    if (!publish_from(peer, t, seq, as_bytes(payload))) break;  // no room yet: stays waiting
-    in.waiting.pop_front();
+    waiting_view_.clear();
+    for (std::size_t i = 0; i < in.waiting.size() && i < kMaxBatchEntries; ++i)
+      waiting_view_.push_back({in.waiting[i].first, as_bytes(in.waiting[i].second)});
+    const std::size_t done = publish_from(peer, t, waiting_view_);
+    for (std::size_t i = 0; i < done; ++i) in.waiting.pop_front();
+    if (done < waiting_view_.size()) break;  // no room yet: the rest stays waiting
   }
   // Credit goes out in chunks of half the window (acknowledge): the origin
   // never runs dry while we keep up, and pays one frame per credit/2 messages.
@@ -1248,10 +1343,8 @@ void Daemon::Impl::advance_retain(OutStream& out) {
 // one batch frame (kMaxBatchEntries, kMaxBatchBytes), so that a busy stream
 // costs one frame per batch, and a quiet one no waiting (a batch of one).
 void Daemon::Impl::pump(Peer& peer) {
+  // Spans into the ring: a batch is held until its frames are built.
   std::vector<Staged> staged;
-  // Payloads of the staged messages (each Message is released before the
-  // next is read). A deque: its elements never move, so spans stay valid.
-  std::deque<std::string> copies;
   for (std::size_t t = 0; t < objects.size(); ++t) {
     if (objects[t].is_queue()) {
       pump_queue(peer, static_cast<int>(t));
@@ -1265,22 +1358,21 @@ void Daemon::Impl::pump(Peer& peer) {
       if (staged.empty()) return;
       out.pending.push_back(data_frame(config.node_name, objects[t].name, staged));
       staged.clear();
-      copies.clear();
       staged_bytes = 0;
     };
-    for (int budget = 0; budget < 4096; ++budget) {
+    // Read in batches (one cursor update per batch), as many as the credit allows.
+    for (int budget = 0; budget < 64; ++budget) {
       if (!out.pending.empty() && !send_pending(peer, out)) break;
       if (out.credit == 0) break;
-      auto message = out.cursor->try_receive();
-      if (!message) break;
-      out.next_read = message->sequence() + 1;
+      auto got = out.cursor->try_receive_batch(static_cast<std::size_t>(std::min<std::uint64_t>(out.credit, kMaxBatchEntries)));
+      if (got.empty()) break;
       const std::uint64_t missed = out.cursor->missed();
       if (missed != out.missed_seen) {
-        // The cursor was lapped: the records just before this message are
+        // The cursor was lapped: the records just before this batch are
         // gone. Those we relayed were never the peer's to get; the rest are
         // our own messages, lost for it. The lost range ends where this
-        // message's wire sequence starts, so the peer never steps back.
-        const std::uint64_t here = message->sequence();
+        // batch's first wire sequence starts, so the peer never steps back.
+        const std::uint64_t here = got[0].sequence();
         const std::uint64_t gone = std::min(missed - out.missed_seen, here);
         out.missed_seen = missed;
         const std::uint64_t ours = gone - objects[t].relayed_between(here - gone, here);
@@ -1297,26 +1389,30 @@ void Daemon::Impl::pump(Peer& peer) {
           out.pending.push_back(to_frame(builder));
         }
       }
-      if (message->origin() != 0) continue;  // relayed from another host: never sent on
-      const auto bytes = message->data();
-      const std::uint64_t wire_seq = message->sequence() + 1;  // 1-based on the wire: 0 means "none yet"
-      if (bytes.size() > kMaxBatchedMessage) {
-        flush();
-        staged.push_back({wire_seq, realtime_ns(), bytes});  // sent alone, straight from the ring
-        flush();
-      } else {
-        copies.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-        staged.push_back({wire_seq, realtime_ns(), as_bytes(copies.back())});
-        staged_bytes += bytes.size();
+      const std::uint64_t read_at = realtime_ns();  // the batch's send time, one clock read
+      for (const auto& message : got) {
+        out.next_read = message.sequence() + 1;
+        if (message.origin() != 0) continue;  // relayed from another host: never sent on
+        const auto bytes = message.data();
+        const std::uint64_t wire_seq = message.sequence() + 1;  // 1-based on the wire: 0 means "none yet"
+        if (bytes.size() > kMaxBatchedMessage) {
+          flush();
+          staged.push_back({wire_seq, read_at, bytes});  // a frame of its own
+          flush();
+        } else {
+          staged.push_back({wire_seq, read_at, bytes});
+          staged_bytes += bytes.size();
+        }
+        out.last_sent = wire_seq;
+        --out.credit;
+        ++peer.counters.messages_out;
+        peer.counters.bytes_out += bytes.size();
+        ++objects[t].messages_out;
+        objects[t].bytes_out += bytes.size();
+        if (staged.size() >= kMaxBatchEntries || staged_bytes >= kMaxBatchBytes) flush();
       }
-      out.last_sent = wire_seq;
-      --out.credit;
-      ++peer.counters.messages_out;
-      peer.counters.bytes_out += bytes.size();
-      ++objects[t].messages_out;
-      objects[t].bytes_out += bytes.size();
-      message->release();
-      if (staged.size() >= kMaxBatchEntries || staged_bytes >= kMaxBatchBytes) flush();
+      flush();  // the frames copy the payloads out of the ring: then the batch may go
+      got.release();
     }
     flush();
     if (!out.pending.empty() && !send_pending(peer, out)) return;
@@ -1348,14 +1444,21 @@ void Daemon::Impl::pump_queue(Peer& peer, int t) {
     // Take what the credit allows (up to a batch) beyond what is still to be sent.
     const std::size_t want = std::min<std::uint64_t>(out.credit, kMaxBatchEntries);
     while (out.unconfirmed.size() - out.unsent < want) {
-      if (!object.at_home && object.local_consumers > 0 && object.depth <= push_backlog()) break;
-      auto message = object.taker->try_receive();
-      if (!message) break;
-      const auto bytes = message->data();
-      out.unconfirmed.emplace_back(out.next_seq++,
-                                   std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-      message->release();  // with acks, acknowledged: the copy in `unconfirmed` is now what we owe the peer
-      if (object.depth > 0) --object.depth;
+      // A host whose own consumers keep up sends only its backlog beyond push_backlog().
+      std::size_t room = want - (out.unconfirmed.size() - out.unsent);
+      if (!object.at_home && object.local_consumers > 0) {
+        if (object.depth <= push_backlog()) break;
+        room = static_cast<std::size_t>(std::min<std::uint64_t>(room, object.depth - push_backlog()));
+      }
+      auto got = object.taker->try_receive_batch(room);  // one atomic step for the batch
+      if (got.empty()) break;
+      for (const auto& message : got) {
+        const auto bytes = message.data();
+        out.unconfirmed.emplace_back(out.next_seq++,
+                                     std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+        if (object.depth > 0) --object.depth;
+      }
+      got.release();  // with acks, acknowledged: the copies in `unconfirmed` are now what we owe the peer
     }
     if (out.unsent == out.unconfirmed.size()) return;
     std::size_t bytes = 0;

@@ -1,5 +1,7 @@
 #include "ring.hpp"
 
+#include <sys/resource.h>  // getrusage: involuntary context switches
+
 #include <immintrin.h>  // _mm_store_si128: the exclusive writer's 16-byte tail store
 #include <sched.h>      // sched_yield
 #include <time.h>       // nanosleep
@@ -36,13 +38,33 @@ constexpr std::uint64_t kMinSpinNs = 1'000;
 constexpr std::uint64_t kMaxSpinNs = 50'000;
 constexpr std::uint64_t kSpinWorthNs = 40'000;     // gaps longer than this: spinning does not pay
 constexpr std::uint64_t kInitialGapNs = 10'000;
-constexpr std::uint64_t kDescheduledNs = 20'000;   // a hole this long in a spin: we were descheduled
-constexpr std::uint64_t kContendedNs = 50'000'000; // then do not spin for this long
+constexpr std::uint64_t kDescheduledNs = 20'000;   // a hole this long in a spin: were we preempted?
 constexpr int kMaxBackoff = 64;
 constexpr std::int64_t kMaxSleepNs = 20'000'000;   // re-check liveness at least this often
 constexpr std::uint64_t kStuckCheckNs = 20'000'000;  // a claim unpublished this long: is its writer alive?
 constexpr std::uint64_t kRescueIntervalNs = 10'000'000;
 constexpr std::uint32_t kStuckPollMask = 255;      // busy readers look at the clock every 256 empty polls
+
+// A hole of kDescheduledNs or more in a spin: did another thread take our
+// CPU meanwhile (the kernel counted an involuntary context switch since the
+// last hole)? Then spinning does not pay for kNoSpinNs: on a host with more
+// runnable threads than CPUs it would take the CPU the writer needs.
+// Interrupts and a hypervisor's steal also make holes but want nothing from
+// us: spinning through those keeps an idle host's latency. One getrusage
+// call per hole, never per poll. (A no-spin time that started at 1 ms and
+// doubled per preemption was tried: with one busy process alongside, the
+// spins it allowed cost the writer its CPU, and p50 went from 4 us to
+// hundreds.)
+constexpr std::uint64_t kNoSpinNs = 50'000'000;
+void note_hole(SpinBackoff& spin, std::uint64_t now) noexcept {
+  rusage usage{};
+  const bool known = ::getrusage(RUSAGE_THREAD, &usage) == 0;
+  const auto switches = known ? static_cast<std::uint64_t>(usage.ru_nivcsw) : 0;
+  if (known && switches == spin.preemptions_seen) return;  // not preempted: an interrupt, steal
+  spin.preemptions_seen = switches;
+  spin.until_ns = now + kNoSpinNs;
+}
+bool may_spin(const SpinBackoff& spin, std::uint64_t now) noexcept { return now >= spin.until_ns; }
 constexpr int kMaxLoop = 1 << 16;                  // bound on any retry loop in one call
 constexpr std::uint32_t kCheckedStates = 64;       // a take re-checks its first records' headers exactly
 
@@ -363,7 +385,8 @@ Result<PublisherHandle> Ring::open_publisher() {
         control_->retired_bytes.fetch_add(slot.bytes.load(relaxed), relaxed);
       }
       slot.start_time.store(me.start_time, relaxed);
-      PublisherHandle handle{static_cast<int>(i)};
+      PublisherHandle handle;
+      handle.slot = static_cast<int>(i);
       if (config_.exclusive) resolve_exclusive_takeover(slot);  // also a clean open: finds the tail
       slot.claim_pos.store(kNoPosition, relaxed);
       for (auto* c : {&slot.published, &slot.bytes, &slot.waits, &slot.abandoned, &slot.batches}) c->store(0, relaxed);
@@ -466,6 +489,11 @@ ClaimStatus Ring::claim_shared(PublisherHandle& handle, const ClaimShape& shape,
       handle.known_reclaimed = control_->reclaimed.load(acquire);
       if ((pos & (kUnit - 1)) != 0 || pos < handle.known_reclaimed ||
           pos - handle.known_reclaimed > config_.capacity) {
+        // Our snapshot may be stale: preempted after reading it, the tail
+        // moved on and `reclaimed` passed our old position. Only a tail that
+        // still reads the same after `reclaimed` was loaded proves damage.
+        const auto [again_pos, again_seq] = snapshot(control_->tail);
+        if (again_pos != pos || again_seq != seq) continue;
         control_->bad_records.fetch_add(1, relaxed);
         return ClaimStatus::corrupt;
       }
@@ -566,9 +594,12 @@ ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t count, std:
     if (status != ClaimStatus::full) return status;
     const std::uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return ClaimStatus::full;
-    if (last != 0 && now - last > kDescheduledNs) handle.contended_until_ns = now + kContendedNs;
+    if (last != 0 && now - last > kDescheduledNs) {
+      note_hole(handle.spin, now);
+      if (!may_spin(handle.spin, now)) spin_until = now;  // stop spinning now
+    }
     last = now;
-    if (spin_until == 0) spin_until = now + (now < handle.contended_until_ns ? 0 : kSpinWorthNs / 2);
+    if (spin_until == 0) spin_until = now + (may_spin(handle.spin, now) ? kSpinWorthNs / 2 : 0);
     if (now < spin_until) {
       for (int i = 0; i < backoff; ++i) cpu_relax();
       backoff = std::min(backoff * 2, kMaxBackoff);
@@ -1595,7 +1626,7 @@ std::uint32_t Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, 
   // Spin while it pays: for about twice the gap messages lately took to
   // come (when that is short), and not while we see ourselves descheduled.
   std::uint64_t spin_ns = 0;
-  if (started >= handle.contended_until_ns)
+  if (may_spin(handle.spin, started))
     spin_ns = handle.gap_ns <= kSpinWorthNs ? std::clamp<std::uint64_t>(2 * handle.gap_ns, kMinSpinNs, kMaxSpinNs)
                                             : kMinSpinNs;
   auto arrived = [&](std::uint64_t at) {  // the gap estimate: an average over about 8 waits
@@ -1614,9 +1645,9 @@ std::uint32_t Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, 
       arrived(now);
       return n;
     }
-    if (now - last > kDescheduledNs) {  // descheduled while spinning: the CPU is wanted elsewhere
-      handle.contended_until_ns = now + kContendedNs;
-      break;
+    if (now - last > kDescheduledNs) {
+      note_hole(handle.spin, now);
+      if (!may_spin(handle.spin, now)) break;  // preempted: the CPU is wanted elsewhere
     }
     last = now;
     if (now >= deadline_ns) return 0;

@@ -67,9 +67,12 @@
 // WAITING
 //   A reader with nothing to read (a writer with no space) spins while it
 //   pays: for about twice the gap it has lately waited for a message (at
-//   least a microsecond, at most 50 us), and not at all while it sees itself
-//   being descheduled (a host with more runnable threads than CPUs, where a
-//   spinning reader would take the CPU its writer needs). Then it registers
+//   least a microsecond, at most 50 us), and not at all for 50 ms after it
+//   saw itself preempted by another thread (a hole in its polling that the
+//   kernel counts as an involuntary context switch: a host with more
+//   runnable threads than CPUs, where a spinning reader would take the CPU
+//   its writer needs; holes of interrupts or of the hypervisor do not
+//   count; SpinBackoff). Then it registers
 //   in data_waiters (space_waiters), issues an asymmetric memory barrier
 //   (membarrier(2), global expedited) and futex-waits on data_signal
 //   (space_signal), at most 20 ms at a time so that liveness is re-checked.
@@ -404,6 +407,13 @@ struct View {
 enum class ClaimStatus { ok, full, too_large, corrupt };
 enum class ReadStatus { ok, empty, corrupt };
 
+// Whether a waiter may spin (see WAITING): not for 50 ms after it saw
+// itself preempted while spinning.
+struct SpinBackoff {
+  std::uint64_t until_ns = 0;          // no spinning before
+  std::uint64_t preemptions_seen = 0;  // the thread's involuntary switches at the last hole
+};
+
 // Process-local state of a publisher or a reader; the shared part is its slot.
 struct PublisherHandle {
   int slot = -1;
@@ -412,7 +422,7 @@ struct PublisherHandle {
   std::uint64_t tail_pos = 0;
   std::uint64_t tail_seq = 0;
   // waiting
-  std::uint64_t contended_until_ns = 0;
+  SpinBackoff spin;
 };
 
 struct ReaderHandle {
@@ -438,7 +448,7 @@ struct ReaderHandle {
   std::uint64_t known_reclaimed = 0;      // last `reclaimed` seen (a lower bound of it)
   // waiting: how long messages lately took to come, and whether spinning pays
   std::uint64_t gap_ns = 0;
-  std::uint64_t contended_until_ns = 0;
+  SpinBackoff spin;
 };
 
 // A view over a ring in mapped memory. Copyable: it owns nothing.

@@ -262,7 +262,8 @@ TEST_F(RingProtocol, deadWritersSlotIsTakenOverOnlyAfterItsClaimIsResolved) {
   in_child_then_die([&] {
     for (int i = 0; i < static_cast<int>(kRingSlots); ++i) (void)sut.open_publisher().value();  // every slot
     Claim claim;
-    PublisherHandle h{0};
+    PublisherHandle h;
+    h.slot = 0;
     h.known_reclaimed = 0;
     if (sut.try_claim(h, 3, 8, claim) != ClaimStatus::ok) _exit(3);
   });

@@ -149,6 +149,7 @@ void expect_each_message_consumed_once(Ring& sut, std::uint32_t per_writer, std:
   constexpr std::uint32_t kWriters = 2, kConsumers = 3;
   std::vector<std::vector<std::uint8_t>> seen(kWriters, std::vector<std::uint8_t>(per_writer, 0));
   std::atomic<std::uint64_t> total{0}, bad{0};
+  std::atomic<std::uint32_t> writers_done{0};
   std::vector<std::thread> threads;
   for (std::uint32_t c = 0; c < kConsumers; ++c)
     threads.emplace_back([&] {
@@ -156,7 +157,11 @@ void expect_each_message_consumed_once(Ring& sut, std::uint32_t per_writer, std:
       std::vector<View> views(max_read);
       ReadStatus status;
       while (total.load() < kWriters * per_writer) {
+        // Loaded before the read: a writer that failed early ends the test
+        // (with its expectations failing) instead of hanging it.
+        const bool all_written = writers_done.load() == kWriters;
         const std::uint32_t n = sut.read_until(handle, monotonic_ns() + 50'000'000, views.data(), max_read, status);
+        if (n == 0 && all_written) break;
         for (std::uint32_t k = 0; k < n; ++k) {
           const Parsed p = parse(views[k]);
           if (!p.intact || p.id >= kWriters || p.index >= per_writer) ++bad;
@@ -167,8 +172,13 @@ void expect_each_message_consumed_once(Ring& sut, std::uint32_t per_writer, std:
       }
       sut.close_reader(handle);
     });
-  for (std::uint32_t w = 0; w < kWriters; ++w) threads.emplace_back(&RingThreads::write_all, sut, w, per_writer, max_batch);
+  for (std::uint32_t w = 0; w < kWriters; ++w)
+    threads.emplace_back([&, w] {
+      RingThreads::write_all(sut, w, per_writer, max_batch);
+      ++writers_done;
+    });
   for (auto& t : threads) t.join();
+  EXPECT_EQ(total.load(), kWriters * per_writer);
   EXPECT_EQ(bad.load(), 0u);
   std::uint64_t wrong = 0;
   for (const auto& writer : seen)

@@ -64,6 +64,7 @@ py::dict channel_dict(const ChannelStats& c) {
     d["bytes"] = p.bytes;
     d["waits"] = p.waits;
     d["abandoned"] = p.abandoned;
+    d["batches"] = p.batches;
     publishers.append(std::move(d));
   }
   py::list readers;
@@ -80,6 +81,7 @@ py::dict channel_dict(const ChannelStats& c) {
     d["redelivered"] = r.redelivered;
     d["dead_lettered"] = r.dead_lettered;
     d["waits"] = r.waits;
+    d["batches"] = r.batches;
     d["holding"] = r.holding;
     readers.append(std::move(d));
   }
@@ -89,6 +91,7 @@ py::dict channel_dict(const ChannelStats& c) {
   d["acks"] = c.acks;
   d["max_deliveries"] = c.max_deliveries;
   d["history"] = c.history;
+  d["exclusive_publisher"] = c.exclusive_publisher;
   d["published"] = c.published;
   d["retained"] = c.retained;
   d["depth"] = c.depth;
