@@ -135,7 +135,8 @@ TEST_F(ColoChannelCli, pubRefusesAMessageOverTheMaximumAndPublishesNothingOfIt) 
   ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs", "--max-message", "8", "--capacity", "4096"}).exit_code, 0);
   const auto pub = pub_stdin("short\nthis line is too long\n", {"jobs"});
   EXPECT_NE(pub.exit_code, 0) << describe(pub);
-  EXPECT_TRUE(contains(pub.err, "larger than")) << pub.err;
+  EXPECT_EQ(pub.err, "colo: publishing to 'jobs' stopped after 1 messages: stdin: line 2 is longer than the "
+                     "object's maximum message of 8 bytes\n");
   const json j = parse(run_colo(ns, {"stat", "jobs", "--json", "--interval", "0"}));
   EXPECT_EQ(j["queue"]["published"], 1);  // "short" only
 }

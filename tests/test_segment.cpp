@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "clock.hpp"
+#include "ring.hpp"  // Ring::bytes_for: the size of a topic's segment
 #include "process.hpp"
 #include "segment.hpp"
 #include "support.hpp"
@@ -570,7 +571,9 @@ TEST(FullShm, anObjectLargerThanTheFreeSpaceFailsWithNoSpaceAndLeavesNoFile) {
   if (r.exited && r.exit_code == 99) GTEST_SKIP() << "cannot mount a tmpfs here: " << r.err;
   ASSERT_TRUE(r.exited && r.exit_code == 0) << test::describe(r);
   const std::string big = "/colo." + ns + ".obj.big";
-  EXPECT_EQ(r.out, "error no space: no room for segment " + big + " (16794112 bytes) in /dev/shm/: the file system "
+  const std::size_t big_bytes = sizeof(SegmentHeader) + Ring::bytes_for(16777216);  // header, control block, data
+  EXPECT_EQ(r.out, "error no space: no room for segment " + big + " (" + std::to_string(big_bytes) +
+                   " bytes) in /dev/shm/: the file system "
                    "is full (free space there, remove unused objects with `colo rm`, or give it more room, e.g. "
                    "docker run --shm-size)\nexit 3\ncreated\nexit 0\ncolo." + ns + ".obj.small\ncolo." + ns +
                    ".registry\n")

@@ -455,7 +455,7 @@ TEST_F(LoadConfig, namesAnUnknownTable) {
 }
 
 TEST_F(LoadConfig, namesAKeyOutsideAnyTable) {
-  EXPECT_EQ(error({"name = \"alpha\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"name = \"alpha\"", "[node]", "name = \"alpha\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(1) + "name: unknown key 'name' in the top level, before any [table] (known: node, security, "
                     "control, metrics, limits, log, peer, topic, queue, locks, lock_backend, kafka, link)");
 }
@@ -466,20 +466,20 @@ TEST_F(LoadConfig, refusesASingleBracketPeerTable) {
 }
 
 TEST_F(LoadConfig, namesTheExpectedAndTheFoundType) {
-  EXPECT_EQ(error({"[node]", "name = 7", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"[node]", "name = 7", "listen = \"tcp://127.0.0.1:1\""}),
             at(2) + "node.name: expected a string, found an integer");
   EXPECT_EQ(error(node_and({"[metrics]", "port = \"9464\""})),
             at(5) + "metrics.port: expected an integer, found a string");
   EXPECT_EQ(error(node_and({"[limits]", "credit = 1.5"})),
             at(5) + "limits.credit: expected an integer, found a floating-point number");
-  EXPECT_EQ(error({"log = \"info\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"log = \"info\"", "[node]", "name = \"alpha\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(1) + "log: expected a table [log], found a string");
 }
 
 // ----------------------------------------------------------------- [node]
 
 TEST_F(LoadConfig, reportsAMissingNodeNameAtItsTable) {
-  EXPECT_EQ(error({"# colod", "[node]", "listen = \"tcp://a:1\""}), at(2) + "node.name: missing");
+  EXPECT_EQ(error({"# colod", "[node]", "listen = \"tcp://127.0.0.1:1\""}), at(2) + "node.name: missing");
 }
 
 TEST_F(LoadConfig, reportsAMissingNodeTableWithoutALine) {
@@ -491,17 +491,17 @@ TEST_F(LoadConfig, reportsAMissingListen) {
 }
 
 TEST_F(LoadConfig, refusesABadNodeName) {
-  EXPECT_EQ(error({"[node]", "name = \"al pha\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"[node]", "name = \"al pha\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(2) + "node.name: 'al pha' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
-  EXPECT_EQ(error({"[node]", "name = \"a/b\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"[node]", "name = \"a/b\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(2) + "node.name: 'a/b' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
-  EXPECT_EQ(error({"[node]", "name = \"" + std::string(65, 'n') + "\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"[node]", "name = \"" + std::string(65, 'n') + "\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(2) + "node.name: '" + std::string(65, 'n') + "' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
-  EXPECT_TRUE(load({"[node]", "name = \"" + std::string(64, 'n') + "\"", "listen = \"tcp://a:1\""}).has_value());
+  EXPECT_TRUE(load({"[node]", "name = \"" + std::string(64, 'n') + "\"", "listen = \"tcp://127.0.0.1:1\""}).has_value());
 }
 
 TEST_F(LoadConfig, refusesABadNamespace) {
-  const std::string message = error({"[node]", "name = \"alpha\"", "namespace = \"a.b\"", "listen = \"tcp://a:1\""});
+  const std::string message = error({"[node]", "name = \"alpha\"", "namespace = \"a.b\"", "listen = \"tcp://127.0.0.1:1\""});
 
   EXPECT_EQ(message.rfind(at(3) + "node.namespace: invalid namespace 'a.b'", 0), 0u) << message;
 }
