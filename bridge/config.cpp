@@ -387,12 +387,6 @@ void read_ring(const Section& s, std::uint64_t& capacity, std::uint32_t& max_mes
   }
 }
 
-// What a federation data frame (schemas/federation.capnp) adds to its one
-// message, at most: the segment table, the root and envelope words, and the
-// origin (64 bytes) and object (200 bytes) names with their padding come to
-// under 400 bytes; 512 leaves room.
-constexpr std::size_t kFrameOverhead = 512;
-
 // A [[topic]]'s or [[queue]]'s largest message must fit in a federation
 // frame: a larger frame makes the receiving ZeroMQ drop the connection, and
 // the sender would resend it forever.

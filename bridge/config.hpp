@@ -139,6 +139,14 @@ struct LinkConfig {
   KafkaLinkConfig kafka;             // system kafka
 };
 
+// What a federation data frame (schemas/federation.capnp) adds to its one
+// message, at most: the segment table, the root and envelope words, and the
+// origin (64 bytes) and object (200 bytes) names with their padding come to
+// under 400 bytes; 512 leaves room. A topic's or queue's max_message must
+// leave it within [limits] max_frame: a larger frame drops the connection
+// at the receiver, and the sender would resend it forever.
+inline constexpr std::size_t kFrameOverhead = 512;
+
 struct Config {
   std::string path;  // the file it came from
 

@@ -641,7 +641,17 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
     if (!topic) return std::move(topic).error();
   }
   local.topic.emplace(std::move(topic).value());
-  local.relayed_known_from = local.topic->stats().published;
+  const auto stats = local.topic->stats();
+  // As the config's check for [[topic]]s: its messages must fit in a frame.
+  if (kFrameOverhead + stats.max_message > config.max_frame)
+    return Error{Errc::invalid_argument,
+                 "topic '" + name + "' takes messages of up to " + std::to_string(stats.max_message) +
+                     " bytes, which do not fit in a federation frame of [limits] max_frame = " +
+                     std::to_string(config.max_frame) + " bytes (a frame adds up to " + std::to_string(kFrameOverhead) +
+                     "): raise max_frame in " + config.path + " to at least " +
+                     std::to_string(kFrameOverhead + stats.max_message) + " on every host, or federate a topic "
+                     "with a smaller max_message"};
+  local.relayed_known_from = stats.published;
   auto relay = local.topic->publisher();
   if (!relay) return std::move(relay).error();
   local.relay.emplace(std::move(relay).value());

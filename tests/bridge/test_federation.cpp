@@ -564,6 +564,28 @@ TEST_F(Federation, topicDeclaredAtRunTimeOnBothHostsIsFederated) {
   EXPECT_EQ(j["topics"], json::array({"prices"}));
 }
 
+// A topic whose largest message cannot fit in a frame of max_frame (1 MiB
+// here) would drop the connection at every receiver and be resent forever:
+// `colo federate` refuses it and says what to change.
+TEST_F(Federation, federatingATopicWhoseMessagesDoNotFitInAFrameIsRefused) {
+  auto& a = add_host("alpha");
+  write_configs({}, false);
+  start(a);
+  ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
+  const auto made = test::run({test::colo_path(), "--ns", a.ns, "create", "topic", "big", "--capacity", "4194304",
+                               "--max-message", "1048576"});
+  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
+
+  const auto r = test::run({test::colo_path(), "--ns", a.ns, "federate", "big", "--socket", a.control});
+
+  EXPECT_EQ(r.exit_code, 1) << test::describe(r);
+  EXPECT_EQ(r.err, "colo: colod: topic 'big' takes messages of up to 1048576 bytes, which do not fit in a federation "
+                   "frame of [limits] max_frame = 1048576 bytes (a frame adds up to 512): raise max_frame in " +
+                       a.config_path + " to at least 1049088 on every host, or federate a topic with a smaller "
+                       "max_message\n");
+  EXPECT_EQ(peers(a)["topics"], json::array());
+}
+
 TEST_F(Federation, colodStopsCleanlyOnSigterm) {
   auto& a = add_host("alpha");
   write_configs({"prices"}, false);
