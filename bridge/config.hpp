@@ -146,6 +146,14 @@ struct LinkConfig {
 // leave it within [limits] max_frame: a larger frame drops the connection
 // at the receiver, and the sender would resend it forever.
 inline constexpr std::size_t kFrameOverhead = 512;
+// What each further message of a batch frame adds: its entry (sequence,
+// timestamp, payload pointer: 24 bytes) and the padding of its payload.
+inline constexpr std::size_t kBatchEntryOverhead = 32;
+// The most bytes a data or batch frame of `entries` messages holding
+// `payload_bytes` in all takes: what must stay within [limits] max_frame.
+constexpr std::size_t frame_bytes(std::size_t entries, std::size_t payload_bytes) noexcept {
+  return kFrameOverhead + entries * kBatchEntryOverhead + payload_bytes;
+}
 
 struct Config {
   std::string path;  // the file it came from

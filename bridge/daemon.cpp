@@ -1410,6 +1410,9 @@ void Daemon::Impl::pump(Peer& peer) {
           staged.push_back({wire_seq, read_at, bytes});  // a frame of its own
           flush();
         } else {
+          // A batch stays within max_frame (every host's, as the config
+          // docs ask): a larger frame would drop the connection for good.
+          if (frame_bytes(staged.size() + 1, staged_bytes + bytes.size()) > config.max_frame) flush();
           staged.push_back({wire_seq, read_at, bytes});
           staged_bytes += bytes.size();
         }
@@ -1473,7 +1476,9 @@ void Daemon::Impl::pump_queue(Peer& peer, int t) {
     if (out.unsent == out.unconfirmed.size()) return;
     std::size_t bytes = 0;
     while (out.unsent < out.unconfirmed.size() && staged.size() < want &&
-           (staged.empty() || bytes + out.unconfirmed[out.unsent].second.size() <= kMaxBatchBytes)) {
+           (staged.empty() || (bytes + out.unconfirmed[out.unsent].second.size() <= kMaxBatchBytes &&
+                               frame_bytes(staged.size() + 1, bytes + out.unconfirmed[out.unsent].second.size()) <=
+                                   config.max_frame))) {
       const auto& [seq, payload] = out.unconfirmed[out.unsent++];
       staged.push_back({seq, realtime_ns(), as_bytes(payload)});
       bytes += payload.size();
