@@ -84,6 +84,23 @@ void register_variant(CLI::App& bench_group, int& exit_code, const Variant& v) {
     transports.push_back(variant.make(1));
     transports.push_back(variant.make(cli->options.batch));
     for (auto& t : bench::baseline_transports()) transports.push_back(std::move(t));
+    try {
+      if (auto peer = bench::iceoryx2_transport()) {
+        // The side-by-side peer, where built: colo at least its equal.
+        const std::string single = variant.queue ? "colo-queue" : "colo-topic";
+        cli->options.goals.push_back({"64 B 1->1 throughput, per-message API, at least iceoryx2's",
+                                      bench::Measure::throughput, 64, bench::ReaderMode::blocking, "iceoryx2", 1,
+                                      true, single});
+        cli->options.goals.push_back({"64 B 1->1 one-way p50, busy reader, at most iceoryx2's",
+                                      bench::Measure::latency, 64, bench::ReaderMode::busy, "iceoryx2", 1, false,
+                                      single});
+        transports.push_back(std::move(peer));
+      }
+    } catch (const bench::TransportError& e) {
+      std::cerr << "colo bench " << variant.command << ": " << e.what() << '\n';
+      exit_code = kExitUsage;
+      return;
+    }
     if (*list) {
       for (const auto& t : transports)
         std::printf("%-17s %-9s %s\n", t->name().c_str(), bench::fanout_name(t->fanout()), t->description().c_str());

@@ -25,6 +25,7 @@
 
 #include <chrono>     // timeouts
 #include <cstddef>    // size_t, std::byte
+#include <cstdint>    // spin_until_ready
 #include <functional> // RemoteTopic::check
 #include <memory>     // unique_ptr from the factory
 #include <optional>   // "nothing yet" results
@@ -32,6 +33,8 @@
 #include <stdexcept>  // TransportError, Unsupported
 #include <string>
 #include <vector>     // baseline_transports()
+
+#include "colo/internal/clock.hpp"  // spin_until_ready
 
 namespace colo::bench {
 
@@ -179,6 +182,20 @@ class TransportFactory {
   virtual void teardown() noexcept = 0;
 };
 
+// Retries `ready` (true: done), spinning with a pause, until `timeout`
+// passes (kNoWait: one look). For the transports that always poll.
+template <typename Ready>
+bool spin_until_ready(Ready ready, Nanos timeout) {
+  if (ready()) return true;
+  if (timeout == kNoWait) return false;
+  const std::uint64_t until = internal::monotonic_ns() + static_cast<std::uint64_t>(timeout.count());
+  for (int i = 0;; ++i) {
+    __builtin_ia32_pause();
+    if (ready()) return true;
+    if ((i & 255) == 0 && internal::monotonic_ns() >= until) return false;
+  }
+}
+
 // The IPC baselines (transports.cpp), in the order the tables list them:
 // floor-spsc, zmq-ipc-pushpull, zmq-ipc-pubsub, unix-stream, pipe, posix-mq,
 // boost-mq.
@@ -189,6 +206,11 @@ std::vector<std::unique_ptr<TransportFactory>> baseline_transports();
 // message and nothing else; 1->1 only. What a shared-memory channel could do
 // on this machine at best.
 std::unique_ptr<TransportFactory> floor_spsc_transport();
+
+// iceoryx2 (transport_iceoryx2.cpp), loaded from the library that
+// COLO_BENCH_ICEORYX2 names (built by tools/bench/iceoryx2/build.sh); null
+// when the variable is unset. Throws TransportError if it cannot be loaded.
+std::unique_ptr<TransportFactory> iceoryx2_transport();
 
 // ZeroMQ PUSH (connect) -> PULL (bind) over tcp://127.0.0.1 on a free port
 // (transports.cpp): the baseline of `colo bench bridge`, not in the list above.

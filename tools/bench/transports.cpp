@@ -736,19 +736,6 @@ class FloorSpsc final : public TransportFactory {
   std::byte* slot(std::uint64_t index) const {
     return static_cast<std::byte*>(memory_) + 128 + (index & (depth_ - 1)) * slot_;
   }
-  // Spins until `ready` holds or `timeout` passes (kNoWait: one look).
-  template <typename Ready>
-  static bool spin(Ready ready, Nanos timeout) {
-    if (ready()) return true;
-    if (timeout == kNoWait) return false;
-    const std::uint64_t until = internal::monotonic_ns() + static_cast<std::uint64_t>(timeout.count());
-    for (int i = 0;; ++i) {
-      __builtin_ia32_pause();
-      if (ready()) return true;
-      if ((i & 255) == 0 && internal::monotonic_ns() >= until) return false;
-    }
-  }
-
   class Writer final : public Sender {
    public:
     explicit Writer(const FloorSpsc& f) : f_(f) {}
@@ -760,7 +747,7 @@ class FloorSpsc final : public TransportFactory {
     }
     bool zero_copy() const noexcept override { return true; }
     std::span<std::byte> loan(std::size_t size, Nanos timeout) override {
-      const bool room = spin(
+      const bool room = spin_until_ready(
           [&] {
             if (next_ - cached_reader_ < f_.depth_) return true;
             cached_reader_ = f_.reader_index().load(std::memory_order_acquire);
@@ -793,7 +780,7 @@ class FloorSpsc final : public TransportFactory {
     }
     bool zero_copy() const noexcept override { return true; }
     std::optional<std::span<const std::byte>> view(Nanos timeout) override {
-      const bool some = spin(
+      const bool some = spin_until_ready(
           [&] {
             if (cached_writer_ > next_) return true;
             cached_writer_ = f_.writer_index().load(std::memory_order_acquire);
