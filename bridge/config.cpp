@@ -79,28 +79,98 @@ bool is_node_name(std::string_view name) {
   return true;
 }
 
+// The longest path of a Unix socket (ipc:// endpoints, the control socket).
+constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+
+// What is wrong with "HOST:PORT", as a fragment to append to a message
+// (" (no :PORT)", ": port 'x' is not 1-65535"), or nothing.
+std::optional<std::string> host_port_problem(std::string_view text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos) return " (no :PORT)";
+  const std::string_view host = text.substr(0, colon), port = text.substr(colon + 1);
+  if (host.empty()) return " (the host is empty)";
+  for (unsigned char c : host)
+    if (c <= 0x20 || c >= 0x7f || c == '/' || c == ',') return " (the host has a space, '/', ',' or a non-ASCII byte)";
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value < 1 || value > 65535)
+    return ": port " + quoted(port) + " is not 1-65535";
+  return std::nullopt;
+}
+
 // What is wrong with a ZeroMQ endpoint, or nothing. `peer`: one we connect
 // to, so "*" (any interface) is no host.
 std::optional<std::string> endpoint_problem(std::string_view endpoint, bool peer) {
   const std::string shape = quoted(endpoint) + " is not tcp://HOST:PORT or ipc://PATH";
   if (endpoint.starts_with("ipc://")) {
-    if (endpoint.size() == 6) return shape + " (the path is empty)";
+    const std::string_view path = endpoint.substr(6);
+    if (path.empty()) return shape + " (the path is empty)";
+    if (path.size() > kMaxSocketPath)
+      return quoted(endpoint) + ": its path is " + std::to_string(path.size()) +
+             " bytes; a Unix socket's path has at most " + std::to_string(kMaxSocketPath);
     return std::nullopt;
   }
   if (!endpoint.starts_with("tcp://")) return shape;
   const std::string_view rest = endpoint.substr(6);
-  const auto colon = rest.rfind(':');
-  if (colon == std::string_view::npos) return shape + " (no :PORT)";
-  const std::string_view host = rest.substr(0, colon), port = rest.substr(colon + 1);
-  if (host.empty()) return shape + " (the host is empty)";
-  for (unsigned char c : host)
-    if (c <= 0x20 || c >= 0x7f || c == '/') return shape + " (the host has a space, '/' or a non-ASCII byte)";
-  if (peer && host == "*") return quoted(endpoint) + ": a peer needs a host to connect to; '*' is for listen";
-  unsigned value = 0;
-  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value < 1 || value > 65535)
-    return "port " + quoted(port) + " of " + quoted(endpoint) + " is not 1-65535";
+  if (auto problem = host_port_problem(rest)) {
+    if (problem->starts_with(": port "))
+      return "port " + quoted(rest.substr(rest.rfind(':') + 1)) + " of " + quoted(endpoint) + " is not 1-65535";
+    return shape + *problem;
+  }
+  if (peer && rest.starts_with("*:"))
+    return quoted(endpoint) + ": a peer needs a host to connect to; '*' is for listen";
   return std::nullopt;
+}
+
+// A lock backend's "HOST:PORT[,HOST:PORT...]" (ZooKeeper: a "/chroot" may
+// follow the last): what is wrong, or nothing.
+std::optional<std::string> host_list_problem(std::string_view text, bool several, bool chroot) {
+  std::string_view list = text;
+  if (chroot)
+    if (const auto slash = list.find('/'); slash != std::string_view::npos) list = list.substr(0, slash);
+  std::size_t items = 0;
+  for (std::size_t start = 0; start <= list.size();) {
+    std::size_t comma = list.find(',', start);
+    if (comma == std::string_view::npos) comma = list.size();
+    const std::string_view item = list.substr(start, comma - start);
+    ++items;
+    if (item.empty()) return quoted(text) + " has an empty HOST:PORT (between commas, or at an end)";
+    if (auto problem = host_port_problem(item)) {
+      if (problem->starts_with(": port ")) return quoted(item) + *problem + " (in " + quoted(text) + ")";
+      return quoted(item) + " is not HOST:PORT" + *problem + " (in " + quoted(text) + ")";
+    }
+    start = comma + 1;
+  }
+  if (!several && items > 1) return quoted(text) + " is not one HOST:PORT";
+  return std::nullopt;
+}
+
+// tcp:// endpoints: host and port ("*" and "0.0.0.0" are every address).
+struct TcpEndpoint {
+  std::string host, port;
+};
+std::optional<TcpEndpoint> tcp_endpoint(std::string_view endpoint) {
+  if (!endpoint.starts_with("tcp://")) return std::nullopt;
+  const std::string_view rest = endpoint.substr(6);
+  const auto colon = rest.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  return TcpEndpoint{std::string(rest.substr(0, colon)), std::string(rest.substr(colon + 1))};
+}
+
+bool is_loopback_host(std::string_view host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
+}
+bool is_any_host(std::string_view host) { return host == "*" || host == "0.0.0.0" || host == "::" || host == "[::]"; }
+
+// Would a connection to `peer` reach our own `listen` endpoint? (The same
+// endpoint, or our port on loopback when we listen on every address.)
+bool reaches_us(std::string_view listen, std::string_view peer) {
+  if (listen == peer) return true;
+  const auto l = tcp_endpoint(listen), p = tcp_endpoint(peer);
+  if (!l || !p || l->port != p->port) return false;
+  const auto local = [](std::string_view h) { return h == "localhost" || h == "127.0.0.1"; };
+  return l->host == p->host || (is_any_host(l->host) && is_loopback_host(p->host)) ||
+         (local(l->host) && local(p->host));
 }
 
 const char* type_name(const toml::node& n) {
@@ -315,6 +385,31 @@ void read_ring(const Section& s, std::uint64_t& capacity, std::uint32_t& max_mes
       s.fail("capacity", "the default max_message of " + what);
     s.fail("max_message", what);
   }
+}
+
+// A [[topic]]'s or [[queue]]'s largest message must fit in a federation
+// frame: a larger frame makes the receiving ZeroMQ drop the connection, and
+// the sender would resend it forever.
+void check_frame_fits(const Section& s, std::uint32_t max_message, std::uint32_t max_frame) {
+  const std::size_t needed = kFrameOverhead + max_message;
+  if (needed <= max_frame) return;
+  s.fail("max_message", std::to_string(max_message) + " bytes do not fit in a federation frame of [limits] max_frame = " +
+                            std::to_string(max_frame) + " bytes (a frame adds up to " + std::to_string(kFrameOverhead) +
+                            "): raise max_frame to at least " + std::to_string(needed) + ", or lower max_message");
+}
+
+// What is wrong with the control socket's path, as far as the file tells
+// (its directory is checked when colod starts: it must be colod's own).
+std::optional<std::string> control_socket_problem(const std::string& path) {
+  if (path.empty() || path.front() != '/' || path.size() > kMaxSocketPath)
+    return quoted(path) + " is not an absolute path of at most " + std::to_string(kMaxSocketPath) + " bytes";
+  const std::string name = path.substr(path.rfind('/') + 1);
+  if (name.empty() || name == "." || name == "..")
+    return quoted(path) + " names a directory; give the socket's file (e.g. /run/colo/NS/colod.sock)";
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode))
+    return quoted(path) + " exists and is not a socket: colod never replaces another file";
+  return std::nullopt;
 }
 
 // Where a name was first declared: for "declared twice" messages.
@@ -738,7 +833,8 @@ Config read_config(const Source& src, const toml::table& doc) {
   // [security]
   if (const toml::table* t = sub_table(root, "security")) {
     const Section security(src, *t, "security", "[security]");
-    security.only({"secret_key_file"});
+    security.only({"secret_key_file", "insecure"});
+    if (auto insecure = security.boolean("insecure")) c.insecure = *insecure;
     const std::string file = security.string("secret_key_file").value_or("");
     if (!file.empty()) {
       // Relative to the config file, not to colod's working directory
@@ -755,18 +851,25 @@ Config read_config(const Source& src, const toml::table& doc) {
     }
   }
 
+  // Secure by default: without CURVE, anyone who reaches a TCP endpoint
+  // can claim to be a peer. Loopback and ipc:// stay on this host.
+  if (c.secret_key_file.empty() && !c.insecure) {
+    const auto tcp = tcp_endpoint(c.listen);
+    if (tcp && !is_loopback_host(tcp->host))
+      node.fail("listen", quoted(c.listen) +
+                              " is reachable from other hosts, and CURVE is off: anyone who reaches it could join as "
+                              "a peer. Set [security] secret_key_file (keys: colod --keygen), or listen on loopback, "
+                              "or set [security] insecure = true on a network you trust (docs/security.md)");
+  }
+
   // [control]
   c.control_socket = default_control_socket(c.ns);
   if (const toml::table* t = sub_table(root, "control")) {
     const Section control(src, *t, "control", "[control]");
     control.only({"socket"});
-    const std::string socket = control.string("socket").value_or("");
-    constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
-    if (!socket.empty()) {
-      if (socket.front() != '/' || socket.size() > kMaxSocketPath)
-        control.fail("socket", quoted(socket) + " is not an absolute path of at most " +
-                                   std::to_string(kMaxSocketPath) + " bytes");
-      c.control_socket = socket;
+    if (const auto socket = control.string("socket"); socket && !socket->empty()) {  // "": the default
+      if (auto problem = control_socket_problem(*socket)) control.fail("socket", *problem);
+      c.control_socket = *socket;
     }
   }
 
@@ -807,7 +910,8 @@ Config read_config(const Source& src, const toml::table& doc) {
 
   // [[peer]]
   const bool curve = !c.secret_key_file.empty();
-  std::map<std::string, Declared> nodes;  // peers by name
+  std::map<std::string, Declared> nodes;      // peers by name
+  std::map<std::string, Declared> endpoints;  // and by endpoint
   std::size_t index = 0;
   for (const toml::table* t : table_array(root, "peer")) {
     const Section peer(src, *t, "peer[" + std::to_string(index++) + "]", "[[peer]]");
@@ -821,6 +925,12 @@ Config read_config(const Source& src, const toml::table& doc) {
       peer.fail("name", quoted(p.name) + " is already the name of " + where(it->second));
     p.endpoint = peer.required_string("endpoint");
     if (auto problem = endpoint_problem(p.endpoint, true)) peer.fail("endpoint", *problem);
+    if (reaches_us(c.listen, p.endpoint))
+      peer.fail("endpoint", quoted(p.endpoint) + " is this node's own listen endpoint (node.listen = " +
+                                quoted(c.listen) + ")");
+    const Declared at{peer.key("endpoint"), line_of(peer.node("endpoint"))};
+    if (auto [it, fresh] = endpoints.emplace(p.endpoint, at); !fresh)
+      peer.fail("endpoint", quoted(p.endpoint) + " is already the endpoint of " + where(it->second));
     p.public_key = peer.string("public_key").value_or("");
     if (curve && p.public_key.empty())
       peer.missing("public_key", " (CURVE is on: security.secret_key_file is set, so every peer needs its key)");
@@ -852,6 +962,7 @@ Config read_config(const Source& src, const toml::table& doc) {
     tc.name = topic.required_string("name");
     declare(topic, tc.name);
     read_ring(topic, tc.capacity, tc.max_message);
+    check_frame_fits(topic, tc.max_message, c.max_frame);
     if (auto h = topic.integer("history", 0, UINT32_MAX)) tc.history = static_cast<std::uint32_t>(*h);
     if (auto bp = topic.string("backpressure")) {
       if (*bp != "block" && *bp != "lossy") topic.fail("backpressure", quoted(*bp) + " is not block or lossy");
@@ -873,6 +984,7 @@ Config read_config(const Source& src, const toml::table& doc) {
       queue.fail("home", quoted(qc.home) + " is neither this node nor one of its peers (" + names + ")");
     }
     read_ring(queue, qc.capacity, qc.max_message);
+    check_frame_fits(queue, qc.max_message, c.max_frame);
     if (auto acks = queue.boolean("acks")) qc.acks = *acks;
     if (auto m = queue.integer("max_deliveries", 1, 255)) qc.max_deliveries = static_cast<std::uint32_t>(*m);
     c.queues.push_back(std::move(qc));
@@ -904,8 +1016,14 @@ Config read_config(const Source& src, const toml::table& doc) {
     b.endpoints = backend.required_string("endpoints");
     if (b.endpoints.empty() || b.endpoints.size() > 1024)
       backend.fail("endpoints", "must be 1-1024 bytes");
-    if (b.kind == "etcd" && b.endpoints.rfind("http://", 0) != 0)
-      backend.fail("endpoints", quoted(b.endpoints) + " is not http://HOST:PORT (etcd's HTTP/JSON gateway; https is not supported)");
+    if (b.kind == "etcd") {
+      if (b.endpoints.rfind("http://", 0) != 0)
+        backend.fail("endpoints", quoted(b.endpoints) + " is not http://HOST:PORT (etcd's HTTP/JSON gateway; https is not supported)");
+      if (auto problem = host_list_problem(std::string_view(b.endpoints).substr(7), false, false))
+        backend.fail("endpoints", *problem);
+    } else if (auto problem = host_list_problem(b.endpoints, b.kind == "zookeeper", b.kind == "zookeeper")) {
+      backend.fail("endpoints", *problem);
+    }
     b.prefix = backend.string("prefix").value_or("");
     for (unsigned char ch : b.prefix) {
       if (!std::isalnum(ch) && ch != '.' && ch != '_' && ch != '/' && ch != '-')

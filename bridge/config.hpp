@@ -174,6 +174,22 @@ struct LinkConfig {
   RabbitmqLinkConfig rabbitmq;       // system rabbitmq
 };
 
+// What a federation data frame (schemas/federation.capnp) adds to its one
+// message, at most: the segment table, the root and envelope words, and the
+// origin (64 bytes) and object (200 bytes) names with their padding come to
+// under 400 bytes; 512 leaves room. A topic's or queue's max_message must
+// leave it within [limits] max_frame: a larger frame drops the connection
+// at the receiver, and the sender would resend it forever.
+inline constexpr std::size_t kFrameOverhead = 512;
+// What each further message of a batch frame adds: its entry (sequence,
+// timestamp, payload pointer: 24 bytes) and the padding of its payload.
+inline constexpr std::size_t kBatchEntryOverhead = 32;
+// The most bytes a data or batch frame of `entries` messages holding
+// `payload_bytes` in all takes: what must stay within [limits] max_frame.
+constexpr std::size_t frame_bytes(std::size_t entries, std::size_t payload_bytes) noexcept {
+  return kFrameOverhead + entries * kBatchEntryOverhead + payload_bytes;
+}
+
 struct Config {
   std::string path;  // the file it came from
 
@@ -187,9 +203,14 @@ struct Config {
                                 // (a relative path in the file is resolved against the file's
                                 // directory; this holds the result)
                                 // (then no peer may have a public_key, and the reverse)
+  // Without CURVE, colod listens only on loopback or ipc:// unless this is
+  // set: then a warning at every start says anyone who reaches the endpoint
+  // can join as a peer (docs/security.md).
+  bool insecure = false;
 
   // [control]
-  std::string control_socket;  // path of the ipc:// control socket; default: default_control_socket(ns)
+  std::string control_socket;  // path of the ipc:// control socket; default: default_control_socket(ns).
+                               // Its directory must be colod's own, mode 0700 (checked at start).
 
   // [metrics]
   std::uint16_t metrics_port = 0;        // Prometheus text over HTTP; 0 = off

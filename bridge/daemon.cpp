@@ -1,6 +1,8 @@
 #include "daemon.hpp"
 
+#include "instance.hpp"
 #include "links/link_service.hpp"
+#include "metrics_server.hpp"
 #include "lock_service.hpp"
 
 #include <capnp/message.h>
@@ -16,7 +18,6 @@
 #include <deque>
 #include <fstream>
 #include <random>
-#include <httplib.h>  // the metrics endpoint (cpp-httplib)
 #include <zmq.hpp>
 
 #include <mutex>
@@ -39,6 +40,10 @@ constexpr std::uint16_t kProtocol = 2;  // 2: batch frames
 // max_frame bytes, so its traversal is bounded by its own size in words;
 // nesting is shallow in our schemas.
 constexpr int kNestingLimit = 8;
+// No ring publishes 2^62 messages (146 years at a billion a second): a
+// sequence or a lost count beyond it is not one a colod sent, and taking it
+// would make every later real message look like a duplicate.
+constexpr std::uint64_t kMaxWireSequence = std::uint64_t{1} << 62;
 constexpr std::uint64_t kLogEvery = 1000;  // after the first 10, log 1 bad frame in this many
 constexpr std::size_t kMaxRelayedRuns = 1 << 16;  // per topic: 1 MiB of memory at most
 // Batches: what the origin has ready within credit goes out in one frame of
@@ -346,11 +351,15 @@ struct Daemon::Impl {
   std::string metrics_text;
   std::unique_ptr<LockService> locks;  // cluster-scope locks ([[lock_backend]]); null without backends
   std::unique_ptr<LinkService> links;  // links to other systems ([[link]]); null without links
-  std::unique_ptr<httplib::Server> http;
-  std::thread http_thread;
+  std::unique_ptr<MetricsServer> http;  // null without [metrics] port
+  std::optional<NamespaceLock> instance_lock;  // held for our life: one colod per namespace
 
   zmq::context_t context;
   zmq::socket_t router, zap, monitor, control;
+  bool control_bound = false;  // the socket file is ours to remove at the end
+  std::string control_path() const {
+    return config.control_socket.empty() ? default_control_socket(config.ns) : config.control_socket;
+  }
   int wake_fd = -1;  // eventfd the topics' Wakers write to
   // While messages flow, the loop polls the rings itself for a short while
   // after each move instead of sleeping behind a Waker: a publish is then
@@ -374,8 +383,7 @@ struct Daemon::Impl {
 
   explicit Impl(Config c) : config(std::move(c)) {}
   ~Impl() {
-    if (http) http->stop();
-    if (http_thread.joinable()) http_thread.join();
+    http.reset();
     for (auto& object : objects) object.waker.reset();  // joins the threads before the eventfd closes
     if (wake_fd >= 0) ::close(wake_fd);
   }
@@ -405,6 +413,11 @@ struct Daemon::Impl {
     if (counters.early_frames <= 3 || counters.early_frames % kLogEvery == 0)
       log.write(LogLevel::info, "frame #%llu before its connection's hello dropped (it will be sent again)",
                 static_cast<unsigned long long>(counters.early_frames));
+  }
+
+  // A hello (or any frame) from it on our ROUTER within 3 heartbeat intervals.
+  bool session_alive(const Peer& peer, std::uint64_t now) const {
+    return peer.last_hello_in_ns != 0 && now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000;
   }
 
   void bad_frame(const char* where, const std::string& why) {
@@ -472,8 +485,14 @@ Result<void> Daemon::Impl::start() {
     if (!pub) return Error{Errc::invalid_argument, config.secret_key_file + ": " + pub.error().message};
     public_key = *pub;
   }
+  // One colod per namespace, and a control socket that is ours: both before
+  // anything is opened, so that a second colod changes nothing.
   NodeOptions node_options;
   node_options.ns = config.ns;
+  auto lock = NamespaceLock::take(node_options.shm_dir, config.ns);
+  if (!lock) return std::move(lock).error();
+  instance_lock.emplace(std::move(lock).value());
+  if (auto prepared = prepare_control_socket(control_path()); !prepared) return prepared;
   auto opened = Node::open(node_options);
   if (!opened) return std::move(opened).error();
   node.emplace(std::move(opened).value());
@@ -542,6 +561,11 @@ Result<void> Daemon::Impl::start() {
     links = std::make_unique<LinkService>(config, log);
     if (auto started = links->start(); !started) return started;
   }
+  if (secret_key.empty() && config.insecure)
+    log.write(LogLevel::warn,
+              "CURVE is off and [security] insecure = true: anyone who reaches %s can claim to be a peer and send "
+              "or receive its messages (docs/security.md)",
+              config.listen.c_str());
   log.write(LogLevel::info,
             "started: namespace %s, listening on %s, %zu peer(s), %zu cluster topic(s), %zu cluster queue(s), "
             "%zu lock backend(s), %zu link(s), CURVE %s",
@@ -594,15 +618,13 @@ void Daemon::Impl::open_sockets() {
     peer.dealer.connect(peer.config.endpoint);
   }
 
-  // Control socket: a file in a directory only we (and root) may enter.
-  const std::string path = config.control_socket.empty() ? default_control_socket(config.ns) : config.control_socket;
-  for (std::size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
-    ::mkdir(path.substr(0, slash).c_str(), 0700);
-  ::unlink(path.c_str());  // a socket file left by a colod that died
+  // Control socket: its directory is ours and closed to others
+  // (prepare_control_socket checked it in start()).
   control = zmq::socket_t(context, zmq::socket_type::router);
   set_int(control, ZMQ_LINGER, 0);
   set_int64(control, ZMQ_MAXMSGSIZE, 64 * 1024);
-  control.bind("ipc://" + path);
+  control.bind("ipc://" + control_path());
+  control_bound = true;
 }
 
 // A topic made cluster-scoped at run time (`colo federate NAME`): from now
@@ -621,7 +643,17 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
     if (!topic) return std::move(topic).error();
   }
   local.topic.emplace(std::move(topic).value());
-  local.relayed_known_from = local.topic->stats().published;
+  const auto stats = local.topic->stats();
+  // As the config's check for [[topic]]s: its messages must fit in a frame.
+  if (kFrameOverhead + stats.max_message > config.max_frame)
+    return Error{Errc::invalid_argument,
+                 "topic '" + name + "' takes messages of up to " + std::to_string(stats.max_message) +
+                     " bytes, which do not fit in a federation frame of [limits] max_frame = " +
+                     std::to_string(config.max_frame) + " bytes (a frame adds up to " + std::to_string(kFrameOverhead) +
+                     "): raise max_frame in " + config.path + " to at least " +
+                     std::to_string(kFrameOverhead + stats.max_message) + " on every host, or federate a topic "
+                     "with a smaller max_message"};
+  local.relayed_known_from = stats.published;
   auto relay = local.topic->publisher();
   if (!relay) return std::move(relay).error();
   local.relay.emplace(std::move(relay).value());
@@ -643,17 +675,14 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
 
 Result<void> Daemon::Impl::start_metrics() {
   if (config.metrics_port == 0) return Ok{};
-  http = std::make_unique<httplib::Server>();
-  http->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    std::lock_guard<std::mutex> lock(metrics_mutex);
-    res.set_content(metrics_text, "text/plain; version=0.0.4");
-  });
-  http->Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
-  if (!http->bind_to_port(config.metrics_address.c_str(), config.metrics_port))
-    return Error{Errc::system, "metrics: cannot listen on " + config.metrics_address + ":" +
-                                   std::to_string(config.metrics_port) + " (in use? see [metrics] in " + config.path + ")"};
   render_metrics();
-  http_thread = std::thread([this] { http->listen_after_bind(); });
+  auto server = MetricsServer::start(config.metrics_address, config.metrics_port, MetricsServer::Limits{}, [this] {
+    std::lock_guard<std::mutex> lock(metrics_mutex);
+    return metrics_text;
+  });
+  if (!server)
+    return Error{server.error().code, server.error().message + " (in use? see [metrics] in " + config.path + ")"};
+  http = std::move(server).value();
   return Ok{};
 }
 
@@ -719,6 +748,8 @@ void Daemon::Impl::render_metrics() {
   sample("colod_dropped_connections_total", "", counters.dropped_connections);
   family("colod_early_frames_total", "counter", "data on a reconnected link before its hello (dropped, sent again)");
   sample("colod_early_frames_total", "", counters.early_frames);
+  family("colod_refused_sessions_total", "counter", "hellos naming a peer whose session is alive, from another connection");
+  sample("colod_refused_sessions_total", "", counters.refused_sessions);
   if (locks) locks->render_metrics(out);
   if (links) links->render_metrics(out);
   std::lock_guard<std::mutex> lock(metrics_mutex);
@@ -742,18 +773,13 @@ int Daemon::run(const std::atomic<bool>& stop_requested) {
   if (d.locks) d.locks->stop();  // hands back or marks lost every cluster lock it holds
   if (d.links) d.links->stop();  // each link finishes or leaves what it has in flight (bounded)
   d.requeue_unconfirmed();
-  if (d.http) {
-    d.http->stop();
-    if (d.http_thread.joinable()) d.http_thread.join();
-  }
+  d.http.reset();
   for (auto& peer : d.peers) peer.dealer.close();
   d.router.close();
   d.control.close();
   d.monitor.close();
   if (d.zap) d.zap.close();
-  const std::string path =
-      d.config.control_socket.empty() ? default_control_socket(d.config.ns) : d.config.control_socket;
-  ::unlink(path.c_str());
+  if (d.control_bound) ::unlink(d.control_path().c_str());
   d.log.write(LogLevel::info, "stopped");
   return 0;
 }
@@ -877,7 +903,7 @@ void Daemon::Impl::heartbeat() {
     hello.setNamespace(config.ns);
     auto frame = to_frame(builder);
     (void)peer.dealer.send(frame, zmq::send_flags::dontwait);  // not connected: nothing to say
-    const bool alive = peer.last_hello_in_ns != 0 && now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000;
+    const bool alive = session_alive(peer, now);
     if (alive != peer.connected) {
       peer.connected = alive;
       peer.state_since_ns = now;
@@ -951,7 +977,21 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "hello claims node '" + name + "' with the key of '" + user + "'");
         if (hello.getProtocol() != kProtocol)
           return bad_frame("listen socket", "node '" + name + "' speaks protocol " + std::to_string(hello.getProtocol()));
-        peer->last_hello_in_ns = monotonic_ns();
+        const std::uint64_t now = monotonic_ns();
+        // A second connection naming a peer whose session is alive does not
+        // replace it: without CURVE, anyone may claim a name. (A peer that
+        // really reconnected gets its new session once the old one is
+        // silent for 3 heartbeat intervals.)
+        if (peer->routing_id != routing_id && !peer->routing_id.empty() && session_alive(*peer, now)) {
+          ++counters.refused_sessions;
+          if (counters.refused_sessions <= 10 || counters.refused_sessions % kLogEvery == 0)
+            log.write(LogLevel::warn,
+                      "hello #%llu naming peer %s from a second connection while its session is alive: refused "
+                      "(a reconnecting peer is taken once its old session has been silent for 3 heartbeats)",
+                      static_cast<unsigned long long>(counters.refused_sessions), name.c_str());
+          return;
+        }
+        peer->last_hello_in_ns = now;
         const bool fresh = peer->routing_id != routing_id || peer->peer_incarnation != hello.getIncarnation();
         if (!fresh) return;
         // A new connection (or a restarted peer): answer, then resume every topic.
@@ -984,6 +1024,9 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (t < 0)
           return bad_frame("listen socket",
                            "data for '" + text_of(data.getObject()) + "', not a cluster topic or queue");
+        if (data.getSequence() == 0 || data.getSequence() > kMaxWireSequence)
+          return bad_frame("listen socket", "data from " + peer->config.name + " with sequence " +
+                                                std::to_string(data.getSequence()) + ", not 1 to 2^62");
         const auto payload = data.getPayload();
         const Incoming one{data.getSequence(), as_bytes(payload)};
         deliver(*peer, t, std::span(&one, 1));
@@ -1003,7 +1046,12 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket",
                            "batch for '" + text_of(batch.getObject()) + "', not a cluster topic or queue");
         incoming_.clear();
-        for (auto entry : batch.getEntries()) incoming_.push_back({entry.getSequence(), as_bytes(entry.getPayload())});
+        for (auto entry : batch.getEntries()) {
+          if (entry.getSequence() == 0 || entry.getSequence() > kMaxWireSequence)
+            return bad_frame("listen socket", "batch from " + peer->config.name + " with sequence " +
+                                                  std::to_string(entry.getSequence()) + ", not 1 to 2^62");
+          incoming_.push_back({entry.getSequence(), as_bytes(entry.getPayload())});
+        }
         deliver(*peer, t, incoming_);
         acknowledge(*peer, t, false);
         return;
@@ -1015,6 +1063,11 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         auto lost = root.getLost();
         const int t = object_index(text_of(lost.getObject()));
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
+        if (lost.getFromSequence() == 0 || lost.getCount() == 0 ||
+            lost.getFromSequence() > kMaxWireSequence || lost.getCount() > kMaxWireSequence - lost.getFromSequence())
+          return bad_frame("listen socket", "lost from " + peer->config.name + " of " + std::to_string(lost.getCount()) +
+                                                " from sequence " + std::to_string(lost.getFromSequence()) +
+                                                ": beyond sequence 2^62");
         peer->counters.lost += lost.getCount();
         objects[t].lost += lost.getCount();
         auto& in = peer->in[t];
@@ -1366,6 +1419,9 @@ void Daemon::Impl::pump(Peer& peer) {
           staged.push_back({wire_seq, read_at, bytes});  // a frame of its own
           flush();
         } else {
+          // A batch stays within max_frame (every host's, as the config
+          // docs ask): a larger frame would drop the connection for good.
+          if (frame_bytes(staged.size() + 1, staged_bytes + bytes.size()) > config.max_frame) flush();
           staged.push_back({wire_seq, read_at, bytes});
           staged_bytes += bytes.size();
         }
@@ -1429,7 +1485,9 @@ void Daemon::Impl::pump_queue(Peer& peer, int t) {
     if (out.unsent == out.unconfirmed.size()) return;
     std::size_t bytes = 0;
     while (out.unsent < out.unconfirmed.size() && staged.size() < want &&
-           (staged.empty() || bytes + out.unconfirmed[out.unsent].second.size() <= kMaxBatchBytes)) {
+           (staged.empty() || (bytes + out.unconfirmed[out.unsent].second.size() <= kMaxBatchBytes &&
+                               frame_bytes(staged.size() + 1, bytes + out.unconfirmed[out.unsent].second.size()) <=
+                                   config.max_frame))) {
       const auto& [seq, payload] = out.unconfirmed[out.unsent++];
       staged.push_back({seq, realtime_ns(), as_bytes(payload)});
       bytes += payload.size();
@@ -1587,6 +1645,7 @@ void Daemon::Impl::on_control() {
       status.setFailedHandshakes(counters.failed_handshakes);
       status.setDroppedConnections(counters.dropped_connections);
       status.setEarlyFrames(counters.early_frames);
+      status.setRefusedSessions(counters.refused_sessions);
       auto list = status.initPeers(static_cast<unsigned>(peers.size()));
       for (std::size_t i = 0; i < peers.size(); ++i) {
         const auto& p = peers[i];

@@ -104,6 +104,10 @@ struct DaemonCounters {
   std::uint64_t failed_handshakes = 0;  // ZMTP/CURVE handshakes that failed on the listen socket
   std::uint64_t dropped_connections = 0;
   std::uint64_t early_frames = 0;       // data before the connection's hello (a reconnect): dropped, resent later
+  // Hellos from another connection naming a peer whose session is alive:
+  // refused (without CURVE anyone may claim a name; a peer that really
+  // reconnected is taken once its old session is silent).
+  std::uint64_t refused_sessions = 0;
 };
 
 class Daemon {

@@ -537,9 +537,15 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
   s.bad_records = c.bad_records.load(relaxed);
   s.dead_readers = c.dead_readers.load(relaxed);
   s.dropped_unacked = c.dropped_unacked.load(relaxed);
+  // Shared memory is untrusted: a slot is shown only if its words are possible.
+  constexpr std::uint32_t kMaxPid = 4'194'304;  // PID_MAX_LIMIT on 64-bit Linux
   for (const auto& p : c.publishers) {
     const std::uint32_t pid = p.pid.load(relaxed);
     if (pid == 0) continue;
+    if (pid > kMaxPid) {
+      ++s.damaged_slots;
+      continue;
+    }
     s.publishers.push_back({pid, shm::liveness({pid, p.start_time.load(relaxed)}) == shm::Liveness::alive,
                             p.published.load(relaxed), p.bytes.load(relaxed), p.waits.load(relaxed),
                             p.abandoned.load(relaxed), p.batches.load(relaxed)});
@@ -547,10 +553,19 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
   for (const auto& r : c.readers) {
     const std::uint32_t pid = r.pid.load(relaxed);
     if (pid == 0) continue;
+    const std::uint32_t mode_word = r.mode.load(relaxed);
+    const std::uint64_t cursor_seq = r.cursor_seq.load(relaxed);
+    const bool cursor_reader = mode_word != static_cast<std::uint32_t>(shm::ReaderMode::consumer);
+    if (pid > kMaxPid || mode_word < static_cast<std::uint32_t>(shm::ReaderMode::block) ||
+        mode_word > static_cast<std::uint32_t>(shm::ReaderMode::block_untagged) ||
+        (cursor_reader && cursor_seq > tail_seq)) {
+      ++s.damaged_slots;
+      continue;
+    }
     ReaderStats rs;
     rs.pid = pid;
     rs.alive = shm::liveness({pid, r.start_time.load(relaxed)}) == shm::Liveness::alive;
-    const auto mode = static_cast<shm::ReaderMode>(r.mode.load(relaxed));
+    const auto mode = static_cast<shm::ReaderMode>(mode_word);
     const bool queue = config.kind == shm::RingKind::queue;  // a cursor reader of a queue is a tap
     rs.mode = mode == shm::ReaderMode::block            ? (queue ? ReaderMode::tap : ReaderMode::block)
               : mode == shm::ReaderMode::lossy          ? ReaderMode::lossy
@@ -564,7 +579,6 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
     rs.dead_lettered = r.dead_lettered.load(relaxed);
     rs.waits = r.waits.load(relaxed);
     rs.batches = r.batches.load(relaxed);
-    const std::uint64_t cursor_seq = r.cursor_seq.load(relaxed);
     if (mode != shm::ReaderMode::consumer) rs.lag = tail_seq >= cursor_seq ? tail_seq - cursor_seq : 0;
     rs.holding = r.hold_pos.load(relaxed) != shm::kNoPosition;
     s.readers.push_back(std::move(rs));

@@ -52,8 +52,8 @@ std::optional<std::uint32_t> largest_max_message(std::uint64_t capacity) {
     config.max_message = static_cast<std::uint32_t>(max_message);
     return shm::Ring::validate(config).has_value();
   };
-  if (!accepts(0)) return std::nullopt;
-  std::uint64_t fits = 0;                                                   // accepted
+  if (!accepts(1)) return std::nullopt;  // a max_message of 1 byte fits any capacity the ring accepts
+  std::uint64_t fits = 1;                                                   // accepted
   std::uint64_t too_large = std::uint64_t{std::numeric_limits<std::uint32_t>::max()} + 1;  // beyond any max_message
   while (too_large - fits > 1) {
     const std::uint64_t middle = fits + (too_large - fits) / 2;

@@ -9,6 +9,7 @@ namespace colo::detail {
 // compile Boost.Interprocess.
 struct MappedObject {
   shm::Segment segment;
+  bool created = false;  // made by the call that returned it (not opened): undone if its companions fail
 };
 
 }  // namespace colo::detail

@@ -90,6 +90,11 @@ std::string default_namespace() {
   return env != nullptr && *env != '\0' ? std::string(env) : std::string("default");
 }
 
+std::string default_shm_dir() {
+  const char* env = std::getenv("COLO_SHM_DIR");
+  return env != nullptr && *env != '\0' ? std::string(env) : std::string("/dev/shm");
+}
+
 std::string default_control_socket(const std::string& ns) {
   if (::geteuid() == 0) return "/run/colo/" + ns + "/colod.sock";
   const char* runtime = std::getenv("XDG_RUNTIME_DIR");

@@ -8,6 +8,7 @@
 #include "lock_record.hpp"
 #include "lock_table_view.hpp"
 #include "mapped_object.hpp"
+#include "namespace_files.hpp"
 #include "registry.hpp"
 
 namespace colo {
@@ -15,15 +16,6 @@ namespace {
 
 using detail::LockRecord;
 using detail::MappedObject;
-
-// '/' cannot appear in a POSIX shm name; '^' cannot appear in an object name.
-std::string encode(std::string_view object_name) {
-  std::string out(object_name);
-  std::replace(out.begin(), out.end(), '/', '^');
-  return out;
-}
-
-std::string object_prefix(const std::string& ns) { return "colo." + ns + ".obj."; }
 
 shm::Permissions permissions_of(const NodeOptions& options) {
   shm::Permissions p;
@@ -60,14 +52,30 @@ Result<Node> Node::open(NodeOptions options) {
   if (auto ok = validate_namespace(options.ns); !ok) return std::move(ok).error();
   if (options.ready_timeout.count() < 0)
     return Error{Errc::invalid_argument, "ready timeout must not be negative"};
-  auto registry = detail::Registry::open_or_create(options.ns, permissions_of(options), options.ready_timeout);
-  if (!registry) return std::move(registry).error();
+  options.shm_dir = detail::normalised_dir(options.shm_dir);
+  if (auto ok = detail::check_namespace_dir(options.shm_dir); !ok) return std::move(ok).error();
+  const detail::NamespaceFiles files(options.shm_dir, options.ns);
+  auto registry = detail::Registry::open_or_create(files.registry(), permissions_of(options), options.ready_timeout);
+  if (!registry) {
+    // Only /dev/shm lets anyone create a namespace first ("squatting"); a
+    // namespace directory's errors say what they say.
+    if (registry.error().code != Errc::permission_denied || !files.in_dev_shm()) return std::move(registry).error();
+    return Error{Errc::permission_denied, "namespace '" + options.ns + "': " + registry.error().message +
+                                              ". Whoever creates a namespace's registry first owns the namespace. "
+                                              "If that is not its rightful owner, remove its files as root (rm "
+                                              "/dev/shm/colo." + options.ns +
+                                              ".*) and create it again; a namespace directory only its owner may "
+                                              "write to (COLO_SHM_DIR, NodeOptions::shm_dir) cannot be taken first "
+                                              "(docs/security.md)"};
+  }
   return Node(std::move(options), std::move(registry).value());
 }
 
 std::string Node::shm_name_of(std::string_view object_name) const {
-  return object_prefix(options_.ns) + encode(object_name);
+  return detail::NamespaceFiles(options_.shm_dir, options_.ns).object(object_name);
 }
+
+std::string Node::file_of(const std::string& shm_name) { return shm::segment_file(shm_name); }
 
 // What differs between kinds when an object is created or opened.
 struct detail::ObjectSpec {
@@ -155,7 +163,9 @@ Result<std::unique_ptr<MappedObject>> Node::open_object(std::string_view name, O
       (void)shm::Segment::unlink(shm_name);
       return std::move(added).error();
     }
-    return mapped(std::move(created).value());
+    auto object = mapped(std::move(created).value());
+    object->created = true;
+    return object;
   }
   return Error{Errc::timed_out, what + " kept changing while creating it; retry"};
 }
@@ -284,9 +294,19 @@ Result<std::shared_ptr<detail::ChannelState>> Node::open_channel(std::string_vie
     // (messages past their limit are then delivered with deliveries() telling).
     auto dlq = open_channel(dlq_name, mode == OpenMode::open ? OpenMode::open : OpenMode::create_or_open, true,
                             state->ring.config().capacity, state->ring.config().max_message, false, 0, 0, false);
-    if (dlq) state->dead_letters = std::move(dlq).value();
-    else if (mode != OpenMode::open || dlq.error().code != Errc::not_found)
-      return Error{dlq.error().code, "dead-letter queue of '" + std::string(name) + "': " + dlq.error().message};
+    if (dlq) {
+      state->dead_letters = std::move(dlq).value();
+    } else if (mode != OpenMode::open || dlq.error().code != Errc::not_found) {
+      // All or nothing: a queue this call created goes again with its
+      // dead-letter queue, so that a retry does not find half of it.
+      const bool undo = state->mapping->created;
+      if (undo) {
+        state.reset();
+        (void)remove(name);
+      }
+      return Error{dlq.error().code, "dead-letter queue of '" + std::string(name) + "': " + dlq.error().message +
+                                         (undo ? "; so the queue was not created either" : "")};
+    }
   }
   return state;
 }

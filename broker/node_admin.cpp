@@ -1,7 +1,5 @@
 // Node's administrative side: listing, describing, removing, garbage
 // collection. Used by the `colo` tool; none of it is on a hot path.
-#include <dirent.h>  // scanning /dev/shm
-
 #include <algorithm>
 #include <set>
 
@@ -10,12 +8,11 @@
 #include "lock_record.hpp"
 #include "lock_table_view.hpp"
 #include "mapped_object.hpp"
+#include "namespace_files.hpp"
 #include "registry.hpp"
 
 namespace colo {
 namespace {
-
-std::string object_prefix(const std::string& ns) { return "colo." + ns + ".obj."; }
 
 // The object kind of a segment kind; nullopt for the registry's own.
 std::optional<ObjectKind> object_kind(shm::SegmentKind kind) {
@@ -38,28 +35,6 @@ void set_unopenable(ObjectInfo& info, const Error& error) {
 void set_corrupt(ObjectInfo& info, std::string problem) {
   info.state = ObjectState::corrupt;
   info.problem = std::move(problem);
-}
-
-std::string decode(std::string_view segment_suffix) {
-  std::string out(segment_suffix);
-  std::replace(out.begin(), out.end(), '^', '/');
-  return out;
-}
-
-// Object names of every segment of the namespace found in /dev/shm.
-std::vector<std::string> segment_objects(const std::string& ns) {
-  std::vector<std::string> out;
-  const std::string prefix = object_prefix(ns);
-  DIR* dir = ::opendir("/dev/shm");
-  if (dir == nullptr) return out;
-  while (const dirent* d = ::readdir(dir)) {
-    const std::string_view file = d->d_name;
-    if (file.size() > prefix.size() && file.substr(0, prefix.size()) == prefix)
-      out.push_back(decode(file.substr(prefix.size())));
-  }
-  ::closedir(dir);
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 }  // namespace
@@ -179,7 +154,7 @@ Result<std::vector<ObjectInfo>> Node::list() const {
     seen.insert(e.name);
     out.push_back(std::move(info).value());
   }
-  for (const auto& name : segment_objects(options_.ns)) {
+  for (const auto& name : detail::NamespaceFiles(options_.shm_dir, options_.ns).objects()) {
     if (seen.count(name) != 0) continue;
     auto info = describe(name, false, false);
     if (info) out.push_back(std::move(info).value());
@@ -226,7 +201,7 @@ Result<GcReport> Node::gc(bool dry_run) {
   auto registry = registry_->lock();
   if (!registry) return std::move(registry).error();
   // 1. Segments whose creator died before they were ready.
-  for (const auto& name : segment_objects(options_.ns)) {
+  for (const auto& name : detail::NamespaceFiles(options_.shm_dir, options_.ns).objects()) {
     const std::string shm_name = shm_name_of(name);
     auto seg = shm::Segment::inspect(shm_name);
     if (!seg) continue;

@@ -49,18 +49,18 @@ EntrySnapshot snapshot_of(const RegistryEntry& e) {
   return s;
 }
 
-Result<std::unique_ptr<Registry>> Registry::open_or_create(const std::string& ns, const shm::Permissions& permissions,
+Result<std::unique_ptr<Registry>> Registry::open_or_create(const std::string& name, const shm::Permissions& permissions,
                                                            std::chrono::milliseconds ready_timeout) {
-  const std::string name = "colo." + ns + ".registry";
+  const std::string label = shm::segment_label(name);
   // Bounded: each round either succeeds or removes an abandoned segment.
   for (int attempt = 0; attempt < 8; ++attempt) {
     auto opened = shm::Segment::open(name, shm::SegmentKind::registry, ready_timeout);
     if (opened) {
       if (opened->body_size() < sizeof(RegistryRecord))
-        return Error{Errc::corrupt, "registry /" + name + " is too small for this version of colo"};
+        return Error{Errc::corrupt, "registry " + label + " is too small for this version of colo"};
       auto& r = *reinterpret_cast<RegistryRecord*>(opened->body());
       if (r.layout_version != kRegistryLayoutVersion || r.capacity != kRegistryCapacity)
-        return Error{Errc::corrupt, "registry /" + name + " has layout " + std::to_string(r.layout_version) +
+        return Error{Errc::corrupt, "registry " + label + " has layout " + std::to_string(r.layout_version) +
                                         " / capacity " + std::to_string(r.capacity) + "; this build expects " +
                                         std::to_string(kRegistryLayoutVersion) + " / " +
                                         std::to_string(kRegistryCapacity)};
@@ -92,7 +92,7 @@ Result<std::unique_ptr<Registry>> Registry::open_or_create(const std::string& ns
     created->publish();
     return std::unique_ptr<Registry>(new Registry(std::move(created).value()));
   }
-  return Error{Errc::timed_out, "registry /" + name + " kept changing while opening it; retry"};
+  return Error{Errc::timed_out, "registry " + label + " kept changing while opening it; retry"};
 }
 
 Result<Registry::Locked> Registry::lock() {
@@ -104,7 +104,7 @@ Result<Registry::Locked> Registry::lock() {
       r.mutex.make_consistent();
       break;
     default:
-      return Error{Errc::corrupt, "the registry mutex of /" + shm_name() +
+      return Error{Errc::corrupt, "the registry mutex of " + shm::segment_label(shm_name()) +
                                       " is unusable (memory corrupted); remove the namespace's segments"};
   }
   return Locked(&r);

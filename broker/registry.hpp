@@ -84,7 +84,8 @@ struct EntrySnapshot {
 
 class Registry {
  public:
-  static Result<std::unique_ptr<Registry>> open_or_create(const std::string& ns, const shm::Permissions& permissions,
+  // `name`: the registry's segment name (NamespaceFiles::registry()).
+  static Result<std::unique_ptr<Registry>> open_or_create(const std::string& name, const shm::Permissions& permissions,
                                                           std::chrono::milliseconds ready_timeout);
 
   // Holds the registry mutex for its lifetime; all mutations go through it.

@@ -34,6 +34,7 @@ struct Status {
   objects @9 :List(ObjectStatus);  # every cluster topic and queue, with its traffic
   earlyFrames @10 :UInt64;    # data on a reconnected link before its hello: dropped, sent again after it
   links @11 :List(LinkStatus);  # links to other systems ([[link]]; bridge/links/link.hpp)
+  refusedSessions @12 :UInt64;  # hellos from a second connection naming a peer whose session is alive
 }
 
 # A link of colod to another messaging system (Kafka, RabbitMQ), as

@@ -257,6 +257,7 @@ Result<void> Ring::validate(const RingConfig& c) {
     return Error{Errc::invalid_argument, "ring capacity " + std::to_string(c.capacity) +
                                              " must be a power of two from 4096 to 16 GiB"};
   if (c.kind != RingKind::topic && c.kind != RingKind::queue) return Error{Errc::invalid_argument, "unknown ring kind"};
+  if (c.max_message == 0) return Error{Errc::invalid_argument, "maximum message must be at least 1 byte"};
   if (c.max_message > static_cast<std::uint32_t>(INT32_MAX) - 64)
     return Error{Errc::invalid_argument, "maximum message too large"};
   if (align_up(footprint(c.max_message, true), kUnit) > c.capacity / 2)

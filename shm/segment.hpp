@@ -1,18 +1,29 @@
 // shm/segment.hpp — named shared-memory segments with a validated header.
 //
-// Every colo object lives in its own POSIX shared-memory segment
-// (/dev/shm/colo.<ns>.…). This layer creates them exclusively and atomically,
+// Every colo object lives in its own shared-memory segment: a file on a
+// tmpfs, /dev/shm/colo.<ns>.… by default (what shm_open(3) would make), or
+// in a namespace directory the owner chose (NodeOptions::shm_dir). This
+// layer creates them exclusively and atomically,
 // opens them only after checking owner, mode and size, waits a bounded time
 // for a creator to finish, and reclaims segments whose creator died before
 // finishing. docs/design.md ("Shared-memory invariants") gives the reasons.
 //
+// Plain open(2), posix_fallocate(2) and mmap(2), not Boost.Interprocess:
+// its shared_memory_object sizes with ftruncate, which reserves no pages
+// (a full /dev/shm then raises SIGBUS later, in whoever touches a page), and
+// it opens only in /dev/shm, never with O_NOFOLLOW in another directory.
+//
 // Creation protocol (creator):
-//   1. shm_open(O_CREAT|O_EXCL, mode)      -- exclusive: one creator wins
-//   2. fchmod/fchown to the asked mode/group, ftruncate to the final size
+//   1. open(O_CREAT|O_EXCL|O_NOFOLLOW, mode) -- exclusive: one creator wins
+//   2. fchmod/fchown to the asked mode/group, then posix_fallocate to the
+//      final size: every page is reserved now, so a full /dev/shm is an
+//      error here (Errc::no_space, the file removed), never a SIGBUS when a
+//      page is first touched. The size becomes visible only once all pages
+//      are there (tmpfs sets it last).
 //   3. write the header (state = creating), then the body (caller)
 //   4. publish(): state.store(ready, release)
 // Opening protocol (opener):
-//   1. shm_open(O_RDWR); fstat: owner or allowed group, no "other" bits,
+//   1. open(O_RDWR|O_NOFOLLOW); fstat: a regular file, owner or allowed group, no "other" bits,
 //      size >= header and <= kMaxSegmentSize          else permission/corrupt
 //   2. map; read each header field once; check magic, layout version, kind,
 //      total size == file size, name                    else corrupt
@@ -34,8 +45,6 @@
 #include <string>
 #include <string_view>
 
-#include <boost/interprocess/mapped_region.hpp>  // the mapping only: Boost 1.74 has no robust mutex
-
 #include "colo/error.hpp"
 #include "process.hpp"
 
@@ -46,6 +55,14 @@ inline constexpr std::uint64_t kSegmentMagic = 0x0147'4553'4f4c'4f43;  // "COLOS
 inline constexpr std::uint32_t kSegmentLayoutVersion = 1;
 inline constexpr std::size_t kMaxSegmentSize = std::size_t{1} << 40;
 inline constexpr std::size_t kObjectNameCapacity = 256;  // 200-byte names + NUL, padded
+
+// Where a segment's file is. A segment is named by `shm_name`: either a file
+// name in /dev/shm ("colo.ns.registry", what shm_open(3) takes without its
+// leading '/'), or the absolute path of a file in another directory on a
+// tmpfs (a namespace directory: NodeOptions::shm_dir).
+inline constexpr const char* kDefaultShmDir = "/dev/shm";
+std::string segment_file(const std::string& shm_name);   // the path: "/dev/shm/colo.ns.registry"
+std::string segment_label(const std::string& shm_name);  // in messages: "/colo.ns.registry", or the path
 
 enum class SegmentKind : std::uint32_t {
   registry = 1,
@@ -128,7 +145,8 @@ class Segment {
  public:
   // Creates `shm_name` exclusively, sized for `body_size` bytes of body, with
   // the header filled and state = creating. The body is zero. The caller
-  // initialises it and calls publish().
+  // initialises it and calls publish(). Every page is reserved: when the
+  // file system has no room, Errc::no_space and nothing is left behind.
   static Result<Segment> create(const std::string& shm_name, std::string_view object_name, SegmentKind kind,
                                 std::size_t body_size, const Permissions& permissions);
 
@@ -149,29 +167,30 @@ class Segment {
   // Removes the name; mapped copies stay valid until unmapped.
   static Result<void> unlink(const std::string& shm_name);
 
-  Segment(Segment&&) noexcept = default;
-  Segment& operator=(Segment&&) noexcept = default;
+  Segment(Segment&& other) noexcept;
+  Segment& operator=(Segment&& other) noexcept;
   Segment(const Segment&) = delete;
   Segment& operator=(const Segment&) = delete;
-  ~Segment() = default;
+  ~Segment();
 
   // Marks the segment ready (release store): everything written before is
   // visible to any opener that sees `ready`.
   void publish() noexcept;
 
-  SegmentHeader& header() noexcept { return *static_cast<SegmentHeader*>(region_.get_address()); }
-  const SegmentHeader& header() const noexcept { return *static_cast<const SegmentHeader*>(region_.get_address()); }
-  std::byte* body() noexcept { return static_cast<std::byte*>(region_.get_address()) + sizeof(SegmentHeader); }
-  const std::byte* body() const noexcept { return static_cast<const std::byte*>(region_.get_address()) + sizeof(SegmentHeader); }
-  std::size_t body_size() const noexcept { return region_.get_size() - sizeof(SegmentHeader); }
+  SegmentHeader& header() noexcept { return *reinterpret_cast<SegmentHeader*>(base_); }
+  const SegmentHeader& header() const noexcept { return *reinterpret_cast<const SegmentHeader*>(base_); }
+  std::byte* body() noexcept { return base_ + sizeof(SegmentHeader); }
+  const std::byte* body() const noexcept { return base_ + sizeof(SegmentHeader); }
+  std::size_t body_size() const noexcept { return size_ - sizeof(SegmentHeader); }
   const std::string& shm_name() const noexcept { return shm_name_; }
 
  private:
-  Segment(std::string shm_name, boost::interprocess::mapped_region region)
-      : shm_name_(std::move(shm_name)), region_(std::move(region)) {}
+  Segment(std::string shm_name, std::byte* base, std::size_t size) noexcept
+      : shm_name_(std::move(shm_name)), base_(base), size_(size) {}
 
   std::string shm_name_;
-  boost::interprocess::mapped_region region_;
+  std::byte* base_ = nullptr;  // the whole file, mapped shared read-write; unmapped by the destructor
+  std::size_t size_ = 0;
 };
 
 }  // namespace colo::shm

@@ -1,6 +1,7 @@
 #include "support.hpp"
 
 #include <dirent.h>
+#include <dlfcn.h>  // dladdr: where libcolo was loaded from
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -246,6 +247,50 @@ Process::~Process() {
   }
   if (!out_path_.empty()) ::unlink(out_path_.c_str());
   if (!err_path_.empty()) ::unlink(err_path_.c_str());
+}
+
+namespace {
+// Copies a file, with `mode`.
+bool copy_file(const std::string& from, const std::string& to, mode_t mode) {
+  std::ifstream in(from, std::ios::binary);
+  std::ofstream out(to, std::ios::binary | std::ios::trunc);
+  out << in.rdbuf();
+  out.close();
+  return in && out && ::chmod(to.c_str(), mode) == 0;
+}
+
+// A directory removed when the test program exits.
+struct ScratchDir {
+  std::string path;
+  ~ScratchDir() {
+    if (!path.empty()) (void)std::system(("rm -rf '" + path + "'").c_str());
+  }
+};
+}  // namespace
+
+std::string worker_for_any_user(SpawnOptions& options) {
+  static ScratchDir dir;
+  static const std::string copy = [] {
+    char tmpl[] = "/tmp/colo-test-worker-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr || ::chmod(tmpl, 0755) != 0) {
+      ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
+      return worker_path();
+    }
+    dir.path = tmpl;
+    Dl_info lib{};
+    if (::dladdr(reinterpret_cast<const void*>(&colo::Node::open), &lib) == 0 || lib.dli_fname == nullptr) {
+      ADD_FAILURE() << "dladdr: cannot tell where libcolo was loaded from";
+      return worker_path();
+    }
+    const std::string lib_path = lib.dli_fname;
+    const std::string worker = dir.path + "/colo-test-worker";
+    if (!copy_file(worker_path(), worker, 0755) ||
+        !copy_file(lib_path, dir.path + "/" + lib_path.substr(lib_path.rfind('/') + 1), 0755))
+      ADD_FAILURE() << "cannot copy the worker and " << lib_path << " into " << dir.path;
+    return worker;
+  }();
+  options.env.push_back("LD_LIBRARY_PATH=" + dir.path);
+  return copy;
 }
 
 RunResult run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout, const SpawnOptions& options) {

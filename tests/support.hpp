@@ -100,6 +100,13 @@ class Process {
   std::string out_path_, err_path_;
 };
 
+// The worker as another user may run it (uid/gid in `options`): a copy,
+// with the libcolo it links, in a directory this process made for it (mode
+// 0755), wherever the build tree is; a checkout in root's home (mode 0700)
+// is closed to other users. Adds to `options` the environment the copy
+// needs (LD_LIBRARY_PATH). The copy is made once and removed at exit.
+std::string worker_for_any_user(SpawnOptions& options);
+
 // Result of running a process to completion.
 struct RunResult {
   bool timed_out = false;

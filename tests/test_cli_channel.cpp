@@ -3,7 +3,10 @@
 // (--count, --timeout, --history, --format), stat (parameters, counters,
 // rates), and a smoke run of `colo bench queue|topic` checking that every
 // message of a cell arrived intact (no figures are asserted).
+#include <grp.h>       // getgrgid: the group --group names
 #include <gtest/gtest.h>
+#include <sys/stat.h>  // the mode and group of a segment
+#include <unistd.h>    // getegid
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -132,9 +135,106 @@ TEST_F(ColoChannelCli, pubRefusesAMessageOverTheMaximumAndPublishesNothingOfIt) 
   ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs", "--max-message", "8", "--capacity", "4096"}).exit_code, 0);
   const auto pub = pub_stdin("short\nthis line is too long\n", {"jobs"});
   EXPECT_NE(pub.exit_code, 0) << describe(pub);
-  EXPECT_TRUE(contains(pub.err, "larger than")) << pub.err;
+  EXPECT_EQ(pub.err, "colo: publishing to 'jobs' stopped after 1 messages: stdin: line 2 is longer than the "
+                     "object's maximum message of 8 bytes\n");
   const json j = parse(run_colo(ns, {"stat", "jobs", "--json", "--interval", "0"}));
   EXPECT_EQ(j["queue"]["published"], 1);  // "short" only
+}
+
+// `colo pub` never holds more of its input than one message of the object's
+// maximum, plus a byte: a directory is refused by name, /dev/zero ends with
+// an error instead of growing without bound, and a line of 100 MB stops the
+// reading after the maximum (its writer gets SIGPIPE: status 141).
+TEST_F(ColoChannelCli, pubRefusesADirectoryAndReadsAtMostOneMaximumOfAnyInput) {
+  ASSERT_EQ(run_colo(ns, {"create", "topic", "prices", "--max-message", "1024"}).exit_code, 0);
+  const auto dir = run_colo(ns, {"pub", "prices", "--file", "/tmp"});
+  const auto zero = run_colo(ns, {"pub", "prices", "--file", "/dev/zero"}, 20s);
+  const auto line = test::run({"/bin/bash", "-c",
+                               "head -c 100000000 /dev/zero | \"$0\" --ns \"$1\" pub prices; "
+                               "echo \"${PIPESTATUS[0]} ${PIPESTATUS[1]}\"",
+                               test::colo_path(), ns},
+                              20s);
+
+  EXPECT_EQ(dir.exit_code, 1) << describe(dir);
+  EXPECT_EQ(dir.err, "colo: cannot publish '/tmp': it is a directory\n");
+  EXPECT_EQ(zero.exit_code, 1) << describe(zero);
+  EXPECT_EQ(zero.err, "colo: cannot publish '/dev/zero' to 'prices': more than the object's maximum message of "
+                      "1024 bytes\n");
+  ASSERT_TRUE(line.exited) << describe(line);
+  EXPECT_EQ(line.out, "141 1\n") << describe(line);
+  EXPECT_EQ(line.err, "colo: publishing to 'prices' stopped after 0 messages: stdin: line 1 is longer than the "
+                      "object's maximum message of 1024 bytes\n");
+  const json j = parse(run_colo(ns, {"stat", "prices", "--json", "--interval", "0"}));
+  EXPECT_EQ(j["topic"]["published"], 0);
+}
+
+TEST_F(ColoChannelCli, pubSizeOverTheMaximumIsRefusedBeforeAnythingIsMade) {
+  ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs", "--max-message", "1024"}).exit_code, 0);
+  const auto r = run_colo(ns, {"pub", "jobs", "--size", "10000000000"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_EQ(r.err, "colo: --size 10000000000 is larger than the maximum message of 'jobs' (1024 bytes)\n");
+}
+
+// Seconds are finite numbers in a range, and the error quotes what was
+// typed; durations print as people write them.
+TEST_F(ColoChannelCli, timeoutsRefuseNanAndHugeValuesAndDurationsPrintPlainly) {
+  ASSERT_EQ(run_colo(ns, {"create", "queue", "jobs", "--capacity", "4096", "--max-message", "1000"}).exit_code, 0);
+  const auto nan_sub = run_colo(ns, {"sub", "jobs", "--timeout", "nan"});
+  const auto nan_pub = run_colo(ns, {"pub", "jobs", "--timeout", "NaN", "--size", "1"});
+  const auto nan_lock = run_colo(ns, {"lock", "l", "--timeout", "nan", "--", "true"});
+  const auto huge = run_colo(ns, {"lock", "l", "--timeout", "1e10", "--", "true"});
+  const auto far = run_colo(ns, {"stat", "jobs", "--interval", "1e300"});
+  const auto full = run_colo(ns, {"pub", "jobs", "--size", "1000", "--count", "10", "--timeout", "0.25"});
+
+  EXPECT_EQ(nan_sub.exit_code, 2) << describe(nan_sub);
+  EXPECT_EQ(nan_sub.err, "colo: --timeout: 'nan' is not a number (expected 0 to 1000000000 seconds)\n"
+                         "(run `colo --help` for usage)\n");
+  EXPECT_EQ(nan_pub.exit_code, 2) << describe(nan_pub);
+  EXPECT_TRUE(contains(nan_pub.err, "--timeout: 'NaN' is not a number (expected 0 to 1000000000 seconds)")) << nan_pub.err;
+  EXPECT_EQ(nan_lock.exit_code, 2) << describe(nan_lock);
+  EXPECT_EQ(huge.exit_code, 2) << describe(huge);
+  EXPECT_TRUE(contains(huge.err, "--timeout: '1e10' is out of range (expected 0 to 1000000000 seconds)")) << huge.err;
+  EXPECT_EQ(far.exit_code, 2) << describe(far);
+  EXPECT_TRUE(contains(far.err, "--interval: '1e300' is out of range (expected 0 to 60 seconds)")) << far.err;
+  EXPECT_EQ(full.exit_code, 1) << describe(full);
+  EXPECT_TRUE(contains(full.err, "no room within 0.25 s (a blocking subscriber")) << full.err;
+}
+
+TEST_F(ColoChannelCli, createRefusesAMaximumMessageOfZero) {
+  const auto r = run_colo(ns, {"create", "topic", "prices", "--max-message", "0"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_EQ(r.err, "colo: topic 'prices': maximum message must be at least 1 byte\n");
+}
+
+// A segment whose header is damaged has no kind; pub says what is wrong with
+// it rather than "is a , not a topic or queue".
+TEST_F(ColoChannelCli, pubOnADamagedObjectSaysWhatIsWrongWithIt) {
+  ASSERT_EQ(run_colo(ns, {"create", "topic", "t1"}).exit_code, 0);
+  test::edit_header("colo." + ns + ".obj.t1", [](shm::SegmentHeader& h) { h.magic = 0xdead; });
+  const auto r = pub_stdin("x\n", {"t1"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_EQ(r.err, "colo: 't1' is not a usable topic or queue: corrupt: bad magic 0x000000000000dead\n");
+}
+
+// The remedy permission errors suggest: `colo create --group GROUP` (a name
+// or a number) makes the object's segment mode 0660 with that group.
+TEST_F(ColoChannelCli, createGroupSharesTheObjectWithThatGroupAndRefusesAnUnknownGroup) {
+  const gid_t gid = ::getegid();
+  const group* gr = ::getgrgid(gid);
+  ASSERT_NE(gr, nullptr);
+  const auto by_name = run_colo(ns, {"create", "topic", "t", "--group", gr->gr_name});
+  const auto by_number = run_colo(ns, {"create", "lock", "l", "--group", std::to_string(gid)});
+  const auto unknown = run_colo(ns, {"create", "lock", "u", "--group", "no-such-group-zz"});
+
+  EXPECT_EQ(by_name.exit_code, 0) << describe(by_name);
+  EXPECT_EQ(by_number.exit_code, 0) << describe(by_number);
+  for (const char* object : {"t", "l"}) {
+    const struct stat st = test::stat_of(test::dev_shm("colo." + ns + ".obj." + object));
+    EXPECT_EQ(st.st_mode & 07777, 0660u) << object;
+    EXPECT_EQ(st.st_gid, gid) << object;
+  }
+  EXPECT_EQ(unknown.exit_code, 1) << describe(unknown);
+  EXPECT_EQ(unknown.err, "colo: --group 'no-such-group-zz': no such group\n");
 }
 
 TEST_F(ColoChannelCli, subTimesOutWithStatus75WhenFewerMessagesCame) {

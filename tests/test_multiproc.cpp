@@ -262,17 +262,20 @@ class OtherUser : public MultiProcess {
     if (!test::running_as_root()) GTEST_SKIP() << "needs root to run a worker as nobody";
     MultiProcess::SetUp();
   }
-  test::SpawnOptions as_nobody() const {
+  // `nobody` runs a copy of the worker made for it (test::worker_for_any_user):
+  // the build tree may be closed to it.
+  test::RunResult run_as_nobody(std::vector<std::string> args) {
     test::SpawnOptions o;
     o.uid = test::nobody_uid();
     o.gid = test::nogroup_gid();
-    return o;
+    args.insert(args.begin(), test::worker_for_any_user(o));
+    return test::run(args, 30s, o);
   }
   std::string nobody_text() const { return "uid " + std::to_string(test::nobody_uid()) + " (nobody)"; }
 };
 
 TEST_F(OtherUser, segmentsCreatedByNobodyWithMode0600AreRefusedToRootNamingOwnerAndMode) {
-  const auto made = test::run({test::worker_path(), "node-create-lock", ns, "jobs"}, 30s, as_nobody());
+  const auto made = run_as_nobody({"node-create-lock", ns, "jobs"});
   ASSERT_TRUE(made.exited && made.exit_code == 0) << test::describe(made);
   const std::string lock_shm = "colo." + ns + ".obj.jobs";
   const struct stat st = test::stat_of(test::dev_shm(lock_shm));
@@ -300,11 +303,12 @@ TEST_F(OtherUser, segmentsCreatedByRootWithMode0600AreRefusedToNobodyNamingOwner
   ASSERT_TRUE(node->lock("jobs", OpenMode::create));
   const std::string lock_shm = node->shm_name_of("jobs");
 
-  const auto via_node = test::run({test::worker_path(), "node-open-lock", ns, "jobs"}, 30s, as_nobody());
-  const auto via_segment = test::run({test::worker_path(), "segment-open", lock_shm}, 30s, as_nobody());
+  const auto via_node = run_as_nobody({"node-open-lock", ns, "jobs"});
+  const auto via_segment = run_as_nobody({"segment-open", lock_shm});
 
   EXPECT_TRUE(via_node.exited && via_node.exit_code == 3) << test::describe(via_node);
-  EXPECT_TRUE(contains(via_node.out, "error permission denied: segment /colo." + ns + ".registry was created by uid 0 (root)"))
+  EXPECT_TRUE(contains(via_node.out, "error permission denied: namespace '" + ns + "': segment /colo." + ns +
+                                         ".registry was created by uid 0 (root)"))
       << test::describe(via_node);
   EXPECT_TRUE(contains(via_node.out, "mode 0600")) << test::describe(via_node);
   EXPECT_TRUE(via_segment.exited && via_segment.exit_code == 3) << test::describe(via_segment);
@@ -323,11 +327,79 @@ TEST_F(OtherUser, segmentsSharedWithAGroupAtMode0660OpenForAMemberOfTheGroup) {
   auto lock = node->lock("jobs", OpenMode::create);
   ASSERT_TRUE(lock) << lock.error().message;
 
-  const auto r = test::run({test::worker_path(), "node-open-lock", ns, "jobs"}, 30s, as_nobody());
+  const auto r = run_as_nobody({"node-open-lock", ns, "jobs"});
 
   EXPECT_TRUE(r.exited && r.exit_code == 0) << test::describe(r);
   EXPECT_EQ(r.out, "token=1\n");
   EXPECT_EQ(lock->stats().grants, 1u);
+}
+
+// A namespace taken first by another user ("squatting"): the owner's error
+// says who has it and how to clear it; once its files are removed, the
+// owner creates it. In a namespace directory only root may write to, the
+// other user cannot take it first at all.
+TEST_F(OtherUser, aNamespaceTakenFirstByAnotherUserIsExplainedAndClearedAndADirectoryPreventsIt) {
+  const auto squat = run_as_nobody({"node-create-lock", ns, "x"});
+  ASSERT_TRUE(squat.exited && squat.exit_code == 0) << test::describe(squat);
+
+  auto refused = Node::open(test::node_options(ns));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::permission_denied);
+  EXPECT_EQ(refused.error().message,
+            "namespace '" + ns + "': segment /colo." + ns + ".registry was created by " + nobody_text() +
+                ", group gid " + std::to_string(test::nogroup_gid()) + " (nogroup), with mode 0600; run as that "
+                "user, or have it created with a group this user is in (`colo create --group GROUP`, "
+                "NodeOptions::group): remove it first if it exists. Whoever creates a namespace's registry first "
+                "owns the namespace. If that is not its rightful owner, remove its files as root (rm /dev/shm/colo." +
+                ns + ".*) and create it again; a namespace directory only its owner may write to (COLO_SHM_DIR, "
+                "NodeOptions::shm_dir) cannot be taken first (docs/security.md)");
+  test::remove_namespace_files(ns);  // what the message says to do
+  auto cleared = Node::open(test::node_options(ns));
+  ASSERT_TRUE(cleared) << cleared.error().message;
+  EXPECT_TRUE(cleared->lock("x", OpenMode::create));
+
+  char tmpl[] = "/dev/shm/colo-test-dir-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);  // root's: others may read it, not write
+  test::SpawnOptions in_dir;
+  in_dir.env.push_back("COLO_SHM_DIR=" + dir);
+  in_dir.uid = test::nobody_uid();
+  in_dir.gid = test::nogroup_gid();
+  const std::string worker = test::worker_for_any_user(in_dir);
+  const auto denied = test::run({worker, "node-create-lock", ns, "x"}, 30s, in_dir);
+  NodeOptions mine = test::node_options(ns);
+  mine.shm_dir = dir;
+  auto owner = Node::open(mine);
+  (void)std::system(("rm -rf " + dir).c_str());
+
+  EXPECT_TRUE(denied.exited && denied.exit_code == 3) << test::describe(denied);
+  EXPECT_TRUE(contains(denied.out, "error permission denied: creating segment " + dir + "/colo." + ns +
+                                       ".registry: permission denied\n"))
+      << test::describe(denied);
+  EXPECT_TRUE(owner) << owner.error().message;
+}
+
+// The worker runs as another user wherever the build tree is: here its
+// binary sits in a directory only root may enter (as a checkout in root's
+// home), and `nobody` still runs the copy made for it.
+TEST_F(OtherUser, theWorkerRunsAsAnotherUserFromABuildTreeClosedToIt) {
+  char tmpl[] = "/tmp/colo-test-closed-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);  // mode 0700
+  const std::string closed = std::string(tmpl) + "/colo-test-worker";
+  ASSERT_EQ(std::system(("cp '" + test::worker_path() + "' '" + closed + "'").c_str()), 0);
+  test::SpawnOptions direct;
+  direct.uid = test::nobody_uid();
+  direct.gid = test::nogroup_gid();
+
+  const auto from_closed = test::run({closed, "segment-open", "none"}, 30s, direct);
+  const auto copy = run_as_nobody({"segment-open", "none"});
+  (void)std::system(("rm -rf " + std::string(tmpl)).c_str());
+
+  EXPECT_TRUE(from_closed.exited && from_closed.exit_code == 127) << test::describe(from_closed);
+  EXPECT_EQ(from_closed.err, "colo-test: execve failed\n");
+  EXPECT_TRUE(copy.exited && copy.exit_code == 3) << test::describe(copy);
+  EXPECT_EQ(copy.out, "error not found: segment /none does not exist\n");
 }
 
 }  // namespace

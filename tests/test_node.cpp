@@ -3,6 +3,7 @@
 // whose creator died before `ready`, scopes, group sharing.
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/mman.h>  // mmap: scribbling on a ring's slots
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include "colo/node.hpp"
 #include "lock_record.hpp"
 #include "registry.hpp"
+#include "ring.hpp"  // RingControl: the slots a scribbler damages
 #include "segment.hpp"
 #include "support.hpp"
 
@@ -482,6 +484,160 @@ TEST_F(NodeTest, infoOfMissingObjectIsNotFound) {
   ASSERT_FALSE(info);
   EXPECT_EQ(info.error().code, Errc::not_found);
   EXPECT_TRUE(contains(info.error().message, "no object 'absent' in namespace '" + ns + "'")) << info.error().message;
+}
+
+// ------------------------------------------- creation is all or nothing
+
+// A queue with acks comes with its dead-letter queue: when there is room in
+// the registry for the queue but not for NAME.dlq, neither is created, and a
+// retry once there is room succeeds (not "already exists").
+TEST_F(NodeTest, queueWithAcksIsCreatedWithItsDeadLetterQueueOrNotAtAll) {
+  for (std::uint32_t i = 0; i + 1 < detail::kRegistryCapacity; ++i)
+    ASSERT_TRUE(sut->lock("l" + std::to_string(i), OpenMode::create)) << i;
+
+  auto full = sut->queue("jobs", OpenMode::create, {.acks = true});
+
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, Errc::capacity);
+  EXPECT_EQ(full.error().message, "dead-letter queue of 'jobs': the namespace registry is full (1024 objects); "
+                                  "remove unused objects with `colo rm`; so the queue was not created either");
+  EXPECT_EQ(sut->info("jobs").error().code, Errc::not_found);
+  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("jobs"))));
+  EXPECT_FALSE(test::file_exists(dev_shm(sut->shm_name_of("jobs.dlq"))));
+  ASSERT_TRUE(sut->remove("l0"));
+  ASSERT_TRUE(sut->remove("l1"));
+  auto retry = sut->queue("jobs", OpenMode::create, {.acks = true});
+  ASSERT_TRUE(retry) << retry.error().message;
+  EXPECT_TRUE(sut->info("jobs.dlq"));
+}
+
+// ---------------------------------------------- scribbled-on reader slots
+
+// Slots are shared memory, so any process of the namespace may scribble on
+// them: a slot whose words no reader can have (a pid beyond PID_MAX_LIMIT,
+// an unknown mode) is counted as damaged, not shown as a reader.
+TEST_F(NodeTest, readerSlotsHoldingImpossibleWordsAreCountedAndNotListed) {
+  auto topic = sut->topic("t", OpenMode::create, {4096, 100});
+  ASSERT_TRUE(topic) << topic.error().message;
+  auto reader = topic->subscribe();
+  ASSERT_TRUE(reader) << reader.error().message;
+  const std::string file = dev_shm(sut->shm_name_of("t"));
+  const int fd = ::open(file.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const struct stat st = test::stat_of(file);
+  void* base = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(base, MAP_FAILED);
+  auto& control = *reinterpret_cast<shm::RingControl*>(static_cast<std::byte*>(base) + sizeof(shm::SegmentHeader));
+  std::vector<shm::ReaderSlot*> scribbled;
+  for (auto& slot : control.readers)
+    if (slot.pid.load() == 0 && scribbled.size() < 2) scribbled.push_back(&slot);
+  ASSERT_EQ(scribbled.size(), 2u);
+  scribbled[0]->mode.store(static_cast<std::uint32_t>(shm::ReaderMode::block));
+  scribbled[0]->pid.store(5'000'000);  // no Linux process has it
+  scribbled[1]->mode.store(99);        // no such mode
+  scribbled[1]->pid.store(static_cast<std::uint32_t>(::getpid()));
+
+  const ChannelStats stats = topic->stats();
+  for (auto* slot : scribbled) {
+    slot->pid.store(0);
+    slot->mode.store(0);
+  }
+  ::munmap(base, static_cast<std::size_t>(st.st_size));
+
+  EXPECT_EQ(stats.damaged_slots, 2u);
+  ASSERT_EQ(stats.readers.size(), 1u);  // the real one
+  EXPECT_EQ(stats.readers[0].pid, static_cast<std::uint32_t>(::getpid()));
+  EXPECT_EQ(stats.readers[0].mode, ReaderMode::block);
+}
+
+// ------------------------------------------------- namespace directories
+
+// A namespace directory (NodeOptions::shm_dir, COLO_SHM_DIR): the
+// namespace's segments are files there and nowhere else, and a directory
+// another user could write to, or own, is refused with the remedy.
+class NamespaceDirectory : public test::NamespaceTest {
+ protected:
+  void SetUp() override {
+    NamespaceTest::SetUp();
+    char tmpl[] = "/dev/shm/colo-test-dir-XXXXXX";  // /dev/shm: a tmpfs
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+  }
+  void TearDown() override {
+    (void)std::system(("rm -rf " + dir).c_str());
+    NamespaceTest::TearDown();
+  }
+  NodeOptions in_dir() const {
+    NodeOptions o;
+    o.ns = ns;
+    o.shm_dir = dir;
+    return o;
+  }
+  std::string dir;
+};
+
+TEST_F(NamespaceDirectory, segmentsAreFilesInTheDirectoryOnly) {
+  auto node = Node::open(in_dir());
+  ASSERT_TRUE(node) << node.error().message;
+  ASSERT_TRUE(node->lock("jobs/a", OpenMode::create));
+  auto list = node->list();
+
+  EXPECT_EQ(node->shm_name_of("jobs/a"), dir + "/colo." + ns + ".obj.jobs^a");
+  EXPECT_TRUE(test::file_exists(dir + "/colo." + ns + ".registry"));
+  EXPECT_TRUE(test::file_exists(dir + "/colo." + ns + ".obj.jobs^a"));
+  EXPECT_TRUE(test::namespace_files(ns).empty());  // nothing in /dev/shm itself
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].name, "jobs/a");
+  EXPECT_EQ((*list)[0].state, ObjectState::ready);
+  EXPECT_EQ(Node::file_of((*list)[0].shm_name), dir + "/colo." + ns + ".obj.jobs^a");
+  auto other = Node::open(test::node_options(ns));  // /dev/shm: another namespace of the same name
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->info("jobs/a").error().code, Errc::not_found);
+}
+
+TEST_F(NamespaceDirectory, aDirectoryOthersMayWriteToIsRefused) {
+  ASSERT_EQ(::chmod(dir.c_str(), 01777), 0);
+
+  auto node = Node::open(in_dir());
+
+  ASSERT_FALSE(node);
+  EXPECT_EQ(node.error().code, Errc::permission_denied);
+  EXPECT_EQ(node.error().message, "namespace directory '" + dir + "' has mode 1777: any user may create files in "
+                                  "it, so any user could put a file there first (chmod o-w it)");
+  EXPECT_FALSE(test::file_exists(dir + "/colo." + ns + ".registry"));
+}
+
+TEST_F(NamespaceDirectory, aDirectoryOfAnotherUserIsRefused) {
+  if (!test::running_as_root()) GTEST_SKIP() << "needs root to give the directory to nobody";
+  ASSERT_EQ(::chown(dir.c_str(), test::nobody_uid(), test::nogroup_gid()), 0);
+
+  auto node = Node::open(in_dir());
+
+  ASSERT_FALSE(node);
+  EXPECT_EQ(node.error().code, Errc::permission_denied);
+  EXPECT_EQ(node.error().message, "namespace directory '" + dir + "' belongs to uid " +
+                                      std::to_string(test::nobody_uid()) +
+                                      ", neither root nor this user (uid 0): its owner could replace the "
+                                      "files in it");
+}
+
+TEST_F(NamespaceDirectory, aMissingOrRelativeDirectoryIsRefused) {
+  NodeOptions missing = in_dir();
+  missing.shm_dir = dir + "/absent";
+  NodeOptions relative = in_dir();
+  relative.shm_dir = "shm";
+
+  auto a = Node::open(missing);
+  auto b = Node::open(relative);
+
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().code, Errc::not_found);
+  EXPECT_EQ(a.error().message, "namespace directory '" + dir + "/absent': No such file or directory (create it on "
+                               "a tmpfs, owned by the namespace's user, mode 0700 or 0770 with a group)");
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().message, "namespace directory 'shm' is not an absolute path of at most 200 bytes");
 }
 
 }  // namespace

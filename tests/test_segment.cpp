@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "clock.hpp"
+#include "ring.hpp"  // Ring::bytes_for: the size of a topic's segment
 #include "process.hpp"
 #include "segment.hpp"
 #include "support.hpp"
@@ -548,6 +549,35 @@ TEST_F(SegmentTest, inspectDescribesAHealthySegment) {
   EXPECT_EQ(sut->creator.pid, static_cast<std::uint32_t>(::getpid()));
   EXPECT_TRUE(sut->creator_alive);
   EXPECT_EQ(sut->owner_uid, ::geteuid());
+}
+
+// ------------------------------------------------------- a full /dev/shm
+
+// An object larger than the room left on /dev/shm (a container's default is
+// 64 MiB): the creation fails with Errc::no_space, leaves no file, and the
+// process lives on (its pages are reserved at creation, so no first touch of
+// an unbacked page can raise SIGBUS). The worker runs in a mount namespace
+// of its own, with an 8 MiB tmpfs mounted on /dev/shm.
+TEST(FullShm, anObjectLargerThanTheFreeSpaceFailsWithNoSpaceAndLeavesNoFile) {
+  if (!test::running_as_root()) GTEST_SKIP() << "needs root to mount a small tmpfs on /dev/shm (unshare -m)";
+  const std::string ns = test::unique_namespace();
+  const std::string script =
+      "mount --make-rprivate / && mount -t tmpfs -o size=8m colo-test /dev/shm || exit 99; "
+      "\"$0\" create-topic " + ns + " big 16777216; echo \"exit $?\"; "
+      "\"$0\" create-topic " + ns + " small 1048576; echo \"exit $?\"; ls /dev/shm";
+
+  const auto r = test::run({"/usr/bin/unshare", "-m", "/bin/sh", "-c", script, test::worker_path()}, 60s);
+
+  if (r.exited && r.exit_code == 99) GTEST_SKIP() << "cannot mount a tmpfs here: " << r.err;
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << test::describe(r);
+  const std::string big = "/colo." + ns + ".obj.big";
+  const std::size_t big_bytes = sizeof(SegmentHeader) + Ring::bytes_for(16777216);  // header, control block, data
+  EXPECT_EQ(r.out, "error no space: no room for segment " + big + " (" + std::to_string(big_bytes) +
+                   " bytes) in /dev/shm/: the file system "
+                   "is full (free space there, remove unused objects with `colo rm`, or give it more room, e.g. "
+                   "docker run --shm-size)\nexit 3\ncreated\nexit 0\ncolo." + ns + ".obj.small\ncolo." + ns +
+                   ".registry\n")
+      << test::describe(r);
 }
 
 }  // namespace

@@ -21,6 +21,8 @@
 //   node-create-lock NS NAME [GROUP]     Node::open (with group GID) + lock(NAME, create); print "created"
 //   node-open-lock NS NAME               Node::open + lock(NAME, open) + acquire; print "token=T"
 //   segment-open SHM_NAME                shm::Segment::open(SHM_NAME, lock, 200 ms); print "opened"
+//   create-topic NS NAME CAPACITY        Node::open + topic(NAME, create, capacity); publish one message;
+//                                        print "created"
 #include <sched.h>
 #include <sys/types.h>
 #include <time.h>
@@ -230,7 +232,7 @@ int cmd_create_and_hang(const std::string& ns, const std::string& name, const st
 // state writing) it never finishes, and hangs: the test SIGKILLs it there.
 int cmd_registry_hang(const std::string& ns, const std::string& path) {
   SharedState& s = *state_or_die(path);
-  auto registry = colo::detail::Registry::open_or_create(ns, colo::shm::Permissions{}, 2000ms);
+  auto registry = colo::detail::Registry::open_or_create("colo." + ns + ".registry", colo::shm::Permissions{}, 2000ms);
   if (!registry) die(registry.error());
   auto locked = (*registry)->lock();
   if (!locked) die(locked.error());
@@ -311,6 +313,21 @@ std::uint64_t number(const char* s) {
   return v;
 }
 
+int cmd_create_topic(const std::string& ns, const std::string& name, std::uint64_t capacity) {
+  auto node = node_or_die(ns);
+  colo::TopicOptions options;
+  options.capacity = capacity;
+  options.max_message = 1024;
+  auto topic = node.topic(name, colo::OpenMode::create, options);
+  if (!topic) die(topic.error());
+  auto publisher = topic->publisher();
+  if (!publisher) die(publisher.error());
+  const std::byte message[16] = {};
+  if (publisher->publish(message, 1s) != colo::SendStatus::ok) die(5, "publish failed");
+  std::printf("created\n");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -368,6 +385,10 @@ int main(int argc, char** argv) {
   if (cmd == "segment-open") {
     need(1);
     return cmd_segment_open(a[1]);
+  }
+  if (cmd == "create-topic") {
+    need(3);
+    return cmd_create_topic(a[1], a[2], number(argv[4]));
   }
   die(2, "unknown subcommand " + cmd);
 }

@@ -13,7 +13,8 @@ nlohmann::json to_json(const ObjectInfo& info) {
       {"name", info.name},
       {"kind", info.kind ? to_string(*info.kind) : ""},
       {"scope", scope_name(info.scope)},
-      {"segment", "/" + info.shm_name},
+      // as shm_open(3) names it ("/colo.ns.obj.x"), or its path in a namespace directory
+      {"segment", info.shm_name.starts_with('/') ? info.shm_name : "/" + info.shm_name},
       {"size_bytes", info.size_bytes},
       {"state", state_text(info)},
       {"creator", {{"pid", info.creator_pid}, {"alive", info.creator_alive}}},
@@ -82,7 +83,7 @@ nlohmann::json to_json(const ObjectInfo& info) {
         {"exclusive_publisher", c.exclusive_publisher},
         {"published", c.published},   {"retained", c.retained},         {"depth", c.depth},
         {"used_bytes", c.used_bytes}, {"dead_claims", c.dead_claims},   {"bad_records", c.bad_records},
-        {"dead_readers", c.dead_readers}, {"dropped_unacked", c.dropped_unacked},
+        {"dead_readers", c.dead_readers}, {"dropped_unacked", c.dropped_unacked}, {"damaged_slots", c.damaged_slots},
         {"publishers", publishers},   {"readers", readers},
     };
   }

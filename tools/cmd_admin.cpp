@@ -1,4 +1,7 @@
 // `colo create`, `colo rm`, `colo gc`: creating and removing objects.
+#include <grp.h>  // getgrnam: --group NAME
+
+#include <charconv>
 #include <iostream>
 
 #include "cli.hpp"
@@ -17,10 +20,26 @@ struct CreateOptions {
   std::uint32_t max_key = 64;  // lock-table
   bool cluster = false;        // lock, lock-table
   bool capacity_given = false;
+  std::string group;  // share with this group (name or gid): mode 0660
 };
 
+// A group by name, or by number.
+std::optional<gid_t> group_id(const std::string& text) {
+  if (const group* gr = ::getgrnam(text.c_str())) return gr->gr_gid;
+  gid_t gid = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), gid);
+  if (!text.empty() && ec == std::errc() && end == text.data() + text.size()) return gid;
+  return std::nullopt;
+}
+
 int run_create(const Context& ctx, const CreateOptions& o) {
-  auto node = open_node(ctx);
+  NodeOptions options;
+  options.ns = ctx.ns;
+  if (!o.group.empty()) {
+    options.group = group_id(o.group);
+    if (!options.group) return fail("--group '" + o.group + "': no such group");
+  }
+  auto node = Node::open(options);
   if (!node) return fail(node.error());
   if (o.cluster && o.kind != "lock" && o.kind != "lock-table") return fail("--cluster is for locks and lock tables");
   if (o.kind == "lock") {
@@ -90,7 +109,8 @@ void register_create(CLI::App& app, Context& ctx) {
       "  colo create lock-table orders --capacity 1000000\n"
       "  colo create topic prices --capacity 16777216 --history 100\n"
       "  colo create queue jobs --acks --max-deliveries 5\n"
-      "  colo create topic ticks --exclusive-publisher   # one publisher at a time: no atomic step per message");
+      "  colo create topic ticks --exclusive-publisher   # one publisher at a time: no atomic step per message\n"
+      "  colo create --group render lock frames          # users of group render may use it too (mode 0660)");
   auto o = std::make_shared<CreateOptions>();
   cmd->add_option("KIND", o->kind, "lock, lock-table, topic or queue")
       ->required()
@@ -112,6 +132,9 @@ void register_create(CLI::App& app, Context& ctx) {
   cmd->add_flag("--exclusive-publisher", o->exclusive,
                 "topic/queue: one publisher at a time (a second one is refused while the first lives); publishing "
                 "then needs no atomic read-modify-write");
+  cmd->add_option("--group", o->group,
+                  "share the object (and the namespace's registry, if this creates it) with the users of this "
+                  "group, by name or number: mode 0660 instead of 0600");
   cmd->add_flag("--acks", o->acks, "queue: consumers acknowledge; unacknowledged messages are redelivered");
   cmd->add_option("--max-deliveries", o->max_deliveries, "queue with --acks: deliveries before NAME.dlq")
       ->capture_default_str()

@@ -1,12 +1,16 @@
 // `colo pub` and `colo sub`: drive topics and queues from a shell.
+#include <fcntl.h>     // open: --file
+#include <sys/stat.h>  // fstat: --file is not a directory
+#include <unistd.h>    // read
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <optional>
 
 #include "cli.hpp"
+#include "colo/internal/text.hpp"  // errno_text, escaped
 
 namespace colo::cli {
 namespace {
@@ -32,17 +36,96 @@ Result<Channel> open_channel(Node& node, const std::string& name) {
     auto queue = node.queue(name, OpenMode::open);
     if (!queue) return std::move(queue).error();
     channel.queue.emplace(std::move(queue).value());
+  } else if (info->kind) {
+    return Error{Errc::kind_mismatch, "'" + name + "' is a " + to_string(*info->kind) + ", not a topic or queue"};
   } else {
-    return Error{Errc::kind_mismatch, "'" + name + "' is a " + (info->kind ? to_string(*info->kind) : "") + ", not a topic or queue"};
+    return Error{Errc::corrupt, "'" + name + "' is not a usable topic or queue: " + state_text(*info)};
   }
   return channel;
 }
+
+// Reads what `colo pub` publishes, never holding more than one message of
+// the object's maximum (plus one byte, to tell "too large"): a line of
+// stdin or a whole file may be any size, and /dev/zero has no end.
+class BoundedInput {
+ public:
+  BoundedInput(int fd, std::uint32_t max_message) : fd_(fd), max_(max_message) {}
+
+  // The next line (without its '\n'; the last one may lack it). False at the
+  // end, or with `error` set if a line is longer than the maximum or a read fails.
+  bool next_line(std::string& line, std::string& error) {
+    line.clear();
+    for (;;) {
+      const auto newline = buffer_.find('\n', scanned_);
+      if (newline != std::string::npos) {
+        line.assign(buffer_, 0, newline);
+        buffer_.erase(0, newline + 1);
+        scanned_ = 0;
+        ++lines_;
+        return check(line, error);
+      }
+      scanned_ = buffer_.size();
+      if (buffer_.size() > max_) return check(buffer_, error);  // already too long: stop reading
+      if (eof_) {
+        if (buffer_.empty()) return false;
+        line.swap(buffer_);
+        scanned_ = 0;
+        ++lines_;
+        return check(line, error);
+      }
+      if (!fill(error)) return false;
+    }
+  }
+
+  // Everything up to the end, as one message; false with `error` if it is
+  // longer than the maximum or a read fails.
+  bool all(std::string& out, std::string& error) {
+    while (!eof_) {
+      if (buffer_.size() > max_) break;
+      if (!fill(error)) return false;
+    }
+    if (buffer_.size() > max_) {
+      error = "more than the object's maximum message of " + std::to_string(max_) + " bytes";
+      return false;
+    }
+    out.swap(buffer_);
+    return true;
+  }
+
+ private:
+  bool check(const std::string& line, std::string& error) {
+    if (line.size() <= max_) return true;
+    error = "line " + std::to_string(lines_ + 1) + " is longer than the object's maximum message of " +
+            std::to_string(max_) + " bytes";
+    return false;
+  }
+  bool fill(std::string& error) {
+    char chunk[64 * 1024];
+    const std::size_t want = std::min<std::size_t>(sizeof chunk, std::size_t{max_} + 1 - std::min<std::size_t>(buffer_.size(), max_));
+    const ssize_t n = ::read(fd_, chunk, want);
+    if (n < 0) {
+      if (errno == EINTR) return true;
+      error = internal::errno_text("read");
+      return false;
+    }
+    if (n == 0) eof_ = true;
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+    return true;
+  }
+
+  int fd_;
+  std::uint32_t max_;
+  std::string buffer_;
+  std::size_t scanned_ = 0;  // bytes of buffer_ known to hold no '\n'
+  std::uint64_t lines_ = 0;  // lines returned so far
+  bool eof_ = false;
+};
 
 std::string describe(SendStatus status, double timeout_s) {
   switch (status) {
     case SendStatus::ok: return "ok";
     case SendStatus::timed_out:
-      return "no room within " + std::to_string(timeout_s) + " s (a blocking subscriber or unacknowledged messages hold the ring)";
+      return "no room within " + seconds_text(timeout_s) + " (a blocking subscriber or unacknowledged messages hold the ring)";
     case SendStatus::too_large: return "message larger than the object's maximum";
     case SendStatus::corrupt: return "the ring's shared state failed validation";
   }
@@ -62,6 +145,7 @@ int run_pub(const Context& ctx, const PubOptions& o) {
   if (!node) return fail(node.error());
   auto channel = open_channel(*node, o.name);
   if (!channel) return fail(channel.error());
+  const std::uint32_t max_message = channel->topic ? channel->topic->stats().max_message : channel->queue->stats().max_message;
   auto publisher = channel->topic ? channel->topic->publisher() : channel->queue->producer();
   if (!publisher) return fail(publisher.error());
   const auto timeout = std::chrono::nanoseconds(static_cast<std::int64_t>(o.timeout_s * 1e9));
@@ -77,20 +161,36 @@ int run_pub(const Context& ctx, const PubOptions& o) {
     return true;
   };
   if (!o.file.empty()) {
-    std::ifstream in(o.file, std::ios::binary);
-    if (!in) return fail("cannot read '" + o.file + "'");
-    const std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string shown = "'" + internal::escaped(o.file, 200) + "'";
+    const int fd = ::open(o.file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return fail(internal::errno_text("cannot read " + shown));
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+      ::close(fd);
+      return fail("cannot publish " + shown + ": it is a directory");
+    }
+    BoundedInput in(fd, max_message);
+    std::string content, error;
+    const bool read = in.all(content, error);
+    ::close(fd);
+    if (!read) return fail("cannot publish " + shown + " to '" + o.name + "': " + error);
     if (!send(std::as_bytes(std::span(content.data(), content.size())))) return kExitFailure;
   } else if (o.size >= 0) {
+    if (static_cast<std::uint64_t>(o.size) > max_message)
+      return fail("--size " + std::to_string(o.size) + " is larger than the maximum message of '" + o.name + "' (" +
+                  std::to_string(max_message) + " bytes)");
     std::vector<std::byte> payload(static_cast<std::size_t>(o.size));
     for (std::uint64_t i = 0; i < o.count; ++i) {
       for (std::size_t b = 0; b < payload.size(); ++b) payload[b] = static_cast<std::byte>((i + b) & 0xff);
       if (!send(payload)) return kExitFailure;
     }
   } else {
-    std::string line;
-    while (std::getline(std::cin, line))
+    BoundedInput in(STDIN_FILENO, max_message);
+    std::string line, error;
+    while (in.next_line(line, error))
       if (!send(std::as_bytes(std::span(line.data(), line.size())))) return kExitFailure;
+    if (!error.empty())
+      return fail("publishing to '" + o.name + "' stopped after " + std::to_string(sent) + " messages: stdin: " + error);
   }
   std::cerr << "colo: published " << sent << " message(s) to '" << o.name << "'\n";
   return kExitOk;
@@ -188,7 +288,7 @@ void register_pub(CLI::App& app, Context& ctx) {
   cmd->add_option("--count", o->count, "with --size: number of messages")->capture_default_str()->needs(size);
   cmd->add_option("--timeout", o->timeout_s, "seconds to wait for room per message")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_in(0, kMaxSeconds, "seconds"));
   file->excludes(size);
   cmd->callback([&ctx, o] { ctx.exit_code = run_pub(ctx, *o); });
 }
@@ -205,7 +305,7 @@ void register_sub(CLI::App& app, Context& ctx) {
   cmd->add_option("NAME", o->name, "topic or queue")->required();
   cmd->add_option("--count", o->count, "stop after N messages (exit 75 if the timeout comes first)");
   cmd->add_option("--timeout", o->timeout_s, "stop after this many seconds without a message")
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_in(0, kMaxSeconds, "seconds"));
   cmd->add_option("--history", o->history, "topic: start up to N retained messages back (default: the topic's --history)");
   cmd->add_flag("--lossy", o->lossy, "topic: never hold publishers back; count what is missed");
   cmd->add_option("--format", o->format,

@@ -76,7 +76,7 @@ void register_links(CLI::App& app, Context& ctx) {
     c->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
     c->add_option("--timeout", *timeout, "seconds to wait for colod's answer")
         ->capture_default_str()
-        ->check(CLI::Range(0.01, 60.0));
+        ->check(number_in(0.01, 60, "seconds"));
   };
   add_common(cmd);
   cmd->add_flag("--json", *json, "print JSON");

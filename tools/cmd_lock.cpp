@@ -52,13 +52,6 @@ struct LockCommand {
   std::optional<LockTable> open_table;
 };
 
-// As the timeout was given: "5", "0.5".
-std::string format_seconds(double seconds) {
-  std::ostringstream out;
-  out << seconds;
-  return out.str();
-}
-
 // "TERM", "SIGTERM", "15" -> 15; "none" -> 0; else -1.
 int parse_signal(const std::string& text) {
   if (text == "none") return 0;
@@ -86,7 +79,7 @@ Result<LockGuard> acquire_named(Node& node, LockCommand& o, std::chrono::nanosec
   const LockStats s = lock.stats();
   std::string holder = s.holder.pid != 0 ? " (held by pid " + std::to_string(s.holder.pid) + ")" : "";
   if (s.cluster && !s.cluster->keeper_alive) holder += " (no colod serves this namespace's cluster locks)";
-  return Error{Errc::timed_out, "timed out after " + format_seconds(o.timeout_s) + " s waiting for lock '" + o.name +
+  return Error{Errc::timed_out, "timed out after " + seconds_text(o.timeout_s) + " waiting for lock '" + o.name +
                                     "'" + holder};
 }
 
@@ -104,7 +97,7 @@ Result<LockGuard> acquire_key(Node& node, LockCommand& o, std::chrono::nanosecon
   if (*got) return std::move(**got);
   const KeyStats s = key->stats();
   const std::string holder = s.holder.pid != 0 ? " (held by pid " + std::to_string(s.holder.pid) + ")" : "";
-  return Error{Errc::timed_out, "timed out after " + format_seconds(o.timeout_s) + " s waiting for key '" + o.name +
+  return Error{Errc::timed_out, "timed out after " + seconds_text(o.timeout_s) + " waiting for key '" + o.name +
                                     "' of lock table '" + o.table + "'" + holder};
 }
 
@@ -193,7 +186,7 @@ void register_lock(CLI::App& app, Context& ctx) {
   cmd->add_option("NAME", o->name, "lock name, or with --table the key")->required();
   cmd->add_option("--table", o->table, "lock the key NAME of this lock table (per-resource locking)");
   cmd->add_option("--timeout", o->timeout_s, "give up after SECONDS (exit 75); default: wait forever")
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_in(0, kMaxSeconds, "seconds"));
   cmd->add_flag("--cluster", o->cluster,
                 "a cluster-scope lock: excludes holders on every host (needs the namespace's colod "
                 "with a [[lock_backend]])");

@@ -45,7 +45,8 @@ int print_status(const ColodStatus& status, bool json) {
                         {"rejected_peers", status.rejected_peers},
                         {"failed_handshakes", status.failed_handshakes},
                         {"dropped_connections", status.dropped_connections},
-                        {"early_frames", status.early_frames}};
+                        {"early_frames", status.early_frames},
+                        {"refused_sessions", status.refused_sessions}};
     nlohmann::json links = nlohmann::json::array();
     for (const auto& l : status.links) links.push_back(link_json(l));
     j["links"] = links;
@@ -78,10 +79,12 @@ int print_status(const ColodStatus& status, bool json) {
                 l.system.c_str(), l.mode.c_str(), l.object_kind.c_str(), l.object.c_str(), l.state.c_str(),
                 since_text(l.state_ms).c_str(), with_commas(l.produced).c_str(), with_commas(l.acknowledged).c_str(),
                 with_commas(l.lag_messages).c_str(), l.last_error.empty() ? "" : (" (last error: " + l.last_error + ")").c_str());
-  std::printf("rejected from the network: %llu bad frame(s), %llu unknown key(s), %llu failed handshake(s); "
-              "%llu connection(s) dropped; %llu frame(s) before a reconnected link's hello (sent again)\n",
+  std::printf("rejected from the network: %llu bad frame(s), %llu unknown key(s), %llu failed handshake(s), "
+              "%llu second session(s) of a connected peer; %llu connection(s) dropped; %llu frame(s) before a "
+              "reconnected link's hello (sent again)\n",
               static_cast<unsigned long long>(status.bad_frames), static_cast<unsigned long long>(status.rejected_peers),
               static_cast<unsigned long long>(status.failed_handshakes),
+              static_cast<unsigned long long>(status.refused_sessions),
               static_cast<unsigned long long>(status.dropped_connections),
               static_cast<unsigned long long>(status.early_frames));
   return kExitOk;
@@ -109,7 +112,7 @@ void register_peers(CLI::App& app, Context& ctx) {
   cmd->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
   cmd->add_option("--timeout", *timeout, "seconds to wait for colod's answer")
       ->capture_default_str()
-      ->check(CLI::Range(0.01, 60.0));
+      ->check(number_in(0.01, 60, "seconds"));
   cmd->add_flag("--json", *json, "print JSON");
   cmd->callback([&ctx, socket, timeout, json] { ctx.exit_code = run_peers(ctx, *socket, *timeout, *json); });
 }
@@ -127,7 +130,7 @@ void register_federate(CLI::App& app, Context& ctx) {
   cmd->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
   cmd->add_option("--timeout", *timeout, "seconds to wait for colod's answer")
       ->capture_default_str()
-      ->check(CLI::Range(0.01, 60.0));
+      ->check(number_in(0.01, 60, "seconds"));
   cmd->callback([&ctx, name, socket, timeout] { ctx.exit_code = run_federate(ctx, *socket, *timeout, *name); });
 }
 

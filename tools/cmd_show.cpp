@@ -111,6 +111,9 @@ void print_channel(const ChannelStats& c) {
   std::printf("dead claims:      %llu (writers that died mid-message, skipped)\n", u(c.dead_claims));
   std::printf("bad records:      %llu\n", u(c.bad_records));
   if (c.kind == ObjectKind::queue && !c.acks) std::printf("dropped unacked:  %llu (taken by consumers that died)\n", u(c.dropped_unacked));
+  if (c.damaged_slots != 0)
+    std::printf("damaged slots:    %u (publisher or reader slots holding impossible values: not listed)\n",
+                c.damaged_slots);
   std::printf("publishers:       %zu\n", c.publishers.size());
   for (const auto& p : c.publishers)
     std::printf("  pid %-8u %-5s published %llu (%s) in %llu publications, waits %llu, abandoned %llu\n", p.pid,
@@ -233,7 +236,7 @@ int run_stat(const Context& ctx, const std::string& name, bool json, double inte
   std::printf("kind:             %s\n", o.kind ? to_string(*o.kind) : "");
   std::printf("scope:            %s\n", scope_name(o.scope));
   std::printf("state:            %s\n", state_text(o).c_str());
-  std::printf("segment:          /dev/shm/%s (%s)\n", o.shm_name.c_str(), human_bytes(o.size_bytes).c_str());
+  std::printf("segment:          %s (%s)\n", Node::file_of(o.shm_name).c_str(), human_bytes(o.size_bytes).c_str());
   std::printf("creator:          %s, created %s\n", creator_text(o).c_str(), format_realtime(o.created_realtime_ns).c_str());
   if (o.lock) print_lock(*o.lock);
   if (o.lock_table) print_lock_table(*o.lock_table);
@@ -309,7 +312,7 @@ void register_stat(CLI::App& app, Context& ctx) {
   auto interval = std::make_shared<double>(0.5);
   cmd->add_option("--interval", *interval, "seconds between the two samples the rates come from (0: no rates)")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 60.0));
+      ->check(number_in(0, 60, "seconds"));
   auto socket = std::make_shared<std::string>();
   cmd->add_option("--socket", *socket,
                   "colod's control socket, for a cluster object's traffic with other hosts (default: derived from "

@@ -155,7 +155,7 @@ void register_top(CLI::App& app, Context& ctx) {
   cmd->add_option("--iterations", *iterations, "refresh this many times, then exit (0: until q)")->capture_default_str();
   cmd->add_option("--interval", *interval, "seconds between refreshes")
       ->capture_default_str()
-      ->check(CLI::Range(0.05, 3600.0));
+      ->check(number_in(0.05, 3600, "seconds"));
   auto socket = std::make_shared<std::string>();
   cmd->add_option("--socket", *socket, "colod's control socket (default: derived from the namespace)");
   cmd->callback([&ctx, iterations, interval, socket] {

@@ -535,7 +535,7 @@ TEST_F(LoadConfig, namesAnUnknownTable) {
 }
 
 TEST_F(LoadConfig, namesAKeyOutsideAnyTable) {
-  EXPECT_EQ(error({"name = \"alpha\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"name = \"alpha\"", "[node]", "name = \"alpha\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(1) + "name: unknown key 'name' in the top level, before any [table] (known: node, security, "
                     "control, metrics, limits, log, peer, topic, queue, locks, lock_backend, kafka, rabbitmq, link)");
 }
@@ -546,20 +546,20 @@ TEST_F(LoadConfig, refusesASingleBracketPeerTable) {
 }
 
 TEST_F(LoadConfig, namesTheExpectedAndTheFoundType) {
-  EXPECT_EQ(error({"[node]", "name = 7", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"[node]", "name = 7", "listen = \"tcp://127.0.0.1:1\""}),
             at(2) + "node.name: expected a string, found an integer");
   EXPECT_EQ(error(node_and({"[metrics]", "port = \"9464\""})),
             at(5) + "metrics.port: expected an integer, found a string");
   EXPECT_EQ(error(node_and({"[limits]", "credit = 1.5"})),
             at(5) + "limits.credit: expected an integer, found a floating-point number");
-  EXPECT_EQ(error({"log = \"info\"", "[node]", "name = \"alpha\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"log = \"info\"", "[node]", "name = \"alpha\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(1) + "log: expected a table [log], found a string");
 }
 
 // ----------------------------------------------------------------- [node]
 
 TEST_F(LoadConfig, reportsAMissingNodeNameAtItsTable) {
-  EXPECT_EQ(error({"# colod", "[node]", "listen = \"tcp://a:1\""}), at(2) + "node.name: missing");
+  EXPECT_EQ(error({"# colod", "[node]", "listen = \"tcp://127.0.0.1:1\""}), at(2) + "node.name: missing");
 }
 
 TEST_F(LoadConfig, reportsAMissingNodeTableWithoutALine) {
@@ -571,17 +571,17 @@ TEST_F(LoadConfig, reportsAMissingListen) {
 }
 
 TEST_F(LoadConfig, refusesABadNodeName) {
-  EXPECT_EQ(error({"[node]", "name = \"al pha\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"[node]", "name = \"al pha\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(2) + "node.name: 'al pha' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
-  EXPECT_EQ(error({"[node]", "name = \"a/b\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"[node]", "name = \"a/b\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(2) + "node.name: 'a/b' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
-  EXPECT_EQ(error({"[node]", "name = \"" + std::string(65, 'n') + "\"", "listen = \"tcp://a:1\""}),
+  EXPECT_EQ(error({"[node]", "name = \"" + std::string(65, 'n') + "\"", "listen = \"tcp://127.0.0.1:1\""}),
             at(2) + "node.name: '" + std::string(65, 'n') + "' is not 1-64 bytes of A-Z a-z 0-9 _ - .");
-  EXPECT_TRUE(load({"[node]", "name = \"" + std::string(64, 'n') + "\"", "listen = \"tcp://a:1\""}).has_value());
+  EXPECT_TRUE(load({"[node]", "name = \"" + std::string(64, 'n') + "\"", "listen = \"tcp://127.0.0.1:1\""}).has_value());
 }
 
 TEST_F(LoadConfig, refusesABadNamespace) {
-  const std::string message = error({"[node]", "name = \"alpha\"", "namespace = \"a.b\"", "listen = \"tcp://a:1\""});
+  const std::string message = error({"[node]", "name = \"alpha\"", "namespace = \"a.b\"", "listen = \"tcp://127.0.0.1:1\""});
 
   EXPECT_EQ(message.rfind(at(3) + "node.namespace: invalid namespace 'a.b'", 0), 0u) << message;
 }
@@ -617,6 +617,82 @@ TEST_F(LoadConfig, refusesAPeerEndpointOnEveryInterface) {
             at(6) + "peer[0].endpoint: 'tcp://*:7101': a peer needs a host to connect to; '*' is for listen");
 }
 
+// Secure by default: without CURVE, a listen endpoint other hosts can reach
+// is refused unless the file says `insecure = true`.
+TEST_F(LoadConfig, refusesAListenEndpointOtherHostsReachWithoutCurveUnlessInsecure) {
+  const std::string refused =
+      " is reachable from other hosts, and CURVE is off: anyone who reaches it could join as a peer. Set "
+      "[security] secret_key_file (keys: colod --keygen), or listen on loopback, or set [security] insecure = true "
+      "on a network you trust (docs/security.md)";
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp://*:7100\""}),
+            at(3) + "node.listen: 'tcp://*:7100'" + refused);
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp://10.0.0.1:7100\"", "[security]",
+                   "insecure = false"}),
+            at(3) + "node.listen: 'tcp://10.0.0.1:7100'" + refused);
+
+  auto insecure = load({"[node]", "name = \"alpha\"", "listen = \"tcp://*:7100\"", "[security]", "insecure = true"});
+  auto loopback = load({"[node]", "name = \"alpha\"", "listen = \"tcp://127.0.0.1:7100\""});
+  auto with_curve = load(Lines{"[node]", "name = \"alpha\"", "listen = \"tcp://*:7100\"", curve_on()[0], curve_on()[1]});
+
+  ASSERT_TRUE(insecure.has_value()) << insecure.error().message;
+  EXPECT_TRUE(insecure->insecure);
+  ASSERT_TRUE(loopback.has_value()) << loopback.error().message;
+  EXPECT_FALSE(loopback->insecure);
+  ASSERT_TRUE(with_curve.has_value()) << with_curve.error().message;
+  EXPECT_FALSE(with_curve->insecure);
+}
+
+// What --check-config used to let through and colod then failed on, or
+// livelocked with, at run time.
+TEST_F(LoadConfig, refusesEndpointsThatCanOnlyFailAtRunTime) {
+  const std::string long_ipc = "ipc:///" + std::string(107, 'p');
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"" + long_ipc + "\""}),
+            at(3) + "node.listen: '" + long_ipc.substr(0, 100) + "...': its path is 108 bytes; a Unix socket's "
+                    "path has at most 107");
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://127.0.0.1:7100\""})),
+            at(6) + "peer[0].endpoint: 'tcp://127.0.0.1:7100' is this node's own listen endpoint (node.listen = "
+                    "'tcp://127.0.0.1:7100')");
+  EXPECT_EQ(error({"[node]", "name = \"alpha\"", "listen = \"tcp://*:7100\"", "[security]", "insecure = true",
+                   "[[peer]]", "name = \"beta\"", "endpoint = \"tcp://localhost:7100\""}),
+            at(8) + "peer[0].endpoint: 'tcp://localhost:7100' is this node's own listen endpoint (node.listen = "
+                    "'tcp://*:7100')");
+  EXPECT_EQ(error(node_and({"[[peer]]", "name = \"beta\"", "endpoint = \"tcp://10.0.0.2:7100\"",  //
+                            "[[peer]]", "name = \"gamma\"", "endpoint = \"tcp://10.0.0.2:7100\""})),
+            at(9) + "peer[1].endpoint: 'tcp://10.0.0.2:7100' is already the endpoint of peer[0].endpoint (line 6)");
+}
+
+TEST_F(LoadConfig, refusesLockBackendEndpointsWithoutAHostAndPortEach) {
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"zookeeper\"", "endpoints = \",,,:\""})),
+            at(6) + "lock_backend[0].endpoints: ',,,:' has an empty HOST:PORT (between commas, or at an end)");
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"zookeeper\"", "endpoints = \"a:1,b\""})),
+            at(6) + "lock_backend[0].endpoints: 'b' is not HOST:PORT (no :PORT) (in 'a:1,b')");
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"redis\"", "endpoints = \"a:1,b:2\""})),
+            at(6) + "lock_backend[0].endpoints: 'a:1,b:2' is not one HOST:PORT");
+  EXPECT_EQ(error(node_and({"[[lock_backend]]", "kind = \"etcd\"", "endpoints = \"http://a:0\""})),
+            at(6) + "lock_backend[0].endpoints: 'a:0': port '0' is not 1-65535 (in 'a:0')");
+
+  auto chroot = load(node_and({"[[lock_backend]]", "kind = \"zookeeper\"", "endpoints = \"a:2181,b:2181/colo\""}));
+  ASSERT_TRUE(chroot.has_value()) << chroot.error().message;
+  EXPECT_EQ(chroot->lock_backends[0].endpoints, "a:2181,b:2181/colo");
+}
+
+// A message larger than a frame may carry would drop the connection at the
+// receiver, and be sent again forever: refused when the file is read.
+TEST_F(LoadConfig, refusesAMaxMessageThatDoesNotFitInAFrame) {
+  EXPECT_EQ(error(node_and({"[limits]", "max_frame = 65536",  //
+                            "[[topic]]", "name = \"t\"", "max_message = 65536"})),
+            at(8) + "topic[0].max_message: 65536 bytes do not fit in a federation frame of [limits] max_frame = "
+                    "65536 bytes (a frame adds up to 512): raise max_frame to at least 66048, or lower max_message");
+  EXPECT_EQ(error(node_and({"[limits]", "max_frame = 65536",  //
+                            "[[queue]]", "name = \"q\"", "home = \"alpha\"", "max_message = 65025"})),
+            at(9) + "queue[0].max_message: 65025 bytes do not fit in a federation frame of [limits] max_frame = "
+                    "65536 bytes (a frame adds up to 512): raise max_frame to at least 65537, or lower max_message");
+
+  auto fits = load(node_and({"[limits]", "max_frame = 65536", "[[topic]]", "name = \"t\"", "max_message = 65024"}));
+  ASSERT_TRUE(fits.has_value()) << fits.error().message;
+  EXPECT_EQ(fits->topics[0].max_message, 65024u);
+}
+
 // ------------------------------------------------ [control] .. [log]
 
 TEST_F(LoadConfig, refusesARelativeOrTooLongControlSocket) {
@@ -626,6 +702,23 @@ TEST_F(LoadConfig, refusesARelativeOrTooLongControlSocket) {
   EXPECT_EQ(error(node_and({"[control]", "socket = \"" + long_path + "\""})),
             at(5) + "control.socket: '" + long_path.substr(0, 100) +
                 "...' is not an absolute path of at most 107 bytes");
+}
+
+// colod never replaces another file with its socket, and a directory is
+// not a socket's path.
+TEST_F(LoadConfig, refusesAControlSocketPathThatIsADirectoryOrAnotherFile) {
+  const std::string file = write("notes.txt", "keep me\n");
+  EXPECT_EQ(error(node_and({"[control]", "socket = \"" + file + "\""})),
+            at(5) + "control.socket: '" + file + "' exists and is not a socket: colod never replaces another file");
+  EXPECT_EQ(error(node_and({"[control]", "socket = \"/\""})),
+            at(5) + "control.socket: '/' names a directory; give the socket's file (e.g. /run/colo/NS/colod.sock)");
+  EXPECT_EQ(error(node_and({"[control]", "socket = \"" + dir_ + "/..\""})),
+            at(5) + "control.socket: '" + dir_ + "/..' names a directory; give the socket's file (e.g. "
+                    "/run/colo/NS/colod.sock)");
+  std::ifstream kept(file);
+  std::string content;
+  std::getline(kept, content);
+  EXPECT_EQ(content, "keep me");
 }
 
 TEST_F(LoadConfig, refusesMetricsOutOfRange) {

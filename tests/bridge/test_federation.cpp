@@ -15,17 +15,25 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>  // mkdir, chmod: a control socket directory open to others
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <fstream>
+#include <functional>
+#include <iterator>  // istreambuf_iterator: editing a config file
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <thread>
 #include <zmq.hpp>
 
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
 #include "daemon.hpp"  // generate_keypair
+#include "federation.capnp.h"  // frames a forged peer sends
 #include "federation_support.hpp"
 
 namespace colo {
@@ -276,6 +284,106 @@ TEST_F(Federation, garbageTruncatedMalformedAndOversizedInputIsCountedAndNeverSt
   EXPECT_FALSE(a.colod->wait_for(0ms).has_value()) << "colod exited:\n" << a.colod->err();
 }
 
+// One federation frame, as a forged peer sends it.
+zmq::message_t forged(const std::function<void(wire::PeerFrame::Builder)>& fill) {
+  capnp::MallocMessageBuilder builder;
+  fill(builder.initRoot<wire::PeerFrame>());
+  const auto words = capnp::messageToFlatArray(builder);
+  const auto bytes = words.asBytes();
+  return zmq::message_t(bytes.begin(), bytes.size());
+}
+
+// Plain TCP (loopback here): anyone may claim to be a configured peer. A
+// forger naming beta before beta is up gets its session, but its data frame
+// of sequence 2^64-1 and its lost frame of 2^64-1 messages are refused (they
+// would make every real message of beta a duplicate, for good); once beta is
+// up, a forger's hello cannot take over beta's live session; and beta's
+// messages reach alpha, every one, in order.
+TEST_F(Federation, aForgedPeerCanNeitherSilenceARealOneWithHugeSequencesNorTakeOverItsSession) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({"prices"}, false);
+  start(a);
+  ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
+  auto hello_as_beta = [&](wire::PeerFrame::Builder f) {
+    auto hello = f.initHello();
+    hello.setNode("beta");
+    hello.setProtocol(2);
+    hello.setIncarnation(42);
+    hello.setNamespace(b.ns);
+  };
+  zmq::context_t context;
+  {
+    zmq::socket_t forger(context, zmq::socket_type::dealer);
+    const int linger = 1000;
+    zmq_setsockopt(forger.handle(), ZMQ_LINGER, &linger, sizeof linger);
+    forger.connect(a.endpoint());
+    (void)forger.send(forged(hello_as_beta), zmq::send_flags::none);
+    (void)forger.send(forged([](wire::PeerFrame::Builder f) {
+                        auto data = f.initData();
+                        data.setOrigin("beta");
+                        data.setObject("prices");
+                        data.setSequence(UINT64_MAX);
+                        data.setTimestamp(1);
+                        data.setPayload(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>("forged"), 6));
+                      }),
+                      zmq::send_flags::none);
+    (void)forger.send(forged([](wire::PeerFrame::Builder f) {
+                        auto lost = f.initLost();
+                        lost.setObject("prices");
+                        lost.setFromSequence(1);
+                        lost.setCount(UINT64_MAX);
+                      }),
+                      zmq::send_flags::none);
+    json j;
+    ASSERT_TRUE(test::wait_until(
+        [&] {
+          j = peers(a);
+          return j.is_object() && j["bad_frames"].get<std::uint64_t>() >= 2;
+        },
+        10s, 20ms))
+        << j.dump();
+    EXPECT_EQ(j["bad_frames"], 2) << j.dump();
+    EXPECT_EQ(peer_of(a, "beta")["lost"], 0) << peer_of(a, "beta").dump();
+  }
+  // The forged session ends after 3 heartbeat intervals (300 ms) of silence;
+  // then beta's own hellos are taken.
+  std::this_thread::sleep_for(600ms);
+
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  {
+    zmq::socket_t forger(context, zmq::socket_type::dealer);
+    const int linger = 1000;
+    zmq_setsockopt(forger.handle(), ZMQ_LINGER, &linger, sizeof linger);
+    forger.connect(a.endpoint());
+    (void)forger.send(forged(hello_as_beta), zmq::send_flags::none);
+    json j;
+    ASSERT_TRUE(test::wait_until(
+        [&] {
+          j = peers(a);
+          return j.is_object() && j["refused_sessions"].get<std::uint64_t>() >= 1;
+        },
+        10s, 20ms))
+        << j.dump();
+    EXPECT_EQ(j["refused_sessions"], 1) << j.dump();
+    EXPECT_EQ(j["bad_frames"], 2) << j.dump();
+  }
+  Seen at_a;
+  std::atomic<bool> ready{false}, stop{false};
+  auto& sub = subscriber(a, 100, at_a, ready, stop);
+  ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
+  publisher(b, 1, 100).join();
+  EXPECT_TRUE(test::wait_until([&] { return at_a.total >= 100; }, 20s, 20ms)) << at_a.total;
+  stop = true;
+  sub.join();
+  EXPECT_TRUE(exactly_in_order(at_a.by_publisher[1], 100));
+  const json beta = peer_of(a, "beta");
+  EXPECT_EQ(beta["connected"], true) << beta.dump();
+  EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
+  EXPECT_EQ(beta["lost"], 0) << beta.dump();
+}
+
 // GET http://127.0.0.1:PORT/PATH; the whole response ("" if no connection).
 std::string http_get(int port, const std::string& path) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -330,6 +438,106 @@ TEST_F(Federation, metricsEndpointServesCountersInPrometheusText) {
   EXPECT_NE(health.find("\r\n\r\nok\n"), std::string::npos) << health;
 }
 
+// Slow clients (slowloris): 8 connections that send a request one byte
+// every 300 ms never finish it. Each is closed by colod once its request
+// time (2 s) is up, long before its last byte, and /health answers while
+// they are all connected.
+TEST_F(Federation, metricsEndpointClosesSlowClientsAndAnswersOthersMeanwhile) {
+  auto& a = add_host("alpha");
+  write_configs({}, false);
+  const int port = free_port();
+  std::ofstream(a.config_path, std::ios::app) << "[metrics]\nport = " << port << "\n";
+  start(a);
+  ASSERT_TRUE(test::wait_until([&] { return http_get(port, "/health").find("\r\n\r\nok\n") != std::string::npos; },
+                               10s, 50ms))
+      << a.colod->err();
+  constexpr int kSlowClients = 8;
+  const std::string request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow\r\n";  // no end
+  std::atomic<int> connected{0}, closed_by_colod{0}, finished_sending{0};
+  std::vector<std::thread> slow;
+  for (int i = 0; i < kSlowClients; ++i) {
+    slow.emplace_back([&] {
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = htons(static_cast<std::uint16_t>(port));
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        ::close(fd);
+        return;
+      }
+      ++connected;
+      for (char c : request) {
+        char byte;
+        const ssize_t got = ::send(fd, &c, 1, MSG_NOSIGNAL) != 1 ? -1 : ::recv(fd, &byte, 1, MSG_DONTWAIT);
+        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {  // colod closed it
+          ++closed_by_colod;
+          ::close(fd);
+          return;
+        }
+        std::this_thread::sleep_for(300ms);
+      }
+      ++finished_sending;  // the whole (endless) request went through: never closed
+      ::close(fd);
+    });
+  }
+  ASSERT_TRUE(test::wait_until([&] { return connected.load() == kSlowClients; }, 10s));
+  const std::string health = http_get(port, "/health");
+  for (auto& t : slow) t.join();
+
+  EXPECT_NE(health.find("\r\n\r\nok\n"), std::string::npos) << health;
+  EXPECT_EQ(closed_by_colod.load(), kSlowClients);
+  EXPECT_EQ(finished_sending.load(), 0);
+  EXPECT_FALSE(a.colod->wait_for(0ms).has_value()) << "colod exited:\n" << a.colod->err();
+}
+
+// One colod per namespace: a second one with the same namespace stops at
+// start, names the first, and leaves its control socket alone.
+TEST_F(Federation, aSecondColodForTheSameNamespaceIsRefusedAndTheFirstServesOn) {
+  auto& a = add_host("alpha");
+  write_configs({"prices"}, false);
+  start(a);
+  ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
+
+  const auto second = test::run({test::colod_path(), "--config", a.config_path}, 10s);
+
+  EXPECT_TRUE(second.exited && second.exit_code == 1) << test::describe(second);
+  EXPECT_NE(second.err.find("colod: namespace '" + a.ns + "' is already served by a colod (pid " +
+                                             std::to_string(a.colod->pid()) + "), which holds '/dev/shm/colo." +
+                                             a.ns + ".colod': one colod per namespace; stop that one first\n"),
+            std::string::npos)
+      << second.err;
+  const json j = peers(a);
+  ASSERT_TRUE(j.is_object()) << "the first colod's control socket no longer answers";
+  EXPECT_EQ(j["node"], "alpha");
+  EXPECT_FALSE(a.colod->wait_for(0ms).has_value()) << "colod exited:\n" << a.colod->err();
+}
+
+// The control socket's directory must be colod's own, mode 0700: in one
+// other users may write to, someone could put a socket of theirs in its
+// place. colod refuses to start, and says which directory and why.
+TEST_F(Federation, colodRefusesAControlSocketDirectoryOthersMayWriteTo) {
+  auto& a = add_host("alpha");
+  const std::string open_dir = dir_ + "/open";
+  ASSERT_EQ(::mkdir(open_dir.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0777), 0);
+  a.control = open_dir + "/colod.sock";
+  write_configs({}, false);
+
+  const auto r = test::run({test::colod_path(), "--config", a.config_path}, 10s);
+
+  EXPECT_TRUE(r.exited && r.exit_code == 1) << test::describe(r);
+  EXPECT_NE(r.err.find("colod: control socket directory '" + open_dir + "' belongs to " +
+                                        (::geteuid() == 0 ? std::string("root") : "uid " + std::to_string(::geteuid())) +
+                                        " with mode 0777; it must be this user's (uid " + std::to_string(::geteuid()) +
+                                        ") with mode 0700, else another user could put a file of theirs in it (chmod "
+                                        "700 it if it is yours; otherwise choose another path) (see [control] socket "
+                                        "in the config)\n"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(test::file_exists(a.control));
+}
+
 TEST_F(Federation, topicDeclaredAtRunTimeOnBothHostsIsFederated) {
   auto& a = add_host("alpha");
   auto& b = add_host("beta");
@@ -355,6 +563,62 @@ TEST_F(Federation, topicDeclaredAtRunTimeOnBothHostsIsFederated) {
   const json j = peers(a);
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(j["topics"], json::array({"prices"}));
+}
+
+// With a small max_frame (32 KiB), what a busy stream batches must still fit
+// in one frame: 512 messages of 16-216 bytes would not, and a larger frame
+// drops the connection at the receiver, over and over. Every message
+// arrives, in order, with nothing lost.
+TEST_F(Federation, batchesStayWithinASmallMaxFrame) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({"prices"}, false, "max_message = 1000\n");
+  for (const auto* h : {&a, &b}) {
+    std::ifstream in(h->config_path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto at = text.find("max_frame = 1048576");
+    ASSERT_NE(at, std::string::npos) << text;
+    text.replace(at, std::string("max_frame = 1048576").size(), "max_frame = 32768");
+    std::ofstream(h->config_path, std::ios::trunc) << text;
+  }
+  start(a);
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  Seen at_b;
+  std::atomic<bool> ready{false}, stop{false};
+  auto& sub = subscriber(b, 20000, at_b, ready, stop);
+  ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
+  publisher(a, 1, 20000).join();
+  EXPECT_TRUE(test::wait_until([&] { return at_b.total >= 20000; }, 30s, 20ms)) << at_b.total;
+  stop = true;
+  sub.join();
+  EXPECT_TRUE(exactly_in_order(at_b.by_publisher[1], 20000));
+  const json alpha = peer_of(b, "alpha");
+  EXPECT_EQ(alpha["lost"], 0) << alpha.dump();
+  const json j = peers(b);
+  EXPECT_EQ(j["dropped_connections"], 0) << j.dump();
+}
+
+// A topic whose largest message cannot fit in a frame of max_frame (1 MiB
+// here) would drop the connection at every receiver and be resent forever:
+// `colo federate` refuses it and says what to change.
+TEST_F(Federation, federatingATopicWhoseMessagesDoNotFitInAFrameIsRefused) {
+  auto& a = add_host("alpha");
+  write_configs({}, false);
+  start(a);
+  ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
+  const auto made = test::run({test::colo_path(), "--ns", a.ns, "create", "topic", "big", "--capacity", "4194304",
+                               "--max-message", "1048576"});
+  ASSERT_EQ(made.exit_code, 0) << test::describe(made);
+
+  const auto r = test::run({test::colo_path(), "--ns", a.ns, "federate", "big", "--socket", a.control});
+
+  EXPECT_EQ(r.exit_code, 1) << test::describe(r);
+  EXPECT_EQ(r.err, "colo: colod: topic 'big' takes messages of up to 1048576 bytes, which do not fit in a federation "
+                   "frame of [limits] max_frame = 1048576 bytes (a frame adds up to 512): raise max_frame in " +
+                       a.config_path + " to at least 1049088 on every host, or federate a topic with a smaller "
+                       "max_message\n");
+  EXPECT_EQ(peers(a)["topics"], json::array());
 }
 
 TEST_F(Federation, colodStopsCleanlyOnSigterm) {

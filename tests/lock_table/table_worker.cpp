@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>

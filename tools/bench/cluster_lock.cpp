@@ -939,7 +939,7 @@ void register_bench_cluster_lock(CLI::App& bench, int& exit_code) {
       ->check(CLI::Range(2, kMaxProcesses));
   cmd->add_option("--seconds", opt->seconds, "contended run per side, in seconds (--quick: 0.5)")
       ->capture_default_str()
-      ->check(CLI::Range(0.05, 600.0));
+      ->check(number_in(0.05, 600, "seconds"));
   cmd->add_option("--iterations", opt->iterations, "uncontended acquire+release pairs per figure (--quick: 50)")
       ->capture_default_str()
       ->check(CLI::Range(1, kMaxIterations));

@@ -752,7 +752,7 @@ void register_bench_lock(CLI::App& bench, int& exit_code) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1'000'000'000}));
   cmd->add_option("--seconds", opt->seconds, "duration of each contended run, in seconds")
       ->capture_default_str()
-      ->check(CLI::Range(0.001, 600.0));
+      ->check(number_in(0.001, 600, "seconds"));
   cmd->add_flag("--pin", opt->pin, "pin the two contending processes to two different CPUs (default: not pinned)");
   cmd->add_flag("--json", opt->json, "print JSON instead of a table");
   cmd->callback([opt, &exit_code] { exit_code = run_bench_lock(*opt); });

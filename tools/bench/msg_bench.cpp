@@ -62,6 +62,7 @@
 
 #include "colo/internal/clock.hpp"
 #include "colo/internal/text.hpp"  // errno_text
+#include "app.hpp"        // number_in
 #include "format.hpp"     // machine_json, machine_line, human_duration_ns
 #include "processes.hpp"  // Children, SharedBlock: forked processes with bounded waits
 
@@ -1105,7 +1106,7 @@ void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
                                     "throughput patterns: 1-1, n-1, 1-n, n-n [" + patterns_text(o.patterns) + "]");
   cli.seconds_opt = app.add_option("--seconds", o.seconds, "length of a throughput cell, seconds")
                         ->capture_default_str()
-                        ->check(CLI::Range(0.01, 60.0));
+                        ->check(cli::number_in(0.01, 60, "seconds"));
   cli.messages_opt =
       app.add_option("--messages", o.messages, "messages per throughput cell instead of --seconds (0: use --seconds)")
           ->capture_default_str()
@@ -1119,21 +1120,21 @@ void add_msg_bench_options(CLI::App& app, MsgBenchCli& cli) {
                  "latency reader modes: busy, blocking [" + list_text(o.readers, reader_name) + "]");
   cli.latency_seconds_opt = app.add_option("--latency-seconds", o.latency_seconds, "length of a latency cell, seconds")
                                 ->capture_default_str()
-                                ->check(CLI::Range(0.01, 60.0));
+                                ->check(cli::number_in(0.01, 60, "seconds"));
   cli.min_samples_opt =
       app.add_option("--min-samples", o.min_samples, "latency cells send at least this many messages")
           ->capture_default_str()
           ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{10'000'000}));
   cli.rate_opt = app.add_option("--rate", o.rate, "latency send rate, msg/s (all senders together)")
                      ->capture_default_str()
-                     ->check(CLI::Range(1.0, 1e8));
+                     ->check(cli::number_in(1, 1e8, "msg/s"));
   app.add_option("--rate-bytes", cli.rate_bytes, "... capped at this many bytes/s, so big messages go slower [500M]");
   app.add_option("--buffer", cli.buffer_bytes,
                  "bytes a channel should buffer; depth = clamp(buffer/size, 16, 4096) messages [4M]");
   app.add_option("--cell-timeout", o.cell_timeout,
                  "watchdog: a cell still running this long after its run is killed, s")
       ->capture_default_str()
-      ->check(CLI::Range(1.0, 3600.0));
+      ->check(cli::number_in(1, 3600, "seconds"));
   app.add_option("--batch", o.batch, "messages per loan of the batch transports (colo-*-batch); their readers take "
                                      "up to 4x this at once")
       ->capture_default_str()

@@ -2,8 +2,12 @@
 
 #include <unistd.h>  // access, readlink
 
-#include <cstdlib>  // getenv, realpath, free
+#include <cmath>    // isfinite
+#include <cstdio>   // snprintf
+#include <cstdlib>  // getenv, realpath, free, strtod
 #include <iostream>
+
+#include "colo/internal/text.hpp"  // escaped: what was typed, in a message
 
 namespace colo::cli {
 
@@ -35,6 +39,31 @@ int parse_and_run(CLI::App& app, int argc, char** argv, const int& exit_code, co
     return kExitUsage;
   }
   return exit_code;
+}
+
+namespace {
+// A bound as a person writes it: "0.01", "60", "1000000000".
+std::string bound_text(double value) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.15g", value);
+  return buf;
+}
+}  // namespace
+
+CLI::Validator number_in(double min, double max, const std::string& unit) {
+  const std::string range = bound_text(min) + " to " + bound_text(max) + (unit.empty() ? "" : " " + unit);
+  return CLI::Validator(
+      [min, max, range](std::string& text) -> std::string {
+        const std::string shown = "'" + internal::escaped(text, 40) + "'";
+        const char* begin = text.c_str();
+        char* end = nullptr;
+        const double value = std::strtod(begin, &end);
+        if (text.empty() || end != begin + text.size() || !std::isfinite(value))
+          return shown + " is not a number (expected " + range + ")";
+        if (value < min || value > max) return shown + " is out of range (expected " + range + ")";
+        return {};
+      },
+      "NUMBER in [" + bound_text(min) + ", " + bound_text(max) + "]", "number_in");
 }
 
 std::string own_directory() {

@@ -37,6 +37,17 @@ std::string shown_name(const char* argv0, const std::string& front);
 // callback left it.
 int parse_and_run(CLI::App& app, int argc, char** argv, const int& exit_code, const std::string& help_command);
 
+// A check for an option that takes a real number (seconds, a rate): the
+// text must be a finite number from `min` to `max`. CLI11's own Range lets
+// NaN through (every comparison with NaN is false) and shows a refused
+// 1e300 as 300 digits; this one quotes what was typed, and the bounds as
+// they read ("0.01", "60"). `unit`: appended to the bounds ("seconds").
+CLI::Validator number_in(double min, double max, const std::string& unit);
+
+// The most seconds any timeout or interval option takes: about 31 years,
+// far below where nanoseconds overflow 64 bits (292 years).
+inline constexpr double kMaxSeconds = 1e9;
+
 // Where another colo program is: $<env_var> if one is named, set and
 // non-empty (taken as given); else the file of that name beside this
 // program (installed together in one bindir), then in each of

@@ -7,7 +7,9 @@
 #include <functional>
 #include <zmq.hpp>
 
+#include "colo/internal/trusted_dir.hpp"  // check_trusted_directory
 #include "colo/names.hpp"  // default_control_socket
+#include "format.hpp"          // seconds_text
 #include "control.capnp.h"
 
 namespace colo::cli {
@@ -20,6 +22,13 @@ Result<void> ask(const std::string& ns, const std::string& socket_path, double t
                  const std::function<void(wire::ControlRequest::Builder)>& fill,
                  const std::function<void(wire::ControlReply::Reader)>& on_reply) {
   const std::string path = socket_path.empty() ? default_control_socket(ns) : socket_path;
+  // A socket in a directory another user may change could be theirs,
+  // answering in colod's name (or taking what `colo federate` says).
+  const std::string dir = path.rfind('/') == 0 ? "/" : path.substr(0, path.rfind('/'));
+  if (auto trusted = internal::check_trusted_directory(dir, internal::DirectoryRule::owner_or_group,
+                                                       "colod's control socket directory");
+      !trusted && trusted.error().code != Errc::not_found)
+    return Error{trusted.error().code, trusted.error().message + "; not asking colod there"};
   zmq::context_t context;
   zmq::socket_t socket(context, zmq::socket_type::req);
   const int linger = 0;
@@ -35,8 +44,8 @@ Result<void> ask(const std::string& ns, const std::string& socket_path, double t
     zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(static_cast<long>(timeout_s * 1000)));
     if ((item.revents & ZMQ_POLLIN) == 0)
-      return Error{Errc::timed_out, "no answer from colod on " + path + " within " + std::to_string(timeout_s) +
-                                        " s: is colod running for namespace '" + ns +
+      return Error{Errc::timed_out, "no answer from colod on " + path + " within " + seconds_text(timeout_s) +
+                                        ": is colod running for namespace '" + ns +
                                         "'? (start it with colod --config FILE)"};
     zmq::message_t reply;
     (void)socket.recv(reply);
@@ -104,6 +113,7 @@ Result<ColodStatus> colod_status(const std::string& ns, const std::string& socke
         out.failed_handshakes = s.getFailedHandshakes();
         out.dropped_connections = s.getDroppedConnections();
         out.early_frames = s.getEarlyFrames();
+        out.refused_sessions = s.getRefusedSessions();
         for (auto p : s.getPeers())
           out.peers.push_back({text(p.getName()), text(p.getEndpoint()), p.getConnected(), p.getSinceMs(),
                                p.getMessagesIn(), p.getMessagesOut(), p.getBytesIn(), p.getBytesOut(),

@@ -45,6 +45,7 @@ struct ColodStatus {
   std::vector<ColodObject> objects;
   std::uint64_t bad_frames = 0, rejected_peers = 0, failed_handshakes = 0, dropped_connections = 0;
   std::uint64_t early_frames = 0;  // data before a reconnected link's hello: dropped, sent again
+  std::uint64_t refused_sessions = 0;  // hellos from a second connection naming a peer whose session is alive
   std::vector<ColodLink> links;
   const ColodObject* object(const std::string& name) const {
     for (const auto& o : objects)

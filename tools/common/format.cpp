@@ -61,6 +61,18 @@ std::string human_rate(double per_second) {
   return buf;
 }
 
+std::string seconds_text(double seconds) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.3f", seconds);
+  std::string out = buf;
+  // 3 decimals at most, without trailing zeros: "2", "0.25", "1.235".
+  if (out.find('.') != std::string::npos) {
+    while (out.back() == '0') out.pop_back();
+    if (out.back() == '.') out.pop_back();
+  }
+  return out + " s";
+}
+
 Spread spread_of(std::vector<double> samples) {
   if (samples.empty()) return {};
   std::sort(samples.begin(), samples.end());

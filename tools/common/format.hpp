@@ -19,6 +19,7 @@ std::string human_duration_ns(double ns);               // 1234 -> "1.2 us"
 std::string format_realtime(std::uint64_t realtime_ns);  // local ISO-8601 time, seconds; 0 -> "-"
 std::string with_commas(std::uint64_t value);           // 25000 -> "25,000"
 std::string human_rate(double per_second);              // 12345678.9 -> "12.35 M", for rates
+std::string seconds_text(double seconds);               // 2 -> "2 s", 0.25 -> "0.25 s", 1.23456 -> "1.235 s"
 
 // A ratio for a table: "512x", "32.6x", "0.58x"; "-" when not a number.
 inline std::string ratio_text(double r) {

@@ -19,7 +19,7 @@ packages=(
   libzmq3-dev cppzmq-dev             # ZeroMQ: the bridge (colod), colod's control socket, the baselines of colo-bench
   capnproto libcapnp-dev             # Cap'n Proto: schemas/ compiled at build time, colod's frames
   libtomlplusplus-dev                # colod's TOML config
-  libcpp-httplib-dev                 # colod's Prometheus metrics endpoint and etcd's HTTP/JSON gateway
+  libcpp-httplib-dev                 # colod's client of etcd's HTTP/JSON gateway
   libhiredis-dev                     # colod's Redis lock backend
   libzookeeper-mt-dev                # colod's ZooKeeper lock backend (the C client, threaded)
   librdkafka-dev                     # colod's Kafka links (librdkafka's C API)

@@ -68,6 +68,9 @@ Result<void> LocalCluster::start(const Settings& settings, const std::vector<Hos
     if (auto opened = h.scratch->open(spec.ns_prefix); !opened)
       return Error{Errc::system, "namespace " + spec.ns_prefix + ": " + opened.error().message};
     for (const auto& object : settings_.objects) h.scratch->track(object);
+    // The lock a colod holds on its namespace (bridge/instance.hpp): removed
+    // by colod when it stops, left behind when it is killed with the run.
+    unlink_on_interrupt("/dev/shm/colo." + h.ns() + ".colod");
     hosts_.push_back(std::move(h));
   }
   for (const auto& h : hosts_)

@@ -383,6 +383,10 @@ struct ChannelStats {
   std::uint64_t dead_claims = 0, bad_records = 0, dead_readers = 0, dropped_unacked = 0;
   std::vector<PublisherStats> publishers;
   std::vector<ReaderStats> readers;
+  // Publisher or reader slots whose shared words are impossible (a pid no
+  // process can have, an unknown reader mode, a cursor ahead of the tail):
+  // memory scribbled on, not listed above.
+  std::uint32_t damaged_slots = 0;
 };
 
 class Topic {

@@ -31,6 +31,11 @@ Result<void> validate_namespace(std::string_view ns);
 // The namespace from COLO_NS, or "default".
 std::string default_namespace();
 
+// The directory of the namespaces' segments: COLO_SHM_DIR, or "/dev/shm".
+// Every process of a namespace must use the same one (docs/security.md:
+// a directory only the namespace's owner may write to cannot be squatted).
+std::string default_shm_dir();
+
 // Where the namespace's colod listens for control requests (an ipc://
 // socket path): /run/colo/<ns>/colod.sock for root; for other users
 // $XDG_RUNTIME_DIR/colo/<ns>/colod.sock, else /tmp/colo-<uid>/<ns>/colod.sock.

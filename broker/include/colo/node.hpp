@@ -3,7 +3,8 @@
 // A Node is the entry point of libcolo: it opens (or creates) the namespace's
 // registry segment, /dev/shm/colo.<ns>.registry, and creates or opens the
 // objects of the namespace, each in its own segment /dev/shm/colo.<ns>.obj.<name>
-// ('/' in names becomes '^'). The registry lists every object with its kind,
+// ('/' in names becomes '^'); or the same files in a namespace directory
+// (NodeOptions::shm_dir) instead of /dev/shm. The registry lists every object with its kind,
 // scope, creator, creation time and creation parameters; the counters live in
 // each object's own segment, so reading them disturbs nobody.
 //
@@ -49,6 +50,11 @@ struct NodeOptions {
   std::string ns = default_namespace();           // COLO_NS, or "default"
   std::optional<gid_t> group;                     // share segments with this group (mode 0660)
   std::chrono::milliseconds ready_timeout{2000};  // bounded wait for a segment being created
+  // Where the namespace's segments are: /dev/shm, or a directory on a tmpfs
+  // that only its owner (root or this user) and their group may write to,
+  // which no other user can take the namespace in first. Default:
+  // COLO_SHM_DIR, else /dev/shm. Every process of the namespace must agree.
+  std::string shm_dir = default_shm_dir();
 };
 
 struct LockOptions {
@@ -73,7 +79,7 @@ struct ObjectInfo {
   std::string name;
   std::optional<ObjectKind> kind;  // unknown if neither the registry nor a valid segment header says
   Scope scope = Scope::host;
-  std::string shm_name;     // without the leading '/'
+  std::string shm_name;     // as Node::shm_name_of says: Node::file_of(shm_name) is the file
   std::uint64_t size_bytes = 0;
   std::uint32_t creator_pid = 0;
   bool creator_alive = false;
@@ -118,8 +124,11 @@ class Node {
   Result<GcReport> gc(bool dry_run);
 
   const std::string& ns() const noexcept { return options_.ns; }
-  // Segment name of an object of this namespace (without the leading '/').
+  // Segment name of an object of this namespace: a file name in /dev/shm
+  // (without the leading '/'), or the file's absolute path in shm_dir.
   std::string shm_name_of(std::string_view object_name) const;
+  // The file of a segment name (shm_name_of, ObjectInfo::shm_name).
+  static std::string file_of(const std::string& shm_name);
 
   Node(Node&&) noexcept;
   Node& operator=(Node&&) noexcept;

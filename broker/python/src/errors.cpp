@@ -34,7 +34,8 @@ PyObject* class_for(Errc code) noexcept {
     case Errc::timed_out: return classes.timeout;
     case Errc::capacity:
     case Errc::not_supported:
-    case Errc::system: break;
+    case Errc::system:
+    case Errc::no_space: break;
   }
   return classes.error;
 }

@@ -100,6 +100,7 @@ py::dict channel_dict(const ChannelStats& c) {
   d["bad_records"] = c.bad_records;
   d["dead_readers"] = c.dead_readers;
   d["dropped_unacked"] = c.dropped_unacked;
+  d["damaged_slots"] = c.damaged_slots;
   d["publishers"] = std::move(publishers);
   d["readers"] = std::move(readers);
   return d;
@@ -112,7 +113,8 @@ py::dict object_info_dict(const ObjectInfo& info) {
   d["name"] = info.name;
   d["kind"] = info.kind ? to_string(*info.kind) : "";
   d["scope"] = scope_name(info.scope);
-  d["segment"] = "/" + info.shm_name;
+  // as `colo ls --json`: shm_open(3)'s name, or the path in a namespace directory
+  d["segment"] = info.shm_name.starts_with('/') ? info.shm_name : "/" + info.shm_name;
   d["size_bytes"] = info.size_bytes;
   d["state"] = state_text(info);
   py::dict creator;

@@ -33,6 +33,7 @@ enum class Errc {
   busy,               // held exclusively by another live process
   not_supported,      // asked for something this build does not do yet
   system,             // an unexpected system call failure (errno in message)
+  no_space,           // the file system of the segments (/dev/shm) has no room for a new one
 };
 
 constexpr std::string_view errc_name(Errc code) noexcept {
@@ -51,6 +52,7 @@ constexpr std::string_view errc_name(Errc code) noexcept {
     case Errc::busy: return "busy";
     case Errc::not_supported: return "not supported";
     case Errc::system: return "system error";
+    case Errc::no_space: return "no space";
   }
   return "unknown";
 }
