@@ -35,6 +35,7 @@
 #include <xxhash.h>
 
 #include "clock.hpp"
+#include "colo/internal/lock_wait.hpp"
 #include "colo/names.hpp"  // validate_cluster_key
 #include "futex.hpp"
 #include "lock_table_view.hpp"
@@ -431,29 +432,51 @@ general:
 
 enum class Outcome { granted, busy, failed };
 
+using internal::KeyWaitProgress;
+
+// Drops the waiter record of an acquire, if it has one.
+void drop_waiter_record(const TableView& t, KeyWaitProgress& progress) noexcept {
+  if (progress.waiter_slot == KeyWaitProgress::kNoWaiterSlot) return;
+  unregister_waiter(t, progress.waiter_slot);
+  progress.waiter_slot = KeyWaitProgress::kNoWaiterSlot;
+}
+
 // Every acquire form: granted (`grant` set), busy (held elsewhere: Wait::none,
 // or Wait::until at the deadline), or failed (`error` set). Wait::forever is
 // never busy.
-Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadline, Grant& grant, Error& error) noexcept {
+//
+// `sliced`: this call is one slice of a longer acquire (internal::KeyLockWait),
+// and the deadline ends the slice, not the acquire: reaching it counts no
+// timeout and keeps the waiter record; `sliced` carries the acquire's state
+// to the next slice. Without it, the call is the whole acquire.
+Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadline, Grant& grant, Error& error,
+                    KeyWaitProgress* sliced = nullptr) noexcept {
   const std::uint64_t me = shm::self_owner_word();
-  bool contended = false;
-  bool check_owner = wait == Wait::none;  // try_acquire takes a dead holder's key at once
-  std::size_t waiter_slot = detail::kTableWaiterSlots + 1;  // + 1: not registered
-  std::uint64_t slice = kFirstWaitSliceNs;
-  struct Unregister {
+  KeyWaitProgress whole;
+  KeyWaitProgress& progress = sliced != nullptr ? *sliced : whole;
+  bool& contended = progress.contended;
+  bool& check_owner = progress.check_owner;
+  if (wait == Wait::none) check_owner = true;  // try_acquire takes a dead holder's key at once
+  std::uint64_t& slice = progress.sleep_ns;
+  if (slice == 0) slice = kFirstWaitSliceNs;
+  auto count_timeout = [&] {
+    if (sliced == nullptr) t.header().counters.timeouts.fetch_add(1, relaxed);
+  };
+  struct DropWaiterRecord {
     const TableView& t;
-    std::size_t& slot;
-    ~Unregister() {
-      if (slot <= detail::kTableWaiterSlots) unregister_waiter(t, slot);
+    KeyWaitProgress& progress;
+    bool whole;
+    ~DropWaiterRecord() {
+      if (whole) drop_waiter_record(t, progress);  // a slice's record is KeyLockWait's to drop
     }
-  } unregister{t, waiter_slot};
+  } drop{t, progress, sliced == nullptr};
 
   for (;;) {
     BucketGuard home(t, k.home);
     const std::uint64_t bucket_deadline =
         wait == Wait::forever ? 0 : wait == Wait::until ? deadline : shm::monotonic_ns() + kTryBucketWaitNs;
     if (!home.lock(bucket_deadline)) {
-      if (wait == Wait::until) t.header().counters.timeouts.fetch_add(1, relaxed);
+      if (wait == Wait::until) count_timeout();
       return Outcome::busy;
     }
     const std::optional<Slot> found = find_key(t, k);
@@ -492,7 +515,8 @@ Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadlin
     if (local) {
       if (t.scope != Scope::cluster) return Outcome::granted;
       home.unlock();
-      switch (detail::admit_cluster_key(t, grant.index, wait, deadline, grant.owner_died, grant.token, error)) {
+      switch (detail::admit_cluster_key(t, grant.index, wait, deadline, grant.owner_died, grant.token, error,
+                                        progress.keeper_missing_since, sliced == nullptr)) {
         case detail::Admission::granted: return Outcome::granted;  // counted contended by insert() if it was
         case detail::Admission::busy: return Outcome::busy;
         case detail::Admission::failed: return Outcome::failed;
@@ -509,7 +533,8 @@ Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadlin
       grant = *taken;
       if (t.scope != Scope::cluster) return Outcome::granted;
       home.unlock();
-      switch (detail::admit_cluster_key(t, grant.index, wait, deadline, grant.owner_died, grant.token, error)) {
+      switch (detail::admit_cluster_key(t, grant.index, wait, deadline, grant.owner_died, grant.token, error,
+                                        progress.keeper_missing_since, sliced == nullptr)) {
         case detail::Admission::granted: return Outcome::granted;
         case detail::Admission::busy: return Outcome::busy;
         case detail::Admission::failed: return Outcome::failed;
@@ -525,16 +550,16 @@ Outcome acquire_key(TableView& t, const Key& k, Wait wait, std::uint64_t deadlin
       if (!found->entry->word.compare_exchange_strong(seen, flagged, std::memory_order_acq_rel, relaxed)) continue;
     }
     home.unlock();
+    if (progress.waiter_slot == KeyWaitProgress::kNoWaiterSlot) progress.waiter_slot = register_waiter(t, k.hash);
     if (!contended) {
       contended = true;
-      waiter_slot = register_waiter(t, k.hash);
       record_contention(t, k);
     }
     const std::uint64_t now = shm::monotonic_ns();
     std::uint64_t sleep = slice;
     if (wait == Wait::until) {
       if (now >= deadline) {
-        t.header().counters.timeouts.fetch_add(1, relaxed);
+        count_timeout();
         return Outcome::busy;
       }
       sleep = std::min(sleep, deadline - now);
@@ -672,6 +697,27 @@ KeyStats KeyLock::stats() const noexcept {
   }
   return out;
 }
+
+// ---------------------------------------- internal::KeyLockWait (lock_wait.hpp)
+
+namespace internal {
+
+KeyLockWait::~KeyLockWait() { drop_waiter_record(*key_.table_, progress_); }
+
+Result<std::optional<LockGuard>> KeyLockWait::slice(std::uint64_t slice_end_ns) noexcept {
+  TableView& t = *key_.table_;
+  Grant grant;
+  Error error;
+  const Outcome outcome = acquire_key(t, key_.checked(), Wait::until, slice_end_ns, grant, error, &progress_);
+  if (outcome == Outcome::busy) return std::optional<LockGuard>{};
+  drop_waiter_record(t, progress_);  // the wait is over
+  if (outcome == Outcome::failed) return error;
+  return std::optional<LockGuard>(guard_of(t, grant));
+}
+
+void KeyLockWait::timed_out() noexcept { key_.table_->header().counters.timeouts.fetch_add(1, relaxed); }
+
+}  // namespace internal
 
 // ---------------------------------------------------------------- LockTable
 

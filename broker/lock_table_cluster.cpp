@@ -112,12 +112,12 @@ bool release_cluster_key(TableView& t, TableEntry& e, std::uint64_t me, std::uin
 }
 
 Admission admit_cluster_key(TableView& t, std::uint64_t index, TableWait wait, std::uint64_t deadline,
-                            bool& owner_died, std::uint64_t& token, Error& error) noexcept {
+                            bool& owner_died, std::uint64_t& token, Error& error,
+                            std::uint64_t& keeper_missing_since, bool count_timeouts) noexcept {
   TableEntry& e = t.entry_at(index);
   ClusterLine& c = t.cluster_line_of(e);
   const std::uint64_t me = shm::self_owner_word();
   if (c.flags.load(relaxed) & kKeyFlagOwnerDiedPending) owner_died = true;
-  std::uint64_t keeper_missing_since = 0;
   std::uint64_t next_post = 0;
   for (;;) {
     const std::uint32_t seen = c.signal.load(std::memory_order_acquire);
@@ -145,7 +145,7 @@ Admission admit_cluster_key(TableView& t, std::uint64_t index, TableWait wait, s
         while (lease_of(c.state.load(std::memory_order_acquire)) == LeaseState::yielding) {
           const std::uint64_t at = shm::monotonic_ns();
           if (wait == TableWait::none || (wait == TableWait::until && at >= deadline)) {
-            if (wait == TableWait::until) t.header().counters.timeouts.fetch_add(1, relaxed);
+            if (wait == TableWait::until && count_timeouts) t.header().counters.timeouts.fetch_add(1, relaxed);
             return Admission::busy;
           }
           std::uint64_t slice = kClusterWaitSliceNs;
@@ -171,7 +171,7 @@ Admission admit_cluster_key(TableView& t, std::uint64_t index, TableWait wait, s
       }
     }
     if (wait == TableWait::none || (wait == TableWait::until && now >= deadline)) {
-      if (wait == TableWait::until) t.header().counters.timeouts.fetch_add(1, relaxed);
+      if (wait == TableWait::until && count_timeouts) t.header().counters.timeouts.fetch_add(1, relaxed);
       if (owner_died) c.flags.fetch_or(kKeyFlagOwnerDiedPending, relaxed);
       give_back(t, e, me);  // requested: kept, colod takes it from here
       return Admission::busy;

@@ -74,10 +74,14 @@ enum class TableWait { none, until, forever };
 // Cluster scope (lock_table_cluster.cpp). The acquirer holds entry `index`
 // locally (its word names the calling thread); admission waits until this
 // host holds the key's cluster lock and makes the grant's token, or gives
-// the entry back (kept, or freed) and says why not.
+// the entry back (kept, or freed) and says why not. `keeper_missing_since`
+// carries the grace for a missing colod across calls of one acquire (0 at
+// its start); `count_timeouts` false: the deadline ends a slice of a longer
+// acquire (internal::KeyLockWait), not the acquire.
 enum class Admission { granted, busy, failed, again };
 Admission admit_cluster_key(TableView& t, std::uint64_t index, TableWait wait, std::uint64_t deadline,
-                            bool& owner_died, std::uint64_t& token, Error& error) noexcept;
+                            bool& owner_died, std::uint64_t& token, Error& error,
+                            std::uint64_t& keeper_missing_since, bool count_timeouts) noexcept;
 // A new key's cluster line (the inserter, before publishing the entry).
 void reset_cluster_line(TableView& t, TableEntry& e) noexcept;
 // Cluster scope release: kept while the host holds or wants the key's

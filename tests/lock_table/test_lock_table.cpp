@@ -5,11 +5,14 @@
 // here, at every step of an insert, so that each is checked exactly).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "colo/internal/clock.hpp"
+#include "colo/internal/lock_wait.hpp"
 #include "colo/node.hpp"
 #include "lock_table_view.hpp"
 #include "owner_word.hpp"
@@ -218,6 +221,66 @@ TEST_F(LockTableTest, aBlockedAcquirerIsRecordedAndWokenByTheRelease) {
   EXPECT_EQ(after.contended_grants, 1u);
   EXPECT_EQ(after.waiters, 0u);
   EXPECT_EQ(after.live_keys, 0u);
+}
+
+// internal::KeyLockWait, the Python binding's blocking acquire: slices that
+// end count nothing and keep one waiter record; the table sees one acquire.
+TEST_F(LockTableTest, anAcquireInSlicesCountsAsOneAcquire) {
+  // Another thread holds the key until told to release it.
+  std::atomic<int> holder_step{0};  // 1: holds, 2: release
+  std::thread holder([&] {
+    auto held = sut->acquire("hot");
+    holder_step = held ? 1 : -1;
+    while (holder_step.load() != 2) std::this_thread::sleep_for(1ms);
+  });
+  ASSERT_TRUE(test::wait_until([&] { return holder_step.load() != 0; }, 5s));
+  ASSERT_EQ(holder_step.load(), 1);
+  auto key = sut->lock("hot");
+  ASSERT_TRUE(key);
+  std::optional<internal::KeyLockWait> wait(std::in_place, *key);
+  std::vector<bool> slices_granted;
+  for (int i = 0; i < 3; ++i) {
+    auto got = wait->slice(internal::monotonic_ns() + 20'000'000);
+    ASSERT_TRUE(got) << got.error().message;
+    slices_granted.push_back(got->has_value());
+  }
+  const LockTableStats waiting = sut->stats();
+  const std::uint32_t key_waiters = key->stats().waiters;
+  holder_step = 2;
+  holder.join();
+  auto granted = wait->slice(internal::monotonic_ns() + 5'000'000'000);
+  ASSERT_TRUE(granted) << granted.error().message;
+  ASSERT_TRUE(granted->has_value());
+  const std::uint64_t token = (*granted)->fencing_token();
+  const std::uint32_t waiters_holding = sut->stats().waiters;
+  granted->reset();
+  wait.reset();
+
+  // A second sliced acquire gives up: one timeout, no waiter left.
+  auto held = sut->acquire("hot");
+  ASSERT_TRUE(held);
+  std::thread other([&] {
+    internal::KeyLockWait gives_up(*key);
+    for (int i = 0; i < 2; ++i) (void)gives_up.slice(internal::monotonic_ns() + 10'000'000);
+    gives_up.timed_out();
+  });
+  other.join();
+  held->unlock();
+
+  EXPECT_EQ(slices_granted, (std::vector<bool>{false, false, false}));
+  EXPECT_EQ(waiting.waiters, 1u);
+  EXPECT_EQ(key_waiters, 1u);
+  EXPECT_EQ(waiting.timeouts, 0u);
+  ASSERT_EQ(waiting.most_contended.size(), 1u);
+  EXPECT_EQ(waiting.most_contended[0].waits, 1u);  // once, not once per slice
+  EXPECT_EQ(token, 2u);
+  EXPECT_EQ(waiters_holding, 0u);
+  const LockTableStats after = sut->stats();
+  EXPECT_EQ(after.contended_grants, 1u);  // the sliced grant; the one that gave up was granted nothing
+  EXPECT_EQ(after.timeouts, 1u);
+  EXPECT_EQ(after.waiters, 0u);
+  EXPECT_EQ(after.live_keys, 0u);
+  EXPECT_EQ(after.most_contended[0].waits, 2u);
 }
 
 TEST_F(LockTableTest, aKilledHolderIsReportedOnceToTheNextAcquirerOfItsKey) {

@@ -53,6 +53,7 @@ namespace colo {
 
 namespace internal {
 class ClusterTableKeeper;  // colod's side of a cluster-scope table (not installed)
+class KeyLockWait;         // a blocking acquire of a key in slices, for bindings (not installed)
 }
 namespace detail {
 struct TableView;
@@ -128,6 +129,7 @@ class KeyLock {
 
  private:
   friend class LockTable;
+  friend class internal::KeyLockWait;
   KeyLock(detail::TableView* table, std::string key, std::uint64_t hash) noexcept
       : table_(table), key_(std::move(key)), hash_(hash) {}
   detail::Key checked() const noexcept;
