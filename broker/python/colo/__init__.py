@@ -1,11 +1,15 @@
-"""colo: locks, topics and queues in shared memory for the Python and C++
-processes of one host, at memory speed and zero copy.
+"""colo: locks, lock tables, topics and queues in shared memory for the
+Python and C++ processes of one host, at memory speed and zero copy.
 
     import colo
 
     node = colo.Node()                       # namespace $COLO_NS, or "default"
     with node.lock("orders/pool") as guard:  # a robust lock shared with C++ processes
         store.write(guard.fencing_token, batch)
+
+    orders = node.lock_table("orders", capacity=1_000_000)
+    with orders.lock(f"order:{order_id}") as guard:  # a lock per key, millions of keys
+        ship(order_id, guard.fencing_token)
 
     jobs = node.queue("jobs", acks=True)
     with jobs.consumer() as consumer:
@@ -24,10 +28,12 @@ from ._colo import (
     Corrupt,
     Error,
     InvalidArgument,
+    KeyLock,
     Loan,
     LoanBatch,
     Lock,
     LockGuard,
+    LockTable,
     Message,
     MessageBatch,
     Mismatch,
@@ -51,10 +57,12 @@ __all__ = [
     "Corrupt",
     "Error",
     "InvalidArgument",
+    "KeyLock",
     "Loan",
     "LoanBatch",
     "Lock",
     "LockGuard",
+    "LockTable",
     "Message",
     "MessageBatch",
     "Mismatch",

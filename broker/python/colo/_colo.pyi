@@ -34,6 +34,15 @@ class Node:
     @property
     def namespace(self) -> str: ...
     def lock(self, name: str, *, scope: Literal["host", "cluster"] = "host", mode: Mode = "create_or_open") -> Lock: ...
+    def lock_table(
+        self,
+        name: str,
+        *,
+        scope: Literal["host", "cluster"] = "host",
+        mode: Mode = "create_or_open",
+        capacity: int = 65536,
+        max_key_bytes: int = 64,
+    ) -> LockTable: ...
     def topic(
         self,
         name: str,
@@ -86,7 +95,7 @@ class Lock:
     def __exit__(self, *exc: object) -> None: ...
 
 class LockGuard:
-    """Holding a lock."""
+    """Holding a lock, or a key of a lock table."""
 
     @property
     def fencing_token(self) -> int: ...
@@ -99,6 +108,39 @@ class LockGuard:
     def held(self) -> bool: ...
     def release(self) -> None: ...
     def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+# -------------------------------------------------------------- lock tables
+
+class LockTable:
+    """A table of locks keyed by byte strings: a key is in it only while held."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def scope(self) -> Literal["host", "cluster"]: ...
+    def lock(self, key: str | _Buffer) -> KeyLock:
+        """The key's lock: a str (its UTF-8) or bytes, 1 to max_key_bytes long (InvalidArgument otherwise)."""
+    def stats(self) -> dict:
+        """As `colo stat NAME --json`: counters under 'lock_table'."""
+
+class KeyLock:
+    """One key of a LockTable, locked as a named Lock is."""
+
+    @property
+    def key(self) -> str | bytes: ...
+    @property
+    def table(self) -> str: ...
+    def acquire(self, timeout: float | None = None) -> LockGuard:
+        """Raises Timeout if not granted within `timeout` seconds (None: wait for ever); Error (code 'capacity')
+        at once if the table has no room for the key."""
+    def try_acquire(self) -> LockGuard | None: ...
+    def release(self) -> None: ...
+    @property
+    def guard(self) -> LockGuard | None: ...
+    def stats(self) -> dict:
+        """held, fencing_token, holder (a dict or None), waiters."""
+    def __enter__(self) -> LockGuard: ...
     def __exit__(self, *exc: object) -> None: ...
 
 # ------------------------------------------------------------ topics, queues

@@ -1,16 +1,20 @@
 // colo.Lock and colo.LockGuard, types of the CPython API (cpython.hpp says
-// why: a `with lock:` costs about two multiprocessing.Lock pairs).
+// why: a `with lock:` costs about two multiprocessing.Lock pairs), and the
+// acquire and release that colo.Lock and colo.KeyLock (lock_table.cpp)
+// share (lockable.hpp).
 //
-// A Lock keeps the guard it granted until it is released (lock.release(),
-// guard.release(), the end of a `with` block), as threading.Lock stays held
-// until released; dropping the Lock releases it. Only the thread that
-// acquired it may release it (it is a mutex; libcolo's rule too).
+// A Lock (or KeyLock) keeps the guard it granted until it is released
+// (lock.release(), guard.release(), the end of a `with` block), as
+// threading.Lock stays held until released; dropping the Lock releases it.
+// Only the thread that acquired it may release it (it is a mutex; libcolo's
+// rule too).
 #include <memory>
 #include <thread>
 
 #include "colo/internal/lock_wait.hpp"
 #include "cpython.hpp"
 #include "errors.hpp"
+#include "lockable.hpp"
 #include "objects.hpp"
 #include "waiting.hpp"
 
@@ -20,38 +24,19 @@ namespace {
 PyTypeObject* lock_type = nullptr;  // created at import
 PyTypeObject* guard_type = nullptr;
 
-struct LockBox;
-
 struct GuardBox {
-  std::optional<LockGuard> guard;  // empty once released
-  std::shared_ptr<Lock> lock;      // keeps the lock mapped while the guard lives
-  std::thread::id holder;          // the thread that acquired it
-  std::uint64_t token = 0;         // kept for after the release
+  std::optional<LockGuard> guard;      // empty once released
+  std::shared_ptr<Lockable> target;    // keeps the lock (or table) mapped while the guard lives
+  std::thread::id holder;              // the thread that acquired it
+  std::uint64_t token = 0;             // kept for after the release
   bool owner_died = false;
-  py::object on_lost;              // the callback given to on_lease_lost(), kept alive
-  LockBox* owner = nullptr;        // the colo.Lock it was granted through, while held
+  py::object on_lost;                  // the callback given to on_lease_lost(), kept alive
+  LockingBox* owner = nullptr;         // the colo.Lock or colo.KeyLock it was granted through, while held
 
   ~GuardBox();
 };
 
 GuardBox& guard_box(PyObject* self) { return capi::value_of<GuardBox>(self); }
-
-struct LockBox {
-  std::shared_ptr<Lock> lock;
-  NodeRef node;
-  PyObject* current = nullptr;  // the colo.LockGuard held through this Lock (a reference), or nullptr
-
-  GuardBox* current_guard() const { return current == nullptr ? nullptr : &guard_box(current); }
-  ~LockBox() {
-    if (current == nullptr) return;
-    guard_box(current).owner = nullptr;  // the guard may outlive us (if its holder kept it)
-    Py_CLEAR(current);
-  }
-};
-
-LockBox& lock_box(PyObject* self) { return capi::value_of<LockBox>(self); }
-
-std::string quoted(const Lock& lock) { return "lock '" + lock.name() + "'"; }
 
 // Unlocks (the GIL held). Without the GIL if a lease-loss callback may be
 // running: unlock() joins its thread, which may be waiting for the GIL.
@@ -64,7 +49,7 @@ void unlock(GuardBox& g) {
   }
   g.guard.reset();
   g.on_lost = py::none();
-  if (LockBox* owner = g.owner) {
+  if (LockingBox* owner = g.owner) {
     g.owner = nullptr;
     Py_CLEAR(owner->current);  // the caller holds a reference to this guard's object
   }
@@ -84,145 +69,125 @@ GuardBox::~GuardBox() {
   if (PyErr_WarnFormat(PyExc_ResourceWarning, 1,
                        "%s was dropped by another thread than the one that holds it: it stays held until that "
                        "process exits; release locks in the thread that acquired them",
-                       quoted(*lock).c_str()) != 0)
+                       target->quoted().c_str()) != 0)
     PyErr_WriteUnraisable(nullptr);
   PyErr_Restore(type, value, traceback);
-  new LockGuard(std::move(*guard));        // never unlocked here
-  new std::shared_ptr<Lock>(std::move(lock));  // the record it points into stays mapped
+  new LockGuard(std::move(*guard));                   // never unlocked here
+  new std::shared_ptr<Lockable>(std::move(target));  // the record it points into stays mapped
   guard.reset();
 }
 
 void release(GuardBox& g) {
   if (!g.guard) return;
   if (std::this_thread::get_id() != g.holder)
-    throw std::runtime_error(quoted(*g.lock) +
+    throw std::runtime_error(g.target->quoted() +
                              " is held by another thread: only the thread that acquired a lock may release it");
   unlock(g);
 }
 
-void refuse_if_held_here(LockBox& box) {
-  GuardBox* g = box.current_guard();
-  if (g != nullptr && g->holder == std::this_thread::get_id())
-    throw_error(Errc::invalid_argument, quoted(*box.lock) + " is already held by this thread");
+void refuse_if_held_here(LockingBox& box) {
+  if (box.current == nullptr) return;
+  if (guard_box(box.current).holder == std::this_thread::get_id())
+    throw_error(Errc::invalid_argument, box.target->quoted() + " is already held by this thread");
 }
 
 // The guard object for a grant through `box` (a new reference).
-PyObject* wrap(LockBox& box, LockGuard&& guard) {
+PyObject* wrap(LockingBox& box, LockGuard&& guard) {
   const std::uint64_t token = guard.fencing_token();
   const bool owner_died = guard.owner_died();
-  PyObject* self = capi::make<GuardBox>(guard_type, std::move(guard), box.lock, std::this_thread::get_id(), token,
+  PyObject* self = capi::make<GuardBox>(guard_type, std::move(guard), box.target, std::this_thread::get_id(), token,
                                         owner_died, py::none(), &box);
   box.current = Py_NewRef(self);
   return self;
 }
 
-std::string holder_text(const Lock& lock) {
-  const LockHolder holder = lock.stats().holder;
-  if (holder.pid == 0) return "";
-  return " (held by pid " + std::to_string(holder.pid) + (holder.alive ? "" : ", which is dead") + ")";
-}
-
-PyObject* acquire(LockBox& box, std::optional<double> timeout) {
-  refuse_if_held_here(box);
-  Lock& lock = *box.lock;
-  const Deadline deadline = Deadline::after(timeout);
-  std::optional<LockGuard> got = lock.try_acquire();
-  if (!got) {
+// A named lock (colo.Lock's target).
+class NamedLock final : public Lockable {
+ public:
+  explicit NamedLock(Lock lock) : lock(std::move(lock)) {}
+  std::string quoted() const override { return "lock '" + lock.name() + "'"; }
+  Result<std::optional<LockGuard>> try_acquire() noexcept override { return lock.try_acquire(); }
+  LockGuard wait_for(const Deadline& deadline) override {
     internal::LockWait wait(lock);
-    for (;;) {
-      auto slice = [&] {
-        py::gil_scoped_release released;
-        return wait.slice(deadline.slice_end());
-      }();
-      if (!slice) throw_error(slice.error());
-      if (*slice) {
-        got = std::move(**slice);
-        break;
-      }
-      check_signals();  // KeyboardInterrupt: nothing is held
-      if (deadline.passed()) {
-        wait.timed_out();
-        throw_error(Errc::timed_out, quoted(lock) + " was not acquired within " +
-                                         py::str(py::float_(deadline.seconds())).cast<std::string>() + " s" +
-                                         holder_text(lock));
-      }
-    }
-    // Ctrl-C during the slice that granted it: interrupted, holding nothing.
-    if (PyErr_CheckSignals() != 0) {
-      got->unlock();
-      throw py::error_already_set();
-    }
+    return wait_for_grant(wait, *this, deadline);
   }
-  return wrap(box, std::move(*got));
-}
+  LockHolder holder() const noexcept override { return lock.stats().holder; }
+
+  Lock lock;
+};
+
+struct LockBox : LockingBox {
+  NodeRef node;
+  Lock& lock() const { return static_cast<NamedLock&>(*target).lock; }
+};
+
+LockBox& lock_box(PyObject* self) { return capi::value_of<LockBox>(self); }
 
 py::object open_lock_box(py::handle node_object, NodeBox& node, std::string_view name, Scope scope, OpenMode mode) {
   LockOptions options;
   options.scope = scope;
   auto lock = value_or_throw(with_node(node, [&](Node& n) { return n.lock(name, mode, options); }));
-  return py::reinterpret_steal<py::object>(
-      capi::make<LockBox>(lock_type, std::make_shared<Lock>(std::move(lock)),
-                          NodeRef{py::reinterpret_borrow<py::object>(node_object), &node}, nullptr));
+  PyObject* self = capi::make<LockBox>(lock_type);
+  LockBox& box = lock_box(self);
+  box.target = std::make_shared<NamedLock>(std::move(lock));
+  box.node = NodeRef{py::reinterpret_borrow<py::object>(node_object), &node};
+  return py::reinterpret_steal<py::object>(self);
 }
+
+}  // namespace
+
+// ------------------------------------------ shared with colo.KeyLock (lockable.hpp)
+
+LockingBox::~LockingBox() {
+  if (current == nullptr) return;
+  guard_box(current).owner = nullptr;  // the guard may outlive us (if its holder kept it)
+  Py_CLEAR(current);
+}
+
+PyObject* acquire(LockingBox& box, std::optional<double> timeout) {
+  refuse_if_held_here(box);
+  const Deadline deadline = Deadline::after(timeout);
+  auto got = box.target->try_acquire();
+  if (!got) throw_error(got.error());
+  if (*got) return wrap(box, std::move(**got));
+  return wrap(box, box.target->wait_for(deadline));
+}
+
+PyObject* try_acquire(LockingBox& box) {
+  refuse_if_held_here(box);
+  auto got = box.target->try_acquire();
+  if (!got) throw_error(got.error());
+  if (!*got) return Py_NewRef(Py_None);
+  return wrap(box, std::move(**got));
+}
+
+void release_current(LockingBox& box, bool must_hold) {
+  if (box.current == nullptr) {
+    if (must_hold) throw std::runtime_error(box.target->quoted() + " is not held through this handle");
+    return;
+  }
+  py::object keep = py::reinterpret_borrow<py::object>(box.current);  // release() drops the box's reference
+  release(guard_box(keep.ptr()));
+}
+
+namespace {
 
 // ------------------------------------------------------ the methods, in C
 
+using LockMethods = LockingMethods<LockBox>;
+
 PyObject* none() { Py_RETURN_NONE; }
 
-PyObject* m_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  return capi::guarded([&] {
-    PyObject* a[1];
-    capi::parse_arguments("acquire", args, nargs, kwnames, {"timeout"}, 0, a);
-    return acquire(lock_box(self), capi::timeout_argument(a[0]));
-  });
-}
-PyObject* m_try_acquire(PyObject* self, PyObject*) {
-  return capi::guarded([&]() -> PyObject* {
-    LockBox& b = lock_box(self);
-    refuse_if_held_here(b);
-    std::optional<LockGuard> got = b.lock->try_acquire();
-    if (!got) return none();
-    return wrap(b, std::move(*got));
-  });
-}
-// The guard held through this Lock, released (by this thread).
-void release_current(LockBox& b, bool must_hold) {
-  if (b.current == nullptr) {
-    if (must_hold) throw std::runtime_error(quoted(*b.lock) + " is not held through this Lock");
-    return;
-  }
-  py::object keep = py::reinterpret_borrow<py::object>(b.current);  // release() drops the Lock's reference
-  release(guard_box(keep.ptr()));
-}
-PyObject* m_release_lock(PyObject* self, PyObject*) {
-  return capi::guarded([&] {
-    release_current(lock_box(self), true);
-    return none();
-  });
-}
-PyObject* m_lock_enter(PyObject* self, PyObject*) {
-  return capi::guarded([&] { return acquire(lock_box(self), std::nullopt); });
-}
-PyObject* m_lock_exit(PyObject* self, PyObject* const*, Py_ssize_t) {
-  return capi::guarded([&] {
-    release_current(lock_box(self), false);
-    return none();
-  });
-}
 PyObject* m_stats(PyObject* self, PyObject*) {
-  return capi::guarded([&] { return lock_box(self).node.info(lock_box(self).lock->name()).release().ptr(); });
+  return capi::guarded([&] { return lock_box(self).node.info(lock_box(self).lock().name()).release().ptr(); });
 }
 PyObject* lock_name(PyObject* self, void*) {
-  return PyUnicode_FromStringAndSize(lock_box(self).lock->name().data(),
-                                     static_cast<Py_ssize_t>(lock_box(self).lock->name().size()));
+  const std::string& name = lock_box(self).lock().name();
+  return PyUnicode_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
 }
-PyObject* lock_scope(PyObject* self, void*) { return PyUnicode_FromString(scope_name(lock_box(self).lock->scope())); }
-PyObject* lock_guard(PyObject* self, void*) {
-  PyObject* current = lock_box(self).current;
-  return Py_NewRef(current != nullptr ? current : Py_None);
-}
+PyObject* lock_scope(PyObject* self, void*) { return PyUnicode_FromString(scope_name(lock_box(self).lock().scope())); }
 PyObject* lock_repr(PyObject* self) {
-  const Lock& lock = *lock_box(self).lock;
+  const Lock& lock = lock_box(self).lock();
   return PyUnicode_FromFormat("<colo.Lock '%s', %s scope>", lock.name().c_str(), scope_name(lock.scope()));
 }
 
@@ -237,10 +202,10 @@ PyObject* m_on_lease_lost(PyObject* self, PyObject* callback) {
   return capi::guarded([&] {
     GuardBox& g = guard_box(self);
     if (!PyCallable_Check(callback)) throw py::type_error("on_lease_lost() takes a callable");
-    if (!g.guard) throw py::value_error(quoted(*g.lock) + " is no longer held by this guard");
+    if (!g.guard) throw py::value_error(g.target->quoted() + " is no longer held by this guard");
     // The GIL is let go below: only the holder may touch its guard then.
     if (std::this_thread::get_id() != g.holder)
-      throw std::runtime_error(quoted(*g.lock) + ": on_lease_lost() is for the thread that holds the lock");
+      throw std::runtime_error(g.target->quoted() + ": on_lease_lost() is for the thread that holds the lock");
     {
       // Replacing a callback joins the earlier one's thread, which may be
       // waiting for the GIL.
@@ -267,30 +232,30 @@ PyObject* m_guard_enter(PyObject* self, PyObject*) { return Py_NewRef(self); }
 PyObject* m_guard_exit(PyObject* self, PyObject* const*, Py_ssize_t) { return m_release_guard(self, nullptr); }
 PyObject* guard_repr(PyObject* self) {
   const GuardBox& g = guard_box(self);
-  return PyUnicode_FromFormat("<colo.LockGuard of %s, token %llu%s>", quoted(*g.lock).c_str(),
+  return PyUnicode_FromFormat("<colo.LockGuard of %s, token %llu%s>", g.target->quoted().c_str(),
                               static_cast<unsigned long long>(g.token), g.guard ? "" : ", released");
 }
 
 
 PyMethodDef lock_methods[] = {
-    {"acquire", capi::as_method(m_acquire), capi::kFastWithKeywords,
+    {"acquire", capi::as_method(LockMethods::acquire), capi::kFastWithKeywords,
      "acquire(timeout=None)\n\nWaits for the lock up to `timeout` seconds (None: for ever) and returns the "
      "colo.LockGuard; colo.Timeout if it was not granted by then. colo.InvalidArgument if this thread holds it "
      "already; cluster scope: colo.NotReady if no colod serves the namespace for 5 s."},
-    {"try_acquire", m_try_acquire, METH_NOARGS,
+    {"try_acquire", LockMethods::try_acquire, METH_NOARGS,
      "The lock's guard if it is free now, else None. Cluster scope: granted only if this host holds the cluster "
      "lock already (otherwise colod is asked for it, and a later try may succeed)."},
-    {"release", m_release_lock, METH_NOARGS,
+    {"release", LockMethods::release, METH_NOARGS,
      "Releases the lock held through this Lock (by this thread). RuntimeError if it is not held."},
     {"stats", m_stats, METH_NOARGS, "The lock as `colo stat NAME --json` shows it (a dict; counters under 'lock')."},
-    {"__enter__", m_lock_enter, METH_NOARGS, "Acquires (waiting for ever); returns the colo.LockGuard."},
-    {"__exit__", capi::as_method(m_lock_exit), METH_FASTCALL, "Releases."},
+    {"__enter__", LockMethods::enter, METH_NOARGS, "Acquires (waiting for ever); returns the colo.LockGuard."},
+    {"__exit__", capi::as_method(LockMethods::exit), METH_FASTCALL, "Releases."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyGetSetDef lock_getset[] = {
     {"name", lock_name, nullptr, nullptr, nullptr},
     {"scope", lock_scope, nullptr, "'host' or 'cluster'.", nullptr},
-    {"guard", lock_guard, nullptr, "The colo.LockGuard held through this Lock, or None.", nullptr},
+    {"guard", LockMethods::guard, nullptr, "The colo.LockGuard held through this Lock, or None.", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
@@ -323,15 +288,7 @@ PyGetSetDef guard_getset[] = {
 
 py::object open_lock(py::handle node_object, NodeBox& node, std::string_view name, std::string_view scope,
                      std::string_view mode) {
-  Scope s;
-  if (scope == "host") {
-    s = Scope::host;
-  } else if (scope == "cluster") {
-    s = Scope::cluster;
-  } else {
-    throw_error(Errc::invalid_argument, "scope must be 'host' or 'cluster', not '" + std::string(scope) + "'");
-  }
-  return open_lock_box(node_object, node, name, s, open_mode_from(mode));
+  return open_lock_box(node_object, node, name, scope_from(scope), open_mode_from(mode));
 }
 
 void bind_lock(py::module_& m) {
@@ -349,8 +306,9 @@ void bind_lock(py::module_& m) {
   };
   static PyType_Slot guard_slots[] = {
       {Py_tp_doc, const_cast<char*>(
-                      "Holding a lock: what Lock.acquire() returns. Released by release(), at the end of a `with` "
-                      "block, or by Lock.release(); only by the thread that acquired it.")},
+                      "Holding a lock, or a key of a lock table: what Lock.acquire() and KeyLock.acquire() return. "
+                      "Released by release(), at the end of a `with` block, or by the Lock's (KeyLock's) release(); "
+                      "only by the thread that acquired it.")},
       {Py_tp_dealloc, reinterpret_cast<void*>(capi::dealloc<GuardBox>)},
       {Py_tp_methods, guard_methods},
       {Py_tp_getset, guard_getset},

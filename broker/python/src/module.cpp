@@ -13,7 +13,7 @@
 PYBIND11_MODULE(_colo, m) {
   namespace py = pybind11;
   m.doc() =
-      "colo: locks, topics and queues in shared memory, shared by the Python and C++ processes of a host "
+      "colo: locks, lock tables, topics and queues in shared memory, shared by the Python and C++ processes of a host "
       "(docs/python.md).";
   m.attr("__version__") = COLO_VERSION;
   colo::python::define_exceptions(m);
@@ -21,6 +21,7 @@ PYBIND11_MODULE(_colo, m) {
   colo::python::bind_node(m);
   colo::python::bind_channel(m);
   colo::python::bind_lock(m);
+  colo::python::bind_lock_table(m);
   // Users see them as colo.Node, not colo._colo.Node (the types written
   // against the CPython API are named so already).
   for (const char* name : {"Node", "Topic", "Queue"}) m.attr(name).attr("__module__") = "colo";

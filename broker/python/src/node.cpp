@@ -19,6 +19,12 @@ OpenMode open_mode_from(std::string_view text) {
               "mode must be 'create_or_open', 'open' or 'create', not '" + std::string(text) + "'");
 }
 
+Scope scope_from(std::string_view text) {
+  if (text == "host") return Scope::host;
+  if (text == "cluster") return Scope::cluster;
+  throw_error(Errc::invalid_argument, "scope must be 'host' or 'cluster', not '" + std::string(text) + "'");
+}
+
 namespace {
 
 std::unique_ptr<NodeBox> open_node(std::optional<std::string> ns, std::optional<gid_t> group,
@@ -58,6 +64,22 @@ void bind_node(py::module_& m) {
           py::arg("name"), py::kw_only(), py::arg("scope") = "host", py::arg("mode") = "create_or_open",
           "The lock NAME (a colo.Lock). scope: 'host' (the processes of this host) or 'cluster' (every host, "
           "through the namespace's colod). mode: 'create_or_open', 'open' (must exist) or 'create' (must not).")
+      .def(
+          "lock_table",
+          [](py::handle self, std::string_view name, std::string_view scope, std::string_view mode,
+             std::uint64_t capacity, std::uint32_t max_key_bytes) {
+            LockTableOptions options;
+            options.scope = scope_from(scope);
+            options.capacity = capacity;
+            options.max_key_bytes = max_key_bytes;
+            return open_lock_table(self, self.cast<NodeBox&>(), name, open_mode_from(mode), options);
+          },
+          py::arg("name"), py::kw_only(), py::arg("scope") = "host", py::arg("mode") = "create_or_open",
+          py::arg("capacity") = LockTableOptions{}.capacity, py::arg("max_key_bytes") = LockTableOptions{}.max_key_bytes,
+          "The lock table NAME (a colo.LockTable): one object holding a lock per key, a key in the table only "
+          "while held. capacity: keys held at once (1 to 2**26); max_key_bytes: longest key (1 to 256). scope, "
+          "mode: as for lock(). create_or_open checks scope, capacity and max_key_bytes against the table that "
+          "exists (colo.Mismatch); mode='open' takes it as it is.")
       .def(
           "topic",
           [](py::handle self, std::string_view name, std::string_view mode, std::uint64_t capacity,

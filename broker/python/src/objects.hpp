@@ -1,5 +1,5 @@
-// The C++ side of colo.Node, colo.Topic, colo.Queue and colo.Lock, and how
-// the bindings (node.cpp, channel.cpp, lock.cpp) reach each other's.
+// The C++ side of colo.Node, colo.Topic, colo.Queue, and how the bindings
+// (node.cpp, channel.cpp, lock.cpp, lock_table.cpp) reach each other's.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -53,13 +53,19 @@ struct QueueBox {
 // One option from its Python spelling: "open", "create", "create_or_open";
 // colo.InvalidArgument otherwise.
 OpenMode open_mode_from(std::string_view text);
+// "host" or "cluster"; colo.InvalidArgument otherwise.
+Scope scope_from(std::string_view text);
 
 void bind_node(py::module_& module);
 void bind_channel(py::module_& module);
 void bind_lock(py::module_& module);
+void bind_lock_table(py::module_& module);
 
 // Node.lock(): opens the lock and wraps it (lock.cpp).
 py::object open_lock(py::handle node_object, NodeBox& node, std::string_view name, std::string_view scope,
                      std::string_view mode);
+// Node.lock_table(): opens the table and wraps it (lock_table.cpp).
+py::object open_lock_table(py::handle node_object, NodeBox& node, std::string_view name, OpenMode mode,
+                           const LockTableOptions& options);
 
 }  // namespace colo::python

@@ -18,17 +18,20 @@ std::string local_time_text(std::uint64_t realtime_ns) {
   return buf;
 }
 
+// A lock's (or a key's) holder, or None.
+py::object holder_dict(const LockHolder& holder) {
+  if (holder.pid == 0) return py::none();
+  py::dict h;
+  h["pid"] = holder.pid;
+  h["tid"] = holder.tid;
+  h["held_for_ns"] = static_cast<std::uint64_t>(holder.held_for_ns);
+  h["held_for_exact"] = holder.held_for_exact;
+  h["alive"] = holder.alive;
+  return h;
+}
+
 py::dict lock_dict(const LockStats& s) {
-  py::object holder = py::none();
-  if (s.holder.pid != 0) {
-    py::dict h;
-    h["pid"] = s.holder.pid;
-    h["tid"] = s.holder.tid;
-    h["held_for_ns"] = static_cast<std::uint64_t>(s.holder.held_for_ns);
-    h["held_for_exact"] = s.holder.held_for_exact;
-    h["alive"] = s.holder.alive;
-    holder = std::move(h);
-  }
+  py::object holder = holder_dict(s.holder);
   py::dict d;
   d["fencing_epoch"] = s.fencing_epoch;
   d["grants"] = s.grants;
@@ -51,6 +54,38 @@ py::dict lock_dict(const LockStats& s) {
     cluster["lease_losses"] = c.lease_losses;
     d["cluster"] = std::move(cluster);
   }
+  return d;
+}
+
+py::dict lock_table_dict(const LockTableStats& s) {
+  py::list hot;
+  for (const auto& k : s.most_contended) {
+    py::dict d;
+    // Text, as in the tool's JSON; bytes that are not UTF-8 as \xNN escapes.
+    d["key"] = py::reinterpret_steal<py::str>(
+        PyUnicode_DecodeUTF8(k.key.data(), static_cast<Py_ssize_t>(k.key.size()), "backslashreplace"));
+    d["waits"] = k.waits;
+    hot.append(std::move(d));
+  }
+  py::dict d;
+  d["capacity"] = s.capacity;
+  d["entries"] = s.entries;
+  d["max_key_bytes"] = s.max_key_bytes;
+  d["bytes_per_entry"] = s.bytes_per_entry;
+  d["live_keys"] = s.live_keys;
+  d["kept_keys"] = s.kept_keys;
+  d["occupancy"] = s.occupancy();
+  d["dead_holders"] = s.dead_holders;
+  d["overflowed_keys"] = s.overflowed_keys;
+  d["waiters"] = s.waiters;
+  d["grants"] = s.grants;
+  d["contended_grants"] = s.contended_grants;
+  d["recoveries"] = s.recoveries;
+  d["timeouts"] = s.timeouts;
+  d["full_refusals"] = s.full_refusals;
+  d["damaged_entries"] = s.damaged_entries;
+  d["bucket_recoveries"] = s.bucket_recoveries;
+  d["most_contended"] = std::move(hot);
   return d;
 }
 
@@ -123,7 +158,17 @@ py::dict object_info_dict(const ObjectInfo& info) {
   d["creator"] = std::move(creator);
   d["created"] = local_time_text(info.created_realtime_ns);
   if (info.lock) d["lock"] = lock_dict(*info.lock);
+  if (info.lock_table) d["lock_table"] = lock_table_dict(*info.lock_table);
   if (info.channel) d[to_string(info.channel->kind)] = channel_dict(*info.channel);
+  return d;
+}
+
+py::dict key_stats_dict(const KeyStats& s) {
+  py::dict d;
+  d["held"] = s.held;
+  d["fencing_token"] = s.fencing_token;
+  d["holder"] = holder_dict(s.holder);
+  d["waiters"] = s.waiters;
   return d;
 }
 
