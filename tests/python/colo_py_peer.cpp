@@ -7,7 +7,10 @@
 //   lock-increment NS LOCK COUNTER LOG GO N   wait for file GO; N x {acquire; counter file += 1; append
 //                                             "cpp PID TOKEN" to LOG; release}
 //   lock-acquire NS LOCK                      acquire (30 s at most); print "token=T owner_died=0|1"; release
-//   lock-hold NS LOCK                         acquire; print "held"; hold until stdin closes; release
+//   lock-hold NS LOCK                         acquire; print "held token=T"; hold until stdin closes; release
+//   table-increment NS TABLE KEY COUNTER LOG GO N
+//   table-acquire NS TABLE KEY                as the three above, on key KEY of lock table TABLE
+//   table-hold NS TABLE KEY
 //   publish NS NAME COUNT                     COUNT pattern messages (patterns.py) to a topic or queue
 //   subscribe NS TOPIC COUNT                  print "ready"; receive COUNT messages, check each byte and the
 //                                             order; print "ok COUNT" (or "bad ..." and exit 1)
@@ -28,6 +31,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -103,15 +107,14 @@ void write_counter(const char* path, std::uint64_t n) {
   out << n << '\n';
 }
 
-int lock_increment(const char* ns, const char* name, const char* counter, const char* log, const char* go,
-                   std::uint64_t n) {
-  auto node = open_node(ns);
-  auto lock = value(node.lock(name, colo::OpenMode::open));
+// N x {acquire(); counter file += 1; append "cpp PID TOKEN" to LOG; release}.
+template <typename Acquire>
+int increment(const char* counter, const char* log, const char* go, std::uint64_t n, Acquire&& acquire) {
   const int log_fd = ::open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (log_fd < 0) fail(3, std::string("cannot open ") + log);
   while (::access(go, F_OK) != 0) std::this_thread::sleep_for(1ms);
   for (std::uint64_t k = 0; k < n; ++k) {
-    auto guard = value(lock.acquire());
+    auto guard = value(acquire());
     write_counter(counter, read_counter(counter) + 1);
     const std::string line = "cpp " + std::to_string(::getpid()) + " " + std::to_string(guard.fencing_token()) + "\n";
     if (::write(log_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) fail(3, "log write failed");
@@ -121,24 +124,70 @@ int lock_increment(const char* ns, const char* name, const char* counter, const 
   return 0;
 }
 
-int lock_acquire(const char* ns, const char* name) {
-  auto node = open_node(ns);
-  auto lock = value(node.lock(name, colo::OpenMode::open));
-  auto guard = lock.try_acquire_for(30s);
+int say_acquired(const std::optional<colo::LockGuard>& guard) {
   if (!guard) fail(1, "not acquired within 30 s");
   say("token=" + std::to_string(guard->fencing_token()) + " owner_died=" + (guard->owner_died() ? "1" : "0"));
   return 0;
 }
 
-int lock_hold(const char* ns, const char* name) {
-  auto node = open_node(ns);
-  auto lock = value(node.lock(name, colo::OpenMode::open));
-  auto guard = value(lock.acquire());
+int hold_until_eof(const colo::LockGuard& guard) {
   say("held token=" + std::to_string(guard.fencing_token()));
   std::string line;
   while (std::getline(std::cin, line)) {
   }
   return 0;
+}
+
+int lock_increment(const char* ns, const char* name, const char* counter, const char* log, const char* go,
+                   std::uint64_t n) {
+  auto node = open_node(ns);
+  auto lock = value(node.lock(name, colo::OpenMode::open));
+  return increment(counter, log, go, n, [&] { return lock.acquire(); });
+}
+
+int lock_acquire(const char* ns, const char* name) {
+  auto node = open_node(ns);
+  auto lock = value(node.lock(name, colo::OpenMode::open));
+  return say_acquired(lock.try_acquire_for(30s));
+}
+
+int lock_hold(const char* ns, const char* name) {
+  auto node = open_node(ns);
+  auto lock = value(node.lock(name, colo::OpenMode::open));
+  return hold_until_eof(value(lock.acquire()));
+}
+
+// ------------------------------------------------------------ lock tables
+
+// A key and its table (which must outlive it; moving the table keeps its keys valid).
+struct OpenKey {
+  colo::LockTable table;
+  colo::KeyLock key;
+};
+
+OpenKey open_key(colo::Node& node, const char* table, const char* key) {
+  auto t = value(node.lock_table(table, colo::OpenMode::open));
+  auto k = value(t.lock(key));
+  return {std::move(t), std::move(k)};
+}
+
+int table_increment(const char* ns, const char* table, const char* key, const char* counter, const char* log,
+                    const char* go, std::uint64_t n) {
+  auto node = open_node(ns);
+  auto k = open_key(node, table, key);
+  return increment(counter, log, go, n, [&] { return k.key.acquire(); });
+}
+
+int table_acquire(const char* ns, const char* table, const char* key) {
+  auto node = open_node(ns);
+  auto k = open_key(node, table, key);
+  return say_acquired(value(k.key.try_acquire_for(30s)));
+}
+
+int table_hold(const char* ns, const char* table, const char* key) {
+  auto node = open_node(ns);
+  auto k = open_key(node, table, key);
+  return hold_until_eof(value(k.key.acquire()));
 }
 
 int keeper(const char* ns, const char* name, std::uint64_t epoch) {
@@ -211,6 +260,10 @@ int main(int argc, char** argv) {
   if (command == "lock-increment" && argc == 8) return lock_increment(argv[2], argv[3], argv[4], argv[5], argv[6], number(7));
   if (command == "lock-acquire" && argc == 4) return lock_acquire(argv[2], argv[3]);
   if (command == "lock-hold" && argc == 4) return lock_hold(argv[2], argv[3]);
+  if (command == "table-increment" && argc == 9)
+    return table_increment(argv[2], argv[3], argv[4], argv[5], argv[6], argv[7], number(8));
+  if (command == "table-acquire" && argc == 5) return table_acquire(argv[2], argv[3], argv[4]);
+  if (command == "table-hold" && argc == 5) return table_hold(argv[2], argv[3], argv[4]);
   if (command == "keeper" && argc == 5) return keeper(argv[2], argv[3], number(4));
   if (command == "publish" && argc == 5) return publish(argv[2], argv[3], number(4));
   if (command == "subscribe" && argc == 5) return subscribe(argv[2], argv[3], number(4));

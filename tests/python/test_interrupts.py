@@ -1,6 +1,6 @@
 """Ctrl-C (SIGINT, sent by the test) interrupts a Python process blocked in
-receive(), acquire() and loan(): KeyboardInterrupt, and nothing held
-afterwards. libcolo's waits are futex sleeps a signal does not end; the
+receive(), acquire() (of a lock, and of a lock table's key) and loan():
+KeyboardInterrupt, and nothing held or waited for afterwards. libcolo's waits are futex sleeps a signal does not end; the
 module waits in slices of at most 50 ms and runs the signal handlers between
 them, so the interrupt comes within about 50 ms (the bound checked here is
 looser: two busy cores)."""
@@ -49,6 +49,26 @@ def test_ctrl_c_during_a_blocking_acquire(node, ns, spawn):
     assert worker.line() == f"then acquired token={token + 1}"
     assert worker.wait()[0] == 0
     assert lock.stats()["lock"]["timeouts"] == 0
+
+
+def test_ctrl_c_during_a_blocking_acquire_of_a_table_key(node, ns, spawn):
+    table = node.lock_table("orders", capacity=100)
+    holder = spawn.peer("table-hold", ns, "orders", "order:42", stdin=True)
+    token = int(holder.expect("held token=").split("=")[1])
+    worker = spawn.python("interrupt-table-acquire", ns, "orders", "order:42")
+    worker.expect("waiting")
+    time.sleep(0.2)
+    key = table.lock("order:42")
+    assert key.stats()["waiters"] == 1
+    assert interrupt(worker) < INTERRUPT_BOUND_S
+    # It holds nothing and waits for nothing; the C++ holder still holds the key.
+    assert worker.line() == "guard=None holder_is_me=0 waiters=0"
+    assert key.stats()["holder"]["pid"] == holder.pid
+    holder.close_stdin()  # the holder releases (the key leaves the table); the worker inserts it again
+    assert worker.line() == f"then acquired token={token + 1}"
+    assert worker.wait()[0] == 0
+    stats = table.stats()["lock_table"]
+    assert (stats["timeouts"], stats["waiters"], stats["live_keys"], stats["grants"]) == (0, 0, 0, 2)
 
 
 def test_ctrl_c_during_a_blocking_loan(node, ns, spawn):

@@ -1,5 +1,5 @@
-"""Stats as dicts: Lock.stats(), Topic.stats(), Queue.stats(), Node.info()
-and Node.list() hold exactly what `colo stat NAME --json` and
+"""Stats as dicts: Lock.stats(), LockTable.stats(), Topic.stats(),
+Queue.stats(), Node.info() and Node.list() hold exactly what `colo stat NAME --json` and
 `colo ls --json` print for the same objects."""
 
 import json
@@ -43,6 +43,22 @@ def test_held_lock_stats_match_colo_stat(node, ns):
         assert d["lock"]["holder"].pop("held_for_ns") >= 0
     assert mine == theirs
     assert mine["lock"]["holder"]["pid"] == os.getpid()
+
+
+def test_lock_table_stats_match_colo_stat(node, ns):
+    table = node.lock_table("orders", capacity=1000, max_key_bytes=32)
+    for i in range(5):
+        with table.lock(f"order:{i}"):
+            pass
+    held = [table.lock("order:1").acquire(), table.lock(b"order:2").acquire()]
+    mine = table.stats()
+    assert mine == colo_stat(ns, "orders")
+    t = mine["lock_table"]
+    assert (mine["kind"], t["capacity"], t["max_key_bytes"], t["live_keys"], t["grants"]) == (
+        "lock-table", 1000, 32, 2, 7)
+    assert t["occupancy"] == 2 / 1000
+    for g in held:
+        g.release()
 
 
 def test_topic_stats_match_colo_stat(node, ns):

@@ -6,6 +6,9 @@ stdout, flushed; exit 0 done, 1 a check failed.
                                             append "py PID TOKEN" to LOG; release}
   lock-hold NS LOCK                         acquire; print "held token=T owner_died=B"; sleep (killed)
   lock-acquire NS LOCK                      acquire (30 s at most); print "token=T owner_died=0|1"
+  table-increment NS TABLE KEY COUNTER LOG GO N
+  table-hold NS TABLE KEY                   as the three above, on key KEY of lock table TABLE
+  table-acquire NS TABLE KEY
   publish NS NAME COUNT [batch]             COUNT pattern messages, one publish() each (batch:
                                             publish_batch of 100)
   subscribe NS TOPIC COUNT [batch]          print "ready"; receive COUNT messages, check every byte and
@@ -15,6 +18,7 @@ stdout, flushed; exit 0 done, 1 a check failed.
   interrupt-receive NS TOPIC                these three print "waiting", block, and on KeyboardInterrupt
   interrupt-acquire NS LOCK                 print "interrupted", then what they hold: see
   interrupt-loan NS TOPIC SIZE              test_interrupts.py
+  interrupt-table-acquire NS TABLE KEY
 """
 
 import os
@@ -34,8 +38,12 @@ def fail(why):
     sys.exit(1)
 
 
-def lock_increment(ns, name, counter, log, go, n):
-    lock = colo.Node(ns).lock(name, mode="open")
+def open_key(ns, table, key):
+    return colo.Node(ns).lock_table(table, mode="open").lock(key)
+
+
+def increment(lock, counter, log, go, n):
+    """n x {acquire; counter file += 1; append "py PID TOKEN" to log; release} (a Lock or a KeyLock)."""
     with open(log, "a", buffering=1) as out:
         while not os.path.exists(go):
             time.sleep(0.001)
@@ -50,17 +58,40 @@ def lock_increment(ns, name, counter, log, go, n):
     say("done")
 
 
-def lock_hold(ns, name):
-    lock = colo.Node(ns).lock(name, mode="open")
+def hold(lock):
     guard = lock.acquire()
     say(f"held token={guard.fencing_token} owner_died={int(guard.owner_died)}")
     time.sleep(120)
 
 
-def lock_acquire(ns, name):
-    guard = colo.Node(ns).lock(name, mode="open").acquire(timeout=30)
+def acquire(lock):
+    guard = lock.acquire(timeout=30)
     say(f"token={guard.fencing_token} owner_died={int(guard.owner_died)}")
     guard.release()
+
+
+def lock_increment(ns, name, counter, log, go, n):
+    increment(colo.Node(ns).lock(name, mode="open"), counter, log, go, n)
+
+
+def lock_hold(ns, name):
+    hold(colo.Node(ns).lock(name, mode="open"))
+
+
+def lock_acquire(ns, name):
+    acquire(colo.Node(ns).lock(name, mode="open"))
+
+
+def table_increment(ns, table, key, counter, log, go, n):
+    increment(open_key(ns, table, key), counter, log, go, n)
+
+
+def table_hold(ns, table, key):
+    hold(open_key(ns, table, key))
+
+
+def table_acquire(ns, table, key):
+    acquire(open_key(ns, table, key))
 
 
 def channel(node, name):
@@ -167,6 +198,23 @@ def interrupt_acquire(ns, name):
     guard.release()
 
 
+def interrupt_table_acquire(ns, table, key):
+    key_lock = open_key(ns, table, key)
+    say("waiting")
+    try:
+        key_lock.acquire()
+        fail("acquired")
+    except KeyboardInterrupt:
+        say("interrupted")
+    stats = key_lock.stats()
+    say(f"guard={key_lock.guard} holder_is_me={int((stats['holder'] or {}).get('pid') == os.getpid())} "
+        f"waiters={stats['waiters']}")
+    # Once the holder is gone the key is free for anyone: this process takes it again.
+    guard = key_lock.acquire(timeout=30)
+    say(f"then acquired token={guard.fencing_token}")
+    guard.release()
+
+
 def interrupt_loan(ns, name, size):
     pub = colo.Node(ns).topic(name, mode="open").publisher()
     size = int(size)
@@ -198,6 +246,10 @@ COMMANDS = {
     "interrupt-receive": interrupt_receive,
     "interrupt-acquire": interrupt_acquire,
     "interrupt-loan": interrupt_loan,
+    "table-increment": table_increment,
+    "table-hold": table_hold,
+    "table-acquire": table_acquire,
+    "interrupt-table-acquire": interrupt_table_acquire,
 }
 
 if __name__ == "__main__":
