@@ -5,6 +5,7 @@ bounded waits.
 Run by Meson (`meson test -C BUILD --suite python`), which sets PYTHONPATH to
 the build's broker/python, COLO_PY_PEER and COLO_BIN."""
 
+import collections
 import glob
 import itertools
 import os
@@ -133,3 +134,25 @@ def spawn():
     yield Spawner()
     for p in started:
         p.stop()
+
+
+def run_increments(spawn, tmp_path, command, args, processes, increments):
+    """`processes` Python workers and as many C++ peers run `command ARGS... COUNTER LOG GO increments`
+    (lock-increment, table-increment): each adds 1 to a counter file `increments` times under the lock and logs
+    "LANG PID TOKEN" while it holds. Checks the counter and who logged what; returns the tokens in grant order."""
+    counter, log, go = tmp_path / "counter", tmp_path / "log", tmp_path / "go"
+    counter.write_text("0\n")
+    argv = (*args, counter, log, go, increments)
+    workers = [spawn.python(command, *argv) for _ in range(processes)]
+    workers += [spawn.peer(command, *argv) for _ in range(processes)]
+    go.touch()
+    for w in workers:
+        w.expect("done", timeout=240)
+    total = 2 * processes * increments
+    assert int(counter.read_text()) == total
+    # Each holder appended its token while holding: the log is in grant order.
+    entries = [line.split() for line in log.read_text().splitlines()]
+    assert len(entries) == total
+    assert collections.Counter(e[0] for e in entries) == {"py": processes * increments, "cpp": processes * increments}
+    assert collections.Counter(int(e[1]) for e in entries) == {w.pid: increments for w in workers}
+    return [int(e[2]) for e in entries]

@@ -3,7 +3,7 @@ fencing tokens strictly increasing in grant order across both languages,
 and a SIGKILLed Python holder seen as owner_died by the next holder, C++
 or Python."""
 
-import collections
+from conftest import run_increments
 
 PROCESSES = 4  # of each language
 INCREMENTS = 2000
@@ -11,21 +11,8 @@ INCREMENTS = 2000
 
 def test_python_and_cpp_processes_share_one_lock(node, ns, spawn, tmp_path):
     lock = node.lock("counter")
-    counter, log, go = tmp_path / "counter", tmp_path / "log", tmp_path / "go"
-    counter.write_text("0\n")
-    workers = [spawn.python("lock-increment", ns, "counter", counter, log, go, INCREMENTS) for _ in range(PROCESSES)]
-    workers += [spawn.peer("lock-increment", ns, "counter", counter, log, go, INCREMENTS) for _ in range(PROCESSES)]
-    go.touch()
-    for w in workers:
-        w.expect("done", timeout=240)
+    tokens = run_increments(spawn, tmp_path, "lock-increment", (ns, "counter"), PROCESSES, INCREMENTS)
     total = 2 * PROCESSES * INCREMENTS
-    assert int(counter.read_text()) == total
-    # Each holder appended its token while holding: the log is in grant order.
-    entries = [line.split() for line in log.read_text().splitlines()]
-    assert len(entries) == total
-    assert collections.Counter(e[0] for e in entries) == {"py": PROCESSES * INCREMENTS, "cpp": PROCESSES * INCREMENTS}
-    assert collections.Counter(int(e[1]) for e in entries) == {w.pid: INCREMENTS for w in workers}
-    tokens = [int(e[2]) for e in entries]
     assert all(a < b for a, b in zip(tokens, tokens[1:]))
     stats = lock.stats()["lock"]
     assert (stats["grants"], stats["recoveries"], stats["holder"]) == (total, 0, None)

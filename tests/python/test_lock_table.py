@@ -5,7 +5,6 @@ holder is seen as owner_died by the next holder (C++, then Python), and the
 errors: a full table, a key too long, bad names and options, wrong types.
 A thread blocked on a key lets the process's other threads run."""
 
-import collections
 import os
 import threading
 import time
@@ -13,6 +12,7 @@ import time
 import pytest
 
 import colo
+from conftest import run_increments
 
 PROCESSES = 3  # of each language
 INCREMENTS = 1500
@@ -27,22 +27,8 @@ def wait_until(condition, timeout=30.0):
 
 def test_python_and_cpp_processes_exclude_each_other_on_one_key(node, ns, spawn, tmp_path):
     table = node.lock_table("orders", capacity=1000)
-    counter, log, go = tmp_path / "counter", tmp_path / "log", tmp_path / "go"
-    counter.write_text("0\n")
-    args = (ns, "orders", "order:42", counter, log, go, INCREMENTS)
-    workers = [spawn.python("table-increment", *args) for _ in range(PROCESSES)]
-    workers += [spawn.peer("table-increment", *args) for _ in range(PROCESSES)]
-    go.touch()
-    for w in workers:
-        w.expect("done", timeout=240)
+    tokens = run_increments(spawn, tmp_path, "table-increment", (ns, "orders", "order:42"), PROCESSES, INCREMENTS)
     total = 2 * PROCESSES * INCREMENTS
-    assert int(counter.read_text()) == total
-    # Each holder appended its token while holding: the log is in grant order.
-    entries = [line.split() for line in log.read_text().splitlines()]
-    assert len(entries) == total
-    assert collections.Counter(e[0] for e in entries) == {"py": PROCESSES * INCREMENTS, "cpp": PROCESSES * INCREMENTS}
-    assert collections.Counter(int(e[1]) for e in entries) == {w.pid: INCREMENTS for w in workers}
-    tokens = [int(e[2]) for e in entries]
     assert tokens == list(range(1, total + 1))  # the only key of its bucket: every grant takes the next token
     stats = table.stats()["lock_table"]
     assert (stats["grants"], stats["recoveries"], stats["live_keys"], stats["waiters"]) == (total, 0, 0, 0)
