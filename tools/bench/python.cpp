@@ -71,7 +71,8 @@ int run_python_bench(const std::vector<std::string>& args, const std::string& sh
 void register_bench_python(CLI::App& bench, int& exit_code) {
   auto* cmd = bench.add_subcommand(
       "python", "colo from Python vs redis-py Lock and SET NX PX, fcntl.flock, multiprocessing.Lock/Queue, pyzmq "
-                "ipc://, a Unix socket: lock pairs/s and queue msg/s between two Python processes, with the goals");
+                "ipc://, a Unix socket: lock and table-key pairs/s and queue msg/s between two Python processes, "
+                "with the goals");
   // Every argument, --help included, is the script's.
   cmd->prefix_command();
   cmd->set_help_flag();

@@ -4,7 +4,11 @@ today, in one run on this machine.
 
 Locks: acquire+release pairs per second in one Python process, uncontended:
 colo's Lock (`with lock:`), redis-py's Lock and a bare SET NX PX / DEL pair
-on a local Redis, fcntl.flock on a file, multiprocessing.Lock.
+on a local Redis, fcntl.flock on a file, multiprocessing.Lock. Per key:
+colo's lock table (`with table.lock(key):`, keys drawn from 100,000 in a
+shuffled order made before the run, or from 1,000 of them, whose objects and
+entries stay in the caches; and one KeyLock kept and reused)
+against redis-py's Lock on a key of its own per draw.
 
 Queues: messages per second from one Python process to another, at 64 B and
 1 KiB: colo's Queue one message per call (publish / `for msg in consumer`)
@@ -19,8 +23,10 @@ times, interleaved (run r of every cell, then run r+1, so that a noisy
 neighbour slows every transport alike); the median is shown, with the
 range.
 
-Goals: the colo lock pair at least 100x redis-py's Lock; the colo queue at
-least 5x multiprocessing.Queue and at least 2x pyzmq.
+Goals: the colo lock pair at least 100x redis-py's Lock; the table's
+random-key pair at least 100x redis-py's Lock per key and within 2x of the
+named lock pair (at least 0.5x its rate); the colo queue at least 5x
+multiprocessing.Queue and at least 2x pyzmq.
 
 Run as `colo bench python` (or colo-bench python), which finds this script
 and the colo module; Redis: --redis HOST:PORT, else $COLO_REDIS, else a
@@ -31,8 +37,10 @@ import argparse
 import fcntl
 import json
 import multiprocessing
+import itertools
 import os
 import platform
+import random
 import shutil
 import socket
 import statistics
@@ -44,6 +52,8 @@ import time
 import colo
 
 GOAL_LOCK_VS_REDIS = 100.0
+GOAL_TABLE_VS_LOCK = 0.5  # the table's random-key pair within 2x of the named lock's
+TABLE_KEYS = 100_000       # the key space of the table cells
 GOAL_QUEUE_VS_MP = 5.0
 GOAL_QUEUE_VS_ZMQ = 2.0
 BATCH = 64  # messages per publish_batch
@@ -114,7 +124,27 @@ def lock_baselines(node, redis_endpoint, tmpdir):
         with lock:
             pass
 
-    rows = [("colo Lock (with lock:)", colo_pair)]
+    table = node.lock_table("bench/table", capacity=TABLE_KEYS, max_key_bytes=24)
+    keys = [f"order:{i}" for i in range(TABLE_KEYS)]
+    random.Random(42).shuffle(keys)
+    table_keys = itertools.cycle(keys)
+    cached_keys = itertools.cycle(keys[:1000])  # these keys' objects and entries stay in the caches
+    one_key = table.lock("order:one")
+
+    def table_pair():
+        with table.lock(next(table_keys)):
+            pass
+
+    def cached_table_pair():
+        with table.lock(next(cached_keys)):
+            pass
+
+    def one_key_pair():
+        with one_key:
+            pass
+
+    rows = [("colo Lock (with lock:)", colo_pair), (TABLE_ROW, table_pair),
+            ("colo table, random keys of 1,000", cached_table_pair), ("colo table, one KeyLock kept", one_key_pair)]
     try:
         import redis
 
@@ -133,11 +163,18 @@ def lock_baselines(node, redis_endpoint, tmpdir):
             client.set("colo-bench:setnx", "token", nx=True, px=10000)
             client.delete("colo-bench:setnx")
 
-        rows += [("redis-py Lock", redis_lock_pair), ("Redis SET NX PX / DEL", set_del_pair)]
+        redis_keys = itertools.cycle([f"colo-bench:{k}" for k in keys])
+
+        def redis_key_pair():  # a redis-py Lock per key, as per-entity locking does it
+            with client.lock(next(redis_keys), timeout=10):
+                pass
+
+        rows += [("redis-py Lock", redis_lock_pair), (REDIS_KEY_ROW, redis_key_pair),
+                 ("Redis SET NX PX / DEL", set_del_pair)]
     except ImportError:
-        rows += [(n, Skipped("redis-py not installed (python3-redis)")) for n in ("redis-py Lock", "Redis SET NX PX / DEL")]
+        rows += [(n, Skipped("redis-py not installed (python3-redis)")) for n in REDIS_ROWS]
     except Skipped as why:
-        rows += [(n, why) for n in ("redis-py Lock", "Redis SET NX PX / DEL")]
+        rows += [(n, why) for n in REDIS_ROWS]
     fd = os.open(os.path.join(tmpdir, "flock"), os.O_RDWR | os.O_CREAT, 0o600)
 
     def flock_pair():
@@ -152,6 +189,11 @@ def lock_baselines(node, redis_endpoint, tmpdir):
 
     rows += [("fcntl.flock", flock_pair), ("multiprocessing.Lock", mp_pair)]
     return rows
+
+
+TABLE_ROW = "colo table, random keys"  # of TABLE_KEYS
+REDIS_KEY_ROW = "redis-py Lock, a key per draw"
+REDIS_ROWS = ("redis-py Lock", REDIS_KEY_ROW, "Redis SET NX PX / DEL")
 
 
 def bench_locks(node, redis_endpoint, tmpdir, rounds, seconds):
@@ -405,7 +447,7 @@ def ratio(a, b):
 
 
 def fmt_ratio(r):
-    return "-" if r is None else f"{r:,.1f}x"
+    return "-" if r is None else f"{r:,.2f}x" if r < 1 else f"{r:,.1f}x"
 
 
 def report(locks, queues, sizes, args):
@@ -416,13 +458,13 @@ def report(locks, queues, sizes, args):
     print("Locks: acquire + release pairs in one Python process, uncontended (median of "
           f"{args.rounds} rounds of {args.lock_seconds} s)")
     colo_rate = locks[0].get("pairs_per_s")
-    print(f"  {'':28} {'ns/pair':>12} {'pairs/s':>14} {'colo / it':>12}")
+    print(f"  {'':32} {'ns/pair':>12} {'pairs/s':>14} {'colo / it':>12}")
     for row in locks:
         if "skipped" in row:
-            print(f"  {row['name']:28} skipped: {row['skipped']}")
+            print(f"  {row['name']:32} skipped: {row['skipped']}")
             continue
         speedup = ratio(colo_rate, row["pairs_per_s"])
-        print(f"  {row['name']:28} {row['ns_per_pair']:>12,.0f} {row['pairs_per_s']:>14,.0f} "
+        print(f"  {row['name']:32} {row['ns_per_pair']:>12,.0f} {row['pairs_per_s']:>14,.0f} "
               f"{'' if row is locks[0] else fmt_ratio(speedup):>12}")
     print()
     print(f"Queues: messages/s from one Python process to another ({args.messages:,} messages per run, each "
@@ -451,7 +493,11 @@ def report(locks, queues, sizes, args):
 def goal_checks(locks, queues, sizes):
     by_name = {row["name"]: row.get("pairs_per_s") for row in locks}
     goals = [{"what": "lock pair vs redis-py Lock", "goal": GOAL_LOCK_VS_REDIS,
-              "ratio": ratio(by_name["colo Lock (with lock:)"], by_name.get("redis-py Lock"))}]
+              "ratio": ratio(by_name["colo Lock (with lock:)"], by_name.get("redis-py Lock"))},
+             {"what": "table random-key pair vs redis-py Lock per key", "goal": GOAL_LOCK_VS_REDIS,
+              "ratio": ratio(by_name[TABLE_ROW], by_name.get(REDIS_KEY_ROW))},
+             {"what": "table random-key pair vs the named lock pair", "goal": GOAL_TABLE_VS_LOCK,
+              "ratio": ratio(by_name[TABLE_ROW], by_name["colo Lock (with lock:)"])}]
     def rate(name, size):
         cell = queues.get(name, {}).get(size)
         return cell["median"] if isinstance(cell, dict) else None
