@@ -17,6 +17,8 @@
 //   keeper NS LOCK EPOCH                      play colod for cluster lock LOCK: grant it under EPOCH when
 //                                             requested ("granted"); on the stdin line "lose", mark the lease
 //                                             lost ("lost"); at EOF step down
+//   table-keeper NS TABLE EPOCH               the same for the first key of cluster lock table TABLE that
+//                                             asks for its cluster lock
 //
 // Message pattern, shared with tests/python/patterns.py: message i is
 // 8 + (i * 131) % 1017 bytes: i as 8 little-endian bytes, then
@@ -31,6 +33,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -213,6 +216,31 @@ int keeper(const char* ns, const char* name, std::uint64_t epoch) {
   return 0;
 }
 
+int table_keeper(const char* ns, const char* table, std::uint64_t epoch) {
+  auto node = open_node(ns);
+  auto k = value(colo::internal::ClusterTableKeeper::adopt(node, table));
+  say("keeping");
+  std::unique_ptr<colo::internal::ClusterHold> hold;
+  while (!hold) {
+    for (const std::uint64_t index : k.take_requests())
+      if (!hold) hold = k.key_at(index);
+    if (!hold) std::this_thread::sleep_for(1ms);
+  }
+  if (!hold->grant_cluster(epoch, colo::internal::monotonic_ns() + 600'000'000'000ull, 1000))
+    fail(1, "the key's request was gone before the grant");
+  say("granted " + hold->backend_name());
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line == "lose") {
+      hold->mark_lost();
+      say("lost");
+    }
+  }
+  hold->step_down();
+  k.step_down();
+  return 0;
+}
+
 // ----------------------------------------------------------- topics, queues
 
 int publish(const char* ns, const char* name, std::uint64_t count) {
@@ -264,6 +292,7 @@ int main(int argc, char** argv) {
     return table_increment(argv[2], argv[3], argv[4], argv[5], argv[6], argv[7], number(8));
   if (command == "table-acquire" && argc == 5) return table_acquire(argv[2], argv[3], argv[4]);
   if (command == "table-hold" && argc == 5) return table_hold(argv[2], argv[3], argv[4]);
+  if (command == "table-keeper" && argc == 5) return table_keeper(argv[2], argv[3], number(4));
   if (command == "keeper" && argc == 5) return keeper(argv[2], argv[3], number(4));
   if (command == "publish" && argc == 5) return publish(argv[2], argv[3], number(4));
   if (command == "subscribe" && argc == 5) return subscribe(argv[2], argv[3], number(4));

@@ -3,7 +3,8 @@ key (a counter in a file), fencing tokens strictly increase per key across
 releases and the key leaving the table and coming back, a SIGKILLed Python
 holder is seen as owner_died by the next holder (C++, then Python), and the
 errors: a full table, a key too long, bad names and options, wrong types.
-A thread blocked on a key lets the process's other threads run."""
+A thread blocked on a key lets the process's other threads run. A cluster
+table's key with colo-py-peer playing colod: its token and lease loss."""
 
 import os
 import threading
@@ -246,3 +247,23 @@ def test_a_thread_blocked_on_a_key_lets_other_threads_run(node):
     assert got == [(2, False)]
     stats = table.stats()["lock_table"]
     assert (stats["contended_grants"], stats["waiters"], stats["live_keys"], stats["timeouts"]) == (1, 0, 0, 0)
+
+
+def test_a_cluster_table_key_and_its_lease_loss(node, ns, spawn):
+    table = node.lock_table("c", scope="cluster", capacity=100)
+    assert table.scope == "cluster"
+    with pytest.raises(colo.InvalidArgument) as e:
+        table.lock("order 42")  # a cluster key is part of the backend lock's name
+    assert e.value.code == "invalid argument"
+    keeper = spawn.peer("table-keeper", ns, "c", 7, stdin=True)
+    keeper.expect("keeping")
+    guard = table.lock("order:42").acquire(timeout=10)
+    assert keeper.line() == "granted c/order:42"
+    assert (guard.fencing_token, guard.lease_lost) == ((7 << 20) | 1, False)
+    called = threading.Event()
+    guard.on_lease_lost(called.set)
+    keeper.send("lose")
+    keeper.expect("lost")
+    assert called.wait(10)
+    assert guard.lease_lost
+    guard.release()
