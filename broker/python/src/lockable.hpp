@@ -41,7 +41,8 @@ class Lockable {
   virtual LockHolder holder() const noexcept = 0;
 };
 
-// The C++ part of colo.Lock and colo.KeyLock (the first member of both).
+// The C++ part of colo.Lock and colo.KeyLock: their boxes (LockBox, KeyBox)
+// derive from it, and the shared methods (LockingMethods) reach it so.
 struct LockingBox {
   std::shared_ptr<Lockable> target;
   PyObject* current = nullptr;  // the colo.LockGuard held through this object (a reference), or nullptr
