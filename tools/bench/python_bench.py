@@ -25,9 +25,10 @@ neighbour slows every transport alike); the median is shown, with the
 range.
 
 Goals: the colo lock pair at least 100x redis-py's Lock; the table's
-random-key pair at least 100x redis-py's Lock per key and within 2x of the
-named lock pair (at least 0.5x its rate); the colo queue at least 5x
-multiprocessing.Queue and at least 2x pyzmq.
+random-key pair at least 100x redis-py's Lock per key; the colo queue at
+least 5x multiprocessing.Queue and at least 2x pyzmq. (The table against a
+named lock is a goal of the C++ pair, `colo bench lock-table`; here the
+rows show it with Python's own costs on top.)
 
 Run as `colo bench python` (or colo-bench python), which finds this script
 and the colo module; Redis: --redis HOST:PORT, else $COLO_REDIS, else a
@@ -53,7 +54,6 @@ import time
 import colo
 
 GOAL_LOCK_VS_REDIS = 100.0
-GOAL_TABLE_VS_LOCK = 0.5  # the table's random-key pair within 2x of the named lock's
 TABLE_KEYS = 100_000       # the key space of the table cells
 GOAL_QUEUE_VS_MP = 5.0
 GOAL_QUEUE_VS_ZMQ = 2.0
@@ -512,9 +512,7 @@ def goal_checks(locks, queues, sizes):
     goals = [{"what": "lock pair vs redis-py Lock", "goal": GOAL_LOCK_VS_REDIS,
               "ratio": ratio(by_name["colo Lock (with lock:)"], by_name.get("redis-py Lock"))},
              {"what": "table random-key pair vs redis-py Lock per key", "goal": GOAL_LOCK_VS_REDIS,
-              "ratio": ratio(by_name[TABLE_ROW], by_name.get(REDIS_KEY_ROW))},
-             {"what": "table random-key pair vs the named lock pair", "goal": GOAL_TABLE_VS_LOCK,
-              "ratio": ratio(by_name[TABLE_ROW], by_name["colo Lock (with lock:)"])}]
+              "ratio": ratio(by_name[TABLE_ROW], by_name.get(REDIS_KEY_ROW))}]
     def rate(name, size):
         cell = queues.get(name, {}).get(size)
         return cell["median"] if isinstance(cell, dict) else None
