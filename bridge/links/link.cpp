@@ -130,7 +130,8 @@ void Link::run() {
   ended_.store(true);
 }
 
-Result<Link::LinkObject> Link::open_object(const std::string& ns) const {
+Result<void> Link::open_object(const std::string& ns, LinkObject& object) const {
+  if (object.node) return Ok{};
   LinkObject o;
   NodeOptions options;
   options.ns = ns;
@@ -155,7 +156,12 @@ Result<Link::LinkObject> Link::open_object(const std::string& ns) const {
   auto info = o.node->info(config_.object);
   if (!info) return Error{info.error().code, what + ": " + info.error().message};
   o.epoch = info->created_realtime_ns;
-  return o;
+  object = std::move(o);
+  return Ok{};
+}
+
+Result<Publisher> Link::publisher_of(LinkObject& object) {
+  return object.topic ? object.topic->publisher() : object.queue->producer();
 }
 
 LinkStatus Link::status() const {

@@ -84,6 +84,16 @@ struct LinkStatus {
   LinkCounters counters;
 };
 
+// A link's object (topic or queue) and its epoch: the object's creation
+// time, which tells its sequences from those of an object of the same name
+// deleted and created again.
+struct LinkObject {
+  std::optional<Node> node;
+  std::optional<Topic> topic;  // kind topic
+  std::optional<Queue> queue;  // kind queue
+  std::uint64_t epoch = 0;
+};
+
 class Link {
  public:
   static constexpr std::chrono::seconds kRetryAfter{5};
@@ -141,17 +151,13 @@ class Link {
   void report_error(const std::string& what);
   bool stopping() const noexcept { return stop_.load(std::memory_order_relaxed); }
 
-  // The link's object in namespace `ns`, created with the config's ring if
-  // it does not exist (an existing one is taken as it is), and its epoch:
-  // the object's creation time, which tells its sequences from those of an
-  // object of the same name deleted and created again.
-  struct LinkObject {
-    std::optional<Node> node;
-    std::optional<Topic> topic;  // kind topic
-    std::optional<Queue> queue;  // kind queue
-    std::uint64_t epoch = 0;
-  };
-  Result<LinkObject> open_object(const std::string& ns) const;
+  // Opens the link's object in namespace `ns` into `object`, created with
+  // the config's ring if it does not exist (an existing one is taken as it
+  // is). Nothing if `object` is open already: a link opened again after a
+  // failure keeps its object (and its readers in it).
+  Result<void> open_object(const std::string& ns, LinkObject& object) const;
+  // A publisher into `object` (a topic's publisher, a queue's producer).
+  static Result<Publisher> publisher_of(LinkObject& object);
   bool pause_requested() const noexcept { return paused_.load(std::memory_order_relaxed); }
   LinkState state() const noexcept { return state_.load(std::memory_order_relaxed); }
 
