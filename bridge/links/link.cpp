@@ -97,6 +97,12 @@ void Link::report_error(const std::string& what) {
                logged == 10 ? " (from now on one error in 1000 is logged)" : "");
 }
 
+void Link::report_lost(std::uint64_t first, std::uint64_t last, std::uint64_t count, const char* why) {
+  add(counters_.lost, count);
+  report_error(std::string(system()) + ": " + std::to_string(count) + " message(s), sequences " +
+               std::to_string(first) + ".." + std::to_string(last) + ", lost: " + why);
+}
+
 // The thread: open, then step until stopped; a failed open is retried.
 void Link::run() {
   while (!stopping()) {

@@ -149,6 +149,16 @@ class Link {
   // An error: counted, kept as last_error, logged (the first ten of a kind,
   // then one in a thousand: a broker that stays down is not a log flood).
   void report_error(const std::string& what);
+  // Messages [first, last], `count` of them, that will never reach the
+  // other side: counted lost, reported (report_error: one line per loss
+  // would be a flood) as "SYSTEM: N message(s), sequences F..L, lost: WHY".
+  void report_lost(std::uint64_t first, std::uint64_t last, std::uint64_t count, const char* why);
+  // A mirror's gauges: messages in flight, and the lag in messages and bytes.
+  void set_gauges(std::uint64_t in_flight, std::uint64_t lag_messages, std::uint64_t lag_bytes) noexcept {
+    set(counters_.in_flight, in_flight);
+    set(counters_.lag_messages, lag_messages);
+    set(counters_.lag_bytes, lag_bytes);
+  }
   bool stopping() const noexcept { return stop_.load(std::memory_order_relaxed); }
 
   // Opens the link's object in namespace `ns` into `object`, created with

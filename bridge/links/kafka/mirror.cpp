@@ -245,18 +245,12 @@ void Mirror::on_delivery(const rd_kafka_message_t& m) {
 }
 
 void Mirror::note_lost(std::uint64_t from, std::uint64_t count, const char* why) {
-  add(counters_.lost, count);
-  // One line per run of consecutive losses would need a timer; one line
-  // per loss is a flood: the first 10, then one per 1000 (report_error).
-  report_error("kafka: " + std::to_string(count) + " message(s), sequences " + std::to_string(from) + ".." +
-               std::to_string(from + count - 1) + ", lost: " + why);
+  report_lost(from, from + count - 1, count, why);
 }
 
 void Mirror::update_gauges() {
-  set(counters_.in_flight, ring_.pending());
   const internal::Backlog lag = ring_.lag();
-  set(counters_.lag_messages, lag.messages);
-  set(counters_.lag_bytes, lag.bytes);
+  set_gauges(ring_.pending(), lag.messages, lag.bytes);
 }
 
 // ------------------------------------------------------------------ close

@@ -51,7 +51,7 @@ Result<void> Mirror::open_ahead(std::uint64_t from, bool restarted) {
   const std::uint64_t gone = *missed;
   // What RabbitMQ lacks and the ring no longer has (overwritten while no
   // colod read it). On a first start what came before is history.
-  if (restarted && gone > 0) note_lost(from, from + gone - 1, gone, "overwritten in the ring before colod read them");
+  if (restarted && gone > 0) report_lost(from, from + gone - 1, gone, "overwritten in the ring before colod read them");
   log_.write(LogLevel::info, "link %s: %s; publishing from sequence %llu%s", config_.name.c_str(), describe().c_str(),
              static_cast<unsigned long long>(from + gone),
              restarted ? " (after the last confirmed, by its checkpoint)" : " (no checkpoint of this object yet)");
@@ -72,7 +72,7 @@ void Mirror::step() {
   MirrorRing::Lapped lapped;
   if (ring_.read(lapped)) {
     if (lapped.count > 0)
-      note_lost(lapped.first, lapped.first + lapped.count - 1, lapped.count, "overwritten in the ring before colod read them");
+      report_lost(lapped.first, lapped.first + lapped.count - 1, lapped.count, "overwritten in the ring before colod read them");
     if (read_at_s_ == 0) read_at_s_ = internal::realtime_ns() / 1'000'000'000;  // once per batch read
     if (publish_batch()) read_at_s_ = 0;
     else if (connection_) read_frames(5ms);  // the window is full: wait for confirms
@@ -172,7 +172,7 @@ void Mirror::on_confirm(std::uint64_t tag, bool multiple, bool ack) {
     const std::size_t index = t - first_tag_;
     const MirrorRing::InFlight& f = ring_.in_flight(index);
     if (f.done) continue;
-    if (!ack) note_lost(f.seq, f.seq, 1, "refused by the server (basic.nack)");
+    if (!ack) report_lost(f.seq, f.seq, 1, "refused by the server (basic.nack)");
     else if (!f.returned) add(counters_.acknowledged);
     first_tag_ += ring_.done(index);
   }
@@ -204,7 +204,7 @@ void Mirror::on_lost() {
     std::uint64_t count = 0;
     for (std::size_t i = 0; i < ring_.window_size(); ++i) count += ring_.in_flight(i).done ? 0 : 1;
     if (count > 0)
-      note_lost(ring_.in_flight(0).seq, ring_.in_flight(ring_.window_size() - 1).seq, count,
+      report_lost(ring_.in_flight(0).seq, ring_.in_flight(ring_.window_size() - 1).seq, count,
                 "unconfirmed when the connection was lost");
     ring_.forget_window();
   } else {
@@ -222,7 +222,7 @@ void Mirror::drop_while_down() {
   MirrorRing::Lapped lapped;
   if (!ring_.reading() || !ring_.read(lapped)) return;
   if (lapped.count > 0)
-    note_lost(lapped.first, lapped.first + lapped.count - 1, lapped.count, "overwritten in the ring before colod read them");
+    report_lost(lapped.first, lapped.first + lapped.count - 1, lapped.count, "overwritten in the ring before colod read them");
   std::uint64_t count = 0, first = 0, last = 0;
   for (const MessageView* m; (m = ring_.current()) != nullptr; ring_.advance()) {
     if (m->origin() != 0) continue;
@@ -230,7 +230,7 @@ void Mirror::drop_while_down() {
     last = m->sequence();
   }
   read_at_s_ = 0;
-  if (count > 0) note_lost(first, last, count, "RabbitMQ unreachable");
+  if (count > 0) report_lost(first, last, count, "RabbitMQ unreachable");
 }
 
 // Moves `retain` (and the checkpoint) up to the oldest message not yet
@@ -240,17 +240,9 @@ void Mirror::advance_retain() {
   ring_.advance_retain();
 }
 
-void Mirror::note_lost(std::uint64_t first, std::uint64_t last, std::uint64_t count, const char* why) {
-  add(counters_.lost, count);
-  report_error("rabbitmq: " + std::to_string(count) + " message(s), sequences " + std::to_string(first) + ".." +
-               std::to_string(last) + ", lost: " + why);
-}
-
 void Mirror::update_gauges() {
-  set(counters_.in_flight, ring_.pending());
   const internal::Backlog lag = ring_.lag();
-  set(counters_.lag_messages, lag.messages);
-  set(counters_.lag_bytes, lag.bytes);
+  set_gauges(ring_.pending(), lag.messages, lag.bytes);
 }
 
 // ------------------------------------------------------------------ close

@@ -76,7 +76,6 @@ class Mirror final : public RabbitmqLink {
   void drop_while_down();  // lossy, disconnected
   void advance_retain();
   void update_gauges();
-  void note_lost(std::uint64_t first, std::uint64_t last, std::uint64_t count, const char* why);
 
   const bool lossy_;
   const std::uint32_t window_;
