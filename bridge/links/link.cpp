@@ -97,6 +97,12 @@ void Link::report_error(const std::string& what) {
                logged == 10 ? " (from now on one error in 1000 is logged)" : "");
 }
 
+void Link::report_lost(std::uint64_t first, std::uint64_t last, std::uint64_t count, const char* why) {
+  add(counters_.lost, count);
+  report_error(std::string(system()) + ": " + std::to_string(count) + " message(s), sequences " +
+               std::to_string(first) + ".." + std::to_string(last) + ", lost: " + why);
+}
+
 // The thread: open, then step until stopped; a failed open is retried.
 void Link::run() {
   while (!stopping()) {
@@ -130,7 +136,8 @@ void Link::run() {
   ended_.store(true);
 }
 
-Result<Link::LinkObject> Link::open_object(const std::string& ns) const {
+Result<void> Link::open_object(const std::string& ns, LinkObject& object) const {
+  if (object.node) return Ok{};
   LinkObject o;
   NodeOptions options;
   options.ns = ns;
@@ -155,7 +162,12 @@ Result<Link::LinkObject> Link::open_object(const std::string& ns) const {
   auto info = o.node->info(config_.object);
   if (!info) return Error{info.error().code, what + ": " + info.error().message};
   o.epoch = info->created_realtime_ns;
-  return o;
+  object = std::move(o);
+  return Ok{};
+}
+
+Result<Publisher> Link::publisher_of(LinkObject& object) {
+  return object.topic ? object.topic->publisher() : object.queue->producer();
 }
 
 LinkStatus Link::status() const {

@@ -84,6 +84,16 @@ struct LinkStatus {
   LinkCounters counters;
 };
 
+// A link's object (topic or queue) and its epoch: the object's creation
+// time, which tells its sequences from those of an object of the same name
+// deleted and created again.
+struct LinkObject {
+  std::optional<Node> node;
+  std::optional<Topic> topic;  // kind topic
+  std::optional<Queue> queue;  // kind queue
+  std::uint64_t epoch = 0;
+};
+
 class Link {
  public:
   static constexpr std::chrono::seconds kRetryAfter{5};
@@ -139,19 +149,25 @@ class Link {
   // An error: counted, kept as last_error, logged (the first ten of a kind,
   // then one in a thousand: a broker that stays down is not a log flood).
   void report_error(const std::string& what);
+  // Messages [first, last], `count` of them, that will never reach the
+  // other side: counted lost, reported (report_error: one line per loss
+  // would be a flood) as "SYSTEM: N message(s), sequences F..L, lost: WHY".
+  void report_lost(std::uint64_t first, std::uint64_t last, std::uint64_t count, const char* why);
+  // A mirror's gauges: messages in flight, and the lag in messages and bytes.
+  void set_gauges(std::uint64_t in_flight, std::uint64_t lag_messages, std::uint64_t lag_bytes) noexcept {
+    set(counters_.in_flight, in_flight);
+    set(counters_.lag_messages, lag_messages);
+    set(counters_.lag_bytes, lag_bytes);
+  }
   bool stopping() const noexcept { return stop_.load(std::memory_order_relaxed); }
 
-  // The link's object in namespace `ns`, created with the config's ring if
-  // it does not exist (an existing one is taken as it is), and its epoch:
-  // the object's creation time, which tells its sequences from those of an
-  // object of the same name deleted and created again.
-  struct LinkObject {
-    std::optional<Node> node;
-    std::optional<Topic> topic;  // kind topic
-    std::optional<Queue> queue;  // kind queue
-    std::uint64_t epoch = 0;
-  };
-  Result<LinkObject> open_object(const std::string& ns) const;
+  // Opens the link's object in namespace `ns` into `object`, created with
+  // the config's ring if it does not exist (an existing one is taken as it
+  // is). Nothing if `object` is open already: a link opened again after a
+  // failure keeps its object (and its readers in it).
+  Result<void> open_object(const std::string& ns, LinkObject& object) const;
+  // A publisher into `object` (a topic's publisher, a queue's producer).
+  static Result<Publisher> publisher_of(LinkObject& object);
   bool pause_requested() const noexcept { return paused_.load(std::memory_order_relaxed); }
   LinkState state() const noexcept { return state_.load(std::memory_order_relaxed); }
 

@@ -67,8 +67,8 @@ std::map<int, std::int64_t> KafkaLinks::committed(const std::string& group, cons
   return out;
 }
 
-// kcat -C prints one line per record: partition, offset, key, headers
-// (name=value,...) and value, tab-separated (our values have no tab or
+// kcat -C prints one line per record: partition, offset, key, timestamp,
+// headers (name=value,...) and value, tab-separated (our values have no tab or
 // newline).
 std::vector<KafkaRecord> KafkaLinks::read_topic(const std::string& topic, std::size_t expected, std::chrono::seconds timeout) {
   std::vector<KafkaRecord> records;
@@ -76,7 +76,7 @@ std::vector<KafkaRecord> KafkaLinks::read_topic(const std::string& topic, std::s
   do {
     records.clear();
     const auto r = run({program("kcat"), "-C", "-b", bootstrap_, "-t", topic, "-e", "-q", "-X", "log_level=0", "-f",
-                        "%p\t%o\t%k\t%h\t%s\n"},
+                        "%p\t%o\t%k\t%T\t%h\t%s\n"},
                        120s);
     EXPECT_TRUE(r.exited) << describe(r);
     std::istringstream lines(r.out);
@@ -84,18 +84,19 @@ std::vector<KafkaRecord> KafkaLinks::read_topic(const std::string& topic, std::s
     while (std::getline(lines, line)) {
       std::vector<std::string> fields;
       std::size_t start = 0;
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < 5; ++i) {
         const auto tab = line.find('\t', start);
         if (tab == std::string::npos) break;
         fields.push_back(line.substr(start, tab - start));
         start = tab + 1;
       }
-      if (fields.size() != 4) continue;
+      if (fields.size() != 5) continue;
       KafkaRecord rec;
       rec.partition = std::stoi(fields[0]);
       rec.offset = std::stoll(fields[1]);
       rec.key = fields[2];
-      std::istringstream headers(fields[3]);
+      rec.timestamp_ms = std::stoll(fields[3]);
+      std::istringstream headers(fields[4]);
       std::string header;
       while (std::getline(headers, header, ',')) {
         const auto eq = header.find('=');
@@ -111,6 +112,20 @@ std::vector<KafkaRecord> KafkaLinks::read_topic(const std::string& topic, std::s
     return a.partition != b.partition ? a.partition < b.partition : a.offset < b.offset;
   });
   return records;
+}
+
+std::optional<ColoId> colo_id(const KafkaRecord& record) {
+  const auto it = record.headers.find("colo.id");
+  if (it == record.headers.end()) return std::nullopt;
+  std::vector<std::string> parts;
+  std::istringstream fields(it->second);
+  for (std::string part; std::getline(fields, part, ':');) parts.push_back(part);
+  if (parts.size() != 4) return std::nullopt;
+  try {
+    return ColoId{parts[0], parts[1], std::stoull(parts[2]), std::stoull(parts[3])};
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
 }
 
 void KafkaLinks::produce(const std::string& topic, const std::vector<std::string>& lines, const std::string& header) {

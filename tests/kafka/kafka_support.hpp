@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -25,9 +26,19 @@ struct KafkaRecord {
   int partition = -1;
   std::int64_t offset = -1;
   std::string key;                              // "" for a null key
+  std::int64_t timestamp_ms = -1;               // the record's timestamp
   std::map<std::string, std::string> headers;   // by name (our headers are unique per record)
   std::string value;                            // text
 };
+
+// A mirror's record identity, its colo.id header "ORIGIN:OBJECT:EPOCH:SEQ"
+// split (parsed here on its own, as a consumer of the topic would).
+struct ColoId {
+  std::string origin, object;
+  std::uint64_t epoch = 0, seq = 0;
+};
+// nullopt if the record has no colo.id or it is not of that form.
+std::optional<ColoId> colo_id(const KafkaRecord& record);
 
 class KafkaLinks : public LinkHosts {
  protected:

@@ -52,11 +52,20 @@ std::vector<Drained> RabbitmqLinks::drain(const std::string& queue, std::size_t 
   while (std::getline(in, line)) {
     Drained d;
     std::istringstream fields(line);
-    std::getline(fields, d.origin, '\t');
-    std::getline(fields, d.seq, '\t');
+    std::getline(fields, d.message_id, '\t');
     std::getline(fields, d.redelivery, '\t');
-    std::getline(fields, d.epoch, '\t');
+    std::getline(fields, d.header_names, '\t');
+    std::getline(fields, d.timestamp, '\t');
     std::getline(fields, d.body);
+    std::vector<std::string> parts;
+    std::istringstream id(d.message_id);
+    for (std::string part; std::getline(id, part, ':');) parts.push_back(part);
+    if (parts.size() == 4) {
+      d.origin = parts[0];
+      d.object = parts[1];
+      d.epoch = parts[2];
+      d.seq = parts[3];
+    }
     out.push_back(std::move(d));
   }
   return out;

@@ -15,9 +15,13 @@
 
 namespace colo::test {
 
-// One message pika drained from a queue: colo's headers ("-" if absent) and its body.
+// A message a mirror put in RabbitMQ, as pika read it: its message id
+// "ORIGIN:OBJECT:EPOCH:SEQ" and that split (parsed here on its own, as a
+// consumer would; "" where the id is not of that form), its colo.redelivery
+// header ("-" if none), the names of all its headers ("name,name" sorted,
+// "-" if none), its timestamp property ("-" if none).
 struct Drained {
-  std::string origin, seq, redelivery, epoch, body;
+  std::string message_id, origin, object, epoch, seq, redelivery, header_names, timestamp, body;
 };
 
 class RabbitmqLinks : public LinkHosts {

@@ -10,7 +10,7 @@
 //            the library's own pace.
 //            mirror: a colod (LocalCluster, one host) mirrors a topic of its
 //            namespace into a topic of one partition (block, key = origin,
-//            colo's five headers); this process publishes N messages into the
+//            colo's one header, colo.id); this process publishes N messages into the
 //            ring (publish_batch); msg/s from the first publish to the moment
 //            colod's link reports N acknowledged (its control socket, polled
 //            every 5 ms).
@@ -147,8 +147,8 @@ struct Delivered {
 };
 
 // N messages of `size` bytes, as fast as librdkafka takes them; with
-// `headers`, each carries the five headers a mirror gives its records
-// (same names, values of the same lengths): the same bytes on the wire.
+// `headers`, each carries the header a mirror gives its records (colo.id,
+// a value of the same form) and a timestamp: the same bytes on the wire.
 double raw_produce(const Options& o, const std::string& topic, std::uint32_t size, bool headers, std::string& error) {
   Delivered delivered;
   Rd p;
@@ -164,7 +164,9 @@ double raw_produce(const Options& o, const std::string& topic, std::uint32_t siz
   if (!error.empty()) return 0;
   const std::string payload(size, 'r');
   const std::string key = "bench";
-  const std::string object = "bench/mirror-" + std::to_string(size), epoch = std::to_string(internal::realtime_ns());
+  // colo.id's prefix, "ORIGIN:OBJECT:EPOCH:" (bridge/links/mirror_ring.hpp).
+  const std::string id_prefix =
+      key + ":bench/mirror-" + std::to_string(size) + ":" + std::to_string(internal::realtime_ns()) + ":";
   // Warm-up, not timed: the idempotent producer's id (the broker's first
   // answer can take a second) and the connection.
   rd_kafka_producev(p.rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(0),
@@ -172,22 +174,19 @@ double raw_produce(const Options& o, const std::string& topic, std::uint32_t siz
   while (delivered.ok + delivered.failed < 1) rd_kafka_poll(p.rk, 10);
   delivered = {};
   const std::uint64_t t0 = monotonic_ns();
+  char id[128];
+  std::copy(id_prefix.begin(), id_prefix.end(), id);
   for (std::uint32_t i = 0; i < o.messages; ++i) {
-    char seq[24], time[24];
-    const auto seq_len = std::to_chars(seq, seq + sizeof seq, i).ptr - seq;
-    const auto time_len = std::to_chars(time, time + sizeof time, internal::realtime_ns()).ptr - time;
+    const auto id_len = std::to_chars(id + id_prefix.size(), id + sizeof id, i).ptr - id;
     for (;;) {
-      // The same call the mirror makes (bridge/links/kafka/mirror.cpp), headers or not.
+      // The same call the mirror makes (bridge/links/kafka/mirror.cpp), its header or none.
       const auto err =
           headers ? rd_kafka_producev(p.rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(0),
                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                       RD_KAFKA_V_VALUE(const_cast<char*>(payload.data()), payload.size()),
                                       RD_KAFKA_V_KEY(key.data(), key.size()),
-                                      RD_KAFKA_V_HEADER("colo.origin", key.data(), static_cast<ssize_t>(key.size())),
-                                      RD_KAFKA_V_HEADER("colo.object", object.data(), static_cast<ssize_t>(object.size())),
-                                      RD_KAFKA_V_HEADER("colo.seq", seq, static_cast<ssize_t>(seq_len)),
-                                      RD_KAFKA_V_HEADER("colo.epoch", epoch.data(), static_cast<ssize_t>(epoch.size())),
-                                      RD_KAFKA_V_HEADER("colo.time", time, static_cast<ssize_t>(time_len)),
+                                      RD_KAFKA_V_HEADER("colo.id", id, static_cast<ssize_t>(id_len)),
+                                      RD_KAFKA_V_TIMESTAMP(static_cast<std::int64_t>(internal::realtime_ns() / 1'000'000)),
                                       RD_KAFKA_V_END)
                   : rd_kafka_producev(p.rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(0),
                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -337,7 +336,7 @@ Run run(const Options& o, Progress& progress) {
     s.raw_produce = raw_produce(o, raw_topic(s), s.size, false, s.error);
     if (!s.error.empty()) continue;
     const std::string with_headers = id + ".raw-headers-" + std::to_string(s.size);
-    progress.show("raw producer with colo's headers, " + std::to_string(s.size) + " B");
+    progress.show("raw producer with colo's header, " + std::to_string(s.size) + " B");
     if (auto e = create_topic(o.bootstrap, with_headers); !e.empty()) return r.error = "topic " + with_headers + ": " + e, r;
     s.raw_with_headers = raw_produce(o, with_headers, s.size, true, s.error);
     if (!s.error.empty()) continue;
@@ -466,8 +465,8 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
               o.bootstrap.c_str(), machine_line().c_str());
   std::printf("load average (1 min): %.2f before, %.2f after; %u messages per cell\n\n", r.load_before, r.load_after,
               o.messages);
-  std::printf("%-7s %13s %13s %13s %8s %8s %6s   %13s %13s %8s\n", "size", "raw produce", "+ headers",
-              "colod mirror", "/raw", "/+hdrs", "goal", "raw consume", "colod source", "source/");
+  std::printf("%-7s %13s %13s %13s %8s %8s %6s   %13s %13s %8s\n", "size", "raw produce", "+ colo.id",
+              "colod mirror", "/raw", "/+id", "goal", "raw consume", "colod source", "source/");
   for (const auto& s : r.sizes) {
     if (!s.error.empty()) {
       std::printf("%-7s FAILED: %s\n", human_bytes(s.size).c_str(), s.error.c_str());
@@ -488,8 +487,8 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
               p50_ratio > 0 && p50_ratio <= kGoalPublishP50Ratio ? "met" : "MISSED");
   if (!r.error.empty()) std::printf("FAILED: %s\n", r.error.c_str());
   std::printf(
-      "raw produce: librdkafka, idempotent, acks=all, linger 5 ms, no headers; + headers: the same with the 5\n"
-      "headers a mirror gives each record (the same bytes on the wire). mirror: from the first publish into the ring\n"
+      "raw produce: librdkafka, idempotent, acks=all, linger 5 ms, no headers; + colo.id: the same with the header\n"
+      "a mirror gives each record (the same bytes on the wire). mirror: from the first publish into the ring\n"
       "to Kafka's last acknowledgement. The goal is on mirror/raw (no headers). raw consume / source: from the first\n"
       "record to the last (a new group each). Goals are reported, not enforced; exit status 1 only if a measurement\n"
       "failed or a message was lost.\n");

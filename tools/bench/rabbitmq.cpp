@@ -9,9 +9,9 @@
 //            mirror's `window`), N messages into a queue through the default
 //            exchange; msg/s from the first publish to the last confirm. No
 //            headers: the library's own pace.
-//            + headers: the same, each message as the mirror sends it
-//            (mandatory, timestamp, colo's five headers with values of the
-//            same lengths): the same bytes on the wire.
+//            + id: the same, each message as the mirror sends it
+//            (mandatory, timestamp, the message-id property of the same
+//            form): the same bytes on the wire.
 //            mirror: a colod (LocalCluster, one host) mirrors a topic of its
 //            namespace into a queue (block, window --window); this process
 //            publishes N messages into the ring (publish_batch); msg/s from
@@ -19,12 +19,12 @@
 //            acknowledged (its control socket, polled every 5 ms).
 //   consume  raw: a rabbitmq-c consumer with manual acks and basic.qos
 //            --prefetch (the source's `prefetch`) reads the N messages the
-//            "+ headers" cell left in its queue, one ack (multiple) per 256
+//            "+ id" cell left in its queue, one ack (multiple) per 256
 //            deliveries as a source acknowledges a topic's batch; msg/s from
 //            the first delivery to the last.
 //            source: a colod (one per size, started once the mirror cell is
 //            done) consumes the mirror's queue (N messages with colo's
-//            headers, as the raw consumer's) into a topic nobody reads;
+//            message ids, as the raw consumer's) into a topic nobody reads;
 //            msg/s from its first published message to its N-th (its
 //            `produced` counter, polled every 5 ms), as for the raw consumer.
 // Goals (reported, not enforced): mirror msg/s and source msg/s each at
@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -147,7 +148,7 @@ std::string declare_queue(Amqp& a, const std::string& queue) {
 
 // N messages of `size` bytes into `queue`, at most o.window unconfirmed;
 // with `as_mirror`, each is published exactly as the mirror publishes it
-// (bridge/links/rabbitmq/mirror.cpp: mandatory, timestamp, colo's headers).
+// (bridge/links/rabbitmq/mirror.cpp: mandatory, timestamp, message id).
 double raw_publish(const Options& o, const std::string& password, const std::string& queue, std::uint32_t size,
                    bool as_mirror, std::string& error) {
   Amqp a;
@@ -156,8 +157,11 @@ double raw_publish(const Options& o, const std::string& password, const std::str
   amqp_confirm_select(a.conn(), kChannel);
   if (error = a.check("confirm.select"); !error.empty()) return 0;
   const std::string payload(size, 'r');
-  const std::string origin = "bench", object = "bench/mirror-" + std::to_string(size);
-  const auto epoch = static_cast<std::int64_t>(internal::realtime_ns());
+  // The message id's prefix, "ORIGIN:OBJECT:EPOCH:" (bridge/links/mirror_ring.hpp).
+  const std::string id_prefix =
+      "bench:bench/mirror-" + std::to_string(size) + ":" + std::to_string(internal::realtime_ns()) + ":";
+  char id[128];
+  std::copy(id_prefix.begin(), id_prefix.end(), id);
   // done[tag]: confirmed; confirms may be single or `multiple`.
   std::vector<bool> done(o.messages + 1, false);
   std::uint64_t confirmed = 0, low = 1;
@@ -191,27 +195,11 @@ double raw_publish(const Options& o, const std::string& password, const std::str
     amqp_basic_properties_t p{};
     p._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
     p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-    amqp_table_entry_t headers[5];
     if (as_mirror) {
-      const auto now = static_cast<std::int64_t>(internal::realtime_ns());
-      auto text = [](amqp_table_entry_t& e, const char* key, const std::string& v) {
-        e.key = amqp_cstring_bytes(key);
-        e.value.kind = AMQP_FIELD_KIND_UTF8;
-        e.value.value.bytes = bytes_of(v);
-      };
-      auto i64 = [](amqp_table_entry_t& e, const char* key, std::int64_t v) {
-        e.key = amqp_cstring_bytes(key);
-        e.value.kind = AMQP_FIELD_KIND_I64;
-        e.value.value.i64 = v;
-      };
-      text(headers[0], "colo.origin", origin);
-      text(headers[1], "colo.object", object);
-      i64(headers[2], "colo.seq", i);
-      i64(headers[3], "colo.epoch", epoch);
-      i64(headers[4], "colo.time", now);
-      p._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
-      p.timestamp = static_cast<std::uint64_t>(now / 1'000'000'000);
-      p.headers = amqp_table_t{5, headers};
+      const auto id_len = std::to_chars(id + id_prefix.size(), id + sizeof id, i).ptr - id;
+      p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+      p.message_id = amqp_bytes_t{static_cast<std::size_t>(id_len), id};
+      p.timestamp = internal::realtime_ns() / 1'000'000'000;
     }
     const int s = amqp_basic_publish(a.conn(), kChannel, amqp_empty_bytes, bytes_of(queue), as_mirror ? 1 : 0, 0, &p,
                                      bytes_of(payload));
@@ -349,7 +337,7 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
     progress.show("raw publish, " + std::to_string(s.size) + " B");
     s.raw_publish = raw_publish(o, password, raw_queue(s), s.size, false, s.error);
     if (!s.error.empty()) continue;
-    progress.show("raw publish with colo's headers, " + std::to_string(s.size) + " B");
+    progress.show("raw publish with colo's message id, " + std::to_string(s.size) + " B");
     s.raw_with_headers = raw_publish(o, password, headers_queue(s), s.size, true, s.error);
     if (!s.error.empty()) continue;
     progress.show("raw consume, " + std::to_string(s.size) + " B");
@@ -389,7 +377,7 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
   }
 
   // A colod per size whose source link consumes the mirror's queue (N
-  // messages with colo's headers) into a topic nobody reads: its ring wraps
+  // messages with colo's message ids) into a topic nobody reads: its ring wraps
   // (reclaim is part of the cost), 64 MiB like a busy topic's.
   for (auto& s : r.sizes) {
     if (!s.error.empty()) continue;
@@ -479,8 +467,8 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
               o.server.c_str(), machine_line().c_str());
   std::printf("load average (1 min): %.2f before, %.2f after; %u messages per cell, confirm window %u, prefetch %u\n\n",
               r.load_before, r.load_after, o.messages, o.window, o.prefetch);
-  std::printf("%-7s %13s %13s %13s %8s %8s %6s   %13s %13s %8s %6s\n", "size", "raw publish", "+ headers",
-              "colod mirror", "/raw", "/+hdrs", "goal", "raw consume", "colod source", "/raw", "goal");
+  std::printf("%-7s %13s %13s %13s %8s %8s %6s   %13s %13s %8s %6s\n", "size", "raw publish", "+ msg id",
+              "colod mirror", "/raw", "/+id", "goal", "raw consume", "colod source", "/raw", "goal");
   for (const auto& s : r.sizes) {
     if (!s.error.empty()) {
       std::printf("%-7s FAILED: %s\n", human_bytes(s.size).c_str(), s.error.c_str());
@@ -495,7 +483,7 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
   if (!r.error.empty()) std::printf("FAILED: %s\n", r.error.c_str());
   std::printf(
       "raw publish: rabbitmq-c, persistent messages into a durable queue, confirms with the mirror's window, no\n"
-      "headers; + headers: the same as the mirror publishes (mandatory, timestamp, colo's 5 headers). mirror: from\n"
+      "properties; + msg id: the same as the mirror publishes (mandatory, timestamp, message id). mirror: from\n"
       "the first publish into the ring to RabbitMQ's last confirm. raw consume: rabbitmq-c, manual acks, the\n"
       "source's prefetch; source: colod consumes into a topic. Goals (mirror/raw, source/raw at least 0.8) are\n"
       "reported, not enforced; exit status 1 only if a measurement failed or a message was lost.\n");

@@ -36,11 +36,7 @@ std::uint64_t Spill::queued() const { return internal::queued(*object_.queue).by
 // ------------------------------------------------------------------ open
 
 Result<void> Spill::open() {
-  if (!object_.node) {
-    auto object = open_object(ns_);
-    if (!object) return std::move(object).error();
-    object_ = std::move(object).value();
-  }
+  if (auto opened = open_object(ns_, object_); !opened) return opened;
   if (!publisher_) {
     auto publisher = object_.queue->producer();
     if (!publisher) return std::move(publisher).error();

@@ -66,12 +66,8 @@ Source::Source(const Config& config, const RabbitmqServerConfig& server, const L
 // ------------------------------------------------------------------ open
 
 Result<void> Source::open() {
-  if (!object_.node) {
-    auto object = open_object(ns_);
-    if (!object) return std::move(object).error();
-    object_ = std::move(object).value();
-  }
-  auto publisher = object_.topic ? object_.topic->publisher() : object_.queue->producer();
+  if (auto opened = open_object(ns_, object_); !opened) return opened;
+  auto publisher = publisher_of(object_);
   if (!publisher) return std::move(publisher).error();
   publisher_.emplace(std::move(publisher).value());
   // Origin sequences go on from the newest the ring holds of this queue's.

@@ -16,8 +16,8 @@ password guest, vhost /.
   amqp_tool.py HOST:PORT drain QUEUE OUT EXPECTED IDLE_S
       # consumes (manual acks) until EXPECTED messages or IDLE_S seconds
       # without one; one line per message to OUT:
-      # "<colo.origin>\\t<colo.seq>\\t<colo.redelivery>\\t<colo.epoch>\\t<body>"
-      # (missing headers as -); prints the count
+      # "<message id>\\t<colo.redelivery>\\t<header names>\\t<timestamp>\\t<body>"
+      # (header names comma-separated and sorted; anything missing as -); prints the count
 
 Exit status: 0 done, 1 the server refused or did not answer (the reason on stderr).
 """
@@ -64,10 +64,8 @@ def drain(ch, queue, out, expected, idle_s):
             if method is None:
                 break
             h = props.headers or {}
-            fields = [h.get("colo.origin", "-"), h.get("colo.seq", "-"), h.get("colo.redelivery", "-"),
-                      h.get("colo.epoch", "-")]
-            if isinstance(fields[0], bytes):
-                fields[0] = fields[0].decode()
+            fields = [props.message_id or "-", h.get("colo.redelivery", "-"), ",".join(sorted(h)) or "-",
+                      "-" if props.timestamp is None else props.timestamp]
             f.write("\t".join(str(x) for x in fields) + "\t" + body.decode("utf-8", "replace") + "\n")
             n += 1
             unacked = method.delivery_tag
