@@ -1,6 +1,6 @@
 // colo-chaos — a chaos run with checkers in the spirit of Jepsen's.
 //
-//   colo-chaos [--seconds N | --minutes N] [--seed N] [--verbose]
+//   colo-chaos [--seconds N | --minutes N] [--seed N] [--verbose] [--sabotage]
 //
 // For the set time (75 s by default), workers use colo's objects while a
 // random schedule, drawn from the seed (printed; the same seed draws the
@@ -23,6 +23,13 @@
 // The run prints operations by kind, faults by kind and violations by
 // checker, and exits 1 if any checker found a violation (2: bad arguments,
 // 3: the run could not be set up).
+//
+// --sabotage shows that every checker can fail: some workers plant the
+// faults their checkers must catch (a lost, a doubled and a corrupt message,
+// a doubled, an unlogged and an invented queue delivery, an occupied
+// critical section, a stale token past the store, a worker that fails) and
+// a colod is stopped behind the schedule's back. The run then exits 0 iff
+// every checker found at least one violation.
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -69,6 +76,7 @@ struct Options {
   double seconds = 75;
   std::uint64_t seed = 0;
   bool verbose = false;
+  bool sabotage = false;  // plant a fault for every checker; pass iff every checker catches its own
 };
 
 struct Role {
@@ -76,6 +84,7 @@ struct Role {
   pid_t pid = 0;
   std::uint32_t id = 0;  // the current incarnation's writer or consumer id
   bool stopped = false;
+  bool sabotage = false;  // every incarnation of it plants its faults (--sabotage)
   bool witness() const { return kind == RoleKind::topic_witness || kind == RoleKind::fed_witness; }
   bool writer() const {
     return kind == RoleKind::topic_publisher || kind == RoleKind::queue_producer || kind == RoleKind::fed_publisher;
@@ -194,7 +203,14 @@ bool Run::set_up() {
   }
 
   auto add = [&](RoleKind kind, int n) {
-    for (int i = 0; i < n; ++i) roles_.push_back({kind});
+    for (int i = 0; i < n; ++i) {
+      roles_.push_back({kind});
+      // --sabotage: the first role of these kinds plants faults (workers.cpp).
+      roles_.back().sabotage = options_.sabotage && i == 0 &&
+                               (kind == RoleKind::topic_witness || kind == RoleKind::fed_witness ||
+                                kind == RoleKind::topic_publisher || kind == RoleKind::queue_consumer ||
+                                kind == RoleKind::lock_holder);
+    }
   };
   // Witnesses first: they subscribe before any writer publishes.
   add(RoleKind::topic_witness, 1);
@@ -235,6 +251,7 @@ pid_t Run::spawn(Role& role) {
     role.id = next_consumer_++;
   }
   ctx.id = role.id;
+  ctx.sabotage = role.sabotage;
   std::function<int()> body;
   switch (role.kind) {
     case RoleKind::topic_publisher:
@@ -462,7 +479,8 @@ void Run::report(double elapsed_s) {
     std::printf("the last faults before the end:\n");
     for (const auto& line : schedule_tail_) std::printf("  %s\n", line.c_str());
   }
-  std::printf("colo-chaos: %s (%llu violation(s); replay with --seed %llu)\n", total == 0 ? "PASS" : "FAIL",
+  std::printf("colo-chaos: %s (%llu violation(s); replay with --seed %llu)\n",
+              options_.sabotage ? "planted faults" : total == 0 ? "PASS" : "FAIL",
               static_cast<unsigned long long>(total), static_cast<unsigned long long>(options_.seed));
   std::fflush(stdout);
 }
@@ -478,8 +496,15 @@ int Run::main() {
     const auto end = started_ + std::chrono::duration_cast<SteadyClock::duration>(
                                     std::chrono::duration<double>(options_.seconds));
     auto next_fault = SteadyClock::now() + uniform<std::chrono::milliseconds>(150ms, 600ms);
+    bool colod_sabotaged = false;
     while (SteadyClock::now() < end) {
       const auto now = SteadyClock::now();
+      if (options_.sabotage && !colod_sabotaged && now > started_ + (end - started_) / 2 && !colod_down_[1] &&
+          !colod_stopped_[1]) {
+        // A colod that ends without the schedule killing it (SIGTERM behind its back).
+        ::kill(cluster_.host(1).pid, SIGTERM);
+        colod_sabotaged = true;
+      }
       do_pending(now);
       watch_processes();
       if (now >= next_fault) {
@@ -493,6 +518,15 @@ int Run::main() {
     std::uint64_t total = 0;
     for (const auto& v : records_->violations) total += v.load();
     rc = setup_failed_ ? 3 : total > 0 ? 1 : 0;
+    if (options_.sabotage && !setup_failed_) {
+      rc = 0;
+      for (std::size_t i = 0; i < static_cast<std::size_t>(Check::count); ++i)
+        if (records_->violations[i].load() == 0) {
+          std::printf("colo-chaos: sabotage: the checker \"%s\" missed its planted fault\n", kCheckNames[i]);
+          rc = 1;
+        }
+      std::printf("colo-chaos: sabotage: %s\n", rc == 0 ? "every checker caught its planted fault" : "FAIL");
+    }
   }
   children_.wait_all(SteadyClock::now() + 5s);
   for (const auto& left : cluster_.stop()) std::fprintf(stderr, "colo-chaos: left behind: %s\n", left.c_str());
@@ -509,7 +543,7 @@ int Run::main() {
 
 int usage(const char* why) {
   if (why != nullptr) std::fprintf(stderr, "colo-chaos: %s\n", why);
-  std::fprintf(stderr, "usage: colo-chaos [--seconds N | --minutes N] [--seed N] [--verbose]\n");
+  std::fprintf(stderr, "usage: colo-chaos [--seconds N | --minutes N] [--seed N] [--verbose] [--sabotage]\n");
   return 2;
 }
 
@@ -543,6 +577,8 @@ int main(int argc, char** argv) {
       o.seed = std::strtoull(argv[++i], &end, 10);
       if (errno != 0 || *end != '\0' || end == argv[i] || argv[i][0] == '-') return usage("--seed: a decimal number");
       seeded = true;
+    } else if (a == "--sabotage") {
+      o.sabotage = true;
     } else if (a == "--help" || a == "-h") {
       usage(nullptr);
       return 0;

@@ -105,6 +105,10 @@ int run_publisher(const WorkerContext& ctx, Op op) {
   std::byte buffer[64] = {};
   std::uint64_t counter = 0;
   while (r.current_phase() == Phase::run) {
+    if (ctx.sabotage && counter == 500) {
+      const std::byte garbage[8] = {};  // no payload: every subscriber must call it corrupt
+      if (pub->publish(garbage, kPublishTimeout) != SendStatus::ok) continue;
+    }
     const Payload p{ctx.id, kPayloadMagic, counter};
     std::memcpy(buffer, &p, sizeof p);
     const std::size_t size = sizeof p + rng() % (sizeof buffer - sizeof p + 1);
@@ -125,6 +129,8 @@ int run_publisher(const WorkerContext& ctx, Op op) {
         return 3;
     }
   }
+  // Sabotage: claim two messages more than were published.
+  if (ctx.sabotage) r.committed[ctx.id].store(counter + 2, std::memory_order_release);
   return 0;
 }
 
@@ -152,6 +158,30 @@ int run_subscriber(const WorkerContext& ctx, Op op) {
   std::unordered_map<std::uint32_t, std::uint64_t> next;
   const auto idle_to_end = ctx.gaps_are_lost ? kIdleToEndFederated : kIdleToEndLocal;
   auto last_message = std::chrono::steady_clock::now();
+  // One message from a writer: in order, once, and (unless gaps are counted
+  // as lost) without a gap.
+  auto check = [&](const Payload& p) {
+    auto it = next.find(p.writer);
+    if (it == next.end()) it = next.emplace(p.writer, ctx.witness >= 0 ? 0 : p.counter).first;
+    std::uint64_t& expected = it->second;
+    if (p.counter == expected) {
+      ++expected;
+    } else if (p.counter > expected && ctx.gaps_are_lost) {
+      r.witness_gaps[ctx.witness].fetch_add(p.counter - expected, std::memory_order_relaxed);
+      expected = p.counter + 1;
+    } else if (p.counter > expected) {
+      report_violation(r, order, "%s (witness %d): writer %u: message %llu when %llu was next: %llu missing", where,
+                       ctx.witness, p.writer, static_cast<unsigned long long>(p.counter),
+                       static_cast<unsigned long long>(expected), static_cast<unsigned long long>(p.counter - expected));
+      expected = p.counter + 1;
+    } else {
+      report_violation(r, order, "%s (witness %d): writer %u: message %llu again or out of order (%llu was next)", where,
+                       ctx.witness, p.writer, static_cast<unsigned long long>(p.counter),
+                       static_cast<unsigned long long>(expected));
+    }
+    if (ctx.witness >= 0) r.witness_next[ctx.witness][p.writer].store(expected, std::memory_order_relaxed);
+  };
+  std::uint64_t received = 0;
   for (;;) {
     const Phase phase = r.current_phase();
     if (phase == Phase::drain) {
@@ -169,26 +199,11 @@ int run_subscriber(const WorkerContext& ctx, Op op) {
         report_violation(r, Check::corrupt_message, "%s: writer id %u out of range", where, p->writer);
         continue;
       }
-      auto it = next.find(p->writer);
-      if (it == next.end()) it = next.emplace(p->writer, ctx.witness >= 0 ? 0 : p->counter).first;
-      std::uint64_t& expected = it->second;
-      if (p->counter == expected) {
-        ++expected;
-      } else if (p->counter > expected && ctx.gaps_are_lost) {
-        r.witness_gaps[ctx.witness].fetch_add(p->counter - expected, std::memory_order_relaxed);
-        expected = p->counter + 1;
-      } else if (p->counter > expected) {
-        report_violation(r, order, "%s (witness %d): writer %u: message %llu after %llu: %llu missing", where,
-                         ctx.witness, p->writer, static_cast<unsigned long long>(p->counter),
-                         static_cast<unsigned long long>(expected - 1),
-                         static_cast<unsigned long long>(p->counter - expected));
-        expected = p->counter + 1;
-      } else {
-        report_violation(r, order, "%s (witness %d): writer %u: message %llu again or out of order (expected %llu)",
-                         where, ctx.witness, p->writer, static_cast<unsigned long long>(p->counter),
-                         static_cast<unsigned long long>(expected));
-      }
-      if (ctx.witness >= 0) r.witness_next[ctx.witness][p->writer].store(expected, std::memory_order_relaxed);
+      ++received;
+      // Sabotage: lose one message (as if never received), take another twice.
+      if (ctx.sabotage && received == 1000) continue;
+      check(*p);
+      if (ctx.sabotage && received == 1500) check(*p);
     }
   }
 }
@@ -225,6 +240,7 @@ int run_consumer(const WorkerContext& ctx) {
   }
   SharedRecords& r = *ctx.records;
   auto last_message = std::chrono::steady_clock::now();
+  std::uint64_t taken = 0;
   for (;;) {
     if (r.current_phase() == Phase::drain && std::chrono::steady_clock::now() - last_message > kIdleToEndLocal)
       return 0;
@@ -233,6 +249,12 @@ int run_consumer(const WorkerContext& ctx) {
     last_message = std::chrono::steady_clock::now();
     auto p = payload_of(r, m->data(), "consumer");
     if (!p) continue;  // released (acknowledged) as it goes: nothing to redeliver
+    // Sabotage: one message logged twice, one not at all, one never published.
+    if (ctx.sabotage && ++taken <= 300) {
+      if (taken == 100) (void)log_consumption(fd, *p, ctx.id, m->deliveries(), false);
+      if (taken == 200) continue;
+      if (taken == 300) (void)log_consumption(fd, {p->writer, kPayloadMagic, p->counter + (1ull << 40)}, ctx.id, 1, false);
+    }
     if (!log_consumption(fd, *p, ctx.id, m->deliveries(), false)) {
       std::fprintf(stderr, "colo-chaos: consumer %u: cannot append to %s: %s\n", ctx.id, ctx.path.c_str(),
                    std::strerror(errno));
@@ -310,11 +332,22 @@ int run_lock_holder(const WorkerContext& ctx) {
   SharedRecords& r = *ctx.records;
   std::mt19937_64 rng(ctx.seed);
   const std::uint64_t holder = static_cast<std::uint64_t>(::getpid()) << 32 | ctx.id;
+  std::uint64_t grants = 0;
   while (r.current_phase() == Phase::run) {
     auto guard = lock->try_acquire_for(500ms);
     if (!guard) continue;
     const std::uint64_t token = guard->fencing_token();
     r.count(Op::lock_grant);
+    ++grants;
+    if (ctx.sabotage && grants == 100) {
+      // Sabotage: a stale token written past the store's check, and the
+      // critical section left occupied (the next holder must see an overlap).
+      const StoreWrite stale{token / 2, holder};
+      (void)!::write(fd, &stale, sizeof stale);
+      r.occupant.store(token + 1000000);
+      continue;  // the guard releases the lock
+    }
+    if (ctx.sabotage && grants == 200) return 3;  // a worker that fails by itself
     // Whoever was in the critical section must have left it, or died in it
     // (then this grant says owner_died).
     const std::uint64_t before = r.occupant.exchange(token, std::memory_order_acq_rel);

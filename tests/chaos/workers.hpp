@@ -41,6 +41,9 @@ struct WorkerContext {
   int witness = -1;           // subscribers: the witness slot it fills, -1: none
   bool gaps_are_lost = false; // federated witness: a gap is counted (colod says what it lost), not a violation
   int pause_us = 0;           // writers: pause after each message (keeps the run's logs and CPU bounded)
+  // `colo-chaos --sabotage`: the worker plants the faults its checkers must
+  // catch (workers.cpp says which), to show that every checker can fail.
+  bool sabotage = false;
 };
 
 int run_publisher(const WorkerContext& ctx, Op op);  // topic publisher or queue producer (op says which)
