@@ -13,11 +13,15 @@
 //   queue chaos/queue (acks): 2 producers,
 //     3 consumers
 //   lock chaos/lock: 3 holders, a fenced store
-//   topic chaos/fed: 1 publisher  ------- colod <-> colod on 127.0.0.1 -------
+//   topic chaos/fed: 1 publisher  ---- colod <-> colod over a veth pair ----
 //
+// As root with iproute2, each host's colod runs in a network namespace of
+// its own and the two are joined by a veth pair (tools/harness/netns.hpp);
+// otherwise both listen on 127.0.0.1 and the run has no link faults.
 // Faults: kill -9 of any worker but the witnesses (it is started again as a
 // new incarnation), SIGSTOP of any worker for 50-1000 ms, kill -9 of a colod
-// (started again after 0-2 s), SIGSTOP of a colod for 100-2000 ms.
+// (started again after 0-2 s), SIGSTOP of a colod for 100-2000 ms, the link
+// down for 100-3000 ms (`ip link set ... down`, then up).
 // Checkers (records.hpp lists them): online in the subscribers and lock
 // holders, then on the records once everything has drained (checks.hpp).
 // The run prints operations by kind, faults by kind and violations by
@@ -46,6 +50,7 @@
 
 #include "checks.hpp"
 #include "local_cluster.hpp"
+#include "netns.hpp"
 #include "processes.hpp"
 #include "records.hpp"
 #include "workers.hpp"
@@ -94,7 +99,7 @@ struct Role {
 // Something the schedule does later: SIGCONT a role or a colod, restart a colod.
 struct Pending {
   SteadyClock::time_point at;
-  enum class What { cont_role, cont_colod, restart_colod } what;
+  enum class What { cont_role, cont_colod, restart_colod, link_up } what;
   std::size_t index;
 };
 
@@ -121,6 +126,11 @@ class Run {
   Options options_;
   std::mt19937_64 rng_;
   SharedBlock<SharedRecords> records_;
+  cli::VethPair link_;  // the hosts' network namespaces (destroyed after the cluster)
+  bool have_link_ = false;
+  std::string no_link_why_;
+  bool link_down_ = false;
+  std::uint64_t link_downs_ = 0;
   LocalCluster cluster_;
   Children children_;
   std::vector<Role> roles_;
@@ -182,7 +192,25 @@ bool Run::set_up() {
   s.extra_toml = "[[topic]]\nname = \"" + std::string(kFedTopic) +
                  "\"\ncapacity = 4194304\nmax_message = 256\nbackpressure = \"block\"\n";
   s.objects = {kFedTopic, kTopic, kQueue, std::string(kQueue) + ".dlq", kLock};
-  if (auto started = cluster_.start(s, {{"alpha", "chaos-a"}, {"beta", "chaos-b"}}); !started) {
+  std::vector<LocalCluster::HostSpec> hosts = {{"alpha", "chaos-a"}, {"beta", "chaos-b"}};
+  // Two network namespaces joined by a veth pair, when this process may
+  // make them (root, iproute2): then the link between the hosts can fail.
+  no_link_why_ = link_.create();
+  have_link_ = no_link_why_.empty();
+  if (have_link_) {
+    hosts[0].address = cli::VethPair::kAddressA;
+    hosts[0].port = 7101;  // fixed: the namespaces are new and empty
+    hosts[0].launcher = link_.launcher(link_.netns_a);
+    hosts[1].address = cli::VethPair::kAddressB;
+    hosts[1].port = 7102;
+    hosts[1].launcher = link_.launcher(link_.netns_b);
+  } else {
+    std::printf("colo-chaos: no link faults, the colods talk over 127.0.0.1 (%s)\n", no_link_why_.c_str());
+  }
+  // A private veth pair: plain TCP is what the link test needs (colod
+  // refuses a non-loopback listen without CURVE unless told so).
+  if (have_link_) s.extra_toml = "[security]\ninsecure = true\n" + s.extra_toml;
+  if (auto started = cluster_.start(s, hosts); !started) {
     std::fprintf(stderr, "colo-chaos: %s\n", started.error().message.c_str());
     return false;
   }
@@ -301,11 +329,24 @@ pid_t Run::spawn(Role& role) {
 }
 
 void Run::inject_fault() {
-  // Targets: every role, and each colod (as likely as any one role).
-  const std::size_t targets = roles_.size() + 2;
+  // Targets: every role, each colod and the link (each as likely as any one role).
+  const std::size_t targets = roles_.size() + 3;
   const std::size_t t = std::uniform_int_distribution<std::size_t>(0, targets - 1)(rng_);
   const bool kill = rng_() % 2 == 0;
   const auto now = SteadyClock::now();
+  if (t == roles_.size() + 2) {
+    if (!have_link_ || link_down_) return;
+    if (const std::string e = link_.set_link_a(false); !e.empty()) {
+      std::fprintf(stderr, "colo-chaos: %s\n", e.c_str());
+      return;
+    }
+    link_down_ = true;
+    ++link_downs_;
+    const auto delay = uniform<std::chrono::milliseconds>(100ms, 3000ms);
+    pending_.push_back({now + delay, Pending::What::link_up, 0});
+    note("link down for " + std::to_string(delay.count()) + " ms");
+    return;
+  }
   if (t >= roles_.size()) {
     const std::size_t host = t - roles_.size();
     const std::string name = cluster_.host(host).name;
@@ -373,6 +414,15 @@ void Run::do_pending(SteadyClock::time_point now) {
                        restarted.error().message.c_str());
         colod_down_[it->index] = false;
         break;
+      case Pending::What::link_up:
+        if (const std::string e = link_.set_link_a(true); !e.empty()) {
+          std::fprintf(stderr, "colo-chaos: %s (trying again)\n", e.c_str());
+          it->at = now + 100ms;
+          ++it;
+          continue;
+        }
+        link_down_ = false;
+        break;
     }
     it = pending_.erase(it);
   }
@@ -408,7 +458,11 @@ void Run::watch_processes() {
 // stopped, readers drained, the queue emptied into the log.
 void Run::finish() {
   for (auto& p : pending_) p.at = SteadyClock::time_point{};
-  do_pending(SteadyClock::now());
+  const auto resume_limit = SteadyClock::now() + 10s;  // `ip` may need another try
+  while (!pending_.empty() && SteadyClock::now() < resume_limit) {
+    do_pending(SteadyClock::now());
+    if (!pending_.empty()) std::this_thread::sleep_for(100ms);
+  }
   if (!cluster_.all_connected(60)) {
     std::fprintf(stderr, "colo-chaos: the colods did not reconnect within 60 s after the last fault\n");
     report_violation(*records_, Check::colod_died, "not reconnected 60 s after the last fault");
@@ -468,6 +522,11 @@ void Run::report(double elapsed_s) {
   }
   std::printf("  kill -9 %-20s %12llu\n", "colod", static_cast<unsigned long long>(colod_kills_));
   std::printf("  SIGSTOP %-20s %12llu\n", "colod", static_cast<unsigned long long>(colod_stops_));
+  if (have_link_)
+    std::printf("  %-28s %12llu\n", "link down/up", static_cast<unsigned long long>(link_downs_));
+  else
+    std::printf("  %-28s %12s (%s)\n", "link down/up", "-", no_link_why_.c_str());
+  faults += link_downs_;
   std::printf("  %-28s %12llu\n", "total", static_cast<unsigned long long>(faults));
   std::printf("violations:\n");
   std::uint64_t total = 0;

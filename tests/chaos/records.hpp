@@ -58,6 +58,7 @@ enum class Op : std::uint32_t {
   fed_delivery,        // federated topic, received on host beta
   queue_produce,
   queue_consume,       // deliveries, redeliveries included
+  queue_redelivery,    // deliveries of a message a killed consumer had taken (Message::deliveries() > 1)
   lock_grant,
   store_write_in_hold,   // fenced-store writes by the holder of the lock (must be accepted)
   store_late_accepted,   // a writer's late write (after release) accepted: no newer token seen yet
@@ -67,7 +68,7 @@ enum class Op : std::uint32_t {
 };
 inline constexpr const char* kOpNames[] = {
     "topic publish",        "topic delivery",         "federated publish",     "federated delivery",
-    "queue produce",        "queue consume",          "lock grant",            "store write in hold",
+    "queue produce",        "queue consume",          "queue redelivery",          "lock grant",            "store write in hold",
     "store late accepted",  "store late refused",     "publish timed out",
 };
 static_assert(std::size(kOpNames) == static_cast<std::size_t>(Op::count));

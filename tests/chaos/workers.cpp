@@ -261,6 +261,7 @@ int run_consumer(const WorkerContext& ctx) {
       return 3;
     }
     r.count(Op::queue_consume);
+    if (m->deliveries() > 1) r.count(Op::queue_redelivery);
     m->release();  // the acknowledgement, after the record
   }
 }
