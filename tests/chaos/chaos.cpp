@@ -43,6 +43,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -116,6 +117,7 @@ class Run {
   void watch_processes();
   void finish();
   void report(double elapsed_s);
+  void keep_colod_logs();
   double since_start() const { return std::chrono::duration<double>(SteadyClock::now() - started_).count(); }
   void note(const std::string& what);
   template <typename Duration>
@@ -544,6 +546,18 @@ void Run::report(double elapsed_s) {
   std::fflush(stdout);
 }
 
+// After a violation: the colods' logs (removed with the cluster) copied to
+// /tmp/colo-chaos-<seed>-<host>.log, for whoever investigates.
+void Run::keep_colod_logs() {
+  for (const auto& h : cluster_.hosts()) {
+    const std::string kept = "/tmp/colo-chaos-" + std::to_string(options_.seed) + "-" + h.name + ".log";
+    std::ifstream in(h.log, std::ios::binary);
+    std::ofstream out(kept, std::ios::binary | std::ios::trunc);
+    out << in.rdbuf();
+    if (out) std::printf("colo-chaos: colod %s's log kept in %s\n", h.name.c_str(), kept.c_str());
+  }
+}
+
 int Run::main() {
   started_ = SteadyClock::now();
   std::printf("colo-chaos: seed %llu, %.0f s\n", static_cast<unsigned long long>(options_.seed), options_.seconds);
@@ -588,6 +602,7 @@ int Run::main() {
     }
   }
   children_.wait_all(SteadyClock::now() + 5s);
+  if (rc == 1 && !options_.sabotage) keep_colod_logs();
   for (const auto& left : cluster_.stop()) std::fprintf(stderr, "colo-chaos: left behind: %s\n", left.c_str());
   if (!dir_.empty()) {
     for (const auto& path : {queue_log_, store_path_}) {

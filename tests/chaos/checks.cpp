@@ -47,8 +47,11 @@ std::uint64_t check_federated_witness(SharedRecords& r, const WriterSet& writers
     if (got > committed + (killed ? 1 : 0))
       report_violation(r, Check::fed_complete, "writer %u committed %llu message(s), the witness got up to %llu", w,
                        ull(committed), ull(got));
-    else if (got < committed)
+    else if (got < committed) {
       missed += committed - got;  // the tail it never got
+      std::fprintf(stderr, "colo-chaos: federated witness: writer %u%s: messages %llu-%llu never arrived\n", w,
+                   killed ? " (killed)" : "", ull(got), ull(committed - 1));
+    }
   }
   if (missed > counted_lost)
     report_violation(r, Check::fed_complete, "the witness missed %llu message(s); colod counted %llu lost", ull(missed),

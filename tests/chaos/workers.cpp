@@ -160,6 +160,7 @@ int run_subscriber(const WorkerContext& ctx, Op op) {
   auto last_message = std::chrono::steady_clock::now();
   // One message from a writer: in order, once, and (unless gaps are counted
   // as lost) without a gap.
+  std::uint64_t origin_seq = 0;  // of the message being checked (federated: its sequence on alpha)
   auto check = [&](const Payload& p) {
     auto it = next.find(p.writer);
     if (it == next.end()) it = next.emplace(p.writer, ctx.witness >= 0 ? 0 : p.counter).first;
@@ -167,7 +168,11 @@ int run_subscriber(const WorkerContext& ctx, Op op) {
     if (p.counter == expected) {
       ++expected;
     } else if (p.counter > expected && ctx.gaps_are_lost) {
+      // Allowed only as far as colod counts it lost (checked at the end): say where it was.
       r.witness_gaps[ctx.witness].fetch_add(p.counter - expected, std::memory_order_relaxed);
+      std::fprintf(stderr, "colo-chaos: %s: writer %u: messages %llu-%llu missing (origin sequence now %llu)\n", where,
+                   p.writer, static_cast<unsigned long long>(expected), static_cast<unsigned long long>(p.counter - 1),
+                   static_cast<unsigned long long>(origin_seq));
       expected = p.counter + 1;
     } else if (p.counter > expected) {
       report_violation(r, order, "%s (witness %d): writer %u: message %llu when %llu was next: %llu missing", where,
@@ -200,6 +205,7 @@ int run_subscriber(const WorkerContext& ctx, Op op) {
         continue;
       }
       ++received;
+      origin_seq = m.origin_sequence();
       // Sabotage: lose one message (as if never received), take another twice.
       if (ctx.sabotage && received == 1000) continue;
       check(*p);
