@@ -1,5 +1,5 @@
 // Federation over a real network link that fails (suite `bridge`, root only):
-// two network namespaces joined by a veth pair, made by the test with
+// two network namespaces joined by a veth pair (tools/harness/netns.hpp), made with
 // iproute2, a colod in each (`ip netns exec`), listening on its end of the
 // link. /dev/shm is the same in every network namespace (`ip netns exec`
 // remounts /sys only), so this process publishes into host A's colo
