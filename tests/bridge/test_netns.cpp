@@ -1,5 +1,5 @@
 // Federation over a real network link that fails (suite `bridge`, root only):
-// two network namespaces joined by a veth pair, made by the test with
+// two network namespaces joined by a veth pair (tools/harness/netns.hpp), made with
 // iproute2, a colod in each (`ip netns exec`), listening on its end of the
 // link. /dev/shm is the same in every network namespace (`ip netns exec`
 // remounts /sys only), so this process publishes into host A's colo
@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "federation_support.hpp"
+#include "netns.hpp"
 
 namespace colo {
 namespace {
@@ -50,110 +51,7 @@ using test::Host;
 using test::RunResult;
 using test::Seen;
 
-// iproute2's `ip`, by full path ("" if none): Process::spawn execs without a PATH search.
-std::string ip_path() {
-  std::string dirs = std::getenv("PATH") != nullptr ? std::getenv("PATH") : "";
-  dirs += ":/usr/sbin:/sbin:/usr/bin:/bin";  // root's usual places, in case PATH lacks them
-  std::istringstream in(dirs);
-  for (std::string dir; std::getline(in, dir, ':');)
-    if (!dir.empty() && ::access((dir + "/ip").c_str(), X_OK) == 0) return dir + "/ip";
-  return "";
-}
-
-// Two network namespaces joined by a veth pair: a's end 10.231.0.1/30,
-// b's end 10.231.0.2/30. The addresses exist only inside the two namespaces
-// (the veth is created in one and its peer in the other, never in the
-// host's), so they cannot meet anything else, nor another pair of a
-// concurrent run. The destructor deletes both namespaces, which deletes the
-// veth pair with them.
-class VethPair {
- public:
-  static constexpr const char* kPrefixA = "colo-a-";
-  static constexpr const char* kPrefixB = "colo-b-";
-  static constexpr const char* kLinkA = "colo-va";
-  static constexpr const char* kLinkB = "colo-vb";
-  static constexpr const char* kAddressA = "10.231.0.1";
-  static constexpr const char* kAddressB = "10.231.0.2";
-
-  VethPair() = default;
-  VethPair(const VethPair&) = delete;
-  VethPair& operator=(const VethPair&) = delete;
-  ~VethPair() {
-    for (const auto* ns : {&netns_a, &netns_b})
-      if (!ns->empty()) (void)ip({"netns", "del", *ns});
-  }
-
-  // Deletes stale pairs, then makes this one. "" on success, else why not
-  // (the caller skips).
-  std::string create() {
-    ip_ = ip_path();
-    if (ip_.empty()) return "no `ip` (iproute2) in PATH, /usr/sbin or /sbin";
-    delete_stale();
-    static std::atomic<unsigned> counter{0};
-    const std::string suffix = std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    if (auto r = ip({"netns", "add", kPrefixA + suffix}); r.exit_code != 0) return "ip netns add: " + test::describe(r);
-    netns_a = kPrefixA + suffix;
-    if (auto r = ip({"netns", "add", kPrefixB + suffix}); r.exit_code != 0) return "ip netns add: " + test::describe(r);
-    netns_b = kPrefixB + suffix;
-    const std::vector<std::vector<std::string>> steps = {
-        {"-n", netns_a, "link", "add", kLinkA, "type", "veth", "peer", "name", kLinkB, "netns", netns_b},
-        {"-n", netns_a, "addr", "add", std::string(kAddressA) + "/30", "dev", kLinkA},
-        {"-n", netns_b, "addr", "add", std::string(kAddressB) + "/30", "dev", kLinkB},
-        {"-n", netns_a, "link", "set", "lo", "up"},
-        {"-n", netns_b, "link", "set", "lo", "up"},
-        {"-n", netns_a, "link", "set", kLinkA, "up"},
-        {"-n", netns_b, "link", "set", kLinkB, "up"},
-    };
-    for (const auto& step : steps)
-      if (auto r = ip(step); r.exit_code != 0) return "ip " + join(step) + ": " + test::describe(r);
-    return "";
-  }
-
-  // `ip -n A link set colo-va up|down`: A's end of the link, so the link
-  // loses carrier on both sides.
-  RunResult set_link_a(bool up) { return ip({"-n", netns_a, "link", "set", kLinkA, up ? "up" : "down"}); }
-
-  // Runs a command inside a namespace: `ip netns exec NETNS ...`.
-  std::vector<std::string> launcher(const std::string& netns) const { return {ip_, "netns", "exec", netns}; }
-
-  std::string netns_a, netns_b;  // empty until made
-
- private:
-  RunResult ip(const std::vector<std::string>& args) const {
-    std::vector<std::string> argv = {ip_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return test::run(argv, 10s);
-  }
-
-  static std::string join(const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& a : v) s += (s.empty() ? "" : " ") + a;
-    return s;
-  }
-
-  // Namespaces of ours whose test process is gone (killed before its
-  // destructor ran). A live pid is left alone: another run may be using them.
-  void delete_stale() const {
-    DIR* dir = ::opendir("/run/netns");
-    if (dir == nullptr) return;  // no namespace made yet on this machine
-    std::vector<std::string> stale;
-    while (const dirent* e = ::readdir(dir)) {
-      const std::string name = e->d_name;
-      for (const std::string prefix : {kPrefixA, kPrefixB}) {
-        if (name.rfind(prefix, 0) != 0) continue;
-        const pid_t pid = static_cast<pid_t>(std::atol(name.c_str() + prefix.size()));
-        if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) stale.push_back(name);
-      }
-    }
-    ::closedir(dir);
-    for (const auto& name : stale) {
-      std::cerr << "deleting stale network namespace " << name << '\n';
-      (void)ip({"netns", "del", name});
-    }
-  }
-
-  std::string ip_;
-};
+using cli::VethPair;  // tools/harness/netns.hpp
 
 class NetnsFederation : public test::Federation {
  protected:
@@ -208,8 +106,7 @@ class NetnsFederation : public test::Federation {
     EXPECT_TRUE(test::wait_until([&] { return o.seen.total >= kCount / 5; }, 60s, 5ms));
     o.received_before_outage = o.seen.total;
     const auto down_at = std::chrono::steady_clock::now();
-    const auto down = link_.set_link_a(false);
-    EXPECT_EQ(down.exit_code, 0) << test::describe(down);
+    EXPECT_EQ(link_.set_link_a(false), "");
     // Both colods notice (3 heartbeats of silence), well within the outage.
     o.a_down_at_b = test::wait_until(
         [&] {
@@ -225,8 +122,7 @@ class NetnsFederation : public test::Federation {
         kOutage, 50ms);
     std::this_thread::sleep_until(down_at + kOutage);
     const auto up_at = std::chrono::steady_clock::now();
-    const auto up = link_.set_link_a(true);
-    EXPECT_EQ(up.exit_code, 0) << test::describe(up);
+    EXPECT_EQ(link_.set_link_a(true), "");
     o.reconnected = test::wait_until([&] { return all_connected(a) && all_connected(b); }, 20s, 50ms);
     o.reconnect_time = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - up_at);
     pub.join();
@@ -337,11 +233,9 @@ TEST_F(NetnsFederation, queueAcrossALinkTakenDownAndUpConsumesEveryJobExactlyOnc
   queue_producer(a, 1, kJobs);
   ASSERT_TRUE(test::wait_until([&] { return consumed.load() >= kJobs / 5; }, 60s, 2ms));
   const std::uint64_t before = consumed.load();
-  const auto down = link_.set_link_a(false);
-  ASSERT_EQ(down.exit_code, 0) << test::describe(down);
+  ASSERT_EQ(link_.set_link_a(false), "");
   std::this_thread::sleep_for(kOutage);
-  const auto up = link_.set_link_a(true);
-  ASSERT_EQ(up.exit_code, 0) << test::describe(up);
+  ASSERT_EQ(link_.set_link_a(true), "");
   const bool all = test::wait_until([&] { return consumed.load() >= kJobs; }, 60s, 20ms);
   std::this_thread::sleep_for(500ms);  // anything delivered twice would show now
   stop_ = true;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (as tools/dev/setup.sh) and runs the whole colo test suite:
-#   1. release build: suites unit, multiproc, stress, bridge (colod processes on
+#   1. release build: suites unit, multiproc, stress, chaos (a short seeded run of
+#      kill -9 and SIGSTOP with checkers), bridge (colod processes on
 #      loopback, and in two network namespaces joined by a veth pair),
 #      install (meson install into a DESTDIR, programs built against it only;
 #      `pip install .` into a fresh venv), python (the Python module under
@@ -37,7 +38,7 @@ status=0
 # -Dpython=enabled: the python suite must not pass by having nothing to test.
 tools/dev/setup.sh -Dpython=enabled
 meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge \
-  --suite install --suite python || status=1
+  --suite install --suite python --suite chaos || status=1
 
 # The services, kafka and rabbitmq suites: their servers, then their tests (one at a
 # time: some stop and restart a server). COLO_REQUIRE_SERVICES=1: a test

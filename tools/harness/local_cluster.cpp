@@ -58,7 +58,9 @@ Result<void> LocalCluster::start(const Settings& settings, const std::vector<Hos
   for (const auto& spec : specs) {
     Host h;
     h.name = spec.name;
-    h.port = free_loopback_port();
+    h.address = spec.address;
+    h.launcher = spec.launcher;
+    h.port = spec.port != 0 ? spec.port : free_loopback_port();
     if (h.port < 0) return Error{Errc::system, errno_text("cannot find a free port on 127.0.0.1")};
     h.config = dir_ + "/" + h.name + ".toml";
     h.control = dir_ + "/" + h.name + ".sock";
@@ -105,7 +107,8 @@ Result<void> LocalCluster::write_config(const Host& h) const {
 Result<void> LocalCluster::spawn(Host& h) {
   // Everything the child needs is made before fork: it only opens, dup2s and
   // execs (another thread of this process may hold the allocator's lock).
-  std::vector<std::string> args = {settings_.colod, "--config", h.config};
+  std::vector<std::string> args = h.launcher;
+  for (const auto& a : {settings_.colod, std::string("--config"), h.config}) args.push_back(a);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

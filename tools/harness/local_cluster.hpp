@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "colo/error.hpp"
@@ -36,9 +37,16 @@ std::string find_colod();
 class LocalCluster {
  public:
   // One host: its node name, and its namespace `<ns_prefix><pid of this process>`.
+  // By default its colod listens on a free port of 127.0.0.1; a host in a
+  // network namespace (netns.hpp) gives its address there, a fixed port and
+  // the launcher that runs colod inside it (`ip netns exec NAME`).
   struct HostSpec {
+    HostSpec(std::string host_name, std::string prefix) : name(std::move(host_name)), ns_prefix(std::move(prefix)) {}
     std::string name;
     std::string ns_prefix;
+    std::string address = "127.0.0.1";
+    int port = 0;                       // 0: a free port on 127.0.0.1
+    std::vector<std::string> launcher;  // put before colod's command line
   };
   struct Settings {
     std::string colod;                                 // the program
@@ -49,14 +57,16 @@ class LocalCluster {
   };
   struct Host {
     std::string name;     // node name: alpha, beta, ...
-    int port = 0;         // listen port on 127.0.0.1
+    std::string address;  // where it listens, and where its peers reach it
+    int port = 0;         // its listen port
+    std::vector<std::string> launcher;  // HostSpec::launcher
     std::string config, control, log;  // files in the cluster's directory
     std::unique_ptr<ScratchNamespace> scratch;
     pid_t pid = 0;        // its colod; 0 when not running
     ChildExit exit;       // how its last colod ended, once it has
     std::string log_tail;  // the last lines of its log, kept by stop() before the file goes
     const std::string& ns() const { return scratch->ns(); }
-    std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port); }
+    std::string endpoint() const { return "tcp://" + address + ":" + std::to_string(port); }
   };
 
   // Starts one colod per host and waits until every colod reports every

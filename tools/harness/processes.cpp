@@ -164,6 +164,11 @@ pid_t Children::spawn(const std::function<int()>& body) {
     ::_exit(rc);
   }
   remember_child(pid);
+  // The kernel recycles pids (pid_max may be 32768): a long run that starts
+  // thousands of children meets a pid again. The entry of the earlier child,
+  // reaped, goes, so that find() sees the new one; else poll() would report
+  // the old exit for the running child, and kill() would skip it.
+  std::erase_if(entries_, [pid](const Entry& e) { return e.pid == pid && e.exit.how != ChildExit::How::running; });
   entries_.push_back({pid, {}});
   return pid;
 }
