@@ -386,6 +386,19 @@ struct Daemon::Impl {
     http.reset();
     for (auto& object : objects) object.waker.reset();  // joins the threads before the eventfd closes
     if (wake_fd >= 0) ::close(wake_fd);
+    // The context's destructor waits until every socket of it is closed;
+    // the peers' dealers are declared before it, so they would close after:
+    // a start() that failed once the sockets were open (a taken metrics
+    // port) would hang colod's exit. run() has closed them already.
+    close_sockets();
+  }
+  // Idempotent.
+  void close_sockets() {
+    for (auto& peer : peers) peer.dealer.close();
+    router.close();
+    control.close();
+    monitor.close();
+    zap.close();
   }
 
   int object_index(std::string_view name) const {
@@ -774,11 +787,7 @@ int Daemon::run(const std::atomic<bool>& stop_requested) {
   if (d.links) d.links->stop();  // each link finishes or leaves what it has in flight (bounded)
   d.requeue_unconfirmed();
   d.http.reset();
-  for (auto& peer : d.peers) peer.dealer.close();
-  d.router.close();
-  d.control.close();
-  d.monitor.close();
-  if (d.zap) d.zap.close();
+  d.close_sockets();
   if (d.control_bound) ::unlink(d.control_path().c_str());
   d.log.write(LogLevel::info, "stopped");
   return 0;
