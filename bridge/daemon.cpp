@@ -386,6 +386,19 @@ struct Daemon::Impl {
     http.reset();
     for (auto& object : objects) object.waker.reset();  // joins the threads before the eventfd closes
     if (wake_fd >= 0) ::close(wake_fd);
+    // The context's destructor waits until every socket of it is closed;
+    // the peers' dealers are declared before it, so they would close after:
+    // a start() that failed once the sockets were open (a taken metrics
+    // port) would hang colod's exit. run() has closed them already.
+    close_sockets();
+  }
+  // Idempotent.
+  void close_sockets() {
+    for (auto& peer : peers) peer.dealer.close();
+    router.close();
+    control.close();
+    monitor.close();
+    zap.close();
   }
 
   int object_index(std::string_view name) const {
@@ -437,9 +450,12 @@ struct Daemon::Impl {
   void on_router();
   void on_router_frame(const std::string& routing_id, zmq::message_t& frame);
   void on_dealer(Peer& peer);
+  void on_dealer_frame(Peer& peer, const zmq::message_t& frame);
   void on_zap();
   void on_monitor();
   void on_control();
+  // The reply to one control request (`request`, a ControlRequest), built into `builder`.
+  void answer_control(const zmq::message_t& request, capnp::MessageBuilder& builder);
   void pump(Peer& peer);
   void pump_queue(Peer& peer, int queue);
   bool send_pending(Peer& peer, OutStream& out);
@@ -774,11 +790,7 @@ int Daemon::run(const std::atomic<bool>& stop_requested) {
   if (d.links) d.links->stop();  // each link finishes or leaves what it has in flight (bounded)
   d.requeue_unconfirmed();
   d.http.reset();
-  for (auto& peer : d.peers) peer.dealer.close();
-  d.router.close();
-  d.control.close();
-  d.monitor.close();
-  if (d.zap) d.zap.close();
+  d.close_sockets();
   if (d.control_bound) ::unlink(d.control_path().c_str());
   d.log.write(LogLevel::info, "stopped");
   return 0;
@@ -1241,103 +1253,107 @@ void Daemon::Impl::on_dealer(Peer& peer) {
       frame = std::move(rest);
       bad_frame(("link to " + peer.config.name).c_str(), "multipart message");
     }
-    try {
-      FrameReader reader(frame);
-      auto root = reader.root<wire::PeerFrame>();
-      switch (root.which()) {
-        case wire::PeerFrame::HELLO:
-          if (text_of(root.getHello().getNode()) != peer.config.name)
-            bad_frame(("link to " + peer.config.name).c_str(),
-                      "answered by node '" + text_of(root.getHello().getNode()) + "'");
-          break;
-        case wire::PeerFrame::SUBSCRIBE: {
-          auto sub = root.getSubscribe();
-          const int t = object_index(text_of(sub.getObject()));
-          if (t < 0) {
-            bad_frame(("link to " + peer.config.name).c_str(), "subscribe to '" + text_of(sub.getObject()) + "'");
-            break;
-          }
-          auto& out = peer.out[t];
-          if (objects[t].is_queue()) {
-            if (!queue_link(objects[t], peer)) {
-              bad_frame(("link to " + peer.config.name).c_str(),
-                        "subscribe to queue '" + objects[t].name + "', whose home is " + objects[t].home);
-              break;
-            }
-            // What the peer has (below fromSequence) is confirmed; the rest is sent again.
-            const std::uint64_t from = std::max<std::uint64_t>(1, sub.getFromSequence());
-            while (!out.unconfirmed.empty() && out.unconfirmed.front().first < from) out.unconfirmed.pop_front();
-            out.next_seq = std::max(out.next_seq, from);
-            out.queue_stream = true;
-            out.unsent = 0;
-            out.pending.clear();
-            out.credit = sub.getCredit();
-            // The peer asks again now and then while nothing came (heartbeat): quiet then.
-            log.write(from == out.subscribed_from ? LogLevel::debug : LogLevel::info,
-                      "queue %s: sending to %s from sequence %llu (%zu not confirmed, sent again)",
-                      objects[t].name.c_str(), peer.config.name.c_str(), static_cast<unsigned long long>(from),
-                      out.unconfirmed.size());
-            out.subscribed_from = from;
-            break;
-          }
-          out.cursor.reset();
-          out.retain_head.reset();
-          out.retain.reset();
-          out.received_through = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
-          out.pending.clear();
-          SubscribeOptions options{Backpressure::lossy, std::uint64_t{0}, std::nullopt};
-          if (sub.getFromSequence() > 0) options.from_sequence = sub.getFromSequence() - 1;  // ring sequences are 0-based
-          if (objects[t].backpressure == Backpressure::block) {
-            // First the retaining cursor, so nothing from the asked sequence on can be reclaimed.
-            // A bridge cursor: it never holds back what we relay, so no deadlock.
-            auto retain = internal::subscribe_bridge(*objects[t].topic, options.from_sequence);
-            if (retain) out.retain.emplace(std::move(retain).value());
-            else log.write(LogLevel::error, "topic %s: cannot hold it for %s: %s", objects[t].name.c_str(),
-                           peer.config.name.c_str(), retain.error().message.c_str());
-          }
-          auto cursor = objects[t].topic->subscribe(options);
-          if (!cursor) {
-            log.write(LogLevel::error, "topic %s: cannot follow it for %s: %s", objects[t].name.c_str(),
-                      peer.config.name.c_str(), cursor.error().message.c_str());
-            break;
-          }
-          out.cursor.emplace(std::move(cursor).value());
-          // Where it starts: the asked sequence, or (0: "what comes next") the tail. If it
-          // starts earlier (retained history), the waker wakes at once and reading catches up.
-          out.next_read = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : objects[t].topic->published();
-          out.credit = sub.getCredit();
-          out.missed_seen = 0;
-          out.last_sent = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
-          log.write(sub.getFromSequence() == out.subscribed_from ? LogLevel::debug : LogLevel::info,
-                    "topic %s: streaming to %s from sequence %llu", objects[t].name.c_str(), peer.config.name.c_str(),
-                    static_cast<unsigned long long>(sub.getFromSequence()));
-          out.subscribed_from = sub.getFromSequence();
-          break;
-        }
-        case wire::PeerFrame::CREDIT: {
-          auto credit = root.getCredit();
-          const int t = object_index(text_of(credit.getObject()));
-          if (t < 0) {
-            bad_frame(("link to " + peer.config.name).c_str(), "credit for '" + text_of(credit.getObject()) + "'");
-            break;
-          }
-          auto& out = peer.out[t];
-          out.credit += credit.getMessages();
-          out.received_through = std::max(out.received_through, credit.getReceivedThrough());
-          advance_retain(out);
-          while (!out.unconfirmed.empty() && out.unconfirmed.front().first <= out.received_through) {
-            out.unconfirmed.pop_front();  // the peer has it: ours no more
-            if (out.unsent > 0) --out.unsent;
-          }
-          break;
-        }
-        default:
+    on_dealer_frame(peer, frame);
+  }
+}
+
+void Daemon::Impl::on_dealer_frame(Peer& peer, const zmq::message_t& frame) {
+  try {
+    FrameReader reader(frame);
+    auto root = reader.root<wire::PeerFrame>();
+    switch (root.which()) {
+      case wire::PeerFrame::HELLO:
+        if (text_of(root.getHello().getNode()) != peer.config.name)
           bad_frame(("link to " + peer.config.name).c_str(),
-                    "unexpected frame kind " + std::to_string(static_cast<int>(root.which())));
+                    "answered by node '" + text_of(root.getHello().getNode()) + "'");
+        break;
+      case wire::PeerFrame::SUBSCRIBE: {
+        auto sub = root.getSubscribe();
+        const int t = object_index(text_of(sub.getObject()));
+        if (t < 0) {
+          bad_frame(("link to " + peer.config.name).c_str(), "subscribe to '" + text_of(sub.getObject()) + "'");
+          break;
+        }
+        auto& out = peer.out[t];
+        if (objects[t].is_queue()) {
+          if (!queue_link(objects[t], peer)) {
+            bad_frame(("link to " + peer.config.name).c_str(),
+                      "subscribe to queue '" + objects[t].name + "', whose home is " + objects[t].home);
+            break;
+          }
+          // What the peer has (below fromSequence) is confirmed; the rest is sent again.
+          const std::uint64_t from = std::max<std::uint64_t>(1, sub.getFromSequence());
+          while (!out.unconfirmed.empty() && out.unconfirmed.front().first < from) out.unconfirmed.pop_front();
+          out.next_seq = std::max(out.next_seq, from);
+          out.queue_stream = true;
+          out.unsent = 0;
+          out.pending.clear();
+          out.credit = sub.getCredit();
+          // The peer asks again now and then while nothing came (heartbeat): quiet then.
+          log.write(from == out.subscribed_from ? LogLevel::debug : LogLevel::info,
+                    "queue %s: sending to %s from sequence %llu (%zu not confirmed, sent again)",
+                    objects[t].name.c_str(), peer.config.name.c_str(), static_cast<unsigned long long>(from),
+                    out.unconfirmed.size());
+          out.subscribed_from = from;
+          break;
+        }
+        out.cursor.reset();
+        out.retain_head.reset();
+        out.retain.reset();
+        out.received_through = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
+        out.pending.clear();
+        SubscribeOptions options{Backpressure::lossy, std::uint64_t{0}, std::nullopt};
+        if (sub.getFromSequence() > 0) options.from_sequence = sub.getFromSequence() - 1;  // ring sequences are 0-based
+        if (objects[t].backpressure == Backpressure::block) {
+          // First the retaining cursor, so nothing from the asked sequence on can be reclaimed.
+          // A bridge cursor: it never holds back what we relay, so no deadlock.
+          auto retain = internal::subscribe_bridge(*objects[t].topic, options.from_sequence);
+          if (retain) out.retain.emplace(std::move(retain).value());
+          else log.write(LogLevel::error, "topic %s: cannot hold it for %s: %s", objects[t].name.c_str(),
+                         peer.config.name.c_str(), retain.error().message.c_str());
+        }
+        auto cursor = objects[t].topic->subscribe(options);
+        if (!cursor) {
+          log.write(LogLevel::error, "topic %s: cannot follow it for %s: %s", objects[t].name.c_str(),
+                    peer.config.name.c_str(), cursor.error().message.c_str());
+          break;
+        }
+        out.cursor.emplace(std::move(cursor).value());
+        // Where it starts: the asked sequence, or (0: "what comes next") the tail. If it
+        // starts earlier (retained history), the waker wakes at once and reading catches up.
+        out.next_read = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : objects[t].topic->published();
+        out.credit = sub.getCredit();
+        out.missed_seen = 0;
+        out.last_sent = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
+        log.write(sub.getFromSequence() == out.subscribed_from ? LogLevel::debug : LogLevel::info,
+                  "topic %s: streaming to %s from sequence %llu", objects[t].name.c_str(), peer.config.name.c_str(),
+                  static_cast<unsigned long long>(sub.getFromSequence()));
+        out.subscribed_from = sub.getFromSequence();
+        break;
       }
-    } catch (const kj::Exception& e) {
-      bad_frame(("link to " + peer.config.name).c_str(), std::string("malformed: ") + e.getDescription().cStr());
+      case wire::PeerFrame::CREDIT: {
+        auto credit = root.getCredit();
+        const int t = object_index(text_of(credit.getObject()));
+        if (t < 0) {
+          bad_frame(("link to " + peer.config.name).c_str(), "credit for '" + text_of(credit.getObject()) + "'");
+          break;
+        }
+        auto& out = peer.out[t];
+        out.credit += credit.getMessages();
+        out.received_through = std::max(out.received_through, credit.getReceivedThrough());
+        advance_retain(out);
+        while (!out.unconfirmed.empty() && out.unconfirmed.front().first <= out.received_through) {
+          out.unconfirmed.pop_front();  // the peer has it: ours no more
+          if (out.unsent > 0) --out.unsent;
+        }
+        break;
+      }
+      default:
+        bad_frame(("link to " + peer.config.name).c_str(),
+                  "unexpected frame kind " + std::to_string(static_cast<int>(root.which())));
     }
+  } catch (const kj::Exception& e) {
+    bad_frame(("link to " + peer.config.name).c_str(), std::string("malformed: ") + e.getDescription().cStr());
   }
 }
 
@@ -1630,9 +1646,17 @@ void Daemon::Impl::on_control() {
   if (parts.empty()) return;
   const bool req_envelope = parts.size() == 2 && parts[0].size() == 0;
   capnp::MallocMessageBuilder builder;
+  answer_control(parts.back(), builder);
+  (void)control.send(identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  if (req_envelope) (void)control.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  auto frame = to_frame(builder);
+  (void)control.send(frame, zmq::send_flags::dontwait);
+}
+
+void Daemon::Impl::answer_control(const zmq::message_t& request, capnp::MessageBuilder& builder) {
   auto reply = builder.initRoot<wire::ControlReply>();
   try {
-    FrameReader reader(parts.back());
+    FrameReader reader(request);
     auto req = reader.root<wire::ControlRequest>();
     if (req.which() == wire::ControlRequest::STATUS) {
       reply.setOk(true);
@@ -1732,10 +1756,28 @@ void Daemon::Impl::on_control() {
     reply.setOk(false);
     reply.setError(std::string("malformed request: ") + e.getDescription().cStr());
   }
-  (void)control.send(identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  if (req_envelope) (void)control.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-  auto frame = to_frame(builder);
-  (void)control.send(frame, zmq::send_flags::dontwait);
+}
+
+// ------------------------------------------------- without sockets (fuzzing)
+
+void Daemon::feed_listen_frame(const std::string& routing_id, std::span<const std::byte> frame) {
+  zmq::message_t message(frame.data(), frame.size());
+  impl_->on_router_frame(routing_id, message);
+}
+
+bool Daemon::feed_link_frame(const std::string& peer_name, std::span<const std::byte> frame) {
+  Impl::Peer* peer = impl_->peer_by_name(peer_name);
+  if (peer == nullptr) return false;
+  impl_->on_dealer_frame(*peer, zmq::message_t(frame.data(), frame.size()));
+  return true;
+}
+
+std::vector<std::byte> Daemon::answer_control(std::span<const std::byte> request) {
+  capnp::MallocMessageBuilder builder;
+  impl_->answer_control(zmq::message_t(request.data(), request.size()), builder);
+  const auto words = capnp::messageToFlatArray(builder);
+  const auto bytes = words.asBytes();
+  return {reinterpret_cast<const std::byte*>(bytes.begin()), reinterpret_cast<const std::byte*>(bytes.end())};
 }
 
 }  // namespace colo::bridge

@@ -81,6 +81,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -121,6 +122,20 @@ class Daemon {
   Result<void> start();
   // Runs until stop_requested() is set (SIGTERM/SIGINT); returns the exit status.
   int run(const std::atomic<bool>& stop_requested);
+
+  // The code that reads what peers and control clients send, without the
+  // sockets: for the fuzz targets (tests/fuzz/) and their replay test. Call
+  // after start(), from the thread that would run(), never during run().
+  // Bad input is counted and logged as bad frames, as from a socket.
+  //   feed_listen_frame: a PeerFrame as if it came on the listen socket from
+  //     the connection `routing_id` (hello, data, batch, lost).
+  //   feed_link_frame: a PeerFrame as if the configured peer `peer_name`
+  //     answered on our link to it (hello, subscribe, credit); false if there
+  //     is no such peer.
+  //   answer_control: a ControlRequest; returns the ControlReply's bytes.
+  void feed_listen_frame(const std::string& routing_id, std::span<const std::byte> frame);
+  bool feed_link_frame(const std::string& peer_name, std::span<const std::byte> frame);
+  std::vector<std::byte> answer_control(std::span<const std::byte> request);
 
  private:
   struct Impl;

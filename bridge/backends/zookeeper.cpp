@@ -733,7 +733,10 @@ void Session::kick() noexcept {
         todo.emplace_back(id, d);
       }
     }
-    for (const auto& [id, d] : todo) {
+    // Not a structured binding: clang 14 (the fuzz build) cannot capture one in a lambda.
+    for (const auto& item : todo) {
+      const std::uint64_t id = item.first;
+      const Doomed& d = item.second;
       if (d.by_prefix) {
         submit([&](zhandle_t* zh, const void* c) { return zoo_aget_children(zh, d.dir.c_str(), 0, &Session::on_strings, c); },
                [this, id = id](const Call& c) { janitor_listed(id, c); });

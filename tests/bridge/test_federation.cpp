@@ -513,6 +513,35 @@ TEST_F(Federation, aSecondColodForTheSameNamespaceIsRefusedAndTheFirstServesOn) 
   EXPECT_FALSE(a.colod->wait_for(0ms).has_value()) << "colod exited:\n" << a.colod->err();
 }
 
+// A start that fails after colod has opened its sockets (here: its metrics
+// port is taken) ends colod with the error. It used to hang at exit: the
+// ZeroMQ context waited for the peers' sockets, which closed after it.
+TEST_F(Federation, colodWhoseMetricsPortIsTakenExitsWithTheError) {
+  auto& a = add_host("alpha");
+  add_host("beta");  // a peer: a dealer socket open when start() fails
+  write_configs({"prices"}, false);
+  const int taken = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(taken, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(taken, reinterpret_cast<const sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(taken, 1), 0);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(::getsockname(taken, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int port = ntohs(address.sin_port);
+  std::ofstream(a.config_path, std::ios::app) << "[metrics]\nport = " << port << "\n";
+
+  const auto r = test::run({test::colod_path(), "--config", a.config_path}, 10s);
+  ::close(taken);
+
+  EXPECT_TRUE(r.exited && r.exit_code == 1) << test::describe(r);
+  EXPECT_NE(r.err.find("colod: metrics: cannot listen on 127.0.0.1:" + std::to_string(port) +
+                       ": Address already in use (in use? see [metrics] in " + a.config_path + ")\n"),
+            std::string::npos)
+      << r.err;
+}
+
 // The control socket's directory must be colod's own, mode 0700: in one
 // other users may write to, someone could put a socket of theirs in its
 // place. colod refuses to start, and says which directory and why.

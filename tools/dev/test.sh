@@ -14,6 +14,8 @@
 #      started; a developer's running ones stay up)
 #   2. AddressSanitizer + UBSan build: suites unit, multiproc, bridge (colod too)
 #   3. ThreadSanitizer build: suite tsan (the ring with threads)
+#   4. fuzzing: each libFuzzer target of tests/fuzz/ for 15 s under ASan+UBSan
+#      (clang, build-fuzz/: only the targets and what they link)
 # Prints one closing line "colo: N passed, N failed, N skipped" and exits
 # non-zero if anything failed. Run as root: some tests switch to `nobody`.
 set -euo pipefail
@@ -76,6 +78,9 @@ if [ -f build-tsan/build.ninja ]; then meson setup --reconfigure build-tsan -Db_
 else meson setup build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized >/dev/null; fi
 ninja -C build-tsan -j 2 tests/channel/colo-test-ring-threads
 TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild --num-processes 1 --print-errorlogs --suite tsan || status=1
+
+# 4. Fuzzing (tests/fuzz/run.sh): a crash, a hang or a leak fails the run.
+tests/fuzz/run.sh || status=1
 
 logs=(build/meson-logs/testlog.json build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json)
 # The services suite's log, if it ran (its servers may have failed to start).

@@ -13,7 +13,6 @@ using internal::monotonic_ns;
 constexpr std::size_t kTakeBatch = 1024;
 constexpr std::size_t kPollBatch = 512;
 constexpr std::uint64_t kCommitEveryNs = 50'000'000;
-constexpr std::uint64_t kWatermarkEveryNs = 1'000'000'000;
 constexpr int kCommittedTimeoutMs = 10'000;
 
 // A delivery report's opaque: which taker, which of its batches, which message.
