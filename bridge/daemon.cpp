@@ -35,7 +35,7 @@
 namespace colo::bridge {
 namespace {
 
-constexpr std::uint16_t kProtocol = 2;  // 2: batch frames
+constexpr std::uint16_t kProtocol = 3;  // 2: batch frames; 3: stream epochs (Subscribe.epoch)
 // Cap'n Proto read limits for frames from the network: a frame is at most
 // max_frame bytes, so its traversal is bounded by its own size in words;
 // nesting is shallow in our schemas.
@@ -160,7 +160,8 @@ struct Staged {
   std::uint64_t sequence, timestamp;
   std::span<const std::byte> payload;  // valid until the frame is built
 };
-zmq::message_t data_frame(const std::string& origin, const std::string& object, const std::vector<Staged>& staged) {
+zmq::message_t data_frame(const std::string& origin, const std::string& object, std::uint32_t epoch,
+                          const std::vector<Staged>& staged) {
   // One first segment big enough for the whole frame: no growth, no
   // zero-filled 8 KiB segment for a small one.
   std::size_t words = 32 + (origin.size() + object.size()) / 8;
@@ -176,10 +177,12 @@ zmq::message_t data_frame(const std::string& origin, const std::string& object, 
     data.setSequence(staged[0].sequence);
     data.setTimestamp(staged[0].timestamp);
     data.setPayload(payload_of(staged[0]));
+    data.setEpoch(epoch);
   } else {
     auto batch = builder.initRoot<wire::PeerFrame>().initBatch();
     batch.setOrigin(origin);
     batch.setObject(object);
+    batch.setEpoch(epoch);
     auto entries = batch.initEntries(static_cast<unsigned>(staged.size()));
     for (unsigned i = 0; i < staged.size(); ++i) {
       entries[i].setSequence(staged[i].sequence);
@@ -298,6 +301,7 @@ struct Daemon::Impl {
     std::uint64_t last_sent = 0;       // sequence of the last data frame sent
     std::uint64_t next_read = 0;       // ring sequence the cursor reads next (for arming the waker)
     std::uint64_t subscribed_from = ~std::uint64_t{0};  // fromSequence of the last subscribe (a repeat is logged quietly)
+    std::uint32_t epoch = 0;           // of the last subscribe: echoed in every frame of this stream
     std::deque<zmq::message_t> pending;  // encoded frames not accepted by ZeroMQ yet (a few: lost, batches)
     // Queues: messages taken from our ring for the peer, with their wire
     // sequence, kept until it confirms receipt (receivedThrough) and sent
@@ -312,6 +316,12 @@ struct Daemon::Impl {
     std::uint64_t last_delivered = 0;  // highest origin sequence published here
     std::uint64_t uncredited = 0;      // published since the last credit we sent
     std::uint64_t acked_through = 0;   // receivedThrough we last told the origin
+    // The stream's epoch: our subscribes sent so far; frames of another are
+    // dropped (early_frame). `allowance`: messages the origin may still send
+    // in this epoch (the subscribe's credit and every credit frame since,
+    // less what arrived); what comes beyond it is dropped (over_credit).
+    std::uint32_t epoch = 0;
+    std::uint64_t allowance = 0;
     bool resubscribe = false;          // the subscribe could not be sent: try again at the next heartbeat
     // Queue at its home, seen from a non-home host: credit follows demand
     // (our consumers' appetite), not publication; `outstanding` is credit
@@ -404,14 +414,14 @@ struct Daemon::Impl {
     return nullptr;
   }
 
-  // Data on a connection whose hello has not arrived yet: a peer's DEALER
-  // that reconnected (a heartbeat timeout, a dropped link) sends what was
-  // queued before its next hello. Not an attack and not lost: dropped here,
-  // and sent again after the hello, when we subscribe anew.
+  // Data on a connection whose hello has not arrived yet (a peer's DEALER
+  // that reconnected sends what was queued before its next hello), or of a
+  // stream's earlier epoch (in flight when we subscribed again). Not an
+  // attack and not lost: dropped here, and sent again in the new stream.
   void early_frame() {
     ++counters.early_frames;
     if (counters.early_frames <= 3 || counters.early_frames % kLogEvery == 0)
-      log.write(LogLevel::info, "frame #%llu before its connection's hello dropped (it will be sent again)",
+      log.write(LogLevel::info, "frame #%llu of a stream we asked to restart dropped (it will be sent again)",
                 static_cast<unsigned long long>(counters.early_frames));
   }
 
@@ -432,6 +442,7 @@ struct Daemon::Impl {
   Result<void> declare_topic(const std::string& name);
   void render_metrics();
   void open_sockets();
+  void open_dealer(Peer& peer);
   void poll_once(int timeout_ms);
   void heartbeat();
   void on_router();
@@ -600,23 +611,7 @@ void Daemon::Impl::open_sockets() {
   monitor.connect("inproc://colod-router-monitor");
   router.bind(config.listen);
 
-  for (auto& peer : peers) {
-    peer.dealer = zmq::socket_t(context, zmq::socket_type::dealer);
-    set_int(peer.dealer, ZMQ_LINGER, 0);
-    set_int(peer.dealer, ZMQ_IMMEDIATE, 1);  // queue nothing for a peer that is not connected
-    set_int(peer.dealer, ZMQ_SNDHWM, static_cast<int>(config.credit + 64));
-    set_int64(peer.dealer, ZMQ_MAXMSGSIZE, config.max_frame);
-    set_int(peer.dealer, ZMQ_HEARTBEAT_IVL, static_cast<int>(config.heartbeat_ms));
-    set_int(peer.dealer, ZMQ_HEARTBEAT_TIMEOUT, static_cast<int>(3 * config.heartbeat_ms));
-    set_int(peer.dealer, ZMQ_RECONNECT_IVL, 100);
-    set_int(peer.dealer, ZMQ_RECONNECT_IVL_MAX, 2000);
-    if (curve) {
-      set_bytes(peer.dealer, ZMQ_CURVE_SERVERKEY, peer.config.public_key);
-      set_bytes(peer.dealer, ZMQ_CURVE_PUBLICKEY, public_key);
-      set_bytes(peer.dealer, ZMQ_CURVE_SECRETKEY, secret_key);
-    }
-    peer.dealer.connect(peer.config.endpoint);
-  }
+  for (auto& peer : peers) open_dealer(peer);
 
   // Control socket: its directory is ours and closed to others
   // (prepare_control_socket checked it in start()).
@@ -625,6 +620,27 @@ void Daemon::Impl::open_sockets() {
   set_int64(control, ZMQ_MAXMSGSIZE, 64 * 1024);
   control.bind("ipc://" + control_path());
   control_bound = true;
+}
+
+// Our connection to the peer's listen socket (a new one replaces the old:
+// the peer sees a new routing id, a new session, and subscribes again).
+void Daemon::Impl::open_dealer(Peer& peer) {
+  if (peer.dealer) peer.dealer.close();  // linger 0: what it still queued is dropped
+  peer.dealer = zmq::socket_t(context, zmq::socket_type::dealer);
+  set_int(peer.dealer, ZMQ_LINGER, 0);
+  set_int(peer.dealer, ZMQ_IMMEDIATE, 1);  // queue nothing for a peer that is not connected
+  set_int(peer.dealer, ZMQ_SNDHWM, static_cast<int>(config.credit + 64));
+  set_int64(peer.dealer, ZMQ_MAXMSGSIZE, config.max_frame);
+  set_int(peer.dealer, ZMQ_HEARTBEAT_IVL, static_cast<int>(config.heartbeat_ms));
+  set_int(peer.dealer, ZMQ_HEARTBEAT_TIMEOUT, static_cast<int>(3 * config.heartbeat_ms));
+  set_int(peer.dealer, ZMQ_RECONNECT_IVL, 100);
+  set_int(peer.dealer, ZMQ_RECONNECT_IVL_MAX, 2000);
+  if (!secret_key.empty()) {
+    set_bytes(peer.dealer, ZMQ_CURVE_SERVERKEY, peer.config.public_key);
+    set_bytes(peer.dealer, ZMQ_CURVE_PUBLICKEY, public_key);
+    set_bytes(peer.dealer, ZMQ_CURVE_SECRETKEY, secret_key);
+  }
+  peer.dealer.connect(peer.config.endpoint);
 }
 
 // A topic made cluster-scoped at run time (`colo federate NAME`): from now
@@ -735,6 +751,9 @@ void Daemon::Impl::render_metrics() {
   family("colod_peer_duplicates_total", "counter", "resent messages dropped as already delivered");
   for (const auto& p : peers)
     sample("colod_peer_duplicates_total", "peer=\"" + p.config.name + "\"", p.counters.duplicates);
+  family("colod_peer_over_credit_total", "counter", "messages the peer sent beyond the credit we granted (dropped)");
+  for (const auto& p : peers)
+    sample("colod_peer_over_credit_total", "peer=\"" + p.config.name + "\"", p.counters.over_credit);
   family("colod_peer_gaps_filled_total", "counter", "streams resumed after a reconnection");
   for (const auto& p : peers)
     sample("colod_peer_gaps_filled_total", "peer=\"" + p.config.name + "\"", p.counters.gaps_filled);
@@ -746,7 +765,8 @@ void Daemon::Impl::render_metrics() {
   sample("colod_failed_handshakes_total", "", counters.failed_handshakes);
   family("colod_dropped_connections_total", "counter", "connections closed on the listen socket");
   sample("colod_dropped_connections_total", "", counters.dropped_connections);
-  family("colod_early_frames_total", "counter", "data on a reconnected link before its hello (dropped, sent again)");
+  family("colod_early_frames_total", "counter",
+         "data of a stream we asked to restart: before a reconnected link's hello, or of an earlier epoch (dropped, sent again)");
   sample("colod_early_frames_total", "", counters.early_frames);
   family("colod_refused_sessions_total", "counter", "hellos naming a peer whose session is alive, from another connection");
   sample("colod_refused_sessions_total", "", counters.refused_sessions);
@@ -911,7 +931,19 @@ void Daemon::Impl::heartbeat() {
                 alive ? "connected" : "disconnected (no hello for 3 heartbeat intervals)");
       if (!alive) {
         // Stop holding our writers back for it; it resumes by subscribing
-        // again (from what we still retain) when it is back.
+        // again (from what we still retain) when it is back. It may not
+        // know it was declared down (a colod descheduled for 3 heartbeats
+        // finds our hellos waiting when it runs again), so our connection
+        // to it is made anew: a new connection is a new session there,
+        // whose first act is to subscribe again. Without that our streams
+        // to it would stay stopped for good.
+        //
+        // Its connection to us (the routing id) is kept: frames still on
+        // it come in order after what we have, and are taken as before. A
+        // new session there would make us subscribe again while its old
+        // stream is in flight: frames dropped before its next hello and
+        // taken after it would leave a hole the resend cannot fill (they
+        // count as duplicates then).
         for (std::size_t t = 0; t < objects.size(); ++t) {
           auto& out = peer.out[t];
           out.cursor.reset();
@@ -924,7 +956,7 @@ void Daemon::Impl::heartbeat() {
             log.write(LogLevel::warn, "queue %s: %zu message(s) sent to %s and not confirmed: kept for it",
                       objects[t].name.c_str(), out.unconfirmed.size(), peer.config.name.c_str());
         }
-        peer.routing_id.clear();
+        open_dealer(peer);
       }
     }
     if (!peer.routing_id.empty())
@@ -979,10 +1011,13 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "node '" + name + "' speaks protocol " + std::to_string(hello.getProtocol()));
         const std::uint64_t now = monotonic_ns();
         // A second connection naming a peer whose session is alive does not
-        // replace it: without CURVE, anyone may claim a name. (A peer that
-        // really reconnected gets its new session once the old one is
-        // silent for 3 heartbeat intervals.)
-        if (peer->routing_id != routing_id && !peer->routing_id.empty() && session_alive(*peer, now)) {
+        // replace it: without CURVE, anyone may claim a name. The same colod
+        // (its incarnation, a random number only its hellos to us carry)
+        // on a new connection is the peer that reconnected: taken at once.
+        // Another claim is taken once the old session has been silent for 3
+        // heartbeat intervals.
+        if (peer->routing_id != routing_id && !peer->routing_id.empty() && session_alive(*peer, now) &&
+            hello.getIncarnation() != peer->peer_incarnation) {
           ++counters.refused_sessions;
           if (counters.refused_sessions <= 10 || counters.refused_sessions % kLogEvery == 0)
             log.write(LogLevel::warn,
@@ -1027,6 +1062,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (data.getSequence() == 0 || data.getSequence() > kMaxWireSequence)
           return bad_frame("listen socket", "data from " + peer->config.name + " with sequence " +
                                                 std::to_string(data.getSequence()) + ", not 1 to 2^62");
+        if (data.getEpoch() != peer->in[t].epoch) return early_frame();
         const auto payload = data.getPayload();
         const Incoming one{data.getSequence(), as_bytes(payload)};
         deliver(*peer, t, std::span(&one, 1));
@@ -1045,6 +1081,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (t < 0)
           return bad_frame("listen socket",
                            "batch for '" + text_of(batch.getObject()) + "', not a cluster topic or queue");
+        if (batch.getEpoch() != peer->in[t].epoch) return early_frame();
         incoming_.clear();
         for (auto entry : batch.getEntries()) {
           if (entry.getSequence() == 0 || entry.getSequence() > kMaxWireSequence)
@@ -1068,6 +1105,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "lost from " + peer->config.name + " of " + std::to_string(lost.getCount()) +
                                                 " from sequence " + std::to_string(lost.getFromSequence()) +
                                                 ": beyond sequence 2^62");
+        if (lost.getEpoch() != peer->in[t].epoch) return early_frame();  // the new stream tells its own
         peer->counters.lost += lost.getCount();
         objects[t].lost += lost.getCount();
         auto& in = peer->in[t];
@@ -1095,7 +1133,14 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
 void Daemon::Impl::deliver(Peer& peer, int t, std::span<const Incoming> messages) {
   auto& in = peer.in[t];
   fresh_.clear();
+  std::uint64_t over_credit = 0;
   for (const auto& m : messages) {
+    // Every message sent counts against credit, a duplicate too.
+    if (in.allowance == 0) {
+      ++over_credit;
+      continue;
+    }
+    --in.allowance;
     if (in.outstanding > 0) --in.outstanding;  // a message the home sent on our demand credit
     const std::uint64_t newest = fresh_.empty() ? in.newest() : std::max(in.newest(), fresh_.back().seq);
     if (m.seq <= newest) {
@@ -1104,6 +1149,16 @@ void Daemon::Impl::deliver(Peer& peer, int t, std::span<const Incoming> messages
       continue;
     }
     fresh_.push_back(m);
+  }
+  if (over_credit > 0) {
+    const std::uint64_t before = peer.counters.over_credit;
+    peer.counters.over_credit += over_credit;
+    if (before < 10 || before / kLogEvery != peer.counters.over_credit / kLogEvery)
+      log.write(LogLevel::warn,
+                "%s: %llu message(s) from %s beyond the credit we granted dropped (%llu so far; a colod never "
+                "sends beyond credit)",
+                objects[t].name.c_str(), static_cast<unsigned long long>(over_credit), peer.config.name.c_str(),
+                static_cast<unsigned long long>(peer.counters.over_credit));
   }
   std::size_t done = in.waiting.empty() ? publish_from(peer, t, fresh_) : 0;
   for (; done < fresh_.size(); ++done)
@@ -1173,6 +1228,7 @@ void Daemon::Impl::acknowledge(Peer& peer, int t, bool force) {
   credit.setMessages(static_cast<std::uint32_t>(in.uncredited));
   credit.setReceivedThrough(newest);
   if (send_to_peer_router(peer, to_frame(builder))) {
+    in.allowance += in.uncredited;
     in.uncredited = 0;
     in.acked_through = newest;
   }
@@ -1206,11 +1262,17 @@ void Daemon::Impl::subscribe(Peer& peer, int t) {
   sub.setFromSequence(newest + 1);
   // The window counts what is still waiting, so that it stays bounded.
   // A demand stream starts with none: grant_demand asks when our consumers want.
-  sub.setCredit(in.demand ? 0
-                          : static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size()
-                                                                                          : 0));
+  const std::uint32_t credit =
+      in.demand ? 0
+                : static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size() : 0);
+  sub.setCredit(credit);
+  // A new epoch: what the origin sent before it reads this is dropped here
+  // when it arrives, and sent again from fromSequence.
+  sub.setEpoch(in.epoch + 1);
   in.resubscribe = !send_to_peer_router(peer, to_frame(builder));
   if (!in.resubscribe) {
+    ++in.epoch;
+    in.allowance = credit;
     in.uncredited = 0;
     in.outstanding = 0;  // the origin starts again from the credit above
   }
@@ -1268,6 +1330,7 @@ void Daemon::Impl::on_dealer(Peer& peer) {
             const std::uint64_t from = std::max<std::uint64_t>(1, sub.getFromSequence());
             while (!out.unconfirmed.empty() && out.unconfirmed.front().first < from) out.unconfirmed.pop_front();
             out.next_seq = std::max(out.next_seq, from);
+            out.epoch = sub.getEpoch();
             out.queue_stream = true;
             out.unsent = 0;
             out.pending.clear();
@@ -1302,6 +1365,7 @@ void Daemon::Impl::on_dealer(Peer& peer) {
             break;
           }
           out.cursor.emplace(std::move(cursor).value());
+          out.epoch = sub.getEpoch();
           // Where it starts: the asked sequence, or (0: "what comes next") the tail. If it
           // starts earlier (retained history), the waker wakes at once and reading catches up.
           out.next_read = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : objects[t].topic->published();
@@ -1375,7 +1439,7 @@ void Daemon::Impl::pump(Peer& peer) {
     std::size_t staged_bytes = 0;
     auto flush = [&] {
       if (staged.empty()) return;
-      out.pending.push_back(data_frame(config.node_name, objects[t].name, staged));
+      out.pending.push_back(data_frame(config.node_name, objects[t].name, out.epoch, staged));
       staged.clear();
       staged_bytes = 0;
     };
@@ -1402,6 +1466,7 @@ void Daemon::Impl::pump(Peer& peer) {
           lost.setObject(objects[t].name);
           lost.setFromSequence(here + 1 - ours);
           lost.setCount(ours);
+          lost.setEpoch(out.epoch);
           log.write(LogLevel::warn, "topic %s: %llu message(s) for %s were no longer retained here: lost%s",
                     objects[t].name.c_str(), static_cast<unsigned long long>(ours), peer.config.name.c_str(),
                     here - gone < objects[t].relayed_known_from ? " (at most: some may be relayed ones)" : "");
@@ -1497,7 +1562,7 @@ void Daemon::Impl::pump_queue(Peer& peer, int t) {
       object.bytes_out += payload.size();
     }
     out.credit -= staged.size();
-    out.pending.push_back(data_frame(config.node_name, object.name, staged));
+    out.pending.push_back(data_frame(config.node_name, object.name, out.epoch, staged));
     staged.clear();
   }
 }
@@ -1531,6 +1596,7 @@ void Daemon::Impl::grant_demand(Peer& peer, int t) {
   credit.setReceivedThrough(newest);
   if (send_to_peer_router(peer, to_frame(builder))) {
     in.outstanding += want;
+    in.allowance += want;
     in.acked_through = newest;
   }
 }
@@ -1661,6 +1727,7 @@ void Daemon::Impl::on_control() {
         ps.setGapsFilled(p.counters.gaps_filled);
         ps.setLost(p.counters.lost);
         ps.setDuplicates(p.counters.duplicates);
+        ps.setOverCredit(p.counters.over_credit);
       }
       std::vector<std::string> topic_names;
       for (const auto& object : objects)
