@@ -467,6 +467,7 @@ struct Daemon::Impl {
     std::span<const std::byte> payload;
   };
   void deliver(Peer& peer, int object, std::span<const Incoming> messages);
+  void on_rewind(Peer& peer, int object, std::uint64_t sequence);
   std::size_t publish_from(Peer& peer, int object, std::span<const Incoming> messages);
   // Scratch vectors of deliver/publish_from/drain, kept to avoid allocating per frame.
   std::vector<Incoming> incoming_, fresh_, waiting_view_;
@@ -754,6 +755,8 @@ void Daemon::Impl::render_metrics() {
   family("colod_peer_over_credit_total", "counter", "messages the peer sent beyond the credit we granted (dropped)");
   for (const auto& p : peers)
     sample("colod_peer_over_credit_total", "peer=\"" + p.config.name + "\"", p.counters.over_credit);
+  family("colod_peer_rewinds_total", "counter", "streams resumed lower: we held sequences the peer never sent");
+  for (const auto& p : peers) sample("colod_peer_rewinds_total", "peer=\"" + p.config.name + "\"", p.counters.rewinds);
   family("colod_peer_gaps_filled_total", "counter", "streams resumed after a reconnection");
   for (const auto& p : peers)
     sample("colod_peer_gaps_filled_total", "peer=\"" + p.config.name + "\"", p.counters.gaps_filled);
@@ -1118,12 +1121,45 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
                   static_cast<unsigned long long>(lost.getFromSequence()));
         return;
       }
+      case wire::PeerFrame::REWIND: {
+        Peer* peer = peer_by_routing_id(routing_id);
+        if (peer == nullptr) return early_frame();
+        peer->last_hello_in_ns = monotonic_ns();
+        auto rewind = root.getRewind();
+        const int t = object_index(text_of(rewind.getObject()));
+        if (t < 0) return bad_frame("listen socket", "rewind for '" + text_of(rewind.getObject()) + "'");
+        if (rewind.getEpoch() != peer->in[t].epoch) return early_frame();
+        on_rewind(*peer, t, rewind.getSequence());
+        return;
+      }
       default:
         return bad_frame("listen socket", "unexpected frame kind " + std::to_string(static_cast<int>(root.which())));
     }
   } catch (const kj::Exception& e) {
     bad_frame("listen socket", std::string("malformed: ") + e.getDescription().cStr());
   }
+}
+
+// The origin has published up to `sequence` only, and we hold higher ones
+// of it (see Rewind in the schema): forget those, resume after the highest
+// one our ring holds up to there, and subscribe again.
+void Daemon::Impl::on_rewind(Peer& peer, int t, std::uint64_t sequence) {
+  auto& in = peer.in[t];
+  const std::uint64_t held = in.newest();
+  if (sequence >= held)
+    return bad_frame("listen socket", "rewind from " + peer.config.name + " to " + std::to_string(sequence) +
+                                          ", but we hold only up to " + std::to_string(held));
+  while (!in.waiting.empty() && in.waiting.back().first > sequence) in.waiting.pop_back();
+  const auto& object = objects[t];
+  in.last_delivered = object.is_queue() ? internal::relayed_high_water(*object.queue, peer.id, sequence)
+                                        : internal::relayed_high_water(*object.topic, peer.id, sequence);
+  ++peer.counters.rewinds;
+  log.write(LogLevel::warn,
+            "%s: %s has published up to sequence %llu only, and we held up to %llu of it (a forged frame, or its "
+            "ring is new): resuming after %llu",
+            object.name.c_str(), peer.config.name.c_str(), static_cast<unsigned long long>(sequence),
+            static_cast<unsigned long long>(held), static_cast<unsigned long long>(in.newest()));
+  subscribe(peer, t);
 }
 
 // Messages from `peer` (one data frame, or a batch frame's entries): those
@@ -1348,6 +1384,26 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           out.retain.reset();
           out.received_through = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
           out.pending.clear();
+          out.epoch = sub.getEpoch();
+          out.credit = 0;
+          if (const std::uint64_t published = objects[t].topic->published(); out.received_through > published) {
+            // The peer holds sequences of ours we never published: a forged
+            // frame, or our ring is new. It forgets them and asks again.
+            log.write(LogLevel::warn,
+                      "topic %s: %s asks from sequence %llu, but we published only %llu: told to rewind (it holds "
+                      "sequences of ours we never sent: forged, or our ring was made anew)",
+                      objects[t].name.c_str(), peer.config.name.c_str(),
+                      static_cast<unsigned long long>(sub.getFromSequence()), static_cast<unsigned long long>(published));
+            capnp::MallocMessageBuilder builder;
+            auto rewind = builder.initRoot<wire::PeerFrame>().initRewind();
+            rewind.setObject(objects[t].name);
+            rewind.setEpoch(out.epoch);
+            rewind.setSequence(published);
+            out.pending.push_back(to_frame(builder));
+            out.received_through = published;
+            (void)send_pending(peer, out);
+            break;
+          }
           SubscribeOptions options{Backpressure::lossy, std::uint64_t{0}, std::nullopt};
           if (sub.getFromSequence() > 0) options.from_sequence = sub.getFromSequence() - 1;  // ring sequences are 0-based
           if (objects[t].backpressure == Backpressure::block) {
@@ -1365,7 +1421,6 @@ void Daemon::Impl::on_dealer(Peer& peer) {
             break;
           }
           out.cursor.emplace(std::move(cursor).value());
-          out.epoch = sub.getEpoch();
           // Where it starts: the asked sequence, or (0: "what comes next") the tail. If it
           // starts earlier (retained history), the waker wakes at once and reading catches up.
           out.next_read = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : objects[t].topic->published();
@@ -1387,11 +1442,15 @@ void Daemon::Impl::on_dealer(Peer& peer) {
           }
           auto& out = peer.out[t];
           out.credit += credit.getMessages();
-          out.received_through = std::max(out.received_through, credit.getReceivedThrough());
+          // It cannot have received what we did not send it: a receipt
+          // beyond that would release what it may yet need.
+          const std::uint64_t sent_through =
+              out.queue_stream ? (out.unsent > 0 ? out.unconfirmed[out.unsent - 1].first : 0) : out.last_sent;
+          out.received_through = std::max(out.received_through, std::min(credit.getReceivedThrough(), sent_through));
           advance_retain(out);
-          while (!out.unconfirmed.empty() && out.unconfirmed.front().first <= out.received_through) {
+          while (out.unsent > 0 && out.unconfirmed.front().first <= out.received_through) {
             out.unconfirmed.pop_front();  // the peer has it: ours no more
-            if (out.unsent > 0) --out.unsent;
+            --out.unsent;
           }
           break;
         }
@@ -1434,7 +1493,10 @@ void Daemon::Impl::pump(Peer& peer) {
       continue;
     }
     auto& out = peer.out[t];
-    if (!out.cursor) continue;
+    if (!out.cursor) {
+      if (!out.pending.empty()) (void)send_pending(peer, out);  // a rewind that ZeroMQ did not take at once
+      continue;
+    }
     advance_retain(out);
     std::size_t staged_bytes = 0;
     auto flush = [&] {
@@ -1728,6 +1790,7 @@ void Daemon::Impl::on_control() {
         ps.setLost(p.counters.lost);
         ps.setDuplicates(p.counters.duplicates);
         ps.setOverCredit(p.counters.over_credit);
+        ps.setRewinds(p.counters.rewinds);
       }
       std::vector<std::string> topic_names;
       for (const auto& object : objects)

@@ -103,6 +103,9 @@ struct PeerCounters {
   // Messages it sent beyond the credit we granted (dropped): a colod never
   // does; a sender that ignores credit cannot fill our memory.
   std::uint64_t over_credit = 0;
+  // Streams it told us to resume lower (a rewind frame): we held sequences
+  // of it that it never sent (a forged frame, or its ring is new).
+  std::uint64_t rewinds = 0;
 };
 
 struct DaemonCounters {

@@ -92,4 +92,5 @@ struct PeerStatus {
   lost @9 :UInt64;            # messages the peer could no longer send us
   duplicates @10 :UInt64;     # data frames already delivered (resent after a reconnect), dropped
   overCredit @11 :UInt64;     # messages it sent beyond the credit we granted, dropped
+  rewinds @12 :UInt64;        # streams it told us to resume lower: we held sequences it never sent
 }

@@ -38,6 +38,7 @@ struct PeerFrame {
     credit @3 :Credit;        # receiver -> origin: room for more messages
     lost @4 :Lost;            # origin -> receiver: messages it no longer retains
     batch @5 :Batch;          # origin -> receiver: several messages of one object (protocol 2)
+    rewind @6 :Rewind;        # origin -> receiver: you asked from beyond what I published (protocol 3)
   }
 }
 
@@ -93,6 +94,20 @@ struct Batch {
   object @1 :Text;            # as Envelope.object
   entries @2 :List(Entry);
   epoch @3 :UInt32;           # as Envelope.epoch
+}
+
+# The answer to a subscribe to a topic whose fromSequence is beyond what the
+# origin has published: the receiver holds sequences of this origin that it
+# never sent (a forged frame on a plain-TCP link, or the origin's ring made
+# anew). The receiver forgets them, resumes after the highest one it holds
+# up to `sequence`, and subscribes again; without this, every real message
+# at or below the false high-water mark would be dropped as a duplicate, for
+# good (the mark is read back from the ring at a restart). No stream starts
+# before that new subscribe.
+struct Rewind {
+  object @0 :Text;            # topic name
+  epoch @1 :UInt32;           # as Envelope.epoch: the subscribe this answers
+  sequence @2 :UInt64;        # the origin's highest sequence so far (0: none)
 }
 
 struct Entry {

@@ -32,7 +32,8 @@ int print_status(const ColodStatus& status, bool json) {
                        {"messages_in", p.messages_in}, {"messages_out", p.messages_out},
                        {"bytes_in", p.bytes_in},   {"bytes_out", p.bytes_out},
                        {"gaps_filled", p.gaps_filled}, {"lost", p.lost},
-                       {"duplicates", p.duplicates}, {"over_credit", p.over_credit}});
+                       {"duplicates", p.duplicates}, {"over_credit", p.over_credit},
+                       {"rewinds", p.rewinds}});
     nlohmann::json objects = nlohmann::json::array();
     for (const auto& o : status.objects) objects.push_back(object_json(o));
     nlohmann::json j = {{"node", status.node},
@@ -68,6 +69,11 @@ int print_status(const ColodStatus& status, bool json) {
     if (p.over_credit != 0)
       std::printf("peer %s sent %s message(s) beyond the credit this colod granted (dropped)\n", p.name.c_str(),
                   with_commas(p.over_credit).c_str());
+  for (const auto& p : status.peers)
+    if (p.rewinds != 0)
+      std::printf("peer %s told this colod %s time(s) that it held sequences of it the peer never sent (forged, or "
+                  "its ring is new): resumed lower\n",
+                  p.name.c_str(), with_commas(p.rewinds).c_str());
   if (!status.objects.empty()) {
     std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7s %8s %6s\n", "cluster object", "name", "home",
                 "msgs in", "msgs out", "bytes in", "bytes out", "flight", "lost", "dups");

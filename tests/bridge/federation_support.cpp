@@ -132,7 +132,8 @@ void Federation::start(Host& h) {
 }
 
 json Federation::peers(const Host& h) {
-  const auto r = run({colo_path(), "--ns", h.ns, "peers", "--json", "--socket", h.control, "--timeout", "1"});
+  // 5 s: an ASan build on a loaded machine may take more than 1 s to answer.
+  const auto r = run({colo_path(), "--ns", h.ns, "peers", "--json", "--socket", h.control, "--timeout", "5"});
   if (!r.exited || r.exit_code != 0) return json();
   try {
     return json::parse(r.out);

@@ -21,6 +21,7 @@ struct ColodPeer {
   std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
   std::uint64_t gaps_filled = 0, lost = 0, duplicates = 0;
   std::uint64_t over_credit = 0;  // messages it sent beyond the credit colod granted (dropped)
+  std::uint64_t rewinds = 0;      // streams it told colod to resume lower (colod held sequences it never sent)
 };
 
 // A cluster topic or queue, and its traffic with all peers.
