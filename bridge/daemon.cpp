@@ -348,6 +348,7 @@ struct Daemon::Impl {
     std::string routing_id;            // of its DEALER on our ROUTER; "" until its hello
     std::uint64_t peer_incarnation = 0;
     std::uint64_t last_hello_in_ns = 0;  // last hello (or data, lost) from it on our ROUTER
+    std::uint32_t silent_heartbeats = 0;  // our heartbeats since then
     std::uint64_t state_since_ns = 0;
     bool connected = false;
     PeerCounters counters;
@@ -425,9 +426,19 @@ struct Daemon::Impl {
                 static_cast<unsigned long long>(counters.early_frames));
   }
 
+  void heard_from(Peer& peer, std::uint64_t now) {
+    peer.last_hello_in_ns = now;
+    peer.silent_heartbeats = 0;
+  }
   // A hello (or any frame) from it on our ROUTER within 3 heartbeat intervals.
   bool session_alive(const Peer& peer, std::uint64_t now) const {
-    return peer.last_hello_in_ns != 0 && now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000;
+    // Silent means both: 3 intervals of wall time, and 3 of our own heartbeats. A colod
+    // that was not running for a while (descheduled on a loaded host) runs
+    // one heartbeat when it is back, maybe before ZeroMQ's I/O thread has
+    // handed it the hellos waiting in its socket: the peer was not silent,
+    // we were. Declaring it down would cost both sides a new stream.
+    return peer.last_hello_in_ns != 0 && (now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000 ||
+                                          peer.silent_heartbeats < 3);
   }
 
   void bad_frame(const char* where, const std::string& why) {
@@ -926,6 +937,7 @@ void Daemon::Impl::heartbeat() {
     hello.setNamespace(config.ns);
     auto frame = to_frame(builder);
     (void)peer.dealer.send(frame, zmq::send_flags::dontwait);  // not connected: nothing to say
+    if (peer.silent_heartbeats < UINT32_MAX) ++peer.silent_heartbeats;
     const bool alive = session_alive(peer, now);
     if (alive != peer.connected) {
       peer.connected = alive;
@@ -1025,11 +1037,11 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           if (counters.refused_sessions <= 10 || counters.refused_sessions % kLogEvery == 0)
             log.write(LogLevel::warn,
                       "hello #%llu naming peer %s from a second connection while its session is alive: refused "
-                      "(a reconnecting peer is taken once its old session has been silent for 3 heartbeats)",
+                      "(another colod claiming it is taken once the old session has been silent for 3 heartbeats)",
                       static_cast<unsigned long long>(counters.refused_sessions), name.c_str());
           return;
         }
-        peer->last_hello_in_ns = now;
+        heard_from(*peer, now);
         const bool fresh = peer->routing_id != routing_id || peer->peer_incarnation != hello.getIncarnation();
         if (!fresh) return;
         // A new connection (or a restarted peer): answer, then resume every topic.
@@ -1053,7 +1065,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::DATA: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = monotonic_ns();  // any frame shows it alive: a hello may queue behind a burst of data
+        heard_from(*peer, monotonic_ns());  // any frame shows it alive: a hello may queue behind a burst of data
         auto data = root.getData();
         if (text_of(data.getOrigin()) != peer->config.name)
           return bad_frame("listen socket", "data from " + peer->config.name + " claims origin '" +
@@ -1075,7 +1087,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::BATCH: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = monotonic_ns();
+        heard_from(*peer, monotonic_ns());
         auto batch = root.getBatch();
         if (text_of(batch.getOrigin()) != peer->config.name)
           return bad_frame("listen socket", "batch from " + peer->config.name + " claims origin '" +
@@ -1099,7 +1111,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::LOST: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = monotonic_ns();
+        heard_from(*peer, monotonic_ns());
         auto lost = root.getLost();
         const int t = object_index(text_of(lost.getObject()));
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
@@ -1124,7 +1136,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::REWIND: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = monotonic_ns();
+        heard_from(*peer, monotonic_ns());
         auto rewind = root.getRewind();
         const int t = object_index(text_of(rewind.getObject()));
         if (t < 0) return bad_frame("listen socket", "rewind for '" + text_of(rewind.getObject()) + "'");

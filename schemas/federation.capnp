@@ -44,7 +44,8 @@ struct PeerFrame {
 
 struct Hello {
   node @0 :Text;              # the sender's [node].name
-  protocol @1 :UInt16;        # 2 (1: no batch frames); a peer speaking another version is refused and logged
+  protocol @1 :UInt16;        # 3 (2: no epochs, no rewind; 1: no batch frames); a peer speaking another
+                              # version is refused and logged
   incarnation @2 :UInt64;     # random per colod start: tells a restarted peer from a reconnected one
   namespace @3 :Text;         # the sender's colo namespace (informational)
 }

@@ -199,6 +199,24 @@ std::thread& Federation::publisher(const Host& h, std::uint32_t id, std::uint32_
   });
 }
 
+::testing::AssertionResult Federation::arrive_in_order(const Host& from, const Host& to, std::uint32_t id,
+                                                      std::uint32_t count) {
+  Seen seen;
+  std::atomic<bool> ready{false}, stop{false};
+  auto& sub = subscriber(to, count, seen, ready, stop);
+  if (!wait_until([&] { return ready.load(); }, 10s)) {
+    stop = true;
+    sub.join();
+    return ::testing::AssertionFailure() << "no subscriber on " << to.name;
+  }
+  publisher(from, id, count).join();
+  const bool all = wait_until([&] { return seen.total >= count; }, 20s, 20ms);
+  stop = true;
+  sub.join();
+  if (!all) return ::testing::AssertionFailure() << to.name << " got " << seen.total << " of " << count;
+  return exactly_in_order(seen.by_publisher[id], count);
+}
+
 void Federation::queue_consumer(const Host& h, Seen& seen, std::atomic<std::uint64_t>& consumed,
                                 std::uint64_t total, std::atomic<int>& ready) {
   threads_.emplace_back([ns = h.ns, &seen, &consumed, total, &ready, this] {

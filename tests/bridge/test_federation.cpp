@@ -430,15 +430,7 @@ TEST_F(Federation, aForgedPeerCanNeitherSilenceARealOneWithHugeSequencesNorTakeO
     EXPECT_EQ(j["refused_sessions"], 1) << j.dump();
     EXPECT_EQ(j["bad_frames"], 2) << j.dump();
   }
-  Seen at_a;
-  std::atomic<bool> ready{false}, stop{false};
-  auto& sub = subscriber(a, 100, at_a, ready, stop);
-  ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
-  publisher(b, 1, 100).join();
-  EXPECT_TRUE(test::wait_until([&] { return at_a.total >= 100; }, 20s, 20ms)) << at_a.total;
-  stop = true;
-  sub.join();
-  EXPECT_TRUE(exactly_in_order(at_a.by_publisher[1], 100));
+  EXPECT_TRUE(arrive_in_order(b, a, 1, 100));
   const json beta = peer_of(a, "beta");
   EXPECT_EQ(beta["connected"], true) << beta.dump();
   EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
@@ -582,15 +574,7 @@ TEST_F(Federation, aSenderIgnoringCreditHasWhatItSendsBeyondItDroppedAndCountedA
   std::this_thread::sleep_for(3500ms);
   start(b);
   ASSERT_TRUE(all_hosts_connected());
-  Seen at_a;
-  std::atomic<bool> ready{false}, stop{false};
-  auto& sub = subscriber(a, 2000, at_a, ready, stop);
-  ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
-  publisher(b, 1, 2000).join();
-  EXPECT_TRUE(test::wait_until([&] { return at_a.total >= 2000; }, 20s, 20ms)) << at_a.total;
-  stop = true;
-  sub.join();
-  EXPECT_TRUE(exactly_in_order(at_a.by_publisher[1], 2000));
+  EXPECT_TRUE(arrive_in_order(b, a, 1, 2000));
   const json beta = peer_of(a, "beta");
   EXPECT_EQ(beta["rewinds"], 1) << beta.dump();
   EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
@@ -624,15 +608,7 @@ TEST_F(Federation, aForgedHighSequenceIsRewoundByTheRealPeerAlsoAfterARestart) {
   start(b);
   ASSERT_TRUE(all_hosts_connected());
   for (int round = 0; round < 2; ++round) {
-    Seen at_a;
-    std::atomic<bool> ready{false}, stop{false};
-    auto& sub = subscriber(a, 100, at_a, ready, stop);
-    ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
-    publisher(b, static_cast<std::uint32_t>(round + 1), 100).join();
-    EXPECT_TRUE(test::wait_until([&] { return at_a.total >= 100; }, 20s, 20ms)) << "round " << round << ": " << at_a.total;
-    stop = true;
-    sub.join();
-    EXPECT_TRUE(exactly_in_order(at_a.by_publisher[static_cast<std::uint32_t>(round + 1)], 100)) << "round " << round;
+    EXPECT_TRUE(arrive_in_order(b, a, static_cast<std::uint32_t>(round + 1), 100)) << "round " << round;
     const json beta = peer_of(a, "beta");
     EXPECT_EQ(beta["rewinds"], 1) << "round " << round << ": " << beta.dump();
     EXPECT_EQ(beta["duplicates"], 0) << "round " << round << ": " << beta.dump();
