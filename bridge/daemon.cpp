@@ -35,7 +35,7 @@
 namespace colo::bridge {
 namespace {
 
-constexpr std::uint16_t kProtocol = 2;  // 2: batch frames
+constexpr std::uint16_t kProtocol = 3;  // 2: batch frames; 3: stream epochs (Subscribe.epoch)
 // Cap'n Proto read limits for frames from the network: a frame is at most
 // max_frame bytes, so its traversal is bounded by its own size in words;
 // nesting is shallow in our schemas.
@@ -160,7 +160,8 @@ struct Staged {
   std::uint64_t sequence, timestamp;
   std::span<const std::byte> payload;  // valid until the frame is built
 };
-zmq::message_t data_frame(const std::string& origin, const std::string& object, const std::vector<Staged>& staged) {
+zmq::message_t data_frame(const std::string& origin, const std::string& object, std::uint32_t epoch,
+                          const std::vector<Staged>& staged) {
   // One first segment big enough for the whole frame: no growth, no
   // zero-filled 8 KiB segment for a small one.
   std::size_t words = 32 + (origin.size() + object.size()) / 8;
@@ -176,10 +177,12 @@ zmq::message_t data_frame(const std::string& origin, const std::string& object, 
     data.setSequence(staged[0].sequence);
     data.setTimestamp(staged[0].timestamp);
     data.setPayload(payload_of(staged[0]));
+    data.setEpoch(epoch);
   } else {
     auto batch = builder.initRoot<wire::PeerFrame>().initBatch();
     batch.setOrigin(origin);
     batch.setObject(object);
+    batch.setEpoch(epoch);
     auto entries = batch.initEntries(static_cast<unsigned>(staged.size()));
     for (unsigned i = 0; i < staged.size(); ++i) {
       entries[i].setSequence(staged[i].sequence);
@@ -298,6 +301,7 @@ struct Daemon::Impl {
     std::uint64_t last_sent = 0;       // sequence of the last data frame sent
     std::uint64_t next_read = 0;       // ring sequence the cursor reads next (for arming the waker)
     std::uint64_t subscribed_from = ~std::uint64_t{0};  // fromSequence of the last subscribe (a repeat is logged quietly)
+    std::uint32_t epoch = 0;           // of the last subscribe: echoed in every frame of this stream
     std::deque<zmq::message_t> pending;  // encoded frames not accepted by ZeroMQ yet (a few: lost, batches)
     // Queues: messages taken from our ring for the peer, with their wire
     // sequence, kept until it confirms receipt (receivedThrough) and sent
@@ -312,6 +316,12 @@ struct Daemon::Impl {
     std::uint64_t last_delivered = 0;  // highest origin sequence published here
     std::uint64_t uncredited = 0;      // published since the last credit we sent
     std::uint64_t acked_through = 0;   // receivedThrough we last told the origin
+    // The stream's epoch: our subscribes sent so far; frames of another are
+    // dropped (early_frame). `allowance`: messages the origin may still send
+    // in this epoch (the subscribe's credit and every credit frame since,
+    // less what arrived); what comes beyond it is dropped (over_credit).
+    std::uint32_t epoch = 0;
+    std::uint64_t allowance = 0;
     bool resubscribe = false;          // the subscribe could not be sent: try again at the next heartbeat
     // Queue at its home, seen from a non-home host: credit follows demand
     // (our consumers' appetite), not publication; `outstanding` is credit
@@ -338,6 +348,7 @@ struct Daemon::Impl {
     std::string routing_id;            // of its DEALER on our ROUTER; "" until its hello
     std::uint64_t peer_incarnation = 0;
     std::uint64_t last_hello_in_ns = 0;  // last hello (or data, lost) from it on our ROUTER
+    std::uint32_t silent_heartbeats = 0;  // our heartbeats since then
     std::uint64_t state_since_ns = 0;
     bool connected = false;
     PeerCounters counters;
@@ -417,20 +428,30 @@ struct Daemon::Impl {
     return nullptr;
   }
 
-  // Data on a connection whose hello has not arrived yet: a peer's DEALER
-  // that reconnected (a heartbeat timeout, a dropped link) sends what was
-  // queued before its next hello. Not an attack and not lost: dropped here,
-  // and sent again after the hello, when we subscribe anew.
+  // Data on a connection whose hello has not arrived yet (a peer's DEALER
+  // that reconnected sends what was queued before its next hello), or of a
+  // stream's earlier epoch (in flight when we subscribed again). Not an
+  // attack and not lost: dropped here, and sent again in the new stream.
   void early_frame() {
     ++counters.early_frames;
     if (counters.early_frames <= 3 || counters.early_frames % kLogEvery == 0)
-      log.write(LogLevel::info, "frame #%llu before its connection's hello dropped (it will be sent again)",
+      log.write(LogLevel::info, "frame #%llu of a stream we asked to restart dropped (it will be sent again)",
                 static_cast<unsigned long long>(counters.early_frames));
   }
 
+  void heard_from(Peer& peer, std::uint64_t now) {
+    peer.last_hello_in_ns = now;
+    peer.silent_heartbeats = 0;
+  }
   // A hello (or any frame) from it on our ROUTER within 3 heartbeat intervals.
   bool session_alive(const Peer& peer, std::uint64_t now) const {
-    return peer.last_hello_in_ns != 0 && now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000;
+    // Silent means both: 3 intervals of wall time, and 3 of our own heartbeats. A colod
+    // that was not running for a while (descheduled on a loaded host) runs
+    // one heartbeat when it is back, maybe before ZeroMQ's I/O thread has
+    // handed it the hellos waiting in its socket: the peer was not silent,
+    // we were. Declaring it down would cost both sides a new stream.
+    return peer.last_hello_in_ns != 0 && (now - peer.last_hello_in_ns < 3ull * config.heartbeat_ms * 1'000'000 ||
+                                          peer.silent_heartbeats < 3);
   }
 
   void bad_frame(const char* where, const std::string& why) {
@@ -445,6 +466,7 @@ struct Daemon::Impl {
   Result<void> declare_topic(const std::string& name);
   void render_metrics();
   void open_sockets();
+  void open_dealer(Peer& peer);
   void poll_once(int timeout_ms);
   void heartbeat();
   void on_router();
@@ -472,6 +494,7 @@ struct Daemon::Impl {
     std::span<const std::byte> payload;
   };
   void deliver(Peer& peer, int object, std::span<const Incoming> messages);
+  void on_rewind(Peer& peer, int object, std::uint64_t sequence);
   std::size_t publish_from(Peer& peer, int object, std::span<const Incoming> messages);
   // Scratch vectors of deliver/publish_from/drain, kept to avoid allocating per frame.
   std::vector<Incoming> incoming_, fresh_, waiting_view_;
@@ -616,23 +639,7 @@ void Daemon::Impl::open_sockets() {
   monitor.connect("inproc://colod-router-monitor");
   router.bind(config.listen);
 
-  for (auto& peer : peers) {
-    peer.dealer = zmq::socket_t(context, zmq::socket_type::dealer);
-    set_int(peer.dealer, ZMQ_LINGER, 0);
-    set_int(peer.dealer, ZMQ_IMMEDIATE, 1);  // queue nothing for a peer that is not connected
-    set_int(peer.dealer, ZMQ_SNDHWM, static_cast<int>(config.credit + 64));
-    set_int64(peer.dealer, ZMQ_MAXMSGSIZE, config.max_frame);
-    set_int(peer.dealer, ZMQ_HEARTBEAT_IVL, static_cast<int>(config.heartbeat_ms));
-    set_int(peer.dealer, ZMQ_HEARTBEAT_TIMEOUT, static_cast<int>(3 * config.heartbeat_ms));
-    set_int(peer.dealer, ZMQ_RECONNECT_IVL, 100);
-    set_int(peer.dealer, ZMQ_RECONNECT_IVL_MAX, 2000);
-    if (curve) {
-      set_bytes(peer.dealer, ZMQ_CURVE_SERVERKEY, peer.config.public_key);
-      set_bytes(peer.dealer, ZMQ_CURVE_PUBLICKEY, public_key);
-      set_bytes(peer.dealer, ZMQ_CURVE_SECRETKEY, secret_key);
-    }
-    peer.dealer.connect(peer.config.endpoint);
-  }
+  for (auto& peer : peers) open_dealer(peer);
 
   // Control socket: its directory is ours and closed to others
   // (prepare_control_socket checked it in start()).
@@ -641,6 +648,27 @@ void Daemon::Impl::open_sockets() {
   set_int64(control, ZMQ_MAXMSGSIZE, 64 * 1024);
   control.bind("ipc://" + control_path());
   control_bound = true;
+}
+
+// Our connection to the peer's listen socket (a new one replaces the old:
+// the peer sees a new routing id, a new session, and subscribes again).
+void Daemon::Impl::open_dealer(Peer& peer) {
+  if (peer.dealer) peer.dealer.close();  // linger 0: what it still queued is dropped
+  peer.dealer = zmq::socket_t(context, zmq::socket_type::dealer);
+  set_int(peer.dealer, ZMQ_LINGER, 0);
+  set_int(peer.dealer, ZMQ_IMMEDIATE, 1);  // queue nothing for a peer that is not connected
+  set_int(peer.dealer, ZMQ_SNDHWM, static_cast<int>(config.credit + 64));
+  set_int64(peer.dealer, ZMQ_MAXMSGSIZE, config.max_frame);
+  set_int(peer.dealer, ZMQ_HEARTBEAT_IVL, static_cast<int>(config.heartbeat_ms));
+  set_int(peer.dealer, ZMQ_HEARTBEAT_TIMEOUT, static_cast<int>(3 * config.heartbeat_ms));
+  set_int(peer.dealer, ZMQ_RECONNECT_IVL, 100);
+  set_int(peer.dealer, ZMQ_RECONNECT_IVL_MAX, 2000);
+  if (!secret_key.empty()) {
+    set_bytes(peer.dealer, ZMQ_CURVE_SERVERKEY, peer.config.public_key);
+    set_bytes(peer.dealer, ZMQ_CURVE_PUBLICKEY, public_key);
+    set_bytes(peer.dealer, ZMQ_CURVE_SECRETKEY, secret_key);
+  }
+  peer.dealer.connect(peer.config.endpoint);
 }
 
 // A topic made cluster-scoped at run time (`colo federate NAME`): from now
@@ -751,6 +779,11 @@ void Daemon::Impl::render_metrics() {
   family("colod_peer_duplicates_total", "counter", "resent messages dropped as already delivered");
   for (const auto& p : peers)
     sample("colod_peer_duplicates_total", "peer=\"" + p.config.name + "\"", p.counters.duplicates);
+  family("colod_peer_over_credit_total", "counter", "messages the peer sent beyond the credit we granted (dropped)");
+  for (const auto& p : peers)
+    sample("colod_peer_over_credit_total", "peer=\"" + p.config.name + "\"", p.counters.over_credit);
+  family("colod_peer_rewinds_total", "counter", "streams resumed lower: we held sequences the peer never sent");
+  for (const auto& p : peers) sample("colod_peer_rewinds_total", "peer=\"" + p.config.name + "\"", p.counters.rewinds);
   family("colod_peer_gaps_filled_total", "counter", "streams resumed after a reconnection");
   for (const auto& p : peers)
     sample("colod_peer_gaps_filled_total", "peer=\"" + p.config.name + "\"", p.counters.gaps_filled);
@@ -762,7 +795,8 @@ void Daemon::Impl::render_metrics() {
   sample("colod_failed_handshakes_total", "", counters.failed_handshakes);
   family("colod_dropped_connections_total", "counter", "connections closed on the listen socket");
   sample("colod_dropped_connections_total", "", counters.dropped_connections);
-  family("colod_early_frames_total", "counter", "data on a reconnected link before its hello (dropped, sent again)");
+  family("colod_early_frames_total", "counter",
+         "data of a stream we asked to restart: before a reconnected link's hello, or of an earlier epoch (dropped, sent again)");
   sample("colod_early_frames_total", "", counters.early_frames);
   family("colod_refused_sessions_total", "counter", "hellos naming a peer whose session is alive, from another connection");
   sample("colod_refused_sessions_total", "", counters.refused_sessions);
@@ -915,6 +949,7 @@ void Daemon::Impl::heartbeat() {
     hello.setNamespace(config.ns);
     auto frame = to_frame(builder);
     (void)peer.dealer.send(frame, zmq::send_flags::dontwait);  // not connected: nothing to say
+    if (peer.silent_heartbeats < UINT32_MAX) ++peer.silent_heartbeats;
     const bool alive = session_alive(peer, now);
     if (alive != peer.connected) {
       peer.connected = alive;
@@ -923,7 +958,19 @@ void Daemon::Impl::heartbeat() {
                 alive ? "connected" : "disconnected (no hello for 3 heartbeat intervals)");
       if (!alive) {
         // Stop holding our writers back for it; it resumes by subscribing
-        // again (from what we still retain) when it is back.
+        // again (from what we still retain) when it is back. It may not
+        // know it was declared down (a colod descheduled for 3 heartbeats
+        // finds our hellos waiting when it runs again), so our connection
+        // to it is made anew: a new connection is a new session there,
+        // whose first act is to subscribe again. Without that our streams
+        // to it would stay stopped for good.
+        //
+        // Its connection to us (the routing id) is kept: frames still on
+        // it come in order after what we have, and are taken as before. A
+        // new session there would make us subscribe again while its old
+        // stream is in flight: frames dropped before its next hello and
+        // taken after it would leave a hole the resend cannot fill (they
+        // count as duplicates then).
         for (std::size_t t = 0; t < objects.size(); ++t) {
           auto& out = peer.out[t];
           out.cursor.reset();
@@ -936,7 +983,7 @@ void Daemon::Impl::heartbeat() {
             log.write(LogLevel::warn, "queue %s: %zu message(s) sent to %s and not confirmed: kept for it",
                       objects[t].name.c_str(), out.unconfirmed.size(), peer.config.name.c_str());
         }
-        peer.routing_id.clear();
+        open_dealer(peer);
       }
     }
     if (!peer.routing_id.empty())
@@ -991,19 +1038,22 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "node '" + name + "' speaks protocol " + std::to_string(hello.getProtocol()));
         const std::uint64_t now = monotonic_ns();
         // A second connection naming a peer whose session is alive does not
-        // replace it: without CURVE, anyone may claim a name. (A peer that
-        // really reconnected gets its new session once the old one is
-        // silent for 3 heartbeat intervals.)
-        if (peer->routing_id != routing_id && !peer->routing_id.empty() && session_alive(*peer, now)) {
+        // replace it: without CURVE, anyone may claim a name. The same colod
+        // (its incarnation, a random number only its hellos to us carry)
+        // on a new connection is the peer that reconnected: taken at once.
+        // Another claim is taken once the old session has been silent for 3
+        // heartbeat intervals.
+        if (peer->routing_id != routing_id && !peer->routing_id.empty() && session_alive(*peer, now) &&
+            hello.getIncarnation() != peer->peer_incarnation) {
           ++counters.refused_sessions;
           if (counters.refused_sessions <= 10 || counters.refused_sessions % kLogEvery == 0)
             log.write(LogLevel::warn,
                       "hello #%llu naming peer %s from a second connection while its session is alive: refused "
-                      "(a reconnecting peer is taken once its old session has been silent for 3 heartbeats)",
+                      "(another colod claiming it is taken once the old session has been silent for 3 heartbeats)",
                       static_cast<unsigned long long>(counters.refused_sessions), name.c_str());
           return;
         }
-        peer->last_hello_in_ns = now;
+        heard_from(*peer, now);
         const bool fresh = peer->routing_id != routing_id || peer->peer_incarnation != hello.getIncarnation();
         if (!fresh) return;
         // A new connection (or a restarted peer): answer, then resume every topic.
@@ -1027,7 +1077,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::DATA: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = monotonic_ns();  // any frame shows it alive: a hello may queue behind a burst of data
+        heard_from(*peer, monotonic_ns());  // any frame shows it alive: a hello may queue behind a burst of data
         auto data = root.getData();
         if (text_of(data.getOrigin()) != peer->config.name)
           return bad_frame("listen socket", "data from " + peer->config.name + " claims origin '" +
@@ -1039,6 +1089,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (data.getSequence() == 0 || data.getSequence() > kMaxWireSequence)
           return bad_frame("listen socket", "data from " + peer->config.name + " with sequence " +
                                                 std::to_string(data.getSequence()) + ", not 1 to 2^62");
+        if (data.getEpoch() != peer->in[t].epoch) return early_frame();
         const auto payload = data.getPayload();
         const Incoming one{data.getSequence(), as_bytes(payload)};
         deliver(*peer, t, std::span(&one, 1));
@@ -1048,7 +1099,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::BATCH: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = monotonic_ns();
+        heard_from(*peer, monotonic_ns());
         auto batch = root.getBatch();
         if (text_of(batch.getOrigin()) != peer->config.name)
           return bad_frame("listen socket", "batch from " + peer->config.name + " claims origin '" +
@@ -1057,6 +1108,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
         if (t < 0)
           return bad_frame("listen socket",
                            "batch for '" + text_of(batch.getObject()) + "', not a cluster topic or queue");
+        if (batch.getEpoch() != peer->in[t].epoch) return early_frame();
         incoming_.clear();
         for (auto entry : batch.getEntries()) {
           if (entry.getSequence() == 0 || entry.getSequence() > kMaxWireSequence)
@@ -1071,7 +1123,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
       case wire::PeerFrame::LOST: {
         Peer* peer = peer_by_routing_id(routing_id);
         if (peer == nullptr) return early_frame();
-        peer->last_hello_in_ns = monotonic_ns();
+        heard_from(*peer, monotonic_ns());
         auto lost = root.getLost();
         const int t = object_index(text_of(lost.getObject()));
         if (t < 0) return bad_frame("listen socket", "lost for '" + text_of(lost.getObject()) + "'");
@@ -1080,6 +1132,7 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
           return bad_frame("listen socket", "lost from " + peer->config.name + " of " + std::to_string(lost.getCount()) +
                                                 " from sequence " + std::to_string(lost.getFromSequence()) +
                                                 ": beyond sequence 2^62");
+        if (lost.getEpoch() != peer->in[t].epoch) return early_frame();  // the new stream tells its own
         peer->counters.lost += lost.getCount();
         objects[t].lost += lost.getCount();
         auto& in = peer->in[t];
@@ -1092,12 +1145,45 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
                   static_cast<unsigned long long>(lost.getFromSequence()));
         return;
       }
+      case wire::PeerFrame::REWIND: {
+        Peer* peer = peer_by_routing_id(routing_id);
+        if (peer == nullptr) return early_frame();
+        heard_from(*peer, monotonic_ns());
+        auto rewind = root.getRewind();
+        const int t = object_index(text_of(rewind.getObject()));
+        if (t < 0) return bad_frame("listen socket", "rewind for '" + text_of(rewind.getObject()) + "'");
+        if (rewind.getEpoch() != peer->in[t].epoch) return early_frame();
+        on_rewind(*peer, t, rewind.getSequence());
+        return;
+      }
       default:
         return bad_frame("listen socket", "unexpected frame kind " + std::to_string(static_cast<int>(root.which())));
     }
   } catch (const kj::Exception& e) {
     bad_frame("listen socket", std::string("malformed: ") + e.getDescription().cStr());
   }
+}
+
+// The origin has published up to `sequence` only, and we hold higher ones
+// of it (see Rewind in the schema): forget those, resume after the highest
+// one our ring holds up to there, and subscribe again.
+void Daemon::Impl::on_rewind(Peer& peer, int t, std::uint64_t sequence) {
+  auto& in = peer.in[t];
+  const std::uint64_t held = in.newest();
+  if (sequence >= held)
+    return bad_frame("listen socket", "rewind from " + peer.config.name + " to " + std::to_string(sequence) +
+                                          ", but we hold only up to " + std::to_string(held));
+  while (!in.waiting.empty() && in.waiting.back().first > sequence) in.waiting.pop_back();
+  const auto& object = objects[t];
+  in.last_delivered = object.is_queue() ? internal::relayed_high_water(*object.queue, peer.id, sequence)
+                                        : internal::relayed_high_water(*object.topic, peer.id, sequence);
+  ++peer.counters.rewinds;
+  log.write(LogLevel::warn,
+            "%s: %s has published up to sequence %llu only, and we held up to %llu of it (a forged frame, or its "
+            "ring is new): resuming after %llu",
+            object.name.c_str(), peer.config.name.c_str(), static_cast<unsigned long long>(sequence),
+            static_cast<unsigned long long>(held), static_cast<unsigned long long>(in.newest()));
+  subscribe(peer, t);
 }
 
 // Messages from `peer` (one data frame, or a batch frame's entries): those
@@ -1107,7 +1193,14 @@ void Daemon::Impl::on_router_frame(const std::string& routing_id, zmq::message_t
 void Daemon::Impl::deliver(Peer& peer, int t, std::span<const Incoming> messages) {
   auto& in = peer.in[t];
   fresh_.clear();
+  std::uint64_t over_credit = 0;
   for (const auto& m : messages) {
+    // Every message sent counts against credit, a duplicate too.
+    if (in.allowance == 0) {
+      ++over_credit;
+      continue;
+    }
+    --in.allowance;
     if (in.outstanding > 0) --in.outstanding;  // a message the home sent on our demand credit
     const std::uint64_t newest = fresh_.empty() ? in.newest() : std::max(in.newest(), fresh_.back().seq);
     if (m.seq <= newest) {
@@ -1116,6 +1209,16 @@ void Daemon::Impl::deliver(Peer& peer, int t, std::span<const Incoming> messages
       continue;
     }
     fresh_.push_back(m);
+  }
+  if (over_credit > 0) {
+    const std::uint64_t before = peer.counters.over_credit;
+    peer.counters.over_credit += over_credit;
+    if (before < 10 || before / kLogEvery != peer.counters.over_credit / kLogEvery)
+      log.write(LogLevel::warn,
+                "%s: %llu message(s) from %s beyond the credit we granted dropped (%llu so far; a colod never "
+                "sends beyond credit)",
+                objects[t].name.c_str(), static_cast<unsigned long long>(over_credit), peer.config.name.c_str(),
+                static_cast<unsigned long long>(peer.counters.over_credit));
   }
   std::size_t done = in.waiting.empty() ? publish_from(peer, t, fresh_) : 0;
   for (; done < fresh_.size(); ++done)
@@ -1185,6 +1288,7 @@ void Daemon::Impl::acknowledge(Peer& peer, int t, bool force) {
   credit.setMessages(static_cast<std::uint32_t>(in.uncredited));
   credit.setReceivedThrough(newest);
   if (send_to_peer_router(peer, to_frame(builder))) {
+    in.allowance += in.uncredited;
     in.uncredited = 0;
     in.acked_through = newest;
   }
@@ -1218,11 +1322,17 @@ void Daemon::Impl::subscribe(Peer& peer, int t) {
   sub.setFromSequence(newest + 1);
   // The window counts what is still waiting, so that it stays bounded.
   // A demand stream starts with none: grant_demand asks when our consumers want.
-  sub.setCredit(in.demand ? 0
-                          : static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size()
-                                                                                          : 0));
+  const std::uint32_t credit =
+      in.demand ? 0
+                : static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size() : 0);
+  sub.setCredit(credit);
+  // A new epoch: what the origin sent before it reads this is dropped here
+  // when it arrives, and sent again from fromSequence.
+  sub.setEpoch(in.epoch + 1);
   in.resubscribe = !send_to_peer_router(peer, to_frame(builder));
   if (!in.resubscribe) {
+    ++in.epoch;
+    in.allowance = credit;
     in.uncredited = 0;
     in.outstanding = 0;  // the origin starts again from the credit above
   }
@@ -1285,6 +1395,7 @@ void Daemon::Impl::on_dealer_frame(Peer& peer, const zmq::message_t& frame) {
           const std::uint64_t from = std::max<std::uint64_t>(1, sub.getFromSequence());
           while (!out.unconfirmed.empty() && out.unconfirmed.front().first < from) out.unconfirmed.pop_front();
           out.next_seq = std::max(out.next_seq, from);
+          out.epoch = sub.getEpoch();
           out.queue_stream = true;
           out.unsent = 0;
           out.pending.clear();
@@ -1302,6 +1413,26 @@ void Daemon::Impl::on_dealer_frame(Peer& peer, const zmq::message_t& frame) {
         out.retain.reset();
         out.received_through = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
         out.pending.clear();
+        out.epoch = sub.getEpoch();
+        out.credit = 0;
+        if (const std::uint64_t published = objects[t].topic->published(); out.received_through > published) {
+          // The peer holds sequences of ours we never published: a forged
+          // frame, or our ring is new. It forgets them and asks again.
+          log.write(LogLevel::warn,
+                    "topic %s: %s asks from sequence %llu, but we published only %llu: told to rewind (it holds "
+                    "sequences of ours we never sent: forged, or our ring was made anew)",
+                    objects[t].name.c_str(), peer.config.name.c_str(),
+                    static_cast<unsigned long long>(sub.getFromSequence()), static_cast<unsigned long long>(published));
+          capnp::MallocMessageBuilder builder;
+          auto rewind = builder.initRoot<wire::PeerFrame>().initRewind();
+          rewind.setObject(objects[t].name);
+          rewind.setEpoch(out.epoch);
+          rewind.setSequence(published);
+          out.pending.push_back(to_frame(builder));
+          out.received_through = published;
+          (void)send_pending(peer, out);
+          break;
+        }
         SubscribeOptions options{Backpressure::lossy, std::uint64_t{0}, std::nullopt};
         if (sub.getFromSequence() > 0) options.from_sequence = sub.getFromSequence() - 1;  // ring sequences are 0-based
         if (objects[t].backpressure == Backpressure::block) {
@@ -1340,11 +1471,15 @@ void Daemon::Impl::on_dealer_frame(Peer& peer, const zmq::message_t& frame) {
         }
         auto& out = peer.out[t];
         out.credit += credit.getMessages();
-        out.received_through = std::max(out.received_through, credit.getReceivedThrough());
+        // It cannot have received what we did not send it: a receipt
+        // beyond that would release what it may yet need.
+        const std::uint64_t sent_through =
+            out.queue_stream ? (out.unsent > 0 ? out.unconfirmed[out.unsent - 1].first : 0) : out.last_sent;
+        out.received_through = std::max(out.received_through, std::min(credit.getReceivedThrough(), sent_through));
         advance_retain(out);
-        while (!out.unconfirmed.empty() && out.unconfirmed.front().first <= out.received_through) {
+        while (out.unsent > 0 && out.unconfirmed.front().first <= out.received_through) {
           out.unconfirmed.pop_front();  // the peer has it: ours no more
-          if (out.unsent > 0) --out.unsent;
+          --out.unsent;
         }
         break;
       }
@@ -1386,12 +1521,15 @@ void Daemon::Impl::pump(Peer& peer) {
       continue;
     }
     auto& out = peer.out[t];
-    if (!out.cursor) continue;
+    if (!out.cursor) {
+      if (!out.pending.empty()) (void)send_pending(peer, out);  // a rewind that ZeroMQ did not take at once
+      continue;
+    }
     advance_retain(out);
     std::size_t staged_bytes = 0;
     auto flush = [&] {
       if (staged.empty()) return;
-      out.pending.push_back(data_frame(config.node_name, objects[t].name, staged));
+      out.pending.push_back(data_frame(config.node_name, objects[t].name, out.epoch, staged));
       staged.clear();
       staged_bytes = 0;
     };
@@ -1418,6 +1556,7 @@ void Daemon::Impl::pump(Peer& peer) {
           lost.setObject(objects[t].name);
           lost.setFromSequence(here + 1 - ours);
           lost.setCount(ours);
+          lost.setEpoch(out.epoch);
           log.write(LogLevel::warn, "topic %s: %llu message(s) for %s were no longer retained here: lost%s",
                     objects[t].name.c_str(), static_cast<unsigned long long>(ours), peer.config.name.c_str(),
                     here - gone < objects[t].relayed_known_from ? " (at most: some may be relayed ones)" : "");
@@ -1513,7 +1652,7 @@ void Daemon::Impl::pump_queue(Peer& peer, int t) {
       object.bytes_out += payload.size();
     }
     out.credit -= staged.size();
-    out.pending.push_back(data_frame(config.node_name, object.name, staged));
+    out.pending.push_back(data_frame(config.node_name, object.name, out.epoch, staged));
     staged.clear();
   }
 }
@@ -1547,6 +1686,7 @@ void Daemon::Impl::grant_demand(Peer& peer, int t) {
   credit.setReceivedThrough(newest);
   if (send_to_peer_router(peer, to_frame(builder))) {
     in.outstanding += want;
+    in.allowance += want;
     in.acked_through = newest;
   }
 }
@@ -1685,6 +1825,8 @@ void Daemon::Impl::answer_control(const zmq::message_t& request, capnp::MessageB
         ps.setGapsFilled(p.counters.gaps_filled);
         ps.setLost(p.counters.lost);
         ps.setDuplicates(p.counters.duplicates);
+        ps.setOverCredit(p.counters.over_credit);
+        ps.setRewinds(p.counters.rewinds);
       }
       std::vector<std::string> topic_names;
       for (const auto& object : objects)

@@ -42,7 +42,11 @@
 //   P, origin sequence) if its sequence is above the last one we have from
 //   P (a resent message is never delivered twice). While our ring has no
 //   room, frames wait in order in memory: at most `credit` per peer and
-//   topic, since credit is returned only for what we published. On every new
+//   topic, since credit is returned only for what we published, and what P
+//   sends beyond the credit we granted is dropped and counted (over_credit).
+//   Each subscribe starts a new epoch of the stream; frames of an earlier
+//   one (in flight when we subscribed again) are dropped: the new stream
+//   sends them again from where we are. On every new
 //   connection (a hello from a new routing id or incarnation) we subscribe
 //   again from the sequence after the last one we have, read back from our
 //   own ring at start-up, so a restart of either side or a dropped link
@@ -97,6 +101,12 @@ struct PeerCounters {
   std::uint64_t gaps_filled = 0;  // streams resumed by a subscribe after a (re)connection
   std::uint64_t lost = 0;         // messages the peer told us it no longer had for us
   std::uint64_t duplicates = 0;   // data frames at or below the last delivered sequence (dropped)
+  // Messages it sent beyond the credit we granted (dropped): a colod never
+  // does; a sender that ignores credit cannot fill our memory.
+  std::uint64_t over_credit = 0;
+  // Streams it told us to resume lower (a rewind frame): we held sequences
+  // of it that it never sent (a forged frame, or its ring is new).
+  std::uint64_t rewinds = 0;
 };
 
 struct DaemonCounters {
@@ -104,10 +114,14 @@ struct DaemonCounters {
   std::uint64_t rejected_peers = 0;     // ZAP refusals: keys not in the allow-list
   std::uint64_t failed_handshakes = 0;  // ZMTP/CURVE handshakes that failed on the listen socket
   std::uint64_t dropped_connections = 0;
-  std::uint64_t early_frames = 0;       // data before the connection's hello (a reconnect): dropped, resent later
-  // Hellos from another connection naming a peer whose session is alive:
-  // refused (without CURVE anyone may claim a name; a peer that really
-  // reconnected is taken once its old session is silent).
+  // Data of a stream we asked to restart: before its connection's hello (a
+  // reconnect), or of an earlier epoch (see Subscribe.epoch): dropped, sent
+  // again in the new stream.
+  std::uint64_t early_frames = 0;
+  // Hellos from another connection naming a peer whose session is alive,
+  // with another incarnation: refused (without CURVE anyone may claim a
+  // name; the same colod reconnecting is taken at once, another claim once
+  // the old session is silent).
   std::uint64_t refused_sessions = 0;
 };
 

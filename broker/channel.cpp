@@ -614,8 +614,21 @@ std::map<std::uint32_t, std::uint64_t> relayed_high_water_of(const detail::Chann
   });
   return high;
 }
+std::uint64_t relayed_high_water_of(const detail::ChannelState& state, std::uint32_t origin, std::uint64_t at_most) {
+  std::uint64_t high = 0;
+  state.ring.for_each_tagged([&](std::uint32_t o, std::uint64_t origin_seq) {
+    if (o == origin && origin_seq <= at_most) high = std::max(high, origin_seq);
+  });
+  return high;
+}
 }  // namespace
 
+std::uint64_t relayed_high_water(const Topic& topic, std::uint32_t origin, std::uint64_t at_most) {
+  return relayed_high_water_of(*detail::ChannelAccess::state(topic), origin, at_most);
+}
+std::uint64_t relayed_high_water(const Queue& queue, std::uint32_t origin, std::uint64_t at_most) {
+  return relayed_high_water_of(*detail::ChannelAccess::state(queue), origin, at_most);
+}
 std::map<std::uint32_t, std::uint64_t> relayed_high_water(const Topic& topic) {
   return relayed_high_water_of(*detail::ChannelAccess::state(topic));
 }

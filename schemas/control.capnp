@@ -32,7 +32,8 @@ struct Status {
   failedHandshakes @7 :UInt64;  # ZMTP/CURVE handshakes that failed on the listen socket (garbage, bad keys)
   droppedConnections @8 :UInt64;  # connections closed, including for a frame over max_frame
   objects @9 :List(ObjectStatus);  # every cluster topic and queue, with its traffic
-  earlyFrames @10 :UInt64;    # data on a reconnected link before its hello: dropped, sent again after it
+  earlyFrames @10 :UInt64;    # data of a stream we asked to restart (before a reconnected link's hello,
+                              # or of an earlier epoch): dropped, sent again in the new stream
   links @11 :List(LinkStatus);  # links to other systems ([[link]]; bridge/links/link.hpp)
   refusedSessions @12 :UInt64;  # hellos from a second connection naming a peer whose session is alive
 }
@@ -90,4 +91,6 @@ struct PeerStatus {
   gapsFilled @8 :UInt64;      # resubscriptions that resumed a stream after a gap
   lost @9 :UInt64;            # messages the peer could no longer send us
   duplicates @10 :UInt64;     # data frames already delivered (resent after a reconnect), dropped
+  overCredit @11 :UInt64;     # messages it sent beyond the credit we granted, dropped
+  rewinds @12 :UInt64;        # streams it told us to resume lower: we held sequences it never sent
 }

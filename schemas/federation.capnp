@@ -14,6 +14,12 @@
 #                                              them) and publishes (n more) them
 #   lost{from, to} (no longer retained)  ──▶   counted and logged by B
 #
+# Credit is enforced by B: what A sends of one stream beyond what B granted
+# (subscribe's credit plus every credit frame since) is dropped and counted
+# (`over_credit` in `colo peers`), so a sender that ignores credit cannot
+# make B hold more than `credit` messages per stream in memory. Frames of an
+# earlier stream (another epoch) are dropped and sent again in the new one.
+#
 # B asks to resume at the sequence after the last one it delivered from A
 # (it finds it in its own ring, see internal::relayed_high_water), so a restart
 # of either side or a dropped link loses nothing still retained by A and
@@ -32,12 +38,14 @@ struct PeerFrame {
     credit @3 :Credit;        # receiver -> origin: room for more messages
     lost @4 :Lost;            # origin -> receiver: messages it no longer retains
     batch @5 :Batch;          # origin -> receiver: several messages of one object (protocol 2)
+    rewind @6 :Rewind;        # origin -> receiver: you asked from beyond what I published (protocol 3)
   }
 }
 
 struct Hello {
   node @0 :Text;              # the sender's [node].name
-  protocol @1 :UInt16;        # 2 (1: no batch frames); a peer speaking another version is refused and logged
+  protocol @1 :UInt16;        # 3 (2: no epochs, no rewind; 1: no batch frames); a peer speaking another
+                              # version is refused and logged
   incarnation @2 :UInt64;     # random per colod start: tells a restarted peer from a reconnected one
   namespace @3 :Text;         # the sender's colo namespace (informational)
 }
@@ -49,12 +57,18 @@ struct Envelope {
   timestamp @3 :UInt64;       # CLOCK_REALTIME ns when the origin's colod read it
   payload @4 :Data;           # the message bytes, unchanged
   flags @5 :UInt32;           # reserved, 0
+  epoch @6 :UInt32;           # the Subscribe.epoch this stream answers (protocol 3)
 }
 
 struct Subscribe {
   object @0 :Text;            # topic name
   fromSequence @1 :UInt64;    # first origin sequence wanted; 0: from whatever is published next
   credit @2 :UInt32;          # messages the origin may send before the next credit
+  epoch @3 :UInt32;           # (protocol 3) the receiver's count of its subscribes to this object
+                              # and origin; the origin echoes it in every data, batch and lost frame
+                              # of the stream this subscribe starts. The receiver drops frames of an
+                              # earlier epoch (in flight when it subscribed again): they are sent
+                              # again in the new stream, so taking them would leave a hole.
 }
 
 struct Credit {
@@ -70,6 +84,7 @@ struct Lost {
   count @2 :UInt64;           # how many of the origin's own messages from there on: the range ends
                               # just before the next data frame (relayed records are not counted,
                               # except those relayed before the origin's colod started: an upper bound)
+  epoch @3 :UInt32;           # as Envelope.epoch
 }
 
 # What the origin has ready for one object within the peer's credit, in one
@@ -79,6 +94,21 @@ struct Batch {
   origin @0 :Text;            # as Envelope.origin
   object @1 :Text;            # as Envelope.object
   entries @2 :List(Entry);
+  epoch @3 :UInt32;           # as Envelope.epoch
+}
+
+# The answer to a subscribe to a topic whose fromSequence is beyond what the
+# origin has published: the receiver holds sequences of this origin that it
+# never sent (a forged frame on a plain-TCP link, or the origin's ring made
+# anew). The receiver forgets them, resumes after the highest one it holds
+# up to `sequence`, and subscribes again; without this, every real message
+# at or below the false high-water mark would be dropped as a duplicate, for
+# good (the mark is read back from the ring at a restart). No stream starts
+# before that new subscribe.
+struct Rewind {
+  object @0 :Text;            # topic name
+  epoch @1 :UInt32;           # as Envelope.epoch: the subscribe this answers
+  sequence @2 :UInt64;        # the origin's highest sequence so far (0: none)
 }
 
 struct Entry {

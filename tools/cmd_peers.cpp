@@ -32,7 +32,8 @@ int print_status(const ColodStatus& status, bool json) {
                        {"messages_in", p.messages_in}, {"messages_out", p.messages_out},
                        {"bytes_in", p.bytes_in},   {"bytes_out", p.bytes_out},
                        {"gaps_filled", p.gaps_filled}, {"lost", p.lost},
-                       {"duplicates", p.duplicates}});
+                       {"duplicates", p.duplicates}, {"over_credit", p.over_credit},
+                       {"rewinds", p.rewinds}});
     nlohmann::json objects = nlohmann::json::array();
     for (const auto& o : status.objects) objects.push_back(object_json(o));
     nlohmann::json j = {{"node", status.node},
@@ -64,6 +65,15 @@ int print_status(const ColodStatus& status, bool json) {
                 human_bytes(p.bytes_in).c_str(), human_bytes(p.bytes_out).c_str(),
                 static_cast<unsigned long long>(p.gaps_filled), static_cast<unsigned long long>(p.lost),
                 static_cast<unsigned long long>(p.duplicates));
+  for (const auto& p : status.peers)
+    if (p.over_credit != 0)
+      std::printf("peer %s sent %s message(s) beyond the credit this colod granted (dropped)\n", p.name.c_str(),
+                  with_commas(p.over_credit).c_str());
+  for (const auto& p : status.peers)
+    if (p.rewinds != 0)
+      std::printf("peer %s told this colod %s time(s) that it held sequences of it the peer never sent (forged, or "
+                  "its ring is new): resumed lower\n",
+                  p.name.c_str(), with_commas(p.rewinds).c_str());
   if (!status.objects.empty()) {
     std::printf("%-16s %-24s %-26s %12s %12s %10s %10s %7s %8s %6s\n", "cluster object", "name", "home",
                 "msgs in", "msgs out", "bytes in", "bytes out", "flight", "lost", "dups");
@@ -80,8 +90,8 @@ int print_status(const ColodStatus& status, bool json) {
                 since_text(l.state_ms).c_str(), with_commas(l.produced).c_str(), with_commas(l.acknowledged).c_str(),
                 with_commas(l.lag_messages).c_str(), l.last_error.empty() ? "" : (" (last error: " + l.last_error + ")").c_str());
   std::printf("rejected from the network: %llu bad frame(s), %llu unknown key(s), %llu failed handshake(s), "
-              "%llu second session(s) of a connected peer; %llu connection(s) dropped; %llu frame(s) before a "
-              "reconnected link's hello (sent again)\n",
+              "%llu second session(s) of a connected peer; %llu connection(s) dropped; %llu frame(s) of a stream "
+              "restarted (sent again)\n",
               static_cast<unsigned long long>(status.bad_frames), static_cast<unsigned long long>(status.rejected_peers),
               static_cast<unsigned long long>(status.failed_handshakes),
               static_cast<unsigned long long>(status.refused_sessions),

@@ -132,7 +132,8 @@ void Federation::start(Host& h) {
 }
 
 json Federation::peers(const Host& h) {
-  const auto r = run({colo_path(), "--ns", h.ns, "peers", "--json", "--socket", h.control, "--timeout", "1"});
+  // 5 s: an ASan build on a loaded machine may take more than 1 s to answer.
+  const auto r = run({colo_path(), "--ns", h.ns, "peers", "--json", "--socket", h.control, "--timeout", "5"});
   if (!r.exited || r.exit_code != 0) return json();
   try {
     return json::parse(r.out);
@@ -196,6 +197,24 @@ std::thread& Federation::publisher(const Host& h, std::uint32_t id, std::uint32_
       if (pause.count() > 0 && i % 100 == 0) std::this_thread::sleep_for(pause);
     }
   });
+}
+
+::testing::AssertionResult Federation::arrive_in_order(const Host& from, const Host& to, std::uint32_t id,
+                                                      std::uint32_t count) {
+  Seen seen;
+  std::atomic<bool> ready{false}, stop{false};
+  auto& sub = subscriber(to, count, seen, ready, stop);
+  if (!wait_until([&] { return ready.load(); }, 10s)) {
+    stop = true;
+    sub.join();
+    return ::testing::AssertionFailure() << "no subscriber on " << to.name;
+  }
+  publisher(from, id, count).join();
+  const bool all = wait_until([&] { return seen.total >= count; }, 20s, 20ms);
+  stop = true;
+  sub.join();
+  if (!all) return ::testing::AssertionFailure() << to.name << " got " << seen.total << " of " << count;
+  return exactly_in_order(seen.by_publisher[id], count);
 }
 
 void Federation::queue_consumer(const Host& h, Seen& seen, std::atomic<std::uint64_t>& consumed,

@@ -90,6 +90,10 @@ class Federation : public ::testing::Test {
   std::thread& publisher(const Host& h, std::uint32_t id, std::uint32_t count,
                          std::chrono::microseconds pause = std::chrono::microseconds(0));
 
+  // A subscriber on `to`, then `count` messages published on `from` as
+  // publisher `id`: every one arrives at `to`, in order, within 20 s.
+  ::testing::AssertionResult arrive_in_order(const Host& from, const Host& to, std::uint32_t id, std::uint32_t count);
+
   // Cluster queue "jobs": a consumer thread on `h` that records what it
   // takes until `consumed` (all hosts together) reaches `total`, spending
   // ~20 us per message as work (without it the home's own consumer would

@@ -5,8 +5,12 @@
 //
 //   threeHostsTopic...        3 hosts, publishers on 2, subscribers on 3, 100,000 messages
 //   restartedColod...         SIGKILL a colod mid-run and start it again
+//   aPeerStopped...           a colod stopped for longer than 3 heartbeats: both directions resume
 //   curve...                  allow-list by public key; an impostor gets and delivers nothing
 //   garbage...                garbage, truncated, malformed and oversized input is counted, never fatal
+//   aForgedPeer...            huge sequences and a second session refused
+//   aSenderIgnoringCredit...  what comes beyond credit is dropped and counted, exactly
+//   aForgedHighSequence...    rewound by the real peer, also after a restart
 //   threeHostsQueue...        cluster queue: consumers on 3 hosts, 100,000 messages, each consumed once
 //   queueSurvives...          cluster queue: SIGKILL + restart of a non-home colod, still exactly once
 //   queueMessagesInFlight...  cluster queue: a clean stop puts unconfirmed messages back (none lost)
@@ -20,10 +24,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>  // memcpy: a frame into aligned words
 #include <fstream>
 #include <functional>
 #include <iterator>  // istreambuf_iterator: editing a config file
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -170,6 +176,61 @@ TEST_F(Federation, restartedColodGetsEverythingRetainedAndDuplicatesNothing) {
   EXPECT_EQ(holes, lost);
 }
 
+// A colod that does not run for more than 3 heartbeat intervals (here
+// SIGSTOP; on a loaded machine, a colod descheduled for that long) is
+// declared down by its peer, while it itself sees nothing wrong when it
+// runs again: its peer's hellos wait in its socket. Both directions must
+// resume, every message exactly once and in order, none counted as a
+// duplicate or lost (the rings hold the whole run).
+TEST_F(Federation, aPeerStoppedLongerThanThreeHeartbeatsResumesBothDirectionsWithoutLossOrDuplicates) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({"prices"}, false, "capacity = 33554432\n");
+  start(a);
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  constexpr std::uint32_t kCount = 30'000;
+  Seen at_a, at_b;
+  std::atomic<bool> ready_a{false}, ready_b{false}, stop{false};
+  auto& sub_a = subscriber(a, 2 * kCount, at_a, ready_a, stop);  // its own host's messages, and its peer's
+  auto& sub_b = subscriber(b, 2 * kCount, at_b, ready_b, stop);
+  ASSERT_TRUE(test::wait_until([&] { return ready_a && ready_b; }, 10s));
+  auto& pub_a = publisher(a, 1, kCount, 5000us);  // ~5 ms pause per 100 messages: the run lasts a while
+  auto& pub_b = publisher(b, 2, kCount, 5000us);
+  ASSERT_TRUE(test::wait_until([&] { return at_a.total >= kCount / 4 && at_b.total >= kCount / 4; }, 60s, 5ms));
+  // Several times: whether beta, running again, reads alpha's waiting
+  // hellos before its own heartbeat's check (then only alpha saw a peer
+  // down) or after (both did) is a race; both must come out right.
+  for (int round = 0; round < 10; ++round) {
+    b.colod->kill(SIGSTOP);
+    ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["connected"] == false; }, 10s, 20ms));
+    std::this_thread::sleep_for(std::chrono::milliseconds(15 * round));
+    b.colod->kill(SIGCONT);
+    ASSERT_TRUE(test::wait_until([&] { return all_connected(a) && all_connected(b); }, 10s, 20ms));
+  }
+  pub_a.join();
+  pub_b.join();
+  const bool all = test::wait_until([&] { return at_a.total >= 2 * kCount && at_b.total >= 2 * kCount; }, 120s, 20ms);
+  stop = true;
+  sub_a.join();
+  sub_b.join();
+  EXPECT_TRUE(all) << "alpha got " << at_a.total << ", beta got " << at_b.total;
+  EXPECT_TRUE(exactly_in_order(at_a.by_publisher[2], kCount)) << "beta's messages at alpha";
+  EXPECT_TRUE(exactly_in_order(at_b.by_publisher[1], kCount)) << "alpha's messages at beta";
+  EXPECT_TRUE(exactly_in_order(at_a.by_publisher[1], kCount)) << "alpha's own messages";
+  EXPECT_TRUE(exactly_in_order(at_b.by_publisher[2], kCount)) << "beta's own messages";
+  EXPECT_EQ(at_a.corrupt + at_b.corrupt, 0u);
+  for (auto* h : {&a, &b}) {
+    const json j = peers(*h);
+    ASSERT_TRUE(j.is_object()) << h->name;
+    for (const auto& p : j["peers"]) {
+      EXPECT_EQ(p["connected"], true) << h->name << ": " << p.dump();
+      EXPECT_EQ(p["duplicates"], 0) << h->name << ": " << p.dump();
+      EXPECT_EQ(p["lost"], 0) << h->name << ": " << p.dump();
+    }
+  }
+}
+
 TEST_F(Federation, curveAdmitsOnlyConfiguredKeysAndAnImpostorGetsAndDeliversNothing) {
   auto& a = add_host("alpha");
   auto& b = add_host("beta");
@@ -308,7 +369,7 @@ TEST_F(Federation, aForgedPeerCanNeitherSilenceARealOneWithHugeSequencesNorTakeO
   auto hello_as_beta = [&](wire::PeerFrame::Builder f) {
     auto hello = f.initHello();
     hello.setNode("beta");
-    hello.setProtocol(2);
+    hello.setProtocol(3);
     hello.setIncarnation(42);
     hello.setNamespace(b.ns);
   };
@@ -369,19 +430,195 @@ TEST_F(Federation, aForgedPeerCanNeitherSilenceARealOneWithHugeSequencesNorTakeO
     EXPECT_EQ(j["refused_sessions"], 1) << j.dump();
     EXPECT_EQ(j["bad_frames"], 2) << j.dump();
   }
-  Seen at_a;
-  std::atomic<bool> ready{false}, stop{false};
-  auto& sub = subscriber(a, 100, at_a, ready, stop);
-  ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
-  publisher(b, 1, 100).join();
-  EXPECT_TRUE(test::wait_until([&] { return at_a.total >= 100; }, 20s, 20ms)) << at_a.total;
-  stop = true;
-  sub.join();
-  EXPECT_TRUE(exactly_in_order(at_a.by_publisher[1], 100));
+  EXPECT_TRUE(arrive_in_order(b, a, 1, 100));
   const json beta = peer_of(a, "beta");
   EXPECT_EQ(beta["connected"], true) << beta.dump();
   EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
   EXPECT_EQ(beta["lost"], 0) << beta.dump();
+}
+
+// Replaces the first `from` in h's config file by `to`.
+::testing::AssertionResult replace_in_config(const test::Host& h, const std::string& from, const std::string& to) {
+  std::ifstream in(h.config_path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto at = text.find(from);
+  if (at == std::string::npos) return ::testing::AssertionFailure() << "no '" << from << "' in:\n" << text;
+  text.replace(at, from.size(), to);
+  std::ofstream(h.config_path, std::ios::trunc) << text;
+  return ::testing::AssertionSuccess();
+}
+
+// A forged peer's DEALER on a colod's listen socket: it says hello as `name`
+// and reads what the colod answers (its hello, then a subscribe per topic).
+class ForgedPeer {
+ public:
+  ForgedPeer(zmq::context_t& context, const test::Host& target, const std::string& name, const std::string& ns)
+      : socket_(context, zmq::socket_type::dealer), name_(name) {
+    const int linger = 0;
+    zmq_setsockopt(socket_.handle(), ZMQ_LINGER, &linger, sizeof linger);
+    socket_.connect(target.endpoint());
+    (void)socket_.send(forged([&](wire::PeerFrame::Builder f) {
+                         auto hello = f.initHello();
+                         hello.setNode(name_);
+                         hello.setProtocol(3);
+                         hello.setIncarnation(42);
+                         hello.setNamespace(ns);
+                       }),
+                       zmq::send_flags::none);
+  }
+  // The next subscribe the colod sends us (frames before it are skipped), or
+  // nullopt after 10 s.
+  struct Subscribe {
+    std::string object;
+    std::uint64_t from = 0;
+    std::uint32_t credit = 0, epoch = 0;
+  };
+  std::optional<Subscribe> next_subscribe() {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      zmq::message_t frame;
+      if (!socket_.recv(frame, zmq::recv_flags::dontwait)) continue;
+      auto words = kj::heapArray<capnp::word>(frame.size() / sizeof(capnp::word));
+      std::memcpy(words.begin(), frame.data(), words.size() * sizeof(capnp::word));
+      capnp::FlatArrayMessageReader reader(words);
+      auto root = reader.getRoot<wire::PeerFrame>();
+      if (root.which() != wire::PeerFrame::SUBSCRIBE) continue;
+      auto sub = root.getSubscribe();
+      return Subscribe{std::string(sub.getObject().cStr()), sub.getFromSequence(), sub.getCredit(), sub.getEpoch()};
+    }
+    return std::nullopt;
+  }
+  // Messages of sequences [first, first + count) of `object`, `payload`
+  // bytes each, in batch frames of up to 500, whatever the credit.
+  void send(const std::string& object, std::uint32_t epoch, std::uint64_t first, std::uint64_t count,
+            std::size_t payload) {
+    const std::string bytes(payload, 'f');
+    for (std::uint64_t done = 0; done < count;) {
+      const auto n = static_cast<unsigned>(std::min<std::uint64_t>(500, count - done));
+      (void)socket_.send(forged([&](wire::PeerFrame::Builder f) {
+                           auto batch = f.initBatch();
+                           batch.setOrigin(name_);
+                           batch.setObject(object);
+                           batch.setEpoch(epoch);
+                           auto entries = batch.initEntries(n);
+                           for (unsigned i = 0; i < n; ++i) {
+                             entries[i].setSequence(first + done + i);
+                             entries[i].setTimestamp(1);
+                             entries[i].setPayload(
+                                 capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(bytes.data()), bytes.size()));
+                           }
+                         }),
+                         zmq::send_flags::none);
+      done += n;
+    }
+  }
+
+ private:
+  zmq::socket_t socket_;
+  std::string name_;
+};
+
+// Credit is enforced by the receiver. alpha's ring is full (a blocking
+// subscriber that reads nothing), so what comes from beta waits in alpha's
+// memory; a forged beta that ignores credit sends 3,000 messages beyond the
+// 1,024 it was granted: exactly those are dropped and counted. The forger
+// also left alpha holding sequences 1..1,024 of beta that beta never sent:
+// when the real beta comes, it tells alpha to rewind, and its messages
+// arrive, every one, in order (none dropped as a duplicate).
+TEST_F(Federation, aSenderIgnoringCreditHasWhatItSendsBeyondItDroppedAndCountedAndTheRealPeerResumes) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({"prices"}, false, "capacity = 262144\n");
+  // Heartbeats of 1 s: alpha asks again for a stream that never brought
+  // anything every 10 (a new epoch), rarely enough not to fall between
+  // the forger's reading of the subscribe and its frames.
+  for (const auto* h : {&a, &b}) ASSERT_TRUE(replace_in_config(*h, "heartbeat_ms = 100\n", "heartbeat_ms = 1000\n"));
+  start(a);
+  ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
+  {
+    auto node = Node::open(test::node_options(a.ns)).value();
+    auto topic = node.topic("prices", OpenMode::open).value();
+    std::optional<Subscriber> stopped(topic.subscribe().value());  // blocking, reads nothing
+    auto pub = topic.publisher().value();
+    const std::vector<std::byte> filler(1000, std::byte{1});
+    while (pub.publish(filler, 100ms) == SendStatus::ok) {
+    }
+    zmq::context_t context;
+    ForgedPeer forger(context, a, "beta", b.ns);
+    const auto sub = forger.next_subscribe();
+    ASSERT_TRUE(sub.has_value());
+    EXPECT_EQ(sub->object, "prices");
+    EXPECT_EQ(sub->from, 1u);
+    EXPECT_EQ(sub->credit, 1024u);
+    forger.send("prices", sub->epoch, 1, 1024 + 3000, 1000);
+    json beta;
+    ASSERT_TRUE(test::wait_until(
+        [&] {
+          beta = peer_of(a, "beta");
+          return beta.is_object() && beta["over_credit"].get<std::uint64_t>() >= 3000;
+        },
+        20s, 20ms))
+        << beta.dump();
+    std::this_thread::sleep_for(300ms);  // anything more would be counted by now
+    beta = peer_of(a, "beta");
+    EXPECT_EQ(beta["over_credit"], 3000) << beta.dump();
+    EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
+    EXPECT_EQ(beta["messages_in"], 0) << beta.dump();  // the ring is still full
+    stopped.reset();  // room again: the 1,024 granted are published
+    ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["messages_in"] == 1024; }, 10s, 20ms))
+        << peer_of(a, "beta").dump();
+  }
+  // The forged session ends after 3 heartbeat intervals of silence.
+  std::this_thread::sleep_for(3500ms);
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  EXPECT_TRUE(arrive_in_order(b, a, 1, 2000));
+  const json beta = peer_of(a, "beta");
+  EXPECT_EQ(beta["rewinds"], 1) << beta.dump();
+  EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
+  EXPECT_EQ(beta["over_credit"], 3000) << beta.dump();
+  EXPECT_EQ(beta["messages_in"], 1024 + 2000) << beta.dump();
+}
+
+// A forged frame with a high sequence (below 2^62, so not refused outright)
+// lands in alpha's ring while beta is away; alpha's high-water mark for beta
+// is then far beyond anything beta published. Without a rewind every real
+// message of beta would be dropped as a duplicate, also after alpha restarts
+// (the mark is read back from the ring). beta's messages arrive, in order,
+// before and after a restart of alpha.
+TEST_F(Federation, aForgedHighSequenceIsRewoundByTheRealPeerAlsoAfterARestart) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({"prices"}, false);
+  for (const auto* h : {&a, &b}) ASSERT_TRUE(replace_in_config(*h, "heartbeat_ms = 100\n", "heartbeat_ms = 1000\n"));
+  start(a);
+  ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
+  {
+    zmq::context_t context;
+    ForgedPeer forger(context, a, "beta", b.ns);
+    const auto sub = forger.next_subscribe();
+    ASSERT_TRUE(sub.has_value());
+    forger.send("prices", sub->epoch, std::uint64_t{1} << 61, 1, 8);
+    ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["messages_in"] == 1; }, 10s, 20ms))
+        << peer_of(a, "beta").dump();
+  }
+  std::this_thread::sleep_for(3500ms);  // the forged session ends (3 heartbeats of silence)
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_TRUE(arrive_in_order(b, a, static_cast<std::uint32_t>(round + 1), 100)) << "round " << round;
+    const json beta = peer_of(a, "beta");
+    EXPECT_EQ(beta["rewinds"], 1) << "round " << round << ": " << beta.dump();
+    EXPECT_EQ(beta["duplicates"], 0) << "round " << round << ": " << beta.dump();
+    if (round == 0) {  // alpha again, reading its high-water mark for beta back from its ring
+      a.colod->kill(SIGTERM);
+      ASSERT_TRUE(a.colod->wait_for(10s).has_value());
+      start(a);
+      ASSERT_TRUE(all_hosts_connected());
+    }
+  }
 }
 
 // GET http://127.0.0.1:PORT/PATH; the whole response ("" if no connection).
@@ -602,14 +839,7 @@ TEST_F(Federation, batchesStayWithinASmallMaxFrame) {
   auto& a = add_host("alpha");
   auto& b = add_host("beta");
   write_configs({"prices"}, false, "max_message = 1000\n");
-  for (const auto* h : {&a, &b}) {
-    std::ifstream in(h->config_path);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto at = text.find("max_frame = 1048576");
-    ASSERT_NE(at, std::string::npos) << text;
-    text.replace(at, std::string("max_frame = 1048576").size(), "max_frame = 32768");
-    std::ofstream(h->config_path, std::ios::trunc) << text;
-  }
+  for (const auto* h : {&a, &b}) ASSERT_TRUE(replace_in_config(*h, "max_frame = 1048576", "max_frame = 32768"));
   start(a);
   start(b);
   ASSERT_TRUE(all_hosts_connected());

@@ -117,7 +117,8 @@ Result<ColodStatus> colod_status(const std::string& ns, const std::string& socke
         for (auto p : s.getPeers())
           out.peers.push_back({text(p.getName()), text(p.getEndpoint()), p.getConnected(), p.getSinceMs(),
                                p.getMessagesIn(), p.getMessagesOut(), p.getBytesIn(), p.getBytesOut(),
-                               p.getGapsFilled(), p.getLost(), p.getDuplicates()});
+                               p.getGapsFilled(), p.getLost(), p.getDuplicates(), p.getOverCredit(),
+                               p.getRewinds()});
         for (auto t : s.getTopics()) out.topics.push_back(text(t));
         for (auto o : s.getObjects())
           out.objects.push_back({text(o.getName()), text(o.getKind()), text(o.getHome()), o.getMessagesIn(),

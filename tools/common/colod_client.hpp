@@ -20,6 +20,8 @@ struct ColodPeer {
   std::uint64_t since_ms = 0;
   std::uint64_t messages_in = 0, messages_out = 0, bytes_in = 0, bytes_out = 0;
   std::uint64_t gaps_filled = 0, lost = 0, duplicates = 0;
+  std::uint64_t over_credit = 0;  // messages it sent beyond the credit colod granted (dropped)
+  std::uint64_t rewinds = 0;      // streams it told colod to resume lower (colod held sequences it never sent)
 };
 
 // A cluster topic or queue, and its traffic with all peers.
@@ -44,7 +46,7 @@ struct ColodStatus {
   std::vector<std::string> topics;
   std::vector<ColodObject> objects;
   std::uint64_t bad_frames = 0, rejected_peers = 0, failed_handshakes = 0, dropped_connections = 0;
-  std::uint64_t early_frames = 0;  // data before a reconnected link's hello: dropped, sent again
+  std::uint64_t early_frames = 0;  // data of a stream restarted (a reconnect, a new epoch): dropped, sent again
   std::uint64_t refused_sessions = 0;  // hellos from a second connection naming a peer whose session is alive
   std::vector<ColodLink> links;
   const ColodObject* object(const std::string& name) const {

@@ -35,6 +35,10 @@ SendStatus publish_relayed(Publisher& publisher, std::uint32_t origin, std::uint
 // restart resumes each peer from there.
 std::map<std::uint32_t, std::uint64_t> relayed_high_water(const Topic& topic);
 std::map<std::uint32_t, std::uint64_t> relayed_high_water(const Queue& queue);
+// The same for one origin, among its sequences up to `at_most` only (0 if
+// none): where to resume a peer whose ring holds no more than that.
+std::uint64_t relayed_high_water(const Topic& topic, std::uint32_t origin, std::uint64_t at_most);
+std::uint64_t relayed_high_water(const Queue& queue, std::uint32_t origin, std::uint64_t at_most);
 
 // colod's cursor for a peer: it holds back local writers like a `block`
 // subscriber, but messages from other hosts may lap it like a `lossy` one,
