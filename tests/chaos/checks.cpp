@@ -114,7 +114,8 @@ long check_queue_log(SharedRecords& r, const WriterSet& writers, const std::stri
   return static_cast<long>(log.size());
 }
 
-long check_store_log(SharedRecords& r, const std::string& store_path) {
+long check_store_log(SharedRecords& r, const std::string& store_path, const std::string& lock,
+                     std::uint64_t* host_changes) {
   std::vector<StoreWrite> log;
   if (!read_records(store_path, log)) {
     std::fprintf(stderr, "colo-chaos: cannot read the fenced store %s (or it ends in a partial record)\n",
@@ -125,11 +126,14 @@ long check_store_log(SharedRecords& r, const std::string& store_path) {
     const StoreWrite& a = log[i - 1];
     const StoreWrite& b = log[i];
     if (b.token < a.token)
-      report_violation(r, Check::lock_stale_accepted, "write %zu: token %llu accepted after token %llu", i,
-                       ull(b.token), ull(a.token));
+      report_violation(r, Check::lock_stale_accepted, "%s: write %zu: token %llu accepted after token %llu",
+                       lock.c_str(), i, ull(b.token), ull(a.token));
     else if (b.token == a.token && b.holder != a.holder)
-      report_violation(r, Check::lock_stale_accepted, "write %zu: token %llu written by two holders (pid %llu and %llu)",
-                       i, ull(b.token), ull(a.holder >> 32), ull(b.holder >> 32));
+      report_violation(r, Check::lock_stale_accepted,
+                       "%s: write %zu: token %llu written by two holders (pid %llu and %llu)", lock.c_str(), i,
+                       ull(b.token), ull(a.holder >> 32), ull(b.holder >> 32));
+    if (host_changes != nullptr && static_cast<std::uint32_t>(a.holder) != static_cast<std::uint32_t>(b.holder))
+      ++*host_changes;
   }
   return static_cast<long>(log.size());
 }

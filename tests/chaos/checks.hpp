@@ -34,7 +34,11 @@ long check_queue_log(SharedRecords& r, const WriterSet& writers, const std::stri
 
 // The fenced store's log: the tokens it accepted never go down, and no token
 // was written by two holders. Returns the writes read, or -1.
-long check_store_log(SharedRecords& r, const std::string& store_path);
+// `host_changes`, if given: how many accepted writes came from another host
+// than the write before (StoreWrite::holder's low half is the host for
+// cluster lock holders): the hand-offs of a cluster lock between hosts.
+long check_store_log(SharedRecords& r, const std::string& store_path, const std::string& lock,
+                     std::uint64_t* host_changes = nullptr);
 
 // Messages colod logged as lost from `peer` ("N message(s) from PEER no
 // longer retained there"), summed over its log.

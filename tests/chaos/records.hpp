@@ -13,7 +13,8 @@
 //   | consumer_killed[consumer]   1: the driver SIGKILLed it          |
 //   | witness_next[witness][writer]  next counter a witness expects   |
 //   | witness_gaps[witness]       messages a witness never got        |
-//   | occupant, store_max         the lock's critical section, store  |
+//   | occupant[lock], store_max[lock]  each lock's critical section   |
+//   |                             and the newest token of its store   |
 //   +-----------------------------------------------------------------+
 //
 // Writer and consumer ids are incarnations: the driver hands a fresh id to
@@ -60,16 +61,20 @@ enum class Op : std::uint32_t {
   queue_consume,       // deliveries, redeliveries included
   queue_redelivery,    // deliveries of a message a killed consumer had taken (Message::deliveries() > 1)
   lock_grant,
+  cluster_lock_grant,    // grants of the cluster-scope locks (--backends), every host
   store_write_in_hold,   // fenced-store writes by the holder of the lock (must be accepted)
   store_late_accepted,   // a writer's late write (after release) accepted: no newer token seen yet
   store_late_refused,    // ... refused: a newer token was written
+  lease_lost_in_hold,    // a cluster lock holder found its lease lost (lease_lost()) before a write
+  store_refused_lease_lost,  // ... or the store refused it, and then its lease was lost (allowed)
   publish_timeout,     // publishes that timed out (a stopped subscriber or colod held them)
   count
 };
 inline constexpr const char* kOpNames[] = {
     "topic publish",        "topic delivery",         "federated publish",     "federated delivery",
-    "queue produce",        "queue consume",          "queue redelivery",          "lock grant",            "store write in hold",
-    "store late accepted",  "store late refused",     "publish timed out",
+    "queue produce",        "queue consume",          "queue redelivery",      "lock grant",
+    "cluster lock grant",   "store write in hold",    "store late accepted",   "store late refused",
+    "lease lost in hold",   "store refused, lease lost", "publish timed out",
 };
 static_assert(std::size(kOpNames) == static_cast<std::size_t>(Op::count));
 
@@ -102,6 +107,9 @@ static_assert(std::size(kCheckNames) == static_cast<std::size_t>(Check::count));
 enum class Phase : std::uint32_t { run = 0, stop_writers = 1, drain = 2 };
 
 inline constexpr std::size_t kWitnesses = 2;  // 0: the local topic's, 1: the federated topic's
+// Locks with a critical section and a fenced store each: 0 the host lock,
+// 1.. the cluster-scope locks, one per lock server (--backends).
+inline constexpr std::size_t kLocks = 4;
 
 struct SharedRecords {
   std::atomic<std::uint32_t> phase{0};
@@ -112,8 +120,8 @@ struct SharedRecords {
   std::atomic<std::uint8_t> consumer_killed[kMaxConsumers];
   std::atomic<std::uint64_t> witness_next[kWitnesses][kMaxWriters];
   std::atomic<std::uint64_t> witness_gaps[kWitnesses];
-  std::atomic<std::uint64_t> occupant;   // token of the holder in the critical section, 0: none
-  std::atomic<std::uint64_t> store_max;  // the fenced store's newest token (changed under its flock)
+  std::atomic<std::uint64_t> occupant[kLocks];   // token of the holder in the critical section, 0: none
+  std::atomic<std::uint64_t> store_max[kLocks];  // the fenced store's newest token (changed under its flock)
 
   void count(Op op, std::uint64_t n = 1) { ops[static_cast<std::size_t>(op)].fetch_add(n, std::memory_order_relaxed); }
   std::uint64_t count_of(Op op) const { return ops[static_cast<std::size_t>(op)].load(); }

@@ -26,10 +26,6 @@ constexpr auto kReceiveSlice = 100ms;
 constexpr auto kIdleToEndLocal = 2s;      // a draining reader ends after this long without a message
 constexpr auto kIdleToEndFederated = 8s;  // ... for a federated one (colod may still be reconnecting)
 
-void violation_count(SharedRecords& r, Check c) {
-  r.violations[static_cast<std::size_t>(c)].fetch_add(1, std::memory_order_relaxed);
-}
-
 std::optional<Node> open_node(const WorkerContext& ctx, const char* role) {
   NodeOptions options;
   options.ns = ctx.ns;
@@ -61,14 +57,21 @@ void pause_for(int us) {
 }  // namespace
 
 void report_violation(SharedRecords& records, Check check, const char* format, ...) {
-  violation_count(records, check);
-  char text[512];
+  // The first violations of each checker are shown; the rest only counted
+  // (one fault can make thousands, and the first ones say what happened).
+  constexpr std::uint64_t kShown = 20;
+  const std::uint64_t seen =
+      records.violations[static_cast<std::size_t>(check)].fetch_add(1, std::memory_order_relaxed);
+  if (seen >= kShown) return;
+  char text[600];
   int n = std::snprintf(text, sizeof text, "colo-chaos: VIOLATION %s: ", kCheckNames[static_cast<std::size_t>(check)]);
   va_list args;
   va_start(args, format);
   n += std::vsnprintf(text + n, sizeof text - n - 1, format, args);
   va_end(args);
-  if (n > static_cast<int>(sizeof text) - 2) n = sizeof text - 2;
+  if (n > static_cast<int>(sizeof text) - 80) n = sizeof text - 80;
+  if (seen + 1 == kShown)
+    n += std::snprintf(text + n, sizeof text - n, "\ncolo-chaos: (further violations of this checker counted, not shown)");
   text[n++] = '\n';
   (void)!::write(STDERR_FILENO, text, n);
 }
@@ -308,20 +311,58 @@ long drain_queue(const WorkerContext& ctx) {
   return taken;
 }
 
-bool store_write(SharedRecords& records, int fd, std::uint64_t token, std::uint64_t holder) {
+bool store_write(SharedRecords& records, std::size_t lock, int fd, std::uint64_t token, std::uint64_t holder) {
   // flock, not a mutex in shared memory: the kernel releases it when a
   // holder is killed, and it orders the check with the appended record.
   while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
   }
-  bool accepted = token >= records.store_max.load(std::memory_order_acquire);
+  std::atomic<std::uint64_t>& newest = records.store_max[lock];
+  bool accepted = token >= newest.load(std::memory_order_acquire);
   if (accepted) {
-    records.store_max.store(token, std::memory_order_release);
+    newest.store(token, std::memory_order_release);
     const StoreWrite w{token, holder};
     (void)!::write(fd, &w, sizeof w);
   }
   ::flock(fd, LOCK_UN);
   return accepted;
 }
+
+namespace {
+
+// The critical section of a cluster-scope lock. A cluster hold is a lease:
+// a holder on one host may be paused, or cut off with its colod, past it,
+// and then another host's holder is granted the lock while the first still
+// runs: no real-time overlap check can hold. What must hold is what the
+// lease promises: while lease_lost() says false, no other holder has a
+// newer token, so the store refuses no write of a holder whose lease is
+// still valid after the refusal. A refused write after the lease was lost
+// is the fencing doing its work (counted, allowed).
+void hold_cluster_lock(SharedRecords& r, LockGuard& guard, int fd, std::uint64_t holder, std::mt19937_64& rng,
+                       std::size_t slot) {
+  const std::uint64_t token = guard.fencing_token();
+  // Longer than the host lock's critical section: a lease that runs out
+  // should sometimes do so with a holder inside.
+  for (int i = 0; i < 3; ++i) {
+    if (guard.lease_lost()) {
+      r.count(Op::lease_lost_in_hold);
+      return;
+    }
+    r.count(Op::store_write_in_hold);
+    if (!store_write(r, slot, fd, token, holder)) {
+      if (guard.lease_lost()) {
+        r.count(Op::store_refused_lease_lost);
+        return;
+      }
+      report_violation(r, Check::lock_overlap,
+                       "the store refused token %llu of a cluster holder whose lease is valid: it has seen token %llu",
+                       static_cast<unsigned long long>(token),
+                       static_cast<unsigned long long>(r.store_max[slot].load()));
+    }
+    pause_for(static_cast<int>(rng() % 1000));
+  }
+}
+
+}  // namespace
 
 int run_lock_holder(const WorkerContext& ctx) {
   auto node = open_node(ctx, "lock holder");
@@ -337,6 +378,8 @@ int run_lock_holder(const WorkerContext& ctx) {
     return 3;
   }
   SharedRecords& r = *ctx.records;
+  const std::size_t slot = ctx.lock_slot;
+  std::atomic<std::uint64_t>& occupant = r.occupant[slot];
   std::mt19937_64 rng(ctx.seed);
   const std::uint64_t holder = static_cast<std::uint64_t>(::getpid()) << 32 | ctx.id;
   std::uint64_t grants = 0;
@@ -344,42 +387,51 @@ int run_lock_holder(const WorkerContext& ctx) {
     auto guard = lock->try_acquire_for(500ms);
     if (!guard) continue;
     const std::uint64_t token = guard->fencing_token();
-    r.count(Op::lock_grant);
+    r.count(ctx.cluster ? Op::cluster_lock_grant : Op::lock_grant);
     ++grants;
-    if (ctx.sabotage && grants == 100) {
+    if (ctx.sabotage && ctx.cluster && grants == 100) {
+      // Sabotage of a cluster lock: a newer token in the store while this
+      // holder's lease is valid (as if another host held the lock too): its
+      // own writes must now be refused while it still holds.
+      (void)store_write(r, slot, fd, token + (std::uint64_t{1} << 40), holder);
+    } else if (ctx.sabotage && grants == 100) {
       // Sabotage: a stale token written past the store's check, and the
       // critical section left occupied (the next holder must see an overlap).
       const StoreWrite stale{token / 2, holder};
       (void)!::write(fd, &stale, sizeof stale);
-      r.occupant.store(token + 1000000);
+      occupant.store(token + 1000000);
       continue;  // the guard releases the lock
     }
-    if (ctx.sabotage && grants == 200) return 3;  // a worker that fails by itself
-    // Whoever was in the critical section must have left it, or died in it
-    // (then this grant says owner_died).
-    const std::uint64_t before = r.occupant.exchange(token, std::memory_order_acq_rel);
-    if (before != 0 && !guard->owner_died())
-      report_violation(r, Check::lock_overlap, "token %llu granted while token %llu is in the critical section",
-                       static_cast<unsigned long long>(token), static_cast<unsigned long long>(before));
-    for (int i = 0; i < 2; ++i) {
-      r.count(Op::store_write_in_hold);
-      if (!store_write(r, fd, token, holder))
-        report_violation(r, Check::lock_overlap,
-                         "the store refused token %llu of the current holder: it has seen token %llu",
-                         static_cast<unsigned long long>(token),
-                         static_cast<unsigned long long>(r.store_max.load()));
-      pause_for(static_cast<int>(rng() % 200));
+    if (ctx.sabotage && !ctx.cluster && grants == 200) return 3;  // a worker that fails by itself
+    if (ctx.cluster) {
+      hold_cluster_lock(r, *guard, fd, holder, rng, slot);
+    } else {
+      // Whoever was in the critical section must have left it, or died in
+      // it (then this grant says owner_died).
+      const std::uint64_t before = occupant.exchange(token, std::memory_order_acq_rel);
+      if (before != 0 && !guard->owner_died())
+        report_violation(r, Check::lock_overlap, "token %llu granted while token %llu is in the critical section",
+                         static_cast<unsigned long long>(token), static_cast<unsigned long long>(before));
+      for (int i = 0; i < 2; ++i) {
+        r.count(Op::store_write_in_hold);
+        if (!store_write(r, slot, fd, token, holder))
+          report_violation(r, Check::lock_overlap,
+                           "the store refused token %llu of the current holder: it has seen token %llu",
+                           static_cast<unsigned long long>(token),
+                           static_cast<unsigned long long>(r.store_max[slot].load()));
+        pause_for(static_cast<int>(rng() % 200));
+      }
+      std::uint64_t mine = token;
+      if (!occupant.compare_exchange_strong(mine, 0, std::memory_order_acq_rel))
+        report_violation(r, Check::lock_overlap, "token %llu found token %llu in the critical section when leaving",
+                         static_cast<unsigned long long>(token), static_cast<unsigned long long>(mine));
     }
-    std::uint64_t mine = token;
-    if (!r.occupant.compare_exchange_strong(mine, 0, std::memory_order_acq_rel))
-      report_violation(r, Check::lock_overlap, "token %llu found token %llu in the critical section when leaving",
-                       static_cast<unsigned long long>(token), static_cast<unsigned long long>(mine));
     guard->unlock();
     // Sometimes a write arrives late, after the lock has passed on (a
     // delayed request): the store must refuse it once a newer token wrote.
     if (rng() % 3 == 0) {
       pause_for(static_cast<int>(rng() % 500));
-      r.count(store_write(r, fd, token, holder) ? Op::store_late_accepted : Op::store_late_refused);
+      r.count(store_write(r, slot, fd, token, holder) ? Op::store_late_accepted : Op::store_late_refused);
     }
   }
   return 0;

@@ -20,7 +20,8 @@
 //   shows a redelivery the checker can attribute to its death.
 // - lock holders: occupy a shared cell while they hold the lock and write
 //   their token to the fenced store (a file whose flock serialises the
-//   token check and the appended record).
+//   token check and the appended record). Holders of a cluster-scope lock
+//   check their lease instead of the shared cell (workers.cpp says why).
 #pragma once
 
 #include <cstdint>
@@ -35,11 +36,13 @@ struct WorkerContext {
   SharedRecords* records = nullptr;
   std::string ns;             // the colo namespace it works in
   std::string object;         // its topic, queue or lock
-  std::uint32_t id = 0;       // writer or consumer incarnation id; holders: any
+  std::uint32_t id = 0;       // writer or consumer incarnation id; cluster lock holders: their host
   std::uint64_t seed = 0;     // its own random choices (sizes, pauses)
   std::string path;           // consumers: the consumption log; holders: the fenced store
   int witness = -1;           // subscribers: the witness slot it fills, -1: none
   bool gaps_are_lost = false; // federated witness: a gap is counted (colod says what it lost), not a violation
+  std::size_t lock_slot = 0;  // holders: which lock's records (records.hpp, kLocks)
+  bool cluster = false;       // holders: a cluster-scope lock (its hold is a lease)
   int pause_us = 0;           // writers: pause after each message (keeps the run's logs and CPU bounded)
   // `colo-chaos --sabotage`: the worker plants the faults its checkers must
   // catch (workers.cpp says which), to show that every checker can fail.
@@ -56,13 +59,13 @@ int run_lock_holder(const WorkerContext& ctx);
 // or -1 (error on stderr).
 long drain_queue(const WorkerContext& ctx);
 
-// The fenced store: accepts a write iff its token is at least the newest
-// token accepted so far; appends every accepted write (token, holder) to the
+// The fenced store of lock `lock` (records.hpp, kLocks): accepts a write iff
+// its token is at least the newest token accepted so far; appends every accepted write (token, holder) to the
 // file. Returns true if accepted.
 struct StoreWrite {
   std::uint64_t token;
   std::uint64_t holder;  // pid << 32 | attempt: who wrote it
 };
-bool store_write(SharedRecords& records, int fd, std::uint64_t token, std::uint64_t holder);
+bool store_write(SharedRecords& records, std::size_t lock, int fd, std::uint64_t token, std::uint64_t holder);
 
 }  // namespace colo::chaos

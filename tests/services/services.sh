@@ -7,6 +7,7 @@
 #   tests/services/services.sh stop   [...]
 #   tests/services/services.sh restart [...] [SECONDS]  # stop, wait SECONDS (default 0), then start
 #                                               KEEPING the data (a server restart, or an outage)
+#   tests/services/services.sh crash [...] [SECONDS]    # the same with SIGKILL instead of a clean stop
 #   tests/services/services.sh status [...]     # exit 3 if one asked for is down
 #   tests/services/services.sh env    [...]     # eval "$(tests/services/services.sh env)"
 #
@@ -71,7 +72,7 @@ zk_classpath=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
 die() { echo "services: $*" >&2; exit 2; }
 usage() {
   echo "usage: $0 start|stop|status|env [zookeeper|etcd|redis|kafka|rabbitmq|all]" >&2
-  echo "       $0 restart [zookeeper|etcd|redis|kafka|rabbitmq|all] [SECONDS]" >&2
+  echo "       $0 restart|crash [zookeeper|etcd|redis|kafka|rabbitmq|all] [SECONDS]" >&2
   exit 2
 }
 
@@ -410,8 +411,12 @@ await() {
     # its AMQP listener.
     rabbitmqctl_ wait --timeout "$ready_timeout" "$(dir_of rabbitmq)/server.pid" >>"$(dir_of rabbitmq)/wait.log" 2>&1 || true
   fi
+  local pid
+  pid="$(<"$(pidfile_of "$svc")")"
   while ! ready "$svc"; do
-    if ! running_pid "$svc" >/dev/null; then
+    # alive, not running_pid: until its exec the new process is still named
+    # bash or setsid, and a busy machine can be that slow.
+    if ! alive "$pid"; then
       echo "$svc: FAILED: the server exited during start; log: $log" >&2
       tail -n 15 "$log" | sed 's/^/  | /' >&2
       rm -f "$(pidfile_of "$svc")"
@@ -489,6 +494,28 @@ cmd_stop() {
   [[ " $* " != *" rabbitmq "* ]] || stop_epmd
 }
 
+# crash: SIGKILL at once (RabbitMQ: its process group), as a server dies in
+# a power cut or by the OOM killer; what the server synced stays in its data.
+cmd_crash() {
+  local svc pid
+  for svc in "$@"; do
+    if ! pid="$(running_pid "$svc")"; then
+      rm -f "$(pidfile_of "$svc")"
+      echo "$svc: not running"
+      continue
+    fi
+    if [ "$svc" = rabbitmq ]; then
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      while group_alive "$pid"; do sleep 0.05; done
+    else
+      kill -KILL "$pid" 2>/dev/null || true
+      while alive "$pid"; do sleep 0.05; done
+    fi
+    rm -f "$(pidfile_of "$svc")"
+    echo "$svc: killed -9 (pid $pid)"
+  done
+}
+
 # RabbitMQ: SIGTERM to the wrapper's process group (a SIGKILL of the wrapper
 # alone would leave the VM, beam.smp, running), SIGKILL after stop_timeout.
 stop_group() {
@@ -553,8 +580,8 @@ cmd_env() {
 action="$1"
 which="${2:-all}"
 pause="${3:-0}"
-(($# < 3)) || [ "$action" = restart ] || usage
-[[ "$pause" =~ ^[0-9]+$ ]] || usage
+(($# < 3)) || [ "$action" = restart ] || [ "$action" = crash ] || usage
+[[ "$pause" =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage
 case $which in
   all) services=("${all_services[@]}") ;;
   zookeeper | etcd | redis | kafka | rabbitmq) services=("$which") ;;
@@ -565,6 +592,11 @@ case $action in
   stop) cmd_stop "${services[@]}" ;;
   restart)
     cmd_stop "${services[@]}"
+    sleep "$pause"
+    keep_data=1 cmd_start "${services[@]}"
+    ;;
+  crash)
+    cmd_crash "${services[@]}"
     sleep "$pause"
     keep_data=1 cmd_start "${services[@]}"
     ;;
