@@ -56,6 +56,19 @@ void KafkaLinks::create_topic(const std::string& topic, int partitions) {
   ASSERT_TRUE(r.exited && r.exit_code == 0) << describe(r);
 }
 
+std::vector<int> KafkaLinks::visit_group(const std::string& group, const std::string& topic, int seconds) {
+  std::vector<int> assigned;
+  const auto r = run({"/usr/bin/python3", admin_script(), bootstrap_, "visit", group, topic, std::to_string(seconds)},
+                     std::chrono::seconds(seconds + 60));
+  EXPECT_TRUE(r.exited && r.exit_code == 0) << describe(r);
+  std::istringstream lines(r.out);
+  std::string word;
+  int n = 0;
+  while (lines >> word >> n)
+    if (word == "assigned") assigned.push_back(n);
+  return assigned;
+}
+
 std::map<int, std::int64_t> KafkaLinks::committed(const std::string& group, const std::string& topic) {
   std::map<int, std::int64_t> out;
   const auto r = run({"/usr/bin/python3", admin_script(), bootstrap_, "committed", group, topic}, 60s);

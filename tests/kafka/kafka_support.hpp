@@ -53,6 +53,10 @@ class KafkaLinks : public LinkHosts {
   void create_topic(const std::string& topic, int partitions);
   // The group's committed offset per partition (-1: none).
   std::map<int, std::int64_t> committed(const std::string& group, const std::string& topic);
+  // A member that joins `group` on `topic`, reads nothing, stays `seconds`
+  // and leaves: two rebalances for the group's other members. Returns how
+  // many partitions it was assigned (each assignment, in order).
+  std::vector<int> visit_group(const std::string& group, const std::string& topic, int seconds);
   // Every record of `topic`, read with kcat until there are at least
   // `expected` (or `timeout`), in partition then offset order.
   std::vector<KafkaRecord> read_topic(const std::string& topic, std::size_t expected,

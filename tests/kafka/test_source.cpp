@@ -5,6 +5,8 @@
 //
 //   intoATopic...   3 partitions, 3,000 records: each once, in order per
 //                   partition, key, headers, partition and offset as Kafka has them
+//   aRebalance...   a member joins and leaves while the partitions are paused
+//                   (the ring full): nothing stalls, every record once
 //   intoAQueue...   100,000 records, consumer processes SIGKILLed 20 times at
 //                   random and colod once: every record consumed; a record
 //                   consumed twice only if marked (deliveries, redelivery)
@@ -94,6 +96,53 @@ TEST_F(Source, intoATopicKeepsEachPartitionsOrderWithKeysHeadersPartitionsAndOff
   std::this_thread::sleep_for(2s);
   EXPECT_TRUE(subscriber.receive_batch_for(16, 100ms).empty());
   EXPECT_EQ(link(h, "source:orders")["produced"], 0);
+}
+
+// The ring full (a subscriber that does not read) pauses the link's
+// partitions; a member joins the group and leaves while they are paused
+// (two rebalances). Once the subscriber reads, every record arrives, once
+// and in order per partition: librdkafka keeps a partition's pause across
+// a rebalance, and a link that forgot it would read nothing more.
+TEST_F(Source, aRebalanceWhileThePartitionsArePausedDoesNotStallTheLink) {
+  auto& h = add_host("alpha");
+  write_configs({}, false);
+  const std::string topic = topic_name("paused");
+  const std::string group = "g-" + topic;
+  create_topic(topic, 2);
+  append_config(h, kafka_toml() + "[[link]]\nobject = \"paused\"\nkind = \"topic\"\nmode = \"source\"\n"
+                                  "capacity = 65536\nmax_message = 1024\nkafka = { cluster = \"local\", topic = \"" + topic +
+                                  "\", group = \"" + group + "\" }\n");
+  start(h);
+  ASSERT_TRUE(wait_link(h, "source:paused", [](const json& l) { return l["state"] == "running"; }, 60s))
+      << h.colod->err();
+  auto node = Node::open(test::node_options(h.ns)).value();
+  auto subscriber = node.topic("paused", OpenMode::open).value().subscribe().value();  // block: holds the ring
+  constexpr int kRecords = 5000;
+  std::vector<std::string> lines;
+  for (int i = 0; i < kRecords; ++i) lines.push_back("k" + std::to_string(i) + "\trecord " + std::to_string(i));
+  produce(topic, lines);
+  // The ring (64 KiB) holds a few hundred: full for more than a second, the link pauses.
+  ASSERT_TRUE(wait_link(h, "source:paused", [](const json& l) { return l["lag_messages"] > 0; }, 30s));
+  std::this_thread::sleep_for(3s);
+  const std::vector<int> visitor = visit_group(group, topic, 8);
+  ASSERT_EQ(visitor, std::vector<int>{1}) << "the visitor should have shared the two partitions with colod";
+
+  std::map<int, std::int64_t> next_offset;
+  int seen = 0;
+  while (seen < kRecords) {
+    auto batch = subscriber.receive_batch_for(512, 20s);
+    ASSERT_FALSE(batch.empty()) << "stalled after " << seen << " of " << kRecords << " records; colod:\n"
+                                << h.colod->err();
+    for (const auto& m : batch) {
+      const auto kafka = kafka_metadata(m.metadata());
+      ASSERT_TRUE(kafka.has_value());
+      ASSERT_EQ(kafka->offset, next_offset[kafka->partition]) << "partition " << kafka->partition;
+      next_offset[kafka->partition] = kafka->offset + 1;
+      ++seen;
+    }
+  }
+  EXPECT_EQ(next_offset[0] + next_offset[1], kRecords);
+  EXPECT_TRUE(subscriber.receive_batch_for(16, 500ms).empty()) << "more than the topic holds";
 }
 
 // One line of a consumer's file.

@@ -114,6 +114,12 @@ void Source::on_rebalance(rd_kafka_resp_err_t err, rd_kafka_topic_partition_list
   // reads on from the commit).
   advance_commits();
   commit(true);
+  // librdkafka keeps a partition's pause across an unassign and the next
+  // assign: one paused now would come back paused while consuming_paused_
+  // (reset at the assignment) says it is not, and never be read again.
+  // Resumed while still assigned (a resume right after an assign may lose
+  // the assign's start offset); the next step() pauses again if it must.
+  pause_consuming(false);
   for (int i = 0; i < list->cnt; ++i) partitions_.erase(list->elems[i].partition);
   std::erase_if(pending_, [&](const Pending& p) { return partitions_.count(p.record->partition) == 0; });
   (void)rd_kafka_assign(consumer_.get(), nullptr);
