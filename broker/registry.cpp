@@ -97,8 +97,20 @@ Result<std::unique_ptr<Registry>> Registry::open_or_create(const std::string& na
 
 Result<Registry::Locked> Registry::lock() {
   auto& r = record();
-  switch (r.mutex.lock()) {
+  // Bounded: a registry change takes microseconds, so a mutex held this long
+  // is a holder stopped or stuck inside one, or a lock word scribbled on
+  // (a robust mutex recovers from a dead owner, not from a live or invented
+  // one). An error names the holder instead of a hang.
+  switch (r.mutex.lock_until(shm::monotonic_ns() + kLockTimeoutNs)) {
     case shm::MutexResult::acquired: break;
+    case shm::MutexResult::timed_out:
+      return Error{Errc::timed_out,
+                   "the registry of " + shm::segment_label(shm_name()) + " has been locked for " +
+                       std::to_string(kLockTimeoutNs / 1'000'000'000) + " s by thread " +
+                       std::to_string(r.mutex.owner_tid()) +
+                       ": a process stopped or stuck while creating or removing an object, or the registry's "
+                       "memory is corrupt; resume or end that process and retry (if no such thread exists, "
+                       "remove the namespace's segments)"};
     case shm::MutexResult::acquired_owner_died:
       repair(r);
       r.mutex.make_consistent();

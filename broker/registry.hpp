@@ -88,6 +88,9 @@ class Registry {
   static Result<std::unique_ptr<Registry>> open_or_create(const std::string& name, const shm::Permissions& permissions,
                                                           std::chrono::milliseconds ready_timeout);
 
+  // How long lock() waits for the mutex before it gives up with timed_out.
+  static constexpr std::uint64_t kLockTimeoutNs = 5'000'000'000;
+
   // Holds the registry mutex for its lifetime; all mutations go through it.
   class Locked {
    public:

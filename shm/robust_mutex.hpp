@@ -41,6 +41,11 @@ class RobustMutex {
   // Absolute CLOCK_MONOTONIC deadline in nanoseconds.
   MutexResult lock_until(std::uint64_t deadline_monotonic_ns) noexcept;
   void make_consistent() noexcept { ::pthread_mutex_consistent(&mutex_); }
+  // The thread id in the lock word (glibc keeps the owner's tid there for a
+  // robust mutex; 0: free), for error messages only: read without the lock.
+  std::uint32_t owner_tid() const noexcept {
+    return static_cast<std::uint32_t>(__atomic_load_n(&mutex_.__data.__lock, __ATOMIC_RELAXED)) & 0x3fffffffu;
+  }
   void unlock() noexcept { ::pthread_mutex_unlock(&mutex_); }
 
   RobustMutex() = default;

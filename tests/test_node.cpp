@@ -478,6 +478,35 @@ TEST_F(NodeTest, openReclaimsARegistryWhoseCreatorDiedBeforeReady) {
   test::remove_namespace_files(o.ns);
 }
 
+// The registry's lock word scribbled with a thread that does not exist (a
+// robust mutex only recovers from an owner that died holding it): creating
+// an object fails after the registry's lock timeout with an error that
+// names the thread, instead of waiting forever.
+TEST_F(NodeTest, aRegistryMutexHeldByAnInventedThreadIsAnErrorNotAHang) {
+  ASSERT_TRUE(sut->lock("before", OpenMode::create));
+  const std::string file = dev_shm("colo." + ns + ".registry");
+  const int fd = ::open(file.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const struct stat st = test::stat_of(file);
+  void* base = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(base, MAP_FAILED);
+  auto* lock_word = reinterpret_cast<std::atomic<std::uint32_t>*>(static_cast<std::byte*>(base) +
+                                                                   sizeof(shm::SegmentHeader));
+  ASSERT_EQ(lock_word->load(), 0u) << "the registry is free";
+  lock_word->store(4'000'000);  // beyond PID_MAX_LIMIT: no thread has it
+
+  auto made = sut->lock("after", OpenMode::create);
+
+  lock_word->store(0);
+  ::munmap(base, static_cast<std::size_t>(st.st_size));
+  ASSERT_FALSE(made);
+  EXPECT_EQ(made.error().code, Errc::timed_out);
+  EXPECT_TRUE(contains(made.error().message, "has been locked for 5 s by thread 4000000: a process stopped or stuck"))
+      << made.error().message;
+  EXPECT_TRUE(sut->lock("after", OpenMode::create)) << "usable again once the word is free";
+}
+
 TEST_F(NodeTest, infoOfMissingObjectIsNotFound) {
   auto info = sut->info("absent");
 

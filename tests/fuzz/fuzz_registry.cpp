@@ -5,7 +5,8 @@
 // patches (fuzz_support.hpp, apply_patches) over the registry's body, its
 // metadata and entries. Its first 64 bytes, the glibc robust mutex, are
 // left alone: its word is the kernel's futex protocol, whose damage no
-// reader can tell from a holder (the registry trusts it like the kernel).
+// reader can tell from a holder; each input would wait out the registry's
+// 5 s lock timeout (test_node.cpp tests that timeout once).
 // Then what `colo ls`, `colo info`, opening objects, creating and removing
 // one, and `colo gc` run on it. The healthy image is put back after each
 // input. Checks: no crash, no sanitizer report, no hang; damage is reported
