@@ -854,8 +854,20 @@ TEST_F(Federation, batchesStayWithinASmallMaxFrame) {
   EXPECT_TRUE(exactly_in_order(at_b.by_publisher[1], 20000));
   const json alpha = peer_of(b, "alpha");
   EXPECT_EQ(alpha["lost"], 0) << alpha.dump();
-  const json j = peers(b);
-  EXPECT_EQ(j["dropped_connections"], 0) << j.dump();
+  // No connection dropped for a frame too large. The only drops allowed are
+  // alpha's own new connections after it declared beta down (beta not
+  // scheduled for 3 heartbeats: a loaded machine), one per declaration.
+  auto declared_down = [&] {
+    const std::string err = a.colod->err();
+    std::size_t n = 0;
+    for (std::size_t at = 0; (at = err.find("peer beta disconnected", at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  json j;
+  EXPECT_TRUE(test::wait_until([&] {
+    j = peers(b);
+    return j["dropped_connections"] == declared_down();
+  }, 5s, 20ms)) << j.dump() << "\nalpha declared beta down " << declared_down() << " time(s)";
 }
 
 // A topic whose largest message cannot fit in a frame of max_frame (1 MiB
