@@ -27,6 +27,29 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
+// A segment file of /dev/shm mapped writable, as a scribbling process
+// would: `body` is past its SegmentHeader (nullptr if it cannot be mapped).
+struct WritableMapping {
+  explicit WritableMapping(const std::string& file) {
+    const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return;
+    size = static_cast<std::size_t>(test::stat_of(file).st_size);
+    void* mapped = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (mapped == MAP_FAILED) return;
+    base = static_cast<std::byte*>(mapped);
+    body = base + sizeof(shm::SegmentHeader);
+  }
+  ~WritableMapping() {
+    if (base != nullptr) ::munmap(base, size);
+  }
+  WritableMapping(const WritableMapping&) = delete;
+  WritableMapping& operator=(const WritableMapping&) = delete;
+  std::byte* base = nullptr;
+  std::byte* body = nullptr;
+  std::size_t size = 0;
+};
+
 class NodeTest : public test::NamespaceTest {
  protected:
   void SetUp() override {
@@ -484,22 +507,15 @@ TEST_F(NodeTest, openReclaimsARegistryWhoseCreatorDiedBeforeReady) {
 // names the thread, instead of waiting forever.
 TEST_F(NodeTest, aRegistryMutexHeldByAnInventedThreadIsAnErrorNotAHang) {
   ASSERT_TRUE(sut->lock("before", OpenMode::create));
-  const std::string file = dev_shm("colo." + ns + ".registry");
-  const int fd = ::open(file.c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  const struct stat st = test::stat_of(file);
-  void* base = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  ASSERT_NE(base, MAP_FAILED);
-  auto* lock_word = reinterpret_cast<std::atomic<std::uint32_t>*>(static_cast<std::byte*>(base) +
-                                                                   sizeof(shm::SegmentHeader));
+  WritableMapping registry(dev_shm("colo." + ns + ".registry"));
+  ASSERT_NE(registry.body, nullptr);
+  auto* lock_word = reinterpret_cast<std::atomic<std::uint32_t>*>(registry.body);
   ASSERT_EQ(lock_word->load(), 0u) << "the registry is free";
   lock_word->store(4'000'000);  // beyond PID_MAX_LIMIT: no thread has it
 
   auto made = sut->lock("after", OpenMode::create);
 
   lock_word->store(0);
-  ::munmap(base, static_cast<std::size_t>(st.st_size));
   ASSERT_FALSE(made);
   EXPECT_EQ(made.error().code, Errc::timed_out);
   EXPECT_TRUE(contains(made.error().message, "has been locked for 5 s by thread 4000000: a process stopped or stuck"))
@@ -550,14 +566,9 @@ TEST_F(NodeTest, readerSlotsHoldingImpossibleWordsAreCountedAndNotListed) {
   ASSERT_TRUE(topic) << topic.error().message;
   auto reader = topic->subscribe();
   ASSERT_TRUE(reader) << reader.error().message;
-  const std::string file = dev_shm(sut->shm_name_of("t"));
-  const int fd = ::open(file.c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  const struct stat st = test::stat_of(file);
-  void* base = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  ASSERT_NE(base, MAP_FAILED);
-  auto& control = *reinterpret_cast<shm::RingControl*>(static_cast<std::byte*>(base) + sizeof(shm::SegmentHeader));
+  WritableMapping ring(dev_shm(sut->shm_name_of("t")));
+  ASSERT_NE(ring.body, nullptr);
+  auto& control = *reinterpret_cast<shm::RingControl*>(ring.body);
   std::vector<shm::ReaderSlot*> scribbled;
   for (auto& slot : control.readers)
     if (slot.pid.load() == 0 && scribbled.size() < 2) scribbled.push_back(&slot);
@@ -572,7 +583,6 @@ TEST_F(NodeTest, readerSlotsHoldingImpossibleWordsAreCountedAndNotListed) {
     slot->pid.store(0);
     slot->mode.store(0);
   }
-  ::munmap(base, static_cast<std::size_t>(st.st_size));
 
   EXPECT_EQ(stats.damaged_slots, 2u);
   ASSERT_EQ(stats.readers.size(), 1u);  // the real one

@@ -467,6 +467,7 @@ cmd_start() {
   return $status
 }
 
+# stop (crash=1: cmd_crash): SIGTERM, SIGKILL after stop_timeout.
 cmd_stop() {
   local svc pid deadline
   for svc in "$@"; do
@@ -475,7 +476,16 @@ cmd_stop() {
       echo "$svc: not running"
       continue
     fi
-    if [ "$svc" = rabbitmq ]; then
+    if [ "${crash:-0}" = 1 ]; then
+      if [ "$svc" = rabbitmq ]; then
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        while group_alive "$pid"; do sleep 0.05; done
+      else
+        kill -KILL "$pid" 2>/dev/null || true
+        while alive "$pid"; do sleep 0.05; done
+      fi
+      echo "$svc: killed -9 (pid $pid)"
+    elif [ "$svc" = rabbitmq ]; then
       stop_group "$pid"
     else
       kill -TERM "$pid" 2>/dev/null || true
@@ -496,25 +506,7 @@ cmd_stop() {
 
 # crash: SIGKILL at once (RabbitMQ: its process group), as a server dies in
 # a power cut or by the OOM killer; what the server synced stays in its data.
-cmd_crash() {
-  local svc pid
-  for svc in "$@"; do
-    if ! pid="$(running_pid "$svc")"; then
-      rm -f "$(pidfile_of "$svc")"
-      echo "$svc: not running"
-      continue
-    fi
-    if [ "$svc" = rabbitmq ]; then
-      kill -KILL -- "-$pid" 2>/dev/null || true
-      while group_alive "$pid"; do sleep 0.05; done
-    else
-      kill -KILL "$pid" 2>/dev/null || true
-      while alive "$pid"; do sleep 0.05; done
-    fi
-    rm -f "$(pidfile_of "$svc")"
-    echo "$svc: killed -9 (pid $pid)"
-  done
-}
+cmd_crash() { crash=1 cmd_stop "$@"; }
 
 # RabbitMQ: SIGTERM to the wrapper's process group (a SIGKILL of the wrapper
 # alone would leave the VM, beam.smp, running), SIGKILL after stop_timeout.
