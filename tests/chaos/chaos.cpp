@@ -312,7 +312,8 @@ bool Run::set_up() {
   add(RoleKind::topic_subscriber, 2);
   add(RoleKind::queue_consumer, 3);
   add(RoleKind::lock_holder, 3);
-  // A cut-off host keeps its links to the lock servers from the start.
+  // Each host's backend link (a colod in a network namespace reaches the
+  // lock servers through it), started before the holders need it.
   if (!backends_.empty() && have_link_) {
     add(RoleKind::backend_link, 2);
     roles_[roles_.size() - 1].host = 1;
