@@ -20,7 +20,10 @@
 // amqp_encode_method / amqp_encode_properties, only the frames' envelopes
 // here) and flush() writes the buffer in one send(). Over TLS the bytes
 // must go through rabbitmq-c's OpenSSL session, which it does not expose:
-// publish() sends at once, as amqp_basic_publish.
+// publish() sends at once, as amqp_basic_publish. flush() writes whole
+// frames only (or fails, leaving the connection unusable), so rabbitmq-c's
+// own writes (a heartbeat it sends from a frame read, not knowing of ours;
+// an ack; the closing handshake) always start at a frame boundary.
 //
 // THREADS: a Connection is used by its link's thread only, except
 // interrupt(), which any thread may call.
