@@ -29,9 +29,12 @@ bool wait_counter(const LocalCluster::Host& h, const std::string& link, bool pro
                   std::uint64_t& first_ns, std::uint64_t& done_ns, std::string& error, std::uint64_t* at_first) {
   const std::uint64_t deadline = monotonic_ns() + 300'000'000'000ull;
   first_ns = 0;
+  std::int64_t start_v = -1;  // the first value read, and when
+  std::uint64_t start_ns = 0;
   while (monotonic_ns() < deadline) {
     const std::int64_t v = link_counter(h, link, produced);
     const std::uint64_t now = monotonic_ns();
+    if (start_v < 0 && v >= 0) start_v = v, start_ns = now;
     if (v == -2) {
       error = "link " + link + " lost or skipped messages";
       return false;
@@ -44,7 +47,13 @@ bool wait_counter(const LocalCluster::Host& h, const std::string& link, bool pro
       done_ns = now;
       return true;
     }
-    std::this_thread::sleep_for(kLinkPoll);
+    std::chrono::nanoseconds pause = kLinkPoll;
+    if (first_ns != 0 && v > start_v && now > start_ns) {
+      const double per_ns = static_cast<double>(v - start_v) / static_cast<double>(now - start_ns);
+      const auto half_rest = std::chrono::nanoseconds(static_cast<std::int64_t>((n - v) / per_ns / 2));
+      pause = std::clamp<std::chrono::nanoseconds>(half_rest, kLinkPoll, kLinkPollMax);
+    }
+    std::this_thread::sleep_for(pause);
   }
   error = "link " + link + " did not reach " + std::to_string(n) + " in 300 s";
   return false;

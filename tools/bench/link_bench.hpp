@@ -15,6 +15,11 @@ namespace colo::cli {
 
 // How often a link's counters are read (each ask costs colod a little).
 constexpr std::chrono::milliseconds kLinkPoll{5};
+// wait_counter()'s longest pause: far from the end it reads less often, as
+// each read costs colod's control thread CPU that the link competes for
+// (perf, colod during a 64 B RabbitMQ mirror cell polled every 5 ms: its
+// ZeroMQ I/O thread had more samples than the link's own thread).
+constexpr std::chrono::milliseconds kLinkPollMax{50};
 
 // A ring's capacity that holds `messages` of `size` bytes twice over: a
 // power of two from 1 MiB to 1 GiB.
@@ -29,7 +34,9 @@ std::string publish_all(Node& node, const std::string& object, std::uint32_t n, 
 // link lost or skipped messages.
 std::int64_t link_counter(const LocalCluster::Host& h, const std::string& link, bool produced);
 
-// Polls the counter (every kLinkPoll, up to 300 s) until it reaches n: the
+// Polls the counter (up to 300 s) until it reaches n, every kLinkPoll near
+// the end (and until it first moves), else after half the time the rest
+// should take at the rate so far (at most kLinkPollMax): the
 // times it first was above 0 (and, in *at_first, its value then) and
 // reached n. false with `error` set if it did not, or the link lost or
 // skipped messages.

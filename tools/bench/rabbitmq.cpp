@@ -3,7 +3,12 @@
 // "Figures").
 //
 // For each message size (--sizes, default 64 B and 1 KiB), N messages
-// (--messages), every message persistent into a durable queue:
+// (--messages), every message persistent into a durable queue. The three
+// publish cells run interleaved, --rounds times (default 3): round after
+// round, for each size raw, + id, mirror, each into its queue emptied
+// (queue.purge) just before, so a burst of load from the machine's other
+// users falls on one round's cells rather than on one cell of every round.
+// Each round's ratios are reported, and the median and range of each cell.
 //   publish  raw: this process's rabbitmq-c connection in confirm mode, at
 //            most --window messages published and not yet confirmed (the
 //            mirror's `window`), N messages into a queue through the default
@@ -17,18 +22,20 @@
 //            publishes N messages into the ring (publish_batch); msg/s from
 //            the first publish to the moment colod's link reports N
 //            acknowledged (its control socket, polled every 5 ms).
-//   consume  raw: a rabbitmq-c consumer with manual acks and basic.qos
-//            --prefetch (the source's `prefetch`) reads the N messages the
-//            "+ id" cell left in its queue, one ack (multiple) per 256
+//   consume  (once, after the rounds) raw: a rabbitmq-c consumer with
+//            manual acks and basic.qos --prefetch (the source's `prefetch`)
+//            reads the N messages the last round's "+ id" cell left in its
+//            queue, one ack (multiple) per 256
 //            deliveries as a source acknowledges a topic's batch; msg/s from
 //            the first delivery to the last.
-//            source: a colod (one per size, started once the mirror cell is
+//            source: a colod (one per size, started once the rounds are
 //            done) consumes the mirror's queue (N messages with colo's
 //            message ids, as the raw consumer's) into a topic nobody reads;
 //            msg/s from its first published message to its N-th (its
 //            `produced` counter, polled every 5 ms), as for the raw consumer.
 // Goals (reported, not enforced): mirror msg/s and source msg/s each at
-// least 80% of the raw figure at each size.
+// least 80% of the raw figure at each size (the mirror: the median of its
+// rounds' ratios).
 //
 // Checked, making the exit status 1: every message confirmed (raw, mirror),
 // every message consumed (raw, source), nothing lost or skipped.
@@ -80,15 +87,43 @@ struct Options {
   std::uint32_t messages = 100'000;
   std::uint32_t window = 1000;
   std::uint32_t prefetch = 1000;
+  std::uint32_t rounds = 3;
   bool quick = false;
   bool json = false;
 };
 
+// One round of the publish cells of one size, msg/s.
+struct PublishRound {
+  double raw = 0, as_mirror = 0, mirror = 0;
+  double load = 0;  // 1-minute load average as the round started
+};
+
 struct SizeRun {
   std::uint32_t size = 0;
-  double raw_publish = 0, raw_with_headers = 0, mirror = 0, raw_consume = 0, source = 0;  // msg/s
+  std::vector<PublishRound> rounds;
+  double raw_consume = 0, source = 0;  // msg/s
   std::string error;  // a failed measurement
 };
+
+// The median of `values` (the mean of the middle two for an even count); 0 if none.
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+// Field `f` of every round, or the ratio of two fields (0 where the divisor is).
+std::vector<double> each(const SizeRun& s, double PublishRound::*f) {
+  std::vector<double> v;
+  for (const auto& r : s.rounds) v.push_back(r.*f);
+  return v;
+}
+std::vector<double> ratios(const SizeRun& s, double PublishRound::*num, double PublishRound::*den) {
+  std::vector<double> v;
+  for (const auto& r : s.rounds) v.push_back(r.*den > 0 ? r.*num / r.*den : 0);
+  return v;
+}
 
 std::string run_id() { return "colo.bench." + std::to_string(::getpid()); }
 
@@ -141,9 +176,18 @@ class Amqp {
 
 amqp_bytes_t bytes_of(const std::string& s) { return amqp_bytes_t{s.size(), const_cast<char*>(s.data())}; }
 
+// Declares `queue` (durable) and empties it: a round starts from an empty queue.
 std::string declare_queue(Amqp& a, const std::string& queue) {
   amqp_queue_declare(a.conn(), kChannel, bytes_of(queue), 0, /*durable*/ 1, 0, 0, amqp_empty_table);
-  return a.check("declaring queue " + queue);
+  if (auto e = a.check("declaring queue " + queue); !e.empty()) return e;
+  amqp_queue_purge(a.conn(), kChannel, bytes_of(queue));
+  return a.check("purging queue " + queue);
+}
+
+std::string empty_queue(const Options& o, const std::string& password, const std::string& queue) {
+  Amqp a;
+  if (auto e = a.open(o, password); !e.empty()) return e;
+  return declare_queue(a, queue);
 }
 
 // N messages of `size` bytes into `queue`, at most o.window unconfirmed;
@@ -332,19 +376,7 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
   ServerToml server;
   if (auto e = server_toml(o, password, server); !e.empty()) return r.error = e, r;
 
-  // rabbitmq-c alone: publish, publish as the mirror does, consume that.
-  for (auto& s : r.sizes) {
-    progress.show("raw publish, " + std::to_string(s.size) + " B");
-    s.raw_publish = raw_publish(o, password, raw_queue(s), s.size, false, s.error);
-    if (!s.error.empty()) continue;
-    progress.show("raw publish with colo's message id, " + std::to_string(s.size) + " B");
-    s.raw_with_headers = raw_publish(o, password, headers_queue(s), s.size, true, s.error);
-    if (!s.error.empty()) continue;
-    progress.show("raw consume, " + std::to_string(s.size) + " B");
-    s.raw_consume = raw_consume(o, password, headers_queue(s), s.error);
-  }
-
-  // A colod with a mirror link per size.
+  // A colod with a mirror link per size, up through the rounds.
   {
     LocalCluster::Settings settings;
     settings.colod = o.colod;
@@ -362,18 +394,46 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
     node_options.ns = host.ns();
     auto node = Node::open(node_options);
     if (!node) return r.error = node.error().message, r;
-    for (auto& s : r.sizes) {
-      if (!s.error.empty()) continue;
-      const std::string object = "bench/mirror-" + std::to_string(s.size);
-      if (!wait_running(host, "mirror:" + object, s.error)) continue;
-      progress.show("mirror, " + std::to_string(s.size) + " B");
-      const std::uint64_t t0 = monotonic_ns();
-      if (s.error = publish_all(*node, object, o.messages, s.size); !s.error.empty()) continue;
-      std::uint64_t first = 0, done = 0;
-      if (wait_counter(host, "mirror:" + object, false, o.messages, first, done, s.error))
-        s.mirror = o.messages / (static_cast<double>(done - t0) / 1e9);
+    for (auto& s : r.sizes)
+      (void)wait_running(host, "mirror:bench/mirror-" + std::to_string(s.size), s.error);
+
+    // The publish cells, interleaved: round after round, each size's raw,
+    // + id and mirror in turn.
+    for (std::uint32_t round = 0; round < o.rounds; ++round) {
+      for (auto& s : r.sizes) {
+        if (!s.error.empty()) continue;
+        const std::string of = std::to_string(s.size) + " B, round " + std::to_string(round + 1) + "/" +
+                               std::to_string(o.rounds);
+        PublishRound pr;
+        pr.load = load_average();
+        progress.show("raw publish, " + of);
+        pr.raw = raw_publish(o, password, raw_queue(s), s.size, false, s.error);
+        if (!s.error.empty()) continue;
+        progress.show("raw publish with colo's message id, " + of);
+        pr.as_mirror = raw_publish(o, password, headers_queue(s), s.size, true, s.error);
+        if (!s.error.empty()) continue;
+        progress.show("mirror, " + of);
+        if (s.error = empty_queue(o, password, mirror_queue(s)); !s.error.empty()) continue;
+        const std::string object = "bench/mirror-" + std::to_string(s.size);
+        const std::uint64_t t0 = monotonic_ns();
+        if (s.error = publish_all(*node, object, o.messages, s.size); !s.error.empty()) continue;
+        // The link's counter counts every round's messages.
+        std::uint64_t first = 0, done = 0;
+        if (!wait_counter(host, "mirror:" + object, false, std::uint64_t{o.messages} * (round + 1), first, done,
+                          s.error))
+          continue;
+        pr.mirror = o.messages / (static_cast<double>(done - t0) / 1e9);
+        s.rounds.push_back(pr);
+      }
     }
     (void)cluster.stop();
+  }
+
+  // rabbitmq-c's consumer: what the last round's "+ id" cell left.
+  for (auto& s : r.sizes) {
+    if (!s.error.empty()) continue;
+    progress.show("raw consume, " + std::to_string(s.size) + " B");
+    s.raw_consume = raw_consume(o, password, headers_queue(s), s.error);
   }
 
   // A colod per size whose source link consumes the mirror's queue (N
@@ -437,24 +497,36 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
   for (const auto& s : r.sizes) correct = correct && s.error.empty();
   if (o.json) {
     nlohmann::json sizes = nlohmann::json::array();
-    for (const auto& s : r.sizes)
+    for (const auto& s : r.sizes) {
+      nlohmann::json rounds = nlohmann::json::array();
+      for (const auto& pr : s.rounds)
+        rounds.push_back({{"load_average_1min", pr.load},
+                          {"raw_publish_msg_per_s", pr.raw},
+                          {"raw_publish_as_mirror_msg_per_s", pr.as_mirror},
+                          {"mirror_msg_per_s", pr.mirror},
+                          {"mirror_over_raw", pr.raw > 0 ? pr.mirror / pr.raw : 0},
+                          {"mirror_over_raw_as_mirror", pr.as_mirror > 0 ? pr.mirror / pr.as_mirror : 0}});
       sizes.push_back({{"size", s.size},
-                       {"raw_publish_msg_per_s", s.raw_publish},
-                       {"raw_publish_with_colo_headers_msg_per_s", s.raw_with_headers},
-                       {"mirror_msg_per_s", s.mirror},
-                       {"mirror_over_raw", s.raw_publish > 0 ? s.mirror / s.raw_publish : 0},
-                       {"mirror_over_raw_with_headers", s.raw_with_headers > 0 ? s.mirror / s.raw_with_headers : 0},
+                       {"rounds", rounds},
+                       {"raw_publish_msg_per_s_median", median(each(s, &PublishRound::raw))},
+                       {"raw_publish_as_mirror_msg_per_s_median", median(each(s, &PublishRound::as_mirror))},
+                       {"mirror_msg_per_s_median", median(each(s, &PublishRound::mirror))},
+                       {"mirror_over_raw_median", median(ratios(s, &PublishRound::mirror, &PublishRound::raw))},
+                       {"mirror_over_raw_as_mirror_median",
+                        median(ratios(s, &PublishRound::mirror, &PublishRound::as_mirror))},
                        {"raw_consume_msg_per_s", s.raw_consume},
                        {"source_msg_per_s", s.source},
                        {"source_over_raw", s.raw_consume > 0 ? s.source / s.raw_consume : 0},
                        {"goal_at_least", kGoalRatio},
                        {"error", s.error}});
+    }
     std::cout << nlohmann::json{{"benchmark", "rabbitmq"},
                                 {"machine", machine_json()},
                                 {"server", o.server},
                                 {"messages", o.messages},
                                 {"window", o.window},
                                 {"prefetch", o.prefetch},
+                                {"rounds", o.rounds},
                                 {"load_average_1min", {{"before", r.load_before}, {"after", r.load_after}}},
                                 {"sizes", sizes},
                                 {"error", r.error},
@@ -465,26 +537,58 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
   }
   std::printf("colo bench rabbitmq: colod's RabbitMQ links against rabbitmq-c on the same server (%s)\n%s\n",
               o.server.c_str(), machine_line().c_str());
-  std::printf("load average (1 min): %.2f before, %.2f after; %u messages per cell, confirm window %u, prefetch %u\n\n",
-              r.load_before, r.load_after, o.messages, o.window, o.prefetch);
-  std::printf("%-7s %13s %13s %13s %8s %8s %6s   %13s %13s %8s %6s\n", "size", "raw publish", "+ msg id",
-              "colod mirror", "/raw", "/+id", "goal", "raw consume", "colod source", "/raw", "goal");
+  std::printf(
+      "load average (1 min): %.2f before, %.2f after; %u messages per cell, confirm window %u, prefetch %u, %u "
+      "rounds\n\n",
+      r.load_before, r.load_after, o.messages, o.window, o.prefetch, o.rounds);
+  // The publish cells, round by round, then each size's median (and range).
+  std::printf("%-7s %-7s %5s %13s %13s %13s %7s %7s %6s\n", "size", "round", "load", "raw publish", "+ msg id",
+              "colod mirror", "/raw", "/+id", "goal");
   for (const auto& s : r.sizes) {
-    if (!s.error.empty()) {
-      std::printf("%-7s FAILED: %s\n", human_bytes(s.size).c_str(), s.error.c_str());
-      continue;
+    for (std::size_t i = 0; i < s.rounds.size(); ++i) {
+      const auto& pr = s.rounds[i];
+      std::printf("%-7s %-7zu %5.2f %11s/s %11s/s %11s/s %7s %7s\n", human_bytes(s.size).c_str(), i + 1, pr.load,
+                  human_rate(pr.raw).c_str(), human_rate(pr.as_mirror).c_str(), human_rate(pr.mirror).c_str(),
+                  ratio_or_dash(pr.mirror, pr.raw).c_str(), ratio_or_dash(pr.mirror, pr.as_mirror).c_str());
     }
-    std::printf("%-7s %11s/s %11s/s %11s/s %8s %8s %6s   %11s/s %11s/s %8s %6s\n", human_bytes(s.size).c_str(),
-                human_rate(s.raw_publish).c_str(), human_rate(s.raw_with_headers).c_str(), human_rate(s.mirror).c_str(),
-                ratio_or_dash(s.mirror, s.raw_publish).c_str(), ratio_or_dash(s.mirror, s.raw_with_headers).c_str(),
-                goal_text(s.mirror, s.raw_publish), human_rate(s.raw_consume).c_str(), human_rate(s.source).c_str(),
-                ratio_or_dash(s.source, s.raw_consume).c_str(), goal_text(s.source, s.raw_consume));
+    if (!s.rounds.empty()) {
+      const double over_raw = median(ratios(s, &PublishRound::mirror, &PublishRound::raw));
+      std::printf("%-7s %-13s %11s/s %11s/s %11s/s %7s %7s %6s\n", human_bytes(s.size).c_str(), "median",
+                  human_rate(median(each(s, &PublishRound::raw))).c_str(),
+                  human_rate(median(each(s, &PublishRound::as_mirror))).c_str(),
+                  human_rate(median(each(s, &PublishRound::mirror))).c_str(), ratio_or_dash(over_raw, 1).c_str(),
+                  ratio_or_dash(median(ratios(s, &PublishRound::mirror, &PublishRound::as_mirror)), 1).c_str(),
+                  over_raw >= kGoalRatio ? "met" : "MISSED");
+      auto range = [&](double PublishRound::*f) {
+        const auto v = each(s, f);
+        return human_rate(*std::min_element(v.begin(), v.end())) + "-" +
+               human_rate(*std::max_element(v.begin(), v.end()));
+      };
+      auto ratio_range = [&](double PublishRound::*num, double PublishRound::*den) {
+        const auto v = ratios(s, num, den);
+        return ratio_text(*std::min_element(v.begin(), v.end())) + "-" +
+               ratio_text(*std::max_element(v.begin(), v.end()));
+      };
+      std::printf("%-7s %-13s %13s %13s %13s %7s %7s\n", "", "range", range(&PublishRound::raw).c_str(),
+                  range(&PublishRound::as_mirror).c_str(), range(&PublishRound::mirror).c_str(),
+                  ratio_range(&PublishRound::mirror, &PublishRound::raw).c_str(),
+                  ratio_range(&PublishRound::mirror, &PublishRound::as_mirror).c_str());
+    }
+    if (!s.error.empty()) std::printf("%-7s FAILED: %s\n", human_bytes(s.size).c_str(), s.error.c_str());
+  }
+  std::printf("\n%-7s %13s %13s %8s %6s\n", "size", "raw consume", "colod source", "/raw", "goal");
+  for (const auto& s : r.sizes) {
+    if (!s.error.empty()) continue;
+    std::printf("%-7s %11s/s %11s/s %8s %6s\n", human_bytes(s.size).c_str(), human_rate(s.raw_consume).c_str(),
+                human_rate(s.source).c_str(), ratio_or_dash(s.source, s.raw_consume).c_str(),
+                goal_text(s.source, s.raw_consume));
   }
   if (!r.error.empty()) std::printf("FAILED: %s\n", r.error.c_str());
   std::printf(
       "raw publish: rabbitmq-c, persistent messages into a durable queue, confirms with the mirror's window, no\n"
       "properties; + msg id: the same as the mirror publishes (mandatory, timestamp, message id). mirror: from\n"
-      "the first publish into the ring to RabbitMQ's last confirm. raw consume: rabbitmq-c, manual acks, the\n"
+      "the first publish into the ring to RabbitMQ's last confirm. The three run interleaved, round after round;\n"
+      "the goal is judged on the median of the rounds' mirror/raw ratios. raw consume: rabbitmq-c, manual acks, the\n"
       "source's prefetch; source: colod consumes into a topic. Goals (mirror/raw, source/raw at least 0.8) are\n"
       "reported, not enforced; exit status 1 only if a measurement failed or a message was lost.\n");
   return correct ? kExitOk : kExitFailure;
@@ -498,7 +602,8 @@ void register_bench_rabbitmq(CLI::App& bench, int& exit_code) {
       "Needs a RabbitMQ server: --server HOST:PORT or $COLO_RABBITMQ (tests/services/services.sh start rabbitmq "
       "starts one on loopback). Each size: rabbitmq-c's publisher with confirms alone, then colod's mirror (publish "
       "into a ring, colod publishes with the same confirm window); rabbitmq-c's consumer alone, then colod's source "
-      "(colod consumes into a ring with the same prefetch). Goals: mirror and source each at least 80% of "
+      "(colod consumes into a ring with the same prefetch). The publish cells run interleaved --rounds times "
+      "(median and range reported). Goals: mirror and source each at least 80% of "
       "rabbitmq-c's msg/s.\n"
       "Examples:\n"
       "  colo bench rabbitmq --quick\n"
@@ -518,6 +623,9 @@ void register_bench_rabbitmq(CLI::App& bench, int& exit_code) {
   cmd->add_option("--prefetch", o->prefetch, "deliveries not yet acknowledged, at most (raw and source)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 65535u));
+  cmd->add_option("--rounds", o->rounds, "rounds of the publish cells (raw, + msg id, mirror), interleaved")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 100u));
   cmd->add_option("--colod", o->colod, "the colod program (default: $COLOD_BIN, beside colo-bench, or on $PATH)");
   cmd->add_flag("--quick", o->quick, "10,000 messages per cell (a smoke run)");
   cmd->add_flag("--json", o->json, "print JSON");

@@ -2,14 +2,71 @@
 
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <endian.h>
 #include <openssl/ssl.h>  // the system's CA store for TLS without tls_ca_file
+#include <poll.h>
 #include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 
 namespace colo::bridge::rabbitmq {
 namespace {
 
 constexpr int kFrameMax = 131072;  // rabbitmq-c's default (AMQP_DEFAULT_FRAME_SIZE)
 constexpr std::chrono::seconds kContentTimeout{10};  // a content's frames follow its method at once
+// Buffered publishes are written once they reach this much: a few hundred
+// small messages per send(), and a bounded buffer.
+constexpr std::size_t kFlushBytes = 64 * 1024;
+
+// AMQP 0-9-1 framing (section 2.3.5 of the specification): a frame is its
+// type, channel and payload size, the payload, and the end octet.
+//
+//   +------+---------+---------+-------------+------+
+//   | type | channel |  size   |   payload   | 0xCE |
+//   |  1   |    2    |    4    |    size     |  1   |
+//   +------+---------+---------+-------------+------+
+//
+// A method's payload starts with its class and method ids (4 bytes), a
+// content header's with the class id, a weight (0) and the body size
+// (2 + 2 + 8 bytes); rabbitmq-c encodes what follows.
+constexpr std::size_t kFrameHeader = 7, kFrameEnd = 1;
+constexpr std::size_t kMethodPrefix = 4, kContentPrefix = 12;
+constexpr unsigned char kFrameEndOctet = AMQP_FRAME_END;
+// A basic.publish's fields: ticket, two short strings (a length octet
+// each), the bits.
+constexpr std::size_t kPublishFieldsFixed = 2 + 1 + 1 + 1;
+// Room tried first for the encoded properties (the mirror's take about
+// 80 bytes); more if a header table needs it.
+constexpr std::size_t kPropertiesRoom = 512, kPropertiesMax = 64 * 1024 + 4096;
+
+void put16(char* at, std::uint16_t v) {
+  v = htobe16(v);
+  std::memcpy(at, &v, 2);
+}
+void put32(char* at, std::uint32_t v) {
+  v = htobe32(v);
+  std::memcpy(at, &v, 4);
+}
+void put64(char* at, std::uint64_t v) {
+  v = htobe64(v);
+  std::memcpy(at, &v, 8);
+}
+
+// Opens a frame at the end of `out` with `room` bytes for its payload;
+// returns the payload's offset. close_frame() sets its size and ends it.
+std::size_t open_frame(std::string& out, std::uint8_t type, amqp_channel_t channel, std::size_t room) {
+  const std::size_t at = out.size();
+  out.resize(at + kFrameHeader + room + kFrameEnd);
+  out[at] = static_cast<char>(type);
+  put16(out.data() + at + 1, channel);
+  return at + kFrameHeader;
+}
+void close_frame(std::string& out, std::size_t payload_at, std::size_t payload_size) {
+  put32(out.data() + payload_at - 4, static_cast<std::uint32_t>(payload_size));
+  out[payload_at + payload_size] = static_cast<char>(kFrameEndOctet);
+  out.resize(payload_at + payload_size + kFrameEnd);
+}
 
 timeval to_timeval(std::chrono::microseconds t) {
   const auto us = std::max<std::int64_t>(0, t.count());
@@ -36,6 +93,52 @@ Errc code_of(std::uint16_t reply_code) {
 }  // namespace
 
 std::string status_text(int status) { return amqp_error_string2(status); }
+
+int append_publish(std::string& out, amqp_channel_t channel, std::size_t frame_max, std::string_view exchange,
+                   std::string_view routing_key, bool mandatory, const amqp_basic_properties_t& properties,
+                   std::span<const std::byte> body) {
+  const std::size_t start = out.size();
+  auto give_up = [&](int status) {
+    out.resize(start);
+    return status;
+  };
+  if (frame_max <= kFrameHeader + kFrameEnd) return AMQP_STATUS_INVALID_PARAMETER;
+  // The method frame.
+  amqp_basic_publish_t method{};
+  method.exchange = amqp_text(exchange);
+  method.routing_key = amqp_text(routing_key);
+  method.mandatory = mandatory ? 1 : 0;
+  const std::size_t fields = kPublishFieldsFixed + exchange.size() + routing_key.size();
+  std::size_t at = open_frame(out, AMQP_FRAME_METHOD, channel, kMethodPrefix + fields);
+  put32(out.data() + at, AMQP_BASIC_PUBLISH_METHOD);
+  int size = amqp_encode_method(AMQP_BASIC_PUBLISH_METHOD, &method, amqp_bytes_t{fields, out.data() + at + kMethodPrefix});
+  if (size < 0) return give_up(size);
+  close_frame(out, at, kMethodPrefix + static_cast<std::size_t>(size));
+  // The content header frame: a header table may need more room than tried first.
+  for (std::size_t room = kPropertiesRoom;; room = kPropertiesMax) {
+    const std::size_t header_at = out.size();
+    at = open_frame(out, AMQP_FRAME_HEADER, channel, kContentPrefix + room);
+    put16(out.data() + at, AMQP_BASIC_CLASS);
+    put16(out.data() + at + 2, 0);  // weight
+    put64(out.data() + at + 4, body.size());
+    size = amqp_encode_properties(AMQP_BASIC_CLASS, const_cast<amqp_basic_properties_t*>(&properties),
+                                  amqp_bytes_t{room, out.data() + at + kContentPrefix});
+    if (size >= 0) break;
+    out.resize(header_at);
+    if (room == kPropertiesMax) return give_up(size);
+  }
+  close_frame(out, at, kContentPrefix + static_cast<std::size_t>(size));
+  // The body frames.
+  const std::size_t per_frame = frame_max - kFrameHeader - kFrameEnd;
+  for (std::size_t done = 0; done < body.size();) {
+    const std::size_t n = std::min(per_frame, body.size() - done);
+    at = open_frame(out, AMQP_FRAME_BODY, channel, n);
+    std::memcpy(out.data() + at, body.data() + done, n);
+    close_frame(out, at, n);
+    done += n;
+  }
+  return AMQP_STATUS_OK;
+}
 
 Result<std::unique_ptr<Connection>> Connection::open(const RabbitmqServerConfig& server,
                                                      std::chrono::milliseconds timeout) {
@@ -75,6 +178,8 @@ Result<std::unique_ptr<Connection>> Connection::open(const RabbitmqServerConfig&
     return c->failed_rpc("login as " + server.user + " to vhost " + server.vhost + " refused", login);
   amqp_channel_open(c->conn_, kChannel);
   if (amqp_get_rpc_reply(c->conn_).reply_type != AMQP_RESPONSE_NORMAL) return c->failed_rpc("opening a channel");
+  c->tls_ = server.tls;
+  c->frame_max_ = static_cast<std::size_t>(amqp_get_frame_max(c->conn_));
   c->usable_ = true;
   return c;
 }
@@ -185,6 +290,9 @@ Result<void> Connection::consume(const std::string& queue) {
 }
 
 Result<std::optional<Incoming>> Connection::next(std::chrono::microseconds timeout) {
+  // What is waited for may answer publishes still in the buffer.
+  if (!out_.empty())
+    if (auto sent = flush(); !sent) return std::move(sent).error();
   amqp_maybe_release_buffers(conn_);  // what the previous Incoming pointed at
   amqp_frame_t frame{};
   timeval tv = to_timeval(timeout);
@@ -263,10 +371,42 @@ Result<void> Connection::read_content(Incoming& in, std::chrono::microseconds ti
 
 Result<void> Connection::publish(std::string_view exchange, std::string_view routing_key, bool mandatory,
                                  const amqp_basic_properties_t& properties, std::span<const std::byte> body) {
-  const amqp_bytes_t bytes{body.size(), const_cast<std::byte*>(body.data())};
-  const int status = amqp_basic_publish(conn_, kChannel, amqp_text(exchange), amqp_text(routing_key),
-                                        mandatory ? 1 : 0, 0, &properties, bytes);
+  if (tls_) {
+    const amqp_bytes_t bytes{body.size(), const_cast<std::byte*>(body.data())};
+    const int status = amqp_basic_publish(conn_, kChannel, amqp_text(exchange), amqp_text(routing_key),
+                                          mandatory ? 1 : 0, 0, &properties, bytes);
+    if (status != AMQP_STATUS_OK) return failed("publishing", status);
+    return Ok{};
+  }
+  const int status = append_publish(out_, kChannel, frame_max_, exchange, routing_key, mandatory, properties, body);
   if (status != AMQP_STATUS_OK) return failed("publishing", status);
+  if (out_.size() >= kFlushBytes) return flush();
+  return Ok{};
+}
+
+Result<void> Connection::flush() {
+  // rabbitmq-c's socket is non-blocking: a full socket buffer is waited
+  // for with poll(), without a deadline, as amqp_basic_publish does.
+  // interrupt()'s shutdown() wakes the poll and fails the send.
+  const int fd = amqp_get_sockfd(conn_);
+  std::size_t sent = 0;
+  while (sent < out_.size()) {
+    const ssize_t n = ::send(fd, out_.data() + sent, out_.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, -1) >= 0 || errno == EINTR) continue;
+    }
+    const std::string why = std::strerror(errno);
+    out_.clear();
+    usable_ = false;
+    return Error{Errc::system, where_ + ": publishing: " + why};
+  }
+  out_.clear();
   return Ok{};
 }
 

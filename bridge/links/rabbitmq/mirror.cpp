@@ -92,12 +92,21 @@ void Mirror::idle() {
 }
 
 bool Mirror::publish_batch() {
+  bool all = true;
   for (const MessageView* m; (m = ring_.current()) != nullptr; ring_.advance()) {
     if (m->origin() != 0) continue;  // relayed: its origin host mirrors it
-    if (ring_.pending() >= window_) return false;
+    if (ring_.pending() >= window_) {
+      all = false;
+      break;
+    }
     if (!publish(*m)) return false;
   }
-  return true;
+  // The run of publishes in one write (plain TCP; amqp_client.hpp).
+  if (auto sent = connection_->flush(); !sent) {
+    lost(sent.error().message);
+    return false;
+  }
+  return all;
 }
 
 bool Mirror::publish(const MessageView& m) {

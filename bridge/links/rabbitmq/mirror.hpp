@@ -64,8 +64,9 @@ class Mirror final : public RabbitmqLink {
   // The window (ring_): its entry i has the delivery tag first_tag_ + i
   // (tags count publishes on the channel).
   Result<void> open_ahead(std::uint64_t from, bool restarted);
-  // Publishes the held batch from the ring's current() on; false when the
-  // window is full or the connection went (then lost() has run).
+  // Publishes the held batch from the ring's current() on, up to the
+  // window, and writes the run at once (Connection::flush()); false when
+  // the window is full or the connection went (then lost() has run).
   bool publish_batch();
   bool publish(const MessageView& m);
   // Confirms and returns: waits up to `wait` for the first frame, then
