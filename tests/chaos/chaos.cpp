@@ -108,6 +108,11 @@ struct Options {
   std::string services;               // services.sh, which restarts them
 };
 
+// The variable `services.sh env` sets to a lock server's address.
+const char* address_variable(const std::string& kind) {
+  return kind == "zookeeper" ? "COLO_ZOOKEEPER" : kind == "etcd" ? "COLO_ETCD" : "COLO_REDIS";
+}
+
 // A lock server of the run (--backends) and what the schedule does to it.
 struct Backend {
   std::string kind;      // zookeeper, etcd, redis: services.sh's name and colod's lock_backend kind
@@ -503,7 +508,7 @@ void Run::inject_fault() {
 // through that host's backend link, which listens there on the same port.
 bool Run::set_up_backends(LocalCluster::Settings& s) {
   for (Backend& b : backends_) {
-    const char* var = b.kind == "zookeeper" ? "COLO_ZOOKEEPER" : b.kind == "etcd" ? "COLO_ETCD" : "COLO_REDIS";
+    const char* var = address_variable(b.kind);
     const char* value = std::getenv(var);
     if (value == nullptr || *value == '\0') {
       std::fprintf(stderr, "colo-chaos: --backends %s: %s is not set (eval \"$(%s env %s)\")\n", b.kind.c_str(), var,
@@ -893,7 +898,7 @@ int main(int argc, char** argv) {
   if (!o.backends.empty() && o.services.empty()) return usage("--backends needs --services (services.sh restarts them)");
   if (o.backends.empty() && !o.services.empty()) return usage("--services without --backends");
   for (const std::string& kind : o.backends) {
-    const char* var = kind == "zookeeper" ? "COLO_ZOOKEEPER" : kind == "etcd" ? "COLO_ETCD" : "COLO_REDIS";
+    const char* var = address_variable(kind);
     const char* required = std::getenv("COLO_REQUIRE_SERVICES");
     if (std::getenv(var) == nullptr && (required == nullptr || std::strcmp(required, "1") != 0)) {
       std::printf("colo-chaos: skipped: %s is not set (start the servers: %s start; eval \"$(%s env)\")\n", var,
