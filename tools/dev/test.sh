@@ -27,10 +27,16 @@ import json, sys
 passed = failed = skipped = 0
 for path in sys.argv[1:]:
     for line in open(path):
-        r = json.loads(line)["result"]
+        test = json.loads(line)
+        r = test["result"]
         if r in ("OK", "EXPECTEDFAIL"): passed += 1
         elif r == "SKIP": skipped += 1
-        else: failed += 1
+        else:
+            failed += 1
+            # Named here too: CI often keeps only the tail of the output.
+            print(f"colo: FAILED {test['name']} ({r}, {test['duration']:.1f} s, {path}); its output's end:")
+            for out in (test.get("stdout") or "").splitlines()[-40:]:
+                print(f"  | {out}")
 print(f"colo: {passed} passed, {failed} failed, {skipped} skipped")
 sys.exit(1 if failed else 0)
 PY
