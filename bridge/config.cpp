@@ -750,7 +750,7 @@ void read_links(const Source& src, const Section& root, Config& c) {
   for (const toml::table* t : table_array(root, "link")) {
     const Section link(src, *t, "link[" + std::to_string(index++) + "]", "[[link]]");
     link.only({"name", "object", "kind", "mode", "backpressure", "capacity", "max_message", "history", "acks",
-               "max_deliveries", "high_watermark", "low_watermark", "kafka", "rabbitmq"});
+               "max_deliveries", "high_watermark", "low_watermark", "paused", "kafka", "rabbitmq"});
     LinkConfig l;
     const std::string mode = link.required_string("mode");
     if (mode == "mirror") l.mode = LinkMode::mirror;
@@ -772,6 +772,7 @@ void read_links(const Source& src, const Section& root, Config& c) {
       if (*bp != "block" && *bp != "lossy") link.fail("backpressure", quoted(*bp) + " is not block or lossy");
       l.lossy = *bp == "lossy";
     }
+    if (auto paused = link.boolean("paused")) l.paused = *paused;
     for (std::string_view k : {"high_watermark", "low_watermark"}) {
       const toml::node* n = link.node(k);
       if (n == nullptr) continue;

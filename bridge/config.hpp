@@ -169,6 +169,9 @@ struct LinkConfig {
   bool lossy = false;                // mirror: backpressure = "block" | "lossy"
   double high_watermark = 0.5;       // spill: of the ring's bytes queued, when to move messages out
   double low_watermark = 0.25;       // spill: and when to bring them back
+  // Starts paused: open, connected, moving nothing until `colo links resume
+  // NAME` (a rollout checked before it moves messages; a benchmark's start).
+  bool paused = false;
   LinkSystem system = LinkSystem::kafka;
   KafkaLinkConfig kafka;             // system kafka
   RabbitmqLinkConfig rabbitmq;       // system rabbitmq

@@ -24,6 +24,7 @@ const char* to_string(LinkState state) noexcept {
 
 Link::Link(LinkConfig config, const Log& log) : config_(std::move(config)), log_(log) {
   state_since_ns_.store(monotonic_ns());
+  paused_.store(config_.paused);
 }
 
 Link::~Link() {
@@ -117,7 +118,7 @@ void Link::run() {
       while (!stopping() && monotonic_ns() < retry_at) std::this_thread::sleep_for(std::chrono::milliseconds(20));
       continue;
     }
-    set_state(LinkState::running);
+    set_state(pause_requested() ? LinkState::paused : LinkState::running);  // `paused = true`: never running first
     bool failed = false;
     while (!stopping() && !failed) {
       if (pause_requested()) {

@@ -27,9 +27,10 @@
 //   starting: opening the object, connecting, finding where to resume.
 //   running: moving messages. down: the other side is unreachable (the
 //   link retries by itself; what it holds stays held). paused: `colo link
-//   pause NAME`: moves nothing (a mirror in block mode then holds local
-//   writers back once the ring is full; a source stops consuming). failed:
-//   open() said why (last_error); tried again every kRetryAfter.
+//   pause NAME`, or `paused = true` in its config from the start: moves
+//   nothing (a mirror in block mode then holds local writers back once the
+//   ring is full; a source stops consuming). failed: open() said why
+//   (last_error); tried again every kRetryAfter.
 //
 // A NEW KIND OF LINK (another system) derives from Link: open(), step(),
 // close() and describe(); LinkService::start() makes it from its

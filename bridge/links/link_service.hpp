@@ -29,7 +29,7 @@ class LinkService {
   void stop();
 
   std::vector<LinkStatus> status() const;  // in config order
-  // `colo link pause|resume NAME`. Errc::not_found for an unknown name.
+  // `colo links pause|resume NAME`. Errc::not_found for an unknown name.
   Result<void> pause(const std::string& name);
   Result<void> resume(const std::string& name);
 

@@ -277,7 +277,7 @@ TEST_F(LoadConfig, readsKafkaClustersAndLinksOfEveryMode) {
                             "backpressure = \"lossy\"", "capacity = 4194304",
                             "kafka = { cluster = \"dc1\", key = \"payload:4:8\", partitions = 3 }",  //
                             "[[link]]", "name = \"in\"", "object = \"orders\"", "kind = \"queue\"", "mode = \"source\"",
-                            "acks = true", "[link.kafka]", "cluster = \"dc1\"", "topic = \"orders.v1\"",
+                            "acks = true", "paused = true", "[link.kafka]", "cluster = \"dc1\"", "topic = \"orders.v1\"",
                             "group = \"g1\"", "start = \"latest\"",  //
                             "[[link]]", "object = \"jobs\"", "kind = \"queue\"", "mode = \"spill\"",
                             "high_watermark = 0.6", "low_watermark = 0.2", "kafka = { cluster = \"dc1\" }"}));
@@ -302,7 +302,9 @@ TEST_F(LoadConfig, readsKafkaClustersAndLinksOfEveryMode) {
   EXPECT_EQ(mirror.kafka.key.offset, 4u);
   EXPECT_EQ(mirror.kafka.key.length, 8u);
   EXPECT_EQ(mirror.kafka.partitions, 3);
+  EXPECT_FALSE(mirror.paused) << "by default a link moves messages from the start";
   const auto& source = sut->links[1];
+  EXPECT_TRUE(source.paused);
   EXPECT_EQ(source.name, "in");
   EXPECT_EQ(source.mode, LinkMode::source);
   EXPECT_TRUE(source.acks);
@@ -372,6 +374,8 @@ TEST_F(LoadConfig, refusesLinksThatCannotWork) {
             at(10) + "link[0].mode: a spill needs a queue with acks (what colod takes out must come back if it dies)");
   EXPECT_EQ(error(link({topic, "kind = \"queue\"", "acks = true", "mode = \"spill\"", "low_watermark = 0.9", to_dc1})),
             at(12) + "link[0].low_watermark: must be below high_watermark (0.500000)");
+  EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", "paused = \"yes\"", to_dc1})),
+            at(11) + "link[0].paused: expected true or false, found a string");
   EXPECT_EQ(error(link({topic, kind, "mode = \"source\"", "backpressure = \"lossy\"", to_dc1})),
             at(11) + "link[0].backpressure: only a mirror has a backpressure class");
   EXPECT_EQ(error(link({topic, kind, "mode = \"mirror\"", "kafka = { cluster = \"dc1\", key = \"payload:8\" }"})),

@@ -7,6 +7,8 @@
 //   intoATopic...  3,000 messages: each once, in order, with queue, exchange,
 //                  routing key, message id, content type and headers;
 //                  acknowledged once in the ring (the queue ends empty)
+//   aLinkConfiguredPaused...  `paused = true`: connected, nothing published
+//                  until `colo links resume`, then every message in order
 //   intoAQueue...  100,000 messages, consumer processes SIGKILLed 20 times at
 //                  random and colod once: every message consumed; one
 //                  consumed twice only if a copy is marked (deliveries > 1,
@@ -80,6 +82,41 @@ TEST_F(Source, intoATopicInOrderWithItsMetadataAcknowledgedOnceInTheRing) {
   std::this_thread::sleep_for(1s);
   EXPECT_TRUE(subscriber.receive_batch_for(16, 100ms).empty());
   EXPECT_EQ(link(h, "source:orders")["produced"], 0);
+}
+
+TEST_F(Source, aLinkConfiguredPausedPublishesNothingUntilResumed) {
+  auto& h = add_host("alpha");
+  write_configs({}, false);
+  const std::string queue = queue_name("held");
+  append_config(h, rabbitmq_toml() + "[[link]]\nobject = \"held\"\nkind = \"topic\"\nmode = \"source\"\n"
+                                     "paused = true\nrabbitmq = { server = \"local\", queue = \"" + queue +
+                                     "\", prefetch = 100 }\n");
+  start(h);
+  ASSERT_TRUE(wait_link(h, "source:held", [](const json& l) { return l["state"] == "paused"; }, 60s))
+      << h.colod->err();
+  auto node = Node::open(test::node_options(h.ns)).value();
+  auto subscriber = node.topic("held", OpenMode::open).value().subscribe().value();
+  constexpr int kMessages = 500;
+  amqp({"publish", queue, std::to_string(kMessages)});
+  std::this_thread::sleep_for(1s);
+  EXPECT_TRUE(subscriber.receive_batch_for(16, 100ms).empty()) << "a paused source publishes nothing";
+  json l = link(h, "source:held");
+  EXPECT_EQ(l["state"], "paused");
+  EXPECT_EQ(l["produced"], 0);
+  EXPECT_EQ(l["acknowledged"], 0);
+  const auto resumed = test::run({test::colo_path(), "--ns", h.ns, "links", "resume", "source:held", "--socket",
+                                  h.control, "--timeout", "5"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_EQ(resumed.out, "link source:held resumed\n");
+  for (int seen = 0; seen < kMessages;) {
+    auto batch = subscriber.receive_batch_for(512, 10s);
+    ASSERT_FALSE(batch.empty()) << "after " << seen << " messages; colod:\n" << h.colod->err();
+    for (const auto& m : batch) EXPECT_EQ(text(m.data()), "m" + std::to_string(seen++) + " ");
+  }
+  ASSERT_TRUE(wait_link(h, "source:held", [](const json& j) { return j["acknowledged"] == kMessages; }, 30s, &l))
+      << l.dump();
+  EXPECT_EQ(l["state"], "running");
+  EXPECT_EQ(amqp({"count", queue}).out, "0\n") << "every delivery acknowledged";
 }
 
 // One line of a consumer's file (tests/kafka/queue_consumer.cpp).
