@@ -3,11 +3,12 @@
 // "Figures").
 //
 // For each message size (--sizes, default 64 B and 1 KiB), N messages
-// (--messages), every message persistent into a durable queue. The three
-// publish cells run interleaved, --rounds times (default 3): round after
-// round, for each size raw, + id, mirror, each into its queue emptied
-// (queue.purge) just before, so a burst of load from the machine's other
-// users falls on one round's cells rather than on one cell of every round.
+// (--messages), every message persistent into a durable queue. The five
+// cells run interleaved, --rounds times (default 3): round after round, for
+// each size raw, + id, mirror (each into its queue emptied (queue.purge)
+// just before), then raw consume and source, so a burst of load from the
+// machine's other users falls on one round's cells rather than on one cell
+// of every round.
 // Each round's ratios are reported, and the median and range of each cell.
 //   publish  raw: this process's rabbitmq-c connection in confirm mode, at
 //            most --window messages published and not yet confirmed (the
@@ -22,20 +23,22 @@
 //            publishes N messages into the ring (publish_batch); msg/s from
 //            the first publish to the moment colod's link reports N
 //            acknowledged (its control socket, polled every 5 ms).
-//   consume  (once, after the rounds) raw: a rabbitmq-c consumer with
-//            manual acks and basic.qos --prefetch (the source's `prefetch`)
-//            reads the N messages the last round's "+ id" cell left in its
-//            queue, one ack (multiple) per 256
+//   consume  (each 5 s after its queue was filled: a fresh queue reads
+//            slower for a while, whoever reads it)
+//            raw: a rabbitmq-c consumer with manual acks and basic.qos
+//            --prefetch (the source's `prefetch`) reads the N messages the
+//            round's "+ id" cell left in its queue, one ack (multiple) per 256
 //            deliveries as a source acknowledges a topic's batch; msg/s from
 //            the first delivery to the last.
-//            source: a colod (one per size, started once the rounds are
-//            done) consumes the mirror's queue (N messages with colo's
+//            source: a colod (one per size and round, started for the
+//            cell with its link paused, resumed once the queue has
+//            settled) consumes the mirror's queue (N messages with colo's
 //            message ids, as the raw consumer's) into a topic nobody reads;
-//            msg/s from its first published message to its N-th (its
+//            msg/s from its first published messages to its N-th (its
 //            `produced` counter, polled every 5 ms), as for the raw consumer.
 // Goals (reported, not enforced): mirror msg/s and source msg/s each at
-// least 80% of the raw figure at each size (the mirror: the median of its
-// rounds' ratios).
+// least 80% of the raw figure at each size (the median of the rounds'
+// ratios).
 //
 // Checked, making the exit status 1: every message confirmed (raw, mirror),
 // every message consumed (raw, source), nothing lost or skipped.
@@ -92,16 +95,16 @@ struct Options {
   bool json = false;
 };
 
-// One round of the publish cells of one size, msg/s.
+// One round of the cells of one size, msg/s.
 struct PublishRound {
   double raw = 0, as_mirror = 0, mirror = 0;
+  double raw_consume = 0, source = 0;
   double load = 0;  // 1-minute load average as the round started
 };
 
 struct SizeRun {
   std::uint32_t size = 0;
   std::vector<PublishRound> rounds;
-  double raw_consume = 0, source = 0;  // msg/s
   std::string error;  // a failed measurement
 };
 
@@ -307,23 +310,24 @@ std::optional<ColodLink> link_of(const LocalCluster::Host& h, const std::string&
   return std::nullopt;
 }
 
-bool wait_running(const LocalCluster::Host& h, const std::string& name, std::string& error) {
+// Waits until link `name` of h is in `state` ("running", "paused").
+bool wait_state(const LocalCluster::Host& h, const std::string& name, const std::string& state, std::string& error) {
   const std::uint64_t deadline = monotonic_ns() + 60'000'000'000ull;
   std::optional<ColodLink> l;
   while (monotonic_ns() < deadline) {
     l = link_of(h, name);
-    if (l && l->state == "running") return true;
+    if (l && l->state == state) return true;
     std::this_thread::sleep_for(kLinkPoll);
   }
-  error = "link " + name + " not running after 60 s" + (l ? ": " + l->state + ": " + l->last_error : "");
+  error = "link " + name + " not " + state + " after 60 s" + (l ? ": " + l->state + ": " + l->last_error : "");
   return false;
 }
 
 std::string link_toml(const std::string& mode, const std::string& object, std::uint64_t capacity,
-                      std::uint32_t max_message, const std::string& rabbitmq) {
+                      std::uint32_t max_message, const std::string& rabbitmq, bool paused = false) {
   return "[[link]]\nmode = \"" + mode + "\"\nobject = \"" + object + "\"\nkind = \"topic\"\ncapacity = " +
          std::to_string(capacity) + "\nmax_message = " + std::to_string(max_message) +
-         "\nrabbitmq = { server = \"bench\", " + rabbitmq + " }\n";
+         (paused ? "\npaused = true" : "") + "\nrabbitmq = { server = \"bench\", " + rabbitmq + " }\n";
 }
 
 // ------------------------------------------------------------------ the run
@@ -376,6 +380,56 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
   ServerToml server;
   if (auto e = server_toml(o, password, server); !e.empty()) return r.error = e, r;
 
+  // A queue just filled is slower to read for a few seconds (RabbitMQ is
+  // still writing its messages away): 1 KiB messages read at 40-50 k/s
+  // right after, up to twice that later, for rabbitmq-c and colod alike.
+  // Each consume cell starts kSettleNs after its queue was filled, so that
+  // both read queues of the same age.
+  constexpr std::uint64_t kSettleNs = 5'000'000'000;
+  auto settle = [](std::uint64_t filled_ns) {
+    const std::uint64_t now = monotonic_ns();
+    if (now < filled_ns + kSettleNs) std::this_thread::sleep_for(std::chrono::nanoseconds(filled_ns + kSettleNs - now));
+  };
+
+  // A colod whose source link consumes the mirror's queue (N messages with
+  // colo's message ids, filled at `filled_ns`) into a topic nobody reads:
+  // its ring wraps (reclaim is part of the cost), 64 MiB like a busy
+  // topic's. The link starts paused (connected, `prefetch` deliveries
+  // taken, nothing published) and is resumed once the queue has settled, so
+  // the cell times the link, not colod's start. msg/s from the first count
+  // of published records that moved to the N-th (the prefetched ones before
+  // it are not counted); 0 and `error` set if it failed.
+  auto measure_source = [&](SizeRun& s, std::uint64_t filled_ns) -> double {
+    const std::string link = "source:bench/source-" + std::to_string(s.size);
+    LocalCluster::Settings settings;
+    settings.colod = o.colod;
+    settings.extra_toml =
+        server.toml + link_toml("source", "bench/source-" + std::to_string(s.size),
+                                std::max<std::uint64_t>(64ull << 20, ring_for(1000, s.size + 512)), s.size + 512,
+                                "queue = \"" + mirror_queue(s) + "\", prefetch = " + std::to_string(o.prefetch), true);
+    LocalCluster cluster;
+    if (auto started = cluster.start(settings, {{"bench", "rmqbench-s-"}}); !started) {
+      s.error = started.error().message;
+      return 0;
+    }
+    auto& h = cluster.host(0);
+    double rate = 0;
+    if (wait_state(h, link, "paused", s.error)) {
+      settle(filled_ns);
+      if (auto resumed = colod_pause_link(h.ns(), h.control, 1.0, link, false); !resumed) {
+        s.error = resumed.error().message;
+      } else {
+        std::uint64_t first = 0, at_first = 0, done = 0;
+        if (wait_counter(h, link, true, o.messages, first, done, s.error, &at_first) && done > first)
+          rate = static_cast<double>(o.messages - at_first) / (static_cast<double>(done - first) / 1e9);
+        else if (s.error.empty())
+          s.error = "the source took every message before its counter was read twice (use more --messages)";
+      }
+    }
+    (void)cluster.stop();
+    return rate;
+  };
+
   // A colod with a mirror link per size, up through the rounds.
   {
     LocalCluster::Settings settings;
@@ -395,10 +449,13 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
     auto node = Node::open(node_options);
     if (!node) return r.error = node.error().message, r;
     for (auto& s : r.sizes)
-      (void)wait_running(host, "mirror:bench/mirror-" + std::to_string(s.size), s.error);
+      (void)wait_state(host, "mirror:bench/mirror-" + std::to_string(s.size), "running", s.error);
 
-    // The publish cells, interleaved: round after round, each size's raw,
-    // + id and mirror in turn.
+    // The cells, interleaved: round after round, each size's raw, + id and
+    // mirror publish in turn, then rabbitmq-c's consumer on what the + id
+    // cell left and colod's source on what the mirror left (the same
+    // messages), so that the consume cells too are measured in every round
+    // under the same conditions.
     for (std::uint32_t round = 0; round < o.rounds; ++round) {
       for (auto& s : r.sizes) {
         if (!s.error.empty()) continue;
@@ -412,6 +469,7 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
         progress.show("raw publish with colo's message id, " + of);
         pr.as_mirror = raw_publish(o, password, headers_queue(s), s.size, true, s.error);
         if (!s.error.empty()) continue;
+        const std::uint64_t as_mirror_filled = monotonic_ns();
         progress.show("mirror, " + of);
         if (s.error = empty_queue(o, password, mirror_queue(s)); !s.error.empty()) continue;
         const std::string object = "bench/mirror-" + std::to_string(s.size);
@@ -423,51 +481,24 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
                           s.error))
           continue;
         pr.mirror = o.messages / (static_cast<double>(done - t0) / 1e9);
+        progress.show("raw consume, " + of);
+        settle(as_mirror_filled);
+        pr.raw_consume = raw_consume(o, password, headers_queue(s), s.error);
+        if (!s.error.empty()) continue;
+        progress.show("colod source, " + of);
+        pr.source = measure_source(s, done);
+        if (!s.error.empty()) continue;
         s.rounds.push_back(pr);
       }
     }
     (void)cluster.stop();
   }
 
-  // rabbitmq-c's consumer: what the last round's "+ id" cell left.
-  for (auto& s : r.sizes) {
-    if (!s.error.empty()) continue;
-    progress.show("raw consume, " + std::to_string(s.size) + " B");
-    s.raw_consume = raw_consume(o, password, headers_queue(s), s.error);
-  }
-
-  // A colod per size whose source link consumes the mirror's queue (N
-  // messages with colo's message ids) into a topic nobody reads: its ring wraps
-  // (reclaim is part of the cost), 64 MiB like a busy topic's.
-  for (auto& s : r.sizes) {
-    if (!s.error.empty()) continue;
-    LocalCluster::Settings settings;
-    settings.colod = o.colod;
-    settings.extra_toml =
-        server.toml + link_toml("source", "bench/source-" + std::to_string(s.size),
-                                std::max<std::uint64_t>(64ull << 20, ring_for(1000, s.size + 512)), s.size + 512,
-                                "queue = \"" + mirror_queue(s) + "\", prefetch = " + std::to_string(o.prefetch));
-    progress.show("colod source, " + std::to_string(s.size) + " B");
-    LocalCluster cluster;
-    if (auto started = cluster.start(settings, {{"bench", "rmqbench-s-"}}); !started) {
-      s.error = started.error().message;
-      continue;
-    }
-    std::uint64_t first = 0, at_first = 0, done = 0;
-    if (wait_counter(cluster.host(0), "source:bench/source-" + std::to_string(s.size), true, o.messages, first, done,
-                     s.error, &at_first) &&
-        done > first)
-      s.source = static_cast<double>(o.messages - at_first) / (static_cast<double>(done - first) / 1e9);
-    else if (s.error.empty())
-      s.error = "the source took every message before its counter was read twice (use more --messages)";
-    (void)cluster.stop();
-  }
   if (auto e = delete_queues(o, password, queues); !e.empty() && r.error.empty()) r.error = e;
   return r;
 }
 
 std::string ratio_or_dash(double a, double b) { return a > 0 && b > 0 ? ratio_text(a / b) : "-"; }
-const char* goal_text(double a, double b) { return a > 0 && b > 0 && a >= kGoalRatio * b ? "met" : "MISSED"; }
 
 int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
   if (o.quick && cmd.count("--messages") == 0) o.messages = 10'000;
@@ -505,7 +536,10 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
                           {"raw_publish_as_mirror_msg_per_s", pr.as_mirror},
                           {"mirror_msg_per_s", pr.mirror},
                           {"mirror_over_raw", pr.raw > 0 ? pr.mirror / pr.raw : 0},
-                          {"mirror_over_raw_as_mirror", pr.as_mirror > 0 ? pr.mirror / pr.as_mirror : 0}});
+                          {"mirror_over_raw_as_mirror", pr.as_mirror > 0 ? pr.mirror / pr.as_mirror : 0},
+                          {"raw_consume_msg_per_s", pr.raw_consume},
+                          {"source_msg_per_s", pr.source},
+                          {"source_over_raw", pr.raw_consume > 0 ? pr.source / pr.raw_consume : 0}});
       sizes.push_back({{"size", s.size},
                        {"rounds", rounds},
                        {"raw_publish_msg_per_s_median", median(each(s, &PublishRound::raw))},
@@ -514,9 +548,9 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
                        {"mirror_over_raw_median", median(ratios(s, &PublishRound::mirror, &PublishRound::raw))},
                        {"mirror_over_raw_as_mirror_median",
                         median(ratios(s, &PublishRound::mirror, &PublishRound::as_mirror))},
-                       {"raw_consume_msg_per_s", s.raw_consume},
-                       {"source_msg_per_s", s.source},
-                       {"source_over_raw", s.raw_consume > 0 ? s.source / s.raw_consume : 0},
+                       {"raw_consume_msg_per_s_median", median(each(s, &PublishRound::raw_consume))},
+                       {"source_msg_per_s_median", median(each(s, &PublishRound::source))},
+                       {"source_over_raw_median", median(ratios(s, &PublishRound::source, &PublishRound::raw_consume))},
                        {"goal_at_least", kGoalRatio},
                        {"error", s.error}});
     }
@@ -576,21 +610,28 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
     }
     if (!s.error.empty()) std::printf("%-7s FAILED: %s\n", human_bytes(s.size).c_str(), s.error.c_str());
   }
-  std::printf("\n%-7s %13s %13s %8s %6s\n", "size", "raw consume", "colod source", "/raw", "goal");
+  std::printf("\n%-7s %-13s %13s %13s %8s %6s\n", "size", "round", "raw consume", "colod source", "/raw", "goal");
   for (const auto& s : r.sizes) {
-    if (!s.error.empty()) continue;
-    std::printf("%-7s %11s/s %11s/s %8s %6s\n", human_bytes(s.size).c_str(), human_rate(s.raw_consume).c_str(),
-                human_rate(s.source).c_str(), ratio_or_dash(s.source, s.raw_consume).c_str(),
-                goal_text(s.source, s.raw_consume));
+    for (std::size_t i = 0; i < s.rounds.size(); ++i)
+      std::printf("%-7s %-13zu %11s/s %11s/s %8s\n", human_bytes(s.size).c_str(), i + 1,
+                  human_rate(s.rounds[i].raw_consume).c_str(), human_rate(s.rounds[i].source).c_str(),
+                  ratio_or_dash(s.rounds[i].source, s.rounds[i].raw_consume).c_str());
+    if (s.rounds.empty()) continue;
+    const double over_raw = median(ratios(s, &PublishRound::source, &PublishRound::raw_consume));
+    std::printf("%-7s %-13s %11s/s %11s/s %8s %6s\n", human_bytes(s.size).c_str(), "median",
+                human_rate(median(each(s, &PublishRound::raw_consume))).c_str(),
+                human_rate(median(each(s, &PublishRound::source))).c_str(), ratio_or_dash(over_raw, 1).c_str(),
+                over_raw >= kGoalRatio ? "met" : "MISSED");
   }
   if (!r.error.empty()) std::printf("FAILED: %s\n", r.error.c_str());
   std::printf(
       "raw publish: rabbitmq-c, persistent messages into a durable queue, confirms with the mirror's window, no\n"
       "properties; + msg id: the same as the mirror publishes (mandatory, timestamp, message id). mirror: from\n"
-      "the first publish into the ring to RabbitMQ's last confirm. The three run interleaved, round after round;\n"
-      "the goal is judged on the median of the rounds' mirror/raw ratios. raw consume: rabbitmq-c, manual acks, the\n"
-      "source's prefetch; source: colod consumes into a topic. Goals (mirror/raw, source/raw at least 0.8) are\n"
-      "reported, not enforced; exit status 1 only if a measurement failed or a message was lost.\n");
+      "the first publish into the ring to RabbitMQ's last confirm. raw consume: rabbitmq-c, manual acks, the\n"
+      "source's prefetch, what + msg id published; source: colod consumes what the mirror published into a topic.\n"
+      "The five run interleaved, round after round; goals (mirror/raw, source/raw at least 0.8) are judged on the\n"
+      "median of the rounds' ratios, reported, not enforced; exit status 1 only if a measurement failed or a\n"
+      "message was lost.\n");
   return correct ? kExitOk : kExitFailure;
 }
 
