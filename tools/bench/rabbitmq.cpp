@@ -23,8 +23,8 @@
 //            publishes N messages into the ring (publish_batch); msg/s from
 //            the first publish to the moment colod's link reports N
 //            acknowledged (its control socket, polled every 5 ms).
-//   consume  (each 5 s after its queue was filled: a fresh queue reads
-//            slower for a while, whoever reads it)
+//   consume  (each 5 s after its queue was filled: a queue just filled
+//            often reads slower, whoever reads it)
 //            raw: a rabbitmq-c consumer with manual acks and basic.qos
 //            --prefetch (the source's `prefetch`) reads the N messages the
 //            round's "+ id" cell left in its queue, one ack (multiple) per 256
@@ -380,11 +380,12 @@ Run run(const Options& o, const std::string& password, Progress& progress) {
   ServerToml server;
   if (auto e = server_toml(o, password, server); !e.empty()) return r.error = e, r;
 
-  // A queue just filled is slower to read for a few seconds (RabbitMQ is
-  // still writing its messages away): 1 KiB messages read at 40-50 k/s
-  // right after, up to twice that later, for rabbitmq-c and colod alike.
-  // Each consume cell starts kSettleNs after its queue was filled, so that
-  // both read queues of the same age.
+  // A queue of 1 KiB messages reads at one of two speeds (40-50 k or
+  // 80-110 k msg/s on the development machine), for rabbitmq-c and colod
+  // alike; a queue just filled was most often the slow one. Each consume
+  // cell starts kSettleNs after its queue was filled, so that both read
+  // queues of the same age; the rest is why the goal is judged on the
+  // median of the rounds.
   constexpr std::uint64_t kSettleNs = 5'000'000'000;
   auto settle = [](std::uint64_t filled_ns) {
     const std::uint64_t now = monotonic_ns();
