@@ -108,13 +108,9 @@ struct SizeRun {
   std::string error;  // a failed measurement
 };
 
-// The median of `values` (the mean of the middle two for an even count); 0 if none.
-double median(std::vector<double> values) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
-}
+// The median of `values` (format.hpp's spread_of: the mean of the middle two
+// for an even count); 0 if none.
+double median(std::vector<double> values) { return spread_of(std::move(values)).median; }
 
 // Field `f` of every round, or the ratio of two fields (0 where the divisor is).
 std::vector<double> each(const SizeRun& s, double PublishRound::*f) {
@@ -595,14 +591,12 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
                   ratio_or_dash(median(ratios(s, &PublishRound::mirror, &PublishRound::as_mirror)), 1).c_str(),
                   over_raw >= kGoalRatio ? "met" : "MISSED");
       auto range = [&](double PublishRound::*f) {
-        const auto v = each(s, f);
-        return human_rate(*std::min_element(v.begin(), v.end())) + "-" +
-               human_rate(*std::max_element(v.begin(), v.end()));
+        const Spread v = spread_of(each(s, f));
+        return human_rate(v.min) + "-" + human_rate(v.max);
       };
       auto ratio_range = [&](double PublishRound::*num, double PublishRound::*den) {
-        const auto v = ratios(s, num, den);
-        return ratio_text(*std::min_element(v.begin(), v.end())) + "-" +
-               ratio_text(*std::max_element(v.begin(), v.end()));
+        const Spread v = spread_of(ratios(s, num, den));
+        return ratio_text(v.min) + "-" + ratio_text(v.max);
       };
       std::printf("%-7s %-13s %13s %13s %13s %7s %7s\n", "", "range", range(&PublishRound::raw).c_str(),
                   range(&PublishRound::as_mirror).c_str(), range(&PublishRound::mirror).c_str(),
