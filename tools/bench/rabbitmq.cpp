@@ -639,9 +639,8 @@ int run_bench_rabbitmq(Options o, const CLI::App& cmd) {
       "the first publish into the ring to RabbitMQ's last confirm. raw consume: rabbitmq-c, manual acks, the\n"
       "source's prefetch, what + msg id published; source: colod consumes what the mirror published into a topic.\n"
       "The five run interleaved, round after round, all of a size in one queue; goals (mirror/raw, source/raw at\n"
-      "least 0.8) are judged on the\n"
-      "median of the rounds' ratios, reported, not enforced; exit status 1 only if a measurement failed or a\n"
-      "message was lost.\n");
+      "least 0.8) are judged on the median of the rounds' ratios, reported, not enforced; exit status 1 only if a\n"
+      "measurement failed or a message was lost.\n");
   return correct ? kExitOk : kExitFailure;
 }
 
