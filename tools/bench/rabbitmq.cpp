@@ -10,10 +10,10 @@
 // round's cells rather than on one cell of every round.
 // Every cell of a size uses one and the same queue (the links' queue),
 // emptied (queue.purge) before each publish cell, and each publish cell
-// starts after kQuietNs without traffic: measured here, the same bare
-// publisher ran at 0.8-0.9x into one of two freshly declared queues than
-// into the other, whichever ran first, while into one queue the rounds'
-// ratio was 1.02x; with a queue per cell that difference was in the ratios.
+// starts after kQuiet without traffic (not with --quick): measured here,
+// the same bare publisher made 0.8x-0.9x in one of two freshly declared
+// queues of what it made in the other, whichever ran first, and 1.02x
+// into one queue; with a queue per cell that difference was in the ratios.
 // Each round's ratios are reported, and the median and range of each cell.
 //   publish  raw: this process's rabbitmq-c connection in confirm mode, at
 //            most --window messages published and not yet confirmed (the
