@@ -206,7 +206,10 @@ TEST_F(LockTableTest, aBlockedAcquirerIsRecordedAndWokenByTheRelease) {
     auto got = sut->acquire("hot");
     if (got) token = got->fencing_token();
   });
-  ASSERT_TRUE(test::wait_until([&] { return sut->lock("hot")->stats().waiters == 1; }, 5s));
+  // The waiter registers itself, then counts its wait in the hot-key sketch:
+  // wait for both before taking the snapshot.
+  ASSERT_TRUE(test::wait_until(
+      [&] { return sut->lock("hot")->stats().waiters == 1 && !sut->stats().most_contended.empty(); }, 5s));
 
   const LockTableStats blocked = sut->stats();
   guard->unlock();
