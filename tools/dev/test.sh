@@ -54,22 +54,45 @@ meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite mul
 services=tests/services/services.sh
 rm -f build/meson-logs/serviceslog.json  # counted at the end only if it ran this time
 tests/services/install.sh
+all_services=(zookeeper etcd redis kafka rabbitmq)
 started_services=()
-for svc in zookeeper etcd redis kafka rabbitmq; do
+for svc in "${all_services[@]}"; do
   "$services" status "$svc" >/dev/null 2>&1 || started_services+=("$svc")
 done
 stop_services() {
   for svc in "${started_services[@]}"; do "$services" stop "$svc" >/dev/null 2>&1 || true; done
 }
 trap stop_services EXIT
-if "$services" start all; then
+# What services.sh start printed, kept for the end of the run: CI keeps the
+# tail of the output, and a server that did not start must be named there.
+services_log=build/meson-logs/services-start.log
+: >"$services_log"
+start_services() {  # 120 s per server: the JVMs and the Erlang VM start together on 2 cores
+  COLO_SERVICES_TIMEOUT="${COLO_SERVICES_TIMEOUT:-120}" "$services" start all 2>&1 | tee -a "$services_log"
+}
+# One retry: a server that did not answer in time (a slow or busy machine)
+# is stopped and started again; the ones that are up stay up.
+retry_services() {
+  echo "colo: retrying the servers that did not start" | tee -a "$services_log"
+  for svc in "${started_services[@]}"; do
+    "$services" status "$svc" >/dev/null 2>&1 || "$services" stop "$svc" >>"$services_log" 2>&1 || true
+  done
+  start_services
+}
+services_up=1
+if start_services || retry_services; then
   eval "$("$services" env all)"
   # Its own log name: a second `meson test` in build/ would overwrite testlog.json.
   COLO_REQUIRE_SERVICES=1 meson test -C build --num-processes 1 --print-errorlogs --logbase serviceslog \
     --suite services --suite kafka --suite rabbitmq || status=1
 else
-  echo "colo: the services, kafka and rabbitmq suites' servers did not start (logs under /tmp/colo-services)" >&2
+  services_up=0
   status=1
+  # Which ones, while they are still as they failed (stop_services follows).
+  failed_services=()
+  for svc in "${all_services[@]}"; do
+    "$services" status "$svc" >/dev/null 2>&1 || failed_services+=("$svc")
+  done
 fi
 stop_services
 trap - EXIT
@@ -91,5 +114,19 @@ tests/fuzz/run.sh || status=1
 logs=(build/meson-logs/testlog.json build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json)
 # The services suite's log, if it ran (its servers may have failed to start).
 [ -f build/meson-logs/serviceslog.json ] && logs+=(build/meson-logs/serviceslog.json)
+if ((services_up == 0)); then
+  # Last, next to the closing line: the suites that did not run, and why.
+  echo "colo: FAILED: the services, kafka and rabbitmq suites did not run: their servers did not start"
+  sed 's/^/  | /' "$services_log"
+  for svc in "${failed_services[@]}"; do
+    dir="${COLO_SERVICES_DIR:-/tmp/colo-services}/$svc"
+    # RabbitMQ's own log is not its stdout.
+    for log in "$dir/$svc.log" "$dir/data/log/colo-test@localhost.log"; do
+      [ -f "$log" ] || continue
+      echo "  $svc: $log, its end:"
+      tail -n 25 "$log" | sed 's/^/  | /'
+    done
+  done
+fi
 summarise "${logs[@]}" || status=1
 exit $status
