@@ -537,6 +537,7 @@ ChannelStats detail::channel_stats(const ChannelState& state) {
   s.bad_records = c.bad_records.load(relaxed);
   s.dead_readers = c.dead_readers.load(relaxed);
   s.dropped_unacked = c.dropped_unacked.load(relaxed);
+  s.fenced_commits = c.fenced_commits.load(relaxed) != 0;
   // Shared memory is untrusted: a slot is shown only if its words are possible.
   constexpr std::uint32_t kMaxPid = 4'194'304;  // PID_MAX_LIMIT on 64-bit Linux
   for (const auto& p : c.publishers) {

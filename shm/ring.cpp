@@ -220,7 +220,10 @@ void write_intent(PublisherSlot& slot, std::uint64_t pos, std::uint64_t end, std
 // Readers register the process for asymmetric barriers when they open; a
 // process that cannot makes the whole ring fall back to fenced publishes.
 void join_barrier(RingControl& control) noexcept {
-  if (!register_asymmetric_barrier()) control.fenced_commits.store(1, seq_cst);
+  if (!register_asymmetric_barrier()) {
+    std::uint32_t unfenced = 0;  // never lowers kFencesEstablished
+    control.fenced_commits.compare_exchange_strong(unfenced, kFencesPending, seq_cst);
+  }
 }
 
 // A full fence. ThreadSanitizer does not take fences; a locked RMW on a
@@ -243,9 +246,27 @@ inline void order_before_wake_check(const RingControl& control) noexcept {
     full_fence();
 }
 
-// The heavy side, by a sleeper after it registered.
+// Every publication from now on fences: set the flag, then one barrier so
+// that no publication still runs on a value read before it (a publication
+// reads the flag after its store, and the barrier lands between
+// instructions), then tell sleepers they may skip theirs.
+void establish_fences(RingControl& control) noexcept {
+  std::uint32_t unfenced = 0;
+  control.fenced_commits.compare_exchange_strong(unfenced, kFencesPending, seq_cst);
+  if (asymmetric_barrier()) control.fenced_commits.store(kFencesEstablished, seq_cst);
+}
+
+// The heavy side, by a sleeper after it registered (a seq_cst RMW: the
+// sleeper's own full barrier). Once fences are established, writers fence
+// and nothing more is needed here.
 inline void order_before_sleep(RingControl& control) noexcept {
-  if (!asymmetric_barrier()) control.fenced_commits.store(1, seq_cst);
+  if (control.fenced_commits.load(seq_cst) == kFencesEstablished) return;
+  if (!asymmetric_barrier()) {
+    std::uint32_t unfenced = 0;
+    control.fenced_commits.compare_exchange_strong(unfenced, kFencesPending, seq_cst);
+    return;
+  }
+  if (control.barrier_sleeps.fetch_add(1, relaxed) + 1 == kBarrierSleepsBeforeFences) establish_fences(control);
 }
 
 }  // namespace

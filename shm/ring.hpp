@@ -80,7 +80,16 @@
 //   then read data_waiters without a fence of their own: either the writer
 //   sees the registered sleeper, or the sleeper's last check sees the record.
 //   (Where membarrier is unavailable, the ring's `fenced_commits` flag makes
-//   every writer issue a full fence after publishing instead.) A waker calls
+//   every writer issue a full fence after publishing instead.) The barrier
+//   is cheap on an idle host but not on a busy one: it interrupts every CPU
+//   that runs a process of the ring, 11 us per sleep on a 2-vCPU VM with
+//   the other CPU busy, against 0.6 us with it idle. So a ring whose
+//   waiters keep sleeping turns to fenced commits for good: after
+//   kBarrierSleepsBeforeFences sleeps, a sleeper sets `fenced_commits`,
+//   issues one more barrier (every publication after it sees the flag) and
+//   marks it established; from then on writers pay a fence per publication
+//   (tens of ns; one per batch with the batch API) and sleepers no barrier.
+//   A ring whose readers never sleep keeps fence-free commits. A waker calls
 //   futex wake only if someone is registered, and once per round of sleepers
 //   (data_woken / space_woken).
 //
@@ -128,6 +137,12 @@ inline constexpr std::uint64_t kMaxRingCapacity = std::uint64_t{1} << 34;  // 16
 inline constexpr std::uint32_t kMaxBatch = 1u << 16;  // records per claim or read
 inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 inline constexpr std::uint32_t kRingLayoutVersion = 3;
+// RingControl::fenced_commits (WAITING).
+inline constexpr std::uint32_t kFencesPending = 1;
+inline constexpr std::uint32_t kFencesEstablished = 2;
+// Sleeps with a membarrier each before a ring turns to fenced commits: a
+// ring whose waiters sleep this often pays less in fences than in barriers.
+inline constexpr std::uint32_t kBarrierSleepsBeforeFences = 64;
 
 enum class RingKind : std::uint32_t { topic = 1, queue = 2 };
 // Readers of a queue ring are consumers, or taps (block: a cursor that
@@ -273,7 +288,7 @@ static_assert(sizeof(ReaderSlot) == 128, "a reader slot is two cache lines");
 //   128    head {pos, seq}     (oldest retained record), reclaimed 192
 //   192    take {pos, seq}     (queue: next record to hand out)   256
 //   256    data_signal, data_waiters, space_signal, space_waiters,
-//          data_woken, space_woken, fenced_commits                 320
+//          data_woken, space_woken, fenced_commits, barrier_sleeps 320
 //   320    reclaim lock {owner thread, its start time}             384
 //   384    ring counters (RMW, rare events)                        448
 //   448    reserved                                               1024
@@ -310,10 +325,16 @@ struct RingControl {
   // makes one futex call, not one per message (Ring::wake_readers).
   std::atomic<std::uint32_t> data_woken;
   std::atomic<std::uint32_t> space_woken;
-  // 1 once some process of this ring could not use membarrier(2): from then
-  // on writers and readers fence after publishing and releasing (WAITING).
+  // Non-zero: writers and readers fence after publishing and releasing
+  // (WAITING). kFencesPending (1): set, or some process of this ring could
+  // not use membarrier(2); kFencesEstablished (2): set, and a membarrier
+  // since then has made every later publication see it, so sleepers need
+  // no membarrier of their own. Never cleared.
   std::atomic<std::uint32_t> fenced_commits;
-  std::uint8_t pad4[36];
+  // Sleeps that paid a membarrier; at kBarrierSleepsBeforeFences the ring
+  // turns to fenced commits (WAITING).
+  std::atomic<std::uint32_t> barrier_sleeps;
+  std::uint8_t pad4[32];
 
   // Serialises reclaim (and a blocking reader's arrival). Not a pthread
   // robust mutex: glibc keeps a robust mutex's list pointers inside the

@@ -84,6 +84,7 @@ nlohmann::json to_json(const ObjectInfo& info) {
         {"published", c.published},   {"retained", c.retained},         {"depth", c.depth},
         {"used_bytes", c.used_bytes}, {"dead_claims", c.dead_claims},   {"bad_records", c.bad_records},
         {"dead_readers", c.dead_readers}, {"dropped_unacked", c.dropped_unacked}, {"damaged_slots", c.damaged_slots},
+        {"fenced_commits", c.fenced_commits},
         {"publishers", publishers},   {"readers", readers},
     };
   }

@@ -110,6 +110,8 @@ void print_channel(const ChannelStats& c) {
   if (c.kind == ObjectKind::queue) std::printf("depth:            %llu (not yet taken)\n", u(c.depth));
   std::printf("dead claims:      %llu (writers that died mid-message, skipped)\n", u(c.dead_claims));
   std::printf("bad records:      %llu\n", u(c.bad_records));
+  std::printf("commits:          %s\n", c.fenced_commits ? "fenced (its waiters sleep often: a fence per publication spares each sleep a membarrier)"
+                                                          : "release stores, no fence");
   if (c.kind == ObjectKind::queue && !c.acks) std::printf("dropped unacked:  %llu (taken by consumers that died)\n", u(c.dropped_unacked));
   if (c.damaged_slots != 0)
     std::printf("damaged slots:    %u (publisher or reader slots holding impossible values: not listed)\n",

@@ -50,6 +50,27 @@ TEST_F(ChannelTest, carriesMessagesFromZeroBytesToTheMaximum) {
   }
 }
 
+// A subscriber that keeps sleeping turns the topic to fenced commits after
+// 64 sleeps (shm/ring.hpp, WAITING), and stats() says so.
+TEST_F(ChannelTest, statsShowFencedCommitsOnceSubscribersHaveSleptSixtyFourTimes) {
+  auto sut = node_->topic("t", OpenMode::create, {1 << 16, 1000}).value();
+  auto sub = sut.subscribe().value();
+  if (sut.stats().fenced_commits) GTEST_SKIP() << "no membarrier(2) here: commits are fenced from the start";
+  // Its sleeps are the topic's only ones: fenced exactly from the 64th on.
+  for (;;) {
+    const ChannelStats stats = sut.stats();
+    const std::uint64_t waits = stats.readers.at(0).waits;
+    ASSERT_EQ(stats.fenced_commits, waits >= 64) << "after " << waits << " sleeps";
+    if (waits >= 66) break;
+    ASSERT_FALSE(sub.receive_for(1ms).has_value());
+  }
+  auto pub = sut.publisher().value();
+  ASSERT_EQ(pub.publish(bytes_of("after"), 1s), SendStatus::ok);
+  auto m = sub.receive_for(5s);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(text_of(*m), "after");
+}
+
 TEST_F(ChannelTest, refusesMessageLargerThanTheMaximum) {
   auto sut = node_->topic("t", OpenMode::create, {1 << 16, 1000}).value();
   auto pub = sut.publisher().value();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "clock.hpp"
+#include "futex.hpp"
 #include "ring.hpp"
 
 namespace colo::shm {
@@ -122,6 +123,59 @@ TEST_F(RingProtocol, recordsGivenUpBecomeOneSkipThatReadersStepOverCountingTheir
   EXPECT_EQ(value_of(views[2]), 42u);
   sut.release(reader);
   EXPECT_EQ(sut.control().publishers[writer.slot].abandoned.load(), 3u);
+}
+
+// A waiter that sleeps pays a membarrier; after kBarrierSleepsBeforeFences
+// of them the ring turns to fenced commits for good, and sleeps stop
+// counting (they pay no barrier any more).
+TEST_F(RingProtocol, sleepsTurnTheRingToFencedCommitsAtTheThresholdAndNotBefore) {
+  Ring sut = make(RingKind::topic);
+  auto reader = sut.open_reader(ReaderMode::block).value();
+  auto writer = sut.open_publisher().value();
+  auto& control = sut.control();
+  if (!register_asymmetric_barrier()) {  // no membarrier here: fenced from the first open
+    EXPECT_EQ(control.fenced_commits.load(), kFencesPending);
+    return;
+  }
+  ASSERT_EQ(control.fenced_commits.load(), 0u);
+  View views[4];
+  ReadStatus status;
+  const auto sleep_once = [&] {  // an empty ring: a 1 ms wait ends asleep in the futex
+    const std::uint32_t before = control.barrier_sleeps.load();
+    while (control.barrier_sleeps.load() == before) ASSERT_EQ(sut.read_until(reader, monotonic_ns() + 1'000'000, views, 4, status), 0u);
+  };
+  for (std::uint32_t i = 1; i < kBarrierSleepsBeforeFences; ++i) sleep_once();
+  EXPECT_EQ(control.barrier_sleeps.load(), kBarrierSleepsBeforeFences - 1);
+  EXPECT_EQ(control.fenced_commits.load(), 0u) << "one sleep short of the threshold";
+  sleep_once();
+  EXPECT_EQ(control.fenced_commits.load(), kFencesEstablished);
+  // Sleeps from now on pay no barrier and are not counted; they still sleep.
+  const std::uint64_t waits = control.readers[reader.slot].waits.load();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(sut.read_until(reader, monotonic_ns() + 1'000'000, views, 4, status), 0u);
+  EXPECT_EQ(control.barrier_sleeps.load(), kBarrierSleepsBeforeFences);
+  EXPECT_GE(control.readers[reader.slot].waits.load(), waits + 5);
+  // And a message still reaches the reader.
+  publish(sut, writer, 77);
+  ASSERT_EQ(sut.read_until(reader, monotonic_ns() + 5 * kSecond, views, 4, status), 1u);
+  EXPECT_EQ(value_of(views[0]), 77u);
+  sut.release(reader);
+}
+
+// Fenced commits set by a process without membarrier (pending) are
+// established all the same by the sleepers that have it.
+TEST_F(RingProtocol, pendingFencesAreEstablishedBySleepersThatHaveMembarrier) {
+  Ring sut = make(RingKind::topic);
+  auto reader = sut.open_reader(ReaderMode::block).value();
+  if (!register_asymmetric_barrier()) GTEST_SKIP() << "membarrier(2) global expedited is not available here";
+  auto& control = sut.control();
+  control.fenced_commits.store(kFencesPending);
+  View views[4];
+  ReadStatus status;
+  while (control.barrier_sleeps.load() < kBarrierSleepsBeforeFences) {
+    EXPECT_EQ(control.fenced_commits.load(), kFencesPending);
+    ASSERT_EQ(sut.read_until(reader, monotonic_ns() + 1'000'000, views, 4, status), 0u);
+  }
+  EXPECT_EQ(control.fenced_commits.load(), kFencesEstablished);
 }
 
 TEST_F(RingProtocol, claimIsShortenedToFitBeforeTheRingsEndAndThenWraps) {

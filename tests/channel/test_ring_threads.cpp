@@ -144,6 +144,16 @@ TEST_F(RingThreads, exclusiveWriterTopicDeliversEverythingInOrder) {
   expect_every_reader_gets_everything(sut, 1, 60'000, 16, 7);
 }
 
+// The same with the ring already turned to fenced commits (sleepers skip
+// their membarrier, writers and releasing readers fence): what a ring
+// whose waiters keep sleeping runs on.
+TEST_F(RingThreads, topicWithFencedCommitsDeliversEverythingToEveryBlockingReader) {
+  Ring sut = make(RingKind::topic);
+  sut.control().fenced_commits.store(kFencesEstablished);
+  expect_every_reader_gets_everything(sut, 2, 30'000, 1, 1);
+  EXPECT_EQ(sut.control().fenced_commits.load(), kFencesEstablished);
+}
+
 void expect_each_message_consumed_once(Ring& sut, std::uint32_t per_writer, std::uint32_t max_batch,
                                        std::uint32_t max_read) {
   constexpr std::uint32_t kWriters = 2, kConsumers = 3;
@@ -193,6 +203,12 @@ TEST_F(RingThreads, queueDeliversEachMessageExactlyOnce) {
 
 TEST_F(RingThreads, queueTakesBatchesAndDeliversEachMessageExactlyOnce) {
   Ring sut = make(RingKind::queue, true);
+  expect_each_message_consumed_once(sut, 30'000, 16, 32);
+}
+
+TEST_F(RingThreads, queueWithFencedCommitsDeliversEachMessageExactlyOnce) {
+  Ring sut = make(RingKind::queue, true);
+  sut.control().fenced_commits.store(kFencesEstablished);
   expect_each_message_consumed_once(sut, 30'000, 16, 32);
 }
 

@@ -381,6 +381,9 @@ struct ChannelStats {
   std::uint64_t depth = 0;       // queue: not yet taken
   std::uint64_t used_bytes = 0;  // tail - head
   std::uint64_t dead_claims = 0, bad_records = 0, dead_readers = 0, dropped_unacked = 0;
+  // Publications end with a fence (the ring's waiters slept often enough
+  // that fences cost less than the barrier each sleep would otherwise pay).
+  bool fenced_commits = false;
   std::vector<PublisherStats> publishers;
   std::vector<ReaderStats> readers;
   // Publisher or reader slots whose shared words are impossible (a pid no

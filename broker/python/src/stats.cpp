@@ -133,6 +133,7 @@ py::dict channel_dict(const ChannelStats& c) {
   d["used_bytes"] = c.used_bytes;
   d["dead_claims"] = c.dead_claims;
   d["bad_records"] = c.bad_records;
+  d["fenced_commits"] = c.fenced_commits;
   d["dead_readers"] = c.dead_readers;
   d["dropped_unacked"] = c.dropped_unacked;
   d["damaged_slots"] = c.damaged_slots;
