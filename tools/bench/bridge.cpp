@@ -21,7 +21,7 @@
 //   - latency: a fixed rate (--rate), message i due at t0 + i/rate and carrying
 //     that intended CLOCK_MONOTONIC time, so a stall anywhere counts (no
 //     coordinated omission); one-way p50/p99/p99.9/max at the receiver.
-// The goals: colo-bridge at least 60% of ZeroMQ's 64-byte
+// The goals: colo-bridge at least 80% of ZeroMQ's 64-byte
 // msg/s, and a 64-byte p50 at most 2x ZeroMQ's.
 //
 // Life of the daemons (a LocalCluster of two hosts): started once for the
@@ -438,7 +438,7 @@ void register_bench_bridge(CLI::App& bench_group, int& exit_code) {
       "the baseline is ZeroMQ PUSH (connect) -> PULL (bind) between two processes over tcp://127.0.0.1. Throughput: "
       "--messages per cell as fast as taken, msg/s = messages / (first send .. last receive), every payload checked. "
       "Latency: a fixed --rate with the intended send time in each message (stalls count), one-way p50/p99/p99.9/max. "
-      "Goals (64 B): colo-bridge at least 60% of ZeroMQ's msg/s, p50 at most 2x ZeroMQ's; reported, not enforced. "
+      "Goals (64 B): colo-bridge at least 80% of ZeroMQ's msg/s, p50 at most 2x ZeroMQ's; reported, not enforced. "
       "The daemons are stopped (SIGTERM) and both namespaces removed at the end, also after a failure or Ctrl-C "
       "(--ns is ignored). Exit status 1 if a cell failed, a daemon died or counted a loss, or anything was left.\n"
       "Examples:\n"
