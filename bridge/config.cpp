@@ -890,9 +890,10 @@ Config read_config(const Source& src, const toml::table& doc) {
   // [limits]
   if (const toml::table* t = sub_table(root, "limits")) {
     const Section limits(src, *t, "limits", "[limits]");
-    limits.only({"max_frame", "credit", "heartbeat_ms"});
+    limits.only({"max_frame", "credit", "credit_bytes", "heartbeat_ms"});
     if (auto v = limits.integer("max_frame", 1024, std::int64_t{1} << 30)) c.max_frame = static_cast<std::uint32_t>(*v);
     if (auto v = limits.integer("credit", 1, 1'000'000)) c.credit = static_cast<std::uint32_t>(*v);
+    if (auto v = limits.integer("credit_bytes", 0, std::int64_t{1} << 32)) c.credit_bytes = static_cast<std::uint64_t>(*v);
     if (auto v = limits.integer("heartbeat_ms", 50, 60'000)) c.heartbeat_ms = static_cast<std::uint32_t>(*v);
   }
 

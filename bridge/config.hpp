@@ -221,7 +221,10 @@ struct Config {
 
   // [limits]
   std::uint32_t max_frame = 4 << 20;     // bytes; larger frames from the network are rejected (ZMQ_MAXMSGSIZE)
-  std::uint32_t credit = 1024;           // messages a peer may send us per topic before we grant more
+  std::uint32_t credit = 1024;           // messages a peer may send us per topic before we grant more (at least)
+  // A topic of small messages gets a larger window: as many of its largest
+  // message as fit in this and in half its ring (Daemon's topic_window).
+  std::uint64_t credit_bytes = 64ull << 20;
   std::uint32_t heartbeat_ms = 1000;     // hello/heartbeat interval; a peer silent for 3x this is "down"
 
   // [log]

@@ -54,6 +54,20 @@ constexpr std::size_t kMaxBatchedMessage = 16 * 1024;
 // The event loop's longest sleep with nothing federated (see poll_once).
 constexpr std::uint64_t kIdlePollMs = 200;
 
+// The credit window of a topic's streams to us: limits.credit messages, or
+// more when the topic's messages are small, as many of its largest message
+// as fit in limits.credit_bytes and in half its ring (beyond our ring they
+// would only wait in our memory), at most 1,000,000. What a peer may leave
+// waiting here stays within max(credit x max_message, that), and a window
+// of 1,024 messages is 64 KiB of 64-byte messages: a 64-byte stream across
+// two colods made 0.34-0.38x of raw ZeroMQ's msg/s with it, 0.57-0.73x with
+// 16,384-65,536 (docs/benchmarks.md, "The credit window, swept").
+std::uint32_t topic_window(const Config& config, const ChannelStats& topic) {
+  const std::uint64_t bytes = std::min<std::uint64_t>(config.credit_bytes, topic.capacity / 2);
+  const std::uint64_t fit = bytes / std::max<std::uint64_t>(1, topic.max_message);
+  return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(fit, config.credit, 1'000'000));
+}
+
 // Wakes colod's event loop when a cluster topic gets a message while the
 // loop sleeps in zmq_poll, which cannot wait on the ring's futex: one thread
 // per topic sleeps on the ring as a registered waiter (so the publisher's
@@ -283,6 +297,9 @@ struct Daemon::Impl {
       return n;
     }
     std::unique_ptr<Waker> waker;  // topic: wakes the loop on a publish (started once sockets are open)
+    // Topic: messages a peer may have sent us and we have not yet published
+    // (topic_window); a queue uses limits.credit.
+    std::uint32_t window = 0;
     bool is_queue() const noexcept { return queue.has_value(); }
   };
   std::vector<ClusterObject> objects;
@@ -541,7 +558,9 @@ Result<void> Daemon::Impl::start() {
     auto topic = node->topic(t.name, OpenMode::create_or_open, TopicOptions{t.capacity, t.max_message, t.history});
     if (!topic) return Error{topic.error().code, "cluster topic '" + t.name + "': " + topic.error().message};
     local.topic.emplace(std::move(topic).value());
-    local.relayed_known_from = local.topic->stats().published;  // what was relayed before we started is unknown
+    const auto stats = local.topic->stats();
+    local.relayed_known_from = stats.published;  // what was relayed before we started is unknown
+    local.window = topic_window(config, stats);
     auto relay = local.topic->publisher();
     if (!relay) return Error{relay.error().code, "cluster topic '" + t.name + "': " + relay.error().message};
     local.relay.emplace(std::move(relay).value());
@@ -698,6 +717,7 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
                      std::to_string(kFrameOverhead + stats.max_message) + " on every host, or federate a topic "
                      "with a smaller max_message"};
   local.relayed_known_from = stats.published;
+  local.window = topic_window(config, stats);
   auto relay = local.topic->publisher();
   if (!relay) return std::move(relay).error();
   local.relay.emplace(std::move(relay).value());
@@ -1278,8 +1298,9 @@ std::size_t Daemon::Impl::publish_from(Peer& peer, int t, std::span<const Incomi
 void Daemon::Impl::acknowledge(Peer& peer, int t, bool force) {
   auto& in = peer.in[t];
   const std::uint64_t newest = in.newest();
-  const std::uint32_t chunk = std::max<std::uint32_t>(1, config.credit / 4);
-  const bool credit_due = in.uncredited >= std::max<std::uint32_t>(1, config.credit / 2);
+  const std::uint32_t window = objects[t].is_queue() ? config.credit : objects[t].window;
+  const std::uint32_t chunk = std::max<std::uint32_t>(1, window / 4);
+  const bool credit_due = in.uncredited >= std::max<std::uint32_t>(1, window / 2);
   const bool receipt_due = newest >= in.acked_through + chunk;
   if (!credit_due && !receipt_due && !(force && (in.uncredited > 0 || newest > in.acked_through))) return;
   capnp::MallocMessageBuilder builder;
@@ -1322,9 +1343,9 @@ void Daemon::Impl::subscribe(Peer& peer, int t) {
   sub.setFromSequence(newest + 1);
   // The window counts what is still waiting, so that it stays bounded.
   // A demand stream starts with none: grant_demand asks when our consumers want.
+  const std::uint32_t window = objects[t].is_queue() ? config.credit : objects[t].window;
   const std::uint32_t credit =
-      in.demand ? 0
-                : static_cast<std::uint32_t>(config.credit > in.waiting.size() ? config.credit - in.waiting.size() : 0);
+      in.demand ? 0 : static_cast<std::uint32_t>(window > in.waiting.size() ? window - in.waiting.size() : 0);
   sub.setCredit(credit);
   // A new epoch: what the origin sent before it reads this is dropped here
   // when it arrives, and sent again from fromSequence.

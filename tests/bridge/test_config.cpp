@@ -95,7 +95,7 @@ TEST_F(LoadConfig, givesEveryFieldOfAFullFile) {
       "[security]", "secret_key_file = \"" + key_file + "\"",                               //
       "[control]", "socket = \"" + socket + "\"",                                           //
       "[metrics]", "port = 9464", "address = \"::1\"",                                      //
-      "[limits]", "max_frame = 1_048_576", "credit = 16", "heartbeat_ms = 250",             //
+      "[limits]", "max_frame = 1_048_576", "credit = 16", "credit_bytes = 1_048_576", "heartbeat_ms = 250",
       "[log]", "level = \"debug\"",                                                         //
       "[[peer]]", "name = \"beta\"", "endpoint = \"tcp://10.0.0.2:7101\"", "public_key = \"" + kKeyBeta + "\"",
       "[[peer]]", "name = \"gamma.2\"", "endpoint = \"ipc:///run/gamma.sock\"", "public_key = \"" + kKeyGamma + "\"",
@@ -116,6 +116,7 @@ TEST_F(LoadConfig, givesEveryFieldOfAFullFile) {
   EXPECT_EQ(sut->metrics_address, "::1");
   EXPECT_EQ(sut->max_frame, 1048576u);
   EXPECT_EQ(sut->credit, 16u);
+  EXPECT_EQ(sut->credit_bytes, 1048576u);
   EXPECT_EQ(sut->heartbeat_ms, 250u);
   EXPECT_EQ(sut->log_level, LogLevel::debug);
   ASSERT_EQ(sut->peers.size(), 2u);
@@ -153,6 +154,7 @@ TEST_F(LoadConfig, appliesTheDefaultsToAMinimalFile) {
   EXPECT_EQ(sut->metrics_address, "127.0.0.1");
   EXPECT_EQ(sut->max_frame, 4u << 20);
   EXPECT_EQ(sut->credit, 1024u);
+  EXPECT_EQ(sut->credit_bytes, 64u << 20);
   EXPECT_EQ(sut->heartbeat_ms, 1000u);
   EXPECT_EQ(sut->log_level, LogLevel::info);
   EXPECT_TRUE(sut->peers.empty());
@@ -525,7 +527,7 @@ TEST_F(LoadConfig, namesAnUnknownKeyAndItsTable) {
 TEST_F(LoadConfig, namesTheEarliestOfSeveralUnknownKeys) {
   // toml++ keeps keys sorted; the message must follow the file.
   EXPECT_EQ(error(node_and({"[limits]", "zz = 1", "aa = 2"})),
-            at(5) + "limits.zz: unknown key 'zz' in [limits] (known: max_frame, credit, heartbeat_ms)");
+            at(5) + "limits.zz: unknown key 'zz' in [limits] (known: max_frame, credit, credit_bytes, heartbeat_ms)");
 }
 
 TEST_F(LoadConfig, namesAnUnknownKeyInAPeer) {
@@ -737,6 +739,9 @@ TEST_F(LoadConfig, refusesLimitsOutOfRange) {
   EXPECT_EQ(error(node_and({"[limits]", "max_frame = 1073741825"})),
             at(5) + "limits.max_frame: 1073741825 is outside 1024..1073741824");
   EXPECT_EQ(error(node_and({"[limits]", "credit = 0"})), at(5) + "limits.credit: 0 is outside 1..1000000");
+  EXPECT_EQ(error(node_and({"[limits]", "credit_bytes = 4294967297"})),
+            at(5) + "limits.credit_bytes: 4294967297 is outside 0..4294967296");
+  EXPECT_EQ(error(node_and({"[limits]", "credit_bytes = -1"})), at(5) + "limits.credit_bytes: -1 is outside 0..4294967296");
   EXPECT_EQ(error(node_and({"[limits]", "heartbeat_ms = 49"})), at(5) + "limits.heartbeat_ms: 49 is outside 50..60000");
   EXPECT_EQ(error(node_and({"[limits]", "heartbeat_ms = -1"})), at(5) + "limits.heartbeat_ms: -1 is outside 50..60000");
 }

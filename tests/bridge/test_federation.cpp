@@ -10,6 +10,8 @@
 //   garbage...                garbage, truncated, malformed and oversized input is counted, never fatal
 //   aForgedPeer...            huge sequences and a second session refused
 //   aSenderIgnoringCredit...  what comes beyond credit is dropped and counted, exactly
+//   aTopicOfSmallMessages...  its window is its bytes (limits.credit_bytes), enforced as exactly
+//   limitsCreditBytes...      that setting, and 0 for limits.credit on every topic
 //   aForgedHighSequence...    rewound by the real peer, also after a restart
 //   threeHostsQueue...        cluster queue: consumers on 3 hosts, 100,000 messages, each consumed once
 //   queueSurvives...          cluster queue: SIGKILL + restart of a non-home colod, still exactly once
@@ -580,6 +582,66 @@ TEST_F(Federation, aSenderIgnoringCreditHasWhatItSendsBeyondItDroppedAndCountedA
   EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
   EXPECT_EQ(beta["over_credit"], 3000) << beta.dump();
   EXPECT_EQ(beta["messages_in"], 1024 + 2000) << beta.dump();
+}
+
+// A topic of small messages gets a window of as many of its largest message
+// as fit in limits.credit_bytes (64 MiB) and in half its ring, not 1,024:
+// here 16 MiB / 2 / 1,000 bytes = 8,388 messages, enforced as exactly as the
+// default window (alpha's ring is full: all of them wait in its memory).
+TEST_F(Federation, aTopicOfSmallMessagesGrantsAWindowOfItsBytesAndEnforcesIt) {
+  auto& a = add_host("alpha");
+  add_host("beta");
+  write_configs({"prices"}, false, "capacity = 16777216\nmax_message = 1000\n");
+  ASSERT_TRUE(replace_in_config(a, "heartbeat_ms = 100\n", "heartbeat_ms = 1000\n"));  // one epoch (see above)
+  start(a);
+  ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
+  auto node = Node::open(test::node_options(a.ns)).value();
+  auto topic = node.topic("prices", OpenMode::open).value();
+  std::optional<Subscriber> stopped(topic.subscribe().value());  // blocking, reads nothing
+  auto pub = topic.publisher().value();
+  const std::vector<std::byte> filler(1000, std::byte{1});
+  while (pub.publish(filler, 100ms) == SendStatus::ok) {
+  }
+  zmq::context_t context;
+  ForgedPeer forger(context, a, "beta", "ignored");
+  const auto sub = forger.next_subscribe();
+  ASSERT_TRUE(sub.has_value());
+  EXPECT_EQ(sub->credit, 8388u);
+  forger.send("prices", sub->epoch, 1, 8388 + 100, 1000);
+  json beta;
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        beta = peer_of(a, "beta");
+        return beta.is_object() && beta["over_credit"].get<std::uint64_t>() >= 100;
+      },
+      20s, 20ms))
+      << beta.dump();
+  std::this_thread::sleep_for(300ms);
+  beta = peer_of(a, "beta");
+  EXPECT_EQ(beta["over_credit"], 100) << beta.dump();
+  EXPECT_EQ(beta["messages_in"], 0) << beta.dump();  // all 8,388 wait for room
+  stopped.reset();
+  ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["messages_in"] == 8388; }, 10s, 20ms))
+      << peer_of(a, "beta").dump();
+}
+
+// limits.credit_bytes sets that window (1 MiB / 1,000 bytes: 1,048); 0 turns
+// it off (limits.credit for every topic).
+TEST_F(Federation, limitsCreditBytesSetsTheWindowOfSmallMessagesAndZeroTurnsItOff) {
+  add_host("beta");  // the forged peer's name: alpha knows it as a peer; never started
+  for (const auto& [setting, window] : {std::pair{"credit_bytes = 1048576\n", 1048u}, {"credit_bytes = 0\n", 1024u}}) {
+    SCOPED_TRACE(setting);
+    auto& a = add_host("alpha-" + std::to_string(window));
+    write_configs({"prices"}, false, "capacity = 16777216\nmax_message = 1000\n");
+    ASSERT_TRUE(replace_in_config(a, "heartbeat_ms = 100\n", std::string("heartbeat_ms = 1000\n") + setting));
+    start(a);
+    ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
+    zmq::context_t context;
+    ForgedPeer forger(context, a, "beta", "ignored");
+    const auto sub = forger.next_subscribe();
+    ASSERT_TRUE(sub.has_value());
+    EXPECT_EQ(sub->credit, window);
+  }
 }
 
 // A forged frame with a high sequence (below 2^62, so not refused outright)
