@@ -450,6 +450,23 @@ TEST_F(Federation, aForgedPeerCanNeitherSilenceARealOneWithHugeSequencesNorTakeO
   return ::testing::AssertionSuccess();
 }
 
+// A host's topic filled with 1,000-byte messages and held full by a blocking
+// subscriber that reads nothing: what peers send waits in colod's memory
+// until `stopped` is reset.
+struct HeldFull {
+  HeldFull(const test::Host& h, const std::string& name)
+      : node(Node::open(test::node_options(h.ns)).value()), topic(node.topic(name, OpenMode::open).value()) {
+    stopped.emplace(topic.subscribe().value());
+    auto pub = topic.publisher().value();
+    const std::vector<std::byte> filler(1000, std::byte{1});
+    while (pub.publish(filler, 100ms) == SendStatus::ok) {
+    }
+  }
+  Node node;
+  Topic topic;
+  std::optional<Subscriber> stopped;
+};
+
 // A forged peer's DEALER on a colod's listen socket: it says hello as `name`
 // and reads what the colod answers (its hello, then a subscribe per topic).
 class ForgedPeer {
@@ -540,13 +557,8 @@ TEST_F(Federation, aSenderIgnoringCreditHasWhatItSendsBeyondItDroppedAndCountedA
   start(a);
   ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
   {
-    auto node = Node::open(test::node_options(a.ns)).value();
-    auto topic = node.topic("prices", OpenMode::open).value();
-    std::optional<Subscriber> stopped(topic.subscribe().value());  // blocking, reads nothing
-    auto pub = topic.publisher().value();
-    const std::vector<std::byte> filler(1000, std::byte{1});
-    while (pub.publish(filler, 100ms) == SendStatus::ok) {
-    }
+    HeldFull held(a, "prices");
+    auto& stopped = held.stopped;
     zmq::context_t context;
     ForgedPeer forger(context, a, "beta", b.ns);
     const auto sub = forger.next_subscribe();
@@ -595,13 +607,7 @@ TEST_F(Federation, aTopicOfSmallMessagesGrantsAWindowOfItsBytesAndEnforcesIt) {
   ASSERT_TRUE(replace_in_config(a, "heartbeat_ms = 100\n", "heartbeat_ms = 1000\n"));  // one epoch (see above)
   start(a);
   ASSERT_TRUE(test::wait_until([&] { return peers(a).is_object(); }, 10s, 20ms)) << a.colod->err();
-  auto node = Node::open(test::node_options(a.ns)).value();
-  auto topic = node.topic("prices", OpenMode::open).value();
-  std::optional<Subscriber> stopped(topic.subscribe().value());  // blocking, reads nothing
-  auto pub = topic.publisher().value();
-  const std::vector<std::byte> filler(1000, std::byte{1});
-  while (pub.publish(filler, 100ms) == SendStatus::ok) {
-  }
+  HeldFull held(a, "prices");
   zmq::context_t context;
   ForgedPeer forger(context, a, "beta", "ignored");
   const auto sub = forger.next_subscribe();
@@ -620,7 +626,7 @@ TEST_F(Federation, aTopicOfSmallMessagesGrantsAWindowOfItsBytesAndEnforcesIt) {
   beta = peer_of(a, "beta");
   EXPECT_EQ(beta["over_credit"], 100) << beta.dump();
   EXPECT_EQ(beta["messages_in"], 0) << beta.dump();  // all 8,388 wait for room
-  stopped.reset();
+  held.stopped.reset();
   ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["messages_in"] == 8388; }, 10s, 20ms))
       << peer_of(a, "beta").dump();
 }
