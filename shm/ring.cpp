@@ -266,7 +266,9 @@ inline void order_before_sleep(RingControl& control) noexcept {
     control.fenced_commits.compare_exchange_strong(unfenced, kFencesPending, seq_cst);
     return;
   }
-  if (control.barrier_sleeps.fetch_add(1, relaxed) + 1 == kBarrierSleepsBeforeFences) establish_fences(control);
+  // At or past the threshold (not only at it): a sleeper that died halfway
+  // through establishing leaves the next one to finish.
+  if (control.barrier_sleeps.fetch_add(1, relaxed) + 1 >= kBarrierSleepsBeforeFences) establish_fences(control);
 }
 
 }  // namespace
