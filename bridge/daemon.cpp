@@ -4,6 +4,7 @@
 #include "links/link_service.hpp"
 #include "metrics_server.hpp"
 #include "lock_service.hpp"
+#include "uring_wait.hpp"
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
@@ -14,10 +15,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
 #include <random>
+#include <string_view>
 #include <zmq.hpp>
 
 #include <mutex>
@@ -69,10 +72,11 @@ std::uint32_t topic_window(const Config& config, const ChannelStats& topic) {
 }
 
 // Wakes colod's event loop when a cluster topic gets a message while the
-// loop sleeps in zmq_poll, which cannot wait on the ring's futex: one thread
-// per topic sleeps on the ring as a registered waiter (so the publisher's
-// commit wakes it, as it would a subscriber) and writes to an eventfd the
-// loop polls. The loop arms it just before it sleeps, with the message
+// loop sleeps in zmq_poll, which cannot wait on the ring's futex, where the
+// loop cannot sleep on it itself (UringWait, uring_wait.hpp: Linux 6.7): one
+// thread per topic sleeps on the ring as a registered waiter (so the
+// publisher's commit wakes it, as it would a subscriber) and writes to an
+// eventfd the loop polls. The loop arms it just before it sleeps, with the message
 // count its cursors have read up to; one wake per arming. Without it a
 // message would wait for the next poll timeout (a millisecond or more).
 class Waker {
@@ -296,7 +300,11 @@ struct Daemon::Impl {
       }
       return n;
     }
-    std::unique_ptr<Waker> waker;  // topic: wakes the loop on a publish (started once sockets are open)
+    // A topic: how the loop learns of a publish while it sleeps (started once
+    // sockets are open). With io_uring, `sleeper` registers as a sleeping
+    // reader while the loop sleeps on the ring's futex word; without, a Waker.
+    std::optional<Subscriber> sleeper;
+    std::unique_ptr<Waker> waker;
     // Topic: messages a peer may have sent us and we have not yet published
     // (topic_window); a queue uses limits.credit.
     std::uint32_t window = 0;
@@ -389,6 +397,12 @@ struct Daemon::Impl {
     return config.control_socket.empty() ? default_control_socket(config.ns) : config.control_socket;
   }
   int wake_fd = -1;  // eventfd the topics' Wakers write to
+  // Sleeps on the sockets and the topics' futex words at once; null: Wakers
+  // (a kernel before 6.7, io_uring disabled, or COLOD_WAKER_THREADS=1).
+  std::unique_ptr<UringWait> uring;
+  void start_ring_wake(ClusterObject& object);
+  void sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& items, int timeout_ms);
+  std::vector<void*> handled_sockets_;  // sockets with input in the last pass (asked again before a sleep)
   // While messages flow, the loop polls the rings itself for a short while
   // after each move instead of sleeping behind a Waker: a publish is then
   // picked up without the waker thread's wake-up and the eventfd (one
@@ -405,6 +419,16 @@ struct Daemon::Impl {
     std::uint64_t contended_until_ns = 0;  // no lingering until then
   } linger;
   std::uint64_t moved() const;  // messages relayed in and out so far, all peers
+  // A topic's first message (as a count: its sequence + 1) that a stream with
+  // credit has not read; Waker::kDisarmed if none waits for one.
+  std::uint64_t first_unread(int topic) const {
+    std::uint64_t count = Waker::kDisarmed;
+    for (const auto& peer : peers) {
+      const auto& out = peer.out[topic];
+      if (out.cursor && out.credit > 0) count = std::min(count, out.next_read + 1);
+    }
+    return count;
+  }
   std::uint64_t next_heartbeat_ns = 0;
   std::uint64_t next_queue_refresh_ns = 0;
   std::uint64_t heartbeats = 0;
@@ -606,11 +630,23 @@ Result<void> Daemon::Impl::start() {
   } catch (const zmq::error_t& e) {
     return Error{Errc::system, std::string("ZeroMQ: ") + e.what()};
   }
+  // The first sleep asks every socket (sleep_on_sockets_and_rings).
+  handled_sockets_ = {monitor.handle(), control.handle()};
+  if (zap) handled_sockets_.push_back(zap.handle());
   if (auto metrics = start_metrics(); !metrics) return metrics;
   wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd < 0) return Error{Errc::system, internal::errno_text("eventfd")};
+  const char* threads_asked = std::getenv("COLOD_WAKER_THREADS");
+  if (threads_asked && std::string_view(threads_asked) == "1") {
+    log.write(LogLevel::info, "ring wake-ups: waker threads (COLOD_WAKER_THREADS=1)");
+  } else if (auto opened = UringWait::open()) {
+    uring = std::move(opened).value();
+    log.write(LogLevel::info, "ring wake-ups: io_uring (the loop sleeps on sockets and rings at once)");
+  } else {
+    log.write(LogLevel::info, "ring wake-ups: waker threads (%s)", opened.error().message.c_str());
+  }
   for (auto& object : objects)
-    if (!object.is_queue()) object.waker = std::make_unique<Waker>(config.ns, object.name, wake_fd);
+    if (!object.is_queue()) start_ring_wake(object);
   if (!config.lock_backends.empty()) {
     locks = std::make_unique<LockService>(config, log);
     if (auto started = locks->start(); !started) return started;
@@ -730,7 +766,7 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
     if (auto it = high.find(peer.id); it != high.end()) in.last_delivered = it->second;
     if (!peer.routing_id.empty()) subscribe(peer, t);
   }
-  objects.back().waker = std::make_unique<Waker>(config.ns, name, wake_fd);
+  start_ring_wake(objects.back());
   log.write(LogLevel::info, "topic %s: declared cluster-scoped over the control socket", name.c_str());
   return Ok{};
 }
@@ -820,6 +856,8 @@ void Daemon::Impl::render_metrics() {
   sample("colod_early_frames_total", "", counters.early_frames);
   family("colod_refused_sessions_total", "counter", "hellos naming a peer whose session is alive, from another connection");
   sample("colod_refused_sessions_total", "", counters.refused_sessions);
+  family("colod_ring_wakes_total", "counter", "event loop sleeps ended by a publish into a cluster topic (io_uring)");
+  sample("colod_ring_wakes_total", "", counters.ring_wakes);
   if (locks) locks->render_metrics(out);
   if (links) links->render_metrics(out);
   std::lock_guard<std::mutex> lock(metrics_mutex);
@@ -891,12 +929,8 @@ void Daemon::Impl::poll_once(int timeout_ms) {
   if (!busy && !lingering)
     for (std::size_t t = 0; t < objects.size(); ++t) {
       if (!objects[t].waker) continue;
-      std::uint64_t count = Waker::kDisarmed;
-      for (const auto& peer : peers) {
-        const auto& out = peer.out[t];
-        if (out.cursor && out.credit > 0) count = std::min(count, out.next_read + 1);
-      }
-      if (count != Waker::kDisarmed) objects[t].waker->arm(count);
+      if (const std::uint64_t count = first_unread(static_cast<int>(t)); count != Waker::kDisarmed)
+        objects[t].waker->arm(count);
     }
   items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
   // With no cluster topic or queue nothing needs a look between socket
@@ -906,7 +940,10 @@ void Daemon::Impl::poll_once(int timeout_ms) {
     const std::uint64_t until_heartbeat = next_heartbeat_ns > now ? (next_heartbeat_ns - now) / 1'000'000 : 0;
     timeout_ms = static_cast<int>(std::clamp<std::uint64_t>(until_heartbeat, 1, kIdlePollMs));
   }
-  zmq::poll(items.data(), items.size(), std::chrono::milliseconds(lingering ? 0 : busy ? 1 : timeout_ms));
+  if (uring && !busy)
+    sleep_on_sockets_and_rings(items, lingering ? 0 : timeout_ms);
+  else
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(lingering ? 0 : busy ? 1 : timeout_ms));
   const std::uint64_t moved_before = moved();
   for (auto& object : objects)
     if (object.waker) object.waker->disarm();
@@ -914,6 +951,9 @@ void Daemon::Impl::poll_once(int timeout_ms) {
     std::uint64_t wakes = 0;
     (void)!::read(wake_fd, &wakes, sizeof wakes);
   }
+  handled_sockets_.clear();
+  for (const auto& item : items)
+    if (item.socket && item.revents) handled_sockets_.push_back(item.socket);
   if (items[0].revents & ZMQ_POLLIN) on_router();
   if (items[1].revents & ZMQ_POLLIN) on_monitor();
   if (items[2].revents & ZMQ_POLLIN) on_control();
@@ -944,6 +984,102 @@ void Daemon::Impl::poll_once(int timeout_ms) {
   // A hole between this pass's end and the next one's start is time the
   // loop was not running: descheduled (its own work does not count).
   linger.last_poll_end_ns = lingering ? monotonic_ns() : 0;
+}
+
+void Daemon::Impl::start_ring_wake(ClusterObject& object) {
+  if (uring) {
+    auto sleeper = object.topic->subscribe(SubscribeOptions{Backpressure::lossy, std::uint64_t{0}, std::nullopt});
+    if (sleeper) {
+      object.sleeper.emplace(std::move(sleeper).value());
+      return;
+    }
+    log.write(LogLevel::warn, "topic %s: no reader slot for the loop's ring wake-ups (%s); a waker thread instead",
+              object.name.c_str(), sleeper.error().message.c_str());
+  }
+  object.waker = std::make_unique<Waker>(config.ns, object.name, wake_fd);
+}
+
+// The loop's sleep with io_uring: registered as a sleeping reader on each
+// topic a stream waits on (so the publisher's commit wakes us, as it would a
+// subscriber), it sleeps on those futex words and the sockets' descriptors
+// at once. A ZeroMQ socket's descriptor only signals news (ZMQ_FD): what
+// ZeroMQ holds already is seen through ZMQ_EVENTS, which is what zmq_poll
+// asks of every socket before it sleeps. Each such question costs system
+// calls (ZeroMQ's mailbox poll and its fork check), so only the sockets
+// whose state may have changed unseen are asked: before the sleep, the data
+// sockets (we send on them between events) and those handled in the last
+// pass; after it, those whose descriptor fired. A socket nobody touched
+// since it was last asked can only change by a command from ZeroMQ's I/O
+// thread, which makes its descriptor readable.
+// A timeout of 0 (lingering) only looks.
+void Daemon::Impl::sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& items, int timeout_ms) {
+  const auto has_input = [](const zmq::pollitem_t& item) {
+    int events = 0;
+    std::size_t size = sizeof events;
+    return zmq_getsockopt(item.socket, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN) != 0;
+  };
+  const auto may_have_changed = [&](const zmq::pollitem_t& item) {
+    if (item.socket == router.handle()) return true;
+    for (const auto& peer : peers)
+      if (item.socket == peer.dealer.handle()) return true;
+    return std::find(handled_sockets_.begin(), handled_sockets_.end(), item.socket) != handled_sockets_.end();
+  };
+  bool ready = false;
+  for (auto& item : items)
+    if (item.socket && may_have_changed(item) && has_input(item)) {
+      item.revents = ZMQ_POLLIN;
+      ready = true;
+    }
+  if (ready || timeout_ms == 0) return;  // input, or lingering (see Linger): no sleep; the rings are read anyway
+  // Registered before the last look at each ring: a publish after it wakes us.
+  std::vector<UringWait::FutexWord> words;
+  std::vector<Subscriber*> registered;
+  for (std::size_t t = 0; t < objects.size() && !ready; ++t) {
+    if (!objects[t].sleeper) continue;
+    const std::uint64_t count = first_unread(static_cast<int>(t));
+    if (count == Waker::kDisarmed) continue;
+    if (auto wait = internal::arm_publish_wait(*objects[t].sleeper, count)) {
+      words.push_back({wait->word, wait->value});
+      registered.push_back(&*objects[t].sleeper);
+    } else {
+      ready = true;  // published already
+    }
+  }
+  if (ready) {
+    for (auto* sleeper : registered) internal::end_publish_wait(*sleeper);
+    return;
+  }
+  std::vector<int> fds;
+  std::vector<std::size_t> item_of_fd;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    int fd = items[i].fd;
+    std::size_t size = sizeof fd;
+    if (items[i].socket && zmq_getsockopt(items[i].socket, ZMQ_FD, &fd, &size) != 0) continue;
+    fds.push_back(fd);
+    item_of_fd.push_back(i);
+  }
+  std::vector<std::size_t> readable;
+  const auto woken = uring->wait(fds, words, timeout_ms, &readable);
+  for (auto* sleeper : registered) internal::end_publish_wait(*sleeper);
+  if (woken == UringWait::Woken::futex) ++counters.ring_wakes;
+  if (woken == UringWait::Woken::failed) {
+    // Not expected once open() checked it: the loop goes on with threads,
+    // and this pass looks at every socket.
+    log.write(LogLevel::warn, "ring wake-ups: io_uring failed; waker threads from now on");
+    uring.reset();
+    for (auto& object : objects)
+      if (object.sleeper) {
+        object.sleeper.reset();
+        start_ring_wake(object);
+      }
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(0));
+    return;
+  }
+  for (const std::size_t i : readable) {
+    auto& item = items[item_of_fd[i]];
+    if (!item.socket) item.revents = ZMQ_POLLIN;
+    else if (has_input(item)) item.revents = ZMQ_POLLIN;
+  }
 }
 
 std::uint64_t Daemon::Impl::moved() const {
@@ -1831,6 +1967,8 @@ void Daemon::Impl::answer_control(const zmq::message_t& request, capnp::MessageB
       status.setDroppedConnections(counters.dropped_connections);
       status.setEarlyFrames(counters.early_frames);
       status.setRefusedSessions(counters.refused_sessions);
+      status.setRingWait(uring ? "io_uring" : "threads");
+      status.setRingWakes(counters.ring_wakes);
       auto list = status.initPeers(static_cast<unsigned>(peers.size()));
       for (std::size_t i = 0; i < peers.size(); ++i) {
         const auto& p = peers[i];

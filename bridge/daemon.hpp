@@ -4,7 +4,7 @@
 // (lock_service.hpp) and links to other systems such as Kafka
 // (links/link_service.hpp); the loop serves their status and metrics.
 //
-// SOCKETS (one thread, one zmq_poll loop; every send is non-blocking)
+// SOCKETS (one thread, one loop; every send is non-blocking)
 //   router   ROUTER bound on [node].listen: peers' DEALERs connect here and
 //            send hello/data/lost; we answer hello/subscribe/credit.
 //   dealer[] one DEALER per configured peer, connected to its listen
@@ -15,10 +15,13 @@
 //            failed (garbage, wrong key) and dropped connections (a frame
 //            over [limits].max_frame makes libzmq drop the connection).
 //   control  ROUTER on ipc://<control socket>: `colo peers` asks for status.
-//   wake     an eventfd (polled as a raw fd): one Waker thread per cluster
-//            topic sleeps on the ring as a registered reader and writes it
-//            when a message is published while the loop sleeps, so a
-//            message leaves at once, not at the next poll timeout.
+//   rings    the loop sleeps in io_uring (uring_wait.hpp, Linux 6.7+) on
+//            the sockets' descriptors and, registered as a sleeping reader,
+//            on each cluster topic's futex word: a publish wakes the loop
+//            itself, so a message leaves at once, not at the next timeout.
+//   wake     without io_uring's futex wait: an eventfd (polled as a raw fd)
+//            that one Waker thread per cluster topic, asleep on the ring,
+//            writes when a message is published while the loop sleeps.
 //
 // FRAMES: what a stream has ready within credit goes out as one `batch`
 // frame (up to 512 messages / 256 KiB; one message alone as `data`), so a
@@ -123,6 +126,10 @@ struct DaemonCounters {
   // name; the same colod reconnecting is taken at once, another claim once
   // the old session is silent).
   std::uint64_t refused_sessions = 0;
+  // Sleeps of the event loop that a publish into a cluster topic ended
+  // (io_uring: the loop sleeps on the rings' futex words itself; with
+  // waker threads these show as their eventfd's wake-ups, not counted).
+  std::uint64_t ring_wakes = 0;
 };
 
 class Daemon {

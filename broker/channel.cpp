@@ -176,6 +176,12 @@ struct detail::ChannelAccess {
   static bool wait_published(Reader& reader, std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
     return reader.state_->ring.wait_published(reader.handle_->ring, count, deadline_after(timeout));
   }
+  static std::optional<internal::PublishWait> arm_publish_wait(Reader& reader, std::uint64_t count) noexcept {
+    const auto sleep = reader.state_->ring.arm_publish_wait(reader.handle_->ring, count);
+    if (!sleep) return std::nullopt;
+    return internal::PublishWait{sleep->word, sleep->value};
+  }
+  static void end_publish_wait(Reader& reader) noexcept { reader.state_->ring.end_publish_wait(reader.handle_->ring); }
 };
 
 // --------------------------------------------------------------------- Loan
@@ -647,6 +653,12 @@ Result<Subscriber> subscribe_bridge(Topic& topic, std::optional<std::uint64_t> f
 bool wait_published(Reader& reader, std::uint64_t count, std::chrono::nanoseconds timeout) noexcept {
   return detail::ChannelAccess::wait_published(reader, count, timeout);
 }
+
+std::optional<PublishWait> arm_publish_wait(Reader& reader, std::uint64_t count) noexcept {
+  return detail::ChannelAccess::arm_publish_wait(reader, count);
+}
+
+void end_publish_wait(Reader& reader) noexcept { detail::ChannelAccess::end_publish_wait(reader); }
 
 // ------------------------------------------------ links (colo/internal/links.hpp)
 

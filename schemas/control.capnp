@@ -36,6 +36,8 @@ struct Status {
                               # or of an earlier epoch): dropped, sent again in the new stream
   links @11 :List(LinkStatus);  # links to other systems ([[link]]; bridge/links/link.hpp)
   refusedSessions @12 :UInt64;  # hellos from a second connection naming a peer whose session is alive
+  ringWait @13 :Text;         # how the event loop learns of a publish while it sleeps: "io_uring" or "threads"
+  ringWakes @14 :UInt64;      # io_uring: sleeps a publish into a cluster topic ended
 }
 
 # A link of colod to another messaging system (Kafka, RabbitMQ), as

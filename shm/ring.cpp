@@ -1616,21 +1616,37 @@ void Ring::release(ReaderHandle& handle) noexcept {
 }
 
 bool Ring::wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64_t deadline_ns) noexcept {
-  auto& slot = control_->readers[handle.slot];
   for (;;) {
-    const std::uint32_t signal = control_->data_signal.load(acquire);
     if (tail().second >= count) return true;
     const std::uint64_t now = monotonic_ns();
     if (now >= deadline_ns) return false;
-    slot.sleeping.store(1, relaxed);
-    control_->data_woken.store(0, seq_cst);
-    control_->data_waiters.fetch_add(1, seq_cst);
-    order_before_sleep(*control_);
-    if (tail().second < count)
-      futex_wait(control_->data_signal, signal,
+    if (const auto sleep = arm_publish_wait(handle, count))
+      futex_wait(*sleep->word, sleep->value,
                  std::min<std::int64_t>(kMaxSleepNs, static_cast<std::int64_t>(deadline_ns - now)));
-    if (slot.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
+    end_publish_wait(handle);
   }
+}
+
+std::optional<Ring::FutexSleep> Ring::arm_publish_wait(ReaderHandle& handle, std::uint64_t count) noexcept {
+  auto& slot = control_->readers[handle.slot];
+  // The signal is read before the last look at the tail: a commit after
+  // that look bumps it (we are registered by then), so the sleep ends.
+  const std::uint32_t signal = control_->data_signal.load(acquire);
+  if (tail().second >= count) return std::nullopt;
+  slot.sleeping.store(1, relaxed);
+  control_->data_woken.store(0, seq_cst);
+  control_->data_waiters.fetch_add(1, seq_cst);
+  order_before_sleep(*control_);
+  if (tail().second >= count) {
+    end_publish_wait(handle);
+    return std::nullopt;
+  }
+  return FutexSleep{&control_->data_signal, signal};
+}
+
+void Ring::end_publish_wait(ReaderHandle& handle) noexcept {
+  auto& slot = control_->readers[handle.slot];
+  if (slot.sleeping.exchange(0, relaxed) != 0) control_->data_waiters.fetch_sub(1, relaxed);
 }
 
 std::uint32_t Ring::read_until(ReaderHandle& handle, std::uint64_t deadline_ns, View* views, std::uint32_t max,

@@ -548,6 +548,18 @@ class Ring {
   // sequence is at least `count`) or the deadline; reads nothing. True if
   // they have. For a forwarder's wake-up thread.
   bool wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64_t deadline_ns) noexcept;
+  // wait_published in two halves, for a caller that sleeps elsewhere (colod's
+  // event loop sleeps in io_uring on this word and its sockets at once).
+  // arm_publish_wait registers `handle` as a data waiter and returns the
+  // futex word and the value to sleep while it holds, or nullopt (nothing
+  // registered) when `count` messages have been claimed already.
+  // end_publish_wait ends the registration after the sleep, whatever ended it.
+  struct FutexSleep {
+    std::atomic<std::uint32_t>* word;
+    std::uint32_t value;
+  };
+  std::optional<FutexSleep> arm_publish_wait(ReaderHandle& handle, std::uint64_t count) noexcept;
+  void end_publish_wait(ReaderHandle& handle) noexcept;
 
   // Calls fn(origin, origin_seq) for each retained published tagged record,
   // oldest first (a forwarder's restart: what it already wrote from where).

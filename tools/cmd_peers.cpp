@@ -47,7 +47,9 @@ int print_status(const ColodStatus& status, bool json) {
                         {"failed_handshakes", status.failed_handshakes},
                         {"dropped_connections", status.dropped_connections},
                         {"early_frames", status.early_frames},
-                        {"refused_sessions", status.refused_sessions}};
+                        {"refused_sessions", status.refused_sessions},
+                        {"ring_wait", status.ring_wait},
+                        {"ring_wakes", status.ring_wakes}};
     nlohmann::json links = nlohmann::json::array();
     for (const auto& l : status.links) links.push_back(link_json(l));
     j["links"] = links;
@@ -97,6 +99,11 @@ int print_status(const ColodStatus& status, bool json) {
               static_cast<unsigned long long>(status.refused_sessions),
               static_cast<unsigned long long>(status.dropped_connections),
               static_cast<unsigned long long>(status.early_frames));
+  if (status.ring_wait == "io_uring")
+    std::printf("ring wake-ups: io_uring, %llu sleep(s) ended by a publish\n",
+                static_cast<unsigned long long>(status.ring_wakes));
+  else if (!status.ring_wait.empty())
+    std::printf("ring wake-ups: %s\n", status.ring_wait.c_str());
   return kExitOk;
 }
 

@@ -16,6 +16,7 @@
 //   threeHostsQueue...        cluster queue: consumers on 3 hosts, 100,000 messages, each consumed once
 //   queueSurvives...          cluster queue: SIGKILL + restart of a non-home colod, still exactly once
 //   queueMessagesInFlight...  cluster queue: a clean stop puts unconfirmed messages back (none lost)
+//   publishesIntoASleeping... the loop is woken by a publish (io_uring, or waker threads)
 //   ColoDemo...               `colo demo`'s federation part, small, counts exact
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -41,6 +42,7 @@
 #include <capnp/serialize.h>
 
 #include "daemon.hpp"  // generate_keypair
+#include "uring_wait.hpp"  // whether this kernel lets colod sleep on rings and sockets at once
 #include "federation.capnp.h"  // frames a forged peer sends
 #include "federation_support.hpp"
 
@@ -897,6 +899,54 @@ TEST_F(Federation, topicDeclaredAtRunTimeOnBothHostsIsFederated) {
   const json j = peers(a);
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(j["topics"], json::array({"prices"}));
+}
+
+// colod's loop sleeps on its sockets and on the ring's futex word at once
+// (io_uring, where the kernel has it; COLOD_WAKER_THREADS=1 in the
+// environment: waker threads instead, as on an older kernel). Messages
+// published one at a time, 30 ms apart, find it asleep: each must wake it
+// and leave, in order. With io_uring the publishes themselves end its
+// sleeps (ring_wakes); its 20 ms timeouts take microseconds of every 20 ms,
+// so at most a few of the 20 can come while it is awake.
+TEST_F(Federation, publishesIntoASleepingColodWakeItsLoopAndLeaveInOrder) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({"prices"}, false);
+  start(a);
+  start(b);
+  ASSERT_TRUE(all_hosts_connected());
+  const char* threads_env = std::getenv("COLOD_WAKER_THREADS");
+  const bool threads_asked = threads_env && std::string(threads_env) == "1";
+  const bool uring_here = !threads_asked && bridge::UringWait::open().has_value();
+  const json before = peers(a);
+  ASSERT_TRUE(before.is_object());
+  EXPECT_EQ(before["ring_wait"], uring_here ? "io_uring" : "threads");
+  constexpr std::uint32_t kMessages = 20;
+  Seen at_b;
+  std::atomic<bool> ready{false}, stop{false};
+  auto& sub = subscriber(b, kMessages, at_b, ready, stop);
+  ASSERT_TRUE(test::wait_until([&] { return ready.load(); }, 10s));
+  {
+    auto node = Node::open(test::node_options(a.ns)).value();
+    auto topic = node.topic("prices", OpenMode::open).value();
+    auto pub = topic.publisher().value();
+    for (std::uint32_t i = 0; i < kMessages; ++i) {
+      std::this_thread::sleep_for(30ms);
+      ASSERT_EQ(pub.publish(make_message(1, i, 32), 1s), SendStatus::ok);
+    }
+  }
+  EXPECT_TRUE(test::wait_until([&] { return at_b.total >= kMessages; }, 20s, 10ms));
+  stop = true;
+  sub.join();
+  EXPECT_TRUE(exactly_in_order(at_b.by_publisher[1], kMessages));
+  const json after = peers(a);
+  ASSERT_TRUE(after.is_object());
+  if (uring_here) {
+    EXPECT_GE(after["ring_wakes"].get<std::uint64_t>(), before["ring_wakes"].get<std::uint64_t>() + kMessages / 2)
+        << "before " << before["ring_wakes"] << ", after " << after["ring_wakes"];
+  } else {
+    EXPECT_EQ(after["ring_wakes"], 0);
+  }
 }
 
 // With a small max_frame (32 KiB), what a busy stream batches must still fit

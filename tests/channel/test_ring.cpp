@@ -178,6 +178,38 @@ TEST_F(RingProtocol, pendingFencesAreEstablishedBySleepersThatHaveMembarrier) {
   EXPECT_EQ(control.fenced_commits.load(), kFencesEstablished);
 }
 
+// The two halves of wait_published that colod's loop sleeps with: armed,
+// the reader counts as a sleeping waiter (so a commit bumps the futex word)
+// until end_publish_wait; asked for a count already published, nothing is
+// registered.
+TEST_F(RingProtocol, anArmedPublishWaitIsWokenByTheNextCommitAndEndsItsRegistration) {
+  Ring sut = make(RingKind::topic);
+  auto reader = sut.open_reader(ReaderMode::lossy).value();
+  auto writer = sut.open_publisher().value();
+  auto& control = sut.control();
+  publish(sut, writer, 1);  // one message: count 1 is there, count 2 is not
+  EXPECT_FALSE(sut.arm_publish_wait(reader, 1).has_value());
+  EXPECT_EQ(control.data_waiters.load(), 0u);
+  EXPECT_EQ(control.readers[reader.slot].sleeping.load(), 0u);
+  const auto sleep = sut.arm_publish_wait(reader, 2);
+  ASSERT_TRUE(sleep.has_value());
+  EXPECT_EQ(sleep->word, &control.data_signal);
+  EXPECT_EQ(sleep->value, control.data_signal.load()) << "nothing committed since";
+  EXPECT_EQ(control.data_waiters.load(), 1u);
+  EXPECT_EQ(control.readers[reader.slot].sleeping.load(), 1u);
+  publish(sut, writer, 2);
+  EXPECT_NE(control.data_signal.load(), sleep->value) << "a commit with a sleeper bumps the word the sleep is on";
+  sut.end_publish_wait(reader);
+  EXPECT_EQ(control.data_waiters.load(), 0u);
+  EXPECT_EQ(control.readers[reader.slot].sleeping.load(), 0u);
+  sut.end_publish_wait(reader);  // a second end is harmless
+  EXPECT_EQ(control.data_waiters.load(), 0u);
+  // Unregistered, a commit leaves the word alone (no wake cost).
+  const std::uint32_t word = control.data_signal.load();
+  publish(sut, writer, 3);
+  EXPECT_EQ(control.data_signal.load(), word);
+}
+
 TEST_F(RingProtocol, claimIsShortenedToFitBeforeTheRingsEndAndThenWraps) {
   Ring sut = make(RingKind::topic, 4096);
   auto reader = sut.open_reader(ReaderMode::block).value();

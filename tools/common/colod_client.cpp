@@ -114,6 +114,8 @@ Result<ColodStatus> colod_status(const std::string& ns, const std::string& socke
         out.dropped_connections = s.getDroppedConnections();
         out.early_frames = s.getEarlyFrames();
         out.refused_sessions = s.getRefusedSessions();
+        out.ring_wait = text(s.getRingWait());
+        out.ring_wakes = s.getRingWakes();
         for (auto p : s.getPeers())
           out.peers.push_back({text(p.getName()), text(p.getEndpoint()), p.getConnected(), p.getSinceMs(),
                                p.getMessagesIn(), p.getMessagesOut(), p.getBytesIn(), p.getBytesOut(),

@@ -48,6 +48,8 @@ struct ColodStatus {
   std::uint64_t bad_frames = 0, rejected_peers = 0, failed_handshakes = 0, dropped_connections = 0;
   std::uint64_t early_frames = 0;  // data of a stream restarted (a reconnect, a new epoch): dropped, sent again
   std::uint64_t refused_sessions = 0;  // hellos from a second connection naming a peer whose session is alive
+  std::string ring_wait;               // "io_uring" or "threads": how colod's loop learns of a publish
+  std::uint64_t ring_wakes = 0;        // io_uring: loop sleeps a publish ended
   std::vector<ColodLink> links;
   const ColodObject* object(const std::string& name) const {
     for (const auto& o : objects)

@@ -8,6 +8,7 @@
 // tagged message again, so federated messages cannot loop.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -51,5 +52,19 @@ Result<Subscriber> subscribe_bridge(Topic& topic, std::optional<std::uint64_t> f
 // if they have. Writers wake it on commit like any sleeping reader: colod's
 // wake-up threads use it to tell its event loop that something arrived.
 bool wait_published(Reader& reader, std::uint64_t count, std::chrono::nanoseconds timeout) noexcept;
+
+// wait_published in two halves, for a loop that sleeps on other things too
+// (colod's, in io_uring with its sockets). arm_publish_wait registers the
+// reader as a sleeping reader and returns the futex word (in the ring's
+// shared memory) and the value to sleep while it holds; nullopt, with
+// nothing registered, when `count` messages have been published already.
+// After the sleep, whatever ended it, end_publish_wait. The word stays
+// valid while the reader lives.
+struct PublishWait {
+  std::atomic<std::uint32_t>* word;
+  std::uint32_t value;
+};
+std::optional<PublishWait> arm_publish_wait(Reader& reader, std::uint64_t count) noexcept;
+void end_publish_wait(Reader& reader) noexcept;
 
 }  // namespace colo::internal
