@@ -36,6 +36,24 @@ TEST_F(BenchKafka, quickRunMeasuresEveryCellAndLeavesNothingBehind) {
   // Its namespaces are gone (kafkabench-*<pid>).
   const auto left = test::run({"/bin/sh", "-c", "ls /dev/shm | grep -c kafkabench || true"});
   EXPECT_EQ(left.out, "0\n");
+  // So are its topics on the broker: the raw, raw-with-headers and mirror
+  // topics of its one size, and the mirrored latency topic.
+  EXPECT_EQ(j["cleanup_error"], "");
+  EXPECT_EQ(j["topics_deleted"], 4) << j.dump(2);
+  const std::string prefix = j["topics"].get<std::string>();
+  ASSERT_EQ(prefix.substr(prefix.size() - 2), ".*");
+  // (The broker's metadata follows a deletion within moments.)
+  std::string listed;
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        listed = test::run({"/bin/sh", "-c", "kcat -b \"$0\" -L -J | grep -c \"\\\"$1\" || true", bootstrap_,
+                            prefix.substr(0, prefix.size() - 1)},
+                           60s)
+                     .out;
+        return listed == "0\n";
+      },
+      20s, 500ms))
+      << "topics of the run still listed by kcat: " << listed;
 }
 
 }  // namespace

@@ -34,8 +34,9 @@
 //
 // Checked, making the exit status 1: every message acknowledged by Kafka
 // (mirror), every record published (source), nothing lost or skipped.
-// Cleanup: colod stopped, the namespace removed; the Kafka topics of the run
-// (colo.bench.<pid>.*) stay on the broker.
+// Cleanup: colod stopped, the namespace removed, and the Kafka topics of the
+// run (colo.bench.<pid>.*) deleted from the broker (a run of 2,000,000
+// messages per cell writes gigabytes there), unless --keep-topics.
 #include "commands.hpp"
 
 #include <librdkafka/rdkafka.h>
@@ -79,6 +80,7 @@ struct Options {
   std::uint32_t rate = 20'000;
   bool quick = false;
   bool json = false;
+  bool keep_topics = false;  // --keep-topics: leave the run's topics on the broker
 };
 
 struct SizeRun {
@@ -140,6 +142,46 @@ std::string create_topic(const std::string& bootstrap, const std::string& topic)
   rd_kafka_queue_destroy(q);
   rd_kafka_NewTopic_destroy(nt);
   return problem;
+}
+
+// Deletes every topic whose name starts with `prefix` (the run's, also those
+// a mirror link created); returns how many, or sets `error`.
+std::size_t delete_topics(const std::string& bootstrap, const std::string& prefix, std::string& error) {
+  Rd admin;
+  if (auto e = make_client(admin, RD_KAFKA_PRODUCER, {{"bootstrap.servers", bootstrap}}); !e.empty()) {
+    error = e;
+    return 0;
+  }
+  const rd_kafka_metadata_t* metadata = nullptr;
+  if (auto e = rd_kafka_metadata(admin.rk, 1, nullptr, &metadata, 30000); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    error = std::string("listing topics: ") + rd_kafka_err2str(e);
+    return 0;
+  }
+  std::vector<rd_kafka_DeleteTopic_t*> doomed;
+  for (int i = 0; i < metadata->topic_cnt; ++i)
+    if (std::string_view(metadata->topics[i].topic).starts_with(prefix))
+      doomed.push_back(rd_kafka_DeleteTopic_new(metadata->topics[i].topic));
+  rd_kafka_metadata_destroy(metadata);
+  if (doomed.empty()) return 0;
+  rd_kafka_queue_t* q = rd_kafka_queue_new(admin.rk);
+  rd_kafka_DeleteTopics(admin.rk, doomed.data(), doomed.size(), nullptr, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
+  std::size_t deleted = 0;
+  if (ev == nullptr) {
+    error = "no answer to DeleteTopics";
+  } else {
+    size_t n = 0;
+    const auto** results = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+    for (size_t i = 0; i < n; ++i) {
+      if (rd_kafka_topic_result_error(results[i]) == RD_KAFKA_RESP_ERR_NO_ERROR) ++deleted;
+      else error = std::string(rd_kafka_topic_result_name(results[i])) + ": " +
+                   rd_kafka_err2str(rd_kafka_topic_result_error(results[i]));
+    }
+    rd_kafka_event_destroy(ev);
+  }
+  rd_kafka_queue_destroy(q);
+  rd_kafka_DeleteTopic_destroy_array(doomed.data(), doomed.size());
+  return deleted;
 }
 
 struct Delivered {
@@ -294,6 +336,8 @@ struct Run {
   Percentiles on, off;
   std::string error;  // a failure outside one size's cells
   double load_before = 0, load_after = 0;
+  std::size_t topics_deleted = 0;
+  std::string cleanup_error;  // the topics could not all be deleted
 };
 
 Run run(const Options& o, Progress& progress) {
@@ -424,6 +468,7 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
   }
   r.load_before = load_before;
   r.load_after = load_average();
+  if (!o.keep_topics) r.topics_deleted = delete_topics(o.bootstrap, run_id() + ".", r.cleanup_error);
   bool correct = r.error.empty();
   for (const auto& s : r.sizes) correct = correct && s.error.empty();
   const double p50_ratio = r.off.p50 > 0 ? r.on.p50 / r.off.p50 : 0;
@@ -456,6 +501,9 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
                                   {"p50_on_over_off", p50_ratio},
                                   {"goal_at_most", kGoalPublishP50Ratio}}},
                                 {"error", r.error},
+                                {"topics", run_id() + ".*"},
+                                {"topics_deleted", r.topics_deleted},
+                                {"cleanup_error", r.cleanup_error},
                                 {"correct", correct}}
                      .dump(2)
               << '\n';
@@ -486,6 +534,10 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
               ratio_or_dash(r.on.p50, r.off.p50).c_str(), kGoalPublishP50Ratio,
               p50_ratio > 0 && p50_ratio <= kGoalPublishP50Ratio ? "met" : "MISSED");
   if (!r.error.empty()) std::printf("FAILED: %s\n", r.error.c_str());
+  if (o.keep_topics) std::printf("the run's topics (%s.*) stay on the broker\n", run_id().c_str());
+  else if (!r.cleanup_error.empty())
+    std::printf("deleting the run's topics (%s.*): %s\n", run_id().c_str(), r.cleanup_error.c_str());
+  else std::printf("the run's %zu topics deleted from the broker\n", r.topics_deleted);
   std::printf(
       "raw produce: librdkafka, idempotent, acks=all, linger 5 ms, no headers; + colo.id: the same with the header\n"
       "a mirror gives each record (the same bytes on the wire). mirror: from the first publish into the ring\n"
@@ -522,6 +574,7 @@ void register_bench_kafka(CLI::App& bench, int& exit_code) {
   cmd->add_option("--colod", o->colod, "the colod program (default: $COLOD_BIN, beside colo-bench, or on $PATH)");
   cmd->add_flag("--quick", o->quick, "20,000 messages per cell (a smoke run)");
   cmd->add_flag("--json", o->json, "print JSON");
+  cmd->add_flag("--keep-topics", o->keep_topics, "leave the run's topics (colo.bench.PID.*) on the broker (default: deleted)");
   cmd->callback([o, cmd, &exit_code] { exit_code = run_bench_kafka(*o, *cmd); });
 }
 
