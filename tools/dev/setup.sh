@@ -24,7 +24,6 @@ packages=(
   libzookeeper-mt-dev                # colod's ZooKeeper lock backend (the C client, threaded)
   librdkafka-dev                     # colod's Kafka links (librdkafka's C API)
   liburing-dev                       # colod's event loop sleeps on its sockets and the rings' futexes at once (io_uring)
-  libjemalloc-dev                    # colod's allocator (librdkafka allocates per record header; glibc's malloc is slow at it)
   librabbitmq-dev libssl-dev         # colod's RabbitMQ links (rabbitmq-c, AMQP 0-9-1; OpenSSL for TLS and the system's CAs)
   clang libclang-rt-14-dev           # the fuzz targets (tests/fuzz/): libFuzzer, and the coverage it steers by, come with clang only (its runtime is a separate package)
   help2man                           # the man pages colo(1), colod(8) ... made from the programs' --help
