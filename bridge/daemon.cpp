@@ -71,14 +71,15 @@ std::uint32_t topic_window(const Config& config, const ChannelStats& topic) {
   return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(fit, config.credit, 1'000'000));
 }
 
-// Wakes colod's event loop when a cluster topic gets a message while the
-// loop sleeps in zmq_poll, which cannot wait on the ring's futex, where the
-// loop cannot sleep on it itself (UringWait, uring_wait.hpp: Linux 6.7): one
-// thread per topic sleeps on the ring as a registered waiter (so the
-// publisher's commit wakes it, as it would a subscriber) and writes to an
-// eventfd the loop polls. The loop arms it just before it sleeps, with the message
-// count its cursors have read up to; one wake per arming. Without it a
-// message would wait for the next poll timeout (a millisecond or more).
+// Where colod's loop cannot sleep on the rings' futex words itself
+// (UringWait, uring_wait.hpp: Linux 6.7 and later), this wakes it when a
+// cluster topic gets a message while it sleeps in zmq_poll, which cannot
+// wait on a futex: one thread per topic sleeps on the ring as a registered
+// waiter (so the publisher's commit wakes it, as it would a subscriber) and
+// writes to an eventfd the loop polls. The loop arms it just before it
+// sleeps, with the message count its cursors have read up to; one wake per
+// arming. Without it a message would wait for the next poll timeout (a
+// millisecond or more).
 class Waker {
  public:
   static constexpr std::uint64_t kDisarmed = ~std::uint64_t{0};
@@ -403,6 +404,7 @@ struct Daemon::Impl {
   void start_ring_wake(ClusterObject& object);
   void sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& items, int timeout_ms);
   std::vector<void*> handled_sockets_;  // sockets with input in the last pass (asked again before a sleep)
+  std::uint64_t next_full_look_ns_ = 0;  // a lingering loop asks every socket at least this often
   // While messages flow, the loop polls the rings itself for a short while
   // after each move instead of sleeping behind a Waker: a publish is then
   // picked up without the waker thread's wake-up and the eventfd (one
@@ -1010,9 +1012,18 @@ void Daemon::Impl::start_ring_wake(ClusterObject& object) {
 // sockets (we send on them between events) and those handled in the last
 // pass; after it, those whose descriptor fired. A socket nobody touched
 // since it was last asked can only change by a command from ZeroMQ's I/O
-// thread, which makes its descriptor readable.
-// A timeout of 0 (lingering) only looks.
+// thread, which makes its descriptor readable. A timeout of 0 (lingering)
+// only looks, and asks every socket once a millisecond: a loop that lingers
+// from move to move under steady traffic never sleeps on the descriptors,
+// and `colo peers` must still be answered.
 void Daemon::Impl::sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& items, int timeout_ms) {
+  if (timeout_ms == 0) {
+    if (const std::uint64_t now = monotonic_ns(); now >= next_full_look_ns_) {
+      next_full_look_ns_ = now + 1'000'000;
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(0));
+      return;
+    }
+  }
   const auto has_input = [](const zmq::pollitem_t& item) {
     int events = 0;
     std::size_t size = sizeof events;
