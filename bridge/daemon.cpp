@@ -404,6 +404,14 @@ struct Daemon::Impl {
   void start_ring_wake(ClusterObject& object);
   void sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& items, int timeout_ms);
   std::vector<void*> handled_sockets_;  // sockets with input in the last pass (asked again before a sleep)
+  // Scratch of sleep_on_sockets_and_rings, kept to avoid allocating per sleep.
+  struct SleepScratch {
+    std::vector<UringWait::FutexWord> words;
+    std::vector<Subscriber*> registered;  // the topics' sleepers armed on `words`
+    std::vector<int> fds;
+    std::vector<std::size_t> item_of_fd;  // fds[i] is items[item_of_fd[i]]'s
+    std::vector<std::size_t> readable;
+  } sleep_scratch_;
   std::uint64_t next_full_look_ns_ = 0;  // a lingering loop asks every socket at least this often
   // While messages flow, the loop polls the rings itself for a short while
   // after each move instead of sleeping behind a Waker: a publish is then
@@ -1043,8 +1051,9 @@ void Daemon::Impl::sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& item
     }
   if (ready || timeout_ms == 0) return;  // input, or lingering (see Linger): no sleep; the rings are read anyway
   // Registered before the last look at each ring: a publish after it wakes us.
-  std::vector<UringWait::FutexWord> words;
-  std::vector<Subscriber*> registered;
+  auto& [words, registered, fds, item_of_fd, readable] = sleep_scratch_;
+  words.clear();
+  registered.clear();
   for (std::size_t t = 0; t < objects.size() && !ready; ++t) {
     if (!objects[t].sleeper) continue;
     const std::uint64_t count = first_unread(static_cast<int>(t));
@@ -1060,8 +1069,8 @@ void Daemon::Impl::sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& item
     for (auto* sleeper : registered) internal::end_publish_wait(*sleeper);
     return;
   }
-  std::vector<int> fds;
-  std::vector<std::size_t> item_of_fd;
+  fds.clear();
+  item_of_fd.clear();
   for (std::size_t i = 0; i < items.size(); ++i) {
     int fd = items[i].fd;
     std::size_t size = sizeof fd;
@@ -1069,7 +1078,6 @@ void Daemon::Impl::sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& item
     fds.push_back(fd);
     item_of_fd.push_back(i);
   }
-  std::vector<std::size_t> readable;
   const auto woken = uring->wait(fds, words, timeout_ms, &readable);
   for (auto* sleeper : registered) internal::end_publish_wait(*sleeper);
   if (woken == UringWait::Woken::futex) ++counters.ring_wakes;
@@ -1088,8 +1096,7 @@ void Daemon::Impl::sleep_on_sockets_and_rings(std::vector<zmq::pollitem_t>& item
   }
   for (const std::size_t i : readable) {
     auto& item = items[item_of_fd[i]];
-    if (!item.socket) item.revents = ZMQ_POLLIN;
-    else if (has_input(item)) item.revents = ZMQ_POLLIN;
+    if (!item.socket || has_input(item)) item.revents = ZMQ_POLLIN;  // a raw fd readable, or a socket with input
   }
 }
 
