@@ -175,9 +175,18 @@ Result<int> open_file(const std::string& shm_name, int access, const char* doing
   return fd;
 }
 
-// Maps `size` bytes of `fd` from offset 0, shared.
+// Maps `size` bytes of `fd` from offset 0, shared. A writable mapping (one
+// that carries data: a ring, a lock table) is populated now: every page
+// is in this process's page tables before the first message, so the data
+// path takes no page faults on its first lap. Measured on a 2-vCPU VM for
+// 64 MiB: 4 ms here at open, against 17 ms of faults (16,384 of them, each
+// a stall of the writer or a reader) spread over the first lap; in
+// `colo bench bridge` that was half of a 200,000-message cell. The pages
+// themselves were reserved by the creator's posix_fallocate, so this
+// costs no memory. Read-only mappings (inspection) stay lazy.
 Result<std::byte*> map_file(int fd, std::size_t size, bool writable, const std::string& shm_name) {
-  void* p = ::mmap(nullptr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  const int flags = MAP_SHARED | (writable ? MAP_POPULATE : 0);
+  void* p = ::mmap(nullptr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, flags, fd, 0);
   if (p == MAP_FAILED) return system_error(Errc::system, "mapping segment " + segment_label(shm_name), errno);
   return static_cast<std::byte*>(p);
 }

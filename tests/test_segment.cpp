@@ -4,9 +4,11 @@
 // clear error (never a crash, never a hang).
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/resource.h>  // getrusage: minor page faults
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>  // atomic_ref: the touches are not optimised away
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -181,6 +183,33 @@ TEST_F(SegmentTest, bodyIsZeroAndSharedBetweenMappings) {
   ASSERT_TRUE(sut) << sut.error().message;
   EXPECT_EQ(sut->body()[7], std::byte{42});
   EXPECT_EQ(sut->body_size(), kBody);
+}
+
+// Counts this process's minor page faults while it writes one byte into
+// every page of `bytes` bytes from `base`.
+long minor_faults_touching(std::byte* base, std::size_t bytes) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
+  for (std::size_t at = 0; at < bytes; at += static_cast<std::size_t>(page))
+    std::atomic_ref<std::byte>(base[at]).store(std::byte{1}, std::memory_order_relaxed);
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &after);
+  return after.ru_minflt - before.ru_minflt;
+}
+
+TEST_F(SegmentTest, creatorAndOpenerMapEveryPageUpFrontSoTheirFirstWritesTakeNoPageFault) {
+  constexpr std::size_t kBig = 16u << 20;  // 4,096 pages of 4 KiB
+  auto created = Segment::create(name, "seg", SegmentKind::lock, kBig, {});
+  ASSERT_TRUE(created) << created.error().message;
+  created->publish();
+  auto opened = open();
+  ASSERT_TRUE(opened) << opened.error().message;
+
+  // Lazily mapped, each would fault once per page (4,096); a handful of
+  // faults of the test's own (stack, allocator) is all that may remain.
+  EXPECT_LT(minor_faults_touching(created->body(), kBig), 64);
+  EXPECT_LT(minor_faults_touching(opened->body(), kBig), 64);
 }
 
 // ------------------------------------------------ opener: fstat, then map
