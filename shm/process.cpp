@@ -1,11 +1,16 @@
 #include "process.hpp"
 
+#include "clock.hpp"  // monotonic_ns: the age of a liveness reading
+
 #include <fcntl.h>      // open
+#include <signal.h>     // kill(pid, 0)
 #include <pthread.h>    // pthread_atfork
 #include <sys/syscall.h>
 #include <unistd.h>     // read, close, getpid, gettid
 
+#include <array>        // liveness_recent's readings
 #include <atomic>
+#include <cerrno>
 #include <cstdio>       // snprintf
 #include <cstring>      // strrchr
 
@@ -128,6 +133,34 @@ Liveness liveness(ProcessRef ref) noexcept {
   if (ref.pid == 0) return Liveness::dead;
   auto start = start_time_of(static_cast<pid_t>(ref.pid));
   return start && *start == ref.start_time ? Liveness::alive : Liveness::dead;
+}
+
+namespace {
+// A process this thread read as alive from /proc, and when.
+struct AliveReading {
+  std::uint32_t pid = 0;
+  std::uint64_t start_time = 0;
+  std::uint64_t at_ns = 0;
+};
+// Per thread, so no lock; a few entries: the readers of the rings this
+// thread writes to. The oldest reading gives way.
+thread_local constinit std::array<AliveReading, 8> t_alive_readings{};
+}  // namespace
+
+Liveness liveness_recent(ProcessRef ref) noexcept {
+  if (ref.pid == 0) return Liveness::dead;
+  // EPERM: the process exists (another user's).
+  if (::kill(static_cast<pid_t>(ref.pid), 0) != 0 && errno == ESRCH) return Liveness::dead;
+  const std::uint64_t now = monotonic_ns();
+  AliveReading* oldest = &t_alive_readings[0];
+  for (auto& r : t_alive_readings) {
+    if (r.pid == ref.pid && r.start_time == ref.start_time && now - r.at_ns < kRecheckLivenessNs)
+      return Liveness::alive;
+    if (r.at_ns < oldest->at_ns) oldest = &r;
+  }
+  const Liveness read = liveness(ref);
+  if (read == Liveness::alive) *oldest = {ref.pid, ref.start_time, now};
+  return read;
 }
 
 }  // namespace colo::shm

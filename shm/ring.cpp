@@ -178,8 +178,10 @@ __attribute__((no_sanitize("thread"))) void peek_bytes(const std::byte* from, vo
   std::memcpy(to, from, n);
 }
 
+// Asked in retry loops (a writer held back by a reader spins through
+// make_room): the cheap form, a reaped process dead at once (process.hpp).
 bool process_alive(std::uint32_t pid, std::uint64_t start) noexcept {
-  return liveness(ProcessRef{pid, start}) == Liveness::alive;
+  return liveness_recent(ProcessRef{pid, start}) == Liveness::alive;
 }
 
 std::uint64_t payload_bytes(const View* views, std::uint32_t n) noexcept {

@@ -4,8 +4,10 @@
 // clear error (never a crash, never a hang).
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/resource.h>  // getrusage: minor page faults
 #include <sys/stat.h>
+#include <sys/wait.h>  // waitpid: the liveness tests' children
 #include <unistd.h>
 
 #include <atomic>  // atomic_ref: the touches are not optimised away
@@ -581,6 +583,54 @@ TEST_F(SegmentTest, inspectDescribesAHealthySegment) {
 }
 
 // ------------------------------------------------------- a full /dev/shm
+
+// ------------------------------------------------ liveness in retry loops
+
+// A forked child that waits to be killed; returns its ProcessRef.
+ProcessRef fork_sleeper(pid_t& pid) {
+  pid = ::fork();
+  if (pid == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  auto start = start_time_of(pid);
+  EXPECT_TRUE(start.has_value());
+  return {static_cast<std::uint32_t>(pid), start.value_or(0)};
+}
+
+TEST(LivenessRecent, aReapedProcessIsDeadAtOnceEvenRightAfterAnAliveReading) {
+  pid_t pid = 0;
+  const ProcessRef child = fork_sleeper(pid);
+  ASSERT_EQ(liveness_recent(child), Liveness::alive);  // a fresh reading, kept for 1 ms
+
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+
+  EXPECT_EQ(liveness_recent(child), Liveness::dead);  // kill(pid, 0): gone
+  EXPECT_EQ(liveness(child), Liveness::dead);
+}
+
+TEST(LivenessRecent, aZombieIsDeadOnceTheLastReadingIsOlderThanTheRecheckPeriod) {
+  pid_t pid = 0;
+  const ProcessRef child = fork_sleeper(pid);
+  ASSERT_EQ(liveness_recent(child), Liveness::alive);
+  ::kill(pid, SIGKILL);
+  // Killed, not reaped: a zombie, which kill(pid, 0) still finds.
+  for (int i = 0; i < 1000 && liveness(child) == Liveness::alive; ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(liveness(child), Liveness::dead);
+
+  std::this_thread::sleep_for(std::chrono::nanoseconds(kRecheckLivenessNs) + 1ms);
+  EXPECT_EQ(liveness_recent(child), Liveness::dead);  // /proc read again: state Z
+  ::waitpid(pid, nullptr, 0);
+}
+
+TEST(LivenessRecent, aReusedPidWithAnotherStartTimeIsDeadAndPidZeroIsDead) {
+  const ProcessRef me = self();
+  EXPECT_EQ(liveness_recent(me), Liveness::alive);
+  EXPECT_EQ(liveness_recent({me.pid, me.start_time + 1}), Liveness::dead);
+  EXPECT_EQ(liveness_recent({me.pid, me.start_time + 1}), Liveness::dead);  // a dead reading is never kept
+  EXPECT_EQ(liveness_recent({0, me.start_time}), Liveness::dead);
+}
 
 // An object larger than the room left on /dev/shm (a container's default is
 // 64 MiB): the creation fails with Errc::no_space, leaves no file, and the
