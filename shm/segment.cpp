@@ -176,16 +176,23 @@ Result<int> open_file(const std::string& shm_name, int access, const char* doing
 }
 
 // Maps `size` bytes of `fd` from offset 0, shared. A writable mapping (one
-// that carries data: a ring, a lock table) is populated now: every page
-// is in this process's page tables before the first message, so the data
-// path takes no page faults on its first lap. Measured on a 2-vCPU VM for
-// 64 MiB: 4 ms here at open, against 17 ms of faults (16,384 of them, each
-// a stall of the writer or a reader) spread over the first lap; in
-// `colo bench bridge` that was half of a 200,000-message cell. The pages
-// themselves were reserved by the creator's posix_fallocate, so this
-// costs no memory. Read-only mappings (inspection) stay lazy.
+// that carries data: a ring, a lock table) of at most kPopulateMaxBytes is
+// populated now: every page is in this process's page tables before the
+// first message, so the data path takes no page faults on its first lap.
+// Measured on a 2-vCPU VM for 64 MiB: 4 ms here at open, against 17 ms of
+// faults (16,384 of them, each a stall of the writer or a reader) spread
+// over the first lap; `colo bench bridge`'s cells of 200,000 messages
+// went from 2.5-3.5 to 3.7-4.9 M msg/s. The pages were reserved by the
+// creator's posix_fallocate, but tmpfs zeroes each on its first mapping,
+// so the first process to map a segment pays for zeroing all of it here:
+// for a 1 GiB ring that was 3-4 s of colod's start on that VM (with the
+// page cache full), and a mirror link's throughput halved while another
+// link's ring was being zeroed. Larger mappings stay lazy: their first
+// lap faults, a page at a time. Read-only mappings (inspection) too.
+constexpr std::size_t kPopulateMaxBytes = std::size_t{65} << 20;  // a 64 MiB ring, its header and control block
+
 Result<std::byte*> map_file(int fd, std::size_t size, bool writable, const std::string& shm_name) {
-  const int flags = MAP_SHARED | (writable ? MAP_POPULATE : 0);
+  const int flags = MAP_SHARED | (writable && size <= kPopulateMaxBytes ? MAP_POPULATE : 0);
   void* p = ::mmap(nullptr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, flags, fd, 0);
   if (p == MAP_FAILED) return system_error(Errc::system, "mapping segment " + segment_label(shm_name), errno);
   return static_cast<std::byte*>(p);

@@ -22,8 +22,9 @@
 //      are there (tmpfs sets it last).
 //   3. write the header (state = creating), then the body (caller)
 //   4. publish(): state.store(ready, release)
-// Every read-write mapping is populated at once (MAP_POPULATE): the data
-// path's first lap takes no page faults (segment.cpp, map_file, says why).
+// A read-write mapping of up to 64 MiB is populated at once (MAP_POPULATE):
+// the data path's first lap takes no page faults (segment.cpp, map_file,
+// says why, and why larger ones stay lazy).
 // Opening protocol (opener):
 //   1. open(O_RDWR|O_NOFOLLOW); fstat: a regular file, owner or allowed group, no "other" bits,
 //      size >= header and <= kMaxSegmentSize          else permission/corrupt

@@ -214,6 +214,16 @@ TEST_F(SegmentTest, creatorAndOpenerMapEveryPageUpFrontSoTheirFirstWritesTakeNoP
   EXPECT_LT(minor_faults_touching(opened->body(), kBig), 64);
 }
 
+TEST_F(SegmentTest, aMappingOverSixtyFiveMebibytesStaysLazySoOpeningItZeroesNothing) {
+  constexpr std::size_t kHuge = 96u << 20;
+  auto created = Segment::create(name, "seg", SegmentKind::lock, kHuge, {});
+  ASSERT_TRUE(created) << created.error().message;
+
+  // Each page faults once when first written (tmpfs zeroes it then).
+  const long pages = static_cast<long>(kHuge) / ::sysconf(_SC_PAGESIZE);
+  EXPECT_GE(minor_faults_touching(created->body(), kHuge), pages - 16);
+}
+
 // ------------------------------------------------ opener: fstat, then map
 
 TEST_F(SegmentTest, openOfMissingSegmentIsNotFound) {

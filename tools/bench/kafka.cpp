@@ -15,9 +15,9 @@
 //            colod's link reports N acknowledged (its control socket, polled
 //            every 5 ms).
 //   consume  raw: a librdkafka consumer of a new group reads the raw
-//            topic's N records, with a source link's prefetch bound
-//            (queued.max.messages.kbytes 16 MiB); msg/s from the first
-//            record to the last.
+//            topic's N records, with a source link's prefetch bounds
+//            (queued.max.messages.kbytes 16 MiB, queued.min.messages
+//            300,000); msg/s from the first record to the last.
 //            source: a colod's source link (another group), assigned the
 //            topic while it was empty and paused until then, is resumed; it
 //            reads the N records into a topic of its namespace; msg/s from
@@ -255,7 +255,8 @@ double raw_consume(const Options& o, const std::string& topic, std::string& erro
   error = make_client(c, RD_KAFKA_CONSUMER,
                       {{"bootstrap.servers", o.bootstrap}, {"group.id", topic + ".raw-consumer"},
                        {"auto.offset.reset", "earliest"}, {"enable.auto.commit", "true"},
-                       {"queued.max.messages.kbytes", "16384"}});  // as a source link's prefetch
+                       {"queued.max.messages.kbytes", "16384"},  // as a source link's prefetch
+                       {"queued.min.messages", "300000"}});
   if (!error.empty()) return 0;
   rd_kafka_poll_set_consumer(c.rk);
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
