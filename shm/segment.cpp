@@ -185,10 +185,10 @@ Result<int> open_file(const std::string& shm_name, int access, const char* doing
 // went from 2.5-3.5 to 3.7-4.9 M msg/s. The pages were reserved by the
 // creator's posix_fallocate, but tmpfs zeroes each on its first mapping,
 // so the first process to map a segment pays for zeroing all of it here:
-// for a 1 GiB ring that was 3-4 s of colod's start on that VM (with the
-// page cache full), and a mirror link's throughput halved while another
-// link's ring was being zeroed. Larger mappings stay lazy: their first
-// lap faults, a page at a time. Read-only mappings (inspection) too.
+// for the 1.5 GiB of rings of `colo bench kafka` that was 3-4 s of colod's
+// start on that VM (with the page cache full), and its 64-byte mirror cell
+// ran at half speed. Larger mappings stay lazy: their first lap faults, a
+// page at a time. Read-only mappings (inspection) too.
 constexpr std::size_t kPopulateMaxBytes = std::size_t{65} << 20;  // a 64 MiB ring, its header and control block
 
 Result<std::byte*> map_file(int fd, std::size_t size, bool writable, const std::string& shm_name) {
