@@ -182,7 +182,7 @@ Result<int> open_file(const std::string& shm_name, int access, const char* doing
 // Measured on a 2-vCPU VM for 64 MiB: 4 ms here at open, against 17 ms of
 // faults (16,384 of them, each a stall of the writer or a reader) spread
 // over the first lap; `colo bench bridge`'s cells of 200,000 messages
-// went from 2.5-3.5 to 3.7-4.9 M msg/s. The pages were reserved by the
+// went from 3.3-3.8 to 3.7-4.9 M msg/s (six alternating pairs). The pages were reserved by the
 // creator's posix_fallocate, but tmpfs zeroes each on its first mapping,
 // so the first process to map a segment pays for zeroing all of it here:
 // for the 1.5 GiB of rings of `colo bench kafka` that was 3-4 s of colod's

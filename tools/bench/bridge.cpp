@@ -458,7 +458,7 @@ void register_bench_bridge(CLI::App& bench_group, int& exit_code) {
   o.readers = {bench::ReaderMode::blocking};
   // Throughput cells of one second: at 64 B a cell of 200,000 messages
   // lasted 40-60 ms, and ZeroMQ's own figure moved from 1.3 M to 6 M msg/s
-  // between such cells of one run (1 s: 4.3-5.7 M).
+  // between such cells of one run (1 s: 3.8-5.8 M).
   o.messages = 0;
   o.seconds = 1.0;
   o.rate = 10'000;
