@@ -47,10 +47,11 @@ Result<void> Source::open() {
       // queued.min.messages records (100,000 by default), and then takes up
       // to half a second to fetch again: with small records we drained
       // 100,000 long before that and waited (the `produced` counter stood
-      // still for 0.35-0.7 s at a time; 64-byte records came in at 0.38-0.49
-      // M/s in 4 runs of 5, 1.5-1.9 M/s with 300,000). At 300,000 the bytes
-      // bound above comes first for records of 56 bytes and more; librdkafka
-      // keeps a few hundred bytes per queued record besides its bytes.
+      // still for 0.35-0.7 s at a time; 64-byte records came in at
+      // 0.38-0.49 M/s in 4 runs of 5, 1.56-1.82 M/s in 7 of 7 with
+      // 300,000). At 300,000 the bytes bound above comes first for records
+      // of 56 bytes and more; librdkafka keeps a few hundred bytes per
+      // queued record besides its bytes.
       {"queued.min.messages", "300000"},
       // A resumed partition (after a pause) fetches again after this back-off;
       // librdkafka's default of 500 ms would idle every resume that long.
