@@ -8,11 +8,18 @@
 //                     of them than the confirm window per kill
 //   serverRestarted.. the node restarted mid-run: block mode loses nothing
 //                     and held the writer back; the outage is counted
+//   aNewConnection..  while another connection holds the link's fence
+//                     queue (as a killed colod's connection does until
+//                     RabbitMQ closed it) the mirror publishes nothing;
+//                     once it is gone, everything, unmarked and in order
 //   headersAnd...     pika sees colo's message id and timestamp, and no
 //                     header table; a queue object mirrored through an
 //                     exchange and a binding; `colo stat`
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <set>
@@ -136,6 +143,53 @@ TEST_F(Mirror, serverRestartedMidRunBlockLosesNothingAndCountsTheOutage) {
   EXPECT_NE(h.colod->err().find("connected again after"), std::string::npos) << h.colod->err();
   std::cerr << "[ note ] " << timeouts.load() << " publish timeout(s) of 100 ms; " << duplicates
             << " duplicates (marked)\n";
+}
+
+TEST_F(Mirror, aNewConnectionPublishesNothingUntilRabbitmqClosedTheLinksPreviousOne) {
+  auto& h = add_host("alpha");
+  write_configs({}, false);
+  const std::string queue = queue_name("fenced");
+  append_config(h, rabbitmq_toml() + "[[link]]\nobject = \"fenced\"\nkind = \"topic\"\nmode = \"mirror\"\n"
+                                     "rabbitmq = { server = \"local\", queue = \"" + queue + "\" }\n");
+  const std::string fence = "colo.fence.alpha." + h.ns + ".mirror:fenced";
+  const char* tool = std::getenv("COLO_AMQP_TOOL");
+  auto holder = test::Process::spawn({"/usr/bin/python3", tool != nullptr ? tool : "amqp_tool.py", address_, "hold", fence, "4"});
+  ASSERT_TRUE(test::wait_until(
+      [&] { return holder.out().find("held") != std::string::npos || holder.wait_for(0ms).has_value(); }, 30s, 10ms));
+  ASSERT_EQ(holder.out(), "held\n") << holder.err();
+  start(h);
+  auto node = Node::open(test::node_options(h.ns)).value();
+  auto topic = node.topic("fenced", OpenMode::create_or_open).value();
+  auto publisher = topic.publisher().value();
+  for (std::uint32_t i = 0; i < 100; ++i) {
+    const std::string m = test::text_message(1, i, 40);
+    ASSERT_EQ(publisher.publish(std::as_bytes(std::span(m.data(), m.size())), 1s), SendStatus::ok);
+  }
+  ASSERT_TRUE(test::wait_until([&] { return h.colod->err().find("previous connection (it holds") != std::string::npos; },
+                               30s, 10ms))
+      << h.colod->err();
+  EXPECT_NE(h.colod->err().find("waiting for RabbitMQ to close this link's previous connection (it holds queue '" +
+                                fence + "')"),
+            std::string::npos)
+      << h.colod->err();
+  // The holder still has a second or more: nothing reached RabbitMQ.
+  std::this_thread::sleep_for(1s);
+  ASSERT_FALSE(holder.wait_for(0ms).has_value()) << "the holder ended too soon to tell";
+  EXPECT_EQ(amqp({"count", queue}).out, "0\n");
+  EXPECT_NE(link(h, "mirror:fenced")["state"], "running");
+  const auto held = holder.wait_for(30s);
+  ASSERT_TRUE(held.has_value() && WIFEXITED(*held) && WEXITSTATUS(*held) == 0) << holder.err();
+  json l;
+  ASSERT_TRUE(wait_link(h, "mirror:fenced", [](const json& j) { return j["acknowledged"] == 100; }, 30s, &l))
+      << l.dump() << "\n" << h.colod->err();
+  EXPECT_NE(h.colod->err().find("RabbitMQ closed the previous connection after"), std::string::npos) << h.colod->err();
+  const auto got = drain(queue, 100, 5s);
+  ASSERT_EQ(got.size(), 100u);
+  for (std::uint32_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].seq, std::to_string(i));
+    EXPECT_EQ(got[i].redelivery, "-");
+    EXPECT_EQ(got[i].body, test::text_message(1, i, 40));
+  }
 }
 
 TEST_F(Mirror, headersAsPikaReadsThemThroughAnExchangeAndABinding) {

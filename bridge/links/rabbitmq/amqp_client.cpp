@@ -269,6 +269,20 @@ Result<void> Connection::declare(const RabbitmqLinkConfig& link) {
   return Ok{};
 }
 
+Result<void> Connection::hold_exclusive_queue(const std::string& queue) {
+  amqp_queue_declare(conn_, kChannel, amqp_text(queue), /*passive*/ 0, /*durable*/ 0, /*exclusive*/ 1,
+                     /*auto_delete*/ 1, amqp_empty_table);
+  if (amqp_get_rpc_reply(conn_).reply_type == AMQP_RESPONSE_NORMAL) return Ok{};
+  Error refused = failed_rpc("declaring queue '" + queue + "' (exclusive)");
+  // A refusal of the queue closes the channel only (answered by failed_rpc):
+  // open it again. Anything else (the connection closed) stays an error.
+  if (refused.code != Errc::busy && refused.code != Errc::permission_denied) return refused;
+  amqp_channel_open(conn_, kChannel);
+  if (amqp_get_rpc_reply(conn_).reply_type != AMQP_RESPONSE_NORMAL) return failed_rpc("opening the channel again");
+  usable_ = true;
+  return refused;
+}
+
 Result<void> Connection::confirm_select() {
   amqp_confirm_select(conn_, kChannel);
   if (amqp_get_rpc_reply(conn_).reply_type != AMQP_RESPONSE_NORMAL) return failed_rpc("confirm.select");

@@ -92,6 +92,12 @@ class Connection {
   // inequivalent arg 'durable' ...") is the error; the connection is then
   // unusable.
   Result<void> declare(const RabbitmqLinkConfig& link);
+  // Declares `queue` exclusive and auto-delete (not durable): only this
+  // connection can use it, and RabbitMQ deletes it once the connection is
+  // gone. Errc::busy while another connection holds it (RESOURCE_LOCKED),
+  // Errc::permission_denied when the user may not declare it; after either
+  // refusal channel 1 is opened again and the connection stays usable.
+  Result<void> hold_exclusive_queue(const std::string& queue);
   Result<void> confirm_select();            // publisher confirms on channel 1
   Result<void> qos(std::uint16_t prefetch);  // deliveries unacknowledged at most
   Result<void> consume(const std::string& queue);  // manual acks

@@ -1,6 +1,8 @@
 #include "mirror.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <thread>
 
 #include "colo/internal/clock.hpp"
 #include "colo/internal/links.hpp"
@@ -15,10 +17,69 @@ constexpr std::uint64_t kCloseWaitNs = 5'000'000'000;  // at close: for outstand
 // The header of a copy that may be in RabbitMQ already.
 constexpr const char* kRedeliveryHeader = "colo.redelivery";
 
+constexpr std::uint64_t kFencePollNs = 20'000'000;       // between declares of a held fence
+constexpr std::uint64_t kFenceWaitNoHeartbeatNs = 30'000'000'000;  // heartbeat_s = 0: nothing bounds it
+constexpr std::size_t kMaxShortString = 255;            // AMQP's queue names
+
 }  // namespace
 
+std::string fence_name(const std::string& node, const std::string& ns, const std::string& link) {
+  std::string name = "colo.fence." + node + "." + ns + "." + link;
+  if (name.size() <= kMaxShortString) return name;
+  std::uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a: names only need to differ
+  for (const unsigned char c : name) hash = (hash ^ c) * 0x100000001b3ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  return name.substr(0, 200) + "~" + hex;
+}
+
 Mirror::Mirror(const Config& config, const RabbitmqServerConfig& server, const LinkConfig& link, const Log& log)
-    : RabbitmqLink(config, server, link, log), lossy_(link.lossy), window_(link.rabbitmq.window), ring_(link.lossy) {}
+    : RabbitmqLink(config, server, link, log),
+      lossy_(link.lossy),
+      window_(link.rabbitmq.window),
+      fence_(fence_name(config.node_name, config.ns, link.name)),
+      ring_(link.lossy) {}
+
+// ------------------------------------------------------------------ the fence
+
+Result<void> Mirror::set_up(Connection& connection) {
+  if (auto held = hold_fence(connection); !held) return held;
+  return connection.confirm_select();
+}
+
+Result<void> Mirror::hold_fence(Connection& connection) {
+  const std::uint64_t start = monotonic_ns();
+  const std::uint64_t limit =
+      server_.heartbeat_s == 0 ? kFenceWaitNoHeartbeatNs : 3ull * server_.heartbeat_s * 1'000'000'000ull;
+  bool waited = false;
+  for (;;) {
+    auto held = connection.hold_exclusive_queue(fence_);
+    const double seconds = static_cast<double>(monotonic_ns() - start) / 1e9;
+    if (held) {
+      if (waited)
+        log_.write(LogLevel::info, "link %s: RabbitMQ closed the previous connection after %.2f s", config_.name.c_str(),
+                   seconds);
+      return Ok{};
+    }
+    if (held.error().code == Errc::permission_denied && connection.usable()) {
+      report_error("rabbitmq: may not declare the fence queue '" + fence_ + "' (" + held.error().message +
+                   "): publishing without it; after a crash an unmarked copy may come after its marked one");
+      return Ok{};
+    }
+    if (held.error().code != Errc::busy || !connection.usable()) return held;
+    if (!waited)
+      log_.write(LogLevel::info,
+                 "link %s: waiting for RabbitMQ to close this link's previous connection (it holds queue '%s')",
+                 config_.name.c_str(), fence_.c_str());
+    waited = true;
+    if (stopping() || monotonic_ns() - start >= limit)
+      return Error{Errc::busy, "rabbitmq: the link's previous connection still holds queue '" + fence_ + "' after " +
+                                   std::to_string(static_cast<int>(seconds)) +
+                                   " s (RabbitMQ drops a silent connection after its heartbeats; "
+                                   "rabbitmqctl close_connection drops it now)"};
+    std::this_thread::sleep_for(std::chrono::nanoseconds(kFencePollNs));
+  }
+}
 
 // ------------------------------------------------------------------ open
 

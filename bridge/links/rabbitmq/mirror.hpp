@@ -33,6 +33,20 @@
 // and a copy it may have seen before is marked, with its message id to
 // deduplicate by.
 //
+// THE FENCE. A colod killed with publishes in its socket leaves them to
+// RabbitMQ, which may take them in after the new colod published its marked
+// copies (RabbitMQ reads a connection only as its flow control allows, and
+// what the killed process had sent stays in the kernel's buffers): the
+// unmarked first copy would then come after the marked one, out of order.
+// So each connection of a mirror first declares an exclusive queue named
+// for the host, namespace and link (fence_name()); RabbitMQ refuses it to
+// a second connection (RESOURCE_LOCKED) until the first one is closed, its
+// channel's publishes all handled, and the queue deleted with it. A mirror
+// publishes nothing before it holds the fence: set_up() waits for it (at
+// most 3 heartbeats, in which RabbitMQ drops a silent connection; longer,
+// the open fails and is retried). A user who may not declare queues gets a
+// warning, and the mirror goes on without the fence.
+//
 // LOSSY: no retain; what is unconfirmed when the connection goes is lost
 // (counted and logged), and while RabbitMQ is unreachable the mirror keeps
 // reading the ring and drops what it reads (counted, logged with sequences).
@@ -48,6 +62,11 @@
 
 namespace colo::bridge::rabbitmq {
 
+// The fence queue of a mirror: "colo.fence.<node>.<namespace>.<link>", or,
+// when that is longer than an AMQP short string allows, its first 200
+// bytes, '~' and a hash of the whole in hex.
+std::string fence_name(const std::string& node, const std::string& ns, const std::string& link);
+
 class Mirror final : public RabbitmqLink {
  public:
   Mirror(const Config& config, const RabbitmqServerConfig& server, const LinkConfig& link, const Log& log);
@@ -58,7 +77,8 @@ class Mirror final : public RabbitmqLink {
   void step() override;
   void idle() override;
   void close() override;
-  Result<void> set_up(Connection& connection) override { return connection.confirm_select(); }
+  Result<void> set_up(Connection& connection) override;
+  Result<void> hold_fence(Connection& connection);
   void on_lost() override;
 
   // The window (ring_): its entry i has the delivery tag first_tag_ + i
@@ -80,6 +100,7 @@ class Mirror final : public RabbitmqLink {
 
   const bool lossy_;
   const std::uint32_t window_;
+  const std::string fence_;  // the exclusive queue each connection holds first
   LinkObject object_;
   MessageId id_;
   std::optional<Checkpoint> checkpoint_;

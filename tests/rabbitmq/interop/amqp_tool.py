@@ -13,6 +13,9 @@ password guest, vhost /.
       # no padding), i = 0..COUNT-1, into QUEUE through the default exchange,
       # in transactions of 1000 (each committed before the next);
       # each with the header run=<QUEUE>, message id "id-<i>" and content type text/plain
+  amqp_tool.py HOST:PORT hold QUEUE SECONDS
+      # declares QUEUE exclusive (auto-delete), prints "held", keeps the
+      # connection SECONDS (answering heartbeats), then closes it
   amqp_tool.py HOST:PORT drain QUEUE OUT EXPECTED IDLE_S
       # consumes (manual acks) until EXPECTED messages or IDLE_S seconds
       # without one; one line per message to OUT:
@@ -101,6 +104,10 @@ def main():
             print(ch.queue_declare(queue, passive=True).method.message_count)
         elif command == "publish":
             publish(ch, queue, int(rest[0]), int(rest[1]) if len(rest) > 1 else 0)
+        elif command == "hold":
+            ch.queue_declare(queue, exclusive=True, auto_delete=True)
+            print("held", flush=True)
+            conn.sleep(float(rest[0]))
         elif command == "drain":
             drain(ch, queue, rest[0], int(rest[1]), float(rest[2]))
         else:
