@@ -38,7 +38,7 @@
 namespace colo::bridge {
 namespace {
 
-constexpr std::uint16_t kProtocol = 3;  // 2: batch frames; 3: stream epochs (Subscribe.epoch)
+constexpr std::uint16_t kProtocol = 4;  // 2: batch frames; 3: stream epochs (Subscribe.epoch); 4: byte credit
 // Cap'n Proto read limits for frames from the network: a frame is at most
 // max_frame bytes, so its traversal is bounded by its own size in words;
 // nesting is shallow in our schemas.
@@ -57,18 +57,39 @@ constexpr std::size_t kMaxBatchedMessage = 16 * 1024;
 // The event loop's longest sleep with nothing federated (see poll_once).
 constexpr std::uint64_t kIdlePollMs = 200;
 
-// The credit window of a topic's streams to us: limits.credit messages, or
-// more when the topic's messages are small, as many of its largest message
-// as fit in limits.credit_bytes and in half its ring (beyond our ring they
-// would only wait in our memory), at most 1,000,000. What a peer may leave
-// waiting here stays within max(credit x max_message, that), and a window
-// of 1,024 messages is 64 KiB of 64-byte messages: a 64-byte stream across
-// two colods made 0.34-0.38x of raw ZeroMQ's msg/s with it, 0.57-0.73x with
-// 16,384-65,536 (docs/benchmarks.md, "The credit window, swept").
-std::uint32_t topic_window(const Config& config, const ChannelStats& topic) {
-  const std::uint64_t bytes = std::min<std::uint64_t>(config.credit_bytes, topic.capacity / 2);
-  const std::uint64_t fit = bytes / std::max<std::uint64_t>(1, topic.max_message);
-  return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(fit, config.credit, 1'000'000));
+// The credit window of a topic's streams to us, in payload bytes and in
+// messages. Bytes: limits.credit_bytes, at most half the topic's ring
+// (beyond our ring they would only wait in our memory), at least one of its
+// largest messages; kNoByteLimit when credit_bytes is 0. Messages: one per
+// 32 bytes of that (the entries of what waits cost memory too), at least
+// limits.credit, at most 1,000,000; limits.credit without a byte limit.
+// What a peer may leave waiting here stays within the byte window plus one
+// message. Counted in bytes, a topic whose largest message is 4 KiB or
+// 64 KiB still gets a window of 524,288 64-byte messages: with a window of
+// 1,024 messages a 64-byte stream across two colods made 0.34-0.38x of raw
+// ZeroMQ's msg/s, 0.57-0.73x with 16,384-65,536 (docs/benchmarks.md, "The
+// credit window, swept").
+constexpr std::uint64_t kNoByteLimit = ~std::uint64_t{0};  // Subscribe.creditBytes of a stream without one
+constexpr std::int64_t kMaxByteCredit = std::int64_t{1} << 62;  // byte credit saturates here (forged frames)
+constexpr std::uint64_t kWindowBytesPerMessage = 32;
+
+std::uint64_t topic_window_bytes(const Config& config, const ChannelStats& topic) {
+  if (config.credit_bytes == 0) return kNoByteLimit;
+  return std::max<std::uint64_t>(std::min<std::uint64_t>(config.credit_bytes, topic.capacity / 2),
+                                 std::max<std::uint64_t>(1, topic.max_message));
+}
+
+std::uint32_t topic_window(const Config& config, std::uint64_t window_bytes) {
+  if (window_bytes == kNoByteLimit) return config.credit;
+  return static_cast<std::uint32_t>(
+      std::clamp<std::uint64_t>(window_bytes / kWindowBytesPerMessage, config.credit, 1'000'000));
+}
+
+// credit + more, at most kMaxByteCredit (credit is at most that, and below
+// 0 by less than one message: the difference never overflows).
+std::int64_t add_byte_credit(std::int64_t credit, std::uint64_t more) {
+  if (more >= static_cast<std::uint64_t>(kMaxByteCredit - credit)) return kMaxByteCredit;
+  return credit + static_cast<std::int64_t>(more);
 }
 
 // Where colod's loop cannot sleep on the rings' futex words itself
@@ -306,9 +327,11 @@ struct Daemon::Impl {
     // reader while the loop sleeps on the ring's futex word; without, a Waker.
     std::optional<Subscriber> sleeper;
     std::unique_ptr<Waker> waker;
-    // Topic: messages a peer may have sent us and we have not yet published
-    // (topic_window); a queue uses limits.credit.
+    // Topic: messages, and payload bytes, a peer may have sent us and we
+    // have not yet published (topic_window); a queue uses limits.credit
+    // messages and no byte limit.
     std::uint32_t window = 0;
+    std::uint64_t window_bytes = kNoByteLimit;
     bool is_queue() const noexcept { return queue.has_value(); }
   };
   std::vector<ClusterObject> objects;
@@ -323,6 +346,20 @@ struct Daemon::Impl {
     std::optional<Message> retain_head;  // the oldest unconfirmed message of ours, held (after `retain`: destroyed first)
     std::uint64_t received_through = 0;  // the peer has received our messages up to this wire sequence
     std::uint64_t credit = 0;
+    // Byte credit (topics, protocol 4): a message starts only while this is
+    // above 0, so it goes below by less than one message.
+    bool byte_limited = false;
+    std::int64_t credit_bytes = 0;
+    bool can_send() const noexcept { return credit > 0 && (!byte_limited || credit_bytes > 0); }
+    // Read from the ring after the byte credit ran out (a read takes up to
+    // kMaxBatchEntries messages before their sizes are known, so that
+    // frames stay large), copied, in order; they go first when credit
+    // comes. At most one read's worth.
+    struct Overflow {
+      std::uint64_t wire_seq, timestamp;
+      std::string payload;
+    };
+    std::deque<Overflow> overflow;
     std::uint64_t missed_seen = 0;
     std::uint64_t last_sent = 0;       // sequence of the last data frame sent
     std::uint64_t next_read = 0;       // ring sequence the cursor reads next (for arming the waker)
@@ -348,6 +385,13 @@ struct Daemon::Impl {
     // less what arrived); what comes beyond it is dropped (over_credit).
     std::uint32_t epoch = 0;
     std::uint64_t allowance = 0;
+    // The same in payload bytes (topics): a message is taken while the byte
+    // allowance is above 0, the rule the origin sends by. `uncredited_bytes`:
+    // of the messages published since the last credit we sent.
+    bool byte_limited = false;
+    std::int64_t allowance_bytes = 0;
+    std::uint64_t uncredited_bytes = 0;
+    std::uint64_t unacked_bytes = 0;  // received since we last told the origin receivedThrough
     bool resubscribe = false;          // the subscribe could not be sent: try again at the next heartbeat
     // Queue at its home, seen from a non-home host: credit follows demand
     // (our consumers' appetite), not publication; `outstanding` is credit
@@ -435,7 +479,7 @@ struct Daemon::Impl {
     std::uint64_t count = Waker::kDisarmed;
     for (const auto& peer : peers) {
       const auto& out = peer.out[topic];
-      if (out.cursor && out.credit > 0) count = std::min(count, out.next_read + 1);
+      if (out.cursor && out.can_send()) count = std::min(count, out.next_read + 1);
     }
     return count;
   }
@@ -594,7 +638,8 @@ Result<void> Daemon::Impl::start() {
     local.topic.emplace(std::move(topic).value());
     const auto stats = local.topic->stats();
     local.relayed_known_from = stats.published;  // what was relayed before we started is unknown
-    local.window = topic_window(config, stats);
+    local.window_bytes = topic_window_bytes(config, stats);
+    local.window = topic_window(config, local.window_bytes);
     auto relay = local.topic->publisher();
     if (!relay) return Error{relay.error().code, "cluster topic '" + t.name + "': " + relay.error().message};
     local.relay.emplace(std::move(relay).value());
@@ -763,7 +808,8 @@ Result<void> Daemon::Impl::declare_topic(const std::string& name) {
                      std::to_string(kFrameOverhead + stats.max_message) + " on every host, or federate a topic "
                      "with a smaller max_message"};
   local.relayed_known_from = stats.published;
-  local.window = topic_window(config, stats);
+  local.window_bytes = topic_window_bytes(config, stats);
+  local.window = topic_window(config, local.window_bytes);
   auto relay = local.topic->publisher();
   if (!relay) return std::move(relay).error();
   local.relay.emplace(std::move(relay).value());
@@ -919,6 +965,7 @@ void Daemon::Impl::poll_once(int timeout_ms) {
     for (std::size_t t = 0; t < objects.size(); ++t) {
       const auto& out = peer.out[t];
       busy |= !out.pending.empty();  // ZeroMQ's queue to the peer was full
+      busy |= !out.overflow.empty() && out.can_send();
       busy |= out.queue_stream && out.credit > 0 && (out.unsent < out.unconfirmed.size() || objects[t].depth > 0);
       busy |= !peer.in[t].waiting.empty();
     }
@@ -1151,6 +1198,7 @@ void Daemon::Impl::heartbeat() {
           out.retain_head.reset();
           out.retain.reset();
           out.pending.clear();
+          out.overflow.clear();
           out.credit = 0;
           out.unsent = 0;
           if (!out.unconfirmed.empty())
@@ -1370,11 +1418,15 @@ void Daemon::Impl::deliver(Peer& peer, int t, std::span<const Incoming> messages
   std::uint64_t over_credit = 0;
   for (const auto& m : messages) {
     // Every message sent counts against credit, a duplicate too.
-    if (in.allowance == 0) {
+    if (in.allowance == 0 || (in.byte_limited && in.allowance_bytes <= 0)) {
       ++over_credit;
       continue;
     }
     --in.allowance;
+    if (in.byte_limited) {
+      in.allowance_bytes -= static_cast<std::int64_t>(m.payload.size());
+      in.unacked_bytes += m.payload.size();
+    }
     if (in.outstanding > 0) --in.outstanding;  // a message the home sent on our demand credit
     const std::uint64_t newest = fresh_.empty() ? in.newest() : std::max(in.newest(), fresh_.back().seq);
     if (m.seq <= newest) {
@@ -1429,7 +1481,10 @@ std::size_t Daemon::Impl::publish_from(Peer& peer, int t, std::span<const Incomi
       else
         object.note_relayed(ring_seqs_[i]);
       in.last_delivered = std::max(in.last_delivered, m.seq);  // a lost range may already be past it
-      if (!in.demand) ++in.uncredited;
+      if (!in.demand) {
+        ++in.uncredited;
+        in.uncredited_bytes += m.payload.size();
+      }
     }
     done += published;
     if (published == n) continue;
@@ -1439,7 +1494,10 @@ std::size_t Daemon::Impl::publish_from(Peer& peer, int t, std::span<const Incomi
     bad_frame("listen socket", "cannot publish into '" + object.name + "' (message of " +
                                    std::to_string(bad.payload.size()) + " bytes): skipped");
     in.last_delivered = std::max(in.last_delivered, bad.seq);
-    if (!in.demand) ++in.uncredited;
+    if (!in.demand) {
+      ++in.uncredited;
+      in.uncredited_bytes += bad.payload.size();
+    }
     ++done;
   }
   return done;
@@ -1454,17 +1512,26 @@ void Daemon::Impl::acknowledge(Peer& peer, int t, bool force) {
   const std::uint64_t newest = in.newest();
   const std::uint32_t window = objects[t].is_queue() ? config.credit : objects[t].window;
   const std::uint32_t chunk = std::max<std::uint32_t>(1, window / 4);
-  const bool credit_due = in.uncredited >= std::max<std::uint32_t>(1, window / 2);
-  const bool receipt_due = newest >= in.acked_through + chunk;
+  const bool credit_due = in.uncredited >= std::max<std::uint32_t>(1, window / 2) ||
+                          (in.byte_limited && in.uncredited_bytes >= std::max<std::uint64_t>(1, objects[t].window_bytes / 2));
+  // Receipts by bytes too: the origin's ring (of our size) holds back its
+  // writers for what we have not confirmed, which may be a few messages
+  // of its largest size.
+  const bool receipt_due = newest >= in.acked_through + chunk ||
+                           (in.byte_limited && in.unacked_bytes >= std::max<std::uint64_t>(1, objects[t].window_bytes / 4));
   if (!credit_due && !receipt_due && !(force && (in.uncredited > 0 || newest > in.acked_through))) return;
   capnp::MallocMessageBuilder builder;
   auto credit = builder.initRoot<wire::PeerFrame>().initCredit();
   credit.setObject(objects[t].name);
   credit.setMessages(static_cast<std::uint32_t>(in.uncredited));
   credit.setReceivedThrough(newest);
+  credit.setBytes(in.byte_limited ? in.uncredited_bytes : 0);
   if (send_to_peer_router(peer, to_frame(builder))) {
     in.allowance += in.uncredited;
     in.uncredited = 0;
+    if (in.byte_limited) in.allowance_bytes = add_byte_credit(in.allowance_bytes, in.uncredited_bytes);
+    in.uncredited_bytes = 0;
+    in.unacked_bytes = 0;
     in.acked_through = newest;
   }
 }
@@ -1498,9 +1565,19 @@ void Daemon::Impl::subscribe(Peer& peer, int t) {
   // The window counts what is still waiting, so that it stays bounded.
   // A demand stream starts with none: grant_demand asks when our consumers want.
   const std::uint32_t window = objects[t].is_queue() ? config.credit : objects[t].window;
-  const std::uint32_t credit =
+  std::uint32_t credit =
       in.demand ? 0 : static_cast<std::uint32_t>(window > in.waiting.size() ? window - in.waiting.size() : 0);
+  // The byte window, less what waits, likewise (a queue's stream has none).
+  const std::uint64_t window_bytes = objects[t].is_queue() ? kNoByteLimit : objects[t].window_bytes;
+  std::uint64_t credit_bytes = kNoByteLimit;
+  if (window_bytes != kNoByteLimit) {
+    std::uint64_t waiting_bytes = 0;
+    for (const auto& w : in.waiting) waiting_bytes += w.second.size();
+    credit_bytes = window_bytes > waiting_bytes ? window_bytes - waiting_bytes : 0;
+    if (credit_bytes == 0) credit = 0;
+  }
   sub.setCredit(credit);
+  sub.setCreditBytes(credit_bytes);
   // A new epoch: what the origin sent before it reads this is dropped here
   // when it arrives, and sent again from fromSequence.
   sub.setEpoch(in.epoch + 1);
@@ -1509,6 +1586,10 @@ void Daemon::Impl::subscribe(Peer& peer, int t) {
     ++in.epoch;
     in.allowance = credit;
     in.uncredited = 0;
+    in.byte_limited = credit_bytes != kNoByteLimit;
+    in.allowance_bytes = in.byte_limited ? static_cast<std::int64_t>(credit_bytes) : 0;
+    in.uncredited_bytes = 0;
+    in.unacked_bytes = 0;
     in.outstanding = 0;  // the origin starts again from the credit above
   }
 }
@@ -1590,6 +1671,9 @@ void Daemon::Impl::on_dealer_frame(Peer& peer, const zmq::message_t& frame) {
         out.pending.clear();
         out.epoch = sub.getEpoch();
         out.credit = 0;
+        out.byte_limited = false;
+        out.credit_bytes = 0;
+        out.overflow.clear();
         if (const std::uint64_t published = objects[t].topic->published(); out.received_through > published) {
           // The peer holds sequences of ours we never published: a forged
           // frame, or our ring is new. It forgets them and asks again.
@@ -1629,6 +1713,8 @@ void Daemon::Impl::on_dealer_frame(Peer& peer, const zmq::message_t& frame) {
         // starts earlier (retained history), the waker wakes at once and reading catches up.
         out.next_read = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : objects[t].topic->published();
         out.credit = sub.getCredit();
+        out.byte_limited = sub.getCreditBytes() != kNoByteLimit;
+        out.credit_bytes = out.byte_limited ? add_byte_credit(0, sub.getCreditBytes()) : 0;
         out.missed_seen = 0;
         out.last_sent = sub.getFromSequence() > 0 ? sub.getFromSequence() - 1 : 0;
         log.write(sub.getFromSequence() == out.subscribed_from ? LogLevel::debug : LogLevel::info,
@@ -1646,6 +1732,7 @@ void Daemon::Impl::on_dealer_frame(Peer& peer, const zmq::message_t& frame) {
         }
         auto& out = peer.out[t];
         out.credit += credit.getMessages();
+        if (out.byte_limited) out.credit_bytes = add_byte_credit(out.credit_bytes, credit.getBytes());
         // It cannot have received what we did not send it: a receipt
         // beyond that would release what it may yet need.
         const std::uint64_t sent_through =
@@ -1708,10 +1795,43 @@ void Daemon::Impl::pump(Peer& peer) {
       staged.clear();
       staged_bytes = 0;
     };
+    // One message into the frame being built, counted against credit.
+    auto stage = [&](std::uint64_t wire_seq, std::uint64_t timestamp, std::span<const std::byte> bytes) {
+      if (bytes.size() > kMaxBatchedMessage) {
+        flush();
+        staged.push_back({wire_seq, timestamp, bytes});  // a frame of its own
+        flush();
+      } else {
+        // A batch stays within max_frame (every host's, as the config
+        // docs ask): a larger frame would drop the connection for good.
+        if (frame_bytes(staged.size() + 1, staged_bytes + bytes.size()) > config.max_frame) flush();
+        staged.push_back({wire_seq, timestamp, bytes});
+        staged_bytes += bytes.size();
+      }
+      out.last_sent = wire_seq;
+      --out.credit;
+      if (out.byte_limited) out.credit_bytes -= static_cast<std::int64_t>(bytes.size());
+      ++peer.counters.messages_out;
+      peer.counters.bytes_out += bytes.size();
+      ++objects[t].messages_out;
+      objects[t].bytes_out += bytes.size();
+      if (staged.size() >= kMaxBatchEntries || staged_bytes >= kMaxBatchBytes) flush();
+    };
     // Read in batches (one cursor update per batch), as many as the credit allows.
     for (int budget = 0; budget < 64; ++budget) {
       if (!out.pending.empty() && !send_pending(peer, out)) break;
-      if (out.credit == 0) break;
+      if (!out.overflow.empty()) {
+        // What the last read left for want of byte credit goes first (the
+        // frames copy it: popped once they are built).
+        std::size_t n = 0;
+        for (; n < out.overflow.size() && out.can_send(); ++n)
+          stage(out.overflow[n].wire_seq, out.overflow[n].timestamp, as_bytes(out.overflow[n].payload));
+        flush();
+        out.overflow.erase(out.overflow.begin(), out.overflow.begin() + static_cast<std::ptrdiff_t>(n));
+        if (!out.overflow.empty()) break;  // no credit yet
+        continue;
+      }
+      if (!out.can_send()) break;
       auto got = out.cursor->try_receive_batch(static_cast<std::size_t>(std::min<std::uint64_t>(out.credit, kMaxBatchEntries)));
       if (got.empty()) break;
       const std::uint64_t missed = out.cursor->missed();
@@ -1744,24 +1864,10 @@ void Daemon::Impl::pump(Peer& peer) {
         if (message.origin() != 0) continue;  // relayed from another host: never sent on
         const auto bytes = message.data();
         const std::uint64_t wire_seq = message.sequence() + 1;  // 1-based on the wire: 0 means "none yet"
-        if (bytes.size() > kMaxBatchedMessage) {
-          flush();
-          staged.push_back({wire_seq, read_at, bytes});  // a frame of its own
-          flush();
-        } else {
-          // A batch stays within max_frame (every host's, as the config
-          // docs ask): a larger frame would drop the connection for good.
-          if (frame_bytes(staged.size() + 1, staged_bytes + bytes.size()) > config.max_frame) flush();
-          staged.push_back({wire_seq, read_at, bytes});
-          staged_bytes += bytes.size();
-        }
-        out.last_sent = wire_seq;
-        --out.credit;
-        ++peer.counters.messages_out;
-        peer.counters.bytes_out += bytes.size();
-        ++objects[t].messages_out;
-        objects[t].bytes_out += bytes.size();
-        if (staged.size() >= kMaxBatchEntries || staged_bytes >= kMaxBatchBytes) flush();
+        if (out.can_send())
+          stage(wire_seq, read_at, bytes);
+        else  // the byte credit ran out within this read (the message credit covers all of it)
+          out.overflow.push_back({wire_seq, read_at, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size())});
       }
       flush();  // the frames copy the payloads out of the ring: then the batch may go
       got.release();

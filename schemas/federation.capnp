@@ -17,7 +17,10 @@
 # Credit is enforced by B: what A sends of one stream beyond what B granted
 # (subscribe's credit plus every credit frame since) is dropped and counted
 # (`over_credit` in `colo peers`), so a sender that ignores credit cannot
-# make B hold more than `credit` messages per stream in memory. Frames of an
+# make B hold more than `credit` messages per stream in memory. A topic's
+# credit also counts payload bytes (protocol 4): its window is a number of
+# bytes, so a stream of small messages gets a window of many, whatever the
+# largest message the topic takes. Frames of an
 # earlier stream (another epoch) are dropped and sent again in the new one.
 #
 # B asks to resume at the sequence after the last one it delivered from A
@@ -44,7 +47,7 @@ struct PeerFrame {
 
 struct Hello {
   node @0 :Text;              # the sender's [node].name
-  protocol @1 :UInt16;        # 3 (2: no epochs, no rewind; 1: no batch frames); a peer speaking another
+  protocol @1 :UInt16;        # 4 (3: no byte credit; 2: no epochs, no rewind; 1: no batch frames); a peer speaking another
                               # version is refused and logged
   incarnation @2 :UInt64;     # random per colod start: tells a restarted peer from a reconnected one
   namespace @3 :Text;         # the sender's colo namespace (informational)
@@ -69,6 +72,10 @@ struct Subscribe {
                               # of the stream this subscribe starts. The receiver drops frames of an
                               # earlier epoch (in flight when it subscribed again): they are sent
                               # again in the new stream, so taking them would leave a hole.
+  creditBytes @4 :UInt64;     # (protocol 4) payload bytes the origin may send before the next credit:
+                              # it starts a message only while what is left of them is above 0 (so it
+                              # goes over by less than one message). 0xffffffffffffffff: no byte limit
+                              # (a queue's stream, whose credit is its consumers' demand)
 }
 
 struct Credit {
@@ -76,6 +83,8 @@ struct Credit {
   messages @1 :UInt32;        # more messages the origin may send (we published that many)
   receivedThrough @2 :UInt64; # highest sequence received (published or waiting for room);
                               # the origin stops retaining up to it for us. 0: no news
+  bytes @3 :UInt64;           # (protocol 4) more payload bytes the origin may send (those of the
+                              # messages we published); ignored on a stream without a byte limit
 }
 
 struct Lost {

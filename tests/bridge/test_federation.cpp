@@ -10,8 +10,9 @@
 //   garbage...                garbage, truncated, malformed and oversized input is counted, never fatal
 //   aForgedPeer...            huge sequences and a second session refused
 //   aSenderIgnoringCredit...  what comes beyond credit is dropped and counted, exactly
-//   aTopicOfSmallMessages...  its window is its bytes (limits.credit_bytes), enforced as exactly
+//   aTopicOfSmallMessages...  its window is bytes (limits.credit_bytes), not messages, enforced as exactly
 //   limitsCreditBytes...      that setting, and 0 for limits.credit on every topic
+//   theRealSenderKeeps...     a real colod sends within the byte window, nothing lost at its edge
 //   aForgedHighSequence...    rewound by the real peer, also after a restart
 //   threeHostsQueue...        cluster queue: consumers on 3 hosts, 100,000 messages, each consumed once
 //   queueSurvives...          cluster queue: SIGKILL + restart of a non-home colod, still exactly once
@@ -373,7 +374,7 @@ TEST_F(Federation, aForgedPeerCanNeitherSilenceARealOneWithHugeSequencesNorTakeO
   auto hello_as_beta = [&](wire::PeerFrame::Builder f) {
     auto hello = f.initHello();
     hello.setNode("beta");
-    hello.setProtocol(3);
+    hello.setProtocol(4);
     hello.setIncarnation(42);
     hello.setNamespace(b.ns);
   };
@@ -481,7 +482,7 @@ class ForgedPeer {
     (void)socket_.send(forged([&](wire::PeerFrame::Builder f) {
                          auto hello = f.initHello();
                          hello.setNode(name_);
-                         hello.setProtocol(3);
+                         hello.setProtocol(4);
                          hello.setIncarnation(42);
                          hello.setNamespace(ns);
                        }),
@@ -493,6 +494,7 @@ class ForgedPeer {
     std::string object;
     std::uint64_t from = 0;
     std::uint32_t credit = 0, epoch = 0;
+    std::uint64_t credit_bytes = 0;
   };
   std::optional<Subscribe> next_subscribe() {
     const auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -507,7 +509,8 @@ class ForgedPeer {
       auto root = reader.getRoot<wire::PeerFrame>();
       if (root.which() != wire::PeerFrame::SUBSCRIBE) continue;
       auto sub = root.getSubscribe();
-      return Subscribe{std::string(sub.getObject().cStr()), sub.getFromSequence(), sub.getCredit(), sub.getEpoch()};
+      return Subscribe{std::string(sub.getObject().cStr()), sub.getFromSequence(), sub.getCredit(), sub.getEpoch(),
+                       sub.getCreditBytes()};
     }
     return std::nullopt;
   }
@@ -544,8 +547,10 @@ class ForgedPeer {
 // Credit is enforced by the receiver. alpha's ring is full (a blocking
 // subscriber that reads nothing), so what comes from beta waits in alpha's
 // memory; a forged beta that ignores credit sends 3,000 messages beyond the
-// 1,024 it was granted: exactly those are dropped and counted. The forger
-// also left alpha holding sequences 1..1,024 of beta that beta never sent:
+// 132 it was granted (a window of 128 KiB, half the ring, in messages of
+// 1,000 bytes: a message may start while any of it is left): exactly those
+// are dropped and counted. The forger also left alpha holding sequences
+// 1..132 of beta that beta never sent:
 // when the real beta comes, it tells alpha to rewind, and its messages
 // arrive, every one, in order (none dropped as a duplicate).
 TEST_F(Federation, aSenderIgnoringCreditHasWhatItSendsBeyondItDroppedAndCountedAndTheRealPeerResumes) {
@@ -567,8 +572,9 @@ TEST_F(Federation, aSenderIgnoringCreditHasWhatItSendsBeyondItDroppedAndCountedA
     ASSERT_TRUE(sub.has_value());
     EXPECT_EQ(sub->object, "prices");
     EXPECT_EQ(sub->from, 1u);
-    EXPECT_EQ(sub->credit, 1024u);
-    forger.send("prices", sub->epoch, 1, 1024 + 3000, 1000);
+    EXPECT_EQ(sub->credit, 4096u);  // 128 KiB / 32
+    EXPECT_EQ(sub->credit_bytes, 131072u);
+    forger.send("prices", sub->epoch, 1, 132 + 3000, 1000);
     json beta;
     ASSERT_TRUE(test::wait_until(
         [&] {
@@ -582,8 +588,8 @@ TEST_F(Federation, aSenderIgnoringCreditHasWhatItSendsBeyondItDroppedAndCountedA
     EXPECT_EQ(beta["over_credit"], 3000) << beta.dump();
     EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
     EXPECT_EQ(beta["messages_in"], 0) << beta.dump();  // the ring is still full
-    stopped.reset();  // room again: the 1,024 granted are published
-    ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["messages_in"] == 1024; }, 10s, 20ms))
+    stopped.reset();  // room again: the 132 granted are published
+    ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["messages_in"] == 132; }, 10s, 20ms))
         << peer_of(a, "beta").dump();
   }
   // The forged session ends after 3 heartbeat intervals of silence.
@@ -595,13 +601,15 @@ TEST_F(Federation, aSenderIgnoringCreditHasWhatItSendsBeyondItDroppedAndCountedA
   EXPECT_EQ(beta["rewinds"], 1) << beta.dump();
   EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
   EXPECT_EQ(beta["over_credit"], 3000) << beta.dump();
-  EXPECT_EQ(beta["messages_in"], 1024 + 2000) << beta.dump();
+  EXPECT_EQ(beta["messages_in"], 132 + 2000) << beta.dump();
 }
 
-// A topic of small messages gets a window of as many of its largest message
-// as fit in limits.credit_bytes (64 MiB) and in half its ring, not 1,024:
-// here 16 MiB / 2 / 1,000 bytes = 8,388 messages, enforced as exactly as the
-// default window (alpha's ring is full: all of them wait in its memory).
+// A topic's window is counted in payload bytes: limits.credit_bytes (64 MiB)
+// at most half its ring, here 8 MiB, whatever its largest message (1,000
+// bytes), and 8 MiB / 32 = 262,144 messages. Messages of 100 bytes: 83,887
+// of them (the last one starts with 8 bytes of credit left), ten times what
+// a window of its largest message would let through, enforced as exactly
+// (alpha's ring is full: all of them wait in its memory).
 TEST_F(Federation, aTopicOfSmallMessagesGrantsAWindowOfItsBytesAndEnforcesIt) {
   auto& a = add_host("alpha");
   add_host("beta");
@@ -614,8 +622,9 @@ TEST_F(Federation, aTopicOfSmallMessagesGrantsAWindowOfItsBytesAndEnforcesIt) {
   ForgedPeer forger(context, a, "beta", "ignored");
   const auto sub = forger.next_subscribe();
   ASSERT_TRUE(sub.has_value());
-  EXPECT_EQ(sub->credit, 8388u);
-  forger.send("prices", sub->epoch, 1, 8388 + 100, 1000);
+  EXPECT_EQ(sub->credit, 262144u);
+  EXPECT_EQ(sub->credit_bytes, 8388608u);
+  forger.send("prices", sub->epoch, 1, 83887 + 100, 100);
   json beta;
   ASSERT_TRUE(test::wait_until(
       [&] {
@@ -627,17 +636,24 @@ TEST_F(Federation, aTopicOfSmallMessagesGrantsAWindowOfItsBytesAndEnforcesIt) {
   std::this_thread::sleep_for(300ms);
   beta = peer_of(a, "beta");
   EXPECT_EQ(beta["over_credit"], 100) << beta.dump();
-  EXPECT_EQ(beta["messages_in"], 0) << beta.dump();  // all 8,388 wait for room
+  EXPECT_EQ(beta["messages_in"], 0) << beta.dump();  // all 83,887 wait for room
   held.stopped.reset();
-  ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["messages_in"] == 8388; }, 10s, 20ms))
+  ASSERT_TRUE(test::wait_until([&] { return peer_of(a, "beta")["messages_in"] == 83887; }, 10s, 20ms))
       << peer_of(a, "beta").dump();
 }
 
-// limits.credit_bytes sets that window (1 MiB / 1,000 bytes: 1,048); 0 turns
-// it off (limits.credit for every topic).
+// limits.credit_bytes sets that window (1 MiB: 1 MiB of credit, 32,768
+// messages); 0 turns it off (limits.credit messages for every topic, no
+// byte limit).
 TEST_F(Federation, limitsCreditBytesSetsTheWindowOfSmallMessagesAndZeroTurnsItOff) {
   add_host("beta");  // the forged peer's name: alpha knows it as a peer; never started
-  for (const auto& [setting, window] : {std::pair{"credit_bytes = 1048576\n", 1048u}, {"credit_bytes = 0\n", 1024u}}) {
+  struct Case {
+    const char* setting;
+    std::uint32_t window;
+    std::uint64_t window_bytes;
+  };
+  for (const auto& [setting, window, window_bytes] :
+       {Case{"credit_bytes = 1048576\n", 32768u, 1048576u}, Case{"credit_bytes = 0\n", 1024u, ~std::uint64_t{0}}}) {
     SCOPED_TRACE(setting);
     auto& a = add_host("alpha-" + std::to_string(window));
     write_configs({"prices"}, false, "capacity = 16777216\nmax_message = 1000\n");
@@ -649,7 +665,28 @@ TEST_F(Federation, limitsCreditBytesSetsTheWindowOfSmallMessagesAndZeroTurnsItOf
     const auto sub = forger.next_subscribe();
     ASSERT_TRUE(sub.has_value());
     EXPECT_EQ(sub->credit, window);
+    EXPECT_EQ(sub->credit_bytes, window_bytes);
   }
+}
+
+// The real sender keeps to the byte window. A ring of 256 KiB whose largest
+// message is 64 KiB: the window is 128 KiB, about 1,300 of beta's messages
+// of 0-200 bytes, fewer than one read of the sender (up to 512 at a time,
+// sizes unknown before): what a read brings beyond the byte credit waits in
+// beta's memory until credit comes. Every message arrives, in order; alpha
+// dropped nothing as over credit.
+TEST_F(Federation, theRealSenderKeepsToTheByteWindowAndLosesNothingAtItsEdge) {
+  auto& a = add_host("alpha");
+  auto& b = add_host("beta");
+  write_configs({"prices"}, false, "capacity = 262144\n");
+  for (auto* h : {&a, &b}) start(*h);
+  ASSERT_TRUE(all_hosts_connected());
+  EXPECT_TRUE(arrive_in_order(b, a, 1, 100'000));
+  const json beta = peer_of(a, "beta");
+  EXPECT_EQ(beta["over_credit"], 0) << beta.dump();
+  EXPECT_EQ(beta["lost"], 0) << beta.dump();
+  EXPECT_EQ(beta["duplicates"], 0) << beta.dump();
+  EXPECT_EQ(beta["messages_in"], 100'000) << beta.dump();
 }
 
 // A forged frame with a high sequence (below 2^62, so not refused outright)

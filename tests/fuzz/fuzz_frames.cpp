@@ -23,7 +23,7 @@ std::vector<std::byte> beta_hello() {
   capnp::MallocMessageBuilder builder;
   auto hello = builder.initRoot<colo::wire::PeerFrame>().initHello();
   hello.setNode("beta");
-  hello.setProtocol(2);
+  hello.setProtocol(4);
   hello.setIncarnation(42);
   hello.setNamespace("fuzz");
   const auto words = capnp::messageToFlatArray(builder);

@@ -56,7 +56,7 @@ void frames() {
   write_seed("frames", "hello", message<PeerFrame>([](auto f) {
                auto h = f.initHello();
                h.setNode("beta");
-               h.setProtocol(2);
+               h.setProtocol(4);
                h.setIncarnation(7);
                h.setNamespace("fuzz");
              }));
