@@ -64,8 +64,8 @@ constexpr std::uint64_t kIdlePollMs = 200;
 // 32 bytes of that (the entries of what waits cost memory too), at least
 // limits.credit, at most 1,000,000; limits.credit without a byte limit.
 // What a peer may leave waiting here stays within the byte window plus one
-// message. Counted in bytes, a topic whose largest message is 4 KiB or
-// 64 KiB still gets a window of 524,288 64-byte messages: with a window of
+// message. Counted in bytes, a 64 MiB ring whose largest message is 4 KiB
+// or 64 KiB still gets a window of 524,288 64-byte messages: with a window of
 // 1,024 messages a 64-byte stream across two colods made 0.34-0.38x of raw
 // ZeroMQ's msg/s, 0.57-0.73x with 16,384-65,536 (docs/benchmarks.md, "The
 // credit window, swept").

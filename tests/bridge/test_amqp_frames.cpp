@@ -10,6 +10,8 @@
 //   aLargeTable...   a header table beyond the first room tried still encodes
 //   aRoutingKey...   a field that cannot be encoded: rabbitmq-c's status,
 //                    the buffer as it was
+// and fence_name() (mirror.hpp): the exclusive queue each mirror connection
+// holds first, within AMQP's 255 bytes however long the names
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "links/rabbitmq/amqp_client.hpp"
+#include "links/rabbitmq/mirror.hpp"
 
 namespace colo::bridge::rabbitmq {
 namespace {
@@ -261,6 +264,19 @@ TEST(AmqpFrames, aRoutingKeyTooLongForAShortStringIsRefusedAndTheBufferKept) {
   const int status = append_publish(out, kChannel, 131072, "", std::string(256, 'k'), true, p, bytes_of("body"));
   EXPECT_EQ(status, AMQP_STATUS_BAD_AMQP_DATA) << amqp_error_string2(status);
   EXPECT_EQ(out, "kept");
+}
+
+TEST(FenceName, isTheNamesJoinedAndOverTwoHundredFiftyFiveBytesAPrefixAndAHashThatTellsThemApart) {
+  EXPECT_EQ(fence_name("alpha", "prod", "mirror:prices"), "colo.fence.alpha.prod.mirror:prices");
+  const std::string long_link = "mirror:" + std::string(300, 'x');
+  const std::string a = fence_name("alpha", "prod", long_link + "a");
+  const std::string b = fence_name("alpha", "prod", long_link + "b");
+  ASSERT_EQ(a.size(), 200u + 1u + 16u);
+  EXPECT_EQ(a.substr(0, 200), ("colo.fence.alpha.prod." + long_link).substr(0, 200));
+  EXPECT_EQ(a[200], '~');
+  EXPECT_EQ(a.find_first_not_of("0123456789abcdef", 201), std::string::npos) << a;
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, fence_name("alpha", "prod", long_link + "a"));
 }
 
 }  // namespace

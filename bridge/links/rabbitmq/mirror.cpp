@@ -4,6 +4,9 @@
 #include <cstdio>
 #include <thread>
 
+#define XXH_INLINE_ALL  // header only, as libcolo uses it (broker/meson.build)
+#include <xxhash.h>
+
 #include "colo/internal/clock.hpp"
 #include "colo/internal/links.hpp"
 
@@ -26,10 +29,8 @@ constexpr std::size_t kMaxShortString = 255;            // AMQP's queue names
 std::string fence_name(const std::string& node, const std::string& ns, const std::string& link) {
   std::string name = "colo.fence." + node + "." + ns + "." + link;
   if (name.size() <= kMaxShortString) return name;
-  std::uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a: names only need to differ
-  for (const unsigned char c : name) hash = (hash ^ c) * 0x100000001b3ull;
   char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(XXH3_64bits(name.data(), name.size())));
   return name.substr(0, 200) + "~" + hex;
 }
 
