@@ -44,6 +44,7 @@ constexpr int kMaxBackoff = 64;
 constexpr std::int64_t kMaxSleepNs = 20'000'000;   // re-check liveness at least this often
 constexpr std::uint64_t kStuckCheckNs = 20'000'000;  // a claim unpublished this long: is its writer alive?
 constexpr std::uint64_t kRescueIntervalNs = 10'000'000;
+constexpr std::uint64_t kEvictionIntervalNs = 1'000'000;  // a held-back writer's look for dead readers (make_room)
 constexpr std::uint32_t kStuckPollMask = 255;      // busy readers look at the clock every 256 empty polls
 
 // A hole of kDescheduledNs or more in a spin: did another thread take our
@@ -531,7 +532,7 @@ ClaimStatus Ring::claim_shared(PublisherHandle& handle, const ClaimShape& shape,
     const std::uint32_t n = fit(shape, std::min({to_end, kMaxClaimBytes, config_.capacity / 2}), bytes);
     if (n == 0) {
       if (std::uint64_t target = 0; !has_space(handle, pos + to_end, untagged, target)) {
-        if (!make_room(target, untagged)) return ClaimStatus::full;
+        if (!make_room(target, untagged, handle.counted_in_space_waiters)) return ClaimStatus::full;
         continue;
       }
       write_intent(me, pos, pos + to_end, seq, 0);
@@ -546,7 +547,7 @@ ClaimStatus Ring::claim_shared(PublisherHandle& handle, const ClaimShape& shape,
     }
     const std::uint64_t end = pos + align_up(bytes, kUnit);
     if (std::uint64_t target = 0; !has_space(handle, end, untagged, target)) {
-      if (!make_room(target, untagged)) return ClaimStatus::full;
+      if (!make_room(target, untagged, handle.counted_in_space_waiters)) return ClaimStatus::full;
       continue;
     }
     write_intent(me, pos, end, seq, n);
@@ -580,7 +581,7 @@ ClaimStatus Ring::claim_exclusive(PublisherHandle& handle, const ClaimShape& sha
     if (n == 0) {
       // A PAD to the ring's end, published at once; then the next lap.
       if (std::uint64_t target = 0; !has_space(handle, pos + to_end + kRecordAlign, untagged, target)) {
-        if (!make_room(target, untagged)) return ClaimStatus::full;
+        if (!make_room(target, untagged, handle.counted_in_space_waiters)) return ClaimStatus::full;
         continue;
       }
       header_at(pos).seq_word.store(0, relaxed);
@@ -595,7 +596,7 @@ ClaimStatus Ring::claim_exclusive(PublisherHandle& handle, const ClaimShape& sha
     // Room for the run and for the FREE marker after it (clean ahead).
     const std::uint64_t end = pos + bytes;
     if (std::uint64_t target = 0; !has_space(handle, end + kRecordAlign, untagged, target)) {
-      if (!make_room(target, untagged)) return ClaimStatus::full;
+      if (!make_room(target, untagged, handle.counted_in_space_waiters)) return ClaimStatus::full;
       continue;
     }
     write_intent(me, pos, end, seq, n);  // our own line: read only when we are dead
@@ -636,7 +637,10 @@ ClaimStatus Ring::claim_until(PublisherHandle& handle, std::uint32_t count, std:
     control_->space_woken.store(0, seq_cst);
     control_->space_waiters.fetch_add(1, seq_cst);
     order_before_sleep(*control_);
-    if (try_claim(handle, count, size, claim, sizes, tagged) == ClaimStatus::ok) {
+    handle.counted_in_space_waiters = true;
+    const ClaimStatus last_check = try_claim(handle, count, size, claim, sizes, tagged);
+    handle.counted_in_space_waiters = false;
+    if (last_check == ClaimStatus::ok) {
       control_->space_waiters.fetch_sub(1, relaxed);
       return ClaimStatus::ok;
     }
@@ -747,12 +751,38 @@ void Ring::wake_readers() noexcept {
   }
 }
 
-void Ring::wake_writers() noexcept {
-  if (control_->space_waiters.load(relaxed) != 0 && control_->space_woken.load(relaxed) == 0 &&
+// `waiting_caller`: 1 when the caller is itself counted in space_waiters
+// (a writer's last check before it sleeps): waking only itself would make
+// its futex wait return at once, and a writer held back would loop through
+// system calls instead of sleeping.
+void Ring::wake_writers(std::uint32_t waiting_caller) noexcept {
+  if (control_->space_waiters.load(relaxed) > waiting_caller && control_->space_woken.load(relaxed) == 0 &&
       control_->space_woken.exchange(1, seq_cst) == 0) {
     control_->space_signal.fetch_add(1, release_order);
     futex_wake_all(control_->space_signal);
   }
+}
+
+// A reader's release wakes a writer waiting for space only when there is
+// room worth waking for: the slowest reader a reclaim batch (an eighth of
+// the ring) past head, or every reader at tail (in its unit). Woken at every release, a
+// writer held back by the slowest of several readers woke for the faster
+// ones' progress and slept again, a futex call on each side per batch (with
+// four subscribers on two CPUs, the writer spent a third of a CPU waking
+// and sleeping). A writer that needs less than the batch waits at most
+// kMaxSleepNs when readers stop short of it (it re-checks then).
+void Ring::wake_writers_for_room() noexcept {
+  if (control_->space_waiters.load(relaxed) == 0 || control_->space_woken.load(relaxed) != 0) return;
+  const std::uint64_t tail_pos = control_->tail.pos.load(acquire);
+  // A tagged writer's bound (block_untagged readers left out) is the
+  // larger one: room for either kind of writer.
+  const std::uint64_t bound = reclaim_bound(tail_pos, false);
+  const std::uint64_t head_pos = control_->head.pos.load(acquire);
+  const std::uint64_t batch = std::min<std::uint64_t>(config_.capacity / 8, kReclaimBatch);
+  // A reader that read everything may stand before a shared claim's filler,
+  // in tail's unit.
+  if (align_up(bound, kUnit) < tail_pos && bound < head_pos + batch) return;
+  wake_writers();
 }
 
 // ------------------------------------------------------ claims of the dead
@@ -998,7 +1028,7 @@ void Ring::unlock_reclaim() noexcept {
 }
 
 // Makes `reclaimed` reach at least `target` if readers allow.
-bool Ring::make_room(std::uint64_t target, bool untagged) noexcept {
+bool Ring::make_room(std::uint64_t target, bool untagged, bool caller_waits) noexcept {
   // Timed: a lock word scribbled over by a buggy process must not hang us.
   if (!lock_reclaim(monotonic_ns() + kReclaimLockNs)) return false;
   // A reclaimer that died after moving head but before writing all markers
@@ -1024,9 +1054,16 @@ bool Ring::make_room(std::uint64_t target, bool untagged) noexcept {
     const auto [tail_pos, tail_seq] = snapshot(control_->tail);
     const std::uint64_t bound = reclaim_bound(tail_pos, untagged);
     if (head_pos >= bound) {
-      // Held back. Evict dead readers that hold the bound, once per call.
+      // Held back. Evict dead readers that hold the bound: once per call,
+      // and once per kEvictionIntervalNs in this process. A writer held
+      // back polls here while it spins, and a liveness check is a system
+      // call per reader (kill): checked at every poll, they took a third
+      // of a 1->4 topic writer's CPU, which its readers needed.
       if (evicted_someone) break;
       evicted_someone = true;
+      const std::uint64_t now = monotonic_ns();
+      if (now < next_eviction_ns_) break;
+      next_eviction_ns_ = now + kEvictionIntervalNs;
       evict_dead_readers();
       continue;
     }
@@ -1078,7 +1115,7 @@ bool Ring::make_room(std::uint64_t target, bool untagged) noexcept {
     if (to > from) write_free_markers(from, to);
   }
   unlock_reclaim();
-  wake_writers();
+  wake_writers(caller_waits ? 1 : 0);
   return control_->reclaimed.load(acquire) >= want;
 }
 
@@ -1614,7 +1651,7 @@ void Ring::release(ReaderHandle& handle) noexcept {
     if (may_be_lapped(handle.mode)) slot.hold_pos.store(kNoPosition, release_order);
   }
   order_before_wake_check(*control_);
-  wake_writers();
+  wake_writers_for_room();
 }
 
 bool Ring::wait_published(ReaderHandle& handle, std::uint64_t count, std::uint64_t deadline_ns) noexcept {

@@ -91,7 +91,12 @@
 //   (tens of ns; one per batch with the batch API) and sleepers no barrier.
 //   A ring whose readers never sleep keeps fence-free commits. A waker calls
 //   futex wake only if someone is registered, and once per round of sleepers
-//   (data_woken / space_woken).
+//   (data_woken / space_woken). A writer's own reclaim in its last check
+//   before sleeping does not wake it (it is registered already). A reader's
+//   release wakes sleeping writers only when there is room worth waking
+//   for: the slowest reader an eighth of the ring past head, or every reader
+//   at tail; a writer that needs less and sees readers stop short re-checks
+//   after its 20 ms sleep.
 //
 // CRASH SAFETY
 //   A shared writer dead between claim and publication: a reader (or a
@@ -104,7 +109,8 @@
 //   with messages taken: with acks they are delivered again (deliveries+1) to
 //   the next consumer that looks; without acks they are dropped (at most
 //   once, counted). A dead blocking subscriber stops holding writers back
-//   when a writer finds it blocking and checks its liveness.
+//   when a writer finds it blocking and checks its liveness (a process does
+//   so at most once a millisecond: the check is a system call per reader).
 //
 // UNTRUSTED MEMORY
 //   Every shared index and length is read once into a local and checked:
@@ -444,6 +450,7 @@ struct PublisherHandle {
   std::uint64_t tail_seq = 0;
   // waiting
   SpinBackoff spin;
+  bool counted_in_space_waiters = false;  // its last check before sleeping: its own reclaim wakes no one for it
 };
 
 struct ReaderHandle {
@@ -632,7 +639,7 @@ class Ring {
   ClaimStatus claim_exclusive(PublisherHandle& handle, const ClaimShape& shape, Claim& claim) noexcept;
   bool has_space(PublisherHandle& handle, std::uint64_t end, bool untagged, std::uint64_t& reclaim_to) noexcept;
   void store_tail(std::uint64_t pos, std::uint64_t seq) noexcept;
-  bool make_room(std::uint64_t target, bool untagged) noexcept;
+  bool make_room(std::uint64_t target, bool untagged, bool caller_waits) noexcept;
   bool lock_reclaim(std::uint64_t deadline_ns) noexcept;
   void unlock_reclaim() noexcept;
   void write_free_markers(std::uint64_t from, std::uint64_t to) noexcept;
@@ -666,7 +673,8 @@ class Ring {
   void publish_cursor(ReaderHandle& handle) noexcept;
 
   void wake_readers() noexcept;
-  void wake_writers() noexcept;
+  void wake_writers(std::uint32_t waiting_caller = 0) noexcept;
+  void wake_writers_for_room() noexcept;
   void sleep_on(std::atomic<std::uint32_t>& signal, std::uint32_t seen, std::atomic<std::uint32_t>& woken,
                 std::uint64_t timeout_ns) noexcept;
 
@@ -675,6 +683,9 @@ class Ring {
   RingConfig config_;
   std::uint64_t mask_;
   unsigned lap_shift_;  // log2(capacity)
+  // When this process may next look for dead readers holding writers back
+  // (make_room; read and written under the reclaim lock only).
+  std::uint64_t next_eviction_ns_ = 0;
 };
 
 }  // namespace colo::shm

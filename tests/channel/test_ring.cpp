@@ -210,6 +210,97 @@ TEST_F(RingProtocol, anArmedPublishWaitIsWokenByTheNextCommitAndEndsItsRegistrat
   EXPECT_EQ(control.data_signal.load(), word);
 }
 
+// A writer held back by a reader that reads nothing sleeps in the futex
+// until its deadline. Its own last check before sleeping reclaims (and
+// wakes other waiting writers): it must not count itself among them, or its
+// futex wait returns at once and it loops through system calls instead.
+TEST_F(RingProtocol, aWriterHeldBackSleepsUntilItsDeadlineWithoutWakingItself) {
+  Ring sut = make(RingKind::topic);
+  auto reader = sut.open_reader(ReaderMode::block).value();
+  auto writer = sut.open_publisher().value();
+  auto& control = sut.control();
+  std::uint64_t published = 0;
+  Claim claim;
+  while (sut.try_claim(writer, 1, 8, claim) == ClaimStatus::ok) {
+    std::memcpy(sut.next_record(claim, 8), &published, 8);
+    sut.commit(writer, claim);
+    sut.finish(writer, claim);
+    ++published;
+  }
+  ASSERT_EQ(published, (1u << 14) / kUnit) << "a shared claim takes at least a 64-byte unit";
+  const std::uint32_t word = control.space_signal.load();
+  const std::uint64_t started = monotonic_ns();
+  EXPECT_EQ(sut.claim_until(writer, 1, 8, started + 100'000'000, claim), ClaimStatus::full);
+  EXPECT_GE(monotonic_ns() - started, 100'000'000u);
+  EXPECT_EQ(control.space_signal.load(), word) << "no one woke anyone";
+  // Sleeps of at most 20 ms each (liveness is re-checked between them) in
+  // 100 ms: five, six if the last one ended just short of the deadline.
+  const std::uint64_t sleeps = control.publishers[writer.slot].waits.load();
+  EXPECT_GE(sleeps, 5u);
+  EXPECT_LE(sleeps, 6u);
+  EXPECT_EQ(control.space_waiters.load(), 0u);
+  (void)reader;
+}
+
+// A reader's release wakes a writer waiting for space only for room worth
+// waking for: every reader at tail, or the slowest an eighth of the ring
+// past head. (The waiting writer is the registration it leaves: counted in
+// space_waiters, space_woken cleared.)
+TEST_F(RingProtocol, aReleaseWakesAWaitingWriterOnlyAtTailOrAnEighthOfTheRingPastHead) {
+  Ring sut = make(RingKind::topic);
+  auto reader = sut.open_reader(ReaderMode::block).value();
+  auto writer = sut.open_publisher().value();
+  auto& control = sut.control();
+  // 48-byte payloads: a record is one 64-byte unit, no filler after it.
+  ASSERT_EQ(Ring::footprint(48, false), kUnit);
+  std::uint64_t value = 0;
+  const auto publish_unit = [&] {
+    Claim claim;
+    if (sut.try_claim(writer, 1, 48, claim) != ClaimStatus::ok) return false;
+    std::memcpy(sut.next_record(claim, 48), &value, 8);
+    sut.commit(writer, claim);
+    sut.finish(writer, claim);
+    ++value;
+    return true;
+  };
+  View views[1];
+  ReadStatus status;
+  const auto read_one = [&] {
+    ASSERT_EQ(sut.try_read(reader, views, 1, status), 1u);
+    sut.release(reader);
+  };
+  const auto cursor = [&] { return control.readers[reader.slot].cursor_pos.load(); };
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(publish_unit());
+  control.space_waiters.store(1);
+  control.space_woken.store(0);
+  std::uint32_t word = control.space_signal.load();
+  read_one();
+  read_one();
+  EXPECT_EQ(cursor(), 128u);
+  EXPECT_EQ(control.space_signal.load(), word) << "a record short of tail, 128 bytes past head";
+  read_one();
+  EXPECT_EQ(control.space_signal.load(), word + 1) << "at tail";
+  EXPECT_EQ(control.space_woken.load(), 1u);
+
+  // Fill the ring, then read record by record: the release that puts the
+  // reader an eighth of the ring (2 KiB) past head is the first to wake.
+  while (publish_unit()) {
+  }
+  ASSERT_EQ(value, 3u + (1u << 14) / kUnit) << "the ring full of unread records";
+  const std::uint64_t head = sut.head().first;
+  EXPECT_EQ(head, 192u) << "the records read were reclaimed";
+  control.space_woken.store(0);
+  word = control.space_signal.load();
+  while (cursor() + kUnit < head + (1u << 14) / 8) {
+    read_one();
+    ASSERT_EQ(control.space_signal.load(), word) << "cursor " << cursor();
+  }
+  read_one();
+  EXPECT_EQ(cursor(), head + (1u << 14) / 8);
+  EXPECT_EQ(control.space_signal.load(), word + 1);
+  control.space_waiters.store(0);
+}
+
 TEST_F(RingProtocol, claimIsShortenedToFitBeforeTheRingsEndAndThenWraps) {
   Ring sut = make(RingKind::topic, 4096);
   auto reader = sut.open_reader(ReaderMode::block).value();
