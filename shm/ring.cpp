@@ -344,9 +344,11 @@ std::pair<std::uint64_t, std::uint64_t> Ring::tail() const noexcept { return sna
 std::pair<std::uint64_t, std::uint64_t> Ring::head() const noexcept { return snapshot(control_->head); }
 std::pair<std::uint64_t, std::uint64_t> Ring::take_cursor() const noexcept { return snapshot(control_->take); }
 
-std::uint64_t Ring::free_marker(std::uint64_t pos) const noexcept { return make_state(lap_of(pos), RecordType::free, false, 0); }
+// Inlined (here and below): called for every record a reader looks at; as
+// calls they took a fifth of a 1->4 topic reader's time.
+[[gnu::always_inline]] inline std::uint64_t Ring::free_marker(std::uint64_t pos) const noexcept { return make_state(lap_of(pos), RecordType::free, false, 0); }
 
-std::uint64_t Ring::record_size(std::uint64_t pos, std::uint64_t state) const noexcept {
+[[gnu::always_inline]] inline std::uint64_t Ring::record_size(std::uint64_t pos, std::uint64_t state) const noexcept {
   if ((pos & (kRecordAlign - 1)) != 0 || state_reserved(state) != 0) return 0;
   const std::uint64_t to_end = config_.capacity - (pos & mask_);
   const std::uint64_t length = state_length(state);
@@ -1245,7 +1247,7 @@ void Ring::skip_queue_to_tail(ReaderHandle& handle, std::uint64_t first, std::ui
 
 // The parts of a DATA record's payload, checked: false if the tag or the
 // metadata block is invalid (the record is then skipped and counted).
-bool Ring::fill_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
+[[gnu::always_inline]] inline bool Ring::fill_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
                      std::uint64_t pos, bool dead_letter, View& view) const noexcept {
   const std::uint32_t length = state_length(state);
   const std::byte* payload = reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize;
