@@ -1077,6 +1077,18 @@ bool Ring::make_room(std::uint64_t target, bool untagged, bool caller_waits) noe
       if (pos >= want && (seq >= tail_seq || tail_seq - seq <= config_.history)) break;
       auto& header = header_at(pos);
       const std::uint64_t state = header.state.load(acquire);
+      // The common record first, as in try_read_topic: an untagged DATA
+      // record of this lap, without metadata, of an allowed length.
+      if ((state & ~std::uint64_t{0xffff'ffff}) == make_state(lap_of(pos), RecordType::data, false, 0)) {
+        const std::uint64_t size = align_up(kRecordHeaderSize + state_length(state), kRecordAlign);
+        if ((pos & (kRecordAlign - 1)) == 0 && state_length(state) <= config_.max_message &&
+            size <= config_.capacity - (pos & mask_)) {
+          if (pos + size > bound) break;  // the record is (partly) held
+          pos += size;
+          ++seq;
+          continue;
+        }
+      }
       std::uint64_t size = 0;
       if (state == free_marker(pos)) {
         // A claim not yet published, one of a dead writer, or damage.
@@ -1359,6 +1371,22 @@ std::uint32_t Ring::try_read_topic(ReaderHandle& handle, View* views, std::uint3
       // A blocking subscriber's cursor keeps these records from reclaim; a
       // lappable one's hold does.
       const std::uint64_t state = header.state.load(acquire);
+      // The common record first: a DATA record of this lap, untagged,
+      // without metadata, of a length the ring allows, with the sequence
+      // we expect. Every bit but the length is compared at once; whatever
+      // else the header holds takes the general path below.
+      if ((state & ~std::uint64_t{0xffff'ffff}) == make_state(lap_of(pos), RecordType::data, false, 0)) {
+        const std::uint32_t length = state_length(state);
+        const std::uint64_t size = align_up(kRecordHeaderSize + length, kRecordAlign);
+        if ((pos & (kRecordAlign - 1)) == 0 && length <= config_.max_message && size <= config_.capacity - (pos & mask_) &&
+            (header.seq_word.load(relaxed) & kSeqMask) == (seq & kSeqMask)) {
+          views[n++] = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize, length, seq, 1, pos,
+                            false, 0, 0, nullptr, 0};
+          pos += size;
+          ++seq;
+          continue;
+        }
+      }
       if (state == free_marker(pos)) {
         if (n == 0 && (++handle.stuck_polls & kStuckPollMask) == 0 && check_stuck(handle, pos)) continue;
         break;
