@@ -367,7 +367,7 @@ MessageBatch detail::ChannelAccess::receive(Reader& reader, std::size_t max, std
     if (n == 0) return MessageBatch();
     std::size_t kept = 0;
     for (std::uint32_t i = 0; i < n; ++i) {
-      if (acks && dead_letter(*reader.state_, h.views[i])) {
+      if (acks && h.views[i].dead_letter && dead_letter(*reader.state_, h.views[i])) {
         reader.state_->ring.control().readers[h.ring.slot].dead_lettered.fetch_add(1, std::memory_order_relaxed);
         continue;
       }

@@ -377,6 +377,19 @@ std::pair<std::uint64_t, std::uint64_t> Ring::take_cursor() const noexcept { ret
   return 0;
 }
 
+// record_size() of the common record, or 0 for any other header: an
+// untagged DATA record of this lap without metadata, of a length the ring
+// allows. Every bit but the length is compared at once, so readers and
+// reclaim pay one comparison per such record (the general path checks
+// the fields one by one).
+[[gnu::always_inline]] inline std::uint64_t Ring::common_record_size(std::uint64_t pos, std::uint64_t state) const noexcept {
+  if ((state & ~std::uint64_t{0xffff'ffff}) != make_state(lap_of(pos), RecordType::data, false, 0)) return 0;
+  const std::uint64_t size = align_up(kRecordHeaderSize + state_length(state), kRecordAlign);
+  if ((pos & (kRecordAlign - 1)) != 0 || state_length(state) > config_.max_message || size > config_.capacity - (pos & mask_))
+    return 0;
+  return size;
+}
+
 // ---------------------------------------------------------------- writers
 
 Result<PublisherHandle> Ring::open_publisher() {
@@ -1077,17 +1090,12 @@ bool Ring::make_room(std::uint64_t target, bool untagged, bool caller_waits) noe
       if (pos >= want && (seq >= tail_seq || tail_seq - seq <= config_.history)) break;
       auto& header = header_at(pos);
       const std::uint64_t state = header.state.load(acquire);
-      // The common record first, as in try_read_topic: an untagged DATA
-      // record of this lap, without metadata, of an allowed length.
-      if ((state & ~std::uint64_t{0xffff'ffff}) == make_state(lap_of(pos), RecordType::data, false, 0)) {
-        const std::uint64_t size = align_up(kRecordHeaderSize + state_length(state), kRecordAlign);
-        if ((pos & (kRecordAlign - 1)) == 0 && state_length(state) <= config_.max_message &&
-            size <= config_.capacity - (pos & mask_)) {
-          if (pos + size > bound) break;  // the record is (partly) held
-          pos += size;
-          ++seq;
-          continue;
-        }
+      // The common record first (common_record_size).
+      if (const std::uint64_t size = common_record_size(pos, state); size != 0) {
+        if (pos + size > bound) break;  // the record is (partly) held
+        pos += size;
+        ++seq;
+        continue;
       }
       std::uint64_t size = 0;
       if (state == free_marker(pos)) {
@@ -1371,21 +1379,15 @@ std::uint32_t Ring::try_read_topic(ReaderHandle& handle, View* views, std::uint3
       // A blocking subscriber's cursor keeps these records from reclaim; a
       // lappable one's hold does.
       const std::uint64_t state = header.state.load(acquire);
-      // The common record first: a DATA record of this lap, untagged,
-      // without metadata, of a length the ring allows, with the sequence
-      // we expect. Every bit but the length is compared at once; whatever
-      // else the header holds takes the general path below.
-      if ((state & ~std::uint64_t{0xffff'ffff}) == make_state(lap_of(pos), RecordType::data, false, 0)) {
-        const std::uint32_t length = state_length(state);
-        const std::uint64_t size = align_up(kRecordHeaderSize + length, kRecordAlign);
-        if ((pos & (kRecordAlign - 1)) == 0 && length <= config_.max_message && size <= config_.capacity - (pos & mask_) &&
-            (header.seq_word.load(relaxed) & kSeqMask) == (seq & kSeqMask)) {
-          views[n++] = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize, length, seq, 1, pos,
-                            false, 0, 0, nullptr, 0};
-          pos += size;
-          ++seq;
-          continue;
-        }
+      // The common record first (common_record_size), with the sequence
+      // we expect; whatever else the header holds takes the general path.
+      if (const std::uint64_t size = common_record_size(pos, state);
+          size != 0 && (header.seq_word.load(relaxed) & kSeqMask) == (seq & kSeqMask)) {
+        views[n++] = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize, state_length(state), seq, 1,
+                          pos, false, 0, 0, nullptr, 0};
+        pos += size;
+        ++seq;
+        continue;
       }
       if (state == free_marker(pos)) {
         if (n == 0 && (++handle.stuck_polls & kStuckPollMask) == 0 && check_stuck(handle, pos)) continue;
@@ -1482,6 +1484,16 @@ std::uint32_t Ring::try_take(ReaderHandle& handle, View* views, std::uint32_t ma
     for (int step = 0; step < kMaxLoop && n < max; ++step) {
       if (pos >= handle.known_reclaimed + config_.capacity) break;
       const std::uint64_t state = peek_state(header_at(pos));
+      if (const std::uint64_t size = common_record_size(pos, state);
+          size != 0 && (peek_word(header_at(pos).seq_word) & kSeqMask) == (seq & kSeqMask)) {
+        tsan_acquire(&header_at(pos).state);
+        if (n < kCheckedStates) states[n] = state;
+        views[n].pos = pos;
+        ++n;
+        ++seq;
+        pos += size;
+        continue;
+      }
       if (state == free_marker(pos)) {
         if (n == 0 && pos == first && (handle.stuck_polls & kStuckPollMask) == 0 && check_stuck(handle, pos)) continue;
         break;
@@ -1538,6 +1550,15 @@ std::uint32_t Ring::try_take(ReaderHandle& handle, View* views, std::uint32_t ma
       auto& header = header_at(at);
       const std::uint64_t state = header.state.load(acquire);
       const std::uint64_t word = header.seq_word.load(relaxed);
+      if (i >= kCheckedStates || state == states[i]) {
+        if (common_record_size(at, state) != 0) {
+          const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
+          views[kept++] = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize, state_length(state),
+                               word & kSeqMask, deliveries, at, config_.acks && deliveries > config_.max_deliveries,
+                               0, 0, nullptr, 0};
+          continue;
+        }
+      }
       if ((i < kCheckedStates && state != states[i]) || state_type(state) != RecordType::data || record_size(at, state) == 0) {
         bump(slot.skipped_bad);
         continue;

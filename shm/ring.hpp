@@ -627,6 +627,7 @@ class Ring {
   // header is impossible there (FREE included).
   std::uint64_t record_size(std::uint64_t pos, std::uint64_t state) const noexcept;
   std::uint64_t free_marker(std::uint64_t pos) const noexcept;
+  std::uint64_t common_record_size(std::uint64_t pos, std::uint64_t state) const noexcept;
 
   struct ClaimShape {
     std::uint32_t count;
