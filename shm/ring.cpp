@@ -780,12 +780,13 @@ void Ring::wake_writers(std::uint32_t waiting_caller) noexcept {
 
 // A reader's release wakes a writer waiting for space only when there is
 // room worth waking for: the slowest reader a reclaim batch (an eighth of
-// the ring) past head, or every reader at tail (in its unit). Woken at every release, a
-// writer held back by the slowest of several readers woke for the faster
-// ones' progress and slept again, a futex call on each side per batch (with
-// four subscribers on two CPUs, the writer spent a third of a CPU waking
-// and sleeping). A writer that needs less than the batch waits at most
-// kMaxSleepNs when readers stop short of it (it re-checks then).
+// the ring) past head, or every reader at tail (in its unit). Woken at
+// every release, a writer held back by the slowest of several readers woke
+// for the faster ones' progress and slept again, a futex call on each side
+// per batch (a topic 1->4 of single messages went from 14-15 M to 17-21 M
+// deliveries/s without those wakes). A writer that needs less than the
+// batch waits at most kMaxSleepNs when readers stop short of it (it
+// re-checks then).
 void Ring::wake_writers_for_room() noexcept {
   if (control_->space_waiters.load(relaxed) == 0 || control_->space_woken.load(relaxed) != 0) return;
   const std::uint64_t tail_pos = control_->tail.pos.load(acquire);
