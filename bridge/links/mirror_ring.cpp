@@ -12,6 +12,7 @@ constexpr std::size_t kRetainBatch = 4096;  // messages retain moves over at onc
 constexpr std::uint32_t kBusyReads = 200;   // empty reads 1 ms apart before they go 5 ms apart
 constexpr int kRetainSteps = 64;            // batches advance_retain() moves over at most per call
 constexpr std::size_t kMaxDigits = 20;      // of a 64-bit number
+constexpr std::size_t kFirstWindowCapacity = 1024;  // the window's first allocation (in flight messages)
 
 std::optional<std::uint64_t> number(std::string_view s) noexcept {
   std::uint64_t v = 0;
@@ -104,6 +105,7 @@ std::chrono::milliseconds MirrorRing::idle_wait() const noexcept {
 // ------------------------------------------------------------------ the window
 
 void MirrorRing::sent(std::uint64_t seq, std::uint32_t bytes) {
+  if (window_.full()) window_.set_capacity(std::max<std::size_t>(kFirstWindowCapacity, 2 * window_.capacity()));
   window_.push_back({seq, bytes, false, false});
   window_bytes_ += bytes;
   ++pending_;

@@ -41,14 +41,13 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
-#include <fstream>   // /proc/<pid>/stat
 #include <iostream>
 #include <memory>
-#include <sstream>
 
 #include "app.hpp"  // fail
 #include "colod_client.hpp"
 #include "format.hpp"
+#include "link_bench.hpp"  // cpu_seconds
 #include "local_cluster.hpp"  // LocalCluster, find_colod
 #include "msg_bench.hpp"
 #include "transport.hpp"
@@ -73,22 +72,6 @@ struct Settings {
   std::uint32_t credit = 0;                // colod's limits.credit; 0: colod's default
   std::uint32_t heartbeat_ms = 200;
 };
-
-// CPU time (user + system) a live process has used so far, in seconds; -1
-// if unknown. Read while it runs: once reaped, /proc has nothing left.
-double cpu_seconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return -1;
-  const auto paren = line.rfind(')');  // the command may hold spaces and parentheses
-  if (paren == std::string::npos) return -1;
-  std::istringstream fields(line.substr(paren + 2));
-  std::string skip;
-  for (int field = 3; field < 14; ++field) fields >> skip;  // state .. cmajflt
-  unsigned long long utime = 0, stime = 0;
-  if (!(fields >> utime >> stime)) return -1;
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
 
 // ------------------------------------------------------------ colod status
 

@@ -40,6 +40,7 @@
 #include "commands.hpp"
 
 #include <librdkafka/rdkafka.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -83,9 +84,17 @@ struct Options {
   bool keep_topics = false;  // --keep-topics: leave the run's topics on the broker
 };
 
+// CPU time per record of a produce cell, in microseconds (-1: not
+// measured): the producing process's (this one's for librdkafka alone,
+// colod's for the mirror) and the broker's, when it runs on this host.
+struct CpuPerRecord {
+  double client_us = -1, broker_us = -1;
+};
+
 struct SizeRun {
   std::uint32_t size = 0;
   double raw_produce = 0, raw_with_headers = 0, mirror = 0, raw_consume = 0, source = 0;  // msg/s
+  CpuPerRecord raw_cpu, with_headers_cpu, mirror_cpu;
   std::string error;  // a failed measurement
 };
 
@@ -188,10 +197,26 @@ struct Delivered {
   std::uint64_t ok = 0, failed = 0;
 };
 
+// CPU time (user + system) of all of this process's threads so far, in seconds.
+double own_cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
+// CPU per record between two readings (seconds), or -1 if either failed.
+double us_per_record(double before, double after, std::uint32_t records) {
+  return before < 0 || after < 0 ? -1 : (after - before) * 1e6 / records;
+}
+
 // N messages of `size` bytes, as fast as librdkafka takes them; with
 // `headers`, each carries the header a mirror gives its records (colo.id,
 // a value of the same form) and a timestamp: the same bytes on the wire.
-double raw_produce(const Options& o, const std::string& topic, std::uint32_t size, bool headers, std::string& error) {
+// `cpu`: this process's CPU (the calling thread and librdkafka's) and the
+// broker's (`broker_pid`, 0 if not on this host), per record.
+double raw_produce(const Options& o, const std::string& topic, std::uint32_t size, bool headers, pid_t broker_pid,
+                   CpuPerRecord& cpu, std::string& error) {
   Delivered delivered;
   Rd p;
   error = make_client(
@@ -215,6 +240,8 @@ double raw_produce(const Options& o, const std::string& topic, std::uint32_t siz
                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(const_cast<char*>("w"), 1), RD_KAFKA_V_END);
   while (delivered.ok + delivered.failed < 1) rd_kafka_poll(p.rk, 10);
   delivered = {};
+  const double own_before = own_cpu_seconds();
+  const double broker_before = broker_pid != 0 ? cpu_seconds(broker_pid) : -1;
   const std::uint64_t t0 = monotonic_ns();
   char id[128];
   std::copy(id_prefix.begin(), id_prefix.end(), id);
@@ -245,6 +272,8 @@ double raw_produce(const Options& o, const std::string& topic, std::uint32_t siz
   }
   while (delivered.ok + delivered.failed < o.messages) rd_kafka_poll(p.rk, 1);
   const double s = static_cast<double>(monotonic_ns() - t0) / 1e9;
+  cpu.client_us = us_per_record(own_before, own_cpu_seconds(), o.messages);
+  if (broker_pid != 0) cpu.broker_us = us_per_record(broker_before, cpu_seconds(broker_pid), o.messages);
   if (delivered.failed != 0) error = std::to_string(delivered.failed) + " message(s) not delivered";
   return o.messages / s;
 }
@@ -344,6 +373,8 @@ struct Run {
 Run run(const Options& o, Progress& progress) {
   Run r;
   const std::string id = run_id();
+  // The broker's CPU is counted only when it runs here (a loopback broker, as the tests' own).
+  const pid_t broker_pid = tcp_listener_pid(first_bootstrap_port(o.bootstrap));
   for (auto size : o.sizes) {
     SizeRun s;
     s.size = size;
@@ -378,12 +409,12 @@ Run run(const Options& o, Progress& progress) {
   std::this_thread::sleep_for(2s);  // assigned, paused: nothing fetched
   for (auto& s : r.sizes) {
     progress.show("raw producer, " + std::to_string(s.size) + " B");
-    s.raw_produce = raw_produce(o, raw_topic(s), s.size, false, s.error);
+    s.raw_produce = raw_produce(o, raw_topic(s), s.size, false, broker_pid, s.raw_cpu, s.error);
     if (!s.error.empty()) continue;
     const std::string with_headers = id + ".raw-headers-" + std::to_string(s.size);
     progress.show("raw producer with colo's header, " + std::to_string(s.size) + " B");
     if (auto e = create_topic(o.bootstrap, with_headers); !e.empty()) return r.error = "topic " + with_headers + ": " + e, r;
-    s.raw_with_headers = raw_produce(o, with_headers, s.size, true, s.error);
+    s.raw_with_headers = raw_produce(o, with_headers, s.size, true, broker_pid, s.with_headers_cpu, s.error);
     if (!s.error.empty()) continue;
     progress.show("raw consumer, " + std::to_string(s.size) + " B");
     s.raw_consume = raw_consume(o, raw_topic(s), s.error);
@@ -431,14 +462,19 @@ Run run(const Options& o, Progress& progress) {
     if (!s.error.empty()) continue;
     progress.show("mirror, " + std::to_string(s.size) + " B");
     const std::string object = "bench/mirror-" + std::to_string(s.size);
+    const double colod_before = cpu_seconds(host.pid);
+    const double broker_before = broker_pid != 0 ? cpu_seconds(broker_pid) : -1;
     const std::uint64_t t0 = monotonic_ns();
     if (auto e = publish_all(*node, object, o.messages, s.size); !e.empty()) {
       s.error = e;
       continue;
     }
     std::uint64_t first = 0, done = 0;
-    if (wait_counter(host, "mirror:" + object, false, o.messages, first, done, s.error))
+    if (wait_counter(host, "mirror:" + object, false, o.messages, first, done, s.error)) {
       s.mirror = o.messages / (static_cast<double>(done - t0) / 1e9);
+      s.mirror_cpu.client_us = us_per_record(colod_before, cpu_seconds(host.pid), o.messages);
+      if (broker_pid != 0) s.mirror_cpu.broker_us = us_per_record(broker_before, cpu_seconds(broker_pid), o.messages);
+    }
   }
   progress.show("publish latency, mirror on and off");
   if (auto e = publish_latency(*node, o, r.on, r.off); !e.empty()) r.error = e;
@@ -474,6 +510,11 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
   for (const auto& s : r.sizes) correct = correct && s.error.empty();
   const double p50_ratio = r.off.p50 > 0 ? r.on.p50 / r.off.p50 : 0;
   if (o.json) {
+    // null where not measured (the broker on another host).
+    auto us_or_null = [](double us) { return us < 0 ? nlohmann::json() : nlohmann::json(us); };
+    auto cpu_json = [&](const CpuPerRecord& c) {
+      return nlohmann::json{{"producer", us_or_null(c.client_us)}, {"broker", us_or_null(c.broker_us)}};
+    };
     nlohmann::json sizes = nlohmann::json::array();
     for (const auto& s : r.sizes)
       sizes.push_back({{"size", s.size},
@@ -485,6 +526,10 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
                        {"raw_consume_msg_per_s", s.raw_consume},
                        {"source_msg_per_s", s.source},
                        {"source_over_raw", s.raw_consume > 0 ? s.source / s.raw_consume : 0},
+                       {"cpu_us_per_record",
+                        {{"raw_produce", cpu_json(s.raw_cpu)},
+                         {"raw_produce_with_colo_headers", cpu_json(s.with_headers_cpu)},
+                         {"mirror", cpu_json(s.mirror_cpu)}}},
                        {"goal_mirror_at_least", kGoalMirrorRatio},
                        {"error", s.error}});
     auto pj = [](const Percentiles& p) { return nlohmann::json{{"p50_ns", p.p50}, {"p99_ns", p.p99}, {"p999_ns", p.p999}}; };
@@ -527,6 +572,21 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
                 s.mirror >= kGoalMirrorRatio * s.raw_produce ? "met" : "MISSED", human_rate(s.raw_consume).c_str(),
                 human_rate(s.source).c_str(), ratio_or_dash(s.source, s.raw_consume).c_str());
   }
+  // Where a produce cell's time goes: the producer's CPU per record, and the broker's when it runs here.
+  auto us = [](double v) {
+    if (v < 0) return std::string("-");
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f us", v);
+    return std::string(buf);
+  };
+  std::printf("\nCPU per record    %13s %13s %13s\n", "raw produce", "+ colo.id", "colod mirror");
+  for (const auto& s : r.sizes) {
+    if (!s.error.empty()) continue;
+    std::printf("%-7s producer %13s %13s %13s\n", human_bytes(s.size).c_str(), us(s.raw_cpu.client_us).c_str(),
+                us(s.with_headers_cpu.client_us).c_str(), us(s.mirror_cpu.client_us).c_str());
+    std::printf("%-7s broker   %13s %13s %13s\n", "", us(s.raw_cpu.broker_us).c_str(),
+                us(s.with_headers_cpu.broker_us).c_str(), us(s.mirror_cpu.broker_us).c_str());
+  }
   std::printf("\npublish call, 64 B at %u/s, %u messages: mirror on p50 %s p99 %s p99.9 %s; off p50 %s p99 %s "
               "p99.9 %s; p50 on/off %s (goal at most %.1f: %s)\n",
               o.rate, o.latency_messages, human_duration_ns(r.on.p50).c_str(), human_duration_ns(r.on.p99).c_str(),
@@ -543,7 +603,9 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
       "raw produce: librdkafka, idempotent, acks=all, linger 5 ms, no headers; + colo.id: the same with the header\n"
       "a mirror gives each record (the same bytes on the wire). mirror: from the first publish into the ring\n"
       "to Kafka's last acknowledgement. The goal is on mirror/raw (no headers). raw consume / source: from the first\n"
-      "record to the last (a new group each). Goals are reported, not enforced; exit status 1 only if a measurement\n"
+      "record to the last (a new group each). CPU per record: user + system time of the producing process (this\n"
+      "one, librdkafka's threads included; colod for the mirror) and of the broker (if it listens on this host)\n"
+      "over the cell, divided by its records. Goals are reported, not enforced; exit status 1 only if a measurement\n"
       "failed or a message was lost.\n");
   return correct ? kExitOk : kExitFailure;
 }

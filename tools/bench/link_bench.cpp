@@ -1,7 +1,13 @@
 // tools/bench/link_bench.cpp — see link_bench.hpp.
 #include "link_bench.hpp"
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <sstream>
 #include <span>
 #include <thread>
 #include <vector>
@@ -80,6 +86,76 @@ std::string publish_all(Node& node, const std::string& object, std::uint32_t n, 
     done += static_cast<std::uint32_t>(published);
   }
   return {};
+}
+
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return -1;
+  const auto paren = line.rfind(')');  // the command may hold spaces and parentheses
+  if (paren == std::string::npos) return -1;
+  std::istringstream fields(line.substr(paren + 2));
+  std::string skip;
+  for (int field = 3; field < 14; ++field) fields >> skip;  // state .. cmajflt
+  unsigned long long utime = 0, stime = 0;
+  if (!(fields >> utime >> stime)) return -1;
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+std::uint16_t first_bootstrap_port(const std::string& bootstrap) {
+  const std::string first = bootstrap.substr(0, bootstrap.find(','));
+  const auto colon = first.rfind(':');
+  if (colon == std::string::npos) return 0;
+  unsigned port = 0;
+  const char* end = first.data() + first.size();
+  const auto [ptr, ec] = std::from_chars(first.data() + colon + 1, end, port);
+  return ec == std::errc() && ptr == end && port > 0 && port < 65536 ? static_cast<std::uint16_t>(port) : 0;
+}
+
+pid_t tcp_listener_pid(std::uint16_t port) {
+  if (port == 0) return 0;
+  // Lines of /proc/net/tcp: "sl local_address rem_address st ... inode", the
+  // port in hex after the address's ':', st 0A for LISTEN.
+  std::string inode;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the heading
+    while (inode.empty() && std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string sl, local, remote, state, skip, node;
+      f >> sl >> local >> remote >> state;
+      for (int i = 0; i < 5; ++i) f >> skip;  // tx/rx queues, timer, retransmits, uid, timeout
+      f >> node;
+      const auto colon = local.rfind(':');
+      if (state != "0A" || colon == std::string::npos) continue;
+      if (std::strtoul(local.c_str() + colon + 1, nullptr, 16) == port) inode = node;
+    }
+  }
+  if (inode.empty()) return 0;
+  const std::string target = "socket:[" + inode + "]";
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return 0;
+  pid_t found = 0;
+  while (found == 0) {
+    const dirent* e = ::readdir(proc);
+    if (e == nullptr) break;
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    const std::string fds = std::string("/proc/") + e->d_name + "/fd";
+    DIR* dir = ::opendir(fds.c_str());
+    if (dir == nullptr) continue;
+    while (const dirent* fd = ::readdir(dir)) {
+      char link[64];
+      const auto n = ::readlink((fds + "/" + fd->d_name).c_str(), link, sizeof link - 1);
+      if (n > 0 && std::string_view(link, static_cast<std::size_t>(n)) == target) {
+        found = static_cast<pid_t>(std::atoi(e->d_name));
+        break;
+      }
+    }
+    ::closedir(dir);
+  }
+  ::closedir(proc);
+  return found;
 }
 
 }  // namespace colo::cli

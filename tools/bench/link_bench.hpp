@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include <sys/types.h>
+
 #include "colo/node.hpp"
 #include "local_cluster.hpp"
 
@@ -20,6 +22,20 @@ constexpr std::chrono::milliseconds kLinkPoll{5};
 // (perf, colod during a 64 B RabbitMQ mirror cell polled every 5 ms: its
 // ZeroMQ I/O thread had more samples than the link's own thread).
 constexpr std::chrono::milliseconds kLinkPollMax{50};
+
+// CPU time (user + system) a live process has used so far, in seconds; -1
+// if unknown. Read while it runs: once reaped, /proc has nothing left.
+double cpu_seconds(pid_t pid);
+
+// The local process listening on TCP `port` (a broker named by
+// `host:port`, loopback or this host's address), found through
+// /proc/net/tcp{,6} and the processes' open sockets: 0 if none is (a broker
+// on another host) or it cannot be told (another user's process, /proc
+// hidden). For the broker's share of a run's CPU.
+pid_t tcp_listener_pid(std::uint16_t port);
+
+// The port of the first `host:port` of a bootstrap list; 0 if it has none.
+std::uint16_t first_bootstrap_port(const std::string& bootstrap);
 
 // A ring's capacity that holds `messages` of `size` bytes twice over: a
 // power of two from 1 MiB to 1 GiB.

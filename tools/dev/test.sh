@@ -15,7 +15,9 @@
 #   2. AddressSanitizer + UBSan build: suites unit, multiproc, bridge (colod too)
 #   3. ThreadSanitizer build: suite tsan (the ring with threads)
 #   4. fuzzing: each libFuzzer target of tests/fuzz/ for 15 s under ASan+UBSan
-#      (clang, build-fuzz/: only the targets and what they link)
+#      (clang, build-fuzz/: only the targets and what they link), two at a time
+#   The builds of 2-4 run in the background, niced, while the server suites of
+#   1 run (build/meson-logs/sanitizer-builds.log).
 # Prints one closing line "colo: N passed, N failed, N skipped" and exits
 # non-zero if anything failed. Run as root: some tests switch to `nobody`.
 set -euo pipefail
@@ -48,9 +50,9 @@ tools/dev/setup.sh -Dpython=enabled
 meson test -C build --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite stress --suite bridge \
   --suite install --suite python --suite chaos || status=1
 
-# The services, kafka and rabbitmq suites: their servers, then their tests (one at a
-# time: some stop and restart a server). COLO_REQUIRE_SERVICES=1: a test
-# whose server is missing fails instead of skipping.
+# The services, kafka and rabbitmq suites: their servers, then their tests
+# (one at a time: some stop and restart a server). COLO_REQUIRE_SERVICES=1: a
+# test whose server is missing fails instead of skipping.
 services=tests/services/services.sh
 rm -f build/meson-logs/serviceslog.json  # counted at the end only if it ran this time
 tests/services/install.sh
@@ -79,11 +81,28 @@ retry_services() {
   done
   start_services
 }
+# The sanitizer builds of steps 2-4 (AddressSanitizer, ThreadSanitizer, the
+# fuzz targets) compile in the background while the server suites run, at
+# nice 19: those tests mostly wait on their servers, and the builds get only
+# the CPU they leave (a nice-19 task weighs 1/68 of a nice-0 one), so the
+# tests' bounded waits see the machine as before. About six minutes of
+# compiling hidden; the run waits for them after the server suites.
+sanitizer_builds_log=build/meson-logs/sanitizer-builds.log
+(
+  set -e
+  COLO_BUILD_DIR=build-asan nice -n 19 tools/dev/setup.sh -Db_sanitize=address,undefined -Dbuildtype=debug -Db_lundef=false
+  if [ -f build-tsan/build.ninja ]; then meson setup --reconfigure build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized >/dev/null
+  else meson setup build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized >/dev/null; fi
+  nice -n 19 ninja -C build-tsan -j 2 tests/channel/colo-test-ring-threads
+  COLO_FUZZ_BUILD_ONLY=1 nice -n 19 tests/fuzz/run.sh
+) >"$sanitizer_builds_log" 2>&1 &
+sanitizer_builds_pid=$!
+
 services_up=1
 if start_services || retry_services; then
   eval "$("$services" env all)"
   # Its own log name: a second `meson test` in build/ would overwrite testlog.json.
-  COLO_REQUIRE_SERVICES=1 meson test -C build --num-processes 1 --print-errorlogs --logbase serviceslog \
+  COLO_REQUIRE_SERVICES=1 meson test -C build --no-rebuild --num-processes 1 --print-errorlogs --logbase serviceslog \
     --suite services --suite kafka --suite rabbitmq || status=1
 else
   services_up=0
@@ -97,14 +116,18 @@ fi
 stop_services
 trap - EXIT
 
+if ! wait "$sanitizer_builds_pid"; then
+  echo "colo: FAILED: the sanitizer builds (AddressSanitizer, ThreadSanitizer, fuzz targets); the end of $sanitizer_builds_log:"
+  tail -n 40 "$sanitizer_builds_log" | sed 's/^/  | /'
+  status=1
+fi
+# Built above (an up-to-date build is a no-op here); a failed build fails below too.
 COLO_BUILD_DIR=build-asan tools/dev/setup.sh -Db_sanitize=address,undefined -Dbuildtype=debug -Db_lundef=false
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --num-processes 2 --print-errorlogs --suite unit --suite multiproc --suite bridge || status=1
 
 # 3. ThreadSanitizer: the ring's threaded test only (the rest is processes,
-#    which TSan does not follow).
-if [ -f build-tsan/build.ninja ]; then meson setup --reconfigure build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized >/dev/null
-else meson setup build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized >/dev/null; fi
+#    which TSan does not follow); built above.
 ninja -C build-tsan -j 2 tests/channel/colo-test-ring-threads
 TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild --num-processes 1 --print-errorlogs --suite tsan || status=1
 
