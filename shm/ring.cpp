@@ -1266,13 +1266,23 @@ void Ring::skip_queue_to_tail(ReaderHandle& handle, std::uint64_t first, std::ui
     bump(control_->readers[handle.slot].skipped_bad, tseq > first_seq ? tseq - first_seq : 1);
 }
 
+namespace {
+
+// The view of a DATA record's whole payload: all of it for an untagged
+// record without metadata (the common one), fill_view()'s start otherwise.
+[[gnu::always_inline]] inline View payload_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq,
+                                                std::uint32_t deliveries, std::uint64_t pos, bool dead_letter) noexcept {
+  return View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize, state_length(state), seq, deliveries, pos,
+              dead_letter, 0, 0, nullptr, 0};
+}
+
+}  // namespace
+
 // The parts of a DATA record's payload, checked: false if the tag or the
 // metadata block is invalid (the record is then skipped and counted).
 [[gnu::always_inline]] inline bool Ring::fill_view(const RecordHeader& header, std::uint64_t state, std::uint64_t seq, std::uint32_t deliveries,
                      std::uint64_t pos, bool dead_letter, View& view) const noexcept {
-  const std::uint32_t length = state_length(state);
-  const std::byte* payload = reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize;
-  view = View{payload, length, seq, deliveries, pos, dead_letter, 0, 0, nullptr, 0};
+  view = payload_view(header, state, seq, deliveries, pos, dead_letter);
   if (state_tagged(state)) {
     if (view.size < kOriginTagSize) return false;
     OriginTag tag;
@@ -1384,8 +1394,7 @@ std::uint32_t Ring::try_read_topic(ReaderHandle& handle, View* views, std::uint3
       // we expect; whatever else the header holds takes the general path.
       if (const std::uint64_t size = common_record_size(pos, state);
           size != 0 && (header.seq_word.load(relaxed) & kSeqMask) == (seq & kSeqMask)) {
-        views[n++] = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize, state_length(state), seq, 1,
-                          pos, false, 0, 0, nullptr, 0};
+        views[n++] = payload_view(header, state, seq, 1, pos, false);
         pos += size;
         ++seq;
         continue;
@@ -1551,22 +1560,18 @@ std::uint32_t Ring::try_take(ReaderHandle& handle, View* views, std::uint32_t ma
       auto& header = header_at(at);
       const std::uint64_t state = header.state.load(acquire);
       const std::uint64_t word = header.seq_word.load(relaxed);
-      if (i >= kCheckedStates || state == states[i]) {
-        if (common_record_size(at, state) != 0) {
-          const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
-          views[kept++] = View{reinterpret_cast<const std::byte*>(&header) + kRecordHeaderSize, state_length(state),
-                               word & kSeqMask, deliveries, at, config_.acks && deliveries > config_.max_deliveries,
-                               0, 0, nullptr, 0};
-          continue;
-        }
+      const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
+      const bool dead_letter = config_.acks && deliveries > config_.max_deliveries;
+      const bool unchanged = i >= kCheckedStates || state == states[i];
+      if (unchanged && common_record_size(at, state) != 0) {
+        views[kept++] = payload_view(header, state, word & kSeqMask, deliveries, at, dead_letter);
+        continue;
       }
-      if ((i < kCheckedStates && state != states[i]) || state_type(state) != RecordType::data || record_size(at, state) == 0) {
+      if (!unchanged || state_type(state) != RecordType::data || record_size(at, state) == 0) {
         bump(slot.skipped_bad);
         continue;
       }
-      const std::uint32_t deliveries = static_cast<std::uint32_t>(word >> 56) + 1;
-      if (!fill_view(header, state, word & kSeqMask, deliveries, at, config_.acks && deliveries > config_.max_deliveries,
-                     views[kept])) {
+      if (!fill_view(header, state, word & kSeqMask, deliveries, at, dead_letter, views[kept])) {
         bump(slot.skipped_bad);
         continue;
       }

@@ -88,7 +88,7 @@ struct Options {
 // measured): the producing process's (this one's for librdkafka alone,
 // colod's for the mirror) and the broker's, when it runs on this host.
 struct CpuPerRecord {
-  double client_us = -1, broker_us = -1;
+  double producer_us = -1, broker_us = -1;
 };
 
 struct SizeRun {
@@ -272,7 +272,7 @@ double raw_produce(const Options& o, const std::string& topic, std::uint32_t siz
   }
   while (delivered.ok + delivered.failed < o.messages) rd_kafka_poll(p.rk, 1);
   const double s = static_cast<double>(monotonic_ns() - t0) / 1e9;
-  cpu.client_us = us_per_record(own_before, own_cpu_seconds(), o.messages);
+  cpu.producer_us = us_per_record(own_before, own_cpu_seconds(), o.messages);
   if (broker_pid != 0) cpu.broker_us = us_per_record(broker_before, cpu_seconds(broker_pid), o.messages);
   if (delivered.failed != 0) error = std::to_string(delivered.failed) + " message(s) not delivered";
   return o.messages / s;
@@ -472,7 +472,7 @@ Run run(const Options& o, Progress& progress) {
     std::uint64_t first = 0, done = 0;
     if (wait_counter(host, "mirror:" + object, false, o.messages, first, done, s.error)) {
       s.mirror = o.messages / (static_cast<double>(done - t0) / 1e9);
-      s.mirror_cpu.client_us = us_per_record(colod_before, cpu_seconds(host.pid), o.messages);
+      s.mirror_cpu.producer_us = us_per_record(colod_before, cpu_seconds(host.pid), o.messages);
       if (broker_pid != 0) s.mirror_cpu.broker_us = us_per_record(broker_before, cpu_seconds(broker_pid), o.messages);
     }
   }
@@ -513,7 +513,7 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
     // null where not measured (the broker on another host).
     auto us_or_null = [](double us) { return us < 0 ? nlohmann::json() : nlohmann::json(us); };
     auto cpu_json = [&](const CpuPerRecord& c) {
-      return nlohmann::json{{"producer", us_or_null(c.client_us)}, {"broker", us_or_null(c.broker_us)}};
+      return nlohmann::json{{"producer", us_or_null(c.producer_us)}, {"broker", us_or_null(c.broker_us)}};
     };
     nlohmann::json sizes = nlohmann::json::array();
     for (const auto& s : r.sizes)
@@ -582,8 +582,8 @@ int run_bench_kafka(Options o, const CLI::App& cmd) {
   std::printf("\nCPU per record    %13s %13s %13s\n", "raw produce", "+ colo.id", "colod mirror");
   for (const auto& s : r.sizes) {
     if (!s.error.empty()) continue;
-    std::printf("%-7s producer %13s %13s %13s\n", human_bytes(s.size).c_str(), us(s.raw_cpu.client_us).c_str(),
-                us(s.with_headers_cpu.client_us).c_str(), us(s.mirror_cpu.client_us).c_str());
+    std::printf("%-7s producer %13s %13s %13s\n", human_bytes(s.size).c_str(), us(s.raw_cpu.producer_us).c_str(),
+                us(s.with_headers_cpu.producer_us).c_str(), us(s.mirror_cpu.producer_us).c_str());
     std::printf("%-7s broker   %13s %13s %13s\n", "", us(s.raw_cpu.broker_us).c_str(),
                 us(s.with_headers_cpu.broker_us).c_str(), us(s.mirror_cpu.broker_us).c_str());
   }
